@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by `npm test`, `npm run demo` and the benchmarks:
+#   1. OpenBLAS (Debian's OpenMP build) for the engine's large matrix products,
+#   2. .venv with the temporal CLI and the PyTorch/transformers parity peers,
+#   3. the engine build.
+# Each step is skipped when already done, so running it before every command is cheap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { echo "[setup] $*" >&2; }
+
+if [ ! -f /usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h ]; then
+  log "installing OpenBLAS (libopenblas-openmp-dev) with apt-get"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: OpenBLAS is missing and this user cannot apt-get; run: sudo apt-get install libopenblas-openmp-dev" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-openmp-dev >/dev/null
+fi
+
+req=scripts/python-requirements.txt
+stamp=".venv/.opsr-$(sha256sum "$req" | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "creating .venv (temporal CLI, torch, transformers)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r "$req"
+  touch "$stamp"
+fi
+
+make -s -C engine

@@ -1,0 +1,56 @@
+// Names shared by workflows, workers and clients (CLI, Web UI users, schedules).
+// Importable from workflow code (no Node APIs here).
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import { defineSearchAttributeKey } from '@temporalio/common';
+
+export const TASK_QUEUES = {
+  control: 'opsr-control', // workflows and light activities (filter, dataset, manifests)
+  sampler: 'opsr-sampler', // sampling and reward analysis: talk to inference servers
+  trainer: 'opsr-trainer', // the engine: run this worker where the accelerator is
+} as const;
+
+export const WORKFLOW_TYPES = {
+  run: 'preferenceRun',
+  round: 'preferenceRound',
+  ablation: 'ablationStudy',
+} as const;
+
+export type Phase =
+  | 'pending' | 'init' | 'serving' | 'sampling' | 'filtering' | 'analysis'
+  | 'dataset' | 'training' | 'evaluating' | 'done' | 'stopped' | 'failed';
+
+export interface RoundSummary {
+  round: number;
+  rejectedScore: number;
+  pairsKept: number;
+  pairsFiltered: number;
+  filteredBy: Record<string, number>;
+  chosenReward: number | null;   // mean reward-model score of chosen answers (analysis, optional)
+  rejectedReward: number | null;
+  policyReward: number | null;   // mean reward of the trained policy's unprefixed answers (eval, optional)
+  train: Record<string, number>; // last logged engine metrics (TRL names)
+  modelDir: string;              // the round's trained policy
+  manifest: string;              // path of the round manifest
+}
+
+export interface RunProgress {
+  runId: string;
+  phase: Phase;
+  round: number;                 // current round, 0 during init
+  rounds: number;                // M
+  rejectedScore: number | null;
+  sampled: { done: number; total: number };
+  train: { step: number; totalSteps: number };
+  completed: RoundSummary[];
+  stopRequested: boolean;
+}
+
+export const progressQuery = defineQuery<RunProgress>('progress');
+export const stopAfterRoundSignal = defineSignal('stopAfterRound');
+
+// Typed search attributes, registered on the dev server by `opsr dev` and the tests.
+export const SEARCH_ATTRIBUTES = {
+  round: defineSearchAttributeKey('OpsrRound', 'INT'),
+  phase: defineSearchAttributeKey('OpsrPhase', 'KEYWORD'),
+  rejectedScore: defineSearchAttributeKey('OpsrRejectedScore', 'INT'),
+} as const;
