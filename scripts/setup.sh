@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `npm test`, `npm run demo` and the benchmarks:
 #   1. OpenBLAS (Debian's OpenMP build) for the engine's large matrix products,
-#   2. .venv with the temporal CLI and the PyTorch/transformers parity peers,
+#   2. .venv with the temporal CLI, and with `test` also the PyTorch/transformers parity peers,
 #   3. the engine build.
 # Each step is skipped when already done, so running it before every command is cheap.
 set -euo pipefail
@@ -18,11 +18,14 @@ if [ ! -f /usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-openmp-dev >/dev/null
 fi
 
-req=scripts/python-requirements.txt
-stamp=".venv/.opsr-$(sha256sum "$req" | cut -c1-16)"
+# Usage: setup.sh [run|test]   (run: what the demo needs; test: plus the parity peers)
+profile=${1:-run}
+case "$profile" in run|test) ;; *) echo "setup: unknown profile '$profile' (allowed: run, test)" >&2; exit 2;; esac
+req=scripts/requirements-$profile.txt
+stamp=".venv/.opsr-$profile-$(cat scripts/requirements-*.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  log "creating .venv (temporal CLI, torch, transformers)"
-  python3 -m venv .venv
+  log "installing Python tools into .venv ($req)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r "$req"
   touch "$stamp"
 fi
