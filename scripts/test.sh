@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# `npm test`: set up what the tests need, typecheck, then run every test file one at a time
+# (they share 2 cores, a temporal CLI and the engine). `npm test -- FILE...` runs only those.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+npx tsc --noEmit -p .
+if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
+exec node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
