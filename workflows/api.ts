@@ -54,3 +54,31 @@ export const SEARCH_ATTRIBUTES = {
   phase: defineSearchAttributeKey('OpsrPhase', 'KEYWORD'),
   rejectedScore: defineSearchAttributeKey('OpsrRejectedScore', 'INT'),
 } as const;
+
+// Long activities (sampling, training) report progress to these workflows by signal; the round
+// workflow forwards them to its parent so the run's `progress` query shows live counts.
+export const activityProgressSignal =
+  defineSignal<[import('../activities/api.ts').ActivityProgress]>('activityProgress');
+
+// What preferenceRun returns (and writes as report.json).
+export interface RunResult {
+  runId: string;
+  runDir: string;
+  configHash: string;
+  rounds: RoundSummary[];
+  finalModel: string;
+  baseReward: number | null;                                  // held-out reward before round 1
+  prefixCurve: { score: number; meanReward: number }[] | null; // round-1 reference, prefix scores
+  stopped: boolean;                                           // stopAfterRound ended it early
+}
+
+// One arm's per-round metrics in an ablation study, side by side with the others.
+export interface AblationResult {
+  studyId: string;
+  arms: { name: string; workflowId: string; result: RunResult }[];
+  table: {
+    round: number;
+    arms: Record<string, { rejectedScore: number; pairsKept: number; chosenReward: number | null;
+      rejectedReward: number | null; policyReward: number | null; loss: number | null }>;
+  }[];
+}
