@@ -1,0 +1,121 @@
+// Hugging Face tokenizer loading for a model directory: tokenizer.json (the tokenizer itself) and
+// tokenizer_config.json (chat_template, eos_token, bos_token), rendered with @huggingface/jinja.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { Template } from '@huggingface/jinja';
+
+export type ChatMessage = { role: string; content: string };
+
+export interface LoadedTokenizer {
+  /** Token ids of text; special tokens of the post-processor (e.g. BOS) are added unless addSpecialTokens is false. */
+  encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
+  /** Text of ids; special tokens are kept unless skipSpecialTokens is true. */
+  decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
+  eosTokenId: number | null;
+  bosTokenId: number | null;
+  /** Ids of all special (added, special: true) tokens. */
+  specialTokenIds: ReadonlySet<number>;
+  vocabSize: number;
+  hasChatTemplate: boolean;
+  applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
+}
+
+export class TokenizerError extends Error {}
+
+async function readJson(file: string, required: boolean): Promise<Record<string, unknown> | null> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new TokenizerError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  try {
+    const value = JSON.parse(text);
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error('top level is not an object');
+    return value as Record<string, unknown>;
+  } catch (err) {
+    throw new TokenizerError(`${file} is not a JSON object: ${(err as Error).message}`);
+  }
+}
+
+// eos_token/bos_token are either a string or an AddedToken object {content, ...}.
+function tokenContent(value: unknown): string | null {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
+    return (value as { content: string }).content;
+  }
+  return null;
+}
+
+// A list of templates [{name, template}] is allowed by HF; "default" is the one used for chat.
+function chatTemplateOf(config: Record<string, unknown>, file: string): string | null {
+  const t = config.chat_template;
+  if (t === undefined || t === null) return null;
+  if (typeof t === 'string') return t;
+  if (Array.isArray(t)) {
+    const named = t.find((x) => x && typeof x === 'object' && (x as { name?: unknown }).name === 'default');
+    if (named && typeof (named as { template?: unknown }).template === 'string') return (named as { template: string }).template;
+  }
+  throw new TokenizerError(`${file}: chat_template must be a string or a list containing {"name":"default","template":...}`);
+}
+
+export async function loadTokenizer(modelDir: string): Promise<LoadedTokenizer> {
+  const tokenizerFile = join(modelDir, 'tokenizer.json');
+  const configFile = join(modelDir, 'tokenizer_config.json');
+  const tokenizerJson = (await readJson(tokenizerFile, true))!;
+  const config = (await readJson(configFile, false)) ?? {};
+  const specialMap = (await readJson(join(modelDir, 'special_tokens_map.json'), false)) ?? {};
+  let tok: Tokenizer;
+  try {
+    tok = new Tokenizer(tokenizerJson, config);
+  } catch (err) {
+    throw new TokenizerError(`${tokenizerFile}: unsupported tokenizer: ${(err as Error).message}`);
+  }
+
+  const idOf = (field: 'eos_token' | 'bos_token'): number | null => {
+    const content = tokenContent(config[field]) ?? tokenContent(specialMap[field]);
+    if (content === null) return null;
+    const id = tok.token_to_id(content);
+    if (id === undefined) throw new TokenizerError(`${configFile}: ${field} ${JSON.stringify(content)} is not in the vocabulary of ${tokenizerFile}`);
+    return id;
+  };
+  const eosTokenId = idOf('eos_token');
+  const bosTokenId = idOf('bos_token');
+  const specialTokenIds = new Set<number>();
+  for (const [id, added] of tok.get_added_tokens_decoder()) if (added.special) specialTokenIds.add(id);
+  const vocab = tok.get_vocab(true);
+  let vocabSize = 0;
+  for (const id of vocab.values()) vocabSize = Math.max(vocabSize, id + 1);
+
+  const templateSource = chatTemplateOf(config, configFile);
+  const template = templateSource === null ? null : new Template(templateSource);
+  const eosText = eosTokenId === null ? '' : tokenContent(config.eos_token) ?? tokenContent(specialMap.eos_token) ?? '';
+  const bosText = bosTokenId === null ? '' : tokenContent(config.bos_token) ?? tokenContent(specialMap.bos_token) ?? '';
+
+  return {
+    encode: (text, opts) => tok.encode(text, { add_special_tokens: opts?.addSpecialTokens ?? true }).ids,
+    // The JS tokenizer rejects an empty id list; its text is the empty string.
+    decode: (ids, opts) => (ids.length === 0 ? '' : tok.decode(ids, { skip_special_tokens: opts?.skipSpecialTokens ?? false })),
+    eosTokenId,
+    bosTokenId,
+    specialTokenIds,
+    vocabSize,
+    hasChatTemplate: template !== null,
+    applyChatTemplate(messages, opts) {
+      if (template === null) throw new TokenizerError(`${configFile} has no chat_template; use a completions prompt or add a chat template`);
+      messages.forEach((m, i) => {
+        if (!m || typeof m.role !== 'string' || typeof m.content !== 'string') {
+          throw new TokenizerError(`messages[${i}] must be {role: string, content: string}`);
+        }
+      });
+      return template.render({
+        messages,
+        add_generation_prompt: opts?.addGenerationPrompt ?? false,
+        eos_token: eosText,
+        bos_token: bosText,
+      });
+    },
+  };
+}
