@@ -15,7 +15,15 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                         const float *inp, const float *w, const float *mean,
                         const float *rstd, int N, int C);
-// GPT-2's tanh approximation ("gelu_new").
+// layernorm_backward: dinp += ..., dw += ..., db += ... (mean/rstd from the forward).
+// GPT-2's tanh approximation ("gelu_new"). gelu_backward writes dinp (=, not +=).
 void gelu_forward(float *out, const float *inp, int n);
 void gelu_backward(float *dinp, const float *inp, const float *dout, int n);
 void residual_forward(float *out, const float *a, const float *b, int n);
+// Causal self-attention over B sequences of T tokens. qkv [B,T,3C] holds q|k|v per token
+// (HF c_attn output), heads are contiguous hs = C/NH slices. out [B,T,C] (=);
+// att [B,NH,T,T] receives the softmax probabilities (zeros above the diagonal) for backward.
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+// dqkv [B,T,3C] += gradient; scratch holds omp_get_max_threads() * T * T floats.
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                        float *scratch, int B, int T, int C, int NH);

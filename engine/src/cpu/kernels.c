@@ -1,0 +1,192 @@
+// CPU layer kernels (llm.c style): plain loops with OpenMP, large products through cblas_sgemm.
+// Every reduction runs in a fixed order for a given thread count, so training is bit-reproducible.
+#include "kernels.h"
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+// Columns per block when a thread sums a column range over all rows (dw, db): rows stay
+// contiguous in memory and no two threads touch the same output.
+#define COL_BLOCK 64
+
+void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+                    int N, int IN, int OUT) {
+    if (bias) {
+        #pragma omp parallel for
+        for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OUT, bias, (size_t)OUT * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OUT, IN, 1.0f, inp, IN, w, OUT,
+                bias ? 1.0f : 0.0f, out, OUT);
+}
+
+static void colsum_add(float *dst, const float *src, int N, int C) {
+    int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+    #pragma omp parallel for
+    for (int blk = 0; blk < nblocks; blk++) {
+        int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < C ? j0 + COL_BLOCK : C;
+        float acc[COL_BLOCK] = {0};
+        for (int i = 0; i < N; i++) {
+            const float *row = src + (size_t)i * C;
+            for (int j = j0; j < j1; j++) acc[j - j0] += row[j];
+        }
+        for (int j = j0; j < j1; j++) dst[j] += acc[j - j0];
+    }
+}
+
+void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                     const float *inp, const float *w, int N, int IN, int OUT) {
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IN, OUT, 1.0f, dout, OUT, w, OUT,
+                    1.0f, dinp, IN);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IN, OUT, N, 1.0f, inp, IN, dout, OUT,
+                    1.0f, dw, OUT);
+    if (dbias) colsum_add(dbias, dout, N, OUT);
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *w, const float *b, int N, int C, float eps) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float m = 0.0f;
+        for (int j = 0; j < C; j++) m += x[j];
+        m /= C;
+        float v = 0.0f;
+        for (int j = 0; j < C; j++) { float d = x[j] - m; v += d * d; }
+        v /= C;
+        float s = 1.0f / sqrtf(v + eps);
+        float *o = out + (size_t)i * C;
+        for (int j = 0; j < C; j++) o[j] = (x[j] - m) * s * w[j] + b[j];
+        if (mean) mean[i] = m;
+        if (rstd) rstd[i] = s;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                        const float *inp, const float *w, const float *mean,
+                        const float *rstd, int N, int C) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C, *dy = dout + (size_t)i * C;
+        float m = mean[i], s = rstd[i];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int j = 0; j < C; j++) {
+            float dnorm = w[j] * dy[j];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * (x[j] - m) * s;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        float *dx = dinp + (size_t)i * C;
+        for (int j = 0; j < C; j++) {
+            float norm = (x[j] - m) * s;
+            dx[j] += (w[j] * dy[j] - dnorm_mean - norm * dnorm_norm_mean) * s;
+        }
+    }
+    int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+    #pragma omp parallel for
+    for (int blk = 0; blk < nblocks; blk++) {
+        int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < C ? j0 + COL_BLOCK : C;
+        float aw[COL_BLOCK] = {0}, ab[COL_BLOCK] = {0};
+        for (int i = 0; i < N; i++) {
+            const float *x = inp + (size_t)i * C, *dy = dout + (size_t)i * C;
+            float m = mean[i], s = rstd[i];
+            for (int j = j0; j < j1; j++) {
+                aw[j - j0] += (x[j] - m) * s * dy[j];
+                ab[j - j0] += dy[j];
+            }
+        }
+        for (int j = j0; j < j1; j++) { dw[j] += aw[j - j0]; db[j] += ab[j - j0]; }
+    }
+}
+
+#define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
+
+void gelu_forward(float *out, const float *inp, int n) {
+    #pragma omp parallel for
+    for (int i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, int n) {
+    #pragma omp parallel for
+    for (int i = 0; i < n; i++) {
+        float x = inp[i];
+        float t = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+        float grad = 0.5f * (1.0f + t) +
+                     0.5f * x * (1.0f - t * t) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] = grad * dout[i];
+    }
+}
+
+void residual_forward(float *out, const float *a, const float *b, int n) {
+    #pragma omp parallel for
+    for (int i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    // One (sequence, head) per iteration; OpenBLAS runs single-threaded inside the region.
+    #pragma omp parallel for
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        const float *q = qkv + (size_t)b * T * 3 * C + h * hs;
+        const float *k = q + C, *v = q + 2 * C;
+        float *p = att + (size_t)bh * T * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, 3 * C, k, 3 * C,
+                    0.0f, p, T);
+        for (int i = 0; i < T; i++) {
+            float *row = p + (size_t)i * T;
+            float mx = row[0];
+            for (int j = 1; j <= i; j++) if (row[j] > mx) mx = row[j];
+            float sum = 0.0f;
+            for (int j = 0; j <= i; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+            float inv = 1.0f / sum;
+            for (int j = 0; j <= i; j++) row[j] *= inv;
+            for (int j = i + 1; j < T; j++) row[j] = 0.0f;  // causal mask
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, v, 3 * C,
+                    0.0f, out + (size_t)b * T * C + h * hs, C);
+    }
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                        float *scratch, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel
+    {
+        float *dp = scratch + (size_t)omp_get_thread_num() * T * T;
+        #pragma omp for
+        for (int bh = 0; bh < B * NH; bh++) {
+            int b = bh / NH, h = bh % NH;
+            size_t qoff = (size_t)b * T * 3 * C + h * hs;
+            const float *q = qkv + qoff, *k = q + C, *v = q + 2 * C;
+            float *dq = dqkv + qoff, *dk = dq + C, *dv = dq + 2 * C;
+            const float *p = att + (size_t)bh * T * T;
+            const float *dy = dout + (size_t)b * T * C + h * hs;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dy, C, v, 3 * C,
+                        0.0f, dp, T);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, dy, C,
+                        1.0f, dv, 3 * C);
+            // softmax backward, folding in the score scale; dp becomes d(QK^T)
+            for (int i = 0; i < T; i++) {
+                const float *pr = p + (size_t)i * T;
+                float *dr = dp + (size_t)i * T;
+                float dot = 0.0f;
+                for (int j = 0; j <= i; j++) dot += pr[j] * dr[j];
+                for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
+                for (int j = i + 1; j < T; j++) dr[j] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, dp, T, k, 3 * C,
+                        1.0f, dq, 3 * C);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, dp, T, q, 3 * C,
+                        1.0f, dk, 3 * C);
+        }
+    }
+}
