@@ -1,0 +1,554 @@
+// The run configuration: one zod schema, the single source of truth for fields, defaults and
+// messages. Pure (no Node imports) so workflows can validate their input inside the Temporal
+// sandbox: import { parseRunConfig } from '../config/schema.ts' there. File reading lives in
+// config/load.ts.
+import { z } from 'zod';
+
+export const DEFAULT_CHOSEN_TEMPLATE =
+  'Please produce a top-notch response that merits a perfect score of {score} out of 10. {prompt}';
+export const DEFAULT_REJECTED_TEMPLATE =
+  'Please produce a good response that merits a perfect score of {score} out of 10. {prompt}';
+
+// Responses that talk about the score they were asked for ("Okay, here is a 10-score answer").
+export const DEFAULT_SCORE_TALK_PATTERNS = [
+  '\\b(?:10|ten|[0-9]|one|two|three|four|five|six|seven|eight|nine)\\s*(?:/|out of)\\s*(?:10|ten)\\b',
+  '\\b(?:10|ten|[0-9])[- ](?:score|point|star)\\b',
+  '\\b(?:perfect|top[- ]notch|good)\\s+(?:score|response|answer)\\b',
+  '\\bmerits?\\s+a\\s+(?:perfect\\s+)?score\\b',
+  '\\bscore\\s+of\\s+\\d+\\b',
+];
+
+// simpo's default target margin: gamma = beta * 0.5 when neither gamma nor gammaBetaRatio is set.
+export const DEFAULT_SIMPO_GAMMA_BETA_RATIO = 0.5;
+export const DEFAULT_BETA = { simpo: 2.0, dpo: 0.1, ipo: 0.1, hinge: 0.1 } as const;
+
+type Issue = { path: (string | number)[]; message: string; input: unknown; allowed: string };
+// Cross-field checks collect Issues; this hands them to zod with the "allowed" text as a param.
+function report(ctx: z.RefinementCtx, issues: Issue[]) {
+  for (const i of issues) ctx.addIssue({ code: 'custom', path: i.path, message: i.message, input: i.input, params: { allowed: i.allowed } });
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+const text = (allowed: string) => z.string().min(1).describe(allowed);
+const path = () => text('a path (relative to the config file)');
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.int().min(min).max(max);
+const num = (min: number, max = Number.MAX_VALUE) => z.number().min(min).max(max);
+const score = () => int(0, 10).describe('an integer score from 0 to 10');
+const envName = () =>
+  z.string()
+    .refine((s) => ENV_NAME.test(s), { error: 'is not an environment variable name', params: { allowed: 'an env var name like OPENAI_API_KEY (the key itself stays in the environment)', secret: true } });
+const id = (what: string) =>
+  z.string().refine((s) => ID.test(s), { error: `is not a valid ${what}`, params: { allowed: '1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit' } });
+const url = () =>
+  z.string().refine((s) => /^https?:\/\/[^\s/]+/.test(s), { error: 'is not an http(s) URL', params: { allowed: 'an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1' } });
+const regexString = () =>
+  z.string().superRefine((s, ctx) => {
+    try { new RegExp(s); } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `does not compile: ${(e as Error).message}`, input: s, params: { allowed: 'a JavaScript regular expression' } });
+    }
+  });
+
+const template = () =>
+  z.string().superRefine((t, ctx) => {
+    const missing = ['{score}', '{prompt}'].filter((k) => !t.includes(k));
+    if (missing.length) ctx.addIssue({ code: 'custom', message: `is missing ${missing.join(' and ')}`, input: t, params: { allowed: 'a template containing both {score} and {prompt}' } });
+  });
+
+const Loss = z.enum(['simpo', 'dpo', 'ipo', 'hinge']);
+const Schedule = z.enum(['cosine', 'linear', 'constant']);
+const RejectedScores = z.union([z.enum(['progressive', 'fixed']), z.array(score()).min(1)])
+  .describe('"progressive" (3, 5, 7, ...), "fixed" (fixedScore every round) or a list of integer scores, one per round');
+const LearningRate = z.union([num(0).positive(), z.array(num(0).positive()).min(1)])
+  .describe('a positive number or a list of positive numbers, one per round');
+
+// Preference-optimization hyperparameters shared by the rounds and the offline init stage.
+const preferenceFields = {
+  loss: Loss.default('simpo'),
+  beta: num(0).positive().optional().describe('a positive number (default: simpo 2.0, otherwise 0.1)'),
+  gamma: num(0).optional().describe('a number >= 0 (simpo target margin)'),
+  gammaBetaRatio: num(0).optional().describe('a number >= 0 (simpo: gamma = beta * gammaBetaRatio)'),
+  labelSmoothing: num(0, 0.5).default(0),
+};
+const optimizerFields = {
+  batchSize: int(1).default(1),
+  gradAccum: int(1).default(1),
+  epochs: int(1).default(1),
+  maxSteps: int(1).optional(),
+  warmupRatio: num(0, 1).default(0.1),
+  schedule: Schedule.default('cosine'),
+  weightDecay: num(0).default(0),
+  gradClip: num(0).default(1.0),
+  seed: int(0).default(0),
+  checkpointEvery: int(0).default(0),
+};
+
+const Engine = z.strictObject({
+  path: path().optional(), // default: the repo's engine/build/opsr-engine
+  threads: int(1, 1024).optional(),
+});
+
+const TrainingObject = z.strictObject({
+  ...preferenceFields,
+  ...optimizerFields,
+  learningRate: LearningRate.default(3e-7),
+  maxLength: int(2).default(1024),
+  maxPromptLength: int(1).default(512),
+  engine: Engine.prefault({}),
+});
+const Training = TrainingObject.superRefine((t, ctx) => report(ctx, trainingChecks(t)));
+
+const InitSft = z.strictObject({
+  data: path(), // JSONL: {prompt, completion} or {messages}
+  ...optimizerFields,
+  warmupRatio: num(0, 1).default(0),
+  learningRate: num(0).positive().default(1e-5),
+  maxLength: int(2).optional(),
+});
+const InitOfflineObject = z.strictObject({
+  data: path(), // TRL pairs JSONL: {prompt, chosen, rejected}
+  ...preferenceFields,
+  ...optimizerFields,
+  learningRate: num(0).positive().default(3e-7),
+  maxLength: int(2).optional(),
+  maxPromptLength: int(1).optional(),
+});
+const InitOffline = InitOfflineObject.superRefine((t, ctx) => {
+  const out: Issue[] = [];
+  checkPreference(t, [], out);
+  report(ctx, out);
+});
+
+const SamplingObject = z.strictObject({
+  lifecycle: z.enum(['embedded', 'external', 'managed-vllm']).default('embedded'),
+  baseURL: url().optional(),
+  model: text('a served model name').optional(),
+  apiKeyEnv: envName().optional(),
+  api: z.enum(['chat', 'completions']).default('completions'),
+  temperature: num(0, 10).default(0.7),
+  topP: num(0, 1).positive().default(0.95),
+  maxTokens: int(1).default(512),
+  seed: int(0).default(0),
+  concurrency: int(1, 4096).default(8),
+  shardSize: int(1).default(64),
+  extra: z.record(z.string(), z.unknown()).default({}),
+  vllm: z.strictObject({
+    executable: text('the vllm executable (a command on PATH or a path)').default('vllm'),
+    args: z.array(z.string()).default([]),
+    host: text('a host to bind').default('127.0.0.1'),
+    port: int(1, 65535).default(8000),
+    startupTimeoutS: num(1).default(600),
+  }).prefault({}),
+  embedded: z.strictObject({
+    threads: int(1, 1024).optional(),
+    maxBatch: int(1, 4096).optional(),
+  }).prefault({}),
+});
+const Sampling = SamplingObject.superRefine((s, ctx) => report(ctx, samplingChecks(s)));
+
+// Fields of the request body that the typed sampling fields own.
+const OWNED_REQUEST_FIELDS: Record<string, string> = {
+  model: 'sampling.model', temperature: 'sampling.temperature', top_p: 'sampling.topP',
+  max_tokens: 'sampling.maxTokens', seed: 'sampling.seed', n: 'nothing (opsr asks for one answer per prefix)',
+  prompt: 'prompts.file', messages: 'prompts.file', api_key: 'sampling.apiKeyEnv',
+};
+
+const RewardModel = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('vllm-classify'), baseURL: url(), model: text('a served model name'), apiKeyEnv: envName().optional(), useActivation: z.boolean().default(false) }),
+  z.strictObject({ type: z.literal('vllm-pooling'), baseURL: url(), model: text('a served model name'), apiKeyEnv: envName().optional() }),
+  z.strictObject({ type: z.literal('http'), url: url(), model: text('a model name').optional(), apiKeyEnv: envName().optional() }),
+  z.strictObject({ type: z.literal('builtin'), name: text('a builtin scorer name (tasks/index.ts)') }),
+]);
+
+const RunObject = z.strictObject({
+  runId: id('run id').optional(),
+  storage: path().default('.opsr'),
+  model: path(),
+  prompts: z.strictObject({
+    file: path(),
+    limit: int(1).optional(),
+    shuffleSeed: int(0).optional(),
+  }),
+  rounds: int(1, 100).default(3),
+  prefixes: z.strictObject({
+    chosenTemplate: template().default(DEFAULT_CHOSEN_TEMPLATE),
+    rejectedTemplate: template().default(DEFAULT_REJECTED_TEMPLATE),
+    chosenScore: score().default(10),
+    rejectedScores: RejectedScores.default('progressive'),
+    fixedScore: score().default(3),
+  }).prefault({}),
+  sampling: Sampling.prefault({}),
+  filter: z.strictObject({
+    scoreTalkPatterns: z.array(regexString()).default(DEFAULT_SCORE_TALK_PATTERNS),
+    patternFlags: z.string().refine((s) => /^[imsu]*$/.test(s), { error: 'has an unsupported flag', params: { allowed: 'any of the regex flags i, m, s, u' } }).default('i'),
+    dropEmpty: z.boolean().default(true),
+    dropTruncated: z.boolean().default(true),
+    dropIdentical: z.boolean().default(true),
+  }).prefault({}),
+  training: Training.prefault({}),
+  init: z.strictObject({ sft: InitSft.optional(), offline: InitOffline.optional() }).optional(),
+  rewardModel: RewardModel.optional(),
+  evaluation: z.strictObject({
+    prompts: z.strictObject({ file: path(), limit: int(1).optional() }),
+    prefixCurve: z.boolean().default(false),
+    prefixScores: z.array(score()).min(1).default([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+    maxTokens: int(1).optional(),
+  }).optional(),
+  temporal: z.strictObject({
+    address: z.string().refine((s) => /^[^\s:]+:\d{1,5}$/.test(s), { error: 'is not host:port', params: { allowed: 'host:port, e.g. 127.0.0.1:7233' } }).default('127.0.0.1:7233'),
+    namespace: text('a Temporal namespace').default('default'),
+    tls: z.boolean().default(false),
+    apiKeyEnv: envName().optional(),
+  }).prefault({}),
+});
+
+type RunObjectOut = z.output<typeof RunObject>;
+
+// The rejected score of each round, 1-based k: progressive 3 + 2(k-1), fixed, or the list.
+export function rejectedScoreSchedule(p: RunObjectOut['prefixes'], rounds: number): number[] {
+  const s = p.rejectedScores;
+  if (Array.isArray(s)) return s.slice();
+  return Array.from({ length: rounds }, (_, i) => (s === 'fixed' ? p.fixedScore : 3 + 2 * i));
+}
+
+function checkPreference(t: { loss: string; beta?: number; gamma?: number; gammaBetaRatio?: number; labelSmoothing: number }, at: string[], out: Issue[]) {
+  if (t.loss !== 'simpo') {
+    for (const k of ['gamma', 'gammaBetaRatio'] as const) {
+      if (t[k] !== undefined) out.push({ path: [...at, k], message: `is only used by loss "simpo" (loss is "${t.loss}")`, input: t[k], allowed: 'leave it out, or set loss to "simpo"' });
+    }
+  } else if (t.gamma !== undefined && t.gammaBetaRatio !== undefined) {
+    const beta = t.beta ?? DEFAULT_BETA.simpo;
+    if (Math.abs(t.gamma - beta * t.gammaBetaRatio) > 1e-9 * Math.max(1, Math.abs(t.gamma))) {
+      out.push({ path: [...at, 'gamma'], message: `conflicts with gammaBetaRatio ${t.gammaBetaRatio} x beta ${beta}`, input: t.gamma, allowed: `at most one of gamma and gammaBetaRatio, or gamma = ${beta * t.gammaBetaRatio}` });
+    }
+  }
+  if (t.labelSmoothing !== 0 && t.loss !== 'dpo') {
+    out.push({ path: [...at, 'labelSmoothing'], message: `is only used by loss "dpo" (loss is "${t.loss}")`, input: t.labelSmoothing, allowed: '0, or loss "dpo"' });
+  }
+}
+
+function trainingChecks(t: z.output<typeof TrainingObject>): Issue[] {
+  const out: Issue[] = [];
+  checkPreference(t, [], out);
+  if (t.maxPromptLength >= t.maxLength) {
+    out.push({ path: ['maxPromptLength'], message: `leaves no room for a response within maxLength ${t.maxLength}`, input: t.maxPromptLength, allowed: `an integer below training.maxLength (${t.maxLength})` });
+  }
+  return out;
+}
+
+function samplingChecks(s: z.output<typeof SamplingObject>): Issue[] {
+  const out: Issue[] = [];
+  if (s.lifecycle === 'external') {
+    if (s.baseURL === undefined) out.push({ path: ['baseURL'], message: 'is required with lifecycle "external"', input: undefined, allowed: 'the server\'s OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1' });
+    if (s.model === undefined) out.push({ path: ['model'], message: 'is required with lifecycle "external"', input: undefined, allowed: 'the served model name (GET /v1/models)' });
+  }
+  for (const k of Object.keys(s.extra)) {
+    if (k in OWNED_REQUEST_FIELDS) out.push({ path: ['extra', k], message: 'is set by opsr itself', input: s.extra[k], allowed: `set ${OWNED_REQUEST_FIELDS[k]} instead; extra is for other request fields (top_k, min_p, repetition_penalty, ...)` });
+  }
+  return out;
+}
+
+function crossChecks(c: RunObjectOut): Issue[] {
+  const out: Issue[] = [];
+  const p = c.prefixes;
+  const rs = p.rejectedScores;
+  if (Array.isArray(rs) && rs.length !== c.rounds) {
+    out.push({ path: ['prefixes', 'rejectedScores'], message: `has ${rs.length} scores for ${c.rounds} rounds`, input: rs, allowed: `a list of exactly ${c.rounds} scores (one per round), "progressive" or "fixed"` });
+  }
+  const schedule = rejectedScoreSchedule(p, c.rounds);
+  schedule.forEach((s, i) => {
+    if (s < p.chosenScore || s > 10) return; // > 10 is reported by the field itself
+    const at: (string | number)[] = Array.isArray(rs) ? ['prefixes', 'rejectedScores', i] : rs === 'fixed' ? ['prefixes', 'fixedScore'] : ['prefixes', 'rejectedScores'];
+    const why = rs === 'progressive' ? `gives round ${i + 1} the score ${s} (3 + 2(k-1)), not below chosenScore ${p.chosenScore}` : `is not below chosenScore ${p.chosenScore}`;
+    out.push({ path: at, message: why, input: rs === 'progressive' ? rs : s, allowed: rs === 'progressive' ? `at most ${Math.floor((p.chosenScore - 3 + 1) / 2)} rounds with "progressive", or an explicit list` : `0 <= rejected score < chosenScore (${p.chosenScore})` });
+  });
+  const lr = c.training.learningRate;
+  if (Array.isArray(lr) && lr.length !== c.rounds) {
+    out.push({ path: ['training', 'learningRate'], message: `has ${lr.length} values for ${c.rounds} rounds`, input: lr, allowed: `one number, or a list of exactly ${c.rounds} (one per round)` });
+  }
+  if (c.evaluation && !c.rewardModel) {
+    out.push({ path: ['rewardModel'], message: 'is required by evaluation (answers are scored with it)', input: undefined, allowed: 'a reward model, e.g. {"type": "builtin", "name": "..."}' });
+  }
+  return out;
+}
+
+// The resolved config: schedules made explicit per round, beta and simpo's gamma filled in.
+// Its shape is itself valid input, so parsing it again gives the same result.
+function resolve(c: RunObjectOut) {
+  const train = <T extends { loss: z.output<typeof Loss>; beta?: number; gamma?: number; gammaBetaRatio?: number }>(t: T) => {
+    const beta = t.beta ?? DEFAULT_BETA[t.loss];
+    if (t.loss !== 'simpo') return { ...t, beta };
+    return { ...t, beta, gamma: t.gamma ?? beta * (t.gammaBetaRatio ?? DEFAULT_SIMPO_GAMMA_BETA_RATIO) };
+  };
+  const lr = c.training.learningRate;
+  return {
+    ...c,
+    prefixes: { ...c.prefixes, rejectedScores: rejectedScoreSchedule(c.prefixes, c.rounds) },
+    training: { ...train(c.training), learningRate: Array.isArray(lr) ? lr.slice() : Array.from({ length: c.rounds }, () => lr) },
+    init: c.init && { ...c.init, offline: c.init.offline && train(c.init.offline) },
+  };
+}
+
+export const RunConfigSchema = RunObject.superRefine((c, ctx) => report(ctx, crossChecks(c))).transform(resolve);
+
+export type RunConfigInput = z.input<typeof RunConfigSchema>;
+export type RunConfig = z.output<typeof RunConfigSchema>;
+
+// ---- errors -----------------------------------------------------------------------------------
+
+export class ConfigError extends Error {
+  readonly issues: string[];
+  constructor(source: string, issues: string[]) {
+    super(`${source}: ${issues.length} problem${issues.length === 1 ? '' : 's'}\n${issues.map((i) => `  ${i}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+export function formatPath(p: readonly PropertyKey[]): string {
+  let s = '';
+  for (const k of p) s += typeof k === 'number' ? `[${k}]` : s ? `.${String(k)}` : String(k);
+  return s || '(root)';
+}
+
+function show(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+// Walks the schema along a path (through defaults, optionals, unions, arrays and records).
+type Def = { type: string; shape?: Record<string, z.ZodType>; innerType?: z.ZodType; element?: z.ZodType; options?: z.ZodType[]; valueType?: z.ZodType; in?: z.ZodType; out?: z.ZodType };
+const defOf = (s: z.ZodType) => (s as unknown as { _zod: { def: Def } })._zod.def;
+function unwrap(s: z.ZodType): z.ZodType[] {
+  const d = defOf(s);
+  if (d.innerType && d.type !== 'object') return unwrap(d.innerType);
+  if (d.type === 'pipe' && d.in) return unwrap(d.in);
+  if (d.type === 'union' && d.options) return [s, ...d.options.flatMap(unwrap)];
+  return [s];
+}
+function schemaAt(root: z.ZodType, path: readonly PropertyKey[]): z.ZodType[] {
+  let cur = unwrap(root);
+  for (const k of path) {
+    const next: z.ZodType[] = [];
+    for (const s of cur) {
+      const d = defOf(s);
+      if (d.type === 'object' && typeof k === 'string' && d.shape?.[k]) next.push(d.shape[k]);
+      else if (d.type === 'array' && typeof k === 'number' && d.element) next.push(d.element);
+      else if (d.type === 'record' && d.valueType) next.push(d.valueType);
+    }
+    cur = next.flatMap(unwrap);
+  }
+  return cur;
+}
+function describedAt(root: z.ZodType, path: readonly PropertyKey[]): string | undefined {
+  for (const s of schemaAt(root, path)) if (s.description) return s.description;
+  return undefined;
+}
+function keysAt(root: z.ZodType, path: readonly PropertyKey[]): string[] {
+  const keys = new Set<string>();
+  for (const s of schemaAt(root, path)) {
+    const d = defOf(s);
+    if (d.type === 'object' && d.shape) for (const k of Object.keys(d.shape)) keys.add(k);
+  }
+  return [...keys];
+}
+
+const KIND: Record<string, string> = { number: 'a number', int: 'an integer', string: 'a string', array: 'a list', object: 'an object', boolean: 'true or false', record: 'an object' };
+
+function allowedFor(root: z.ZodType, i: z.core.$ZodIssue): string {
+  const described = describedAt(root, i.path);
+  switch (i.code) {
+    case 'invalid_type': return described ?? KIND[i.expected] ?? i.expected;
+    case 'too_small': {
+      const what = i.origin === 'array' ? `at least ${i.minimum} item${i.minimum === 1 ? '' : 's'}` : i.origin === 'string' ? `at least ${i.minimum} character${i.minimum === 1 ? '' : 's'}` : `${i.inclusive ? '>=' : '>'} ${i.minimum}`;
+      return described ? `${described}; ${what}` : `${KIND[i.origin] ?? i.origin} ${what}`;
+    }
+    case 'too_big': {
+      const what = i.origin === 'array' ? `at most ${i.maximum} items` : i.origin === 'string' ? `at most ${i.maximum} characters` : `${i.inclusive ? '<=' : '<'} ${i.maximum}`;
+      return described ? `${described}; ${what}` : `${KIND[i.origin] ?? i.origin} ${what}`;
+    }
+    case 'invalid_value': return `one of ${i.values.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'invalid_union': {
+      if (described) return described;
+      const parts = i.errors.flatMap((e) => e.filter((x) => x.path.length === 0).map((x) => (x.code === 'invalid_value' ? x.values.map((v) => JSON.stringify(v)).join(', ') : x.code === 'invalid_type' ? KIND[x.expected] ?? x.expected : '')));
+      return parts.filter(Boolean).join(' or ') || 'one of the documented forms';
+    }
+    case 'custom': return String((i.params as { allowed?: string } | undefined)?.allowed ?? described ?? 'see docs/usage.md');
+    case 'not_multiple_of': return `a multiple of ${i.divisor}`;
+    default: return described ?? 'see docs/usage.md';
+  }
+}
+
+function wrongFor(i: z.core.$ZodIssue): string {
+  switch (i.code) {
+    case 'invalid_type': return i.input === undefined ? 'is required' : `is ${Array.isArray(i.input) ? 'a list' : i.input === null ? 'null' : `a ${typeof i.input}`}, not ${KIND[i.expected] ?? i.expected}`;
+    case 'too_small': return 'is too small';
+    case 'too_big': return 'is too large';
+    case 'invalid_value': return 'is not an allowed value';
+    case 'invalid_union': return 'matches none of the allowed forms';
+    case 'custom': return i.message;
+    default: return i.message;
+  }
+}
+
+// One line per problem: `<field path>: <what is wrong> (got <value>; allowed <what>)`.
+export function formatIssues(root: z.ZodType, issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): string[] {
+  const lines: string[] = [];
+  for (const i of issues) {
+    if (i.code === 'unrecognized_keys') {
+      const known = keysAt(root, i.path);
+      for (const k of i.keys) {
+        const got = (i.input as Record<string, unknown> | undefined)?.[k];
+        lines.push(`${formatPath([...prefix, ...i.path, k])}: is not a known field (got ${/key|secret|token|password/i.test(k) ? 'a value, not shown' : show(got)}; allowed ${known.join(', ')})`);
+      }
+      continue;
+    }
+    const secret = i.code === 'custom' && (i.params as { secret?: boolean } | undefined)?.secret;
+    lines.push(`${formatPath([...prefix, ...i.path])}: ${wrongFor(i)} (got ${secret ? 'a value, not shown' : show(i.input)}; allowed ${allowedFor(root, i)})`);
+  }
+  return lines;
+}
+
+// ---- paths ------------------------------------------------------------------------------------
+
+// Path fields of a run config (dotted), resolved against the config file's directory.
+export const PATH_FIELDS = [
+  'storage', 'model', 'prompts.file', 'training.engine.path', 'init.sft.data', 'init.offline.data',
+  'evaluation.prompts.file', 'sampling.vllm.executable',
+] as const;
+
+function isAbsolute(p: string) {
+  return p.startsWith('/') || /^[A-Za-z]:[\\/]/.test(p);
+}
+
+// POSIX join + normalize without node:path (this module runs in the workflow sandbox).
+export function resolvePath(baseDir: string, p: string): string {
+  const joined = isAbsolute(p) ? p : `${baseDir.replace(/\/+$/, '')}/${p}`;
+  const out: string[] = [];
+  for (const part of joined.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') out.pop();
+    else out.push(part);
+  }
+  return `/${out.join('/')}`;
+}
+
+// Resolves the path fields present in a (possibly partial) config object; returns a copy.
+// A bare command name for sampling.vllm.executable (no slash) stays a PATH lookup.
+export function resolveConfigPaths<T>(obj: T, baseDir: string): T {
+  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return obj;
+  const copy = JSON.parse(JSON.stringify(obj)) as Record<string, unknown>;
+  for (const f of PATH_FIELDS) {
+    const keys = f.split('.');
+    let o: Record<string, unknown> | undefined = copy;
+    for (const k of keys.slice(0, -1)) {
+      const n: unknown = o?.[k];
+      o = n && typeof n === 'object' && !Array.isArray(n) ? (n as Record<string, unknown>) : undefined;
+    }
+    const last = keys[keys.length - 1];
+    const v = o?.[last];
+    if (!o || typeof v !== 'string' || v === '') continue;
+    if (f === 'sampling.vllm.executable' && !v.includes('/')) continue;
+    o[last] = resolvePath(baseDir, v);
+  }
+  return copy as T;
+}
+
+// ---- entry points -----------------------------------------------------------------------------
+
+export interface ParseOptions {
+  baseDir?: string; // relative paths resolve against it (the config file's directory)
+  cwd?: string;     // the default storage root (.opsr) resolves against it
+  source?: string;  // names the input in error messages (a file name)
+}
+
+export function parseRunConfig(obj: unknown, opts: ParseOptions = {}): RunConfig {
+  let input = obj;
+  if (input && typeof input === 'object' && !Array.isArray(input)) {
+    if (opts.baseDir) input = resolveConfigPaths(input, opts.baseDir);
+    const rec = input as Record<string, unknown>;
+    if (opts.cwd && rec.storage === undefined) input = { ...rec, storage: resolvePath(opts.cwd, '.opsr') };
+  }
+  const r = RunConfigSchema.safeParse(input, { reportInput: true });
+  if (!r.success) throw new ConfigError(opts.source ?? 'config', formatIssues(RunObject, r.error.issues));
+  return r.data;
+}
+
+// ---- ablation ---------------------------------------------------------------------------------
+
+const Arm = z.strictObject({
+  name: id('arm name'),
+  rejectedScores: RejectedScores.optional(),
+  overrides: z.record(z.string(), z.unknown()).optional().describe('a partial run config merged over base'),
+});
+const AblationObject = z.strictObject({
+  studyId: id('study id').optional(),
+  base: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).describe('a run config object or the path of one (a preset)'),
+  arms: z.array(Arm).min(1),
+});
+
+export type AblationConfigInput = z.input<typeof AblationObject>;
+export interface AblationArm { name: string; config: RunConfig }
+export interface AblationConfig { studyId?: string; arms: AblationArm[] }
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return !!v && typeof v === 'object' && !Array.isArray(v);
+}
+// Objects merge key by key; anything else (lists included) replaces.
+export function deepMerge(a: unknown, b: unknown): unknown {
+  if (!isPlainObject(a) || !isPlainObject(b)) return b === undefined ? a : JSON.parse(JSON.stringify(b));
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = deepMerge(a[k], v);
+  return out;
+}
+
+export function armRunId(studyId: string, arm: string): string {
+  return `${studyId}-${arm}`;
+}
+
+// `base` must be an object here (loadAblationConfig reads a base given as a path). Each arm's
+// config is base + overrides + rejectedScores, validated like a run; with a studyId each arm's
+// runId is `<studyId>-<arm>` unless its overrides set one. Also returns the input with every
+// path made absolute: what the ablationStudy workflow takes and parses again unchanged.
+export function parseAblationConfigWithInput(obj: unknown, opts: ParseOptions & { baseBaseDir?: string } = {}): { config: AblationConfig; input: AblationConfigInput } {
+  const source = opts.source ?? 'ablation config';
+  const r = AblationObject.safeParse(obj, { reportInput: true });
+  if (!r.success) throw new ConfigError(source, formatIssues(AblationObject, r.error.issues));
+  const a = r.data;
+  if (typeof a.base === 'string') throw new ConfigError(source, [`base: is a path (got ${show(a.base)}; allowed an object here; loadAblationConfig reads a path)`]);
+  let base: Record<string, unknown> = a.base;
+  const baseDir = opts.baseBaseDir ?? opts.baseDir;
+  if (baseDir) base = resolveConfigPaths(base, baseDir);
+  if (opts.cwd && base.storage === undefined) base = { ...base, storage: resolvePath(opts.cwd, '.opsr') };
+  const armsIn = a.arms.map((arm) => (opts.baseDir && arm.overrides ? { ...arm, overrides: resolveConfigPaths(arm.overrides, opts.baseDir) } : arm));
+  const input: AblationConfigInput = { ...(a.studyId ? { studyId: a.studyId } : {}), base, arms: armsIn };
+
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  a.arms.forEach((arm, i) => {
+    if (seen.has(arm.name)) problems.push(`arms[${i}].name: is used twice (got ${show(arm.name)}; allowed a name unique within the study)`);
+    seen.add(arm.name);
+  });
+  const arms: AblationArm[] = [];
+  armsIn.forEach((arm, i) => {
+    const merged = deepMerge(base, arm.overrides ?? {}) as Record<string, unknown>;
+    if (arm.rejectedScores !== undefined) merged.prefixes = { ...(isPlainObject(merged.prefixes) ? merged.prefixes : {}), rejectedScores: arm.rejectedScores };
+    if (a.studyId && arm.overrides?.runId === undefined) merged.runId = armRunId(a.studyId, arm.name);
+    const cr = RunConfigSchema.safeParse(merged, { reportInput: true });
+    if (!cr.success) problems.push(...formatIssues(RunObject, cr.error.issues).map((l) => `arms[${i}] (${arm.name}): ${l}`));
+    else arms.push({ name: arm.name, config: cr.data });
+  });
+  if (problems.length) throw new ConfigError(source, problems);
+  return { config: { ...(a.studyId ? { studyId: a.studyId } : {}), arms }, input };
+}
+
+export function parseAblationConfig(obj: unknown, opts: ParseOptions & { baseBaseDir?: string } = {}): AblationConfig {
+  return parseAblationConfigWithInput(obj, opts).config;
+}
+
+// Fills {score} and {prompt} in a prefix template.
+export function applyTemplate(template: string, score: number, prompt: string): string {
+  return template.replaceAll('{score}', String(score)).replaceAll('{prompt}', prompt);
+}
