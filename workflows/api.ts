@@ -82,3 +82,28 @@ export interface AblationResult {
       rejectedReward: number | null; policyReward: number | null; loss: number | null }>;
   }[];
 }
+
+// A round tells its parent run which phase it is in (the run's query and search attributes follow).
+export const roundPhaseSignal = defineSignal<[{ round: number; phase: Phase }]>('roundPhase');
+
+// Optional second argument of preferenceRun/ablationStudy: activity timing. Defaults suit real
+// runs; tests shorten them so a killed worker's activity is retried within seconds.
+export interface WorkflowTuning {
+  heartbeatTimeoutS?: { sampler?: number; trainer?: number }; // defaults 120, 300
+  retry?: { initialIntervalMs?: number; maximumIntervalMs?: number; maximumAttempts?: number }; // 1000, 60000, 10
+}
+
+// preferenceRound's input: everything a round needs, resolved by the parent run.
+export interface RoundInput {
+  runId: string;
+  round: number;
+  runDir: string;
+  configHash: string;
+  promptsFile: string;
+  config: import('../config/index.ts').RunConfig;
+  referenceModelDir: string; // the policy that samples this round and is DPO's reference
+  rejectedScore: number;
+  learningRate: number;
+  parentWorkflowId: string | null; // gets roundPhase and activityProgress signals
+  tuning?: WorkflowTuning;
+}

@@ -1,0 +1,155 @@
+// A whole only-prompting self-rewarding run: validate the config, prepare the run directory,
+// the optional init stage (paper 3.2), then rounds 1..M as child workflows, each trained policy
+// becoming the next round's reference and sampler. Held-out evaluation when configured.
+import {
+  ApplicationFailure, CancellationScope, executeChild, setCurrentDetails, setHandler, upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { ConfigError, parseRunConfig, type RunConfig } from '../config/schema.ts';
+import type { EvaluatePolicyResult, SamplerEndpoint } from '../activities/api.ts';
+import type { Phase, RoundSummary, RunProgress, RunResult, WorkflowTuning } from './api.ts';
+import {
+  activityProgressSignal, progressQuery, roundPhaseSignal, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES,
+} from './api.ts';
+import { opsrActivities } from './activities.ts';
+import { preferenceRound } from './round.ts';
+
+// Config problems are the user's to fix: fail the workflow once, with every message.
+export function validateRunConfig(input: unknown): RunConfig {
+  try {
+    return parseRunConfig(input, { source: 'workflow input' });
+  } catch (err) {
+    if (err instanceof ConfigError) throw ApplicationFailure.nonRetryable(err.message, 'ConfigError', ...err.issues);
+    throw ApplicationFailure.nonRetryable(`workflow input: ${String(err)}`, 'ConfigError');
+  }
+}
+
+export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {}): Promise<RunResult> {
+  const config = validateRunConfig(input);
+  const self = workflowInfo().workflowId;
+  const runId = config.runId ?? self.replaceAll('/', '-');
+  const act = opsrActivities(tuning);
+  const schedule = config.prefixes.rejectedScores;
+
+  const progress: RunProgress = {
+    runId, phase: 'pending', round: 0, rounds: config.rounds, rejectedScore: null,
+    sampled: { done: 0, total: 0 }, train: { step: 0, totalSteps: 0 }, completed: [], stopRequested: false,
+  };
+  let baseReward: number | null = null;
+  const show = (phase: Phase): void => {
+    progress.phase = phase;
+    upsertSearchAttributes([
+      { key: SEARCH_ATTRIBUTES.round, value: progress.round },
+      { key: SEARCH_ATTRIBUTES.phase, value: phase },
+      ...(progress.rejectedScore === null ? [] : [{ key: SEARCH_ATTRIBUTES.rejectedScore, value: progress.rejectedScore }]),
+    ]);
+    setCurrentDetails(runDetails(progress, baseReward));
+  };
+  setHandler(progressQuery, () => progress);
+  setHandler(stopAfterRoundSignal, () => {
+    progress.stopRequested = true;
+    setCurrentDetails(runDetails(progress, baseReward));
+  });
+  setHandler(roundPhaseSignal, ({ round, phase }) => {
+    if (round === progress.round) show(phase);
+  });
+  setHandler(activityProgressSignal, (p) => {
+    if (p.round !== progress.round) return;
+    if (p.kind === 'sampling') progress.sampled = { done: p.done, total: p.total };
+    else progress.train = { step: p.step, totalSteps: p.totalSteps };
+  });
+
+  show('pending');
+  const prep = await act.prepareRun({ runId, config });
+  let policy = prep.baseModel;
+  let endpoint: SamplerEndpoint | null = null;
+  // Serves `modelDir` (replacing what was served) and evaluates it on the held-out prompts.
+  const evaluate = async (label: string, modelDir: string, prefixCurve: boolean): Promise<EvaluatePolicyResult | null> => {
+    if (!config.evaluation || !config.rewardModel) return null;
+    endpoint = await act.ensureSampler({ runId, modelDir, sampling: config.sampling });
+    return act.evaluatePolicy({
+      runId, label, runDir: prep.runDir, endpoint, evaluation: config.evaluation, sampling: config.sampling,
+      prefixes: config.prefixes, rewardModel: config.rewardModel, prefixCurve, notify: [self],
+    });
+  };
+
+  const rounds: RoundSummary[] = [];
+  let stopped = false;
+  let prefixCurve: RunResult['prefixCurve'] = null;
+  try {
+    if (config.init && (config.init.sft || config.init.offline)) {
+      show('init');
+      const init = await act.initPolicy({
+        runId, runDir: prep.runDir, baseModel: prep.baseModel, init: config.init, training: config.training, notify: [self],
+      });
+      policy = init.modelDir;
+    }
+    if (config.evaluation) {
+      show('evaluating');
+      const base = await evaluate('base', policy, config.evaluation.prefixCurve);
+      baseReward = base?.meanReward ?? null;
+      prefixCurve = base?.prefixCurve ?? null;
+    }
+
+    for (let k = 1; k <= config.rounds; k++) {
+      progress.round = k;
+      progress.rejectedScore = schedule[k - 1];
+      progress.sampled = { done: 0, total: 0 };
+      progress.train = { step: 0, totalSteps: 0 };
+      show('serving');
+      const summary = await executeChild(preferenceRound, {
+        workflowId: `${runId}/round-${k}`,
+        taskQueue: TASK_QUEUES.control,
+        args: [{
+          runId, round: k, runDir: prep.runDir, configHash: prep.configHash, promptsFile: prep.promptsFile, config,
+          referenceModelDir: policy, rejectedScore: schedule[k - 1], learningRate: config.training.learningRate[k - 1],
+          parentWorkflowId: self, tuning,
+        }],
+      });
+      policy = summary.modelDir;
+      if (config.evaluation) {
+        show('evaluating');
+        summary.policyReward = (await evaluate(`round-${k}`, policy, false))?.meanReward ?? null;
+      }
+      rounds.push(summary);
+      progress.completed = rounds.slice();
+      if (progress.stopRequested && k < config.rounds) {
+        stopped = true;
+        break;
+      }
+    }
+  } finally {
+    // Also on failure and cancellation: a managed vLLM server must not outlive the run.
+    const served = endpoint as SamplerEndpoint | null;
+    if (served) await CancellationScope.nonCancellable(() => act.releaseSampler({ runId, endpoint: served }));
+  }
+
+  const result: RunResult = {
+    runId, runDir: prep.runDir, configHash: prep.configHash, rounds, finalModel: policy, baseReward, prefixCurve, stopped,
+  };
+  await act.writeRunReport({ runDir: prep.runDir, result });
+  show(stopped ? 'stopped' : 'done');
+  return result;
+}
+
+// Markdown for the Web UI's "current details".
+function runDetails(p: RunProgress, baseReward: number | null): string {
+  const fmt = (x: number | null | undefined) => (x === null || x === undefined ? '–' : x.toFixed(4));
+  const lines = [
+    `### opsr run \`${p.runId}\``,
+    `round **${p.round}/${p.rounds}**, phase **${p.phase}**`
+      + (p.rejectedScore === null ? '' : `, rejected score **${p.rejectedScore}**`)
+      + (p.stopRequested ? ' (stop requested after this round)' : ''),
+    `sampled ${p.sampled.done}/${p.sampled.total} · train step ${p.train.step}/${p.train.totalSteps}`
+      + ` · base reward ${fmt(baseReward)}`,
+  ];
+  if (p.completed.length) {
+    lines.push('', '| round | rejected | kept | filtered | chosen | rejected reward | policy | loss |',
+      '|---|---|---|---|---|---|---|---|');
+    for (const r of p.completed) {
+      lines.push(`| ${r.round} | ${r.rejectedScore} | ${r.pairsKept} | ${r.pairsFiltered} | ${fmt(r.chosenReward)} `
+        + `| ${fmt(r.rejectedReward)} | ${fmt(r.policyReward)} | ${fmt(r.train.loss)} |`);
+    }
+  }
+  return lines.join('\n');
+}
