@@ -1,0 +1,218 @@
+#include "json.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *s, *end, *start;
+    char *err;
+    size_t errcap;
+    int depth;
+} Parser;
+
+static int fail(Parser *p, const char *what) {
+    int line = 1, col = 1;
+    for (const char *c = p->start; c < p->s && c < p->end; c++) {
+        if (*c == '\n') { line++; col = 1; } else col++;
+    }
+    snprintf(p->err, p->errcap, "line %d, column %d: %s", line, col, what);
+    return -1;
+}
+
+static void skip_ws(Parser *p) {
+    while (p->s < p->end && (*p->s == ' ' || *p->s == '\t' || *p->s == '\n' || *p->s == '\r')) p->s++;
+}
+
+static int hex4(Parser *p, unsigned *out) {
+    if (p->end - p->s < 4) return fail(p, "expected 4 hex digits after \\u");
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = *p->s++;
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return fail(p, "expected a hex digit in \\u escape");
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_string(Parser *p, char **out) {
+    p->s++;  // opening quote
+    // Unescaped output is never longer than the input.
+    const char *q = p->s;
+    while (q < p->end && *q != '"') q += (*q == '\\') ? 2 : 1;
+    if (q >= p->end) return fail(p, "unterminated string");
+    char *buf = malloc((size_t)(q - p->s) + 1), *w = buf;
+    if (!buf) return fail(p, "out of memory");
+    while (*p->s != '"') {
+        unsigned char c = (unsigned char)*p->s++;
+        if (c < 0x20) { free(buf); return fail(p, "control character in string"); }
+        if (c != '\\') { *w++ = (char)c; continue; }
+        char e = *p->s++;
+        switch (e) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '/': *w++ = '/'; break;
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'n': *w++ = '\n'; break;
+        case 'r': *w++ = '\r'; break;
+        case 't': *w++ = '\t'; break;
+        case 'u': {
+            unsigned cp;
+            if (hex4(p, &cp)) { free(buf); return -1; }
+            if (cp >= 0xD800 && cp < 0xDC00 && p->end - p->s >= 6 && p->s[0] == '\\' && p->s[1] == 'u') {
+                unsigned lo;
+                p->s += 2;
+                if (hex4(p, &lo)) { free(buf); return -1; }
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            // UTF-8 encode (at most 4 bytes; the escape took at least 6 input bytes).
+            if (cp < 0x80) *w++ = (char)cp;
+            else if (cp < 0x800) { *w++ = (char)(0xC0 | cp >> 6); *w++ = (char)(0x80 | (cp & 63)); }
+            else if (cp < 0x10000) { *w++ = (char)(0xE0 | cp >> 12); *w++ = (char)(0x80 | ((cp >> 6) & 63)); *w++ = (char)(0x80 | (cp & 63)); }
+            else { *w++ = (char)(0xF0 | cp >> 18); *w++ = (char)(0x80 | ((cp >> 12) & 63)); *w++ = (char)(0x80 | ((cp >> 6) & 63)); *w++ = (char)(0x80 | (cp & 63)); }
+            break;
+        }
+        default: free(buf); p->s--; return fail(p, "invalid escape in string");
+        }
+    }
+    p->s++;  // closing quote
+    *w = 0;
+    *out = buf;
+    return 0;
+}
+
+static int parse_value(Parser *p, JsonValue *v);
+
+static int push(Parser *p, JsonValue *v, int *cap, char *key) {
+    if (v->n == *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        JsonValue *items = realloc(v->items, (size_t)*cap * sizeof *items);
+        if (!items) return fail(p, "out of memory");
+        v->items = items;
+        if (v->type == JSON_OBJECT) {
+            char **keys = realloc(v->keys, (size_t)*cap * sizeof *keys);
+            if (!keys) return fail(p, "out of memory");
+            v->keys = keys;
+        }
+    }
+    memset(&v->items[v->n], 0, sizeof *v->items);
+    if (v->type == JSON_OBJECT) v->keys[v->n] = key;
+    v->n++;
+    if (parse_value(p, &v->items[v->n - 1])) return -1;
+    return 0;
+}
+
+static int parse_container(Parser *p, JsonValue *v, char close) {
+    int cap = 0;
+    v->type = close == '}' ? JSON_OBJECT : JSON_ARRAY;
+    if (++p->depth > 64) return fail(p, "nesting deeper than 64 levels");
+    p->s++;
+    skip_ws(p);
+    if (p->s < p->end && *p->s == close) { p->s++; p->depth--; return 0; }
+    for (;;) {
+        char *key = NULL;
+        skip_ws(p);
+        if (close == '}') {
+            if (p->s >= p->end || *p->s != '"') return fail(p, "expected a string key");
+            if (parse_string(p, &key)) return -1;
+            skip_ws(p);
+            if (p->s >= p->end || *p->s != ':') { free(key); return fail(p, "expected ':' after key"); }
+            p->s++;
+        }
+        if (push(p, v, &cap, key)) { if (v->n == 0 || v->keys == NULL || v->keys[v->n - 1] != key) free(key); return -1; }
+        skip_ws(p);
+        if (p->s < p->end && *p->s == ',') { p->s++; continue; }
+        if (p->s < p->end && *p->s == close) { p->s++; p->depth--; return 0; }
+        return fail(p, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+}
+
+static int parse_value(Parser *p, JsonValue *v) {
+    skip_ws(p);
+    if (p->s >= p->end) return fail(p, "unexpected end of input");
+    char c = *p->s;
+    if (c == '{') return parse_container(p, v, '}');
+    if (c == '[') return parse_container(p, v, ']');
+    if (c == '"') { v->type = JSON_STRING; return parse_string(p, &v->str); }
+    static const struct { const char *lit; JsonType t; int b; } lits[] = {
+        {"true", JSON_BOOL, 1}, {"false", JSON_BOOL, 0}, {"null", JSON_NULL, 0}};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(lits[i].lit);
+        if ((size_t)(p->end - p->s) >= n && !memcmp(p->s, lits[i].lit, n)) {
+            v->type = lits[i].t; v->boolean = lits[i].b; p->s += n;
+            return 0;
+        }
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        char buf[64];
+        size_t n = 0;
+        while (p->s + n < p->end && n < sizeof buf - 1 && strchr("+-0123456789.eE", p->s[n])) n++;
+        memcpy(buf, p->s, n);
+        buf[n] = 0;
+        char *endp;
+        v->num = strtod(buf, &endp);
+        if (endp != buf + n || n == 0) return fail(p, "malformed number");
+        v->type = JSON_NUMBER;
+        p->s += n;
+        return 0;
+    }
+    return fail(p, "expected a value");
+}
+
+int json_parse(const char *text, size_t len, JsonValue *out, char *err, size_t errcap) {
+    Parser p = {text, text + len, text, err, errcap, 0};
+    memset(out, 0, sizeof *out);
+    if (parse_value(&p, out)) { json_free(out); return -1; }
+    skip_ws(&p);
+    if (p.s != p.end) { json_free(out); return fail(&p, "unexpected text after the value"); }
+    return 0;
+}
+
+void json_free(JsonValue *v) {
+    for (int i = 0; i < v->n; i++) {
+        json_free(&v->items[i]);
+        if (v->keys) free(v->keys[i]);
+    }
+    free(v->items);
+    free(v->keys);
+    free(v->str);
+    memset(v, 0, sizeof *v);
+}
+
+const JsonValue *json_get(const JsonValue *obj, const char *key) {
+    if (!obj || obj->type != JSON_OBJECT) return NULL;
+    for (int i = 0; i < obj->n; i++)
+        if (!strcmp(obj->keys[i], key)) return &obj->items[i];
+    return NULL;
+}
+
+int json_is_int(const JsonValue *v, double lo, double hi) {
+    return v && v->type == JSON_NUMBER && v->num == floor(v->num) && v->num >= lo && v->num <= hi;
+}
+
+const char *json_type_name(JsonType t) {
+    static const char *names[] = {"null", "boolean", "number", "string", "array", "object"};
+    return names[t];
+}
+
+void json_write_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') { fputc('\\', f); fputc(*c, f); }
+        else if (*c == '\n') fputs("\\n", f);
+        else if (*c == '\t') fputs("\\t", f);
+        else if (*c == '\r') fputs("\\r", f);
+        else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
+        else fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+void json_write_float(FILE *f, double x) {
+    if (!isfinite(x)) { fputs("null", f); return; }
+    fprintf(f, "%.9g", x);
+}

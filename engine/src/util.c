@@ -1,0 +1,193 @@
+#include "util.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "json.h"
+
+static int g_exit = EXIT_BAD_INPUT;
+static char g_code[64] = "error";
+static char g_msg[2048] = "";
+
+int err_set(int exit_code, const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    va_end(ap);
+    snprintf(g_code, sizeof g_code, "%s", code);
+    g_exit = exit_code;
+    return -1;
+}
+const char *err_code(void) { return g_code; }
+const char *err_message(void) { return g_msg; }
+
+_Noreturn void err_exit(void) {
+    fflush(stdout);
+    fputs("{\"error\":{\"code\":", stderr);
+    json_write_string(stderr, g_code);
+    fputs(",\"message\":", stderr);
+    json_write_string(stderr, g_msg);
+    fputs("}}\n", stderr);
+    fflush(stderr);
+    exit(g_exit);
+}
+
+_Noreturn void die(int exit_code, const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    va_end(ap);
+    snprintf(g_code, sizeof g_code, "%s", code);
+    g_exit = exit_code;
+    err_exit();
+}
+
+int err_errno(const char *what, const char *path) {
+    int e = errno;
+    int input = e == ENOENT || e == EACCES || e == ENOTDIR || e == EISDIR || e == ELOOP;
+    return err_set(input ? EXIT_BAD_INPUT : EXIT_IO, input ? "file_not_readable" : "io_error",
+                   "%s %s: %s", what, path, strerror(e));
+}
+
+int read_file(const char *path, char **data, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_errno("cannot open", path);
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        errno = S_ISDIR(st.st_mode) ? EISDIR : errno;
+        return err_errno("cannot read", path);
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    if (!buf) { fclose(f); return err_set(EXIT_IO, "out_of_memory", "cannot allocate %lld bytes for %s", (long long)st.st_size, path); }
+    size_t n = fread(buf, 1, (size_t)st.st_size, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || n != (size_t)st.st_size) { free(buf); return err_errno("cannot read", path); }
+    buf[n] = 0;
+    *data = buf;
+    *size = n;
+    return 0;
+}
+
+int fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return err_errno("cannot open directory", dir);
+    int rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? 0 : err_errno("cannot fsync directory", dir);
+}
+
+static void dir_of(const char *path, char *out, size_t cap) {
+    snprintf(out, cap, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (!slash) snprintf(out, cap, ".");
+    else if (slash == out) out[1] = 0;
+    else *slash = 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t size) {
+    char tmp[4200], dir[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return err_errno("cannot create", tmp);
+    const char *p = data;
+    size_t left = size;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            int e = errno; close(fd); unlink(tmp); errno = e;
+            return err_errno("cannot write", tmp);
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0) { int e = errno; close(fd); unlink(tmp); errno = e; return err_errno("cannot fsync", tmp); }
+    close(fd);
+    if (rename(tmp, path) != 0) { int e = errno; unlink(tmp); errno = e; return err_errno("cannot rename into", path); }
+    dir_of(path, dir, sizeof dir);
+    return fsync_dir(dir);
+}
+
+int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int dir_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int mkdir_p(const char *path) {
+    char buf[4200];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return err_errno("cannot create directory", buf);
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return err_errno("cannot create directory", buf);
+    if (!dir_exists(buf)) { errno = ENOTDIR; return err_errno("not a directory:", buf); }
+    return 0;
+}
+
+int remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : err_errno("cannot stat", path);
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) return err_errno("cannot open directory", path);
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char child[4200];
+            snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+            if (remove_tree(child) != 0) { closedir(d); return -1; }
+        }
+        closedir(d);
+        if (rmdir(path) != 0) return err_errno("cannot remove directory", path);
+        return 0;
+    }
+    return unlink(path) == 0 ? 0 : err_errno("cannot remove", path);
+}
+
+int copy_file(const char *src, const char *dst) {
+    char *data;
+    size_t n;
+    if (read_file(src, &data, &n) != 0) return -1;
+    FILE *f = fopen(dst, "wb");
+    if (!f) { free(data); return err_errno("cannot create", dst); }
+    size_t w = fwrite(data, 1, n, f);
+    free(data);
+    int bad = w != n || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    fclose(f);
+    return bad ? err_errno("cannot write", dst) : 0;
+}
+
+int replace_dir(const char *src, const char *dst) {
+    char parent[4200];
+    dir_of(dst, parent, sizeof parent);
+    if (rename(src, dst) != 0) {
+        if (errno != ENOTEMPTY && errno != EEXIST) return err_errno("cannot rename into", dst);
+        // dst exists: swap the two trees atomically, then drop the old one (now at src).
+        if (syscall(SYS_renameat2, AT_FDCWD, src, AT_FDCWD, dst, 2 /* RENAME_EXCHANGE */) != 0)
+            return err_errno("cannot replace", dst);
+        if (remove_tree(src) != 0) return -1;
+    }
+    return fsync_dir(parent);
+}
+
+uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
+    return h;
+}
