@@ -2,3 +2,4 @@
 #pragma once
 int cmd_init(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
