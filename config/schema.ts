@@ -256,13 +256,17 @@ function crossChecks(c: RunObjectOut): Issue[] {
   if (Array.isArray(rs) && rs.length !== c.rounds) {
     out.push({ path: ['prefixes', 'rejectedScores'], message: `has ${rs.length} scores for ${c.rounds} rounds`, input: rs, allowed: `a list of exactly ${c.rounds} scores (one per round), "progressive" or "fixed"` });
   }
-  const schedule = rejectedScoreSchedule(p, c.rounds);
-  schedule.forEach((s, i) => {
-    if (s < p.chosenScore || s > 10) return; // > 10 is reported by the field itself
-    const at: (string | number)[] = Array.isArray(rs) ? ['prefixes', 'rejectedScores', i] : rs === 'fixed' ? ['prefixes', 'fixedScore'] : ['prefixes', 'rejectedScores'];
-    const why = rs === 'progressive' ? `gives round ${i + 1} the score ${s} (3 + 2(k-1)), not below chosenScore ${p.chosenScore}` : `is not below chosenScore ${p.chosenScore}`;
-    out.push({ path: at, message: why, input: rs === 'progressive' ? rs : s, allowed: rs === 'progressive' ? `at most ${Math.floor((p.chosenScore - 3 + 1) / 2)} rounds with "progressive", or an explicit list` : `0 <= rejected score < chosenScore (${p.chosenScore})` });
-  });
+  const below = `0 <= rejected score < chosenScore (${p.chosenScore})`;
+  if (Array.isArray(rs)) {
+    rs.forEach((s, i) => {
+      if (s >= p.chosenScore && s <= 10) out.push({ path: ['prefixes', 'rejectedScores', i], message: `is not below chosenScore ${p.chosenScore}`, input: s, allowed: below });
+    });
+  } else if (rs === 'fixed') {
+    if (p.fixedScore >= p.chosenScore) out.push({ path: ['prefixes', 'fixedScore'], message: `is not below chosenScore ${p.chosenScore}`, input: p.fixedScore, allowed: below });
+  } else {
+    const k = rejectedScoreSchedule(p, c.rounds).findIndex((s) => s >= p.chosenScore);
+    if (k >= 0) out.push({ path: ['prefixes', 'rejectedScores'], message: `gives round ${k + 1} the score ${3 + 2 * k} (3 + 2(k-1)), not below chosenScore ${p.chosenScore}`, input: rs, allowed: `at most ${Math.max(0, Math.ceil((p.chosenScore - 3) / 2))} rounds with "progressive", or an explicit list` });
+  }
   const lr = c.training.learningRate;
   if (Array.isArray(lr) && lr.length !== c.rounds) {
     out.push({ path: ['training', 'learningRate'], message: `has ${lr.length} values for ${c.rounds} rounds`, input: lr, allowed: `one number, or a list of exactly ${c.rounds} (one per round)` });
@@ -371,6 +375,7 @@ function allowedFor(root: z.ZodType, i: z.core.$ZodIssue): string {
     }
     case 'invalid_value': return `one of ${i.values.map((v) => JSON.stringify(v)).join(', ')}`;
     case 'invalid_union': {
+      if ('options' in i && Array.isArray(i.options)) return `one of ${i.options.map((v) => JSON.stringify(v)).join(', ')}`;
       if (described) return described;
       const parts = i.errors.flatMap((e) => e.filter((x) => x.path.length === 0).map((x) => (x.code === 'invalid_value' ? x.values.map((v) => JSON.stringify(v)).join(', ') : x.code === 'invalid_type' ? KIND[x.expected] ?? x.expected : '')));
       return parts.filter(Boolean).join(' or ') || 'one of the documented forms';
@@ -406,7 +411,10 @@ export function formatIssues(root: z.ZodType, issues: readonly z.core.$ZodIssue[
       continue;
     }
     const secret = i.code === 'custom' && (i.params as { secret?: boolean } | undefined)?.secret;
-    lines.push(`${formatPath([...prefix, ...i.path])}: ${wrongFor(i)} (got ${secret ? 'a value, not shown' : show(i.input)}; allowed ${allowedFor(root, i)})`);
+    // A discriminated union names the discriminator's path but carries the whole object.
+    const discriminator = 'discriminator' in i && typeof i.discriminator === 'string' ? i.discriminator : null;
+    const input = discriminator && isPlainObject(i.input) ? i.input[discriminator] : i.input;
+    lines.push(`${formatPath([...prefix, ...i.path])}: ${wrongFor(i)} (got ${secret ? 'a value, not shown' : show(input)}; allowed ${allowedFor(root, i)})`);
   }
   return lines;
 }
