@@ -1,0 +1,99 @@
+// buildDataset: the round's kept pairs as TRL JSONL and as the engine's binary preference file.
+// Prompts are tokenized through the model's chat template (with the generation prompt) when it
+// has one, else raw; responses get EOS when they ended naturally (finish_reason "stop").
+// Prompts longer than maxPromptLength lose their oldest tokens; responses are cut so that
+// prompt + response <= maxLength.
+import { join } from 'node:path';
+import { writeFileAtomic } from '../lib/atomic.ts';
+import { hashJson, sha256File } from '../lib/hash.ts';
+import { readJsonl, toJsonl } from '../lib/jsonl.ts';
+import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
+import { writeTokData } from '../lib/tokdata.ts';
+import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
+import type { BuildDatasetInput, BuildDatasetResult } from './api.ts';
+import type { SampleRecord } from './records.ts';
+
+export interface Limits {
+  maxLength: number;
+  maxPromptLength: number;
+}
+
+export function promptIds(tok: LoadedTokenizer, prompt: string | ChatMessage[]): number[] {
+  if (tok.hasChatTemplate) {
+    const messages = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
+    // The template writes its own special tokens (BOS and the like).
+    return tok.encode(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+  }
+  if (typeof prompt !== 'string') throw new Error('a chat prompt ("messages") needs a model with a chat_template in tokenizer_config.json');
+  return tok.encode(prompt);
+}
+
+export function responseIds(tok: LoadedTokenizer, text: string, finishReason: string): number[] {
+  const ids = tok.encode(text, { addSpecialTokens: false });
+  if (finishReason === 'stop' && tok.eosTokenId !== null) ids.push(tok.eosTokenId);
+  return ids;
+}
+
+// Cuts a prompt (from the left) and responses (from the right) to the limits; `truncated`
+// says whether anything was cut.
+export function fitToLimits(prompt: number[], responses: number[][], lim: Limits): { prompt: number[]; responses: number[][]; truncated: boolean } {
+  const p = prompt.length > lim.maxPromptLength ? prompt.slice(prompt.length - lim.maxPromptLength) : prompt;
+  const room = lim.maxLength - p.length;
+  const rs = responses.map((r) => (r.length > room ? r.slice(0, room) : r));
+  const truncated = p.length !== prompt.length || rs.some((r, i) => r.length !== responses[i].length);
+  return { prompt: p, responses: rs, truncated };
+}
+
+// TRL preference record: plain strings, or the conversational variant for chat prompts.
+export function trlRecord(p: SampleRecord): Record<string, unknown> {
+  const conv = !!p.messages;
+  const answer = (t: string) => (conv ? [{ role: 'assistant', content: t }] : t);
+  return {
+    prompt: p.messages ?? p.prompt, chosen: answer(p.chosen.text), rejected: answer(p.rejected.text),
+    index: p.index, round: p.round, chosen_score: p.chosenScore, rejected_score: p.rejectedScore, seed: p.seed,
+    chosen_seed: p.chosen.seed, rejected_seed: p.rejected.seed,
+    chosen_finish_reason: p.chosen.finish_reason, rejected_finish_reason: p.rejected.finish_reason,
+  };
+}
+
+export async function buildDataset(input: BuildDatasetInput): Promise<BuildDatasetResult> {
+  const trlFile = join(input.roundDir, 'dataset.jsonl');
+  const dataFile = join(input.roundDir, 'dataset.bin');
+  const manifestPath = join(input.roundDir, 'dataset.manifest.json');
+  const lim: Limits = { maxLength: input.training.maxLength, maxPromptLength: input.training.maxPromptLength };
+  const configHash = hashJson({ ...lim, modelDir: input.modelDir });
+  const inputs = {
+    pairs: await sha256File(input.pairsFile),
+    tokenizer: await sha256File(join(input.modelDir, 'tokenizer.json')),
+    tokenizerConfig: await sha256File(join(input.modelDir, 'tokenizer_config.json')).catch(() => 'none'),
+  };
+  const done = await loadValidManifest(manifestPath, { step: 'dataset', configHash, inputs });
+  if (done) return { trlFile, dataFile, records: done.counts.records, truncated: done.counts.truncated };
+
+  const tok = await loadTokenizer(input.modelDir);
+  const pairs = await readJsonl<SampleRecord>(input.pairsFile);
+  const records: { prompt: number[]; chosen: number[]; rejected: number[] }[] = [];
+  const trl: Record<string, unknown>[] = [];
+  let truncated = 0;
+  let dropped = 0;
+  for (const p of pairs) {
+    const fit = fitToLimits(promptIds(tok, p.messages ?? p.prompt!), [
+      responseIds(tok, p.chosen.text, p.chosen.finish_reason), responseIds(tok, p.rejected.text, p.rejected.finish_reason),
+    ], lim);
+    // The engine trains on response tokens only; a pair with an empty side teaches nothing.
+    if (fit.responses.some((r) => r.length === 0)) {
+      dropped++;
+      continue;
+    }
+    if (fit.truncated) truncated++;
+    records.push({ prompt: fit.prompt, chosen: fit.responses[0], rejected: fit.responses[1] });
+    trl.push(trlRecord(p));
+  }
+  await writeFileAtomic(trlFile, toJsonl(trl));
+  await writeTokData(dataFile, { kind: 'preference', records });
+  await writeManifest(manifestPath, {
+    step: 'dataset', configHash, inputs, outputs: { trl: trlFile, data: dataFile },
+    counts: { records: records.length, truncated, dropped },
+  });
+  return { trlFile, dataFile, records: records.length, truncated };
+}

@@ -1,0 +1,38 @@
+// prepareRun: the run directory with a snapshot of the resolved config and the run's prompt list
+// (limit and shuffle applied), after checking the base model directory.
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../lib/atomic.ts';
+import { hashJson } from '../lib/hash.ts';
+import { JsonlError, toJsonl } from '../lib/jsonl.ts';
+import type { PrepareRunInput, PrepareRunResult } from './api.ts';
+import { badInput } from './errors.ts';
+import { loadPrompts } from './prompts.ts';
+
+export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResult> {
+  const config = input.config;
+  const runDir = join(config.storage, 'runs', input.runId);
+  const configFile = join(runDir, 'config.json');
+  const promptsFile = join(runDir, 'prompts.jsonl');
+  const configHash = hashJson(config);
+  for (const f of ['config.json', 'model.safetensors']) {
+    const p = join(config.model, f);
+    if (!(await stat(p).then((st) => st.isFile(), () => false))) throw badInput(`model: ${config.model} is not a Hugging Face model directory (${f} is missing)`);
+  }
+  const previous = await readFile(configFile, 'utf8').then((t) => JSON.parse(t) as unknown, () => null);
+  if (previous !== null && hashJson(previous) !== configHash) {
+    throw badInput(`run ${input.runId} already exists in ${runDir} with a different config (${configFile}); choose another runId or restore that config`);
+  }
+  let prompts;
+  try {
+    prompts = await loadPrompts(config.prompts);
+  } catch (err) {
+    if (err instanceof JsonlError || (err as NodeJS.ErrnoException).code === 'ENOENT') throw badInput(`prompts.file: ${(err as Error).message}`);
+    throw err;
+  }
+  if (prompts.length === 0) throw badInput(`prompts.file ${config.prompts.file} holds no prompts`);
+  await mkdir(runDir, { recursive: true });
+  if (previous === null) await writeFileAtomic(configFile, JSON.stringify(config, null, 2) + '\n');
+  await writeFileAtomic(promptsFile, toJsonl(prompts.map((p) => (p.messages ? { index: p.index, messages: p.messages } : { index: p.index, prompt: p.prompt }))));
+  return { runId: input.runId, runDir, configHash, configFile, promptsFile, promptCount: prompts.length, baseModel: config.model };
+}

@@ -1,0 +1,21 @@
+// Best-effort progress signals to the workflows named in ProgressTarget.notify, throttled.
+// Durability comes from heartbeats; a lost signal only delays the progress display.
+import { getClient } from '@temporalio/activity';
+import { activityProgressSignal } from '../workflows/api.ts';
+import type { ActivityProgress } from './api.ts';
+
+export function progressNotifier(notify: string[], minIntervalMs = 1000): (p: ActivityProgress, force?: boolean) => void {
+  let last = 0;
+  return (p, force = false) => {
+    const now = Date.now();
+    if (notify.length === 0 || (!force && now - last < minIntervalMs)) return;
+    last = now;
+    let client;
+    try {
+      client = getClient();
+    } catch {
+      return; // no client (MockActivityEnvironment): nothing to notify
+    }
+    for (const id of notify) void client.workflow.getHandle(id).signal(activityProgressSignal, p).catch(() => {});
+  };
+}

@@ -1,0 +1,36 @@
+// Content hashes for manifests and caches: sha256 of files (streamed), bytes, and
+// JSON values in a stable form (object keys sorted) so equal configs hash equally.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+
+export function sha256(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+// JSON.stringify with object keys sorted at every level; undefined members dropped as JSON does.
+export function stableStringify(value: unknown): string {
+  return JSON.stringify(sortKeys(value));
+}
+
+function sortKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortKeys);
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(value as object).sort()) {
+      const v = (value as Record<string, unknown>)[k];
+      if (v !== undefined) out[k] = sortKeys(v);
+    }
+    return out;
+  }
+  return value;
+}
+
+export function hashJson(value: unknown): string {
+  return sha256(stableStringify(value));
+}

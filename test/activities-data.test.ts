@@ -1,0 +1,200 @@
+// Light activities on real files: filter cases, dataset tokenization round trip, reward analysis
+// (builtin scorer and a tiny local HTTP scorer), manifests reused and invalidated, JSONL errors.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { mkdtemp, rm, writeFile, readFile, appendFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseRunConfig } from '../config/index.ts';
+import { filterPairs } from '../activities/filter.ts';
+import { buildDataset } from '../activities/dataset.ts';
+import { analyzeRewards } from '../activities/rewards.ts';
+import { writeRoundManifest } from '../activities/report.ts';
+import type { SampleRecord } from '../activities/records.ts';
+import { writeFileAtomic } from '../lib/atomic.ts';
+import { readJsonl, toJsonl, JsonlError } from '../lib/jsonl.ts';
+import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
+import { hashJson, stableStringify } from '../lib/hash.ts';
+import { readTokData } from '../lib/tokdata.ts';
+import { loadTokenizer } from '../lib/tokenizer.ts';
+import { mapLimit } from '../lib/pool.ts';
+import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
+
+const root = await mkdtemp(join(tmpdir(), 'opsr-act-data-'));
+after(() => rm(root, { recursive: true, force: true }));
+const config = parseRunConfig({ model: '/m', prompts: { file: '/p.jsonl' }, training: { maxLength: 24, maxPromptLength: 10 } });
+
+function rec(index: number, chosen: string, rejected: string, extra: Partial<SampleRecord> = {}): SampleRecord {
+  const a = (text: string, seed: number) => ({ text, finish_reason: 'stop', tokens: text.length, seed });
+  return { index, round: 1, prompt: `Sort the digits: 3 1 2`, chosen: a(chosen, 10 + index), rejected: a(rejected, 20 + index), chosenScore: 10, rejectedScore: 3, seed: 7, ...extra };
+}
+
+test('filterPairs drops score talk, empty, truncated and identical pairs, counting each reason', async () => {
+  const dir = join(root, 'filter');
+  const samples = [
+    rec(0, '1 2 3', '3 1 2'),                                                  // kept
+    rec(1, 'Okay, here is a 10 out of 10 answer: 1 2 3', '1 3 2'),             // scoreTalk (chosen)
+    rec(2, '1 2 3', 'This response merits a score of 3: 2 1 3'),               // scoreTalk (rejected)
+    rec(3, '   ', '1 2'),                                                      // empty
+    rec(4, '1 2 3', '1 2 3'),                                                  // identical
+    { ...rec(5, '1 2 3 4 5 6', '2 1'), chosen: { text: '1 2 3 4 5 6', finish_reason: 'length', tokens: 6, seed: 15 } }, // truncated
+    rec(6, 'HERE IS A TOP-NOTCH RESPONSE 1 2 3', '2 3 1'),                     // scoreTalk, case-insensitive
+    rec(7, '1 2 3', '2 2 2'),                                                  // kept
+  ];
+  const samplesFile = join(dir, 'samples.jsonl');
+  await writeFileAtomic(samplesFile, toJsonl(samples));
+  const r = await filterPairs({ runId: 'r', round: 1, roundDir: dir, samplesFile, filter: config.filter });
+  assert.deepEqual(r.filteredBy, { empty: 1, truncated: 1, identical: 1, scoreTalk: 3 });
+  assert.equal(r.kept, 2);
+  assert.equal(r.filtered, 6);
+  const kept = await readJsonl<SampleRecord>(r.pairsFile);
+  assert.deepEqual(kept.map((k) => k.index), [0, 7]);
+  assert.deepEqual(kept[0], samples[0]); // same line shape, provenance kept
+
+  // Switching a rule off keeps those pairs; the manifest of the first run does not apply.
+  const r2 = await filterPairs({ runId: 'r', round: 1, roundDir: dir, samplesFile, filter: { ...config.filter, dropIdentical: false } });
+  assert.equal(r2.kept, 3);
+  assert.equal(r2.filteredBy.identical, 0);
+
+  // A bad pattern is a non-retryable BadInput naming the field.
+  await assert.rejects(
+    filterPairs({ runId: 'r', round: 1, roundDir: dir, samplesFile, filter: { ...config.filter, scoreTalkPatterns: ['ok', '(unclosed'] } }),
+    (e: Error & { type?: string; nonRetryable?: boolean }) => e.type === 'BadInput' && e.nonRetryable === true && /scoreTalkPatterns\[1\]/.test(e.message),
+  );
+});
+
+test('buildDataset tokenizes with the chat template, appends EOS after stop, truncates to the limits, round-trips', async () => {
+  const modelDir = join(root, 'model');
+  const vocab = await writeTinyTokenizer(modelDir, { chatTemplate: true });
+  const tok = await loadTokenizer(modelDir);
+  assert.equal(tok.eosTokenId, vocab - 1);
+  const dir = join(root, 'dataset');
+  const pairs = [
+    rec(0, 'the cat', 'a dog'),
+    { ...rec(1, 'on the mat and then some more words here', 'no'), rejected: { text: 'no', finish_reason: 'length', tokens: 1, seed: 3 } },
+    { ...rec(2, 'hi', 'ho'), prompt: undefined, messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'Sort the digits: 9 8' }] },
+  ];
+  const pairsFile = join(dir, 'pairs.jsonl');
+  await writeFileAtomic(pairsFile, toJsonl(pairs));
+  const lim = { ...config.training, maxLength: 24, maxPromptLength: 10 };
+  const r = await buildDataset({ runId: 'r', round: 1, roundDir: dir, pairsFile, modelDir, training: lim });
+  assert.equal(r.records, 3);
+  const data = await readTokData(r.dataFile);
+  assert.equal(data.kind, 'preference');
+  const recs = data.records as { prompt: number[]; chosen: number[]; rejected: number[] }[];
+  const fullPrompt = tok.encode(tok.applyChatTemplate([{ role: 'user', content: pairs[0].prompt! }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+  assert.ok(fullPrompt.length > 10, 'the templated prompt is longer than maxPromptLength');
+  assert.deepEqual(recs[0].prompt, fullPrompt.slice(-10)); // cut from the left
+  assert.deepEqual(recs[0].chosen, [...tok.encode('the cat', { addSpecialTokens: false }), tok.eosTokenId]);
+  assert.equal(tok.decode(recs[0].rejected.slice(0, -1)), 'a dog');
+  // Record 1: chosen cut so prompt + chosen = 24; rejected ended by length: no EOS.
+  assert.equal(recs[1].prompt.length + recs[1].chosen.length, 24);
+  assert.deepEqual(recs[1].rejected, tok.encode('no', { addSpecialTokens: false }));
+  assert.ok(r.truncated >= 2);
+  // Chat prompt: the template renders the whole conversation.
+  const chatPrompt = tok.encode(tok.applyChatTemplate(pairs[2].messages!, { addGenerationPrompt: true }), { addSpecialTokens: false });
+  assert.deepEqual(recs[2].prompt, chatPrompt.slice(-10));
+  for (const x of recs) assert.ok(x.prompt.length + Math.max(x.chosen.length, x.rejected.length) <= 24);
+
+  const trl = await readJsonl<Record<string, unknown>>(r.trlFile);
+  assert.equal(trl[0].prompt, pairs[0].prompt);
+  assert.equal(trl[0].chosen, 'the cat');
+  assert.equal(trl[0].rejected_score, 3);
+  assert.equal(trl[0].chosen_seed, 10);
+  assert.equal(trl[1].rejected_finish_reason, 'length');
+  assert.deepEqual(trl[2].prompt, pairs[2].messages); // conversational variant
+  assert.deepEqual(trl[2].chosen, [{ role: 'assistant', content: 'hi' }]);
+
+  // A second call reuses the dataset (manifest matches) and returns the same counts.
+  const before = await readFile(r.dataFile);
+  const again = await buildDataset({ runId: 'r', round: 1, roundDir: dir, pairsFile, modelDir, training: lim });
+  assert.deepEqual(again, r);
+  assert.deepEqual(await readFile(r.dataFile), before);
+});
+
+test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer', async () => {
+  const dir = join(root, 'rewards');
+  const pairs = [rec(0, '1 2 3', '3 1 2'), rec(1, '1 2 3', '1 2 9'), rec(2, '1 2', '1 2 3')];
+  const pairsFile = join(dir, 'pairs.jsonl');
+  await writeFileAtomic(pairsFile, toJsonl(pairs));
+  const b = await analyzeRewards({ runId: 'r', round: 1, roundDir: dir, pairsFile, rewardModel: { type: 'builtin', name: 'digits' }, notify: [] });
+  // digits scorer: fraction of positions right; answer to "Sort 3 1 2" is 1 2 3.
+  const rows = await readJsonl<{ index: number; chosen: number; rejected: number }>(b.rewardsFile);
+  assert.deepEqual(rows, [{ index: 0, chosen: 1, rejected: 0 }, { index: 1, chosen: 1, rejected: 2 / 3 }, { index: 2, chosen: 2 / 3, rejected: 1 }]);
+  assert.ok(Math.abs(b.chosenMean! - (1 + 1 + 2 / 3) / 3) < 1e-12);
+  assert.ok(Math.abs(b.rejectedMean! - (0 + 2 / 3 + 1) / 3) < 1e-12);
+  assert.ok(Math.abs(b.gap! - (b.chosenMean! - b.rejectedMean!)) < 1e-12);
+  assert.equal(b.chosenBetter, 2 / 3);
+  await assert.rejects(
+    analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'rw2'), pairsFile, rewardModel: { type: 'builtin', name: 'nope' }, notify: [] }),
+    (e: Error & { type?: string }) => e.type === 'BadInput' && /rewardModel.name "nope"/.test(e.message) && /digits/.test(e.message),
+  );
+
+  // HTTP scorer: reward = response length; it sees the prompt without prefix.
+  const seen: { prompt: string; response: string }[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      const items = JSON.parse(body) as { prompt: string; response: string }[];
+      seen.push(...items);
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ scores: items.map((i) => i.response.length) }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  after(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const h = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'rw3'), pairsFile, rewardModel: { type: 'http', url: `http://127.0.0.1:${port}/score` }, notify: [] });
+  assert.equal(h.chosenMean, (5 + 5 + 3) / 3);
+  assert.equal(h.rejectedMean, (5 + 5 + 5) / 3);
+  assert.equal(h.chosenBetter, 0);
+  assert.equal(seen.length, 6);
+  assert.equal(seen[0].prompt, 'Sort the digits: 3 1 2');
+  // Reused from the manifest: the scorer is not called again.
+  const again = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'rw3'), pairsFile, rewardModel: { type: 'http', url: `http://127.0.0.1:${port}/score` }, notify: [] });
+  assert.deepEqual(again, h);
+  assert.equal(seen.length, 6);
+});
+
+test('manifests: reused while outputs match, invalid after a change; round manifest hashes files and dirs', async () => {
+  const dir = join(root, 'man');
+  const out = join(dir, 'out.txt');
+  await writeFileAtomic(out, 'hello\n');
+  const mp = join(dir, 'm.json');
+  await writeManifest(mp, { step: 's', configHash: 'c1', inputs: { a: 'x' }, outputs: { out }, counts: { n: 1 } });
+  assert.ok(await loadValidManifest(mp, { step: 's', configHash: 'c1', inputs: { a: 'x' } }));
+  assert.equal(await loadValidManifest(mp, { step: 's', configHash: 'c2', inputs: { a: 'x' } }), null);
+  assert.equal(await loadValidManifest(mp, { step: 's', configHash: 'c1', inputs: { a: 'y' } }), null);
+  await appendFile(out, 'tampered');
+  assert.equal(await loadValidManifest(mp, { step: 's', configHash: 'c1', inputs: { a: 'x' } }), null);
+
+  const r = await writeRoundManifest({
+    runId: 'r', round: 2, roundDir: dir, configHash: 'abc', referenceModelDir: '/ref', rejectedScore: 5,
+    artifacts: { out, model: join(root, 'model') }, counts: { kept: 3 }, metrics: { loss: 0.5 },
+  });
+  const m = JSON.parse(await readFile(r.manifest, 'utf8'));
+  assert.equal(m.round, 2);
+  assert.equal(m.artifacts.out.bytes, 14);
+  assert.match(m.artifacts.model.sha256, /^[0-9a-f]{64}$/);
+  assert.deepEqual(m.counts, { kept: 3 });
+});
+
+test('lib: stable JSON hashing, JSONL errors name file and line, bounded concurrency', async () => {
+  assert.equal(stableStringify({ b: 1, a: { d: [1, { f: 2, e: 3 }], c: undefined } }), '{"a":{"d":[1,{"e":3,"f":2}]},"b":1}');
+  assert.equal(hashJson({ x: 1, y: 2 }), hashJson({ y: 2, x: 1 }));
+  assert.notEqual(hashJson({ x: 1 }), hashJson({ x: 2 }));
+  const f = join(root, 'bad.jsonl');
+  await writeFile(f, '{"a":1}\n\n{"a":2\n');
+  await assert.rejects(readJsonl(f), (e: JsonlError) => e instanceof JsonlError && e.line === 3 && e.message.startsWith(`${f}:3:`));
+  let inFlight = 0, peak = 0;
+  const out = await mapLimit([5, 1, 4, 2, 3], 2, async (x) => {
+    peak = Math.max(peak, ++inFlight);
+    await new Promise((r) => setTimeout(r, x * 3));
+    inFlight--;
+    return x * 10;
+  });
+  assert.deepEqual(out, [50, 10, 40, 20, 30]);
+  assert.equal(peak, 2);
+});
