@@ -75,7 +75,7 @@ static void free_acts(GPT2Acts *a) {
                     &a->resid2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu,
                     &a->resid3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->tmp, &a->dresid, &a->dln,
                     &a->datty, &a->dfch, &a->dfch_gelu, &a->dqkv, &a->att_scratch, &a->row_x,
-                    &a->row_p};
+                    &a->row_p, &a->row_lp};
     for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++) { free(*fs[i]); *fs[i] = NULL; }
     free(a->row_pos); free(a->row_tgt); free(a->tokens);
     a->tokens = NULL;

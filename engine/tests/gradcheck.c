@@ -1,0 +1,131 @@
+// Finite-difference check of every loss's gradient through the whole GPT-2 (tiny model).
+// For each loss and each parameter tensor: central differences on a sample of entries (always
+// including the entry with the largest analytic gradient) against gpt2_backward. Exits 1 on
+// any mismatch with a summary of the failing (loss, tensor) pairs.
+#include "adamw.h"
+#include "gpt2.h"
+#include "losses.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { NPAIRS = 2, T = 12, SAMPLES = 5 };
+static const char *TENSOR[NUM_PARAM_TENSORS] = {"wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb",
+    "attprojw", "attprojb", "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
+
+static uint64_t rng = 42;
+static uint32_t rnd(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return (uint32_t)rng; }
+
+typedef struct {
+    int tokens[2 * NPAIRS * T], targets[2 * NPAIRS * T];
+    float ref[2 * NPAIRS];
+} Batch;
+
+// Sequence b: a prompt, a response (scored), then padding; chosen rows first, rejected after.
+static void make_batch(Batch *bt, int V) {
+    for (int b = 0; b < 2 * NPAIRS; b++) {
+        int plen = 2 + b % 3, rlen = 3 + (b * 5) % 6;
+        for (int t = 0; t < T; t++) {
+            bt->tokens[b * T + t] = t < plen + rlen ? (int)(rnd() % V) : 0;
+            bt->targets[b * T + t] = -1;
+        }
+        for (int t = plen - 1; t < plen + rlen - 1; t++) bt->targets[b * T + t] = bt->tokens[b * T + t + 1];
+        bt->ref[b] = -20.0f + (float)(rnd() % 1000) / 100.0f;
+    }
+}
+
+// Objective and (optionally) its dlogp for one loss on the batch.
+static double objective(GPT2 *m, const Batch *bt, const LossConfig *cfg, float *dlogp) {
+    int B = 2 * NPAIRS;
+    float lp[2 * NPAIRS], dtmp[2 * NPAIRS];
+    int nt[2 * NPAIRS];
+    gpt2_forward(m, bt->tokens, bt->targets, B, T, lp, nt);
+    float *d = dlogp ? dlogp : dtmp;
+    if (cfg->kind == LOSS_SFT) {
+        double ntot = 0;
+        for (int b = 0; b < B; b++) ntot += nt[b];
+        return sft_loss(B, lp, ntot, d) / ntot;
+    }
+    PrefMetrics pm;
+    return preference_loss(cfg, NPAIRS, lp, nt, lp + NPAIRS, nt + NPAIRS, bt->ref, bt->ref + NPAIRS,
+                           NPAIRS, d, d + NPAIRS, &pm) / NPAIRS;
+}
+
+int main(void) {
+    GPT2Config c = {.vocab_size = 29, .max_seq_len = 16, .n_layer = 2, .n_head = 2, .n_embd = 16,
+                    .n_inner = 24, .ln_eps = 1e-5f};
+    GPT2 m;
+    if (gpt2_build(&m, &c) || gpt2_alloc_grads(&m)) { fprintf(stderr, "gradcheck: out of memory\n"); return 1; }
+    gpt2_init_random(&m, 7);
+    // non-trivial LayerNorm affine and biases so their gradients are exercised
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++)
+        if (t != P_WTE && t != P_WPE && t != P_QKVW && t != P_ATTPROJW && t != P_FCW && t != P_FCPROJW)
+            for (size_t i = 0; i < m.param_sizes[t]; i++) m.param[t][i] += ((int)(rnd() % 200) - 100) * 1e-3f;
+    // larger weights than the 0.02 init so that the log-probs depend visibly on every tensor
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++)
+        if (t == P_WTE || t == P_WPE || t == P_QKVW || t == P_ATTPROJW || t == P_FCW || t == P_FCPROJW)
+            for (size_t i = 0; i < m.param_sizes[t]; i++) m.param[t][i] *= 10.0f;
+    Batch bt;
+    make_batch(&bt, c.vocab_size);
+
+    struct { const char *name; LossConfig cfg; } losses[] = {
+        {"sft", {LOSS_SFT, 0, 0, 0}},
+        {"dpo", {LOSS_DPO, 0.1f, 0, 0}},
+        {"dpo+ls", {LOSS_DPO, 0.5f, 0, 0.2f}},
+        {"simpo", {LOSS_SIMPO, 2.0f, 0.5f, 0}},
+        {"simpo+ls", {LOSS_SIMPO, 2.0f, 0.5f, 0.1f}},
+        {"ipo", {LOSS_IPO, 0.1f, 0, 0}},
+        {"hinge", {LOSS_HINGE, 0.1f, 0, 0}},
+    };
+    int failures = 0, checks = 0;
+    double worst = 0;
+    const float h = 3e-3f;  // balances truncation error against fp32 rounding
+    for (size_t li = 0; li < sizeof(losses) / sizeof(losses[0]); li++) {
+        const LossConfig *cfg = &losses[li].cfg;
+        float dlogp[2 * NPAIRS];
+        gpt2_zero_grad(&m);
+        objective(&m, &bt, cfg, dlogp);
+        gpt2_backward(&m, dlogp);
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+            size_t n = m.param_sizes[t], idx[SAMPLES + 1];
+            float gmax = 0;
+            idx[0] = 0;
+            for (size_t i = 0; i < n; i++)
+                if (fabsf(m.grad[t][i]) > gmax) { gmax = fabsf(m.grad[t][i]); idx[0] = i; }
+            for (int s = 1; s <= SAMPLES; s++) idx[s] = rnd() % n;
+            double err = 0;
+            for (int s = 0; s <= SAMPLES; s++) {
+                float *p = &m.param[t][idx[s]], keep = *p;
+                *p = keep + h; double up = objective(&m, &bt, cfg, NULL);
+                *p = keep - h; double dn = objective(&m, &bt, cfg, NULL);
+                *p = keep;
+                double fd = (up - dn) / (2.0 * h), an = m.grad[t][idx[s]];
+                if (fabs(fd - an) > err) err = fabs(fd - an);
+                checks++;
+            }
+            // relative to the tensor's largest gradient: correct code stays under 1e-3; a
+            // wrong GELU cubic coefficient (a subtle bug) gives 1.6e-2
+            double rel = err / fmax(gmax, 1e-6);
+            if (rel > worst) worst = rel;
+            if (rel > 5e-3 || gmax == 0.0f) {
+                printf("FAIL %-8s %-9s max|fd-an| = %.3e, max|grad| = %.3e, rel = %.3e\n",
+                       losses[li].name, TENSOR[t], err, gmax, rel);
+                failures++;
+            }
+        }
+    }
+    // clip_grad_norm: norm and scaling against a direct computation
+    double ss = 0;
+    for (size_t i = 0; i < m.num_params; i++) ss += (double)m.grads[i] * m.grads[i];
+    float g0 = m.grads[3], norm = clip_grad_norm(m.grads, m.num_params, (float)sqrt(ss) / 4);
+    if (fabs(norm - sqrt(ss)) > 1e-5 * sqrt(ss) || fabsf(m.grads[3] - g0 / 4) > 1e-5f * fabsf(g0) + 1e-12f) {
+        printf("FAIL clip_grad_norm: norm %.7g vs %.7g\n", norm, sqrt(ss));
+        failures++;
+    }
+    gpt2_free(&m);
+    printf("gradcheck: %d checks over %zu losses x %d tensors, worst relative error %.2e: %s\n",
+           checks, sizeof(losses) / sizeof(losses[0]), NUM_PARAM_TENSORS, worst,
+           failures ? "FAILED" : "ok");
+    return failures ? 1 : 0;
+}
