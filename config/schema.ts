@@ -361,17 +361,22 @@ function keysAt(root: z.ZodType, path: readonly PropertyKey[]): string[] {
 
 const KIND: Record<string, string> = { number: 'a number', int: 'an integer', string: 'a string', array: 'a list', object: 'an object', boolean: 'true or false', record: 'an object' };
 
+function isIntAt(root: z.ZodType, path: readonly PropertyKey[]): boolean {
+  return schemaAt(root, path).some((s) => (defOf(s) as { format?: string }).format === 'safeint');
+}
+
 function allowedFor(root: z.ZodType, i: z.core.$ZodIssue): string {
   const described = describedAt(root, i.path);
+  const kind = (origin: string) => (origin === 'number' && isIntAt(root, i.path) ? 'an integer' : KIND[origin] ?? origin);
   switch (i.code) {
     case 'invalid_type': return described ?? KIND[i.expected] ?? i.expected;
     case 'too_small': {
       const what = i.origin === 'array' ? `at least ${i.minimum} item${i.minimum === 1 ? '' : 's'}` : i.origin === 'string' ? `at least ${i.minimum} character${i.minimum === 1 ? '' : 's'}` : `${i.inclusive ? '>=' : '>'} ${i.minimum}`;
-      return described ? `${described}; ${what}` : `${KIND[i.origin] ?? i.origin} ${what}`;
+      return described ? `${described}; ${what}` : `${kind(i.origin)} ${what}`;
     }
     case 'too_big': {
       const what = i.origin === 'array' ? `at most ${i.maximum} items` : i.origin === 'string' ? `at most ${i.maximum} characters` : `${i.inclusive ? '<=' : '<'} ${i.maximum}`;
-      return described ? `${described}; ${what}` : `${KIND[i.origin] ?? i.origin} ${what}`;
+      return described ? `${described}; ${what}` : `${kind(i.origin)} ${what}`;
     }
     case 'invalid_value': return `one of ${i.values.map((v) => JSON.stringify(v)).join(', ')}`;
     case 'invalid_union': {
