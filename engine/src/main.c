@@ -7,6 +7,7 @@
 
 static const struct { const char *name; int (*run)(int, char **); const char *help; } COMMANDS[] = {
     {"init", cmd_init, "init --config CONFIG.json --out DIR --seed N"},
+    {"train", cmd_train, "train --model DIR --data FILE --out DIR --loss sft|dpo|simpo|ipo|hinge [options]"},
     {"logprobs", cmd_logprobs, "logprobs --model DIR --data FILE [--threads N] [--out FILE]"},
     {"serve", cmd_serve, "serve --model DIR [--threads N] [--max-batch N] [--prefill-tokens N]"},
 };
