@@ -464,7 +464,7 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
         if (stop) { finish(g, s, GEN_FINISH_STOP, tok, on_done, ctx); continue; }
         on_token(ctx, s->req->id, tok, g->sample_lp[i], p->logprobs ? p->top_logprobs : 0,
                  g->sample_top_ids + i * GEN_MAX_TOP_LOGPROBS, g->sample_top_lp + i * GEN_MAX_TOP_LOGPROBS);
-        if (s->generated >= p->max_tokens || s->len >= c->max_seq_len)
+        if (s->generated >= p->max_tokens || s->len + 1 >= c->max_seq_len)  // prompt + completion fill the context
             finish(g, s, GEN_FINISH_LENGTH, -1, on_done, ctx);
     }
     return nsample;

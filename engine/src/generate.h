@@ -16,7 +16,7 @@ typedef struct {
     float temperature;  // 0 = greedy (argmax)
     float top_p;        // (0, 1]; 1 = off
     int top_k;          // 0 = off
-    int max_tokens;     // >= 1; generation also ends when the context (n_positions) is full
+    int max_tokens;     // >= 1; generation also ends ("length") when prompt + completion reach n_positions
     uint64_t seed;      // the request's own RNG
     int logprobs;       // 1 = report each sampled token's log-prob
     int top_logprobs;   // with logprobs: also the most likely alternatives, 0..GEN_MAX_TOP_LOGPROBS

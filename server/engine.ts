@@ -1,0 +1,207 @@
+// One long-lived `opsr-engine serve` child process and its JSON-lines protocol
+// (engine/README.md, "serve"): requests go in on stdin, token and done events come back on stdout.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const DEFAULT_ENGINE_PATH = join(import.meta.dirname, '..', 'engine', 'build', 'opsr-engine');
+
+export interface EngineRequest {
+  prompt: number[];
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed: number;
+  stopTokenIds: number[];
+  logprobs: boolean;
+  topLogprobs: number;
+}
+
+export interface EngineToken {
+  token: number;
+  logprob?: number;
+  topLogprobs?: [number, number][];
+}
+
+export interface EngineDone {
+  finishReason: 'stop' | 'length' | 'cancelled';
+  stopToken: number | null;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface EngineHandlers {
+  onToken(t: EngineToken): void;
+  onDone(d: EngineDone): void;
+  /** The engine rejected the request (message from the engine) or the engine process ended. */
+  onError(err: EngineError): void;
+}
+
+export class EngineError extends Error {
+  constructor(message: string, readonly kind: 'bad_request' | 'engine_down') {
+    super(message);
+  }
+}
+
+export interface EngineInfo {
+  nCtx: number;
+  vocabSize: number;
+  maxBatch: number;
+}
+
+export interface EngineOptions {
+  modelDir: string;
+  enginePath?: string;
+  threads?: number;
+  maxBatch?: number;
+}
+
+export class EngineProcess {
+  private child: ChildProcessWithoutNullStreams | null = null;
+  private inflight = new Map<number, EngineHandlers>();
+  private nextId = 1;
+  private stderrTail: string[] = [];
+  private exited: Promise<void> = Promise.resolve();
+  info: EngineInfo | null = null;
+  /** Called once when the process ends without stop() having been called. */
+  onExit: ((reason: string) => void) | null = null;
+
+  constructor(private readonly opts: EngineOptions) {}
+
+  get running(): boolean {
+    return this.child !== null && this.info !== null;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Spawns the engine and resolves with its ready line (n_ctx, vocab_size, max_batch). */
+  start(): Promise<EngineInfo> {
+    const enginePath = this.opts.enginePath ?? DEFAULT_ENGINE_PATH;
+    if (!existsSync(enginePath)) {
+      return Promise.reject(new Error(`engine binary not found at ${enginePath}; build it with: make -C engine`));
+    }
+    const args = ['serve', '--model', this.opts.modelDir];
+    if (this.opts.threads) args.push('--threads', String(this.opts.threads));
+    if (this.opts.maxBatch) args.push('--max-batch', String(this.opts.maxBatch));
+    const child = spawn(enginePath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    this.info = null;
+    this.stderrTail = [];
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      this.stderrTail.push(line);
+      if (this.stderrTail.length > 20) this.stderrTail.shift();
+    });
+    child.stdin.on('error', () => {}); // a dead engine is reported through 'exit'
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      this.exited = new Promise((done) => {
+        child.on('exit', (code, signal) => {
+          const reason = `engine exited (${signal ?? `code ${code}`})${this.lastError()}`;
+          const wasReady = this.info !== null;
+          this.child = null;
+          this.info = null;
+          this.failAll(reason);
+          if (!settled) { settled = true; reject(new Error(reason)); }
+          else if (wasReady && this.onExit) this.onExit(reason);
+          done();
+        });
+      });
+      child.on('error', (err) => {
+        if (!settled) { settled = true; reject(new Error(`cannot start ${enginePath}: ${err.message}`)); }
+      });
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        let ev: Record<string, unknown>;
+        try {
+          ev = JSON.parse(line);
+        } catch {
+          this.stderrTail.push(`unparseable engine output: ${line.slice(0, 200)}`);
+          return;
+        }
+        if (ev.event === 'ready') {
+          this.info = { nCtx: ev.n_ctx as number, vocabSize: ev.vocab_size as number, maxBatch: ev.max_batch as number };
+          if (!settled) { settled = true; resolve(this.info); }
+          return;
+        }
+        this.dispatch(ev);
+      });
+    });
+  }
+
+  private lastError(): string {
+    const last = this.stderrTail[this.stderrTail.length - 1];
+    if (!last) return '';
+    try {
+      const e = JSON.parse(last).error;
+      if (e && typeof e.message === 'string') return `: ${e.message}`;
+    } catch {
+      // not the JSON error line: report the raw text
+    }
+    return `: ${last}`;
+  }
+
+  private dispatch(ev: Record<string, unknown>): void {
+    const id = ev.id as number;
+    const h = this.inflight.get(id);
+    if (!h) return; // a late event for a request already given up
+    if (ev.event === 'token') {
+      h.onToken({
+        token: ev.token as number,
+        logprob: ev.logprob as number | undefined,
+        topLogprobs: ev.top_logprobs as [number, number][] | undefined,
+      });
+    } else if (ev.event === 'done') {
+      this.inflight.delete(id);
+      h.onDone({
+        finishReason: ev.finish_reason as EngineDone['finishReason'],
+        stopToken: (ev.stop_token as number | null) ?? null,
+        promptTokens: ev.prompt_tokens as number,
+        completionTokens: ev.completion_tokens as number,
+      });
+    } else if (ev.event === 'error') {
+      this.inflight.delete(id);
+      h.onError(new EngineError(String(ev.message), 'bad_request'));
+    }
+  }
+
+  private failAll(reason: string): void {
+    const handlers = [...this.inflight.values()];
+    this.inflight.clear();
+    for (const h of handlers) h.onError(new EngineError(reason, 'engine_down'));
+  }
+
+  /** Queues a request in the engine; returns its id (for cancel). */
+  generate(req: EngineRequest, handlers: EngineHandlers): number {
+    const id = this.nextId++;
+    if (!this.child || !this.info) {
+      queueMicrotask(() => handlers.onError(new EngineError('engine is not running', 'engine_down')));
+      return id;
+    }
+    this.inflight.set(id, handlers);
+    this.child.stdin.write(
+      JSON.stringify({
+        op: 'generate', id, prompt: req.prompt, max_tokens: req.maxTokens, temperature: req.temperature,
+        top_p: req.topP, top_k: req.topK, seed: req.seed, stop_token_ids: req.stopTokenIds,
+        logprobs: req.logprobs, top_logprobs: req.topLogprobs,
+      }) + '\n',
+    );
+    return id;
+  }
+
+  /** Ends a request early; its onDone comes with finishReason 'cancelled' (or the real end if it raced). */
+  cancel(id: number): void {
+    if (this.child && this.inflight.has(id)) this.child.stdin.write(JSON.stringify({ op: 'cancel', id }) + '\n');
+  }
+
+  /** Stops the process (in-flight requests fail) and waits for it to exit. */
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    this.onExit = null;
+    child.kill('SIGTERM');
+    await this.exited;
+  }
+}

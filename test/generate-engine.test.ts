@@ -1,0 +1,152 @@
+// opsr-engine serve through server/engine.ts: greedy parity with transformers, seed determinism
+// across batch compositions, stop ids, cancel, the context limit, continuous batching, errors.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EngineProcess, EngineError, type EngineRequest, type EngineDone, type EngineToken } from '../server/engine.ts';
+import { makeTinyModel, transformersGreedy, ENGINE } from './helpers/tiny-gpt2.ts';
+
+let dir: string;
+let model: string;
+const engines: EngineProcess[] = [];
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'opsr-gen-'));
+  model = join(dir, 'model');
+  await makeTinyModel(model, { nPositions: 64 });
+});
+after(async () => {
+  await Promise.all(engines.map((e) => e.stop()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function startEngine(maxBatch: number): Promise<EngineProcess> {
+  const e = new EngineProcess({ modelDir: model, enginePath: ENGINE, threads: 2, maxBatch });
+  engines.push(e);
+  await e.start();
+  return e;
+}
+
+const BASE: EngineRequest = {
+  prompt: [1, 2, 3], maxTokens: 16, temperature: 0, topP: 1, topK: 0, seed: 0, stopTokenIds: [], logprobs: false, topLogprobs: 0,
+};
+
+type Result = { tokens: EngineToken[]; done: EngineDone; id: number };
+
+function run(e: EngineProcess, req: Partial<EngineRequest>, onFirst?: (id: number) => void): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const tokens: EngineToken[] = [];
+    const id = e.generate({ ...BASE, ...req }, {
+      onToken: (t) => {
+        tokens.push(t);
+        if (tokens.length === 1) onFirst?.(id);
+      },
+      onDone: (done) => resolve({ tokens, done, id }),
+      onError: reject,
+    });
+  });
+}
+
+const ids = (r: Result) => r.tokens.map((t) => t.token);
+
+test('greedy output and log-probs equal transformers greedy generate', async () => {
+  const prompts = [[1, 2, 3], [50, 60, 70, 80], [200], Array.from({ length: 30 }, (_, i) => (i * 37) % 272)];
+  const ref = transformersGreedy(model, prompts, 20);
+  const e = await startEngine(3); // 4 prompts on 3 slots: one waits and is admitted mid-flight
+  const got = await Promise.all(prompts.map((prompt) => run(e, { prompt, maxTokens: 20, logprobs: true })));
+  for (let i = 0; i < prompts.length; i++) {
+    assert.deepEqual(ids(got[i]), ref[i].tokens, `prompt ${i}`);
+    assert.ok(new Set(ref[i].tokens).size > 2, 'the reference output varies (the test can tell models apart)');
+    got[i].tokens.forEach((t, j) => assert.ok(Math.abs(t.logprob! - ref[i].logprobs[j]) < 1e-4, `prompt ${i} token ${j} logprob`));
+    assert.deepEqual(got[i].done, { finishReason: 'length', stopToken: null, promptTokens: prompts[i].length, completionTokens: 20 });
+  }
+});
+
+test('same seed and prompt give the same tokens and log-probs whatever else is in the batch', async () => {
+  const x: Partial<EngineRequest> = { prompt: [5, 6, 7, 8], maxTokens: 30, temperature: 1.0, topP: 0.9, topK: 100, seed: 42, logprobs: true, topLogprobs: 3 };
+  const alone = await run(await startEngine(1), x);
+  const busy = await startEngine(8);
+  // Others start first; x joins while they are mid-generation, more arrive after it.
+  const others: Promise<Result>[] = [];
+  for (let i = 0; i < 3; i++) others.push(run(busy, { prompt: [10 + i, 20, 30 + i], maxTokens: 40, temperature: 0.8, seed: i }));
+  const joined = new Promise<Result>((resolve, reject) => {
+    run(busy, { prompt: [100, 101], maxTokens: 5, temperature: 0 }, () => {
+      run(busy, x).then(resolve, reject);
+      for (let i = 0; i < 4; i++) others.push(run(busy, { prompt: Array.from({ length: 10 + i }, (_, k) => k + i), maxTokens: 12, temperature: 1, seed: 100 + i }));
+    }).catch(reject);
+  });
+  const inBatch = await joined;
+  await Promise.all(others);
+  assert.deepEqual(ids(inBatch), ids(alone));
+  assert.deepEqual(inBatch.tokens, alone.tokens, 'log-probs and top log-probs are bit-identical');
+  assert.equal(alone.tokens[0].topLogprobs!.length, 3);
+  const other = await run(busy, { ...x, seed: 43 });
+  assert.notDeepEqual(ids(other), ids(alone), 'another seed samples differently');
+  const again = await run(busy, x);
+  assert.deepEqual(again.tokens, alone.tokens);
+});
+
+test('sampling filters: top_k 1 is greedy, temperature 0 ignores the seed', async () => {
+  const e = await startEngine(4);
+  const greedy = ids(await run(e, { maxTokens: 12 }));
+  assert.deepEqual(ids(await run(e, { maxTokens: 12, temperature: 1.5, topK: 1, seed: 9 })), greedy);
+  assert.deepEqual(ids(await run(e, { maxTokens: 12, temperature: 0, seed: 123 })), greedy);
+  // A tiny nucleus keeps only the most likely token too.
+  assert.deepEqual(ids(await run(e, { maxTokens: 12, temperature: 1, topP: 1e-6, seed: 5 })), greedy);
+});
+
+test('stop token ids end with finish stop; the stop token is counted but not emitted', async () => {
+  const e = await startEngine(2);
+  const greedy = ids(await run(e, { maxTokens: 16 }));
+  const stopAt = greedy.findIndex((t, i) => i >= 2 && greedy.indexOf(t) === i); // first new token from index 2
+  const r = await run(e, { maxTokens: 16, stopTokenIds: [greedy[stopAt]] });
+  assert.deepEqual(ids(r), greedy.slice(0, stopAt));
+  assert.deepEqual(r.done, { finishReason: 'stop', stopToken: greedy[stopAt], promptTokens: 3, completionTokens: stopAt + 1 });
+});
+
+test('cancel ends a running request; the context limit ends with length', async () => {
+  const e = await startEngine(2);
+  const r = await run(e, { maxTokens: 55, temperature: 1, seed: 1 }, (id) => e.cancel(id));
+  assert.equal(r.done.finishReason, 'cancelled');
+  assert.ok(r.tokens.length >= 1 && r.tokens.length < 55);
+  const long = await run(e, { prompt: Array.from({ length: 60 }, (_, i) => i), maxTokens: 20 });
+  assert.equal(long.tokens.length, 4, 'prompt + completion fill the 64-token context');
+  assert.deepEqual(long.done, { finishReason: 'length', stopToken: null, promptTokens: 60, completionTokens: 4 });
+});
+
+test('continuous batching: more requests than slots all finish with their own lengths', async () => {
+  const e = await startEngine(2);
+  const lens = [3, 9, 1, 14, 6, 2, 11];
+  const rs = await Promise.all(lens.map((n, i) => run(e, { prompt: [i + 1, 2 * i + 3], maxTokens: n, temperature: 1, seed: i })));
+  rs.forEach((r, i) => {
+    assert.equal(r.tokens.length, lens[i]);
+    assert.equal(r.done.completionTokens, lens[i]);
+  });
+  // Each equals the same request run alone afterwards.
+  for (const i of [1, 3]) assert.deepEqual(ids(await run(e, { prompt: [i + 1, 2 * i + 3], maxTokens: lens[i], temperature: 1, seed: i })), ids(rs[i]));
+});
+
+test('bad requests get an error naming the field and the engine keeps serving', async () => {
+  const e = await startEngine(2);
+  const bad: [Partial<EngineRequest>, RegExp][] = [
+    [{ prompt: [1, 999] }, /prompt\[1\] = 999 is not a token id in \[0, 273\)/],
+    [{ prompt: [] }, /prompt must be a non-empty array/],
+    [{ prompt: Array.from({ length: 64 }, () => 1) }, /prompt has 64 tokens; the context holds 64/],
+    [{ temperature: -1 }, /temperature must be a finite number >= 0/],
+    [{ topP: 0 }, /top_p must be in \(0, 1\]/],
+    [{ maxTokens: 0 }, /max_tokens must be >= 1/],
+    [{ topK: -2 }, /top_k must be >= 0/],
+    [{ stopTokenIds: [5000] }, /stop_token_ids\[0\] = 5000/],
+  ];
+  for (const [req, msg] of bad) {
+    await assert.rejects(run(e, req), (err: Error) => err instanceof EngineError && err.kind === 'bad_request' && msg.test(err.message), String(msg));
+  }
+  assert.equal((await run(e, { maxTokens: 3 })).tokens.length, 3);
+});
+
+test('a missing model fails start with the engine error message', async () => {
+  const e = new EngineProcess({ modelDir: join(dir, 'nowhere'), enginePath: ENGINE });
+  await assert.rejects(e.start(), /engine exited \(code 2\): .*nowhere/);
+});
