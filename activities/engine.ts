@@ -1,0 +1,119 @@
+// Running the training engine (engine/build/opsr-engine) from an activity: argument arrays, its
+// JSON-lines progress on stdout, heartbeats, resume from the newest complete checkpoint, and
+// cancellation forwarded as SIGTERM (the engine checkpoints, then exits 143; SIGKILL after a grace).
+import { readdir, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cancellationSignal, heartbeat } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { execa } from 'execa';
+import { badInput } from './errors.ts';
+import { withKeepAlive } from './progress.ts';
+
+export const DEFAULT_ENGINE = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'engine', 'build', 'opsr-engine');
+export const KILL_GRACE_MS = 30_000;
+
+export interface EngineRun {
+  finalDir: string;
+  steps: number;
+  resumedFrom: number | null;
+  metrics: Record<string, number>;
+}
+
+export interface EngineTrainOptions {
+  enginePath?: string;
+  args: string[];  // everything after `train --out OUT` (model, data, loss, hyperparameters)
+  outDir: string;
+  onStep?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void;
+  killGraceMs?: number;
+}
+
+// Newest checkpoint step with its DONE marker (written last), or null.
+export async function newestCheckpoint(outDir: string): Promise<number | null> {
+  let names: string[];
+  try {
+    names = await readdir(join(outDir, 'checkpoints'));
+  } catch {
+    return null;
+  }
+  const steps = names.map((n) => /^step-(\d{8})$/.exec(n)).filter((m) => m !== null).map((m) => Number(m![1])).sort((a, b) => b - a);
+  for (const s of steps) {
+    try {
+      await stat(join(outDir, 'checkpoints', `step-${String(s).padStart(8, '0')}`, 'DONE'));
+      return s;
+    } catch {
+      // incomplete: the engine builds checkpoints in a temp dir, but be safe
+    }
+  }
+  return null;
+}
+
+function numericMetrics(e: Record<string, unknown>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(e)) if (typeof v === 'number' && k !== 'step' && k !== 'total_steps') out[k] = v;
+  return out;
+}
+
+export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRun> {
+  const engine = opts.enginePath ?? DEFAULT_ENGINE;
+  await stat(engine).catch(() => {
+    throw badInput(`training.engine.path ${engine} does not exist (build it with make -C engine)`);
+  });
+  const resumedFrom = await newestCheckpoint(opts.outDir);
+  const args = ['train', ...opts.args, '--out', opts.outDir, ...(resumedFrom !== null ? ['--resume'] : [])];
+  const signal = cancellationSignal();
+  const child = execa(engine, args, {
+    stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', reject: false, buffer: { stdout: false, stderr: false },
+    cancelSignal: signal, killSignal: 'SIGTERM', forceKillAfterDelay: opts.killGraceMs ?? KILL_GRACE_MS,
+  });
+  let steps = resumedFrom ?? 0;
+  let checkpoint: string | null = null;
+  let finalDir: string | null = null;
+  let metrics: Record<string, number> = {};
+  let stderrTail = '';
+  child.stderr!.on('data', (d: Buffer) => (stderrTail = (stderrTail + d.toString()).slice(-8000)));
+  let buf = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).trim();
+      buf = buf.slice(nl + 1);
+      if (!line.startsWith('{')) continue;
+      let e: Record<string, unknown>;
+      try {
+        e = JSON.parse(line);
+      } catch {
+        continue; // a line that is not an event; the exit code decides
+      }
+      if (e.event === 'step') {
+        steps = Number(e.step);
+        metrics = numericMetrics(e);
+        heartbeat({ step: steps, checkpoint, pid: child.pid });
+        opts.onStep?.({ step: steps, totalSteps: Number(e.total_steps), metrics });
+      } else if (e.event === 'checkpoint') {
+        checkpoint = String(e.path);
+        heartbeat({ step: Number(e.step), checkpoint, pid: child.pid });
+      } else if (e.event === 'done') {
+        steps = Number(e.step);
+        finalDir = String(e.path);
+      }
+    }
+  });
+  let result;
+  try {
+    result = await withKeepAlive(() => ({ step: steps, checkpoint, pid: child.pid }), () => child);
+  } catch (err) {
+    throw new Error(`cannot run the engine ${engine}: ${(err as Error).message}`);
+  }
+  if (signal.aborted) throw signal.reason ?? new Error('training cancelled');
+  const errorLine = stderrTail.trim().split('\n').filter((l) => l.startsWith('{"error"')).pop() ?? stderrTail.trim().split('\n').pop() ?? '';
+  const code = result.exitCode;
+  if (code === 0 && finalDir) return { finalDir, steps, resumedFrom, metrics };
+  if (code === 0) throw new Error(`engine ${engine} exited 0 without a "done" event; stderr: ${errorLine}`);
+  if (code === 2) throw badInput(`engine rejected its input (exit 2): ${errorLine}`);
+  if (code === 3) throw ApplicationFailure.create({ type: 'NonFiniteLoss', nonRetryable: true, message: `engine stopped on a non-finite loss (exit 3): ${errorLine}` });
+  // 4 (I/O, transient), 143 (stopped after checkpointing), other signals: retry resumes.
+  const how = code !== undefined ? `exit ${code}` : `signal ${result.signal}`;
+  throw ApplicationFailure.create({ type: 'EngineInterrupted', nonRetryable: false, message: `engine stopped (${how}) at step ${steps}, checkpoint ${checkpoint ?? 'none'}: ${errorLine}` });
+}
