@@ -1,0 +1,235 @@
+"""PyTorch side of the engine parity test (test/engine-parity.test.ts).
+
+  make DIR     random GPT2LMHeadModel (fp32, dropout 0) saved to DIR/model, preference and SFT
+               data files in the engine's format, reference log-probs DIR/ref.bin
+  compare DIR  reads the engine's dumps (DIR/engine/) and trained models (DIR/train-<loss>/final),
+               recomputes everything in PyTorch and prints one JSON object of relative errors
+
+Relative error of a tensor: max|engine - torch| / max(max|torch|, 1e-30).
+"""
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import GPT2Config, GPT2LMHeadModel
+
+V, P, L, C, NH = 101, 64, 2, 64, 4
+SEED = 1234
+# name, kind, beta, gamma, label smoothing (TRL semantics, see engine/src/losses.h)
+LOSSES = [("dpo", "dpo", 0.1, 0, 0), ("dpo_ls", "dpo", 0.5, 0, 0.2), ("simpo", "simpo", 2.0, 0.5, 0),
+          ("simpo_ls", "simpo", 2.0, 0.5, 0.1), ("ipo", "ipo", 0.1, 0, 0), ("hinge", "hinge", 0.1, 0, 0),
+          ("sft", "sft", 0, 0, 0)]
+# trained for 3 AdamW steps through `opsr-engine train` (flags mirrored in train_flags)
+TRAIN = ["sft", "dpo", "simpo", "ipo", "hinge"]
+LR, WD, CLIP, STEPS = 1e-3, 0.1, 1.0, 3
+# engine tensor order (engine/src/gpt2.h) -> HF names; {} = layer index
+TENSORS = [("wte", "transformer.wte.weight"), ("wpe", "transformer.wpe.weight"),
+           ("ln1w", "transformer.h.{}.ln_1.weight"), ("ln1b", "transformer.h.{}.ln_1.bias"),
+           ("qkvw", "transformer.h.{}.attn.c_attn.weight"), ("qkvb", "transformer.h.{}.attn.c_attn.bias"),
+           ("attprojw", "transformer.h.{}.attn.c_proj.weight"), ("attprojb", "transformer.h.{}.attn.c_proj.bias"),
+           ("ln2w", "transformer.h.{}.ln_2.weight"), ("ln2b", "transformer.h.{}.ln_2.bias"),
+           ("fcw", "transformer.h.{}.mlp.c_fc.weight"), ("fcb", "transformer.h.{}.mlp.c_fc.bias"),
+           ("fcprojw", "transformer.h.{}.mlp.c_proj.weight"), ("fcprojb", "transformer.h.{}.mlp.c_proj.bias"),
+           ("lnfw", "transformer.ln_f.weight"), ("lnfb", "transformer.ln_f.bias")]
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
+
+
+def write_data(path, kind, records):
+    body = []
+    for r in records:
+        body += [len(x) for x in r]
+        for x in r:
+            body += x
+    with open(path, "wb") as f:
+        f.write(b"OPSRDATA" + struct.pack("<4I", 1, kind, len(records), 0))
+        f.write(struct.pack(f"<{len(body)}I", *body))
+
+
+def dataset(seed):
+    g = np.random.default_rng(seed)
+    ids = lambda n: [int(x) for x in g.integers(0, V, n)]
+    pref = [(ids(int(g.integers(2, 11))), ids(int(g.integers(2, 13))), ids(int(g.integers(2, 13))))
+            for _ in range(4)]
+    sft = [(ids(int(g.integers(2, 11))), ids(int(g.integers(3, 15)))) for _ in range(4)]
+    return pref, sft
+
+
+def build_model():
+    torch.manual_seed(SEED)
+    cfg = GPT2Config(vocab_size=V, n_positions=P, n_embd=C, n_layer=L, n_head=NH, resid_pdrop=0.0,
+                     embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+                     activation_function="gelu_new", attn_implementation="eager",
+                     bos_token_id=V - 1, eos_token_id=V - 1)
+    model = GPT2LMHeadModel(cfg)
+    with torch.no_grad():  # non-trivial LayerNorm affine and biases, as after some training
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def load_model(d):
+    model = GPT2LMHeadModel.from_pretrained(d, attn_implementation="eager", torch_dtype=torch.float32)
+    model.eval()
+    return model
+
+
+def seq_logps(model, prompt, resp):
+    """Per-position logits and the summed response log-prob (positions predicting resp)."""
+    ids = torch.tensor([prompt + resp])
+    logits = model(ids[:, :-1]).logits[0]
+    lp = F.log_softmax(logits, dim=-1)
+    tgt = ids[0, 1:]
+    pos = torch.arange(len(prompt) - 1, len(prompt) + len(resp) - 1)
+    return logits, lp[pos, tgt[pos]].sum(), len(resp)
+
+
+def pref_logps(model, pref):
+    pc, pr, nc, nr, logits = [], [], [], [], []
+    for side, out_lp, out_n in ((1, pc, nc), (2, pr, nr)):
+        for r in pref:
+            lg, s, n = seq_logps(model, r[0], r[side])
+            logits.append(lg); out_lp.append(s); out_n.append(n)
+    return torch.stack(pc), torch.stack(pr), torch.tensor(nc, dtype=torch.float32), \
+        torch.tensor(nr, dtype=torch.float32), logits
+
+
+def logsig(x):
+    return F.logsigmoid(x)
+
+
+def pref_loss(kind, beta, gamma, ls, pc, pr, nc, nr, rc, rr):
+    if kind in ("simpo", "ipo"):
+        pc, pr = pc / nc, pr / nr
+        rc, rr = rc / nc, rr / nr
+    if kind == "simpo":
+        z = beta * (pc - pr) - gamma
+        return (-(1 - ls) * logsig(z) - ls * logsig(-z)).mean()
+    h = (pc - rc) - (pr - rr)
+    if kind == "dpo":
+        return (-(1 - ls) * logsig(beta * h) - ls * logsig(-beta * h)).mean()
+    if kind == "ipo":
+        return ((h - 1 / (2 * beta)) ** 2).mean()
+    return torch.relu(1 - beta * h).mean()
+
+
+def sft_loss(model, sft):
+    total, n = 0, 0
+    for p, r in sft:
+        _, s, k = seq_logps(model, p, r)
+        total, n = total + s, n + k
+    return -total / n
+
+
+def loss_of(model, spec, pref, sft, ref):
+    name, kind, beta, gamma, ls = spec
+    if kind == "sft":
+        return sft_loss(model, sft)
+    pc, pr, nc, nr, _ = pref_logps(model, pref)
+    if ref is None:  # simpo has no reference
+        ref = torch.zeros(2 * len(pref))
+    return pref_loss(kind, beta, gamma, ls, pc, pr, nc, nr, ref[:len(pref)], ref[len(pref):])
+
+
+def flat_tensors(state):
+    """Engine-ordered tensors from an HF state dict: {short name: np.array flattened}."""
+    out = {}
+    for short, hf in TENSORS:
+        parts = [state[hf.format(i)] for i in range(L)] if "{}" in hf else [state[hf]]
+        out[short] = np.concatenate([p.detach().float().numpy().ravel() for p in parts])
+    return out
+
+
+def make(d):
+    d = Path(d)
+    model = build_model()
+    model.save_pretrained(d / "model", safe_serialization=True)
+    pref, sft = dataset(SEED)
+    write_data(d / "pref.bin", 2, pref)
+    write_data(d / "sft.bin", 1, sft)
+    with torch.no_grad():  # reference log-probs that differ from the policy's, so h != 0
+        pc, pr, _, _, _ = pref_logps(load_model(d / "model"), pref)
+    ref = torch.cat([pc, pr]) - torch.linspace(0.5, 2.0, 2 * len(pref))
+    ref.numpy().astype("<f4").tofile(d / "ref.bin")
+    json.dump({"losses": [list(x) for x in LOSSES], "train": TRAIN, "lr": LR, "weight_decay": WD,
+               "grad_clip": CLIP, "steps": STEPS, "pairs": len(pref), "sft_records": len(sft)},
+              open(d / "spec.json", "w"))
+
+
+def train_torch(model_dir, spec, pref, sft):
+    model = load_model(model_dir)
+    ref = None
+    if spec[1] in ("dpo", "ipo", "hinge"):  # the engine's default: a pre-pass with the start weights
+        with torch.no_grad():
+            pc, pr, _, _, _ = pref_logps(model, pref)
+        ref = torch.cat([pc, pr])
+    params = list(model.parameters())  # tied lm_head appears once
+    decay = [p for p in params if p.dim() == 2]
+    rest = [p for p in params if p.dim() != 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": rest, "weight_decay": 0.0}],
+                            lr=LR, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss_of(model, spec, pref, sft, ref).backward()
+        torch.nn.utils.clip_grad_norm_(params, CLIP)
+        opt.step()
+    return model
+
+
+def compare(d):
+    d = Path(d)
+    e = d / "engine"
+    meta = json.load(open(e / "meta.json"))
+    pref, sft = dataset(SEED)
+    model = load_model(d / "model")
+    ref = torch.from_numpy(np.fromfile(d / "ref.bin", "<f4"))
+    res = {"logits": 0.0, "logps": {}, "loss": {}, "grads": {}, "weights": {}, "updates": {}}
+
+    # logits and log-probs: engine padded batches [B, T, V], valid prefix of each row compared
+    with torch.no_grad():
+        pc, pr, nc, nr, logits = pref_logps(model, pref)
+        B, T = 2 * len(pref), meta["pref_T"]
+        el = np.fromfile(e / "logits_pref.bin", "<f4").reshape(B, T, V)
+        res["logits"] = max(rel(el[b, :lg.shape[0]], lg.numpy()) for b, lg in enumerate(logits))
+        res["logps"]["pref"] = rel(np.fromfile(e / "logp_pref.bin", "<f4"), torch.cat([pc, pr]).numpy())
+        sl = [seq_logps(model, p, r)[1] for p, r in sft]
+        res["logps"]["sft"] = rel(np.fromfile(e / "logp_sft.bin", "<f4"), torch.stack(sl).numpy())
+
+    for spec in LOSSES:
+        name = spec[0]
+        model.zero_grad()
+        loss = loss_of(model, spec, pref, sft, ref)
+        loss.backward()
+        res["loss"][name] = rel([meta["loss"][name]], [loss.item()])
+        grads = flat_tensors({n: p.grad for n, p in model.named_parameters()})
+        eg = np.fromfile(e / f"grad_{name}.bin", "<f4")
+        res["grads"][name], off = {}, 0
+        for short, _ in TENSORS:
+            n = grads[short].size
+            res["grads"][name][short] = rel(eg[off:off + n], grads[short])
+            off += n
+        if off != eg.size:
+            raise SystemExit(f"grad_{name}.bin: {eg.size} floats, expected {off}")
+
+    start = flat_tensors(load_file(d / "model" / "model.safetensors"))
+    for name in TRAIN:
+        spec = next(s for s in LOSSES if s[0] == name)
+        want = flat_tensors(dict(train_torch(d / "model", spec, pref, sft).named_parameters()))
+        got = flat_tensors(load_file(d / f"train-{name}" / "final" / "model.safetensors"))
+        res["weights"][name] = {k: rel(got[k], want[k]) for k in want}
+        res["updates"][name] = {k: rel(got[k] - start[k], want[k] - start[k]) for k in want}
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    {"make": make, "compare": compare}[sys.argv[1]](sys.argv[2])
