@@ -1,0 +1,67 @@
+// opsr dev: a Temporal dev server (Web UI, SQLite file under the storage root, opsr's search
+// attributes) plus a worker on all task queues, until Ctrl-C stops both.
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { startDevServer } from '../lib/temporal.ts';
+import { TASK_QUEUES } from '../workflows/api.ts';
+import { EXIT, UsageError, guard, parseFlags } from './common.ts';
+import { loadRunConfig } from '../config/index.ts';
+
+const USAGE = `Usage: opsr dev [--storage DIR] [--config FILE] [--port 7233] [--ui-port 8233] [--ip 127.0.0.1]
+                [--namespace default] [--queues control,sampler,trainer] [--no-worker]
+
+Starts \`temporal server start-dev\` with its SQLite file at <storage>/temporal/dev.sqlite (runs
+survive a restart) and the Web UI, then a worker for the task queues (${Object.values(TASK_QUEUES).join(', ')}).
+The storage root is --storage, else the config's storage, else ./.opsr. Ctrl-C stops the worker
+(running activities drain) and then the server.`;
+
+const port = (name: string, v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--${name} "${v}" is not a port; allowed 1-65535`);
+  return n;
+};
+
+export async function main(argv: string[]): Promise<number> {
+  return guard(async () => {
+    const { values } = parseFlags(argv, {
+      storage: { type: 'string' }, config: { type: 'string' }, port: { type: 'string', default: '7233' },
+      'ui-port': { type: 'string', default: '8233' }, ip: { type: 'string', default: '127.0.0.1' },
+      namespace: { type: 'string' }, queues: { type: 'string' }, 'no-worker': { type: 'boolean' },
+    }, USAGE);
+    if (values.help) {
+      process.stdout.write(`${USAGE}\n`);
+      return EXIT.ok;
+    }
+    const config = values.config ? await loadRunConfig(values.config) : undefined;
+    const storage = resolve(values.storage ?? config?.storage ?? '.opsr');
+    const namespace = values.namespace ?? config?.temporal.namespace ?? 'default';
+    const { QUEUE_NAMES, createWorkers } = await import('../workers/index.ts');
+    const queues = (values.queues ?? QUEUE_NAMES.join(',')).split(',').map((q) => q.trim()).filter(Boolean);
+    const bad = queues.filter((q) => !(QUEUE_NAMES as string[]).includes(q));
+    if (bad.length) throw new UsageError(`--queues: "${bad.join(',')}" unknown; allowed ${QUEUE_NAMES.join(', ')}`);
+
+    const dir = join(storage, 'temporal');
+    await mkdir(dir, { recursive: true });
+    const server = await startDevServer({
+      dbFile: join(dir, 'dev.sqlite'), logFile: join(dir, 'server.log'), ip: values.ip,
+      port: port('port', values.port), uiPort: port('ui-port', values['ui-port']), namespace,
+    });
+    process.stdout.write(`Temporal dev server: ${server.address} (namespace ${namespace}, data ${join(dir, 'dev.sqlite')}, log ${join(dir, 'server.log')})\n`
+      + `Temporal Web UI: ${server.uiUrl}\n`);
+    try {
+      if (values['no-worker']) {
+        process.stdout.write('no worker started (--no-worker); Ctrl-C stops the server\n');
+        await new Promise<void>((res) => { process.once('SIGINT', res); process.once('SIGTERM', res); });
+        return EXIT.ok;
+      }
+      const workers = await createWorkers({ address: server.address, namespace, taskQueues: queues as (typeof QUEUE_NAMES)[number][] });
+      process.stdout.write(`worker polling ${queues.map((q) => TASK_QUEUES[q as keyof typeof TASK_QUEUES]).join(', ')}; start a run with: opsr run --config FILE (Ctrl-C stops)\n`);
+      // Temporal's runtime turns SIGINT/SIGTERM into a graceful worker shutdown; run() then returns.
+      await workers.run();
+      return EXIT.ok;
+    } finally {
+      await server.stop();
+      process.stdout.write('stopped the worker and the dev server\n');
+    }
+  });
+}

@@ -1,0 +1,167 @@
+// Following and reporting runs: progress bars from the `progress` query while a run is open,
+// the per-round table (or an ablation's side-by-side table) once it is closed.
+import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { progressQuery, WORKFLOW_TYPES, type AblationResult, type RunProgress, type RunResult } from '../workflows/api.ts';
+import { EXIT, connect, renderProgress, roundTable, table, uiBase, workflowLink, type TemporalTarget } from './common.ts';
+
+export interface Target {
+  client: Client;
+  namespace: string;
+  ui: string; // Web UI base URL
+}
+
+export async function openTarget(tt: TemporalTarget): Promise<Target & { close(): Promise<void> }> {
+  const { client, close } = await connect(tt);
+  return { client, namespace: tt.namespace, ui: uiBase(tt.address), close };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// The progress query needs a worker; a deadline keeps the CLI responsive when none runs.
+export async function queryProgress(t: Target, workflowId: string, timeoutMs = 3000): Promise<RunProgress | null> {
+  try {
+    return await t.client.withDeadline(Date.now() + timeoutMs, () => t.client.workflow.getHandle(workflowId).query(progressQuery));
+  } catch {
+    return null;
+  }
+}
+
+// Redraws in place on a terminal; elsewhere prints a line when the phase or round changes.
+class Display {
+  private lines = 0;
+  private last = '';
+  constructor(private readonly tty = !!process.stdout.isTTY) {}
+  show(text: string, key: string) {
+    if (this.tty) {
+      if (this.lines) process.stdout.write(`\x1b[${this.lines}F\x1b[J`);
+      process.stdout.write(`${text}\n`);
+      this.lines = text.split('\n').length;
+    } else if (key !== this.last) {
+      process.stdout.write(`${text}\n`);
+    }
+    this.last = key;
+  }
+}
+
+// Polls until the workflow closes (or Ctrl-C, which detaches: the run goes on).
+export async function follow<T>(t: Target, handle: WorkflowHandle, render: () => Promise<{ text: string; key: string } | null>, intervalMs = 1000): Promise<{ detached: true } | { detached: false; result: T }> {
+  let closed: { ok: true; result: T } | { ok: false; error: unknown } | null = null;
+  const done = handle.result().then((result) => { closed = { ok: true, result: result as T }; }, (error) => { closed = { ok: false, error }; });
+  let detached = false;
+  const onSigint = () => { detached = true; };
+  process.once('SIGINT', onSigint);
+  const display = new Display();
+  try {
+    while (!closed && !detached) {
+      const r = await render();
+      if (r && !closed) display.show(r.text, r.key);
+      await Promise.race([done, sleep(intervalMs)]);
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+  if (detached && !closed) return { detached: true };
+  const c = closed as unknown as { ok: true; result: T } | { ok: false; error: unknown };
+  if (!c.ok) throw c.error;
+  return { detached: false, result: c.result };
+}
+
+export function runProgressRenderer(t: Target, workflowId: string) {
+  return async () => {
+    const p = await queryProgress(t, workflowId);
+    if (!p) return { text: `${workflowId}: waiting for a worker to answer the progress query...`, key: 'no-worker' };
+    return { text: renderProgress(p, !!process.stdout.isTTY), key: `${p.phase}/${p.round}/${p.completed.length}/${p.stopRequested}` };
+  };
+}
+
+export function ablationProgressRenderer(t: Target, studyId: string, arms: string[]) {
+  return async () => {
+    const parts: string[] = [];
+    const keys: string[] = [];
+    for (const arm of arms) {
+      const p = await queryProgress(t, `${studyId}/${arm}`, 1500);
+      parts.push(p ? `arm ${arm}\n${renderProgress(p, !!process.stdout.isTTY)}` : `arm ${arm}: not started`);
+      keys.push(p ? `${p.phase}/${p.round}/${p.completed.length}` : '-');
+    }
+    return { text: parts.join('\n'), key: keys.join('|') };
+  };
+}
+
+export function printRunResult(t: Target, workflowId: string, r: RunResult) {
+  const out = [
+    `run ${r.runId}${r.stopped ? ' (stopped after a round on request)' : ''}: ${r.rounds.length} round${r.rounds.length === 1 ? '' : 's'}`,
+    roundTable(r.rounds),
+  ];
+  if (r.baseReward !== null) out.push(`base policy reward: ${r.baseReward.toFixed(4)}`);
+  if (r.prefixCurve) out.push(`prefix curve (round-1 reference): ${r.prefixCurve.map((p) => `${p.score}:${p.meanReward.toFixed(3)}`).join(' ')}`);
+  out.push(`final model: ${r.finalModel}`, `run directory: ${r.runDir}`, `Web UI: ${workflowLink(t.ui, t.namespace, workflowId)}`);
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+export function printAblationResult(t: Target, workflowId: string, r: AblationResult) {
+  const names = r.arms.map((a) => a.name);
+  const rows: string[][] = [];
+  const f = (v: number | null) => (v === null || !Number.isFinite(v) ? '-' : v.toFixed(4));
+  for (const row of r.table) {
+    for (const name of names) {
+      const a = row.arms[name];
+      if (!a) continue;
+      rows.push([String(row.round), name, String(a.rejectedScore), String(a.pairsKept), f(a.chosenReward), f(a.rejectedReward), f(a.policyReward), f(a.loss)]);
+    }
+  }
+  process.stdout.write(`ablation ${r.studyId}: ${names.join(' vs ')}\n${table(['round', 'arm', 'rejected', 'kept', 'chosen_rw', 'rejected_rw', 'policy_rw', 'loss'], rows)}\n`
+    + `${r.arms.map((a) => `arm ${a.name}: ${workflowLink(t.ui, t.namespace, a.workflowId)}`).join('\n')}\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`);
+}
+
+export function printResult(t: Target, type: string, workflowId: string, result: unknown) {
+  if (type === WORKFLOW_TYPES.ablation) printAblationResult(t, workflowId, result as AblationResult);
+  else if (type === WORKFLOW_TYPES.run) printRunResult(t, workflowId, result as RunResult);
+  else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+}
+
+// The failure chain of a closed workflow, innermost cause last.
+export function failureText(e: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = e instanceof WorkflowFailedError ? e.cause : e;
+  while (cur instanceof Error && parts.length < 6) {
+    parts.push(cur.message);
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return parts.join('\n  caused by: ') || String(e);
+}
+
+// Follows a started or running workflow to its end and prints its result; exit code.
+export async function followAndReport(t: Target, type: string, workflowId: string, render: () => Promise<{ text: string; key: string } | null>): Promise<number> {
+  const handle = t.client.workflow.getHandle(workflowId);
+  try {
+    const r = await follow<unknown>(t, handle, render);
+    if (r.detached) {
+      process.stdout.write(`\ndetached; the run goes on. Follow it with: opsr status ${workflowId} --watch\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`);
+      return EXIT.ok;
+    }
+    printResult(t, type, workflowId, r.result);
+    return EXIT.ok;
+  } catch (e) {
+    process.stderr.write(`opsr: ${workflowId} failed: ${failureText(e)}\nAfter fixing the cause: opsr resume ${workflowId}\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`);
+    return EXIT.failed;
+  }
+}
+
+// How a workflow was started: its type, task queue and arguments (from the first history event).
+export async function startedWith(t: Target, workflowId: string): Promise<{ type: string; taskQueue: string; args: unknown[] }> {
+  const history = await t.client.workflow.getHandle(workflowId).fetchHistory();
+  const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+  if (!started?.workflowType?.name || !started.taskQueue?.name) throw new Error(`${workflowId}: its history has no start event`);
+  const args = (started.input?.payloads ?? []).map((p) => defaultPayloadConverter.fromPayload(p));
+  return { type: started.workflowType.name, taskQueue: started.taskQueue.name, args };
+}
+
+// An ablation's arm names, from its input.
+export function armNames(input: unknown): string[] {
+  const arms = (input as { arms?: { name?: unknown }[] } | undefined)?.arms ?? [];
+  return arms.map((a) => String(a.name));
+}
+export async function ablationArmNames(t: Target, workflowId: string): Promise<string[]> {
+  return armNames((await startedWith(t, workflowId)).args[0]);
+}
