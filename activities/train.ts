@@ -6,13 +6,14 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { hashJson, sha256File } from '../lib/hash.ts';
-import { readJsonl } from '../lib/jsonl.ts';
+import { JsonlError, readJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage } from '../lib/tokenizer.ts';
 import type { InitConfig, InitPolicyInput, InitPolicyResult, InitStageResult, TrainingConfig, TrainPolicyInput, TrainPolicyResult } from './api.ts';
 import { fitToLimits, promptIds, responseIds } from './dataset.ts';
 import { runEngineTrain, type EngineRun } from './engine.ts';
+import { badInput } from './errors.ts';
 import { progressNotifier } from './progress.ts';
 
 type PreferenceSettings = Pick<TrainingConfig, 'loss' | 'beta' | 'gamma' | 'labelSmoothing'>;
@@ -125,9 +126,21 @@ function checkPair(rec: unknown): string | null {
 // A conversational answer is its assistant turns' text.
 const answerText = (v: string | Conversation) => (typeof v === 'string' ? v : v.filter((m) => m.role === 'assistant').map((m) => m.content).join(''));
 
+// Seed data problems are the user's to fix: not retryable, naming the field, file and line.
+async function readStageData<T>(field: string, file: string, check: (r: unknown) => string | null): Promise<T[]> {
+  try {
+    const recs = await readJsonl<T>(file, check);
+    if (recs.length === 0) throw badInput(`${field}: ${file} holds no records`);
+    return recs;
+  } catch (err) {
+    if (err instanceof JsonlError || (err as NodeJS.ErrnoException).code === 'ENOENT') throw badInput(`${field}: ${(err as Error).message}`);
+    throw err;
+  }
+}
+
 async function sftData(file: string, modelDir: string, out: string, lim: { maxLength: number; maxPromptLength: number }): Promise<number> {
   const tok = await loadTokenizer(modelDir);
-  const recs = await readJsonl<{ prompt?: string; completion?: string; messages?: Conversation }>(file, checkSft);
+  const recs = await readStageData<{ prompt?: string; completion?: string; messages?: Conversation }>('init.sft.data', file, checkSft);
   const records = recs.map((r) => {
     const prompt = r.messages ? r.messages.slice(0, -1) : r.prompt!;
     const completion = r.messages ? r.messages[r.messages.length - 1].content : r.completion!;
@@ -140,7 +153,7 @@ async function sftData(file: string, modelDir: string, out: string, lim: { maxLe
 
 async function pairData(file: string, modelDir: string, out: string, lim: { maxLength: number; maxPromptLength: number }): Promise<number> {
   const tok = await loadTokenizer(modelDir);
-  const recs = await readJsonl<{ prompt: string | Conversation; chosen: string | Conversation; rejected: string | Conversation }>(file, checkPair);
+  const recs = await readStageData<{ prompt: string | Conversation; chosen: string | Conversation; rejected: string | Conversation }>('init.offline.data', file, checkPair);
   const records = recs.map((r) => {
     const fit = fitToLimits(promptIds(tok, r.prompt), [responseIds(tok, answerText(r.chosen), 'stop'), responseIds(tok, answerText(r.rejected), 'stop')], lim);
     return { prompt: fit.prompt, chosen: fit.responses[0], rejected: fit.responses[1] };

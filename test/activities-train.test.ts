@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../config/index.ts';
-import { trainPolicy } from '../activities/train.ts';
+import { initPolicy, trainPolicy } from '../activities/train.ts';
 import type { TrainPolicyInput } from '../activities/api.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
@@ -105,4 +105,35 @@ test('bad data is a non-retryable BadInput with the engine error line', async ()
     runIn(new MockActivityEnvironment(), trainPolicy, { ...input(join(root, 'bad')), dataFile: bad }),
     (e: Error & { type?: string; nonRetryable?: boolean }) => e.type === 'BadInput' && e.nonRetryable === true && /"error"/.test(e.message) && /99999|vocab/.test(e.message),
   );
+});
+
+test('initPolicy runs SFT then offline SimPO once; a second run with the same inputs reuses the cache', async () => {
+  const sft = join(root, 'sft.jsonl');
+  await writeFile(sft, Array.from({ length: 12 }, (_, i) => JSON.stringify({ prompt: `Sort the digits: ${i % 10} 1`, completion: `1 ${i % 10}` })).join('\n') + '\n');
+  const pairs = join(root, 'offline.jsonl');
+  await writeFile(pairs, Array.from({ length: 6 }, (_, i) => JSON.stringify({ prompt: `Repeat the digits: ${i} 2`, chosen: `${i} 2`, rejected: `2 ${i} 5` })).join('\n') + '\n');
+  const cfg = parseRunConfig({
+    model: modelDir, prompts: { file: '/unused.jsonl' }, storage: join(root, 'store'),
+    training: { engine: { threads: 1 } },
+    init: { sft: { data: sft, epochs: 2, learningRate: 1e-3 }, offline: { data: pairs, loss: 'simpo', learningRate: 1e-4 } },
+  });
+  const input = (runId: string) => ({ runId, runDir: join(root, 'store', 'runs', runId), baseModel: modelDir, init: cfg.init!, training: cfg.training, notify: [] });
+  const first = await runIn(new MockActivityEnvironment(), initPolicy, input('a'));
+  assert.equal(first.sft!.records, 12);
+  assert.equal(first.offline!.records, 6);
+  assert.equal(first.sft!.cached, false);
+  assert.ok(first.modelDir === first.offline!.modelDir && first.modelDir.startsWith(join(root, 'store', 'cache')));
+  assert.ok(Number.isFinite(first.sft!.metrics.loss) && Number.isFinite(first.offline!.metrics['rewards/margins']));
+  const weights = await readFile(join(first.modelDir, 'model.safetensors'));
+  assert.notDeepEqual(weights, await readFile(join(modelDir, 'model.safetensors')), 'training changed the weights');
+
+  const second = await runIn(new MockActivityEnvironment(), initPolicy, input('b'));
+  assert.equal(second.sft!.cached, true);
+  assert.equal(second.offline!.cached, true);
+  assert.equal(second.modelDir, first.modelDir);
+  assert.deepEqual(await readFile(join(second.modelDir, 'model.safetensors')), weights);
+
+  await writeFile(sft, '{"prompt": "x", "completion": "y"}\n{"prompt": "x"}\n');
+  await assert.rejects(runIn(new MockActivityEnvironment(), initPolicy, input('c')),
+    (e: Error & { type?: string }) => e.type === 'BadInput' && e.message.includes(`init.sft.data: ${sft}:2:`));
 });
