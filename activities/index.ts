@@ -1,0 +1,23 @@
+// The activities the workers register (names and signatures: api.ts OpsrActivities).
+import type { OpsrActivities } from './api.ts';
+import { analyzeRewards } from './rewards.ts';
+import { buildDataset } from './dataset.ts';
+import { evaluatePolicy } from './evaluate.ts';
+import { filterPairs } from './filter.ts';
+import { prepareRun } from './prepare.ts';
+import { writeRoundManifest, writeRunReport } from './report.ts';
+import { samplePairs } from './sample.ts';
+import { ensureSampler, releaseSampler } from './sampler.ts';
+import { initPolicy, trainPolicy } from './train.ts';
+
+export const activities: OpsrActivities = {
+  prepareRun, initPolicy, ensureSampler, releaseSampler, samplePairs, filterPairs,
+  analyzeRewards, buildDataset, trainPolicy, evaluatePolicy, writeRoundManifest, writeRunReport,
+};
+
+export {
+  prepareRun, initPolicy, ensureSampler, releaseSampler, samplePairs, filterPairs,
+  analyzeRewards, buildDataset, trainPolicy, evaluatePolicy, writeRoundManifest, writeRunReport,
+};
+// Stops a server this worker process started (embedded or managed vLLM); workers call it on shutdown.
+export { releaseLocal as stopLocalSampler } from './sampler.ts';

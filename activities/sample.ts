@@ -1,0 +1,190 @@
+// samplePairs: the round's chosen/rejected answers for every prompt, through any OpenAI-compatible
+// server, in durable shards: samples/shard-00000.jsonl holds the complete records of prompt
+// indices [0, shardSize), and so on, each written atomically once all its prompts are answered.
+// A retried attempt keeps every shard on disk and samples only the missing ones, so the result has
+// no duplicates and no gaps; per-request seeds make a resampled shard equal to the one it replaces.
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { activityInfo, cancellationSignal, heartbeat, log } from '@temporalio/activity';
+import OpenAI from 'openai';
+import { writeFileAtomic, writeJsonAtomic } from '../lib/atomic.ts';
+import { hashJson, sha256 } from '../lib/hash.ts';
+import { parseJsonl, readJsonl, toJsonl } from '../lib/jsonl.ts';
+import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
+import { mapLimit } from '../lib/pool.ts';
+import { loadTokenizer, type ChatMessage } from '../lib/tokenizer.ts';
+import { applyTemplate } from '../config/schema.ts';
+import type { SamplePairsInput, SamplePairsResult, SamplingConfig } from './api.ts';
+import { badInput } from './errors.ts';
+import { progressNotifier, withKeepAlive } from './progress.ts';
+import type { PromptItem } from './prompts.ts';
+import type { SampleRecord } from './records.ts';
+import { apiKeyOf, ensureLocal } from './sampler.ts';
+
+
+// The prefix goes in front of a plain prompt, or in front of the last user turn of a chat.
+export function prefixed(item: PromptItem, template: string, score: number): string | ChatMessage[] {
+  if (!item.messages) return applyTemplate(template, score, item.prompt!);
+  const msgs = item.messages.map((m) => ({ ...m }));
+  const last = msgs.map((m) => m.role).lastIndexOf('user');
+  msgs[last].content = applyTemplate(template, score, msgs[last].content);
+  return msgs;
+}
+
+// A request's seed from the run seed, round, prompt index and side: the same config gives the
+// same requests whatever order, shard or attempt they run in.
+export function deriveSeed(seed: number, round: number, index: number, side: string): number {
+  return parseInt(sha256(`${seed}/${round}/${index}/${side}`).slice(0, 8), 16) & 0x7fffffff;
+}
+
+export function openaiClient(sampling: SamplingConfig, baseURL: string): OpenAI {
+  // Temporal retries the activity; a client-side retry would duplicate work behind its back.
+  return new OpenAI({ baseURL, apiKey: apiKeyOf(sampling), maxRetries: 0, timeout: 600_000 });
+}
+
+export type Generate = (input: string | ChatMessage[], seed: number, opts?: { temperature?: number; maxTokens?: number }) =>
+  Promise<{ text: string; finish_reason: string; tokens: number }>;
+
+// One answer per call, through the chat or completions API as configured. With the completions
+// API a chat prompt is rendered by the served model's own chat template.
+export async function generator(sampling: SamplingConfig, endpoint: { baseURL: string; model: string; modelDir: string }, signal?: AbortSignal): Promise<Generate> {
+  const client = openaiClient(sampling, endpoint.baseURL);
+  let render: ((m: ChatMessage[]) => string) | null = null;
+  return async (input, seed, opts = {}) => {
+    const body = {
+      model: endpoint.model, n: 1, seed,
+      temperature: opts.temperature ?? sampling.temperature, top_p: sampling.topP,
+      max_tokens: opts.maxTokens ?? sampling.maxTokens, ...sampling.extra,
+    };
+    if (sampling.api === 'chat') {
+      const messages = typeof input === 'string' ? [{ role: 'user', content: input }] : input;
+      const res = await client.chat.completions.create({ ...body, messages } as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal });
+      const c = res.choices[0];
+      return { text: c?.message?.content ?? '', finish_reason: c?.finish_reason ?? 'unknown', tokens: res.usage?.completion_tokens ?? 0 };
+    }
+    let prompt: string;
+    if (typeof input === 'string') prompt = input;
+    else {
+      if (!render) {
+        const tok = await loadTokenizer(endpoint.modelDir);
+        render = (m) => tok.applyChatTemplate(m, { addGenerationPrompt: true });
+      }
+      prompt = render(input);
+    }
+    const res = await client.completions.create({ ...body, prompt } as OpenAI.CompletionCreateParamsNonStreaming, { signal });
+    const c = res.choices[0];
+    return { text: c?.text ?? '', finish_reason: c?.finish_reason ?? 'unknown', tokens: res.usage?.completion_tokens ?? 0 };
+  };
+}
+
+// A 4xx answer (other than timeout, conflict, rate limit) says the request itself is wrong:
+// retrying cannot fix it, so it fails the activity for good, naming what was asked.
+export function requestFailure(err: unknown, what: string): unknown {
+  const status = (err as { status?: number }).status;
+  if (err instanceof OpenAI.APIError && status !== undefined && status >= 400 && status < 500 && ![408, 409, 429].includes(status)) {
+    return badInput(`${what}: the server answered HTTP ${status}: ${err.message}`);
+  }
+  return err;
+}
+
+const shardName = (i: number) => `shard-${String(i).padStart(5, '0')}.jsonl`;
+
+// A shard on disk counts when it parses and holds exactly its index range, in order.
+async function readShard(file: string, lo: number, hi: number): Promise<SampleRecord[] | null> {
+  try {
+    const recs = parseJsonl<SampleRecord>(await readFile(file, 'utf8'), file);
+    return recs.length === hi - lo && recs.every((r, k) => r.index === lo + k) ? recs : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsResult> {
+  const s = input.sampling;
+  const items = await readJsonl<PromptItem>(input.promptsFile);
+  const total = items.length;
+  const samplesFile = join(input.roundDir, 'samples.jsonl');
+  const manifestPath = join(input.roundDir, 'samples.manifest.json');
+  // What the samples depend on; a change discards earlier shards (API key and concurrency don't count).
+  const configHash = hashJson({
+    round: input.round, items, prefixes: input.prefixes, chosenScore: input.chosenScore, rejectedScore: input.rejectedScore,
+    model: input.endpoint.model, modelDir: input.endpoint.modelDir, api: s.api, temperature: s.temperature, topP: s.topP,
+    maxTokens: s.maxTokens, seed: s.seed, extra: s.extra, shardSize: s.shardSize,
+  });
+  const nShards = Math.ceil(total / s.shardSize);
+  const done = await loadValidManifest(manifestPath, { step: 'sample', configHash });
+  if (done) return { samplesFile, count: total, shards: nShards, resumedShards: nShards };
+
+  const shardDir = join(input.roundDir, 'samples');
+  await mkdir(shardDir, { recursive: true });
+  const specFile = join(shardDir, 'spec.json');
+  const spec = await readFile(specFile, 'utf8').then((t) => JSON.parse(t) as { configHash?: string }, () => null);
+  if (spec?.configHash !== configHash) {
+    // Shards of another config (other model, prompts or settings) must not leak into this one.
+    for (const f of await readdir(shardDir)) if (f.startsWith('shard-')) await rm(join(shardDir, f), { force: true });
+    await writeJsonAtomic(specFile, { configHash });
+  }
+
+  const rangeOf = (k: number) => [k * s.shardSize, Math.min(total, (k + 1) * s.shardSize)] as const;
+  const shards: (SampleRecord[] | null)[] = [];
+  for (let k = 0; k < nShards; k++) shards.push(await readShard(join(shardDir, shardName(k)), ...rangeOf(k)));
+  const resumedShards = shards.filter(Boolean).length;
+  const previous = activityInfo().heartbeatDetails as { shardsDone?: number } | undefined;
+  if (previous?.shardsDone !== undefined && previous.shardsDone > resumedShards) {
+    // The earlier attempt ran on a machine whose disk this one does not see: redo what is missing.
+    log.warn(`samplePairs round ${input.round}: heartbeat reported ${previous.shardsDone} shards, ${resumedShards} found on disk`);
+  }
+  let shardsDone = resumedShards;
+  let samplesDone = shards.reduce((n, x) => n + (x?.length ?? 0), 0);
+  const notify = progressNotifier(input.notify);
+  const report = () => {
+    heartbeat({ shardsDone, samplesDone });
+    notify({ kind: 'sampling', round: input.round, done: samplesDone, total });
+  };
+  report();
+
+  const endpoint = await ensureLocal(s, input.endpoint.modelDir);
+  const generate = await generator(s, endpoint, cancellationSignal());
+  const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
+    const seeds = { chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'), rejected: deriveSeed(s.seed, input.round, item.index, 'rejected') };
+    const [c, r] = await Promise.all([
+      generate(prefixed(item, input.prefixes.chosenTemplate, input.chosenScore), seeds.chosen),
+      generate(prefixed(item, input.prefixes.rejectedTemplate, input.rejectedScore), seeds.rejected),
+    ]).catch((err) => {
+      throw requestFailure(err, `sampling prompt ${item.index} of ${input.promptsFile}`);
+    });
+    return {
+      index: item.index, round: input.round, ...(item.messages ? { messages: item.messages } : { prompt: item.prompt }),
+      chosen: { ...c, seed: seeds.chosen }, rejected: { ...r, seed: seeds.rejected },
+      chosenScore: input.chosenScore, rejectedScore: input.rejectedScore, seed: s.seed,
+    };
+  };
+
+  const todo = items.filter((it) => shards[Math.floor(it.index / s.shardSize)] === null);
+  const pending = new Map<number, SampleRecord[]>();
+  // Each prompt is two requests, so sampling.concurrency requests means half as many prompts.
+  const cancelled = cancellationSignal();
+  await withKeepAlive(() => ({ shardsDone, samplesDone }), () => mapLimit(todo, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
+    const rec = await sampleOne(item);
+    const k = Math.floor(item.index / s.shardSize);
+    const [lo, hi] = rangeOf(k);
+    const got = pending.get(k) ?? [];
+    got.push(rec);
+    pending.set(k, got);
+    if (got.length < hi - lo) return;
+    got.sort((a, b) => a.index - b.index);
+    await writeFileAtomic(join(shardDir, shardName(k)), toJsonl(got));
+    shards[k] = got;
+    pending.delete(k);
+    shardsDone++;
+    samplesDone += got.length;
+    report();
+  })).catch((err) => {
+    // Aborted requests fail with the client's abort error; report the cancellation itself.
+    throw cancelled.aborted ? cancelled.reason : err;
+  });
+
+  await writeFileAtomic(samplesFile, toJsonl(shards.flatMap((x) => x!)));
+  await writeManifest(manifestPath, { step: 'sample', configHash, outputs: { samples: samplesFile }, counts: { samples: total, shards: nShards } });
+  return { samplesFile, count: total, shards: nShards, resumedShards };
+}
