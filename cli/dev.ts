@@ -32,6 +32,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${USAGE}\n`);
       return EXIT.ok;
     }
+    const ports = { port: port('port', values.port), ui: port('ui-port', values['ui-port']) };
     const config = values.config ? await loadRunConfig(values.config) : undefined;
     const storage = resolve(values.storage ?? config?.storage ?? '.opsr');
     const namespace = values.namespace ?? config?.temporal.namespace ?? 'default';
@@ -44,7 +45,7 @@ export async function main(argv: string[]): Promise<number> {
     await mkdir(dir, { recursive: true });
     const server = await startDevServer({
       dbFile: join(dir, 'dev.sqlite'), logFile: join(dir, 'server.log'), ip: values.ip,
-      port: port('port', values.port), uiPort: port('ui-port', values['ui-port']), namespace,
+      port: ports.port, uiPort: ports.ui, namespace,
     });
     process.stdout.write(`Temporal dev server: ${server.address} (namespace ${namespace}, data ${join(dir, 'dev.sqlite')}, log ${join(dir, 'server.log')})\n`
       + `Temporal Web UI: ${server.uiUrl}\n`);
