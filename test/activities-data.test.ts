@@ -20,6 +20,7 @@ import { readTokData } from '../lib/tokdata.ts';
 import { loadTokenizer } from '../lib/tokenizer.ts';
 import { mapLimit } from '../lib/pool.ts';
 import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
+import { OPERATIONS, answerDigits, answerText, promptText, type DigitsProblem } from '../tasks/digits.ts';
 
 const root = await mkdtemp(join(tmpdir(), 'opsr-act-data-'));
 after(() => rm(root, { recursive: true, force: true }));
@@ -115,15 +116,22 @@ test('buildDataset tokenizes with the chat template, appends EOS after stop, tru
 
 test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer', async () => {
   const dir = join(root, 'rewards');
-  const pairs = [rec(0, '1 2 3', '3 1 2'), rec(1, '1 2 3', '1 2 9'), rec(2, '1 2', '1 2 3')];
+  // Prompts and answers from the task's own generator, so the test follows its wording.
+  const probs: DigitsProblem[] = [{ op: OPERATIONS[0], digits: [3, 1, 2] }, { op: OPERATIONS[0], digits: [7, 5, 9] }, { op: OPERATIONS[0], digits: [4, 8] }];
+  const right = probs.map((p) => answerText(answerDigits(p)));
+  const pairs = [
+    { ...rec(0, right[0], '0 0 0'), prompt: promptText(probs[0]) },        // chosen 1, rejected 0
+    { ...rec(1, right[1], `${right[1]} 9`), prompt: promptText(probs[1]) }, // chosen 1, rejected 3/4
+    { ...rec(2, '0', right[2]), prompt: promptText(probs[2]) },             // chosen 0, rejected 1
+  ];
   const pairsFile = join(dir, 'pairs.jsonl');
   await writeFileAtomic(pairsFile, toJsonl(pairs));
   const b = await analyzeRewards({ runId: 'r', round: 1, roundDir: dir, pairsFile, rewardModel: { type: 'builtin', name: 'digits' }, notify: [] });
-  // digits scorer: fraction of positions right; answer to "Sort 3 1 2" is 1 2 3.
   const rows = await readJsonl<{ index: number; chosen: number; rejected: number }>(b.rewardsFile);
-  assert.deepEqual(rows, [{ index: 0, chosen: 1, rejected: 0 }, { index: 1, chosen: 1, rejected: 2 / 3 }, { index: 2, chosen: 2 / 3, rejected: 1 }]);
-  assert.ok(Math.abs(b.chosenMean! - (1 + 1 + 2 / 3) / 3) < 1e-12);
-  assert.ok(Math.abs(b.rejectedMean! - (0 + 2 / 3 + 1) / 3) < 1e-12);
+  assert.deepEqual(rows, [{ index: 0, chosen: 1, rejected: 0 }, { index: 1, chosen: 1, rejected: 3 / 4 }, { index: 2, chosen: 0, rejected: 1 }]);
+  assert.equal(b.count, 3);
+  assert.ok(Math.abs(b.chosenMean! - 2 / 3) < 1e-12);
+  assert.ok(Math.abs(b.rejectedMean! - (0 + 3 / 4 + 1) / 3) < 1e-12);
   assert.ok(Math.abs(b.gap! - (b.chosenMean! - b.rejectedMean!)) < 1e-12);
   assert.equal(b.chosenBetter, 2 / 3);
   await assert.rejects(
@@ -147,11 +155,13 @@ test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer
   after(() => server.close());
   const port = (server.address() as { port: number }).port;
   const h = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'rw3'), pairsFile, rewardModel: { type: 'http', url: `http://127.0.0.1:${port}/score` }, notify: [] });
-  assert.equal(h.chosenMean, (5 + 5 + 3) / 3);
-  assert.equal(h.rejectedMean, (5 + 5 + 5) / 3);
+  const len = pairs.map((p) => [p.chosen.text.length, p.rejected.text.length]);
+  assert.equal(h.chosenMean, (len[0][0] + len[1][0] + len[2][0]) / 3);
+  assert.equal(h.rejectedMean, (len[0][1] + len[1][1] + len[2][1]) / 3);
   assert.equal(h.chosenBetter, 0);
   assert.equal(seen.length, 6);
-  assert.equal(seen[0].prompt, 'Sort the digits: 3 1 2');
+  assert.deepEqual(seen[0], { prompt: promptText(probs[0]), response: right[0] });
+  assert.deepEqual(seen[1], { prompt: promptText(probs[0]), response: '0 0 0' });
   // Reused from the manifest: the scorer is not called again.
   const again = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'rw3'), pairsFile, rewardModel: { type: 'http', url: `http://127.0.0.1:${port}/score` }, notify: [] });
   assert.deepEqual(again, h);
