@@ -442,6 +442,7 @@ int cmd_train(int argc, char **argv) {
     char ckdir[4200];
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", t->a.out);
     if (mkdir_p(ckdir)) err_exit();
+    scan_checkpoints(t->a.out, 0);  // temp files and dirs a killed run left in OUT
     long newest = scan_checkpoints(ckdir, 0);
     if (newest && !t->a.resume)
         die(EXIT_BAD_INPUT, "usage", "train: %s already holds checkpoints (newest step %ld); pass --resume to continue it, or use a fresh --out", ckdir, newest);
