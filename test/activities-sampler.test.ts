@@ -15,6 +15,7 @@ import { ensureSampler, releaseSampler, releaseLocal } from '../activities/sampl
 import { evaluatePolicy } from '../activities/evaluate.ts';
 import { startServer } from '../server/index.ts';
 import { readJsonl } from '../lib/jsonl.ts';
+import type { SampleRecord } from '../activities/records.ts';
 import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
 import { getBuiltinScorer } from '../tasks/index.ts';
 import { OPERATIONS, promptText } from '../tasks/digits.ts';
@@ -42,7 +43,7 @@ const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catc
 before(async () => {
   const vocab = await writeTinyTokenizer(modelDir, { chatTemplate: true });
   const cfg = join(root, 'gpt2.json');
-  await writeFile(cfg, JSON.stringify({ n_embd: 32, n_layer: 2, n_head: 2, n_positions: 160, vocab_size: vocab, layer_norm_epsilon: 1e-5, n_inner: null, activation_function: 'gelu_new' }));
+  await writeFile(cfg, JSON.stringify({ n_embd: 32, n_layer: 2, n_head: 2, n_positions: 256, vocab_size: vocab, layer_norm_epsilon: 1e-5, n_inner: null, activation_function: 'gelu_new' }));
   execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '9'], { stdio: 'pipe' });
   await writeFile(fakeVllm, `#!/bin/sh\nexec "${process.execPath}" --import tsx "${join(REPO, 'test', 'helpers', 'fake-vllm.ts')}" "$@"\n`);
   await chmod(fakeVllm, 0o755);
@@ -62,13 +63,13 @@ after(async () => {
 
 test('managed-vllm: vllm serve with the policy dir, replaced when the policy changes, stopped on release', async () => {
   const port = await freePort();
-  const sampling = { ...base.sampling, lifecycle: 'managed-vllm' as const, vllm: { ...base.sampling.vllm, executable: fakeVllm, port, args: ['--max-model-len', '160'], startupTimeoutS: 60 } };
+  const sampling = { ...base.sampling, lifecycle: 'managed-vllm' as const, vllm: { ...base.sampling.vllm, executable: fakeVllm, port, args: ['--max-model-len', '256'], startupTimeoutS: 60 } };
   process.env.FAKE_VLLM_LOG = vllmLog;
   const e1 = await ensureSampler({ runId: 'r', modelDir, sampling });
   assert.equal(e1.baseURL, `http://127.0.0.1:${port}/v1`);
   assert.equal(e1.lifecycle, 'managed-vllm');
   const [first] = await readJsonl<{ pid: number; argv: string[] }>(vllmLog);
-  assert.deepEqual(first.argv, ['serve', modelDir, '--served-model-name', 'opsr-policy', '--host', '127.0.0.1', '--port', String(port), '--generation-config', 'vllm', '--max-model-len', '160']);
+  assert.deepEqual(first.argv, ['serve', modelDir, '--served-model-name', 'opsr-policy', '--host', '127.0.0.1', '--port', String(port), '--generation-config', 'vllm', '--max-model-len', '256']);
   const models = (await (await fetch(`${e1.baseURL}/models`)).json()) as { data: { id: string }[] };
   assert.deepEqual(models.data.map((m) => m.id), ['opsr-policy']);
   assert.deepEqual(await ensureSampler({ runId: 'r', modelDir, sampling }), e1, 'same policy: same server');
@@ -130,4 +131,30 @@ test('evaluatePolicy: greedy chat answers scored by the builtin scorer, prefix c
   assert.deepEqual(JSON.parse(await readFile(res.file, 'utf8')), res);
   const again = await runIn(new MockActivityEnvironment(), evaluatePolicy, inp);
   assert.deepEqual(again, res);
+});
+
+test('chat prompts: the completions API renders the model\'s chat template exactly as the chat API does', async () => {
+  const prompts = join(root, 'chat-prompts.jsonl');
+  const chats = [
+    [{ role: 'system', content: 'Answer with digits.' }, { role: 'user', content: PROMPTS[0] }],
+    [{ role: 'user', content: PROMPTS[1] }, { role: 'assistant', content: '1 2' }, { role: 'user', content: PROMPTS[2] }],
+  ];
+  await writeFile(prompts, chats.map((messages) => JSON.stringify({ messages })).join('\n') + '\n');
+  const { prepareRun } = await import('../activities/prepare.ts');
+  const { samplePairs } = await import('../activities/sample.ts');
+  const results: SampleRecord[][] = [];
+  for (const api of ['chat', 'completions'] as const) {
+    const config = parseRunConfig({ ...base, runId: undefined, prompts: { file: prompts }, sampling: { ...base.sampling, api } });
+    const prep = await prepareRun({ runId: `chat-${api}`, config });
+    const endpoint = await ensureSampler({ runId: 'r', modelDir, sampling: config.sampling });
+    const out = await runIn(new MockActivityEnvironment(), samplePairs, {
+      runId: `chat-${api}`, round: 2, roundDir: join(prep.runDir, 'round-2'), promptsFile: prep.promptsFile, endpoint,
+      sampling: config.sampling, prefixes: config.prefixes, chosenScore: 10, rejectedScore: 5, notify: [],
+    });
+    results.push(await readJsonl<SampleRecord>(out.samplesFile));
+  }
+  const [viaChat, viaCompletions] = results;
+  assert.deepEqual(viaChat.map((r) => r.messages), chats, 'samples keep the original chat, without prefix');
+  assert.deepEqual(viaCompletions.map((r) => [r.chosen.text, r.rejected.text]), viaChat.map((r) => [r.chosen.text, r.rejected.text]));
+  assert.ok(viaChat.every((r) => r.chosen.tokens >= 1));
 });
