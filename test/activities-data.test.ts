@@ -10,7 +10,8 @@ import { parseRunConfig } from '../config/index.ts';
 import { filterPairs } from '../activities/filter.ts';
 import { buildDataset } from '../activities/dataset.ts';
 import { analyzeRewards } from '../activities/rewards.ts';
-import { writeRoundManifest } from '../activities/report.ts';
+import { writeRoundManifest, writeRunReport } from '../activities/report.ts';
+import { prepareRun } from '../activities/prepare.ts';
 import type { SampleRecord } from '../activities/records.ts';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { readJsonl, toJsonl, JsonlError } from '../lib/jsonl.ts';
@@ -207,4 +208,49 @@ test('lib: stable JSON hashing, JSONL errors name file and line, bounded concurr
   });
   assert.deepEqual(out, [50, 10, 40, 20, 30]);
   assert.equal(peak, 2);
+});
+
+test('prepareRun: config snapshot and prompt list; bad model dir, bad prompt line and a changed config are BadInput', async () => {
+  const m = join(root, 'prep-model');
+  await writeFileAtomic(join(m, 'config.json'), '{}');
+  await writeFileAtomic(join(m, 'model.safetensors'), 'x');
+  const prompts = join(root, 'prep-prompts.jsonl');
+  await writeFile(prompts, Array.from({ length: 6 }, (_, i) => JSON.stringify({ prompt: `p${i}` })).join('\n') + '\n');
+  const cfg = parseRunConfig({ model: m, storage: join(root, 'prep-store'), prompts: { file: prompts, limit: 4, shuffleSeed: 1 } });
+  const r = await prepareRun({ runId: 'prep', config: cfg });
+  assert.equal(r.promptCount, 4);
+  assert.equal(r.runDir, join(root, 'prep-store', 'runs', 'prep'));
+  assert.equal(r.configHash, hashJson(cfg));
+  const list = await readJsonl<{ index: number; prompt: string }>(r.promptsFile);
+  assert.deepEqual(list.map((p) => p.index), [0, 1, 2, 3]);
+  assert.equal(new Set(list.map((p) => p.prompt)).size, 4);
+  assert.notDeepEqual(list.map((p) => p.prompt), ['p0', 'p1', 'p2', 'p3'], 'shuffled by seed');
+  assert.deepEqual(await prepareRun({ runId: 'prep', config: cfg }), r, 'idempotent');
+  assert.deepEqual(JSON.parse(await readFile(r.configFile, 'utf8')), JSON.parse(JSON.stringify(cfg)));
+
+  const isBad = (re: RegExp) => (e: Error & { type?: string }) => e.type === 'BadInput' && re.test(e.message);
+  await assert.rejects(prepareRun({ runId: 'prep', config: { ...cfg, rounds: 2 } }), isBad(/different config/));
+  await assert.rejects(prepareRun({ runId: 'p2', config: { ...cfg, model: join(root, 'no-model') } }), isBad(/model: .* \(config.json is missing\)/));
+  await writeFile(prompts, '{"prompt": "ok"}\n{"text": "no"}\n');
+  await assert.rejects(prepareRun({ runId: 'p3', config: cfg }), isBad(new RegExp(`prompts.file: ${prompts}:2: record needs "prompt"`)));
+});
+
+test('writeRunReport: report.json holds the result, report.md a row per round', async () => {
+  const runDir = join(root, 'report');
+  const round = (k: number) => ({
+    round: k, rejectedScore: 1 + 2 * k, pairsKept: 10 - k, pairsFiltered: k, filteredBy: { scoreTalk: k },
+    chosenReward: 0.5 + k / 10, rejectedReward: 0.4, policyReward: 0.3 + k / 10, train: { loss: 0.69 - k / 100, 'rewards/accuracies': 0.5 },
+    modelDir: `/m/${k}`, manifest: `/m/${k}/manifest.json`,
+  });
+  const result = {
+    runId: 'rep', runDir, configHash: 'h', rounds: [round(1), round(2)], finalModel: '/m/2', baseReward: 0.25,
+    prefixCurve: [{ score: 1, meanReward: 0.1 }, { score: 10, meanReward: 0.6 }], stopped: false,
+  };
+  const r = await writeRunReport({ runDir, result });
+  assert.deepEqual(JSON.parse(await readFile(r.json, 'utf8')), result);
+  const md = await readFile(r.markdown, 'utf8');
+  assert.match(md, /\| 1 \| 3 \| 9 \| 1 \| 0\.600 \| 0\.400 \| 0\.400 \| 0\.6800 \| 0\.50 \|/);
+  assert.match(md, /\| 2 \| 5 \| 8 \| 2 \| 0\.700 \| 0\.400 \| 0\.500 \| 0\.6700 \| 0\.50 \|/);
+  assert.match(md, /Base policy reward \(held-out, unprefixed\): 0\.250/);
+  assert.match(md, /\| 10 \| 0\.600 \|/);
 });
