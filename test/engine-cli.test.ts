@@ -144,6 +144,19 @@ GPT2LMHeadModel.from_pretrained(sys.argv[1]).half().save_pretrained(sys.argv[2])
   assert.equal(r16.code, 0, r16.stderr);
   const lines = (await readFile(join(root, 'lp16.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
   lines.forEach((e, i) => assertClose(e.logp_sum, hf16.logps[i], 1e-4, `f16 record ${i}`));
+
+  // A trained model comes out as an HF dir with the tokenizer files, and transformers agrees.
+  const out = join(root, 'hf-train');
+  const t = await engine(['train', '--model', hfDir, '--data', data, '--out', out, '--loss', 'sft', '--lr', '1e-2', '--max-steps', '3']);
+  assert.equal(t.code, 0, t.stderr);
+  const files = await readdir(join(out, 'final'));
+  for (const f of await readdir(hfDir)) assert.ok(files.includes(f), `final/ has ${f}`);
+  const trained = hfLogps(join(out, 'final'), recs.map((x) => [x.prompt, x.response]));
+  const rt = await engine(['logprobs', '--model', join(out, 'final'), '--data', data]);
+  rt.events.forEach((e, i) => {
+    assertClose(e.logp_sum, trained.logps[i], 1e-4, `trained record ${i}`);
+    assert.ok(e.logp_sum > r.events[i].logp_sum, `training raised record ${i}'s log-prob`);
+  });
 });
 
 // ---- bad input -------------------------------------------------------------------------------
