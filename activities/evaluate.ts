@@ -13,7 +13,7 @@ import { withKeepAlive } from './progress.ts';
 import { loadPrompts } from './prompts.ts';
 import { makeScorer, mean } from './rewards.ts';
 import { deriveSeed, generator, prefixed, requestFailure } from './sample.ts';
-import { ensureLocal } from './sampler.ts';
+import { withSampler } from './sampler.ts';
 import { modelHash } from './train.ts';
 
 export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<EvaluatePolicyResult> {
@@ -33,8 +33,6 @@ export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<Evalua
   if (done) return done.data!.result as EvaluatePolicyResult;
 
   const items = await loadPrompts(ev.prompts);
-  const endpoint = await ensureLocal(s, input.endpoint.modelDir);
-  const generate = await generator(s, endpoint, cancellationSignal());
   const scorer = makeScorer(input.rewardModel);
   // Side "plain" = the unprefixed prompt; "prefix-<s>" = the chosen template at score s.
   const jobs = [
@@ -42,18 +40,23 @@ export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<Evalua
     ...scores.flatMap((sc) => items.map((it) => ({ it, side: `prefix-${sc}`, input: prefixed(it, input.prefixes.chosenTemplate, sc) }))),
   ];
   let answered = 0;
-  const answers = await withKeepAlive(() => ({ answered, total: jobs.length }), () => mapLimit(jobs, s.concurrency, async (j) => {
-    const seed = deriveSeed(s.seed, 0, j.it.index, `eval/${j.side}`);
-    const a = await generate(j.input, seed, { maxTokens: ev.maxTokens ?? s.maxTokens }).catch((err) => {
-      throw requestFailure(err, `evaluating prompt ${j.it.index} (${j.side}) of ${ev.prompts.file}`);
-    });
-    answered++;
-    return { index: j.it.index, side: j.side, seed, ...a };
-  })).catch((err) => {
-    throw cancellationSignal().aborted ? cancellationSignal().reason : err;
+  const cancelled = cancellationSignal();
+  const answers = await withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+    const generate = await generator(s, endpoint, cancelled);
+    return withKeepAlive(() => ({ answered, total: jobs.length }), () => mapLimit(jobs, s.concurrency, async (j) => {
+      const seed = deriveSeed(s.seed, 0, j.it.index, `eval/${j.side}`);
+      const a = await generate(j.input, seed, { maxTokens: ev.maxTokens ?? s.maxTokens }).catch((err) => {
+        throw requestFailure(err, `evaluating prompt ${j.it.index} (${j.side}) of ${ev.prompts.file}`);
+      });
+      answered++;
+      return { index: j.it.index, side: j.side, seed, ...a };
+    }));
+  }).catch((err) => {
+    // Aborted requests fail with the client's abort error; report the cancellation itself.
+    throw cancelled.aborted ? cancelled.reason : err;
   });
   const rewards = await withKeepAlive(() => ({ answered, total: jobs.length, scoring: true }),
-    () => scorer(jobs.map((j, i) => ({ prompt: j.it.messages ?? j.it.prompt!, response: answers[i].text })), cancellationSignal()));
+    () => scorer(jobs.map((j, i) => ({ prompt: j.it.messages ?? j.it.prompt!, response: answers[i].text })), cancelled));
   const rows = answers.map((a, i) => ({ ...a, reward: rewards[i] }));
   const meanOf = (side: string) => mean(rows.filter((r) => r.side === side).map((r) => r.reward)) ?? 0;
   const prefixCurve: PrefixCurvePoint[] | null = input.prefixCurve ? scores.map((score) => ({ score, meanReward: meanOf(`prefix-${score}`) })) : null;

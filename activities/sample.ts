@@ -19,7 +19,7 @@ import { badInput } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';
 import type { SampleRecord } from './records.ts';
-import { apiKeyOf, ensureLocal } from './sampler.ts';
+import { apiKeyOf, withSampler } from './sampler.ts';
 
 
 // The prefix goes in front of a plain prompt, or in front of the last user turn of a chat.
@@ -143,45 +143,46 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   };
   report();
 
-  const endpoint = await ensureLocal(s, input.endpoint.modelDir);
-  const generate = await generator(s, endpoint, cancellationSignal());
-  const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
-    const seeds = { chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'), rejected: deriveSeed(s.seed, input.round, item.index, 'rejected') };
-    const [c, r] = await Promise.all([
-      generate(prefixed(item, input.prefixes.chosenTemplate, input.chosenScore), seeds.chosen),
-      generate(prefixed(item, input.prefixes.rejectedTemplate, input.rejectedScore), seeds.rejected),
-    ]).catch((err) => {
-      throw requestFailure(err, `sampling prompt ${item.index} of ${input.promptsFile}`);
-    });
-    return {
-      index: item.index, round: input.round, ...(item.messages ? { messages: item.messages } : { prompt: item.prompt }),
-      chosen: { ...c, seed: seeds.chosen }, rejected: { ...r, seed: seeds.rejected },
-      chosenScore: input.chosenScore, rejectedScore: input.rejectedScore, seed: s.seed,
-    };
-  };
-
+  const cancelled = cancellationSignal();
   const todo = items.filter((it) => shards[Math.floor(it.index / s.shardSize)] === null);
   const pending = new Map<number, SampleRecord[]>();
-  // Each prompt is two requests, so sampling.concurrency requests means half as many prompts.
-  const cancelled = cancellationSignal();
-  await withKeepAlive(() => ({ shardsDone, samplesDone }), () => mapLimit(todo, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
-    const rec = await sampleOne(item);
-    const k = Math.floor(item.index / s.shardSize);
-    const [lo, hi] = rangeOf(k);
-    const got = pending.get(k) ?? [];
-    got.push(rec);
-    pending.set(k, got);
-    if (got.length < hi - lo) return;
-    got.sort((a, b) => a.index - b.index);
-    await writeFileAtomic(join(shardDir, shardName(k)), toJsonl(got));
-    shards[k] = got;
-    pending.delete(k);
-    shardsDone++;
-    samplesDone += got.length;
-    report();
-  })).catch((err) => {
-    // Aborted requests fail with the client's abort error; report the cancellation itself.
-    throw cancelled.aborted ? cancelled.reason : err;
+  if (todo.length > 0) await withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+    const generate = await generator(s, endpoint, cancelled);
+    const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
+      const seeds = { chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'), rejected: deriveSeed(s.seed, input.round, item.index, 'rejected') };
+      const [c, r] = await Promise.all([
+        generate(prefixed(item, input.prefixes.chosenTemplate, input.chosenScore), seeds.chosen),
+        generate(prefixed(item, input.prefixes.rejectedTemplate, input.rejectedScore), seeds.rejected),
+      ]).catch((err) => {
+        throw requestFailure(err, `sampling prompt ${item.index} of ${input.promptsFile}`);
+      });
+      return {
+        index: item.index, round: input.round, ...(item.messages ? { messages: item.messages } : { prompt: item.prompt }),
+        chosen: { ...c, seed: seeds.chosen }, rejected: { ...r, seed: seeds.rejected },
+        chosenScore: input.chosenScore, rejectedScore: input.rejectedScore, seed: s.seed,
+      };
+    };
+
+    // Each prompt is two requests, so sampling.concurrency requests means half as many prompts.
+    await withKeepAlive(() => ({ shardsDone, samplesDone }), () => mapLimit(todo, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
+      const rec = await sampleOne(item);
+      const k = Math.floor(item.index / s.shardSize);
+      const [lo, hi] = rangeOf(k);
+      const got = pending.get(k) ?? [];
+      got.push(rec);
+      pending.set(k, got);
+      if (got.length < hi - lo) return;
+      got.sort((a, b) => a.index - b.index);
+      await writeFileAtomic(join(shardDir, shardName(k)), toJsonl(got));
+      shards[k] = got;
+      pending.delete(k);
+      shardsDone++;
+      samplesDone += got.length;
+      report();
+    })).catch((err) => {
+      // Aborted requests fail with the client's abort error; report the cancellation itself.
+      throw cancelled.aborted ? cancelled.reason : err;
+    });
   });
 
   await writeFileAtomic(samplesFile, toJsonl(shards.flatMap((x) => x!)));

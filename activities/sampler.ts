@@ -1,9 +1,13 @@
 // Sampler lifecycle: which OpenAI-compatible server answers a round's sampling requests.
-//   embedded      E3's server started inside this worker process, replaced when the policy changes
+//   embedded      E3's server started inside this worker process for the policy being sampled
 //   external      a server someone else runs (sampling.baseURL + sampling.model)
-//   managed-vllm  `vllm serve <dir>` spawned by this worker, replaced when the policy changes
-// Embedded and managed servers live in the sampler worker's process; activities that use an
-// endpoint call ensureLocal first so a restarted worker brings its server back.
+//   managed-vllm  `vllm serve <dir>` spawned by this worker; one port, so a new policy replaces
+//                 the one being served
+// Local servers live in the sampler worker's process. A workflow holds one from ensureSampler to
+// releaseSampler (the server closes when no workflow holds it and no activity uses it), so
+// ablation arms sampling different policies at once each keep theirs. Activities that sample
+// go through withSampler, which starts the server again on a worker that lacks it (a retry on
+// another worker, a restarted worker).
 import { execa } from 'execa';
 import { startServer } from '../server/index.ts';
 import type { EnsureSamplerInput, ReleaseSamplerInput, SamplerEndpoint, SamplingConfig } from './api.ts';
@@ -12,9 +16,12 @@ interface Running {
   key: string;
   endpoint: SamplerEndpoint;
   close(): Promise<void>;
+  holds: number;  // workflows between ensureSampler and releaseSampler
+  active: number; // activities sampling from it now
 }
 
-let running: Running | null = null;
+const servers = new Map<string, Running>();
+const starting = new Map<string, Promise<Running>>();
 
 export function apiKeyOf(sampling: SamplingConfig): string {
   const name = sampling.apiKeyEnv;
@@ -25,41 +32,79 @@ export function apiKeyOf(sampling: SamplingConfig): string {
 // The name requests use; embedded and managed servers serve every round's policy under it.
 export const servedName = (sampling: SamplingConfig) => sampling.model ?? 'opsr-policy';
 
-export async function ensureLocal(sampling: SamplingConfig, modelDir: string): Promise<SamplerEndpoint> {
-  const key = JSON.stringify([sampling.lifecycle, modelDir, sampling.model, sampling.baseURL, sampling.vllm, sampling.embedded]);
-  if (running?.key === key) return running.endpoint;
-  await releaseLocal();
-  if (sampling.lifecycle === 'external') {
-    const { baseURL, model } = sampling as { baseURL: string; model: string }; // required by the schema for external
-    await checkModels(baseURL, model, apiKeyOf(sampling));
-    return { lifecycle: 'external', baseURL, model, modelDir };
-  }
-  if (sampling.lifecycle === 'embedded') {
-    const server = await startServer({
-      modelDir,
-      servedModelName: servedName(sampling),
-      threads: sampling.embedded.threads,
-      maxBatch: sampling.embedded.maxBatch,
-    });
-    running = { key, endpoint: { lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir }, close: () => server.close() };
-    return running.endpoint;
-  }
-  running = await startVllm(sampling, modelDir, key);
-  return running.endpoint;
+async function external(sampling: SamplingConfig, modelDir: string): Promise<SamplerEndpoint> {
+  const { baseURL, model } = sampling as { baseURL: string; model: string }; // required by the schema for external
+  await checkModels(baseURL, model, apiKeyOf(sampling));
+  return { lifecycle: 'external', baseURL, model, modelDir };
 }
 
-export async function releaseLocal(): Promise<void> {
-  const r = running;
-  running = null;
-  if (r) await r.close();
+async function acquire(sampling: SamplingConfig, modelDir: string): Promise<Running> {
+  const key = JSON.stringify([sampling.lifecycle, modelDir, servedName(sampling), sampling.vllm, sampling.embedded]);
+  const have = servers.get(key) ?? (await starting.get(key));
+  if (have) return have;
+  const start = async (): Promise<Running> => {
+    if (sampling.lifecycle === 'managed-vllm') {
+      for (const r of [...servers.values()]) if (r.endpoint.lifecycle === 'managed-vllm') await closeServer(r);
+      return startVllm(sampling, modelDir, key);
+    }
+    const server = await startServer({
+      modelDir, servedModelName: servedName(sampling), threads: sampling.embedded.threads, maxBatch: sampling.embedded.maxBatch,
+    });
+    const endpoint: SamplerEndpoint = { lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir };
+    return { key, endpoint, close: () => server.close(), holds: 0, active: 0 };
+  };
+  const pending = start();
+  starting.set(key, pending);
+  try {
+    const r = await pending;
+    servers.set(key, r);
+    return r;
+  } finally {
+    starting.delete(key);
+  }
+}
+
+async function closeServer(r: Running): Promise<void> {
+  if (servers.get(r.key) !== r) return;
+  servers.delete(r.key);
+  await r.close();
+}
+
+async function closeIfUnused(r: Running): Promise<void> {
+  if (r.holds <= 0 && r.active <= 0) await closeServer(r);
+}
+
+// Runs fn against a server for (sampling, modelDir), starting one here if this process has none.
+export async function withSampler<T>(sampling: SamplingConfig, modelDir: string, fn: (e: SamplerEndpoint) => Promise<T>): Promise<T> {
+  if (sampling.lifecycle === 'external') return fn(await external(sampling, modelDir));
+  const r = await acquire(sampling, modelDir);
+  r.active++;
+  try {
+    return await fn(r.endpoint);
+  } finally {
+    r.active--;
+    await closeIfUnused(r);
+  }
 }
 
 export async function ensureSampler(input: EnsureSamplerInput): Promise<SamplerEndpoint> {
-  return ensureLocal(input.sampling, input.modelDir);
+  if (input.sampling.lifecycle === 'external') return external(input.sampling, input.modelDir);
+  const r = await acquire(input.sampling, input.modelDir);
+  r.holds++;
+  return r.endpoint;
 }
 
 export async function releaseSampler(input: ReleaseSamplerInput): Promise<void> {
-  if (running && running.endpoint.baseURL === input.endpoint.baseURL) await releaseLocal();
+  for (const r of servers.values()) {
+    if (r.endpoint.baseURL !== input.endpoint.baseURL) continue;
+    r.holds = Math.max(0, r.holds - 1);
+    await closeIfUnused(r);
+  }
+}
+
+// Stops every server this process started (worker shutdown, tests).
+export async function releaseLocal(): Promise<void> {
+  await Promise.all([...servers.values()].map(closeServer));
 }
 
 async function checkModels(baseURL: string, model: string, apiKey: string): Promise<void> {
@@ -107,5 +152,5 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  return { key, endpoint: { lifecycle: 'managed-vllm', baseURL: `${origin}/v1`, model: servedName(sampling), modelDir }, close: stop };
+  return { key, endpoint: { lifecycle: 'managed-vllm', baseURL: `${origin}/v1`, model: servedName(sampling), modelDir }, close: stop, holds: 0, active: 0 };
 }
