@@ -1,5 +1,7 @@
 // GPT-2 architecture: parameter layout, HF-style init, training forward/backward (llm.c style).
 // Activations for every layer are kept for backward; the LM head runs only on scored positions.
+// Inputs are B rows of T tokens with a position id each and an optional branch per row (the
+// packed preference pairs of gpt2_forward_pairs); scored rows of the head name their output slot.
 #include "gpt2.h"
 #include "cpu/kernels.h"
 #include <cblas.h>
@@ -11,7 +13,9 @@
 
 struct GPT2Acts {
     int B, T;             // shape of the last forward
-    int *tokens;          // [BT] its input ids
+    int *tokens, *pos;    // [BT] its input ids and position ids
+    int *branch;          // [2B] per row: prompt length S, rejected start R (see kernels.h)
+    int has_branch;
     size_t cap_bt, cap_att, cap_rows, cap_scratch;  // allocated capacities (tokens, att, head rows)
     float *encoded;       // [BT, C]
     float *ln1, *ln1_mean, *ln1_rstd;   // [L, BT, C], [L, BT]
@@ -26,9 +30,9 @@ struct GPT2Acts {
     float *tmp;           // [BT, C] projection output before the residual add
     // backward scratch, reused across layers
     float *dresid, *dln, *datty, *dfch, *dfch_gelu, *dqkv, *att_scratch;
-    // LM head on scored rows: row positions, targets, owning sequence, inputs, probabilities
+    // LM head on scored rows: row positions (index in BT), targets, output slots, inputs, probs
     int nrows;
-    int *row_pos, *row_tgt;
+    int *row_pos, *row_tgt, *row_slot;
     float *row_x;         // [rows, C]
     float *row_p;         // [rows, V] probabilities, turned into dlogits by backward
     float *row_lp;        // [rows] log p(target)
@@ -77,9 +81,8 @@ static void free_acts(GPT2Acts *a) {
                     &a->datty, &a->dfch, &a->dfch_gelu, &a->dqkv, &a->att_scratch, &a->row_x,
                     &a->row_p, &a->row_lp};
     for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++) { free(*fs[i]); *fs[i] = NULL; }
-    free(a->row_pos); free(a->row_tgt); free(a->tokens);
-    a->tokens = NULL;
-    a->row_pos = a->row_tgt = NULL;
+    int **is[] = {&a->row_pos, &a->row_tgt, &a->row_slot, &a->tokens, &a->pos, &a->branch};
+    for (size_t i = 0; i < sizeof(is) / sizeof(is[0]); i++) { free(*is[i]); *is[i] = NULL; }
     a->cap_bt = a->cap_att = a->cap_rows = a->cap_scratch = 0;
 }
 
@@ -113,6 +116,8 @@ static void ensure_acts(GPT2 *m, int B, int T) {
         GROW(dresid, BT * C); GROW(dln, BT * C); GROW(datty, BT * C); GROW(dfch, BT * F);
         GROW(dfch_gelu, BT * F); GROW(dqkv, BT * 3 * C);
         a->tokens = xrealloc(a->tokens, BT * sizeof(int));
+        a->pos = xrealloc(a->pos, BT * sizeof(int));
+        a->branch = xrealloc(a->branch, 2 * BT * sizeof(int));  // B <= BT
         a->cap_bt = BT;
     }
     if (natt > a->cap_att) { GROW(att, L * natt); a->cap_att = natt; }
@@ -126,6 +131,7 @@ static void ensure_rows(GPT2 *m, size_t rows) {
     if (rows <= a->cap_rows) return;
     a->row_pos = xrealloc(a->row_pos, rows * sizeof(int));
     a->row_tgt = xrealloc(a->row_tgt, rows * sizeof(int));
+    a->row_slot = xrealloc(a->row_slot, rows * sizeof(int));
     a->row_x = xrealloc(a->row_x, rows * m->cfg.n_embd * sizeof(float));
     a->row_p = xrealloc(a->row_p, rows * m->cfg.vocab_size * sizeof(float));
     a->row_lp = xrealloc(a->row_lp, rows * sizeof(float));
@@ -163,18 +169,19 @@ void gpt2_init_random(GPT2 *m, uint64_t seed) {
     }
 }
 
-// Embeddings + transformer blocks + final LayerNorm into acts->lnf.
-static void forward_body(GPT2 *m, const int *tokens, int B, int T) {
-    ensure_acts(m, B, T);
+// Embeddings + transformer blocks + final LayerNorm into acts->lnf, for the B x T inputs the
+// caller placed in acts (tokens, pos, branch) after ensure_acts.
+static void forward_body(GPT2 *m) {
     GPT2Acts *a = m->acts;
+    int B = a->B, T = a->T;
+    const int *branch = a->has_branch ? a->branch : NULL;
     int C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, L = m->cfg.n_layer;
     int BT = B * T;
     size_t natt = (size_t)B * NH * T * T;
     const float *wte = m->param[P_WTE], *wpe = m->param[P_WPE];
-    memcpy(a->tokens, tokens, (size_t)BT * sizeof(int));
     #pragma omp parallel for
     for (int i = 0; i < BT; i++) {
-        const float *e = wte + (size_t)tokens[i] * C, *p = wpe + (size_t)(i % T) * C;
+        const float *e = wte + (size_t)a->tokens[i] * C, *p = wpe + (size_t)a->pos[i] * C;
         float *o = a->encoded + (size_t)i * C;
         for (int j = 0; j < C; j++) o[j] = e[j] + p[j];
     }
@@ -189,7 +196,7 @@ static void forward_body(GPT2 *m, const int *tokens, int B, int T) {
                           m->param[P_LN1W] + l * C, m->param[P_LN1B] + l * C, BT, C, m->cfg.ln_eps);
         matmul_forward(qkv, ln1, m->param[P_QKVW] + (size_t)l * C * 3 * C,
                        m->param[P_QKVB] + l * 3 * C, BT, C, 3 * C);
-        attention_forward(atty, att, qkv, B, T, C, NH);
+        attention_forward(atty, att, qkv, branch, B, T, C, NH);
         matmul_forward(a->tmp, atty, m->param[P_ATTPROJW] + (size_t)l * C * C,
                        m->param[P_ATTPROJB] + l * C, BT, C, C);
         residual_forward(resid2, res, a->tmp, BT * C);
@@ -221,36 +228,88 @@ static void softmax_rows(float *x, const int *tgt, float *lp, int n, int V) {
     }
 }
 
-void gpt2_forward(GPT2 *m, const int *tokens, const int *targets, int B, int T,
-                  float *logp_sum, int *ntok) {
-    forward_body(m, tokens, B, T);
+// LM head on the a->nrows scored rows (row_pos/row_tgt/row_slot set by the caller): log p of
+// each target, summed per output slot in row order (fixed order: deterministic sums).
+static void head_forward(GPT2 *m, int nslots, float *logp_sum, int *ntok) {
     GPT2Acts *a = m->acts;
-    int C = m->cfg.n_embd, V = m->cfg.vocab_size, BT = B * T;
-    int n = 0;
-    for (int i = 0; i < BT; i++) n += targets[i] >= 0;
-    ensure_rows(m, n);
-    n = 0;
-    for (int i = 0; i < BT; i++) {
-        if (targets[i] < 0) continue;
-        a->row_pos[n] = i;
-        a->row_tgt[n] = targets[i];
-        memcpy(a->row_x + (size_t)n * C, a->lnf + (size_t)i * C, C * sizeof(float));
-        n++;
-    }
-    a->nrows = n;
+    int C = m->cfg.n_embd, V = m->cfg.vocab_size, n = a->nrows;
+    #pragma omp parallel for
+    for (int r = 0; r < n; r++)
+        memcpy(a->row_x + (size_t)r * C, a->lnf + (size_t)a->row_pos[r] * C, C * sizeof(float));
     if (n) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, a->row_x, C,
                     m->param[P_WTE], C, 0.0f, a->row_p, V);
         softmax_rows(a->row_p, a->row_tgt, a->row_lp, n, V);
     }
-    // rows are in position order, so each sequence's rows are contiguous: sum in a fixed order
-    int r = 0;
-    for (int b = 0; b < B; b++) {
-        double sum = 0.0;
-        ntok[b] = 0;
-        for (; r < n && a->row_pos[r] / T == b; r++) { sum += a->row_lp[r]; ntok[b]++; }
-        logp_sum[b] = (float)sum;
+    double *sum = xrealloc(NULL, (size_t)nslots * sizeof(double));
+    for (int b = 0; b < nslots; b++) sum[b] = 0.0;
+    for (int b = 0; b < nslots; b++) ntok[b] = 0;
+    for (int r = 0; r < n; r++) { sum[a->row_slot[r]] += a->row_lp[r]; ntok[a->row_slot[r]]++; }
+    for (int b = 0; b < nslots; b++) logp_sum[b] = (float)sum[b];
+    free(sum);
+}
+
+void gpt2_forward(GPT2 *m, const int *tokens, const int *targets, int B, int T,
+                  float *logp_sum, int *ntok) {
+    ensure_acts(m, B, T);
+    GPT2Acts *a = m->acts;
+    int BT = B * T, n = 0;
+    memcpy(a->tokens, tokens, (size_t)BT * sizeof(int));
+    for (int i = 0; i < BT; i++) a->pos[i] = i % T;
+    a->has_branch = 0;
+    forward_body(m);
+    for (int i = 0; i < BT; i++) n += targets[i] >= 0;
+    ensure_rows(m, n);
+    n = 0;
+    for (int i = 0; i < BT; i++) {
+        if (targets[i] < 0) continue;
+        a->row_pos[n] = i; a->row_tgt[n] = targets[i]; a->row_slot[n] = i / T;
+        n++;
     }
+    a->nrows = n;
+    head_forward(m, B, logp_sum, ntok);
+}
+
+void gpt2_forward_pairs(GPT2 *m, const GPT2Pair *pairs, int n, float *logp_sum, int *ntok) {
+    int T = 1, rows = 0;
+    for (int b = 0; b < n; b++) {
+        const GPT2Pair *p = &pairs[b];
+        int len = p->prompt_len + p->chosen_len + p->rejected_len - 2;
+        if (len > T) T = len;
+        rows += p->chosen_len + p->rejected_len;
+    }
+    ensure_acts(m, n, T);
+    ensure_rows(m, rows);
+    GPT2Acts *a = m->acts;
+    a->has_branch = 1;
+    int r = 0;
+    for (int b = 0; b < n; b++) {
+        const GPT2Pair *p = &pairs[b];
+        int S = p->prompt_len, R = S + p->chosen_len - 1, len = R + p->rejected_len - 1;
+        int *tok = a->tokens + (size_t)b * T, *pos = a->pos + (size_t)b * T;
+        a->branch[2 * b] = S;
+        a->branch[2 * b + 1] = R;
+        for (int t = 0; t < T; t++) {
+            if (t < S) { tok[t] = (int)p->prompt[t]; pos[t] = t; }
+            else if (t < R) { tok[t] = (int)p->chosen[t - S]; pos[t] = t; }
+            else if (t < len) { tok[t] = (int)p->rejected[t - R]; pos[t] = S + t - R; }
+            else { tok[t] = 0; pos[t] = 0; }  // padding: never seen by real tokens
+        }
+        // the last prompt token predicts the first token of both responses
+        for (int k = 0; k < p->chosen_len; k++, r++) {
+            a->row_pos[r] = b * T + (k == 0 ? S - 1 : S + k - 1);
+            a->row_tgt[r] = (int)p->chosen[k];
+            a->row_slot[r] = 2 * b;
+        }
+        for (int k = 0; k < p->rejected_len; k++, r++) {
+            a->row_pos[r] = b * T + (k == 0 ? S - 1 : R + k - 1);
+            a->row_tgt[r] = (int)p->rejected[k];
+            a->row_slot[r] = 2 * b + 1;
+        }
+    }
+    a->nrows = rows;
+    forward_body(m);
+    head_forward(m, 2 * n, logp_sum, ntok);
 }
 
 void gpt2_zero_grad(GPT2 *m) {
@@ -268,7 +327,7 @@ void gpt2_backward(GPT2 *m, const float *dlogp) {
     // LM head: d logp(target)/d logits = onehot - softmax, scaled by the sequence's dlogp.
     #pragma omp parallel for
     for (int r = 0; r < n; r++) {
-        float d = dlogp[a->row_pos[r] / T], *row = a->row_p + (size_t)r * V;
+        float d = dlogp[a->row_slot[r]], *row = a->row_p + (size_t)r * V;
         for (int v = 0; v < V; v++) row[v] *= -d;
         row[a->row_tgt[r]] += d;
     }
@@ -280,10 +339,14 @@ void gpt2_backward(GPT2 *m, const float *dlogp) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, n, 1.0f, a->row_p, V,
                     a->row_x, C, 1.0f, g[P_WTE], C);
     }
-    // scatter into a full [BT, C] gradient of lnf (zero at unscored positions)
+    // scatter-add into a full [BT, C] gradient of lnf (zero at unscored positions; a pair's
+    // last prompt token is scored twice), rows in order: deterministic
     memset(a->tmp, 0, (size_t)BT * C * sizeof(float));
-    for (int r = 0; r < n; r++)
-        memcpy(a->tmp + (size_t)a->row_pos[r] * C, dx + (size_t)r * C, C * sizeof(float));
+    for (int r = 0; r < n; r++) {
+        float *d = a->tmp + (size_t)a->row_pos[r] * C;
+        const float *s = dx + (size_t)r * C;
+        for (int j = 0; j < C; j++) d[j] += s[j];
+    }
     layernorm_backward(a->dresid, g[P_LNFW], g[P_LNFB], a->tmp,
                        a->resid3 + (size_t)(L - 1) * BT * C, p[P_LNFW], a->lnf_mean, a->lnf_rstd,
                        BT, C);
@@ -307,7 +370,7 @@ void gpt2_backward(GPT2 *m, const float *dlogp) {
                         a->dresid, a->atty + o * C, p[P_ATTPROJW] + (size_t)l * C * C, BT, C, C);
         memset(a->dqkv, 0, (size_t)BT * 3 * C * sizeof(float));
         attention_backward(a->dqkv, a->datty, a->qkv + o * 3 * C, a->att + l * natt,
-                           a->att_scratch, B, T, C, NH);
+                           a->att_scratch, a->has_branch ? a->branch : NULL, B, T, C, NH);
         memset(a->dln, 0, (size_t)BT * C * sizeof(float));
         matmul_backward(a->dln, g[P_QKVW] + (size_t)l * C * 3 * C, g[P_QKVB] + l * 3 * C, a->dqkv,
                         a->ln1 + o * C, p[P_QKVW] + (size_t)l * C * 3 * C, BT, C, 3 * C);
@@ -320,14 +383,18 @@ void gpt2_backward(GPT2 *m, const float *dlogp) {
         int j1 = j0 + 64 < C ? j0 + 64 : C;
         for (int i = 0; i < BT; i++) {
             const float *d = a->dresid + (size_t)i * C;
-            float *ge = g[P_WTE] + (size_t)a->tokens[i] * C, *gp = g[P_WPE] + (size_t)(i % T) * C;
+            float *ge = g[P_WTE] + (size_t)a->tokens[i] * C, *gp = g[P_WPE] + (size_t)a->pos[i] * C;
             for (int j = j0; j < j1; j++) { ge[j] += d[j]; gp[j] += d[j]; }
         }
     }
 }
 
 void gpt2_logits(GPT2 *m, const int *tokens, int B, int T, float *logits) {
-    forward_body(m, tokens, B, T);
+    ensure_acts(m, B, T);
+    memcpy(m->acts->tokens, tokens, (size_t)B * T * sizeof(int));
+    for (int i = 0; i < B * T; i++) m->acts->pos[i] = i % T;
+    m->acts->has_branch = 0;
+    forward_body(m);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, m->cfg.vocab_size, m->cfg.n_embd,
                 1.0f, m->acts->lnf, m->cfg.n_embd, m->param[P_WTE], m->cfg.n_embd, 0.0f, logits,
                 m->cfg.vocab_size);

@@ -68,8 +68,19 @@ void gpt2_init_random(GPT2 *m, uint64_t seed);
 // = their count. Keeps what backward needs.
 void gpt2_forward(GPT2 *m, const int *tokens, const int *targets, int B, int T,
                   float *logp_sum, int *ntok);
+// Preference pairs with the prompt computed once: each pair is one row of prompt + chosen[:-1] +
+// rejected[:-1], where the rejected tokens see the prompt and earlier rejected tokens only and
+// take the positions they would have after the prompt. Same results as gpt2_forward on the two
+// sequences, for about (P + Rc + Rr) / (2P + Rc + Rr) of the work. Writes logp_sum/ntok[2i] for
+// pair i's chosen response and [2i + 1] for its rejected one; gpt2_backward takes dlogp in that
+// layout. Needs prompt_len >= 1, responses >= 1 and prompt + response <= max_seq_len.
+typedef struct {
+    const uint32_t *prompt, *chosen, *rejected;
+    int prompt_len, chosen_len, rejected_len;
+} GPT2Pair;
+void gpt2_forward_pairs(GPT2 *m, const GPT2Pair *pairs, int n, float *logp_sum, int *ntok);
 // Accumulates into m->grads the gradient of sum_b dlogp[b] * logp_sum[b] for the batch of the
-// last gpt2_forward. Caller zeroes grads (gpt2_zero_grad) once per optimizer step.
+// last gpt2_forward or gpt2_forward_pairs (dlogp laid out like its logp_sum). Caller zeroes grads (gpt2_zero_grad) once per optimizer step.
 void gpt2_backward(GPT2 *m, const float *dlogp);
 void gpt2_zero_grad(GPT2 *m);
 // Full logits [B, T, V] for every position (parity tests and analysis; not the training path).

@@ -52,6 +52,66 @@ static double objective(GPT2 *m, const Batch *bt, const LossConfig *cfg, float *
                            NPAIRS, d, d + NPAIRS, &pm) / NPAIRS;
 }
 
+// gpt2_forward_pairs (prompt shared, rejected branch masked) against gpt2_forward on the
+// separate sequences: same log-probs and gradients. Returns the number of mismatches.
+static int check_pairs(GPT2 *m) {
+    enum { N = 3, MAXL = 7 };
+    int plen[N] = {3, 1, 5}, clen[N] = {4, 1, 2}, rlen[N] = {2, 5, 1};
+    uint32_t pr[N][MAXL], ch[N][MAXL], rj[N][MAXL];
+    GPT2Pair pairs[N];
+    int tokens[2 * N * 2 * MAXL], targets[2 * N * 2 * MAXL], T = 1;
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < MAXL; k++) {
+            pr[i][k] = rnd() % m->cfg.vocab_size; ch[i][k] = rnd() % m->cfg.vocab_size; rj[i][k] = rnd() % m->cfg.vocab_size;
+        }
+        pairs[i] = (GPT2Pair){pr[i], ch[i], rj[i], plen[i], clen[i], rlen[i]};
+        int lc = plen[i] + clen[i] - 1, lr = plen[i] + rlen[i] - 1;
+        if (lc > T) T = lc;
+        if (lr > T) T = lr;
+    }
+    for (int b = 0; b < 2 * N; b++) {  // separate sequences, chosen 2i and rejected 2i + 1
+        int i = b / 2, R = b % 2 ? rlen[i] : clen[i];
+        const uint32_t *resp = b % 2 ? rj[i] : ch[i];
+        for (int t = 0; t < T; t++) {
+            int in = t < plen[i] + R - 1;
+            tokens[b * T + t] = !in ? 0 : t < plen[i] ? (int)pr[i][t] : (int)resp[t - plen[i]];
+            targets[b * T + t] = in && t + 1 >= plen[i] ? (int)resp[t + 1 - plen[i]] : -1;
+        }
+    }
+    float lp1[2 * N], lp2[2 * N], dlogp[2 * N];
+    int n1[2 * N], n2[2 * N], bad = 0;
+    for (int b = 0; b < 2 * N; b++) dlogp[b] = 0.25f * (b + 1) * (b % 2 ? -1 : 1);
+    float *g1 = malloc(m->num_params * sizeof(float));
+    gpt2_zero_grad(m);
+    gpt2_forward(m, tokens, targets, 2 * N, T, lp1, n1);
+    gpt2_backward(m, dlogp);
+    memcpy(g1, m->grads, m->num_params * sizeof(float));
+    gpt2_zero_grad(m);
+    gpt2_forward_pairs(m, pairs, N, lp2, n2);
+    gpt2_backward(m, dlogp);
+    for (int b = 0; b < 2 * N; b++)
+        if (n1[b] != n2[b] || fabsf(lp1[b] - lp2[b]) > 1e-5f * fabsf(lp1[b])) {
+            printf("FAIL pairs: sequence %d log-prob %.7g (%d tokens) vs separate %.7g (%d)\n", b, lp2[b], n2[b], lp1[b], n1[b]);
+            bad++;
+        }
+    size_t off = 0;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        double err = 0, mx = 0;
+        for (size_t i = off; i < off + m->param_sizes[t]; i++) {
+            err = fmax(err, fabs(g1[i] - m->grads[i]));
+            mx = fmax(mx, fabs(g1[i]));
+        }
+        if (err > 1e-4 * mx || mx == 0) {
+            printf("FAIL pairs: gradient of %s differs by %.3e (max %.3e)\n", TENSOR[t], err, mx);
+            bad++;
+        }
+        off += m->param_sizes[t];
+    }
+    free(g1);
+    printf("pairs: packed forward/backward %s separate sequences\n", bad ? "DIFFERS from" : "matches");
+    return bad;
+}
+
 int main(void) {
     GPT2Config c = {.vocab_size = 29, .max_seq_len = 16, .n_layer = 2, .n_head = 2, .n_embd = 16,
                     .n_inner = 24, .ln_eps = 1e-5f};
@@ -115,6 +175,7 @@ int main(void) {
             }
         }
     }
+    failures += check_pairs(&m);
     // clip_grad_norm: norm and scaling against a direct computation
     double ss = 0;
     for (size_t i = 0; i < m.num_params; i++) ss += (double)m.grads[i] * m.grads[i];

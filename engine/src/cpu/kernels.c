@@ -128,7 +128,15 @@ void residual_forward(float *out, const float *a, const float *b, int n) {
     for (int i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+// Keys visible to query i of a row: [0, i], or [0, S) and [R, i] when i >= R on a branched row.
+static inline void visible(const int *branch, int b, int i, int *hi1, int *lo2) {
+    int S = branch ? branch[2 * b] : 0, R = branch ? branch[2 * b + 1] : 1 << 30;
+    if (i >= R && S < R) { *hi1 = S; *lo2 = R; }
+    else { *hi1 = i + 1; *lo2 = i + 1; }  // one range [0, i]
+}
+
+void attention_forward(float *out, float *att, const float *qkv, const int *branch,
+                       int B, int T, int C, int NH) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     // One (sequence, head) per iteration; OpenBLAS runs single-threaded inside the region.
@@ -142,10 +150,15 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
                     0.0f, p, T);
         for (int i = 0; i < T; i++) {
             float *row = p + (size_t)i * T;
+            int hi1, lo2;
+            visible(branch, b, i, &hi1, &lo2);
             float mx = row[0];
-            for (int j = 1; j <= i; j++) if (row[j] > mx) mx = row[j];
+            for (int j = 1; j < hi1; j++) if (row[j] > mx) mx = row[j];
+            for (int j = lo2; j <= i; j++) if (row[j] > mx) mx = row[j];
             float sum = 0.0f;
-            for (int j = 0; j <= i; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+            for (int j = 0; j < hi1; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+            for (int j = hi1; j < lo2; j++) row[j] = 0.0f;  // the other branch
+            for (int j = lo2; j <= i; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
             float inv = 1.0f / sum;
             for (int j = 0; j <= i; j++) row[j] *= inv;
             for (int j = i + 1; j < T; j++) row[j] = 0.0f;  // causal mask
@@ -156,7 +169,7 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        float *scratch, int B, int T, int C, int NH) {
+                        float *scratch, const int *branch, int B, int T, int C, int NH) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     #pragma omp parallel
@@ -174,7 +187,8 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                         0.0f, dp, T);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, dy, C,
                         1.0f, dv, 3 * C);
-            // softmax backward, folding in the score scale; dp becomes d(QK^T)
+            // softmax backward, folding in the score scale; dp becomes d(QK^T). Masked keys
+            // have p = 0, so p * (dp - dot) is 0 there too.
             for (int i = 0; i < T; i++) {
                 const float *pr = p + (size_t)i * T;
                 float *dr = dp + (size_t)i * T;

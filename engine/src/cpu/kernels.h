@@ -22,8 +22,11 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, int n);
 void residual_forward(float *out, const float *a, const float *b, int n);
 // Causal self-attention over B sequences of T tokens. qkv [B,T,3C] holds q|k|v per token
 // (HF c_attn output), heads are contiguous hs = C/NH slices. out [B,T,C] (=);
-// att [B,NH,T,T] receives the softmax probabilities (zeros above the diagonal) for backward.
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+// att [B,NH,T,T] receives the softmax probabilities (zeros where masked) for backward.
+// branch: NULL (plain causal) or [2B] pairs (S, R): on row b, tokens at i >= R form a second
+// branch that sees the first S tokens (the shared prompt) and [R, i], not [S, R).
+void attention_forward(float *out, float *att, const float *qkv, const int *branch,
+                       int B, int T, int C, int NH);
 // dqkv [B,T,3C] += gradient; scratch holds omp_get_max_threads() * T * T floats.
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        float *scratch, int B, int T, int C, int NH);
+                        float *scratch, const int *branch, int B, int T, int C, int NH);
