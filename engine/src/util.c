@@ -50,8 +50,9 @@ _Noreturn void die(int exit_code, const char *code, const char *fmt, ...) {
 
 int err_errno(const char *what, const char *path) {
     int e = errno;
-    int input = e == ENOENT || e == EACCES || e == ENOTDIR || e == EISDIR || e == ELOOP;
-    return err_set(input ? EXIT_BAD_INPUT : EXIT_IO, input ? "file_not_readable" : "io_error",
+    int input = e == ENOENT || e == EACCES || e == ENOTDIR || e == EISDIR || e == ELOOP || e == EROFS;
+    int reading = !strncmp(what, "cannot read", 11) || !strcmp(what, "cannot open") || !strcmp(what, "cannot map");
+    return err_set(input ? EXIT_BAD_INPUT : EXIT_IO, !input ? "io_error" : reading ? "file_not_readable" : "file_not_writable",
                    "%s %s: %s", what, path, strerror(e));
 }
 

@@ -22,8 +22,8 @@ const char *err_message(void);
 _Noreturn void err_exit(void);
 _Noreturn void die(int exit_code, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-// I/O failures: ENOENT/EACCES/ENOTDIR/EISDIR are the caller's input (2), anything else is
-// treated as transient (4).
+// I/O failures: ENOENT/EACCES/ENOTDIR/EISDIR/EROFS are the caller's input (2: file_not_readable
+// or file_not_writable), anything else (ENOSPC, EIO, ...) is treated as transient (4: io_error).
 int err_errno(const char *what, const char *path);
 
 // Reads a whole file (NUL-terminated for convenience). Returns 0 or -1 (error recorded).
