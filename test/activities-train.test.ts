@@ -98,6 +98,28 @@ test('cancellation stops the engine and keeps its checkpoint; the retry resumes 
   assert.deepEqual(again.metrics, resumed.metrics);
 });
 
+test('a retry stops the engine a dead attempt left running on the same directory, then resumes', async () => {
+  const dir = join(root, 'orphan');
+  const first = new MockActivityEnvironment();
+  let pid = 0;
+  let started!: () => void;
+  const hasCheckpoint = new Promise<void>((r) => (started = r));
+  first.on('heartbeat', (d: { checkpoint: string | null; pid: number }) => {
+    pid = d.pid;
+    if (d.checkpoint) started();
+  });
+  // The first attempt's worker "dies": nobody cancels it, its engine keeps training.
+  const abandoned = runIn(first, trainPolicy, input(dir)).then(() => 'finished', (e: Error) => e.message);
+  await hasCheckpoint;
+  assert.ok(alive(pid));
+  const retry = await runIn(new MockActivityEnvironment(), trainPolicy, input(dir));
+  assert.equal(alive(pid), false, 'the leftover engine was stopped');
+  assert.match(await abandoned, /engine stopped \(exit 143\)/);
+  assert.ok(retry.resumedFrom !== null && retry.resumedFrom > 0);
+  const full = join(root, 'full', 'train', 'final', 'model.safetensors');
+  assert.deepEqual(await readFile(join(retry.modelDir, 'model.safetensors')), await readFile(full));
+});
+
 test('bad data is a non-retryable BadInput with the engine error line', async () => {
   const bad = join(root, 'bad.bin');
   await writeTokData(bad, { kind: 'preference', records: [{ prompt: [1, 2], chosen: [99999], rejected: [3] }] });
