@@ -16,6 +16,11 @@ int logprobs_compute(GPT2 *m, const DataFile *d, float *lp, int *nt, volatile si
     int sides = d->kind == DATA_PREF ? 2 : 1, total = d->count * sides;
     size_t cap = (size_t)LOGPROB_BATCH * (size_t)m->cfg.max_seq_len;
     int *tokens = malloc(cap * sizeof *tokens), *targets = malloc(cap * sizeof *targets);
+    if (!tokens || !targets) {
+        free(tokens);
+        free(targets);
+        return err_set(EXIT_IO, "out_of_memory", "cannot allocate a batch of %zu tokens", cap);
+    }
     const DataRecord *recs[LOGPROB_BATCH];
     int side[LOGPROB_BATCH];
     for (int s0 = 0; s0 < total; s0 += LOGPROB_BATCH) {
@@ -119,8 +124,8 @@ int cmd_logprobs(int argc, char **argv) {
     if (data_load(data, &m.cfg, &d)) err_exit();
     float *lp = calloc(2 * (size_t)d.count, sizeof *lp);
     int *nt = calloc(2 * (size_t)d.count, sizeof *nt);
-    logprobs_compute(&m, &d, lp, nt, NULL);
-    int rc = logprobs_write(out, &d, lp, nt, NULL);
+    if (!lp || !nt) die(EXIT_IO, "out_of_memory", "logprobs: cannot allocate results for %d records", d.count);
+    int rc = logprobs_compute(&m, &d, lp, nt, NULL) || logprobs_write(out, &d, lp, nt, NULL);
     free(lp);
     free(nt);
     data_free(&d);

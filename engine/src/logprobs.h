@@ -5,7 +5,8 @@
 #include "gpt2.h"
 
 // lp[2*i + s], nt[2*i + s]: summed log-prob and token count of record i's response s (s = 0:
-// response or chosen, 1: rejected; unused for sft). Stops early (returns 1) when *stop is set.
+// response or chosen, 1: rejected; unused for sft). Returns 0, 1 when stopped early because
+// *stop was set, or -1 (error recorded).
 int logprobs_compute(GPT2 *m, const DataFile *d, float *lp, int *nt, volatile sig_atomic_t *stop);
 // JSON lines as documented in engine/README.md, atomically to path (stdout when NULL). key, when
 // not NULL, is added to each line as "key" to tie a cache to its data and model.

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,9 +108,7 @@ static void parse_args(Trainer *t, int argc, char **argv) {
 }
 
 // The values that determine the run's numbers; a resumed run must match them.
-static void record_arg(Trainer *t, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-#include <stdarg.h>
-static void record_arg(Trainer *t, const char *name, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static void record_arg(Trainer *t, const char *name, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     snprintf(t->names[t->nargs], sizeof t->names[0], "%s", name);
@@ -401,7 +400,9 @@ static void reference_pass(Trainer *t) {
     free(weights);
     snprintf(path, sizeof path, "%s/ref_logps.jsonl", t->a.out);
     if (file_exists(path) && logprobs_read(path, &t->d, t->ref, t->ref_n, key) == 0) return;
-    if (logprobs_compute(&t->m, &t->d, t->ref, t->ref_n, &g_stop))
+    int rc = logprobs_compute(&t->m, &t->d, t->ref, t->ref_n, &g_stop);
+    if (rc < 0) err_exit();
+    if (rc > 0)
         die(EXIT_STOPPED, "stopped", "train: stopped by signal %d during the reference pre-pass (no step done)", (int)g_stop);
     // Read back what was written so a fresh and a resumed run use the very same numbers.
     if (logprobs_write(path, &t->d, t->ref, t->ref_n, key) || logprobs_read(path, &t->d, t->ref, t->ref_n, key)) err_exit();
