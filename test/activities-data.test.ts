@@ -254,3 +254,38 @@ test('writeRunReport: report.json holds the result, report.md a row per round', 
   assert.match(md, /Base policy reward \(held-out, unprefixed\): 0\.250/);
   assert.match(md, /\| 10 \| 0\.600 \|/);
 });
+
+test('vLLM reward models: /classify (raw scores or probabilities) and /pooling at the server root', async () => {
+  const requests: { url: string; body: Record<string, unknown>; auth?: string }[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      const b = JSON.parse(body) as { input: string[] };
+      requests.push({ url: req.url!, body: b, auth: req.headers.authorization });
+      res.setHeader('content-type', 'application/json');
+      // Reward = number of characters of the input; pooling nests it like a [1] head output.
+      if (req.url === '/classify') res.end(JSON.stringify({ data: b.input.map((t) => ({ probs: [t.length] })) }));
+      else res.end(JSON.stringify({ data: b.input.map((t) => ({ data: [[-t.length]] })) }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  after(() => server.close());
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const pairs = [rec(0, 'abc', 'a'), rec(1, 'a', 'abcdef')];
+  const pairsFile = join(root, 'vllm-rm', 'pairs.jsonl');
+  await writeFileAtomic(pairsFile, toJsonl(pairs));
+  process.env.OPSR_TEST_RM_KEY = 'sk-test';
+  const c = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'vllm-rm', 'c'), pairsFile, notify: [],
+    rewardModel: { type: 'vllm-classify', baseURL: `${url}/v1`, model: 'rm', useActivation: false, apiKeyEnv: 'OPSR_TEST_RM_KEY' } });
+  const base = pairs[0].prompt!.length + 1; // prompt + newline + response
+  assert.equal(c.chosenMean, (base + 3 + base + 1) / 2);
+  assert.equal(c.chosenBetter, 0.5);
+  assert.deepEqual(requests[0], { url: '/classify', body: { model: 'rm', input: [`${pairs[0].prompt}\nabc`, `${pairs[0].prompt}\na`, `${pairs[0].prompt}\na`, `${pairs[0].prompt}\nabcdef`], use_activation: false }, auth: 'Bearer sk-test' });
+  const p = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'vllm-rm', 'p'), pairsFile, notify: [],
+    rewardModel: { type: 'vllm-pooling', baseURL: url, model: 'rm' } });
+  assert.equal(requests[1].url, '/pooling');
+  assert.equal(requests[1].auth, undefined);
+  assert.equal(p.rejectedMean, -(base + 1 + base + 6) / 2);
+  assert.equal(p.chosenBetter, 0.5);
+});
