@@ -21,7 +21,6 @@ import type { PromptItem } from './prompts.ts';
 import type { SampleRecord } from './records.ts';
 import { apiKeyOf, withSampler } from './sampler.ts';
 
-
 // The prefix goes in front of a plain prompt, or in front of the last user turn of a chat.
 export function prefixed(item: PromptItem, template: string, score: number): string | ChatMessage[] {
   if (!item.messages) return applyTemplate(template, score, item.prompt!);
@@ -42,7 +41,7 @@ export function openaiClient(sampling: SamplingConfig, baseURL: string): OpenAI 
   return new OpenAI({ baseURL, apiKey: apiKeyOf(sampling), maxRetries: 0, timeout: 600_000 });
 }
 
-export type Generate = (input: string | ChatMessage[], seed: number, opts?: { temperature?: number; maxTokens?: number }) =>
+export type Generate = (input: string | ChatMessage[], seed: number, opts?: { maxTokens?: number }) =>
   Promise<{ text: string; finish_reason: string; tokens: number }>;
 
 // One answer per call, through the chat or completions API as configured. With the completions
@@ -53,7 +52,7 @@ export async function generator(sampling: SamplingConfig, endpoint: { baseURL: s
   return async (input, seed, opts = {}) => {
     const body = {
       model: endpoint.model, n: 1, seed,
-      temperature: opts.temperature ?? sampling.temperature, top_p: sampling.topP,
+      temperature: sampling.temperature, top_p: sampling.topP,
       max_tokens: opts.maxTokens ?? sampling.maxTokens, ...sampling.extra,
     };
     if (sampling.api === 'chat') {
