@@ -4,18 +4,15 @@
 // Relative error of a tensor = max|engine - torch| / max|torch| (test/parity/gpt2_parity.py).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { linkWithEngine, repoRoot as root } from './parity/link.ts';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const engine = path.join(root, 'engine/build/opsr-engine');
 const python = path.join(root, '.venv/bin/python');
 const harness = path.join(root, 'test/parity/gpt2_parity.py');
-const BLAS_INC = '/usr/include/x86_64-linux-gnu/openblas-openmp';
-const BLAS_LIB = '/usr/lib/x86_64-linux-gnu/openblas-openmp';
 
 interface Spec { losses: [string, string, number, number, number][]; train: string[]; lr: number; weight_decay: number; grad_clip: number; steps: number; pairs: number; sft_records: number }
 interface Errors {
@@ -25,20 +22,6 @@ interface Errors {
   grads: Record<string, Record<string, number>>;
   weights: Record<string, Record<string, number>>;
   updates: Record<string, Record<string, number>>;
-}
-
-// Links the dump program against the engine's objects (all but main.o), as `make test` does.
-async function buildDump(out: string): Promise<string> {
-  await execa('make', ['-s', '-C', path.join(root, 'engine')]);
-  const objDir = path.join(root, 'engine/build/obj');
-  const objs = [
-    ...(await readdir(objDir)).filter((f) => f.endsWith('.o') && f !== 'main.o').map((f) => path.join(objDir, f)),
-    ...(await readdir(path.join(objDir, 'cpu'))).filter((f) => f.endsWith('.o')).map((f) => path.join(objDir, 'cpu', f)),
-  ];
-  const exe = path.join(out, 'parity_dump');
-  await execa('gcc', ['-std=c11', '-D_GNU_SOURCE', '-O2', '-fopenmp', `-I${BLAS_INC}`, `-I${path.join(root, 'engine/src')}`,
-    path.join(root, 'test/parity/parity_dump.c'), ...objs, `-L${BLAS_LIB}`, `-Wl,-rpath,${BLAS_LIB}`, '-lopenblas', '-lm', '-o', exe]);
-  return exe;
 }
 
 function worst(errs: Record<string, number>): [string, number] {
@@ -55,7 +38,7 @@ describe('engine parity with PyTorch (fp32)', () => {
     const env = { OMP_NUM_THREADS: '2' };
     await execa(python, [harness, 'make', dir], { env });
     spec = JSON.parse(await readFile(path.join(dir, 'spec.json'), 'utf8')) as Spec;
-    const dump = await buildDump(dir);
+    const dump = await linkWithEngine(path.join(root, 'test/parity/parity_dump.c'), path.join(dir, 'parity_dump'));
     await execa(dump, [path.join(dir, 'model'), path.join(dir, 'pref.bin'), path.join(dir, 'sft.bin'),
       path.join(dir, 'ref.bin'), path.join(dir, 'engine')], { env });
     for (const loss of spec.train) {
