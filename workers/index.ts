@@ -71,10 +71,12 @@ export async function createWorkers(opts: RunWorkerOptions = {}): Promise<OpsrWo
         activities: mine,
         ...(queue === 'control' ? { workflowBundle: await workflowBundle() } : {}),
         maxConcurrentActivityTaskExecutions: concurrency[queue],
-        identity: opts.identity,
+        ...(opts.identity ? { identity: opts.identity } : {}),
       }));
     }
   } catch (err) {
+    // A created worker holds the runtime open until it has run and shut down.
+    await Promise.all(workers.map((w) => w.runUntil(Promise.resolve())));
     if (ownConnection) await connection.close();
     throw err;
   }
