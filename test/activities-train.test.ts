@@ -22,7 +22,7 @@ const root = await mkdtemp(join(tmpdir(), 'opsr-act-train-'));
 after(() => rm(root, { recursive: true, force: true }));
 const modelDir = join(root, 'model');
 const dataFile = join(root, 'pairs.bin');
-const RECORDS = 240;
+const RECORDS = 120;
 let training: RunConfig['training'];
 
 // Deterministic pseudo-random token ids below the vocabulary size.
