@@ -142,6 +142,6 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
   if (code === 2) throw badInput(`engine rejected its input (exit 2): ${errorLine}`);
   if (code === 3) throw ApplicationFailure.create({ type: 'NonFiniteLoss', nonRetryable: true, message: `engine stopped on a non-finite loss (exit 3): ${errorLine}` });
   // 4 (I/O, transient), 143 (stopped after checkpointing), other signals: retry resumes.
-  const how = code !== undefined ? `exit ${code}` : `signal ${result.signal}`;
+  const how = code !== undefined ? `exit ${code}` : result.signal ? `signal ${result.signal}` : `not started: ${result.shortMessage}`;
   throw ApplicationFailure.create({ type: 'EngineInterrupted', nonRetryable: false, message: `engine stopped (${how}) at step ${steps}, checkpoint ${checkpoint ?? 'none'}: ${errorLine}` });
 }
