@@ -157,6 +157,15 @@ GPT2LMHeadModel.from_pretrained(sys.argv[1]).half().save_pretrained(sys.argv[2])
     assertClose(e.logp_sum, trained.logps[i], 1e-4, `trained record ${i}`);
     assert.ok(e.logp_sum > r.events[i].logp_sum, `training raised record ${i}'s log-prob`);
   });
+  // Trained from F16 weights, the saved F32 model's config says float32.
+  const out16 = join(root, 'hf16-train');
+  assert.equal((await engine(['train', '--model', halfDir, '--data', data, '--out', out16, '--loss', 'sft', '--max-steps', '1'])).code, 0);
+  const dtypeOf = async (dir: string) => {
+    const c = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+    return c.dtype ?? c.torch_dtype;
+  };
+  assert.equal(await dtypeOf(halfDir), 'float16');
+  assert.equal(await dtypeOf(join(out16, 'final')), 'float32');
 });
 
 // ---- bad input -------------------------------------------------------------------------------

@@ -187,20 +187,24 @@ char *hf_config_json(const GPT2Config *c, int bos, int eos) {
     if (bos < 0) bos = c->vocab_size - 1;
     if (eos < 0) eos = c->vocab_size - 1;
     char *s = malloc(2048);
-    char inner[32];
+    char inner[32], eps[32];
+    for (int prec = 6; prec <= 9; prec++) {  // shortest text that reads back as the same float
+        snprintf(eps, sizeof eps, "%.*g", prec, (double)c->ln_eps);
+        if ((float)strtod(eps, NULL) == c->ln_eps) break;
+    }
     if (c->n_inner == 4 * c->n_embd) snprintf(inner, sizeof inner, "null");
     else snprintf(inner, sizeof inner, "%d", c->n_inner);
     snprintf(s, 2048,
              "{\n  \"activation_function\": \"gelu_new\",\n  \"architectures\": [\"GPT2LMHeadModel\"],\n"
              "  \"attn_pdrop\": 0.1,\n  \"bos_token_id\": %d,\n  \"embd_pdrop\": 0.1,\n  \"eos_token_id\": %d,\n"
-             "  \"initializer_range\": 0.02,\n  \"layer_norm_epsilon\": %.9g,\n  \"model_type\": \"gpt2\",\n"
+             "  \"initializer_range\": 0.02,\n  \"layer_norm_epsilon\": %s,\n  \"model_type\": \"gpt2\",\n"
              "  \"n_ctx\": %d,\n  \"n_embd\": %d,\n  \"n_head\": %d,\n  \"n_inner\": %s,\n  \"n_layer\": %d,\n"
              "  \"n_positions\": %d,\n  \"reorder_and_upcast_attn\": false,\n  \"resid_pdrop\": 0.1,\n"
              "  \"scale_attn_by_inverse_layer_idx\": false,\n  \"scale_attn_weights\": true,\n"
              "  \"summary_activation\": null,\n  \"summary_first_dropout\": 0.1,\n  \"summary_proj_to_labels\": true,\n"
              "  \"summary_type\": \"cls_index\",\n  \"summary_use_proj\": true,\n  \"tie_word_embeddings\": true,\n"
              "  \"torch_dtype\": \"float32\",\n  \"use_cache\": true,\n  \"vocab_size\": %d\n}\n",
-             bos, eos, (double)c->ln_eps, c->max_seq_len, c->n_embd, c->n_head, inner, c->n_layer, c->max_seq_len,
+             bos, eos, eps, c->max_seq_len, c->n_embd, c->n_head, inner, c->n_layer, c->max_seq_len,
              c->vocab_size);
     return s;
 }
@@ -215,15 +219,42 @@ int hf_copy_tokenizer_files(const char *src_dir, const char *dst_dir) {
     return 0;
 }
 
+// The source config.json with its dtype fields set to float32 (the engine saves F32 weights,
+// and transformers and vLLM pick their load dtype from the config).
+static int write_f32_config(const char *src, const char *dir) {
+    char *text, *out = NULL, dst[4200];
+    size_t n, len = 0;
+    if (read_file(src, &text, &n)) return -1;
+    JsonValue root;
+    char perr[256];
+    int rc = json_parse(text, n, &root, perr, sizeof perr);
+    free(text);
+    if (rc) return err_set(EXIT_BAD_INPUT, "bad_config", "%s: not valid JSON (%s)", src, perr);
+    for (int i = 0; root.type == JSON_OBJECT && i < root.n; i++) {
+        JsonValue *v = &root.items[i];
+        if ((!strcmp(root.keys[i], "torch_dtype") || !strcmp(root.keys[i], "dtype")) && v->type == JSON_STRING) {
+            free(v->str);
+            v->str = strdup("float32");
+        }
+    }
+    FILE *f = open_memstream(&out, &len);
+    json_write_value(f, &root, 0);
+    fputc('\n', f);
+    fclose(f);
+    json_free(&root);
+    snprintf(dst, sizeof dst, "%s/config.json", dir);
+    rc = write_file_atomic(dst, out, len);
+    free(out);
+    return rc;
+}
+
 int hf_save_dir(const GPT2 *m, const char *src_dir, const char *dst,
                 int (*extra)(const char *dir, void *ctx), void *ctx, int done) {
     char tmp[4200], path[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp-%d", dst, (int)getpid());
     if (remove_tree(tmp) || mkdir_p(tmp)) return -1;
     snprintf(path, sizeof path, "%s/config.json", src_dir);
-    char dpath[4200];
-    snprintf(dpath, sizeof dpath, "%s/config.json", tmp);
-    if (copy_file(path, dpath) || hf_copy_tokenizer_files(src_dir, tmp)) return -1;
+    if (write_f32_config(path, tmp) || hf_copy_tokenizer_files(src_dir, tmp)) return -1;
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
     if (hf_save_weights(m, path)) return -1;
     if (extra && extra(tmp, ctx)) return -1;

@@ -15,8 +15,8 @@ int hf_save_weights(const GPT2 *m, const char *path);
 char *hf_config_json(const GPT2Config *cfg, int bos_token_id, int eos_token_id);
 // Copies the tokenizer files that exist in src_dir into dst_dir (tokenizer.json, ...).
 int hf_copy_tokenizer_files(const char *src_dir, const char *dst_dir);
-// Builds a complete HF dir for m at dst atomically (temp dir, then replace): config.json copied
-// from src_dir, model.safetensors, tokenizer files from src_dir. extra(dir, ctx), when not
+// Builds a complete HF dir for m at dst atomically (temp dir, then replace): config.json from
+// src_dir (its dtype set to float32), model.safetensors, tokenizer files from src_dir. extra(dir, ctx), when not
 // NULL, adds files (trainer state) before the swap; a DONE marker is written last when done!=0.
 int hf_save_dir(const GPT2 *m, const char *src_dir, const char *dst,
                 int (*extra)(const char *dir, void *ctx), void *ctx, int done);

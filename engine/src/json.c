@@ -216,3 +216,32 @@ void json_write_float(FILE *f, double x) {
     if (!isfinite(x)) { fputs("null", f); return; }
     fprintf(f, "%.9g", x);
 }
+
+// Shortest of %.15g..%.17g that reads back as the same double.
+static void write_double(FILE *f, double x) {
+    char buf[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    fputs(buf, f);
+}
+
+void json_write_value(FILE *f, const JsonValue *v, int indent) {
+    switch (v->type) {
+    case JSON_NULL: fputs("null", f); return;
+    case JSON_BOOL: fputs(v->boolean ? "true" : "false", f); return;
+    case JSON_NUMBER: if (isfinite(v->num)) write_double(f, v->num); else fputs("null", f); return;
+    case JSON_STRING: json_write_string(f, v->str); return;
+    default: break;
+    }
+    int obj = v->type == JSON_OBJECT;
+    if (v->n == 0) { fputs(obj ? "{}" : "[]", f); return; }
+    fputc(obj ? '{' : '[', f);
+    for (int i = 0; i < v->n; i++) {
+        fprintf(f, "%s\n%*s", i ? "," : "", indent + 2, "");
+        if (obj) { json_write_string(f, v->keys[i]); fputs(": ", f); }
+        json_write_value(f, &v->items[i], indent + 2);
+    }
+    fprintf(f, "\n%*s%c", indent, "", obj ? '}' : ']');
+}

@@ -29,3 +29,5 @@ const char *json_type_name(JsonType t);
 void json_write_string(FILE *f, const char *s);
 // Shortest round-tripping decimal for a float; non-finite values are written as null.
 void json_write_float(FILE *f, double x);
+// Writes a whole value, pretty-printed with two-space indentation (keys in their order).
+void json_write_value(FILE *f, const JsonValue *v, int indent);
