@@ -3,11 +3,12 @@
 //   external      a server someone else runs (sampling.baseURL + sampling.model)
 //   managed-vllm  `vllm serve <dir>` spawned by this worker; one port, so a new policy replaces
 //                 the one being served
-// Local servers live in the sampler worker's process. A workflow holds one from ensureSampler to
-// releaseSampler (the server closes when no workflow holds it and no activity uses it), so
-// ablation arms sampling different policies at once each keep theirs. Activities that sample
-// go through withSampler, which starts the server again on a worker that lacks it (a retry on
-// another worker, a restarted worker).
+// Local servers live in the sampler worker's process. A run holds one server at a time, from
+// ensureSampler to releaseSampler or to its next ensureSampler (a new policy replaces the old);
+// a server closes when no run holds it and no activity uses it, so ablation arms sampling
+// different policies at once each keep theirs. Activities that sample go through withSampler,
+// which starts the server again on a worker that lacks it (a retry on another worker, a
+// restarted worker).
 import { execa } from 'execa';
 import { startServer } from '../server/index.ts';
 import type { EnsureSamplerInput, ReleaseSamplerInput, SamplerEndpoint, SamplingConfig } from './api.ts';
@@ -16,7 +17,7 @@ interface Running {
   key: string;
   endpoint: SamplerEndpoint;
   close(): Promise<void>;
-  holds: number;  // workflows between ensureSampler and releaseSampler
+  holds: Set<string>; // runs holding it (ensureSampler .. releaseSampler)
   active: number; // activities sampling from it now
 }
 
@@ -51,7 +52,7 @@ async function acquire(sampling: SamplingConfig, modelDir: string): Promise<Runn
       modelDir, servedModelName: servedName(sampling), threads: sampling.embedded.threads, maxBatch: sampling.embedded.maxBatch,
     });
     const endpoint: SamplerEndpoint = { lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir };
-    return { key, endpoint, close: () => server.close(), holds: 0, active: 0 };
+    return { key, endpoint, close: () => server.close(), holds: new Set(), active: 0 };
   };
   const pending = start();
   starting.set(key, pending);
@@ -71,7 +72,7 @@ async function closeServer(r: Running): Promise<void> {
 }
 
 async function closeIfUnused(r: Running): Promise<void> {
-  if (r.holds <= 0 && r.active <= 0) await closeServer(r);
+  if (r.holds.size === 0 && r.active <= 0) await closeServer(r);
 }
 
 // Runs fn against a server for (sampling, modelDir), starting one here if this process has none.
@@ -90,14 +91,18 @@ export async function withSampler<T>(sampling: SamplingConfig, modelDir: string,
 export async function ensureSampler(input: EnsureSamplerInput): Promise<SamplerEndpoint> {
   if (input.sampling.lifecycle === 'external') return external(input.sampling, input.modelDir);
   const r = await acquire(input.sampling, input.modelDir);
-  r.holds++;
+  r.holds.add(input.runId);
+  for (const other of [...servers.values()]) {
+    if (other === r || !other.holds.delete(input.runId)) continue;
+    await closeIfUnused(other); // this run moved on to another policy
+  }
   return r.endpoint;
 }
 
 export async function releaseSampler(input: ReleaseSamplerInput): Promise<void> {
-  for (const r of servers.values()) {
+  for (const r of [...servers.values()]) {
     if (r.endpoint.baseURL !== input.endpoint.baseURL) continue;
-    r.holds = Math.max(0, r.holds - 1);
+    r.holds.delete(input.runId);
     await closeIfUnused(r);
   }
 }
@@ -152,5 +157,5 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  return { key, endpoint: { lifecycle: 'managed-vllm', baseURL: `${origin}/v1`, model: servedName(sampling), modelDir }, close: stop, holds: 0, active: 0 };
+  return { key, endpoint: { lifecycle: 'managed-vllm', baseURL: `${origin}/v1`, model: servedName(sampling), modelDir }, close: stop, holds: new Set(), active: 0 };
 }

@@ -117,23 +117,27 @@ test('prefixes: the template goes in front of a plain prompt or of the last user
     { role: 'user', content: 'Please produce a good response that merits a perfect score of 3 out of 10. c' }, { role: 'assistant', content: 'd' }]);
 });
 
-test('each policy gets its own embedded server while a workflow holds it; release closes it', async () => {
+test('a run holds one embedded server, replaced when its policy changes; other runs keep theirs', async () => {
   const other = join(root, 'model2');
   execFileSync('cp', ['-r', join(root, 'model'), other]);
-  const e2 = await ensureSampler({ runId: 'sample-test', modelDir: other, sampling: config.sampling });
+  // Another run (an ablation arm) samples another policy at the same time: its own server.
+  const e2 = await ensureSampler({ runId: 'arm-b', modelDir: other, sampling: config.sampling });
   assert.equal(e2.modelDir, other);
   assert.notEqual(e2.baseURL, endpoint.baseURL);
-  // Two runs (ablation arms) sampling different policies at once both keep their server.
   for (const e of [endpoint, e2]) {
     const models = (await (await fetch(`${e.baseURL}/models`)).json()) as { data: { id: string }[] };
     assert.deepEqual(models.data.map((m) => m.id), ['opsr-policy']);
   }
-  // A second hold on the same policy shares the server; it closes after the last release.
-  assert.deepEqual(await ensureSampler({ runId: 'other-run', modelDir: other, sampling: config.sampling }), e2);
-  await releaseSampler({ runId: 'sample-test', endpoint: e2 });
+  // Runs on the same policy share its server; it closes after the last of them releases it.
+  assert.deepEqual(await ensureSampler({ runId: 'arm-c', modelDir: other, sampling: config.sampling }), e2);
+  await releaseSampler({ runId: 'arm-b', endpoint: e2 });
   assert.equal((await fetch(`${e2.baseURL}/models`)).status, 200);
-  await releaseSampler({ runId: 'other-run', endpoint: e2 });
+  await releaseSampler({ runId: 'arm-c', endpoint: e2 });
   await assert.rejects(fetch(`${e2.baseURL}/models`));
-  await releaseSampler({ runId: 'sample-test', endpoint });
-  await assert.rejects(fetch(`${endpoint.baseURL}/models`));
+  // The first run moves on to the new policy: its old server is replaced.
+  const e3 = await ensureSampler({ runId: 'sample-test', modelDir: other, sampling: config.sampling });
+  await assert.rejects(fetch(`${endpoint.baseURL}/models`), 'the previous policy\'s server is closed');
+  assert.equal((await fetch(`${e3.baseURL}/models`)).status, 200);
+  await releaseSampler({ runId: 'sample-test', endpoint: e3 });
+  await assert.rejects(fetch(`${e3.baseURL}/models`));
 });
