@@ -344,6 +344,34 @@ test('DPO: reference log-probs computed once, cached, equal to `logprobs`; rewar
   assertClose(r2.events.filter((e) => e.event === 'step')[7].loss, steps[7].loss, 1e-5, 'same run with --ref-logps');
 });
 
+test('each preference loss at step 1 equals its formula on the engine\'s log-probs', async () => {
+  const lp = (await engine(['logprobs', '--model', model, '--data', prefData])).events;
+  const logsig = (x: number) => (x >= 0 ? -Math.log1p(Math.exp(-x)) : x - Math.log1p(Math.exp(x)));
+  const mean = (f: (e: Record<string, number>) => number) => lp.reduce((a, e) => a + f(e), 0) / lp.length;
+  const expected: Record<string, [string[], number]> = {
+    // policy = reference at step 1, so h = 0 for the reference-based losses
+    dpo: [['--beta', '0.1', '--label-smoothing', '0.2'], -0.8 * logsig(0) - 0.2 * logsig(0)],
+    ipo: [['--beta', '0.1'], (0 - 1 / (2 * 0.1)) ** 2],
+    hinge: [['--beta', '0.1'], 1],
+    simpo: [['--beta', '2', '--gamma', '0.7'], mean((e) => -logsig(2 * (e.chosen_logp_mean - e.rejected_logp_mean) - 0.7))],
+  };
+  for (const [loss, [flags, want]] of Object.entries(expected)) {
+    const r = await engine(['train', '--model', model, '--data', prefData, '--out', join(root, `loss-${loss}`), '--loss', loss,
+      ...flags, '--batch-size', '8', '--max-steps', '1']);
+    assert.equal(r.code, 0, r.stderr);
+    assertClose(r.events[1].loss, want, 1e-5, loss);
+  }
+});
+
+test('warmup and the linear schedule follow Hugging Face\'s step semantics', async () => {
+  const r = await engine(['train', '--model', model, '--data', sftData, '--out', join(root, 'sched'), '--loss', 'sft', '--lr', '1e-3',
+    '--warmup-steps', '2', '--schedule', 'linear', '--batch-size', '2']);
+  assert.equal(r.code, 0, r.stderr);
+  const lrs = r.events.filter((e) => e.event === 'step').map((e) => e.learning_rate);
+  const want = [0, 0.5, 1, 0.75, 0.5, 0.25].map((x) => x * 1e-3);  // 6 steps: warmup 2, then to 0
+  lrs.forEach((x, i) => assertClose(x, want[i], 1e-6, `step ${i + 1}`));
+});
+
 test('SIGTERM and SIGINT mid-run checkpoint and exit 143; resumed runs end bit-identical; half-written checkpoints are ignored', async () => {
   const args = (out: string) => ['train', '--model', model, '--data', prefData, '--out', out, '--loss', 'simpo', '--lr', '1e-3',
     '--batch-size', '2', '--epochs', '250', '--warmup-ratio', '0.1', '--weight-decay', '0.01', '--seed', '3', '--threads', '1'];
