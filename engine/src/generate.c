@@ -4,7 +4,6 @@
 #include "generate.h"
 #include "cpu/kernels.h"
 #include "util.h"
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -30,11 +29,14 @@ typedef struct {
 
 struct Generator {
     GPT2 *m;
+    float *packed;                 // one 64-byte aligned block holding every packed matrix
+    float **qkvw, **attprojw, **fcw, **fcprojw;  // [L] views into packed
+    float *wte_t;                  // the tied LM head, packed from wte transposed
     int max_batch, prefill_budget, nthreads;
     Slot *slots;
     Request *queue_head, *queue_tail;
     int queued;
-    // per-step rows, sized for cap_rows (a multiple of GEN_ROW_BLOCK)
+    // per-step rows, sized for cap_rows
     size_t cap_rows;
     int *row_slot, *row_pos, *row_tok;
     float *x, *ln, *qkv, *atty, *proj, *fch;
@@ -58,13 +60,115 @@ static uint64_t rng_next(uint64_t *s) {  // splitmix64
 }
 static double rng_uniform(uint64_t *s) { return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
 
-static size_t round_block(size_t n) { return (n + GEN_ROW_BLOCK - 1) / GEN_ROW_BLOCK * GEN_ROW_BLOCK; }
+// ---- matrix products for generation --------------------------------------------------------
+// out[M,N] = in[M,K] @ W[K,N] (+ bias) with W packed once into panels of PANEL columns stored
+// [K][PANEL], so each panel streams contiguously and stays in L2 while every row tile uses it.
+// Each output element is one fixed sequence of multiply-adds over k, whatever M is and wherever
+// the row sits: a sequence's numbers do not depend on the rest of the batch (a BLAS sgemm picks
+// kernels by shape and does not promise that), and no weights are repacked per call (OpenBLAS
+// repacks them on every small-M call, which cost more than the arithmetic here).
+#define PANEL 64
+#define TILE_M 6
+typedef float v16 __attribute__((vector_size(64)));
+#ifdef __AVX512F__
+#include <immintrin.h>
+#define FMA16(acc, a, w) ((acc) = (v16)_mm512_fmadd_ps(_mm512_set1_ps(a), (__m512)(w), (__m512)(acc)))
+#else
+#define FMA16(acc, a, w) ((acc) += (a) * (w))
+#endif
+
+static size_t panels_of(int n) { return (size_t)(n + PANEL - 1) / PANEL; }
+
+// Packs W (element (k, j) at w[k*ks + j*js]) of shape [K, N] into dst; padding columns are 0.
+static void pack_panels(float *dst, const float *w, int K, int N, size_t ks, size_t js) {
+    #pragma omp parallel for
+    for (size_t p = 0; p < panels_of(N); p++)
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < PANEL; i++) {
+                size_t j = p * PANEL + i;
+                dst[(p * K + k) * PANEL + i] = j < (size_t)N ? w[k * ks + j * js] : 0.0f;
+            }
+}
+
+// One tile of MR rows by one panel; MR is a constant in each inlined copy, so the accumulators
+// live in registers (and every copy does the same fused multiply-adds).
+static inline __attribute__((always_inline)) void gemm_tile(float *out, const float *in,
+        const float *wp, const float *bias, int K, int N, int j0, int nc, const int MR) {
+    v16 acc[TILE_M][PANEL / 16];
+    for (int r = 0; r < MR; r++)
+        for (int c = 0; c < PANEL / 16; c++) acc[r][c] = (v16){0};
+    for (int k = 0; k < K; k++) {
+        const v16 *w = (const v16 *)(wp + (size_t)k * PANEL);
+        v16 w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+        for (int r = 0; r < MR; r++) {
+            float a = in[(size_t)r * K + k];
+            FMA16(acc[r][0], a, w0); FMA16(acc[r][1], a, w1); FMA16(acc[r][2], a, w2); FMA16(acc[r][3], a, w3);
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        float *o = out + (size_t)r * N + j0;
+        for (int i = 0; i < nc; i++) o[i] = acc[r][i / 16][i % 16] + (bias ? bias[j0 + i] : 0.0f);
+    }
+}
+
+static void gemm_packed(float *out, const float *in, const float *packed, const float *bias,
+                        int M, int K, int N) {
+    int np = (int)panels_of(N);
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < np; p++) {
+        const float *wp = packed + (size_t)p * K * PANEL;
+        int j0 = p * PANEL, nc = N - j0 < PANEL ? N - j0 : PANEL;
+        for (int m0 = 0; m0 < M; m0 += TILE_M) {
+            float *o = out + (size_t)m0 * N;
+            const float *x = in + (size_t)m0 * K;
+            switch (M - m0 < TILE_M ? M - m0 : TILE_M) {
+                case 1: gemm_tile(o, x, wp, bias, K, N, j0, nc, 1); break;
+                case 2: gemm_tile(o, x, wp, bias, K, N, j0, nc, 2); break;
+                case 3: gemm_tile(o, x, wp, bias, K, N, j0, nc, 3); break;
+                case 4: gemm_tile(o, x, wp, bias, K, N, j0, nc, 4); break;
+                case 5: gemm_tile(o, x, wp, bias, K, N, j0, nc, 5); break;
+                default: gemm_tile(o, x, wp, bias, K, N, j0, nc, TILE_M); break;
+            }
+        }
+    }
+}
+
+// Packs every weight matrix of the model (about the size of the model again).
+static int pack_model(Generator *g) {
+    const GPT2 *m = g->m;
+    const GPT2Config *c = &m->cfg;
+    int L = c->n_layer, C = c->n_embd, F = c->n_inner, V = c->vocab_size;
+    size_t per_layer = (panels_of(3 * C) + panels_of(C)) * C * PANEL + panels_of(F) * C * PANEL + panels_of(C) * F * PANEL;
+    size_t total = per_layer * L + panels_of(V) * C * PANEL;
+    g->packed = aligned_alloc(64, total * sizeof(float));
+    g->qkvw = malloc(4 * (size_t)L * sizeof(float *));
+    if (!g->packed || !g->qkvw) return err_set(EXIT_IO, "out_of_memory", "cannot allocate %zu MB for packed weights", total * 4 >> 20);
+    g->attprojw = g->qkvw + L; g->fcw = g->attprojw + L; g->fcprojw = g->fcw + L;
+    float *p = g->packed;
+    for (int l = 0; l < L; l++) {
+        g->qkvw[l] = p;
+        pack_panels(p, m->param[P_QKVW] + (size_t)l * C * 3 * C, C, 3 * C, 3 * C, 1);
+        p += panels_of(3 * C) * C * PANEL;
+        g->attprojw[l] = p;
+        pack_panels(p, m->param[P_ATTPROJW] + (size_t)l * C * C, C, C, C, 1);
+        p += panels_of(C) * C * PANEL;
+        g->fcw[l] = p;
+        pack_panels(p, m->param[P_FCW] + (size_t)l * C * F, C, F, F, 1);
+        p += panels_of(F) * C * PANEL;
+        g->fcprojw[l] = p;
+        pack_panels(p, m->param[P_FCPROJW] + (size_t)l * F * C, F, C, C, 1);
+        p += panels_of(C) * F * PANEL;
+    }
+    g->wte_t = p;  // logits = x @ wte^T: element (k=c, j=v) is wte[v*C + c]
+    pack_panels(p, m->param[P_WTE], C, V, 1, C);
+    return 0;
+}
 
 Generator *gen_create(GPT2 *m, int max_batch, int prefill_budget) {
     Generator *g = calloc(1, sizeof(Generator));
     if (!g) return NULL;
     const GPT2Config *c = &m->cfg;
-    size_t B = round_block(max_batch), V = c->vocab_size;
+    size_t B = max_batch, V = c->vocab_size;
     g->m = m;
     g->max_batch = max_batch;
     g->prefill_budget = prefill_budget;
@@ -88,6 +192,7 @@ Generator *gen_create(GPT2 *m, int max_batch, int prefill_budget) {
         gen_free(g);
         return NULL;
     }
+    if (pack_model(g)) { gen_free(g); return NULL; }
     return g;
 }
 
@@ -99,7 +204,7 @@ void gen_free(Generator *g) {
     if (!g) return;
     for (int s = 0; g->slots && s < g->max_batch; s++) { free(g->slots[s].kv); free_request(g->slots[s].req); }
     for (Request *r = g->queue_head, *next; r; r = next) { next = r->next; free_request(r); }
-    void *ps[] = {g->slots, g->row_slot, g->row_pos, g->row_tok, g->x, g->ln, g->qkv, g->atty,
+    void *ps[] = {g->packed, g->qkvw, g->slots, g->row_slot, g->row_pos, g->row_tok, g->x, g->ln, g->qkv, g->atty,
                   g->proj, g->fch, g->sample_slot, g->sample_row, g->sample_tok, g->sample_lp,
                   g->sample_top_lp, g->sample_top_ids, g->head_in, g->logits, g->att_scratch,
                   g->cand_val, g->cand_idx, g->cand_order};
@@ -223,14 +328,6 @@ int gen_pending(const Generator *g) {
     return n;
 }
 
-// Products on blocks of exactly GEN_ROW_BLOCK rows: BLAS picks kernels by matrix shape, so a
-// fixed shape keeps each row's result independent of how many rows share the step.
-static void matmul_blocks(float *out, const float *inp, const float *w, const float *bias,
-                          size_t n, int IN, int OUT) {
-    for (size_t r = 0; r < n; r += GEN_ROW_BLOCK)
-        matmul_forward(out + r * OUT, inp + r * IN, w, bias, GEN_ROW_BLOCK, IN, OUT);
-}
-
 // One row's causal attention over its slot's cache, positions 0..pos.
 static void attend_rows(Generator *g, int l, int nrows) {
     const GPT2Config *c = &g->m->cfg;
@@ -269,48 +366,37 @@ static void attend_rows(Generator *g, int l, int nrows) {
 static void forward_rows(Generator *g, int nrows, int nsample) {
     GPT2 *m = g->m;
     const GPT2Config *c = &m->cfg;
-    int C = c->n_embd, F = c->n_inner, V = c->vocab_size;
-    size_t n = round_block(nrows);
-    memset(g->x, 0, n * C * sizeof(float));  // padding rows stay zero (finite, ignored)
-    for (int r = 0; r < nrows; r++) {
+    int C = c->n_embd, F = c->n_inner, V = c->vocab_size, n = nrows;
+    for (int r = 0; r < n; r++) {
         const float *te = m->param[P_WTE] + (size_t)g->row_tok[r] * C;
         const float *pe = m->param[P_WPE] + (size_t)g->row_pos[r] * C;
         for (int i = 0; i < C; i++) g->x[(size_t)r * C + i] = te[i] + pe[i];
     }
     for (int l = 0; l < c->n_layer; l++) {
         layernorm_forward(g->ln, NULL, NULL, g->x, m->param[P_LN1W] + (size_t)l * C,
-                          m->param[P_LN1B] + (size_t)l * C, (int)n, C, c->ln_eps);
-        matmul_blocks(g->qkv, g->ln, m->param[P_QKVW] + (size_t)l * C * 3 * C,
-                      m->param[P_QKVB] + (size_t)l * 3 * C, n, C, 3 * C);
-        for (int r = 0; r < nrows; r++) {
+                          m->param[P_LN1B] + (size_t)l * C, n, C, c->ln_eps);
+        gemm_packed(g->qkv, g->ln, g->qkvw[l], m->param[P_QKVB] + (size_t)l * 3 * C, n, C, 3 * C);
+        for (int r = 0; r < n; r++) {
             Slot *s = &g->slots[g->row_slot[r]];
             const float *kv = g->qkv + (size_t)r * 3 * C;
             memcpy(slot_k(g, s, l) + (size_t)g->row_pos[r] * C, kv + C, C * sizeof(float));
             memcpy(slot_v(g, s, l) + (size_t)g->row_pos[r] * C, kv + 2 * C, C * sizeof(float));
         }
-        attend_rows(g, l, nrows);
-        memset(g->atty + (size_t)nrows * C, 0, (n - nrows) * C * sizeof(float));
-        matmul_blocks(g->proj, g->atty, m->param[P_ATTPROJW] + (size_t)l * C * C,
-                      m->param[P_ATTPROJB] + (size_t)l * C, n, C, C);
-        residual_forward(g->x, g->x, g->proj, (int)(n * C));
+        attend_rows(g, l, n);
+        gemm_packed(g->proj, g->atty, g->attprojw[l], m->param[P_ATTPROJB] + (size_t)l * C, n, C, C);
+        residual_forward(g->x, g->x, g->proj, n * C);
         layernorm_forward(g->ln, NULL, NULL, g->x, m->param[P_LN2W] + (size_t)l * C,
-                          m->param[P_LN2B] + (size_t)l * C, (int)n, C, c->ln_eps);
-        matmul_blocks(g->fch, g->ln, m->param[P_FCW] + (size_t)l * C * F,
-                      m->param[P_FCB] + (size_t)l * F, n, C, F);
-        gelu_forward(g->fch, g->fch, (int)(n * F));
-        matmul_blocks(g->proj, g->fch, m->param[P_FCPROJW] + (size_t)l * F * C,
-                      m->param[P_FCPROJB] + (size_t)l * C, n, F, C);
-        residual_forward(g->x, g->x, g->proj, (int)(n * C));
+                          m->param[P_LN2B] + (size_t)l * C, n, C, c->ln_eps);
+        gemm_packed(g->fch, g->ln, g->fcw[l], m->param[P_FCB] + (size_t)l * F, n, C, F);
+        gelu_forward(g->fch, g->fch, n * F);
+        gemm_packed(g->proj, g->fch, g->fcprojw[l], m->param[P_FCPROJB] + (size_t)l * C, n, F, C);
+        residual_forward(g->x, g->x, g->proj, n * C);
     }
-    size_t ns = round_block(nsample);
-    memset(g->head_in, 0, ns * C * sizeof(float));
     for (int i = 0; i < nsample; i++)
         memcpy(g->head_in + (size_t)i * C, g->x + (size_t)g->sample_row[i] * C, C * sizeof(float));
     layernorm_forward(g->head_in, NULL, NULL, g->head_in, m->param[P_LNFW], m->param[P_LNFB],
-                      (int)ns, C, c->ln_eps);
-    for (size_t r = 0; r < ns; r += GEN_ROW_BLOCK)  // tied LM head: logits = x @ wte^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, GEN_ROW_BLOCK, V, C, 1.0f,
-                    g->head_in + r * C, C, m->param[P_WTE], C, 0.0f, g->logits + r * V, V);
+                      nsample, C, c->ln_eps);
+    gemm_packed(g->logits, g->head_in, g->wte_t, NULL, nsample, C, V);  // tied LM head
 }
 
 // Ranking of candidates: higher value first, lower id on ties (as torch.argmax / topk pick).
@@ -411,7 +497,7 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
     for (int i = 0; i < g->max_batch; i++) {
         Slot *s = &g->slots[i];
         if (!s->req) continue;
-        if (ensure_cache(g, s, s->len + 1) || ensure_rows(g, round_block(nrows + 1))) return -1;
+        if (ensure_cache(g, s, s->len + 1) || ensure_rows(g, nrows + 1)) return -1;
         g->row_slot[nrows] = i; g->row_pos[nrows] = s->len; g->row_tok[nrows] = s->next_token;
         g->sample_slot[nsample] = i; g->sample_row[nsample++] = nrows++;
         s->len++;
@@ -421,7 +507,7 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
         Request *r = g->queue_head;
         if (s->req) continue;
         if (prefill > 0 && prefill + r->prompt_len > g->prefill_budget) break;
-        if (ensure_cache(g, s, r->prompt_len) || ensure_rows(g, round_block(nrows + r->prompt_len))) return -1;
+        if (ensure_cache(g, s, r->prompt_len) || ensure_rows(g, nrows + r->prompt_len)) return -1;
         g->queue_head = r->next;
         if (!g->queue_head) g->queue_tail = NULL;
         g->queued--;
@@ -437,7 +523,6 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
         prefill += r->prompt_len;
     }
     if (nsample == 0) return 0;
-    if (ensure_rows(g, round_block(nrows))) return -1;
     forward_rows(g, nrows, nsample);
 
     #pragma omp parallel for schedule(dynamic)

@@ -1,14 +1,13 @@
 // Batched autoregressive sampling with a per-slot KV cache and continuous batching.
 // Requests wait in a FIFO queue; each gen_step() admits queued requests into free slots (their
 // prompts are prefilled in the same forward pass), advances every active slot by one token and
-// refills finished slots on the next step. Every matrix product runs on fixed-size blocks of
-// GEN_ROW_BLOCK rows, so a sequence's numbers (and with its own RNG, its samples) do not depend
-// on what else is in the batch.
+// refills finished slots on the next step. Every row is computed by the same arithmetic whatever
+// else is in the batch, and each request samples with its own RNG, so a request's output depends
+// only on its prompt, parameters and seed.
 #pragma once
 #include <stdint.h>
 #include "gpt2.h"
 
-#define GEN_ROW_BLOCK 16
 #define GEN_MAX_STOP_IDS 64
 #define GEN_MAX_TOP_LOGPROBS 20
 

@@ -28,13 +28,29 @@ export const TINY_CHAT_TEMPLATE =
 
 export const TINY_EOS = '<|endoftext|>';
 
-/** Writes the tokenizer files into dir and returns the vocabulary size (the EOS id is vocabSize-1). */
-export async function writeTinyTokenizer(dir: string, opts: { chatTemplate?: boolean } = {}): Promise<number> {
+/**
+ * Writes the tokenizer files into dir and returns the vocabulary size (the EOS id is vocabSize-1).
+ * vocabSize (default 273) larger than the fixed merges adds two-byte merges until it is reached, for
+ * benchmarks at GPT-2's 50257.
+ */
+export async function writeTinyTokenizer(dir: string, opts: { chatTemplate?: boolean; vocabSize?: number } = {}): Promise<number> {
   await mkdir(dir, { recursive: true });
   const vocab: Record<string, number> = {};
-  byteSymbols().forEach((s, i) => (vocab[s] = i));
-  for (const [a, b] of MERGES) vocab[a + b] = Object.keys(vocab).length;
-  const eosId = Object.keys(vocab).length;
+  const symbols = byteSymbols();
+  let size = 0;
+  for (const s of symbols) vocab[s] = size++;
+  const merges = [...MERGES];
+  for (const [a, b] of MERGES) vocab[a + b] = size++;
+  const target = (opts.vocabSize ?? 0) - 1;
+  for (let i = 0; i < 256 && size < target; i++) {
+    for (let j = 0; j < 256 && size < target; j++) {
+      const pair = symbols[i] + symbols[j];
+      if (pair in vocab) continue;
+      vocab[pair] = size++;
+      merges.push([symbols[i], symbols[j]]);
+    }
+  }
+  const eosId = size;
   const tokenizer = {
     version: '1.0',
     truncation: null,
@@ -46,7 +62,7 @@ export async function writeTinyTokenizer(dir: string, opts: { chatTemplate?: boo
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
       type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '',
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: MERGES.map(([a, b]) => `${a} ${b}`),
+      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: merges.map(([a, b]) => `${a} ${b}`),
     },
   };
   const config: Record<string, unknown> = {
