@@ -2,15 +2,27 @@
 // JSON values in a stable form (object keys sorted) so equal configs hash equally.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 
 export function sha256(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
+// Hashes of files seen by this process, keyed by identity (inode, size, mtime): a multi-GB
+// weights file checked by several activities is read once. Atomic writes (temp + rename) give a
+// rewritten file a new inode, so a stale entry is never hit.
+const memo = new Map<string, string>();
+
 export async function sha256File(path: string): Promise<string> {
+  const st = await stat(path);
+  const key = `${path}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  const known = memo.get(key);
+  if (known) return known;
   const h = createHash('sha256');
   for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  return h.digest('hex');
+  const hex = h.digest('hex');
+  memo.set(key, hex);
+  return hex;
 }
 
 // JSON.stringify with object keys sorted at every level; undefined members dropped as JSON does.

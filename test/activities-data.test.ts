@@ -16,7 +16,8 @@ import type { SampleRecord } from '../activities/records.ts';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { readJsonl, toJsonl, JsonlError } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
-import { hashJson, stableStringify } from '../lib/hash.ts';
+import { hashJson, sha256File, stableStringify } from '../lib/hash.ts';
+import { createHash } from 'node:crypto';
 import { readTokData } from '../lib/tokdata.ts';
 import { loadTokenizer } from '../lib/tokenizer.ts';
 import { mapLimit } from '../lib/pool.ts';
@@ -288,4 +289,17 @@ test('vLLM reward models: /classify (raw scores or probabilities) and /pooling a
   assert.equal(requests[1].auth, undefined);
   assert.equal(p.rejectedMean, -(base + 1 + base + 6) / 2);
   assert.equal(p.chosenBetter, 0.5);
+});
+
+test('sha256File: a rewritten file gets its new hash (no stale memo)', async () => {
+  const f = join(root, 'memo.txt');
+  await writeFileAtomic(f, 'one');
+  const a = await sha256File(f);
+  assert.equal(a, await sha256File(f));
+  await writeFileAtomic(f, 'two');
+  const b = await sha256File(f);
+  assert.notEqual(a, b);
+  assert.equal(b, createHash('sha256').update('two').digest('hex'));
+  await writeFile(f, 'three, in place'); // not atomic: size and mtime change
+  assert.equal(await sha256File(f), createHash('sha256').update('three, in place').digest('hex'));
 });
