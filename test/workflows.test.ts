@@ -1,5 +1,5 @@
 // The workflows on a real Temporal dev server, with test activities (test/helpers/workflow-activities.ts).
-// OPSR_RECORD_HISTORIES=1 rewrites test/fixtures/histories/*.json from these runs; the replay
+// OPSR_RECORD_HISTORIES=1 rewrites test/fixtures/histories/*.binpb from these runs; the replay
 // test (test/workflows-replay.test.ts) replays them so a change that breaks determinism fails.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,8 +10,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
+import proto from '@temporalio/proto';
+const { temporal } = proto;
 import { ApplicationFailure, CancelledFailure, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
-import { historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import { createTestEnv } from './helpers/temporal.ts';
 import { readEvents, testActivities, type TestControls } from './helpers/workflow-activities.ts';
 import { createWorkers } from '../workers/index.ts';
@@ -81,8 +82,10 @@ async function recordHistories(name: string, workflowIds: string[]): Promise<voi
   if (!RECORD) return;
   await mkdir(HISTORIES, { recursive: true });
   for (const id of workflowIds) {
+    // Binary protobuf: the installed SDK's JSON history converter trips over its duplicated
+    // protobufjs copies ("type must be a Type"); encode/decode use one copy and are exact.
     const history = await env.client.workflow.getHandle(id).fetchHistory();
-    await writeFile(path.join(HISTORIES, `${name}--${id.replaceAll('/', '_')}.json`), historyToJSON(history));
+    await writeFile(path.join(HISTORIES, `${name}--${id.replaceAll('/', '_')}.binpb`), temporal.api.history.v1.History.encode(history).finish());
   }
 }
 
