@@ -12,7 +12,7 @@ import { hashJson, sha256 } from '../lib/hash.ts';
 import { parseJsonl, readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
-import { loadTokenizer, type ChatMessage } from '../lib/tokenizer.ts';
+import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import { applyTemplate } from '../config/schema.ts';
 import type { SamplePairsInput, SamplePairsResult, SamplingConfig } from './api.ts';
 import { badInput } from './errors.ts';
@@ -45,14 +45,24 @@ export type Generate = (input: string | ChatMessage[], seed: number, opts?: { ma
   Promise<{ text: string; finish_reason: string; tokens: number }>;
 
 // One answer per call, through the chat or completions API as configured. With the completions
-// API a chat prompt is rendered by the served model's own chat template.
+// API, prompts go through the served model's own chat template when it has one (a plain prompt
+// as one user turn), as the chat API would, and as buildDataset tokenizes them for training:
+// the policy is trained on the context it answered in.
 export async function generator(sampling: SamplingConfig, endpoint: { baseURL: string; model: string; modelDir: string }, signal?: AbortSignal): Promise<Generate> {
   const client = openaiClient(sampling, endpoint.baseURL);
-  let render: ((m: ChatMessage[]) => string) | null = null;
+  let tok: Promise<LoadedTokenizer> | null = null;
+  const render = async (input: string | ChatMessage[]): Promise<string> => {
+    const t = await (tok ??= loadTokenizer(endpoint.modelDir));
+    if (!t.hasChatTemplate) {
+      if (typeof input === 'string') return input;
+      throw badInput(`chat prompts ("messages") with sampling.api "completions" need a chat_template in ${endpoint.modelDir}/tokenizer_config.json`);
+    }
+    const messages = typeof input === 'string' ? [{ role: 'user', content: input }] : input;
+    return t.applyChatTemplate(messages, { addGenerationPrompt: true });
+  };
   return async (input, seed, opts = {}) => {
     const body = {
-      model: endpoint.model, n: 1, seed,
-      temperature: sampling.temperature, top_p: sampling.topP,
+      model: endpoint.model, n: 1, seed, temperature: sampling.temperature, top_p: sampling.topP,
       max_tokens: opts.maxTokens ?? sampling.maxTokens, ...sampling.extra,
     };
     if (sampling.api === 'chat') {
@@ -61,15 +71,7 @@ export async function generator(sampling: SamplingConfig, endpoint: { baseURL: s
       const c = res.choices[0];
       return { text: c?.message?.content ?? '', finish_reason: c?.finish_reason ?? 'unknown', tokens: res.usage?.completion_tokens ?? 0 };
     }
-    let prompt: string;
-    if (typeof input === 'string') prompt = input;
-    else {
-      if (!render) {
-        const tok = await loadTokenizer(endpoint.modelDir);
-        render = (m) => tok.applyChatTemplate(m, { addGenerationPrompt: true });
-      }
-      prompt = render(input);
-    }
+    const prompt = await render(input);
     const res = await client.completions.create({ ...body, prompt } as OpenAI.CompletionCreateParamsNonStreaming, { signal });
     const c = res.choices[0];
     return { text: c?.text ?? '', finish_reason: c?.finish_reason ?? 'unknown', tokens: res.usage?.completion_tokens ?? 0 };

@@ -31,7 +31,7 @@ test('a round: sample, filter, rewards, dataset, train, manifest, evaluate the t
   const modelDir = join(root, 'base');
   const vocab = await writeTinyTokenizer(modelDir);
   const gpt2 = join(root, 'gpt2.json');
-  await writeFile(gpt2, JSON.stringify({ n_embd: 32, n_layer: 1, n_head: 2, n_positions: 128, vocab_size: vocab, layer_norm_epsilon: 1e-5, n_inner: null, activation_function: 'gelu_new' }));
+  await writeFile(gpt2, JSON.stringify({ n_embd: 32, n_layer: 1, n_head: 2, n_positions: 256, vocab_size: vocab, layer_norm_epsilon: 1e-5, n_inner: null, activation_function: 'gelu_new' }));
   execFileSync(join(REPO, 'engine', 'build', 'opsr-engine'), ['init', '--config', gpt2, '--out', modelDir, '--seed', '1'], { stdio: 'pipe' });
   const prompts = join(root, 'prompts.jsonl');
   const texts = Array.from({ length: 8 }, (_, i) => promptText({ op: OPERATIONS[i % OPERATIONS.length], digits: [i, (i + 3) % 10, (i + 6) % 10] }));

@@ -133,13 +133,14 @@ test('evaluatePolicy: greedy chat answers scored by the builtin scorer, prefix c
   assert.deepEqual(again, res);
 });
 
-test('chat prompts: the completions API renders the model\'s chat template exactly as the chat API does', async () => {
+test('with a chat template, the completions API renders prompts exactly as the chat API does', async () => {
   const prompts = join(root, 'chat-prompts.jsonl');
   const chats = [
     [{ role: 'system', content: 'Answer with digits.' }, { role: 'user', content: PROMPTS[0] }],
     [{ role: 'user', content: PROMPTS[1] }, { role: 'assistant', content: '1 2' }, { role: 'user', content: PROMPTS[2] }],
   ];
-  await writeFile(prompts, chats.map((messages) => JSON.stringify({ messages })).join('\n') + '\n');
+  // Chats, and a plain prompt (one user turn through the template).
+  await writeFile(prompts, [...chats.map((messages) => ({ messages })), { prompt: PROMPTS[1] }].map((r) => JSON.stringify(r)).join('\n') + '\n');
   const { prepareRun } = await import('../activities/prepare.ts');
   const { samplePairs } = await import('../activities/sample.ts');
   const results: SampleRecord[][] = [];
@@ -154,7 +155,7 @@ test('chat prompts: the completions API renders the model\'s chat template exact
     results.push(await readJsonl<SampleRecord>(out.samplesFile));
   }
   const [viaChat, viaCompletions] = results;
-  assert.deepEqual(viaChat.map((r) => r.messages), chats, 'samples keep the original chat, without prefix');
+  assert.deepEqual(viaChat.map((r) => r.messages ?? r.prompt), [...chats, PROMPTS[1]], 'samples keep the original prompt, without prefix');
   assert.deepEqual(viaCompletions.map((r) => [r.chosen.text, r.rejected.text]), viaChat.map((r) => [r.chosen.text, r.rejected.text]));
   assert.ok(viaChat.every((r) => r.chosen.tokens >= 1));
 });
