@@ -2,14 +2,17 @@
 // pooling model (/pooling), a generic HTTP scorer, or a builtin scorer of the demo tasks.
 // Scores always judge the original prompt (without prefix) and the answer.
 import { join } from 'node:path';
+import { cancellationSignal } from '@temporalio/activity';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson, sha256File } from '../lib/hash.ts';
 import { readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
+import { mapLimit } from '../lib/pool.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
 import { getBuiltinScorer, BUILTIN_SCORER_NAMES } from '../tasks/index.ts';
 import type { AnalyzeRewardsInput, RewardModelConfig, RewardSummary } from './api.ts';
 import { badInput } from './errors.ts';
+import { withKeepAlive } from './progress.ts';
 import type { SampleRecord } from './records.ts';
 
 export interface ScoreItem {
@@ -18,7 +21,8 @@ export interface ScoreItem {
 }
 export type Scorer = (items: ScoreItem[], signal?: AbortSignal) => Promise<number[]>;
 
-const BATCH = 64;
+const BATCH = 64;    // inputs per request
+const IN_FLIGHT = 4; // requests at once
 
 // A chat prompt as plain text for scorers that take one string: its turns, one per line.
 export function promptText(p: string | ChatMessage[]): string {
@@ -56,14 +60,14 @@ export function makeScorer(rm: RewardModelConfig): Scorer {
     return async (items) => items.map((it, i) => finite(fn(promptText(it.prompt), it.response), `builtin scorer "${rm.name}" on item ${i}`));
   }
   const batched = (one: (items: ScoreItem[], signal?: AbortSignal) => Promise<number[]>): Scorer => async (items, signal) => {
-    const out: number[] = [];
-    for (let i = 0; i < items.length; i += BATCH) {
-      const part = items.slice(i, i + BATCH);
+    const parts: ScoreItem[][] = [];
+    for (let i = 0; i < items.length; i += BATCH) parts.push(items.slice(i, i + BATCH));
+    const scored = await mapLimit(parts, IN_FLIGHT, async (part) => {
       const got = await one(part, signal);
       if (got.length !== part.length) throw new Error(`reward model returned ${got.length} scores for ${part.length} inputs`);
-      out.push(...got);
-    }
-    return out;
+      return got;
+    });
+    return scored.flat();
   };
   const text = (it: ScoreItem) => `${promptText(it.prompt)}\n${it.response}`;
   if (rm.type === 'vllm-classify') {
@@ -107,7 +111,8 @@ export async function analyzeRewards(input: AnalyzeRewardsInput): Promise<Reward
   const pairs = await readJsonl<SampleRecord>(input.pairsFile);
   const scorer = makeScorer(input.rewardModel);
   const prompt = (p: SampleRecord) => p.messages ?? p.prompt!;
-  const scores = await scorer(pairs.flatMap((p) => [{ prompt: prompt(p), response: p.chosen.text }, { prompt: prompt(p), response: p.rejected.text }]));
+  const scores = await withKeepAlive(() => ({ pairs: pairs.length }),
+    () => scorer(pairs.flatMap((p) => [{ prompt: prompt(p), response: p.chosen.text }, { prompt: prompt(p), response: p.rejected.text }]), cancellationSignal()));
   const rows = pairs.map((p, i) => ({ index: p.index, chosen: scores[2 * i], rejected: scores[2 * i + 1] }));
   await writeFileAtomic(rewardsFile, toJsonl(rows));
   const chosenMean = mean(rows.map((r) => r.chosen));

@@ -14,7 +14,7 @@ import type { InitConfig, InitPolicyInput, InitPolicyResult, InitStageResult, Tr
 import { fitToLimits, promptIds, responseIds } from './dataset.ts';
 import { runEngineTrain, type EngineRun } from './engine.ts';
 import { badInput } from './errors.ts';
-import { progressNotifier } from './progress.ts';
+import { progressNotifier, withKeepAlive } from './progress.ts';
 
 type PreferenceSettings = Pick<TrainingConfig, 'loss' | 'beta' | 'gamma' | 'labelSmoothing'>;
 type OptimizerSettings = Pick<TrainingConfig, 'batchSize' | 'gradAccum' | 'epochs' | 'maxSteps' | 'warmupRatio' | 'schedule' | 'weightDecay' | 'gradClip' | 'seed' | 'checkpointEvery'>;
@@ -184,7 +184,8 @@ async function initStage(
   const countFile = join(dir, 'data.json');
   let records = await readFile(countFile, 'utf8').then((t) => (JSON.parse(t) as { records: number }).records, () => -1);
   if (records < 0) {
-    records = kind === 'sft' ? await sftData(stage.data, modelDir, dataFile, lim) : await pairData(stage.data, modelDir, dataFile, lim);
+    records = await withKeepAlive(() => ({ step: 0, checkpoint: null }),
+      () => (kind === 'sft' ? sftData(stage.data, modelDir, dataFile, lim) : pairData(stage.data, modelDir, dataFile, lim)));
     await writeJsonAtomic(countFile, { records });
   }
   const run = await trainStage({

@@ -6,6 +6,7 @@ import { createServer } from 'node:http';
 import { mkdtemp, rm, writeFile, readFile, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig } from '../config/index.ts';
 import { filterPairs } from '../activities/filter.ts';
 import { buildDataset } from '../activities/dataset.ts';
@@ -24,6 +25,8 @@ import { mapLimit } from '../lib/pool.ts';
 import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
 import { OPERATIONS, answerDigits, answerText, promptText, type DigitsProblem } from '../tasks/digits.ts';
 
+// MockActivityEnvironment.run does not infer the result type from the activity.
+const runIn = <I, O>(fn: (i: I) => Promise<O>, i: I) => new MockActivityEnvironment().run(fn, i) as Promise<O>;
 const root = await mkdtemp(join(tmpdir(), 'opsr-act-data-'));
 after(() => rm(root, { recursive: true, force: true }));
 const config = parseRunConfig({ model: '/m', prompts: { file: '/p.jsonl' }, training: { maxLength: 24, maxPromptLength: 10 } });
@@ -128,7 +131,7 @@ test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer
   ];
   const pairsFile = join(dir, 'pairs.jsonl');
   await writeFileAtomic(pairsFile, toJsonl(pairs));
-  const b = await analyzeRewards({ runId: 'r', round: 1, roundDir: dir, pairsFile, rewardModel: { type: 'builtin', name: 'digits' }, notify: [] });
+  const b = await runIn(analyzeRewards, { runId: 'r', round: 1, roundDir: dir, pairsFile, rewardModel: { type: 'builtin', name: 'digits' }, notify: [] });
   const rows = await readJsonl<{ index: number; chosen: number; rejected: number }>(b.rewardsFile);
   assert.deepEqual(rows, [{ index: 0, chosen: 1, rejected: 0 }, { index: 1, chosen: 1, rejected: 3 / 4 }, { index: 2, chosen: 0, rejected: 1 }]);
   assert.equal(b.count, 3);
@@ -137,7 +140,7 @@ test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer
   assert.ok(Math.abs(b.gap! - (b.chosenMean! - b.rejectedMean!)) < 1e-12);
   assert.equal(b.chosenBetter, 2 / 3);
   await assert.rejects(
-    analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'rw2'), pairsFile, rewardModel: { type: 'builtin', name: 'nope' }, notify: [] }),
+    runIn(analyzeRewards, { runId: 'r', round: 1, roundDir: join(root, 'rw2'), pairsFile, rewardModel: { type: 'builtin', name: 'nope' }, notify: [] }),
     (e: Error & { type?: string }) => e.type === 'BadInput' && /rewardModel.name "nope"/.test(e.message) && /digits/.test(e.message),
   );
 
@@ -156,7 +159,7 @@ test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   after(() => server.close());
   const port = (server.address() as { port: number }).port;
-  const h = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'rw3'), pairsFile, rewardModel: { type: 'http', url: `http://127.0.0.1:${port}/score` }, notify: [] });
+  const h = await runIn(analyzeRewards, { runId: 'r', round: 1, roundDir: join(root, 'rw3'), pairsFile, rewardModel: { type: 'http', url: `http://127.0.0.1:${port}/score` }, notify: [] });
   const len = pairs.map((p) => [p.chosen.text.length, p.rejected.text.length]);
   assert.equal(h.chosenMean, (len[0][0] + len[1][0] + len[2][0]) / 3);
   assert.equal(h.rejectedMean, (len[0][1] + len[1][1] + len[2][1]) / 3);
@@ -165,7 +168,7 @@ test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer
   assert.deepEqual(seen[0], { prompt: promptText(probs[0]), response: right[0] });
   assert.deepEqual(seen[1], { prompt: promptText(probs[0]), response: '0 0 0' });
   // Reused from the manifest: the scorer is not called again.
-  const again = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'rw3'), pairsFile, rewardModel: { type: 'http', url: `http://127.0.0.1:${port}/score` }, notify: [] });
+  const again = await runIn(analyzeRewards, { runId: 'r', round: 1, roundDir: join(root, 'rw3'), pairsFile, rewardModel: { type: 'http', url: `http://127.0.0.1:${port}/score` }, notify: [] });
   assert.deepEqual(again, h);
   assert.equal(seen.length, 6);
 });
@@ -277,13 +280,13 @@ test('vLLM reward models: /classify (raw scores or probabilities) and /pooling a
   const pairsFile = join(root, 'vllm-rm', 'pairs.jsonl');
   await writeFileAtomic(pairsFile, toJsonl(pairs));
   process.env.OPSR_TEST_RM_KEY = 'sk-test';
-  const c = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'vllm-rm', 'c'), pairsFile, notify: [],
+  const c = await runIn(analyzeRewards, { runId: 'r', round: 1, roundDir: join(root, 'vllm-rm', 'c'), pairsFile, notify: [],
     rewardModel: { type: 'vllm-classify', baseURL: `${url}/v1`, model: 'rm', useActivation: false, apiKeyEnv: 'OPSR_TEST_RM_KEY' } });
   const base = pairs[0].prompt!.length + 1; // prompt + newline + response
   assert.equal(c.chosenMean, (base + 3 + base + 1) / 2);
   assert.equal(c.chosenBetter, 0.5);
   assert.deepEqual(requests[0], { url: '/classify', body: { model: 'rm', input: [`${pairs[0].prompt}\nabc`, `${pairs[0].prompt}\na`, `${pairs[0].prompt}\na`, `${pairs[0].prompt}\nabcdef`], use_activation: false }, auth: 'Bearer sk-test' });
-  const p = await analyzeRewards({ runId: 'r', round: 1, roundDir: join(root, 'vllm-rm', 'p'), pairsFile, notify: [],
+  const p = await runIn(analyzeRewards, { runId: 'r', round: 1, roundDir: join(root, 'vllm-rm', 'p'), pairsFile, notify: [],
     rewardModel: { type: 'vllm-pooling', baseURL: url, model: 'rm' } });
   assert.equal(requests[1].url, '/pooling');
   assert.equal(requests[1].auth, undefined);
