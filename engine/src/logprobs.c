@@ -13,7 +13,20 @@
 #define LOGPROB_BATCH 8  // sequences per forward
 
 int logprobs_compute(GPT2 *m, const DataFile *d, float *lp, int *nt, volatile sig_atomic_t *stop) {
-    int sides = d->kind == DATA_PREF ? 2 : 1, total = d->count * sides;
+    if (d->kind == DATA_PREF) {
+        // Each pair's prompt computed once; the output layout is already [2i] chosen, [2i+1] rejected.
+        GPT2Pair pairs[LOGPROB_BATCH / 2];
+        for (int i0 = 0; i0 < d->count; i0 += LOGPROB_BATCH / 2) {
+            if (stop && *stop) return 1;
+            int n = d->count - i0 < LOGPROB_BATCH / 2 ? d->count - i0 : LOGPROB_BATCH / 2;
+            for (int k = 0; k < n; k++) {
+                const DataRecord *r = &d->rec[i0 + k];
+                pairs[k] = (GPT2Pair){r->prompt, r->resp[0], r->resp[1], r->prompt_len, r->resp_len[0], r->resp_len[1]};
+            }
+            gpt2_forward_pairs(m, pairs, n, lp + 2 * i0, nt + 2 * i0);
+        }
+        return 0;
+    }
     size_t cap = (size_t)LOGPROB_BATCH * (size_t)m->cfg.max_seq_len;
     int *tokens = malloc(cap * sizeof *tokens), *targets = malloc(cap * sizeof *targets);
     if (!tokens || !targets) {
@@ -22,19 +35,17 @@ int logprobs_compute(GPT2 *m, const DataFile *d, float *lp, int *nt, volatile si
         return err_set(EXIT_IO, "out_of_memory", "cannot allocate a batch of %zu tokens", cap);
     }
     const DataRecord *recs[LOGPROB_BATCH];
-    int side[LOGPROB_BATCH];
-    for (int s0 = 0; s0 < total; s0 += LOGPROB_BATCH) {
+    static const int side[LOGPROB_BATCH] = {0};
+    for (int i0 = 0; i0 < d->count; i0 += LOGPROB_BATCH) {
         if (stop && *stop) { free(tokens); free(targets); return 1; }
-        int B = total - s0 < LOGPROB_BATCH ? total - s0 : LOGPROB_BATCH;
-        for (int b = 0; b < B; b++) { recs[b] = &d->rec[(s0 + b) / sides]; side[b] = (s0 + b) % sides; }
-        int T = data_batch(recs, side, B, tokens, targets);
+        int B = d->count - i0 < LOGPROB_BATCH ? d->count - i0 : LOGPROB_BATCH;
+        for (int b = 0; b < B; b++) recs[b] = &d->rec[i0 + b];
         float sums[LOGPROB_BATCH];
         int counts[LOGPROB_BATCH];
-        gpt2_forward(m, tokens, targets, B, T, sums, counts);
+        gpt2_forward(m, tokens, targets, B, data_batch(recs, side, B, tokens, targets), sums, counts);
         for (int b = 0; b < B; b++) {
-            int i = (s0 + b) / sides, s = (s0 + b) % sides;
-            lp[2 * i + s] = sums[b];
-            nt[2 * i + s] = counts[b];
+            lp[2 * (i0 + b)] = sums[b];
+            nt[2 * (i0 + b)] = counts[b];
         }
     }
     free(tokens);

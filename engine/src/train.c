@@ -176,6 +176,17 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+// Preference micro-batch: each pair's prompt is computed once (gpt2_forward_pairs); recs holds
+// every record twice (chosen, rejected), as for the padded path.
+static void forward_pairs(GPT2 *m, const DataRecord *const *recs, int n, float *lp, int *cnt) {
+    GPT2Pair pairs[4096];
+    for (int i = 0; i < n; i++) {
+        const DataRecord *r = recs[2 * i];
+        pairs[i] = (GPT2Pair){r->prompt, r->resp[0], r->resp[1], r->prompt_len, r->resp_len[0], r->resp_len[1]};
+    }
+    gpt2_forward_pairs(m, pairs, n, lp, cnt);
+}
+
 // One optimizer step (step counts from 1): forward/backward over its micro-batches, then clip
 // and AdamW. Prints the step's JSON line.
 static void train_step(Trainer *t, long step) {
@@ -201,8 +212,8 @@ static void train_step(Trainer *t, long step) {
             side[b] = pref ? b % 2 : 0;
             tokens += recs[b]->prompt_len + recs[b]->resp_len[side[b]];
         }
-        int T = data_batch(recs, side, B, t->tokens, t->targets);
-        gpt2_forward(&t->m, t->tokens, t->targets, B, T, lp, cnt);
+        if (pref) forward_pairs(&t->m, recs, nb, lp, cnt);
+        else gpt2_forward(&t->m, t->tokens, t->targets, B, data_batch(recs, side, B, t->tokens, t->targets), lp, cnt);
         if (!pref) loss += sft_loss(B, lp, norm, dlogp);
         else {
             float pc[4096], pr[4096], rc[4096], rr[4096], dc[4096], dr[4096];
