@@ -30,4 +30,4 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-make -s -C engine
+make -s -j2 -C engine
