@@ -86,7 +86,7 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
 
   const artifacts: Record<string, string> = {
     samples: samples.samplesFile, pairs: pairs.pairsFile, dataset: dataset.trlFile, data: dataset.dataFile,
-    model: `${trained.modelDir}/model.safetensors`,
+    model: trained.modelDir, // hashed as a directory: weights, config and tokenizer files
   };
   if (rewards) artifacts.rewards = rewards.rewardsFile;
   const manifest = await act.writeRoundManifest({

@@ -1,13 +1,14 @@
 // Test activities for the workflow tests (Temporal's documented practice for workflow logic):
 // the same interface as activities/, small deterministic file work instead of servers and the
-// engine. They keep the real activities' durability rules (atomic files, shards and checkpoints
+// engine (the manifest and report writers are the real ones). They keep the real activities' durability rules (atomic files, shards and checkpoints
 // reused after a retry) so a killed worker's run can be compared file by file with a clean one.
 // Every unit of work appends an event to `log` (JSONL), which is how tests see duplicates.
-import { appendFile, mkdir, readFile, readdir, stat } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { activityInfo, Context, heartbeat } from '@temporalio/activity';
 import type { OpsrActivities, RewardSummary } from '../../activities/api.ts';
 import { progressNotifier } from '../../activities/progress.ts';
+import { writeRoundManifest, writeRunReport } from '../../activities/report.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../../lib/atomic.ts';
 import { hashJson, sha256, sha256File } from '../../lib/hash.ts';
 import { readJsonl, writeJsonlAtomic } from '../../lib/jsonl.ts';
@@ -189,26 +190,8 @@ export function testActivities(c: TestControls): OpsrActivities {
       return result;
     },
 
-    async writeRoundManifest(input) {
-      const artifacts: Record<string, { path: string; sha256: string; bytes: number }> = {};
-      for (const [name, file] of Object.entries(input.artifacts)) {
-        artifacts[name] = { path: file, sha256: await sha256File(file), bytes: (await stat(file)).size };
-      }
-      const manifest = path.join(input.roundDir, 'manifest.json');
-      const body = { runId: input.runId, round: input.round, configHash: input.configHash,
-        referenceModelDir: input.referenceModelDir, rejectedScore: input.rejectedScore, artifacts,
-        counts: input.counts, metrics: input.metrics };
-      await writeJsonAtomic(manifest, body);
-      return { manifest, sha256: hashJson(body) };
-    },
-
-    async writeRunReport({ runDir, result }) {
-      const json = path.join(runDir, 'report.json');
-      const markdown = path.join(runDir, 'report.md');
-      await writeJsonAtomic(json, result);
-      await writeFileAtomic(markdown, result.rounds.map((r) => `| ${r.round} | ${r.rejectedScore} | ${r.pairsKept} |`).join('\n') + '\n');
-      return { json, markdown };
-    },
+    writeRoundManifest,
+    writeRunReport,
   };
 }
 
