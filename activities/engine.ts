@@ -1,14 +1,13 @@
 // Running the training engine (engine/build/opsr-engine) from an activity: argument arrays, its
 // JSON-lines progress on stdout, heartbeats, resume from the newest complete checkpoint, and
 // cancellation forwarded as SIGTERM (the engine checkpoints, then exits 143; SIGKILL after a grace).
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cancellationSignal, heartbeat } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { execa } from 'execa';
-import { writeJsonAtomic } from '../lib/atomic.ts';
+import { recordPid, stopRecorded } from '../lib/pidfile.ts';
 import { badInput } from './errors.ts';
 import { withKeepAlive } from './progress.ts';
 
@@ -56,35 +55,17 @@ function numericMetrics(e: Record<string, unknown>): Record<string, number> {
   return out;
 }
 
-// A worker that died (SIGKILL, OOM) leaves its engine running on the same OUT directory. Its pid
-// is recorded in OUT/attempt/engine.pid (a subdirectory: the engine clears temp files at OUT's top
-// level when it starts, which would race the atomic write); the next attempt on this host stops it (SIGTERM: it checkpoints
-// the last step) before starting its own, so two engines never write one directory.
-async function stopLeftoverEngine(outDir: string, graceMs: number): Promise<void> {
-  const rec = await readFile(join(outDir, 'attempt', 'engine.pid'), 'utf8').then((t) => JSON.parse(t) as { pid: number; host: string }, () => null);
-  if (!rec || rec.host !== hostname() || rec.pid === process.pid) return;
-  const cmdline = await readFile(`/proc/${rec.pid}/cmdline`, 'utf8').catch(() => '');
-  if (!cmdline.split('\0').includes(outDir)) return; // gone, or the pid now belongs to something else
-  process.kill(rec.pid, 'SIGTERM');
-  const deadline = Date.now() + graceMs;
-  while (Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 100));
-    try {
-      process.kill(rec.pid, 0);
-    } catch {
-      return;
-    }
-  }
-  process.kill(rec.pid, 'SIGKILL');
-}
-
 export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRun> {
   const engine = opts.enginePath ?? DEFAULT_ENGINE;
   await stat(engine).catch(() => {
     throw badInput(`training.engine.path ${engine} does not exist (build it with make -C engine)`);
   });
+  // A worker that died (SIGKILL, OOM) leaves its engine training into OUT: stop it (it checkpoints
+  // the last step) so two engines never write one directory. The pid file lives in a
+  // subdirectory: the engine clears temp files at OUT's top level when it starts.
+  const pidFile = join(opts.outDir, 'attempt', 'engine.pid');
   await mkdir(opts.outDir, { recursive: true });
-  await stopLeftoverEngine(opts.outDir, opts.killGraceMs ?? KILL_GRACE_MS);
+  await stopRecorded(pidFile, [engine, opts.outDir], opts.killGraceMs ?? KILL_GRACE_MS);
   const resumedFrom = await newestCheckpoint(opts.outDir);
   const args = ['train', ...opts.args, '--out', opts.outDir, ...(resumedFrom !== null ? ['--resume'] : [])];
   const signal = cancellationSignal();
@@ -127,7 +108,7 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
     }
   });
   // After the listeners: output that arrives while this is written must not be missed.
-  if (child.pid !== undefined) await writeJsonAtomic(join(opts.outDir, 'attempt', 'engine.pid'), { pid: child.pid, host: hostname() });
+  if (child.pid !== undefined) await recordPid(pidFile, child.pid);
   let result;
   try {
     result = await withKeepAlive(() => ({ step: steps, checkpoint, pid: child.pid }), () => child);

@@ -9,7 +9,10 @@
 // different policies at once each keep theirs. Activities that sample go through withSampler,
 // which starts the server again on a worker that lacks it (a retry on another worker, a
 // restarted worker).
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa } from 'execa';
+import { forgetPid, recordPid, stopRecorded } from '../lib/pidfile.ts';
 import { startServer } from '../server/index.ts';
 import type { EnsureSamplerInput, ReleaseSamplerInput, SamplerEndpoint, SamplingConfig } from './api.ts';
 
@@ -131,19 +134,29 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     'serve', modelDir, '--served-model-name', servedName(sampling), '--host', v.host, '--port', String(v.port),
     '--generation-config', 'vllm', ...v.args,
   ];
+  const origin = `http://${v.host === '0.0.0.0' ? '127.0.0.1' : v.host}:${v.port}`;
+  // A server a dead worker left on this port would serve stale weights: stop it, and never
+  // mistake another process's server for the one started here.
+  const pidFile = join(tmpdir(), `opsr-vllm-${v.port}.pid`);
+  await stopRecorded(pidFile, ['serve', String(v.port)], 30_000);
+  if (await fetch(`${origin}/health`).then(() => true, () => false)) {
+    throw new Error(`sampling.vllm.port ${v.port} is already served by another process; stop it or choose another port`);
+  }
   const child = execa(v.executable, args, { stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, forceKillAfterDelay: 10_000 });
   let stderrTail = '';
   child.stderr?.on('data', (d: Buffer) => (stderrTail = (stderrTail + d.toString()).slice(-4000)));
   let exited = false;
   const finished = child.then(() => { exited = true; });
+  if (child.pid !== undefined) await recordPid(pidFile, child.pid);
   const stop = async () => {
     if (!exited) child.kill('SIGTERM');
     await finished;
+    await forgetPid(pidFile);
   };
-  const origin = `http://${v.host === '0.0.0.0' ? '127.0.0.1' : v.host}:${v.port}`;
   const deadline = Date.now() + v.startupTimeoutS * 1000;
   for (;;) {
     if (exited) {
+      await forgetPid(pidFile);
       throw new Error(`sampling.vllm.executable ${v.executable} exited (code ${child.exitCode}) before serving: ${stderrTail.trim().split('\n').slice(-5).join(' | ')}`);
     }
     try {

@@ -4,7 +4,8 @@
 // policy's answers with the builtin digits scorer through the chat API, with the prefix curve.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer as createHttpServer } from 'node:http';
 import { chmod, cp, mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,6 +16,7 @@ import { ensureSampler, releaseSampler, releaseLocal } from '../activities/sampl
 import { evaluatePolicy } from '../activities/evaluate.ts';
 import { startServer } from '../server/index.ts';
 import { readJsonl } from '../lib/jsonl.ts';
+import { recordPid } from '../lib/pidfile.ts';
 import type { SampleRecord } from '../activities/records.ts';
 import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
 import { getBuiltinScorer } from '../tasks/index.ts';
@@ -85,6 +87,28 @@ test('managed-vllm: vllm serve with the policy dir, replaced when the policy cha
   assert.equal(e2.modelDir, next);
   await releaseSampler({ runId: 'r', endpoint: e2 });
   assert.equal(alive(launches[1].pid), false, 'released');
+});
+
+test('managed-vllm: a server a dead worker left on the port is stopped; a foreign one is refused', async () => {
+  const port = await freePort();
+  const sampling = { ...base.sampling, lifecycle: 'managed-vllm' as const, vllm: { ...base.sampling.vllm, executable: fakeVllm, port, startupTimeoutS: 60 } };
+  // What a worker killed with SIGKILL leaves behind: its vLLM still serving, and the pid file.
+  const leftover = spawn(fakeVllm, ['serve', modelDir, '--served-model-name', 'opsr-policy', '--host', '127.0.0.1', '--port', String(port)], { stdio: 'ignore' });
+  for (let i = 0; i < 200 && !(await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
+  await recordPid(join(tmpdir(), `opsr-vllm-${port}.pid`), leftover.pid!);
+  const e = await ensureSampler({ runId: 'r', modelDir, sampling });
+  assert.equal(alive(leftover.pid!), false, 'the leftover server was stopped');
+  const launches = await readJsonl<{ pid: number }>(vllmLog);
+  assert.equal(alive(launches[launches.length - 1].pid), true);
+  await releaseSampler({ runId: 'r', endpoint: e });
+
+  const foreign = createHttpServer((_, res) => res.end('ok'));
+  await new Promise<void>((r) => foreign.listen(port, '127.0.0.1', r));
+  try {
+    await assert.rejects(ensureSampler({ runId: 'r', modelDir, sampling }), /sampling.vllm.port \d+ is already served by another process/);
+  } finally {
+    await new Promise((r) => foreign.close(r));
+  }
 });
 
 test('managed-vllm that exits at once fails with its stderr', async () => {
