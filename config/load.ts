@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BUILTIN_SCORER_NAMES } from '../tasks/index.ts';
 import { ConfigError, parseAblationConfigWithInput, parseRunConfig, type AblationConfig, type AblationConfigInput, type RunConfig } from './schema.ts';
 
 export const PRESETS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'presets');
@@ -46,7 +47,17 @@ export interface LoadOptions { cwd?: string }
 export async function loadRunConfig(file: string, opts: LoadOptions = {}): Promise<RunConfig> {
   const abs = resolve(file);
   const obj = await readJsonFile(abs);
-  return parseRunConfig(obj, { baseDir: dirname(abs), cwd: opts.cwd ?? process.cwd(), source: abs });
+  const config = parseRunConfig(obj, { baseDir: dirname(abs), cwd: opts.cwd ?? process.cwd(), source: abs });
+  checkInstalled(config, abs);
+  return config;
+}
+
+// What only this installation knows: the builtin reward scorers.
+function checkInstalled(c: RunConfig, source: string, prefix = '') {
+  const rm = c.rewardModel;
+  if (rm?.type === 'builtin' && !BUILTIN_SCORER_NAMES.includes(rm.name)) {
+    throw new ConfigError(source, [`${prefix}rewardModel.name: is not a builtin scorer (got ${JSON.stringify(rm.name)}; allowed one of ${BUILTIN_SCORER_NAMES.map((n) => JSON.stringify(n)).join(', ')})`]);
+  }
 }
 
 // The ablation file plus its base: an object, or a path/preset name read from disk. Returns the
@@ -63,5 +74,7 @@ export async function loadAblationConfig(file: string, opts: LoadOptions = {}): 
     input = { ...(obj as AblationConfigInput), base: base as Record<string, unknown> };
     baseBaseDir = dirname(basePath);
   }
-  return parseAblationConfigWithInput(input, { baseDir: dir, baseBaseDir, cwd: opts.cwd ?? process.cwd(), source: abs });
+  const parsed = parseAblationConfigWithInput(input, { baseDir: dir, baseBaseDir, cwd: opts.cwd ?? process.cwd(), source: abs });
+  for (const arm of parsed.config.arms) checkInstalled(arm.config, abs, `arms (${arm.name}): `);
+  return parsed;
 }

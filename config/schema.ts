@@ -158,6 +158,8 @@ const RewardModel = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('vllm-classify'), baseURL: url(), model: text('a served model name'), apiKeyEnv: envName().optional(), useActivation: z.boolean().default(false) }),
   z.strictObject({ type: z.literal('vllm-pooling'), baseURL: url(), model: text('a served model name'), apiKeyEnv: envName().optional() }),
   z.strictObject({ type: z.literal('http'), url: url(), model: text('a model name').optional(), apiKeyEnv: envName().optional() }),
+  // The name is checked against tasks/index.ts when a file is loaded (load.ts), not here: workflow
+  // tests register their own scorers with their test activities.
   z.strictObject({ type: z.literal('builtin'), name: text('a builtin scorer name (tasks/index.ts)') }),
 ]);
 

@@ -119,6 +119,9 @@ describe('resolution', () => {
       assert.match(e.message, new RegExp(`${bad.replaceAll('.', '\\.')}: .*\\n  line 3, column 15: invalid JSON`));
       return true;
     });
+    const scorer = join(dir, 'scorer.json');
+    await writeFile(scorer, JSON.stringify({ ...MIN, rewardModel: { type: 'builtin', name: 'gsm8k' } }));
+    await assert.rejects(loadRunConfig(scorer), /rewardModel\.name: is not a builtin scorer \(got "gsm8k"; allowed one of "digits"/);
     await assert.rejects(loadRunConfig(join(dir, 'missing.json')), /missing\.json: .*cannot read the file \(ENOENT\)/s);
   });
 });
@@ -158,7 +161,7 @@ const BAD: [string, unknown, string, string, string][] = [
   ['runId with a slash', { ...MIN, runId: 'a/b' }, 'runId', '"a/b"', 'A-Z a-z 0-9 . _ -'],
   ['reward model type unknown', { ...MIN, rewardModel: { type: 'gpt4' } }, 'rewardModel.type', '"gpt4"', '"vllm-classify"'],
   ['evaluation without reward model', { ...MIN, evaluation: { prompts: { file: 'e.jsonl' } } }, 'rewardModel', 'nothing', 'a reward model'],
-  ['prefix score out of range', { ...MIN, rewardModel: { type: 'builtin', name: 'x' }, evaluation: { prompts: { file: 'e' }, prefixScores: [0, 11] } }, 'evaluation.prefixScores[1]', '11', 'from 0 to 10'],
+  ['prefix score out of range', { ...MIN, rewardModel: { type: 'builtin', name: 'digits' }, evaluation: { prompts: { file: 'e' }, prefixScores: [0, 11] } }, 'evaluation.prefixScores[1]', '11', 'from 0 to 10'],
   ['label smoothing with simpo', { ...MIN, training: { labelSmoothing: 0.1 } }, 'training.labelSmoothing', '0.1', 'loss "dpo"'],
   ['init offline without data', { ...MIN, init: { offline: { loss: 'simpo' } } }, 'init.offline.data', 'nothing', 'a path'],
 ];
