@@ -55,6 +55,7 @@ static void point_views(float *base, float *view[NUM_PARAM_TENSORS], const size_
 }
 
 int gpt2_build(GPT2 *m, const GPT2Config *cfg) {
+    blas_init();
     memset(m, 0, sizeof(*m));
     m->cfg = *cfg;
     gpt2_param_sizes(cfg, m->param_sizes);

@@ -4,7 +4,38 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
+
+// OpenBLAS's runtime dispatch (DYNAMIC_ARCH builds) picks kernels by CPU model; 0.3.21 (Debian
+// 12) does not know newer Xeons (e.g. family 6 model 207) and falls back to its SSE3 "Prescott"
+// kernels, about 5x slower in sgemm than its AVX-512 ones on the same core. Weak references: a
+// BLAS without dynamic dispatch simply lacks these symbols.
+extern char *openblas_get_corename(void) __attribute__((weak));
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+const char *blas_init(void) {
+    static int done;
+    if (!done && openblas_get_corename && gotoblas_dynamic_init && gotoblas_dynamic_quit &&
+        !getenv("OPENBLAS_CORETYPE") && !strcmp(openblas_get_corename(), "Prescott")) {
+        const char *core = NULL;
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+            core = "SkylakeX";
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            core = "Haswell";
+        if (core) {  // re-run the dispatch as if OPENBLAS_CORETYPE had been set at start-up
+            setenv("OPENBLAS_CORETYPE", core, 1);
+            gotoblas_dynamic_quit();
+            gotoblas_dynamic_init();
+            unsetenv("OPENBLAS_CORETYPE");
+        }
+    }
+    done = 1;
+    return openblas_get_corename ? openblas_get_corename() : "unknown";
+}
 
 // Columns per block when a thread sums a column range over all rows (dw, db): rows stay
 // contiguous in memory and no two threads touch the same output.

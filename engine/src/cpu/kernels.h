@@ -2,6 +2,9 @@
 // Row-major; N rows of C features. Matrix products go to BLAS (OpenBLAS, OpenMP build).
 #pragma once
 
+// Selects the BLAS's fastest kernels for this CPU where its own detection falls short (see
+// kernels.c); called once by gpt2_build, before any product. Returns the BLAS core name in use.
+const char *blas_init(void);
 // out[N,OUT] = inp[N,IN] @ w[IN,OUT] + bias[OUT] (bias may be NULL). HF Conv1D layout.
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                     int N, int IN, int OUT);
