@@ -25,7 +25,7 @@ export interface EngineTrainOptions {
   enginePath?: string;
   args: string[];  // everything after `train --out OUT` (model, data, loss, hyperparameters)
   outDir: string;
-  onStep?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void;
+  onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
   killGraceMs?: number;
 }
 
@@ -93,11 +93,13 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
       } catch {
         continue; // a line that is not an event; the exit code decides
       }
-      if (e.event === 'step') {
+      if (e.event === 'start') {
+        opts.onProgress?.({ step: steps, totalSteps: Number(e.total_steps), metrics: {} });
+      } else if (e.event === 'step') {
         steps = Number(e.step);
         metrics = numericMetrics(e);
         heartbeat({ step: steps, checkpoint, pid: child.pid });
-        opts.onStep?.({ step: steps, totalSteps: Number(e.total_steps), metrics });
+        opts.onProgress?.({ step: steps, totalSteps: Number(e.total_steps), metrics });
       } else if (e.event === 'checkpoint') {
         checkpoint = String(e.path);
         heartbeat({ step: Number(e.step), checkpoint, pid: child.pid });

@@ -55,7 +55,7 @@ interface StageSpec {
   flags: string[];        // loss and optimizer flags
   enginePath?: string;
   inputs: Record<string, string>;
-  onStep?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void;
+  onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
 }
 
 // Runs (or reuses) one engine training stage. Checkpoints from a different stage spec are
@@ -74,7 +74,7 @@ async function trainStage(spec: StageSpec): Promise<EngineRun & { reused: boolea
     await writeJsonAtomic(specFile, { hash: want });
   }
   const run = await runEngineTrain({
-    enginePath: spec.enginePath, outDir: spec.outDir, onStep: spec.onStep,
+    enginePath: spec.enginePath, outDir: spec.outDir, onProgress: spec.onProgress,
     args: ['--model', spec.modelDir, '--data', spec.dataFile, ...spec.flags],
   });
   await writeManifest(manifestPath, {
@@ -93,7 +93,7 @@ export async function trainPolicy(input: TrainPolicyInput): Promise<TrainPolicyR
     outDir, modelDir: input.referenceModelDir, dataFile: input.dataFile, enginePath: t.engine.path,
     flags: [...lossFlags(t), ...optimizerFlags(t, input.learningRate, t.engine.threads)],
     inputs: { data: await sha256File(input.dataFile), reference: await modelHash(input.referenceModelDir) },
-    onStep: (e) => notify({ kind: 'training', round: input.round, ...e }),
+    onProgress: (e) => notify({ kind: 'training', round: input.round, ...e }),
   });
   return { modelDir: run.finalDir, outDir, steps: run.steps, resumedFrom: run.resumedFrom, metrics: run.metrics };
 }
@@ -190,7 +190,7 @@ async function initStage(
   }
   const run = await trainStage({
     outDir: join(dir, 'train'), modelDir, dataFile, flags, inputs, enginePath: t.engine.path,
-    onStep: (e) => notify({ kind: 'training', round: 0, ...e }),
+    onProgress: (e) => notify({ kind: 'training', round: 0, ...e }),
   });
   return { modelDir: run.finalDir, records, metrics: run.metrics, cached: run.reused };
 }
