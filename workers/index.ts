@@ -56,7 +56,10 @@ export async function createWorkers(opts: RunWorkerOptions = {}): Promise<OpsrWo
   const connection = opts.connection ?? await NativeConnection.connect({
     address: opts.address ?? '127.0.0.1:7233', tls: opts.tls || !!apiKey, apiKey,
   });
-  const activities = opts.activities ?? (await import('../activities/index.ts')) as Partial<OpsrActivities>;
+  const real = opts.activities ? null : await import('../activities/index.ts');
+  const activities = opts.activities ?? real as Partial<OpsrActivities>;
+  // Embedded and managed-vLLM servers live in this process: stop them when the workers stop.
+  const releaseServers = real ? (await import('../activities/sampler.ts')).releaseLocal : async () => {};
   const concurrency = { control: 8, sampler: 2, trainer: 1, ...opts.maxConcurrentActivities };
 
   const workers: Worker[] = [];
@@ -86,6 +89,7 @@ export async function createWorkers(opts: RunWorkerOptions = {}): Promise<OpsrWo
       try {
         await Promise.all(workers.map((w) => w.run()));
       } finally {
+        await releaseServers();
         if (ownConnection) await connection.close();
       }
     },
