@@ -43,26 +43,44 @@ export async function main(argv: string[]): Promise<number> {
 
     const dir = join(storage, 'temporal');
     await mkdir(dir, { recursive: true });
-    const server = await startDevServer({
-      dbFile: join(dir, 'dev.sqlite'), logFile: join(dir, 'server.log'), ip: values.ip,
-      port: ports.port, uiPort: ports.ui, namespace,
-    });
-    process.stdout.write(`Temporal dev server: ${server.address} (namespace ${namespace}, data ${join(dir, 'dev.sqlite')}, log ${join(dir, 'server.log')})\n`
-      + `Temporal Web UI: ${server.uiUrl}\n`);
+    // Ctrl-C at any point: during start-up it ends the start-up, later it drains the worker
+    // (Temporal's runtime does the same on its own); the server is stopped last either way.
+    let signalled = false;
+    let workers: Awaited<ReturnType<typeof createWorkers>> | null = null;
+    let wake = () => {};
+    const onSignal = () => {
+      signalled = true;
+      workers?.shutdown();
+      wake();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    let server: Awaited<ReturnType<typeof startDevServer>> | null = null;
     try {
+      server = await startDevServer({
+        dbFile: join(dir, 'dev.sqlite'), logFile: join(dir, 'server.log'), ip: values.ip,
+        port: ports.port, uiPort: ports.ui, namespace,
+      });
+      process.stdout.write(`Temporal dev server: ${server.address} (namespace ${namespace}, data ${join(dir, 'dev.sqlite')}, log ${join(dir, 'server.log')})\n`
+        + `Temporal Web UI: ${server.uiUrl}\n`);
       if (values['no-worker']) {
         process.stdout.write('no worker started (--no-worker); Ctrl-C stops the server\n');
-        await new Promise<void>((res) => { process.once('SIGINT', res); process.once('SIGTERM', res); });
+        if (!signalled) await new Promise<void>((res) => { wake = res; });
         return EXIT.ok;
       }
-      const workers = await createWorkers({ address: server.address, namespace, taskQueues: queues as (typeof QUEUE_NAMES)[number][] });
-      process.stdout.write(`worker polling ${queues.map((q) => TASK_QUEUES[q as keyof typeof TASK_QUEUES]).join(', ')}; start a run with: opsr run --config FILE (Ctrl-C stops)\n`);
-      // Temporal's runtime turns SIGINT/SIGTERM into a graceful worker shutdown; run() then returns.
+      if (signalled) return EXIT.ok;
+      workers = await createWorkers({ address: server.address, namespace, taskQueues: queues as (typeof QUEUE_NAMES)[number][] });
+      if (signalled) workers.shutdown();
+      else process.stdout.write(`worker polling ${queues.map((q) => TASK_QUEUES[q as keyof typeof TASK_QUEUES]).join(', ')}; start a run with: opsr run --config FILE (Ctrl-C stops)\n`);
       await workers.run();
       return EXIT.ok;
     } finally {
-      await server.stop();
-      process.stdout.write('stopped the worker and the dev server\n');
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      if (server) {
+        await server.stop();
+        process.stdout.write('stopped the worker and the dev server\n');
+      }
     }
   });
 }
