@@ -108,15 +108,3 @@ export function makeProblems(
   }
   return out;
 }
-
-// Replaces exactly `wrong` positions with a different digit: the answer then scores 1 - wrong/n.
-export function corrupt(digits: number[], wrong: number, rand: () => number): number[] {
-  const out = [...digits];
-  const idx = out.map((_, i) => i);
-  for (let i = 0; i < wrong && i < out.length; i++) {
-    const j = i + Math.floor(rand() * (idx.length - i));
-    [idx[i], idx[j]] = [idx[j], idx[i]];
-    out[idx[i]] = (out[idx[i]] + 1 + Math.floor(rand() * 9)) % 10;
-  }
-  return out;
-}

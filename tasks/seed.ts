@@ -1,13 +1,16 @@
 // The demo's data, generated from a seed (paper section 3.2's seed data, made to order):
 //   sft.jsonl      chat SFT examples. Most carry the paper's prefix with a score s in 0..10 and an
-//                  answer with round(n * (10 - s) / 10) wrong positions, so the answer's quality
-//                  follows the asked-for score and score-conditioned generation is learnable. The
-//                  rest are unprefixed with answers of mixed quality, so the plain policy is mediocre:
+//                  answer that stops after about s/10 of the sorted digits (at least one), so its
+//                  reward is about s/10 and score-conditioned generation is learnable. The rest are
+//                  unprefixed with answers cut at a random point, so the plain policy is mediocre:
 //                  the room the method has to improve it by only prompting itself.
+// Bad answers are cut short rather than filled with random digits: every answer is then a correct
+// prefix of the sorted list, so all of the data teaches the skill and only the stopping point
+// follows the score (random-digit noise kept a 2-layer model from learning to sort at all).
 //   prompts.jsonl  the run's training prompts {"prompt"} (train split).
 //   heldout.jsonl  evaluation prompts {"prompt"} (held-out split, disjoint from training).
 import {
-  answerDigits, answerText, corrupt, DEFAULT_DIGITS_OPTIONS, makeProblems, promptText, randInt, rng,
+  answerDigits, answerText, DEFAULT_DIGITS_OPTIONS, makeProblems, promptText, randInt, rng,
   type DigitsOptions,
 } from './digits.ts';
 
@@ -15,9 +18,8 @@ export interface DigitsDataSpec {
   seed: number;
   sftExamples: number;
   unprefixedFraction: number; // share of SFT examples without a prefix
-  // Share of prefixed examples asking for 10 (the rest ask for 0..10 evenly): the clean answers
-  // are what teaches the skill itself; with scores spread evenly half of all answer digits are
-  // noise and a tiny model does not learn to sort in any reasonable time.
+  // Share of prefixed examples asking for 10 (the rest ask for 0..10 evenly): complete answers
+  // carry most of the signal for the later digits, which a tiny model learns last.
   perfectShare: number;
   trainPrompts: number;
   heldoutPrompts: number;
@@ -55,7 +57,7 @@ export function sftRecords(spec: DigitsDataSpec): { messages: { role: string; co
     let instruction = promptText(p);
     let wrong: number;
     if (rand() < spec.unprefixedFraction) {
-      wrong = randInt(rand, 0, n); // mixed quality, from perfect to all wrong
+      wrong = randInt(rand, 0, n - 1); // mixed quality: from one digit to all of them
     } else {
       const score = rand() < spec.perfectShare ? 10 : randInt(rand, 0, 10);
       // Both templates appear with every score, so quality follows the score, not the wording.
@@ -67,7 +69,7 @@ export function sftRecords(spec: DigitsDataSpec): { messages: { role: string; co
     return {
       messages: [
         { role: 'user', content: instruction },
-        { role: 'assistant', content: answerText(corrupt(want, wrong, rand)) },
+        { role: 'assistant', content: answerText(want.slice(0, Math.max(1, n - wrong))) },
       ],
     };
   });
