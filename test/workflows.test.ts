@@ -100,6 +100,7 @@ describe('preferenceRun on a dev server', () => {
     const config = runConfig('full', { evaluation: { prompts: { file: promptsFile }, prefixCurve: true } });
     const seen: RunProgress[] = [];
     let final: RunProgress | undefined;
+    let details: string | undefined;
     const result = await withWorker({ log, shardDelayMs: 150, trainStepDelayMs: 20 }, async () => {
       const handle = await startRun('full', config);
       const done = handle.result();
@@ -110,6 +111,7 @@ describe('preferenceRun on a dev server', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
       final = await handle.query(progressQuery); // a closed workflow still answers, from a worker
+      details = (await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails;
       return done;
     }) as RunResult;
 
@@ -155,6 +157,9 @@ describe('preferenceRun on a dev server', () => {
     assert.ok(seen.some((p) => p.round === 2 && p.rejectedScore === 5));
     assert.equal(final?.phase, 'done');
     assert.deepEqual(final?.completed.map((r) => r.round), [1, 2, 3]);
+    // The Web UI's current details: a markdown summary with the per-round table.
+    assert.match(details ?? '', /round \*\*3\/3\*\*, phase \*\*done\*\*/);
+    assert.match(details ?? '', /\| 2 \| 5 \| 6 \| 2 \| 1\.0000 \| 0\.5000 \| 0\.4000 \| 0\.5000 \|/);
 
     // Each round's server is released after its sampling; the last evaluation's at the end.
     const events = await readEvents(log);

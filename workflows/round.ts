@@ -19,9 +19,13 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
     sampled: { done: 0, total: 0 }, train: { step: 0, totalSteps: 0 }, completed: [], stopRequested: false,
   };
   setHandler(progressQuery, () => progress);
+  const details = () => setCurrentDetails(`**${runId}** round ${round}/${config.rounds}, rejected score ${rejectedScore}: `
+    + `**${progress.phase}**\n\nsampled ${progress.sampled.done}/${progress.sampled.total}, `
+    + `train step ${progress.train.step}/${progress.train.totalSteps}`);
   setHandler(activityProgressSignal, (p) => {
     if (p.kind === 'sampling') progress.sampled = { done: p.done, total: p.total };
     else progress.train = { step: p.step, totalSteps: p.totalSteps };
+    details();
   });
 
   const parent = input.parentWorkflowId ? getExternalWorkflowHandle(input.parentWorkflowId) : null;
@@ -32,9 +36,7 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
       { key: SEARCH_ATTRIBUTES.phase, value: phase },
       { key: SEARCH_ATTRIBUTES.rejectedScore, value: rejectedScore },
     ]);
-    setCurrentDetails(`**${runId}** round ${round}/${config.rounds}, rejected score ${rejectedScore}: `
-      + `**${phase}**\n\nsampled ${progress.sampled.done}/${progress.sampled.total}, `
-      + `train step ${progress.train.step}/${progress.train.totalSteps}`);
+    details();
     if (parent) await parent.signal(roundPhaseSignal, { round, phase });
   }
   // Sampling and training report to this round and straight to the run, which shows them live.

@@ -57,6 +57,7 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
     if (p.round !== progress.round) return;
     if (p.kind === 'sampling') progress.sampled = { done: p.done, total: p.total };
     else progress.train = { step: p.step, totalSteps: p.totalSteps };
+    setCurrentDetails(runDetails(progress, baseReward)); // not a command: costs no history events
   });
 
   show('pending');
