@@ -31,7 +31,7 @@ export interface ManifestSpec {
   data?: Record<string, unknown>;
 }
 
-export async function describeFile(file: string, baseDir: string): Promise<ManifestFile> {
+async function describeFile(file: string, baseDir: string): Promise<ManifestFile> {
   const abs = isAbsolute(file) ? file : join(baseDir, file);
   const [st, hash] = await Promise.all([stat(abs), sha256File(abs)]);
   return { path: relative(baseDir, abs), sha256: hash, bytes: st.size };
@@ -52,12 +52,6 @@ export async function writeManifest(manifestPath: string, spec: ManifestSpec): P
   };
   await writeJsonAtomic(manifestPath, manifest);
   return manifest;
-}
-
-export function manifestOutputPath(manifestPath: string, m: Manifest, name: string): string {
-  const f = m.outputs[name];
-  if (!f) throw new Error(`${manifestPath}: manifest has no output "${name}"`);
-  return join(dirname(manifestPath), f.path);
 }
 
 // Returns the manifest when it exists, was written by the same step with the same config and
