@@ -95,6 +95,13 @@ describe('opsr against a dev server', () => {
     const handle = env.client.workflow.getHandle('cli-resume');
     await until('round 1 to finish', async () => (await handle.query(progressQuery)).completed.length >= 1);
 
+    const live = await opsr(['status', 'cli-resume', ...addr]);
+    assert.equal(live.code, 0, live.stderr);
+    assert.match(live.stdout, /^cli-resume: preferenceRun running since /);
+    assert.match(live.stdout, /^cli-resume {2}phase \w+ {2}round [123]\/3/m);
+    assert.match(live.stdout, /^ {2}rounds {4}\[[#.]{30}\] +\d+% {2}[123]\/3$/m);
+    assert.deepEqual(rounds(live.stdout)[0], [1, 3, 6, 2]);
+
     const open = await opsr(['resume', 'cli-resume', ...addr]);
     assert.equal(open.code, 0, open.stderr);
     assert.match(open.stdout, /cli-resume is still running: nothing to resume/);
