@@ -101,6 +101,7 @@ describe('preferenceRun on a dev server', () => {
     const seen: RunProgress[] = [];
     let final: RunProgress | undefined;
     let details: string | undefined;
+    let roundProgress: RunProgress | undefined;
     const result = await withWorker({ log, shardDelayMs: 150, trainStepDelayMs: 20 }, async () => {
       const handle = await startRun('full', config);
       const done = handle.result();
@@ -112,6 +113,7 @@ describe('preferenceRun on a dev server', () => {
       }
       final = await handle.query(progressQuery); // a closed workflow still answers, from a worker
       details = (await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata')).currentDetails;
+      roundProgress = await env.client.workflow.getHandle('full/round-2').query(progressQuery);
       return done;
     }) as RunResult;
 
@@ -157,6 +159,8 @@ describe('preferenceRun on a dev server', () => {
     assert.ok(seen.some((p) => p.round === 2 && p.rejectedScore === 5));
     assert.equal(final?.phase, 'done');
     assert.deepEqual(final?.completed.map((r) => r.round), [1, 2, 3]);
+    assert.deepEqual([roundProgress?.round, roundProgress?.phase, roundProgress?.rejectedScore, roundProgress?.sampled, roundProgress?.train],
+      [2, 'done', 5, { done: 8, total: 8 }, { step: 6, totalSteps: 6 }]);
     // The Web UI's current details: a markdown summary with the per-round table.
     assert.match(details ?? '', /round \*\*3\/3\*\*, phase \*\*done\*\*/);
     assert.match(details ?? '', /\| 2 \| 5 \| 6 \| 2 \| 1\.0000 \| 0\.5000 \| 0\.4000 \| 0\.5000 \|/);
