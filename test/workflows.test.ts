@@ -186,6 +186,21 @@ describe('preferenceRun on a dev server', () => {
     await recordHistories('retry', ['retry', 'retry/round-1']);
   });
 
+  test('the init stage (paper 3.2) gives round 1 its reference', async () => {
+    const log = logFile('init');
+    const config = runConfig('init', { rounds: 1, training: { learningRate: 1e-6 }, init: { sft: { data: promptsFile } },
+      evaluation: { prompts: { file: promptsFile }, prefixCurve: true, prefixScores: [1, 10] } });
+    const result = await withWorker({ log }, async () => (await startRun('init', config)).result()) as RunResult;
+    const initModel = path.join(tmp, 'storage', 'runs', 'init', 'init', 'final');
+    const manifest = await readJson<Manifest>(result.rounds[0].manifest);
+    assert.equal(manifest.referenceModelDir, initModel);
+    // The base evaluation and its prefix curve are of the initialized policy, before round 1.
+    const served = (await readEvents(log)).filter((e) => e.event === 'serve').map((e) => (e as { modelDir: string }).modelDir);
+    assert.deepEqual(served, [initModel, initModel, result.rounds[0].modelDir]);
+    assert.deepEqual(result.prefixCurve, [{ score: 1, meanReward: 0.1 }, { score: 10, meanReward: 1 }]);
+    await recordHistories('init', ['init', 'init/round-1']);
+  });
+
   test('stopAfterRound ends the run after the current round', async () => {
     const log = logFile('stop');
     const { result, progress } = await withWorker({ log, shardDelayMs: 100 }, async () => {
