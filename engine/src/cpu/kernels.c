@@ -188,6 +188,10 @@ static inline void visible(const int *branch, int b, int i, int *hi1, int *lo2) 
     else { *hi1 = i + 1; *lo2 = i + 1; }  // one range [0, i]
 }
 
+// Queries are processed in blocks of ATT_BLOCK rows; a block needs keys [0, i1) only, which
+// skips most of the masked upper triangle of Q K^T (and of every product in backward).
+#define ATT_BLOCK 64
+
 void attention_forward(float *out, float *att, const float *qkv, const int *branch,
                        int B, int T, int C, int NH) {
     int hs = C / NH;
@@ -198,26 +202,29 @@ void attention_forward(float *out, float *att, const float *qkv, const int *bran
         int b = bh / NH, h = bh % NH;
         const float *q = qkv + (size_t)b * T * 3 * C + h * hs;
         const float *k = q + C, *v = q + 2 * C;
-        float *p = att + (size_t)bh * T * T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, 3 * C, k, 3 * C,
-                    0.0f, p, T);
-        for (int i = 0; i < T; i++) {
-            float *row = p + (size_t)i * T;
-            int hi1, lo2;
-            visible(branch, b, i, &hi1, &lo2);
-            float mx = row[0];
-            for (int j = 1; j < hi1; j++) if (row[j] > mx) mx = row[j];
-            for (int j = lo2; j <= i; j++) if (row[j] > mx) mx = row[j];
-            float sum = 0.0f;
-            for (int j = 0; j < hi1; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
-            for (int j = hi1; j < lo2; j++) row[j] = 0.0f;  // the other branch
-            for (int j = lo2; j <= i; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
-            float inv = 1.0f / sum;
-            for (int j = 0; j <= i; j++) row[j] *= inv;
-            for (int j = i + 1; j < T; j++) row[j] = 0.0f;  // causal mask
+        float *p = att + (size_t)bh * T * T, *o = out + (size_t)b * T * C + h * hs;
+        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+            int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
+            float *pb = p + (size_t)i0 * T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, i1, hs, scale,
+                        q + (size_t)i0 * 3 * C, 3 * C, k, 3 * C, 0.0f, pb, T);
+            for (int i = i0; i < i1; i++) {
+                float *row = p + (size_t)i * T;
+                int hi1, lo2;
+                visible(branch, b, i, &hi1, &lo2);
+                float mx = row[0], sum = 0.0f;
+                for (int j = 1; j < hi1; j++) mx = row[j] > mx ? row[j] : mx;
+                for (int j = lo2; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                for (int j = 0; j < hi1; j++) { row[j] = exp_approx(row[j] - mx); sum += row[j]; }
+                for (int j = hi1; j < lo2; j++) row[j] = 0.0f;  // the other branch
+                for (int j = lo2; j <= i; j++) { row[j] = exp_approx(row[j] - mx); sum += row[j]; }
+                float inv = 1.0f / sum;
+                for (int j = 0; j <= i; j++) row[j] *= inv;
+                for (int j = i + 1; j < i1; j++) row[j] = 0.0f;  // causal mask
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hs, i1, 1.0f, pb, T, v,
+                        3 * C, 0.0f, o + (size_t)i0 * C, C);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, v, 3 * C,
-                    0.0f, out + (size_t)b * T * C + h * hs, C);
     }
 }
 
@@ -236,24 +243,29 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
             float *dq = dqkv + qoff, *dk = dq + C, *dv = dq + 2 * C;
             const float *p = att + (size_t)bh * T * T;
             const float *dy = dout + (size_t)b * T * C + h * hs;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dy, C, v, 3 * C,
-                        0.0f, dp, T);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, dy, C,
-                        1.0f, dv, 3 * C);
-            // softmax backward, folding in the score scale; dp becomes d(QK^T). Masked keys
-            // have p = 0, so p * (dp - dot) is 0 there too.
-            for (int i = 0; i < T; i++) {
-                const float *pr = p + (size_t)i * T;
-                float *dr = dp + (size_t)i * T;
-                float dot = 0.0f;
-                for (int j = 0; j <= i; j++) dot += pr[j] * dr[j];
-                for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
-                for (int j = i + 1; j < T; j++) dr[j] = 0.0f;
+            for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+                int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
+                const float *pb = p + (size_t)i0 * T, *dyb = dy + (size_t)i0 * C;
+                float *db = dp + (size_t)i0 * T;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, i1, hs, 1.0f, dyb, C, v,
+                            3 * C, 0.0f, db, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hs, nb, 1.0f, pb, T, dyb,
+                            C, 1.0f, dv, 3 * C);
+                // softmax backward, folding in the score scale; db becomes d(QK^T). Masked
+                // keys have p = 0, so p * (dp - dot) is 0 there too.
+                for (int i = i0; i < i1; i++) {
+                    const float *pr = p + (size_t)i * T;
+                    float *dr = dp + (size_t)i * T;
+                    float dot = 0.0f;
+                    for (int j = 0; j <= i; j++) dot += pr[j] * dr[j];
+                    for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
+                    for (int j = i + 1; j < i1; j++) dr[j] = 0.0f;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hs, i1, 1.0f, db, T, k,
+                            3 * C, 1.0f, dq + (size_t)i0 * 3 * C, 3 * C);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hs, nb, 1.0f, db, T,
+                            q + (size_t)i0 * 3 * C, 3 * C, 1.0f, dk, 3 * C);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, dp, T, k, 3 * C,
-                        1.0f, dq, 3 * C);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, dp, T, q, 3 * C,
-                        1.0f, dk, 3 * C);
         }
     }
 }

@@ -25,7 +25,8 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, int n);
 void residual_forward(float *out, const float *a, const float *b, int n);
 // Causal self-attention over B sequences of T tokens. qkv [B,T,3C] holds q|k|v per token
 // (HF c_attn output), heads are contiguous hs = C/NH slices. out [B,T,C] (=);
-// att [B,NH,T,T] receives the softmax probabilities (zeros where masked) for backward.
+// att [B,NH,T,T] receives the softmax probabilities for backward (row i: columns [0, i], zero
+// where masked; later columns are not written).
 // branch: NULL (plain causal) or [2B] pairs (S, R): on row b, tokens at i >= R form a second
 // branch that sees the first S tokens (the shared prompt) and [R, i], not [S, R).
 void attention_forward(float *out, float *att, const float *qkv, const int *branch,
