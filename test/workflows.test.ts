@@ -186,6 +186,20 @@ describe('preferenceRun on a dev server', () => {
     await recordHistories('retry', ['retry', 'retry/round-1']);
   });
 
+  test('bad input from an activity fails the run at once (BadInput is not retried)', async () => {
+    const log = logFile('badinput');
+    const err = await withWorker({ log, filterErrorType: 'BadInput' }, async () =>
+      (await startRun('badinput', runConfig('badinput', { rounds: 1, training: { learningRate: 1e-6 } }))).result().then(() => null, (e: unknown) => e));
+    assert.ok(err instanceof WorkflowFailedError, String(err));
+    // run <- child round <- activity <- BadInput
+    const failure = (err.cause as { cause?: { cause?: unknown } })?.cause?.cause;
+    assert.ok(failure instanceof ApplicationFailure, String(failure));
+    assert.equal(failure.type, 'BadInput');
+    assert.match(failure.message, /filter\.scoreTalkPatterns: injected BadInput/);
+    const attempts = (await readEvents(log)).filter((e) => e.event === 'attempt' && e.activity === 'filterPairs');
+    assert.equal(attempts.length, 1);
+  });
+
   test('the init stage (paper 3.2) gives round 1 its reference', async () => {
     const log = logFile('init');
     const config = runConfig('init', { rounds: 1, training: { learningRate: 1e-6 }, init: { sft: { data: promptsFile } },

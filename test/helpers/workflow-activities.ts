@@ -6,6 +6,7 @@
 import { appendFile, mkdir, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { activityInfo, Context, heartbeat } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
 import type { OpsrActivities, RewardSummary } from '../../activities/api.ts';
 import { progressNotifier } from '../../activities/progress.ts';
 import { writeRoundManifest, writeRunReport } from '../../activities/report.ts';
@@ -18,6 +19,7 @@ export interface TestControls {
   shardDelayMs?: number;       // time per sampling shard
   trainStepDelayMs?: number;   // time per training step
   failFilterAttempts?: number; // filterPairs fails this many attempts before succeeding
+  filterErrorType?: string;    // filterPairs fails with an ApplicationFailure of this type (not marked non-retryable)
 }
 
 export type TestEvent =
@@ -116,6 +118,7 @@ export function testActivities(c: TestControls): OpsrActivities {
       if (activityInfo().attempt <= (c.failFilterAttempts ?? 0)) {
         throw new Error(`injected failure on attempt ${activityInfo().attempt}`);
       }
+      if (c.filterErrorType) throw ApplicationFailure.retryable(`filter.scoreTalkPatterns: injected ${c.filterErrorType}`, c.filterErrorType);
       const samples = await readJsonl<Sample>(input.samplesFile);
       const kept = samples.filter((s) => !(input.filter.dropIdentical && s.chosen === s.rejected));
       const pairsFile = path.join(input.roundDir, 'pairs.jsonl');
