@@ -198,6 +198,8 @@ describe('preferenceRun on a dev server', () => {
     assert.match(failure.message, /filter\.scoreTalkPatterns: injected BadInput/);
     const attempts = (await readEvents(log)).filter((e) => e.event === 'attempt' && e.activity === 'filterPairs');
     assert.equal(attempts.length, 1);
+    const d = await env.client.workflow.getHandle('badinput').describe();
+    assert.equal(d.typedSearchAttributes.get(SEARCH_ATTRIBUTES.phase), 'failed');
   });
 
   test('the init stage (paper 3.2) gives round 1 its reference', async () => {

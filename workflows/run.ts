@@ -2,8 +2,8 @@
 // the optional init stage (paper 3.2), then rounds 1..M as child workflows, each trained policy
 // becoming the next round's reference and sampler. Held-out evaluation when configured.
 import {
-  ApplicationFailure, CancellationScope, executeChild, setCurrentDetails, setHandler, upsertSearchAttributes,
-  workflowInfo,
+  ApplicationFailure, CancellationScope, executeChild, isCancellation, setCurrentDetails, setHandler,
+  upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import { ConfigError, parseRunConfig, type RunConfig } from '../config/schema.ts';
 import type { EvaluatePolicyResult, SamplerEndpoint } from '../activities/api.ts';
@@ -119,6 +119,9 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
         break;
       }
     }
+  } catch (err) {
+    show(isCancellation(err) ? 'stopped' : 'failed'); // searchable: OpsrPhase="failed"
+    throw err;
   } finally {
     // Also on failure and cancellation: a managed vLLM server must not outlive the run.
     const served = endpoint as SamplerEndpoint | null;
