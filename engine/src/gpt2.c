@@ -4,6 +4,7 @@
 // packed preference pairs of gpt2_forward_pairs); scored rows of the head name their output slot.
 #include "gpt2.h"
 #include "cpu/kernels.h"
+#include "util.h"
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -94,12 +95,30 @@ void gpt2_free(GPT2 *m) {
     memset(m, 0, sizeof(*m));
 }
 
-// Grows the activation buffers to hold B sequences of T tokens; aborts on out-of-memory since
-// the forward has no error path (the caller sized the batch from the config).
+// Activation buffers grow on demand; the forward has no error path, so running out of memory
+// ends the process with the engine's error line (the caller sized the batch from the config).
 static void *xrealloc(void *p, size_t n) {
     void *q = realloc(p, n ? n : 1);
-    if (!q) { fprintf(stderr, "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"activations: cannot allocate %zu bytes\"}}\n", n); exit(4); }
+    if (!q) die(EXIT_IO, "out_of_memory", "model activations: cannot allocate %zu bytes (use a smaller --batch-size)", n);
     return q;
+}
+
+// Inputs come from validated data files; a violation here is a caller bug, reported as bad
+// input instead of an out-of-bounds read.
+static void check_inputs(const GPT2 *m, int B, int T) {
+    const GPT2Acts *a = m->acts;
+    for (int i = 0; i < B * T; i++) {
+        if (a->tokens[i] < 0 || a->tokens[i] >= m->cfg.vocab_size)
+            die(EXIT_BAD_INPUT, "token_out_of_range", "model input: token id %d (sequence %d, index %d) is outside [0, %d)",
+                a->tokens[i], i / T, i % T, m->cfg.vocab_size);
+        if (a->pos[i] >= m->cfg.max_seq_len)
+            die(EXIT_BAD_INPUT, "sequence_too_long", "model input: sequence %d needs position %d but n_positions is %d",
+                i / T, a->pos[i], m->cfg.max_seq_len);
+    }
+    for (int r = 0; r < a->nrows; r++)
+        if (a->row_tgt[r] < 0 || a->row_tgt[r] >= m->cfg.vocab_size)
+            die(EXIT_BAD_INPUT, "token_out_of_range", "model target: token id %d (sequence %d) is outside [0, %d)",
+                a->row_tgt[r], a->row_pos[r] / T, m->cfg.vocab_size);
 }
 
 static void ensure_acts(GPT2 *m, int B, int T) {
@@ -175,6 +194,7 @@ void gpt2_init_random(GPT2 *m, uint64_t seed) {
 static void forward_body(GPT2 *m) {
     GPT2Acts *a = m->acts;
     int B = a->B, T = a->T;
+    check_inputs(m, B, T);
     const int *branch = a->has_branch ? a->branch : NULL;
     int C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, L = m->cfg.n_layer;
     int BT = B * T;
@@ -258,7 +278,6 @@ void gpt2_forward(GPT2 *m, const int *tokens, const int *targets, int B, int T,
     memcpy(a->tokens, tokens, (size_t)BT * sizeof(int));
     for (int i = 0; i < BT; i++) a->pos[i] = i % T;
     a->has_branch = 0;
-    forward_body(m);
     for (int i = 0; i < BT; i++) n += targets[i] >= 0;
     ensure_rows(m, n);
     n = 0;
@@ -268,6 +287,7 @@ void gpt2_forward(GPT2 *m, const int *tokens, const int *targets, int B, int T,
         n++;
     }
     a->nrows = n;
+    forward_body(m);
     head_forward(m, B, logp_sum, ntok);
 }
 
@@ -395,9 +415,9 @@ void gpt2_logits(GPT2 *m, const int *tokens, int B, int T, float *logits) {
     memcpy(m->acts->tokens, tokens, (size_t)B * T * sizeof(int));
     for (int i = 0; i < B * T; i++) m->acts->pos[i] = i % T;
     m->acts->has_branch = 0;
+    m->acts->nrows = 0;  // no head rows: a backward after this would be meaningless
     forward_body(m);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, m->cfg.vocab_size, m->cfg.n_embd,
                 1.0f, m->acts->lnf, m->cfg.n_embd, m->param[P_WTE], m->cfg.n_embd, 0.0f, logits,
                 m->cfg.vocab_size);
-    m->acts->nrows = 0;  // no head rows: a backward after this would be meaningless
 }
