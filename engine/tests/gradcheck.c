@@ -176,6 +176,22 @@ int main(void) {
         }
     }
     failures += check_pairs(&m);
+    // bit-reproducible: the same step twice gives identical gradients (resume relies on it)
+    {
+        float dlogp[2 * NPAIRS];
+        float *g1 = malloc(m.num_params * sizeof(float));
+        for (int rep = 0; rep < 2; rep++) {
+            gpt2_zero_grad(&m);
+            objective(&m, &bt, &losses[1].cfg, dlogp);
+            gpt2_backward(&m, dlogp);
+            if (rep == 0) memcpy(g1, m.grads, m.num_params * sizeof(float));
+        }
+        if (memcmp(g1, m.grads, m.num_params * sizeof(float))) {
+            printf("FAIL determinism: two identical steps gave different gradients\n");
+            failures++;
+        }
+        free(g1);
+    }
     // clip_grad_norm: norm and scaling against a direct computation
     double ss = 0;
     for (size_t i = 0; i < m.num_params; i++) ss += (double)m.grads[i] * m.grads[i];
