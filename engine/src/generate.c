@@ -2,6 +2,7 @@
 // A step's rows are the prompt tokens of newly admitted requests plus one token per decoding
 // slot; every row attends only to its own slot's cache, so prefill and decode share one pass.
 #include "generate.h"
+#include "packed.h"
 #include "cpu/kernels.h"
 #include "util.h"
 #include <math.h>
@@ -24,14 +25,15 @@ typedef struct {
     int generated;      // tokens sampled so far (stop token included)
     int next_token;     // sampled, not yet in the cache
     int cap;            // cache capacity in positions
-    float *kv;          // [L][2][cap][C]: keys then values per layer
+    float *kv;          // per layer: keys [NH][cap/16][hs][16], then values [cap][C]
 } Slot;
 
 struct Generator {
     GPT2 *m;
-    float *packed;                 // one 64-byte aligned block holding every packed matrix
-    float **qkvw, **attprojw, **fcw, **fcprojw;  // [L] views into packed
-    float *wte_t;                  // the tied LM head, packed from wte transposed
+    PackFormat fmt;
+    PackedMatrix *mats;            // see pack_model
+    int nmats;
+    void *scratch;                 // packed_matmul's, sized with the rows
     int max_batch, prefill_budget, nthreads;
     Slot *slots;
     Request *queue_head, *queue_tail;
@@ -46,7 +48,8 @@ struct Generator {
     int *sample_top_ids;
     float *head_in;     // [max_batch rounded up, C]
     float *logits;      // [max_batch rounded up, V]
-    float *att_scratch; // [nthreads, P]
+    float *att_scratch; // [nthreads, att_stride]
+    size_t att_stride;  // n_positions rounded up to 16
     float *cand_val;    // [nthreads, V]
     int *cand_idx;      // [nthreads, V]
     int *cand_order;    // [nthreads, V]
@@ -60,111 +63,84 @@ static uint64_t rng_next(uint64_t *s) {  // splitmix64
 }
 static double rng_uniform(uint64_t *s) { return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
 
-// ---- matrix products for generation --------------------------------------------------------
-// out[M,N] = in[M,K] @ W[K,N] (+ bias) with W packed once into panels of PANEL columns stored
-// [K][PANEL], so each panel streams contiguously and stays in L2 while every row tile uses it.
-// Each output element is one fixed sequence of multiply-adds over k, whatever M is and wherever
-// the row sits: a sequence's numbers do not depend on the rest of the batch (a BLAS sgemm picks
-// kernels by shape and does not promise that), and no weights are repacked per call (OpenBLAS
-// repacks them on every small-M call, which cost more than the arithmetic here).
-#define PANEL 64
-#define TILE_M 6
+// ---- 16-lane vector helpers (GCC vector extensions: AVX-512 here, narrower vectors elsewhere).
+// Every result is a fixed sequence of operations per element, so rows stay batch-independent.
 typedef float v16 __attribute__((vector_size(64)));
-#ifdef __AVX512F__
-#include <immintrin.h>
-#define FMA16(acc, a, w) ((acc) = (v16)_mm512_fmadd_ps(_mm512_set1_ps(a), (__m512)(w), (__m512)(acc)))
-#else
-#define FMA16(acc, a, w) ((acc) += (a) * (w))
-#endif
-
-static size_t panels_of(int n) { return (size_t)(n + PANEL - 1) / PANEL; }
-
-// Packs W (element (k, j) at w[k*ks + j*js]) of shape [K, N] into dst; padding columns are 0.
-static void pack_panels(float *dst, const float *w, int K, int N, size_t ks, size_t js) {
-    #pragma omp parallel for
-    for (size_t p = 0; p < panels_of(N); p++)
-        for (int k = 0; k < K; k++)
-            for (int i = 0; i < PANEL; i++) {
-                size_t j = p * PANEL + i;
-                dst[(p * K + k) * PANEL + i] = j < (size_t)N ? w[k * ks + j * js] : 0.0f;
-            }
+typedef int32_t vi16 __attribute__((vector_size(64)));
+static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+static inline v16 select16(vi16 mask, v16 a, v16 b) { return (v16)(((vi16)a & mask) | ((vi16)b & ~mask)); }
+static inline v16 exp16(v16 x) {
+    const v16 hi = (v16){0} + 88.0f, lo = (v16){0} - 88.0f;
+    x = select16(x > hi, hi, x);
+    x = select16(x < lo, lo, x);
+    v16 t = x * 1.44269504088896341f + 0.5f;
+    vi16 ni = __builtin_convertvector(t, vi16);
+    v16 nf = __builtin_convertvector(ni, v16);
+    vi16 above = nf > t;  // truncation went up for negative t: floor is one less
+    ni += above;
+    nf += __builtin_convertvector(above, v16);
+    v16 r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+    v16 p = (v16){0} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    v16 y = p * r * r + r + 1.0f;
+    return y * (v16)((ni + 127) << 23);
 }
 
-// One tile of MR rows by one panel; MR is a constant in each inlined copy, so the accumulators
-// live in registers (and every copy does the same fused multiply-adds).
-static inline __attribute__((always_inline)) void gemm_tile(float *out, const float *in,
-        const float *wp, const float *bias, int K, int N, int j0, int nc, const int MR) {
-    v16 acc[TILE_M][PANEL / 16];
-    for (int r = 0; r < MR; r++)
-        for (int c = 0; c < PANEL / 16; c++) acc[r][c] = (v16){0};
-    for (int k = 0; k < K; k++) {
-        const v16 *w = (const v16 *)(wp + (size_t)k * PANEL);
-        v16 w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-        for (int r = 0; r < MR; r++) {
-            float a = in[(size_t)r * K + k];
-            FMA16(acc[r][0], a, w0); FMA16(acc[r][1], a, w1); FMA16(acc[r][2], a, w2); FMA16(acc[r][3], a, w3);
-        }
+
+// dst[i] = exp(src[i] - mx) for i < n (dst may be NULL); returns the sum, in a fixed order.
+static float exp_shift_sum(float *dst, const float *src, int n, float mx) {
+    v16 acc = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v16 e = exp16(load16(src + i) - mx);
+        if (dst) memcpy(dst + i, &e, sizeof e);
+        acc += e;
     }
-    for (int r = 0; r < MR; r++) {
-        float *o = out + (size_t)r * N + j0;
-        for (int i = 0; i < nc; i++) o[i] = acc[r][i / 16][i % 16] + (bias ? bias[j0 + i] : 0.0f);
+    float sum = 0.0f;
+    for (int t = 0; t < 16; t++) sum += acc[t];
+    if (i < n) {
+        v16 x = {0};
+        memcpy(&x, src + i, (size_t)(n - i) * sizeof(float));
+        v16 e = exp16(x - mx);
+        if (dst) memcpy(dst + i, &e, (size_t)(n - i) * sizeof(float));
+        for (int t = 0; t < n - i; t++) sum += e[t];
     }
+    return sum;
 }
 
-static void gemm_packed(float *out, const float *in, const float *packed, const float *bias,
-                        int M, int K, int N) {
-    int np = (int)panels_of(N);
-    #pragma omp parallel for schedule(static)
-    for (int p = 0; p < np; p++) {
-        const float *wp = packed + (size_t)p * K * PANEL;
-        int j0 = p * PANEL, nc = N - j0 < PANEL ? N - j0 : PANEL;
-        for (int m0 = 0; m0 < M; m0 += TILE_M) {
-            float *o = out + (size_t)m0 * N;
-            const float *x = in + (size_t)m0 * K;
-            switch (M - m0 < TILE_M ? M - m0 : TILE_M) {
-                case 1: gemm_tile(o, x, wp, bias, K, N, j0, nc, 1); break;
-                case 2: gemm_tile(o, x, wp, bias, K, N, j0, nc, 2); break;
-                case 3: gemm_tile(o, x, wp, bias, K, N, j0, nc, 3); break;
-                case 4: gemm_tile(o, x, wp, bias, K, N, j0, nc, 4); break;
-                case 5: gemm_tile(o, x, wp, bias, K, N, j0, nc, 5); break;
-                default: gemm_tile(o, x, wp, bias, K, N, j0, nc, TILE_M); break;
-            }
-        }
-    }
-}
 
-// Packs every weight matrix of the model (about the size of the model again).
-static int pack_model(Generator *g) {
+// Every weight matrix packed once: per layer qkv, attention projection, fc, fc projection; then
+// the tied LM head (wte transposed).
+enum { MAT_QKV, MAT_ATTPROJ, MAT_FC, MAT_FCPROJ, MATS_PER_LAYER };
+
+static int pack_model(Generator *g, PackFormat fmt) {
     const GPT2 *m = g->m;
     const GPT2Config *c = &m->cfg;
-    int L = c->n_layer, C = c->n_embd, F = c->n_inner, V = c->vocab_size;
-    size_t per_layer = (panels_of(3 * C) + panels_of(C)) * C * PANEL + panels_of(F) * C * PANEL + panels_of(C) * F * PANEL;
-    size_t total = per_layer * L + panels_of(V) * C * PANEL;
-    g->packed = aligned_alloc(64, total * sizeof(float));
-    g->qkvw = malloc(4 * (size_t)L * sizeof(float *));
-    if (!g->packed || !g->qkvw) return err_set(EXIT_IO, "out_of_memory", "cannot allocate %zu MB for packed weights", total * 4 >> 20);
-    g->attprojw = g->qkvw + L; g->fcw = g->attprojw + L; g->fcprojw = g->fcw + L;
-    float *p = g->packed;
+    int L = c->n_layer, C = c->n_embd, F = c->n_inner;
+    g->nmats = L * MATS_PER_LAYER + 1;
+    g->mats = calloc(g->nmats, sizeof(PackedMatrix));
+    if (!g->mats) return err_set(EXIT_IO, "out_of_memory", "cannot allocate packed weights");
     for (int l = 0; l < L; l++) {
-        g->qkvw[l] = p;
-        pack_panels(p, m->param[P_QKVW] + (size_t)l * C * 3 * C, C, 3 * C, 3 * C, 1);
-        p += panels_of(3 * C) * C * PANEL;
-        g->attprojw[l] = p;
-        pack_panels(p, m->param[P_ATTPROJW] + (size_t)l * C * C, C, C, C, 1);
-        p += panels_of(C) * C * PANEL;
-        g->fcw[l] = p;
-        pack_panels(p, m->param[P_FCW] + (size_t)l * C * F, C, F, F, 1);
-        p += panels_of(F) * C * PANEL;
-        g->fcprojw[l] = p;
-        pack_panels(p, m->param[P_FCPROJW] + (size_t)l * F * C, F, C, C, 1);
-        p += panels_of(C) * F * PANEL;
+        PackedMatrix *pm = g->mats + l * MATS_PER_LAYER;
+        if (packed_make(pm + MAT_QKV, fmt, m->param[P_QKVW] + (size_t)l * C * 3 * C, C, 3 * C, 3 * C, 1) ||
+            packed_make(pm + MAT_ATTPROJ, fmt, m->param[P_ATTPROJW] + (size_t)l * C * C, C, C, C, 1) ||
+            packed_make(pm + MAT_FC, fmt, m->param[P_FCW] + (size_t)l * C * F, C, F, F, 1) ||
+            packed_make(pm + MAT_FCPROJ, fmt, m->param[P_FCPROJW] + (size_t)l * F * C, F, C, C, 1))
+            return -1;
     }
-    g->wte_t = p;  // logits = x @ wte^T: element (k=c, j=v) is wte[v*C + c]
-    pack_panels(p, m->param[P_WTE], C, V, 1, C);
-    return 0;
+    // logits = x @ wte^T: element (k = c, j = v) is wte[v*C + c]
+    return packed_make(g->mats + L * MATS_PER_LAYER, fmt, m->param[P_WTE], C, c->vocab_size, 1, C);
 }
 
-Generator *gen_create(GPT2 *m, int max_batch, int prefill_budget) {
+static void linear(Generator *g, float *out, const float *in, int mat, const float *bias, int M) {
+    packed_matmul(out, in, &g->mats[mat], bias, M, g->scratch);
+}
+
+Generator *gen_create(GPT2 *m, int max_batch, int prefill_budget, int bf16) {
     Generator *g = calloc(1, sizeof(Generator));
     if (!g) return NULL;
     const GPT2Config *c = &m->cfg;
@@ -182,17 +158,20 @@ Generator *gen_create(GPT2 *m, int max_batch, int prefill_budget) {
     g->sample_top_ids = malloc(B * GEN_MAX_TOP_LOGPROBS * sizeof(int));
     g->head_in = calloc(B * c->n_embd, sizeof(float));
     g->logits = malloc(B * V * sizeof(float));
-    g->att_scratch = malloc((size_t)g->nthreads * c->max_seq_len * sizeof(float));
+    g->att_stride = (c->max_seq_len + 15) / 16 * 16;
+    g->att_scratch = malloc((size_t)g->nthreads * g->att_stride * sizeof(float));
     g->cand_val = malloc((size_t)g->nthreads * V * sizeof(float));
     g->cand_idx = malloc((size_t)g->nthreads * V * sizeof(int));
     g->cand_order = malloc((size_t)g->nthreads * V * sizeof(int));
     if (!g->slots || !g->sample_slot || !g->sample_row || !g->sample_tok || !g->sample_lp ||
         !g->sample_top_lp || !g->sample_top_ids || !g->head_in || !g->logits || !g->att_scratch ||
         !g->cand_val || !g->cand_idx || !g->cand_order) {
+        err_set(EXIT_IO, "out_of_memory", "cannot allocate the generator for %d sequences", max_batch);
         gen_free(g);
         return NULL;
     }
-    if (pack_model(g)) { gen_free(g); return NULL; }
+    g->fmt = bf16 ? PACK_BF16 : PACK_FP32;
+    if ((bf16 && !packed_bf16_available()) || pack_model(g, g->fmt)) { gen_free(g); return NULL; }
     return g;
 }
 
@@ -204,7 +183,8 @@ void gen_free(Generator *g) {
     if (!g) return;
     for (int s = 0; g->slots && s < g->max_batch; s++) { free(g->slots[s].kv); free_request(g->slots[s].req); }
     for (Request *r = g->queue_head, *next; r; r = next) { next = r->next; free_request(r); }
-    void *ps[] = {g->packed, g->qkvw, g->slots, g->row_slot, g->row_pos, g->row_tok, g->x, g->ln, g->qkv, g->atty,
+    for (int i = 0; g->mats && i < g->nmats; i++) packed_free(&g->mats[i]);
+    void *ps[] = {g->mats, g->scratch, g->slots, g->row_slot, g->row_pos, g->row_tok, g->x, g->ln, g->qkv, g->atty,
                   g->proj, g->fch, g->sample_slot, g->sample_row, g->sample_tok, g->sample_lp,
                   g->sample_top_lp, g->sample_top_ids, g->head_in, g->logits, g->att_scratch,
                   g->cand_val, g->cand_idx, g->cand_order};
@@ -226,29 +206,50 @@ static int ensure_rows(Generator *g, size_t n) {
         if (!p) return err_set(EXIT_IO, "out_of_memory", "cannot allocate activations for %zu rows", n);
         *bufs[i] = p;
     }
+    size_t sb = packed_scratch_bytes(g->fmt, (int)n, F > C ? (int)F : (int)C);
+    if (sb) {
+        void *p = realloc(g->scratch, sb);
+        if (!p) return err_set(EXIT_IO, "out_of_memory", "cannot allocate activations for %zu rows", n);
+        g->scratch = p;
+    }
     g->cap_rows = n;
     return 0;
 }
 
-static float *slot_k(const Generator *g, const Slot *s, int l) {
+// Keys are stored per head in blocks of 16 positions, transposed inside a block
+// ([NH][cap/16][hs][16]): one head's scores for 16 positions are 16-lane products over one
+// contiguous 4 KB block (for hs 64). Values stay [cap][C].
+static float *slot_kt(const Generator *g, const Slot *s, int l) {
     return s->kv + (size_t)(2 * l) * s->cap * g->m->cfg.n_embd;
 }
 static float *slot_v(const Generator *g, const Slot *s, int l) {
     return s->kv + (size_t)(2 * l + 1) * s->cap * g->m->cfg.n_embd;
 }
+static void store_key(const Generator *g, Slot *s, int l, int pos, const float *k) {
+    const GPT2Config *c = &g->m->cfg;
+    int hs = c->n_embd / c->n_head;
+    float *kt = slot_kt(g, s, l) + (size_t)(pos / 16) * hs * 16 + pos % 16;
+    for (int h = 0; h < c->n_head; h++)
+        for (int i = 0; i < hs; i++) kt[(size_t)h * s->cap * hs + (size_t)i * 16] = k[h * hs + i];
+}
 
-// Grows a slot's cache to hold n positions (doubling, at most n_positions), keeping its contents.
+// Grows a slot's cache to hold n positions (doubling, a multiple of 16 up to n_positions rounded
+// up), keeping its contents; unused positions are zero.
 static int ensure_cache(Generator *g, Slot *s, int n) {
     if (n <= s->cap) return 0;
     const GPT2Config *c = &g->m->cfg;
-    int cap = s->cap ? s->cap : 64;
+    int most = (c->max_seq_len + 15) / 16 * 16, cap = s->cap ? s->cap : 64;
     while (cap < n) cap *= 2;
-    if (cap > c->max_seq_len) cap = c->max_seq_len;
-    size_t C = c->n_embd;
-    float *kv = malloc((size_t)2 * c->n_layer * cap * C * sizeof(float));
+    if (cap > most) cap = most;
+    size_t C = c->n_embd, hs = C / c->n_head, blocks = (size_t)(s->len + 15) / 16;
+    float *kv = calloc((size_t)2 * c->n_layer * cap * C, sizeof(float));
     if (!kv) return err_set(EXIT_IO, "out_of_memory", "cannot allocate a KV cache of %d positions", cap);
-    for (int i = 0; i < 2 * c->n_layer && s->len > 0; i++)
-        memcpy(kv + (size_t)i * cap * C, s->kv + (size_t)i * s->cap * C, (size_t)s->len * C * sizeof(float));
+    for (int l = 0; l < c->n_layer && s->len > 0; l++) {
+        const float *kt = slot_kt(g, s, l);
+        for (int h = 0; h < c->n_head; h++)
+            memcpy(kv + 2 * l * C * cap + h * cap * hs, kt + h * s->cap * hs, blocks * hs * 16 * sizeof(float));
+        memcpy(kv + (size_t)(2 * l + 1) * cap * C, slot_v(g, s, l), (size_t)s->len * C * sizeof(float));
+    }
     free(s->kv);
     s->kv = kv;
     s->cap = cap;
@@ -328,48 +329,9 @@ int gen_pending(const Generator *g) {
     return n;
 }
 
-static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
-
-// Dot product in 16 lanes then one fixed-order sum (C forbids the compiler reordering a scalar
-// reduction, which would leave it unvectorized).
-static float dot(const float *a, const float *b, int n) {
-    int i = 0;
-    float sum = 0.0f;
-    if (n >= 16) {
-        v16 acc = {0};
-        for (; i + 16 <= n; i += 16) acc += load16(a + i) * load16(b + i);
-        for (int t = 0; t < 16; t++) sum += acc[t];
-    }
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
-}
-
 // GPT-2's gelu_new for generation, 16 lanes at a time: 0.5x(1 + tanh(u)) = x / (1 + exp(-2u)),
 // with a Cephes-style polynomial exp (about 2 ulp). libm's scalar tanhf made gelu a fifth of a
 // decode step; this is within float rounding of it (greedy parity with transformers holds).
-typedef int32_t vi16 __attribute__((vector_size(64)));
-static inline v16 select16(vi16 mask, v16 a, v16 b) { return (v16)(((vi16)a & mask) | ((vi16)b & ~mask)); }
-static inline v16 exp16(v16 x) {
-    const v16 hi = (v16){0} + 88.0f, lo = (v16){0} - 88.0f;
-    x = select16(x > hi, hi, x);
-    x = select16(x < lo, lo, x);
-    v16 t = x * 1.44269504088896341f + 0.5f;
-    vi16 ni = __builtin_convertvector(t, vi16);
-    v16 nf = __builtin_convertvector(ni, v16);
-    vi16 above = nf > t;  // truncation went up for negative t: floor is one less
-    ni += above;
-    nf += __builtin_convertvector(above, v16);
-    v16 r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-    v16 p = (v16){0} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    v16 y = p * r * r + r + 1.0f;
-    return y * (v16)((ni + 127) << 23);
-}
-
 static void gelu16(float *x, size_t n) {
     #pragma omp parallel for
     for (size_t i = 0; i < n; i += 16) {
@@ -389,25 +351,37 @@ static void attend_rows(Generator *g, int l, int nrows) {
     float scale = 1.0f / sqrtf((float)hs);
     #pragma omp parallel for schedule(dynamic)
     for (int rh = 0; rh < nrows * NH; rh++) {
-        int r = rh / NH, h = rh % NH, pos = g->row_pos[r];
+        int r = rh / NH, h = rh % NH, npos = g->row_pos[r] + 1;
         const Slot *s = &g->slots[g->row_slot[r]];
         const float *q = g->qkv + (size_t)r * 3 * C + h * hs;
-        const float *k = slot_k(g, s, l) + h * hs, *v = slot_v(g, s, l) + h * hs;
-        float *p = g->att_scratch + (size_t)omp_get_thread_num() * c->max_seq_len;
-        float mx = -INFINITY;
-        for (int j = 0; j <= pos; j++) {
-            p[j] = dot(q, k + (size_t)j * C, hs) * scale;
-            if (p[j] > mx) mx = p[j];
+        const float *kt = slot_kt(g, s, l) + (size_t)h * s->cap * hs, *v = slot_v(g, s, l) + h * hs;
+        float *p = g->att_scratch + (size_t)omp_get_thread_num() * g->att_stride;
+        for (int j0 = 0; j0 < npos; j0 += 16) {  // the cache holds whole 16-position blocks
+            const float *blk = kt + (size_t)j0 * hs;
+            v16 acc = {0};
+            for (int i = 0; i < hs; i++) acc += q[i] * load16(blk + i * 16);
+            acc *= scale;
+            memcpy(p + j0, &acc, sizeof acc);
         }
-        float sum = 0.0f;
-        for (int j = 0; j <= pos; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
-        float inv = 1.0f / sum;
+        float mx = -INFINITY;
+        for (int j = 0; j < npos; j++) if (p[j] > mx) mx = p[j];
+        float inv = 1.0f / exp_shift_sum(p, p, npos, mx);
         float *out = g->atty + (size_t)r * C + h * hs;
-        for (int i = 0; i < hs; i++) out[i] = 0.0f;
-        for (int j = 0; j <= pos; j++) {
-            const float *vj = v + (size_t)j * C;
-            float a = p[j] * inv;
-            for (int i = 0; i < hs; i++) out[i] += a * vj[i];
+        if (hs % 16 == 0 && hs <= 256) {  // accumulate in registers rather than through out
+            v16 o[16] = {{0}};
+            for (int j = 0; j < npos; j++) {
+                const float *vj = v + (size_t)j * C;
+                float a = p[j] * inv;
+                for (int t = 0; t < hs / 16; t++) o[t] += a * load16(vj + 16 * t);
+            }
+            memcpy(out, o, (size_t)hs * sizeof(float));
+        } else {
+            for (int i = 0; i < hs; i++) out[i] = 0.0f;
+            for (int j = 0; j < npos; j++) {
+                const float *vj = v + (size_t)j * C;
+                float a = p[j] * inv;
+                for (int i = 0; i < hs; i++) out[i] += a * vj[i];
+            }
         }
     }
 }
@@ -417,7 +391,7 @@ static void attend_rows(Generator *g, int l, int nrows) {
 static void forward_rows(Generator *g, int nrows, int nsample) {
     GPT2 *m = g->m;
     const GPT2Config *c = &m->cfg;
-    int C = c->n_embd, F = c->n_inner, V = c->vocab_size, n = nrows;
+    int C = c->n_embd, F = c->n_inner, n = nrows;
     for (int r = 0; r < n; r++) {
         const float *te = m->param[P_WTE] + (size_t)g->row_tok[r] * C;
         const float *pe = m->param[P_WPE] + (size_t)g->row_pos[r] * C;
@@ -426,28 +400,28 @@ static void forward_rows(Generator *g, int nrows, int nsample) {
     for (int l = 0; l < c->n_layer; l++) {
         layernorm_forward(g->ln, NULL, NULL, g->x, m->param[P_LN1W] + (size_t)l * C,
                           m->param[P_LN1B] + (size_t)l * C, n, C, c->ln_eps);
-        gemm_packed(g->qkv, g->ln, g->qkvw[l], m->param[P_QKVB] + (size_t)l * 3 * C, n, C, 3 * C);
+        linear(g, g->qkv, g->ln, l * MATS_PER_LAYER + MAT_QKV, m->param[P_QKVB] + (size_t)l * 3 * C, n);
         for (int r = 0; r < n; r++) {
             Slot *s = &g->slots[g->row_slot[r]];
             const float *kv = g->qkv + (size_t)r * 3 * C;
-            memcpy(slot_k(g, s, l) + (size_t)g->row_pos[r] * C, kv + C, C * sizeof(float));
+            store_key(g, s, l, g->row_pos[r], kv + C);
             memcpy(slot_v(g, s, l) + (size_t)g->row_pos[r] * C, kv + 2 * C, C * sizeof(float));
         }
         attend_rows(g, l, n);
-        gemm_packed(g->proj, g->atty, g->attprojw[l], m->param[P_ATTPROJB] + (size_t)l * C, n, C, C);
+        linear(g, g->proj, g->atty, l * MATS_PER_LAYER + MAT_ATTPROJ, m->param[P_ATTPROJB] + (size_t)l * C, n);
         residual_forward(g->x, g->x, g->proj, n * C);
         layernorm_forward(g->ln, NULL, NULL, g->x, m->param[P_LN2W] + (size_t)l * C,
                           m->param[P_LN2B] + (size_t)l * C, n, C, c->ln_eps);
-        gemm_packed(g->fch, g->ln, g->fcw[l], m->param[P_FCB] + (size_t)l * F, n, C, F);
+        linear(g, g->fch, g->ln, l * MATS_PER_LAYER + MAT_FC, m->param[P_FCB] + (size_t)l * F, n);
         gelu16(g->fch, (size_t)n * F);
-        gemm_packed(g->proj, g->fch, g->fcprojw[l], m->param[P_FCPROJB] + (size_t)l * C, n, F, C);
+        linear(g, g->proj, g->fch, l * MATS_PER_LAYER + MAT_FCPROJ, m->param[P_FCPROJB] + (size_t)l * C, n);
         residual_forward(g->x, g->x, g->proj, n * C);
     }
     for (int i = 0; i < nsample; i++)
         memcpy(g->head_in + (size_t)i * C, g->x + (size_t)g->sample_row[i] * C, C * sizeof(float));
     layernorm_forward(g->head_in, NULL, NULL, g->head_in, m->param[P_LNFW], m->param[P_LNFB],
                       nsample, C, c->ln_eps);
-    gemm_packed(g->logits, g->head_in, g->wte_t, NULL, nsample, C, V);  // tied LM head
+    linear(g, g->logits, g->head_in, c->n_layer * MATS_PER_LAYER, NULL, nsample);  // tied LM head
 }
 
 // Ranking of candidates: higher value first, lower id on ties (as torch.argmax / topk pick).
@@ -492,8 +466,7 @@ static int sample_token(const float *z, int V, const GenParams *p, uint64_t *rng
     if (p->top_k > 0 && p->top_k < V) n = select_top(val, idx, V, p->top_k);
     float mx = -INFINITY;
     for (int i = 0; i < n; i++) if (val[i] > mx) mx = val[i];
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) { val[i] = expf(val[i] - mx); sum += val[i]; }
+    double sum = exp_shift_sum(val, val, n, mx);
     int m = 0;
     if (p->top_p < 1.0f && n > 1) {
         // Tokens below (1-top_p)/(n-1) of the mass cannot be in the nucleus: drop them before
@@ -524,9 +497,7 @@ static float token_logprobs(const float *z, int V, int token, int ntop, float *v
                             int *top_ids, float *top_lp) {
     float mx = -INFINITY;
     for (int i = 0; i < V; i++) if (z[i] > mx) mx = z[i];
-    double sum = 0.0;
-    for (int i = 0; i < V; i++) sum += expf(z[i] - mx);
-    float lse = mx + (float)log(sum);
+    float lse = mx + logf(exp_shift_sum(NULL, z, V, mx));
     if (ntop > 0) {
         for (int i = 0; i < V; i++) { val[i] = z[i]; idx[i] = i; }
         select_top(val, idx, V, ntop);

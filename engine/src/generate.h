@@ -37,8 +37,9 @@ typedef void (*gen_done_fn)(void *ctx, int64_t id, GenFinish finish, int stop_to
 typedef struct Generator Generator;
 
 // max_batch: slots generating at once. prefill_budget: most prompt tokens prefilled in one step
-// (a longer prompt is admitted alone).
-Generator *gen_create(GPT2 *model, int max_batch, int prefill_budget);
+// (a longer prompt is admitted alone). bf16: matrix products in bf16 on AMX (faster, not exact
+// fp32; see packed.h). Returns NULL with err_set() on failure.
+Generator *gen_create(GPT2 *model, int max_batch, int prefill_budget, int bf16);
 void gen_free(Generator *g);
 // Queues a request (the prompt is copied). Returns 0, or -1 with err_set() for a bad request
 // (empty prompt, id out of range, prompt not shorter than n_positions, bad parameters).

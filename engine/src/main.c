@@ -9,7 +9,7 @@ static const struct { const char *name; int (*run)(int, char **); const char *he
     {"init", cmd_init, "init --config CONFIG.json --out DIR --seed N"},
     {"train", cmd_train, "train --model DIR --data FILE --out DIR --loss sft|dpo|simpo|ipo|hinge [options]"},
     {"logprobs", cmd_logprobs, "logprobs --model DIR --data FILE [--threads N] [--out FILE]"},
-    {"serve", cmd_serve, "serve --model DIR [--threads N] [--max-batch N] [--prefill-tokens N]"},
+    {"serve", cmd_serve, "serve --model DIR [--threads N] [--max-batch N] [--prefill-tokens N] [--dtype fp32|bf16]"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof *COMMANDS)
 

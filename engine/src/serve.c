@@ -127,20 +127,22 @@ static void handle_line(Generator *g, const char *line, size_t len) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    const char *model = NULL;
+    const char *model = NULL, *dtype = "fp32";
     long threads = 0, max_batch = 16, prefill_budget = 0;
     ArgSpec specs[] = {{"model", ARG_STR, &model, 0}, {"threads", ARG_INT, &threads, 0},
-                       {"max-batch", ARG_INT, &max_batch, 0}, {"prefill-tokens", ARG_INT, &prefill_budget, 0}};
-    if (args_parse("serve", argc, argv, specs, 4)) err_exit();
+                       {"max-batch", ARG_INT, &max_batch, 0}, {"prefill-tokens", ARG_INT, &prefill_budget, 0},
+                       {"dtype", ARG_STR, &dtype, 0}};
+    if (args_parse("serve", argc, argv, specs, 5)) err_exit();
+    if (strcmp(dtype, "fp32") && strcmp(dtype, "bf16")) die(EXIT_BAD_INPUT, "usage", "serve: --dtype must be fp32 or bf16, got %s", dtype);
     if (!model) die(EXIT_BAD_INPUT, "usage", "serve: --model DIR is required");
     if (max_batch < 1 || max_batch > 4096) die(EXIT_BAD_INPUT, "usage", "serve: --max-batch must be in [1, 4096], got %ld", max_batch);
     if (prefill_budget < 0) die(EXIT_BAD_INPUT, "usage", "serve: --prefill-tokens must be >= 1 (0 = the context length)");
     set_threads(threads);
     GPT2 m;
     if (hf_load_model(model, &m)) err_exit();
-    Generator *g = gen_create(&m, (int)max_batch, prefill_budget ? (int)prefill_budget : m.cfg.max_seq_len);
-    if (!g) die(EXIT_IO, "out_of_memory", "serve: cannot allocate the generator for --max-batch %ld", max_batch);
-    printf("{\"event\":\"ready\",\"n_ctx\":%d,\"vocab_size\":%d,\"max_batch\":%ld}\n", m.cfg.max_seq_len, m.cfg.vocab_size, max_batch);
+    Generator *g = gen_create(&m, (int)max_batch, prefill_budget ? (int)prefill_budget : m.cfg.max_seq_len, !strcmp(dtype, "bf16"));
+    if (!g) err_exit();
+    printf("{\"event\":\"ready\",\"n_ctx\":%d,\"vocab_size\":%d,\"max_batch\":%ld,\"dtype\":\"%s\"}\n", m.cfg.max_seq_len, m.cfg.vocab_size, max_batch, dtype);
     fflush(stdout);
 
     size_t cap = 1 << 16, have = 0;

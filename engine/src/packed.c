@@ -1,0 +1,189 @@
+// Packed-weight matrix products for generation (see packed.h).
+#include "packed.h"
+#include "util.h"
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define HAVE_AMX 1
+#elif defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+// ---- fp32: panels of PANEL columns stored [K][PANEL]; tiles of up to TILE_M rows ----------
+#define PANEL 64
+#define TILE_M 6
+typedef float v16 __attribute__((vector_size(64)));
+#ifdef __AVX512F__
+#define FMA16(acc, a, w) ((acc) = (v16)_mm512_fmadd_ps(_mm512_set1_ps(a), (__m512)(w), (__m512)(acc)))
+#else
+#define FMA16(acc, a, w) ((acc) += (a) * (w))
+#endif
+
+static size_t div_up(size_t n, size_t d) { return (n + d - 1) / d; }
+
+// One tile of MR rows by one panel; MR is a constant in each inlined copy, so the accumulators
+// live in registers (and every copy does the same fused multiply-adds).
+static inline __attribute__((always_inline)) void fp32_tile(float *out, const float *in,
+        const float *wp, const float *bias, int K, int N, int j0, int nc, const int MR) {
+    v16 acc[TILE_M][PANEL / 16];
+    for (int r = 0; r < MR; r++)
+        for (int c = 0; c < PANEL / 16; c++) acc[r][c] = (v16){0};
+    for (int k = 0; k < K; k++) {
+        const v16 *w = (const v16 *)(wp + (size_t)k * PANEL);
+        v16 w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+        for (int r = 0; r < MR; r++) {
+            float a = in[(size_t)r * K + k];
+            FMA16(acc[r][0], a, w0); FMA16(acc[r][1], a, w1); FMA16(acc[r][2], a, w2); FMA16(acc[r][3], a, w3);
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        float *o = out + (size_t)r * N + j0;
+        for (int i = 0; i < nc; i++) o[i] = acc[r][i / 16][i % 16] + (bias ? bias[j0 + i] : 0.0f);
+    }
+}
+
+static void fp32_matmul(float *out, const float *in, const float *packed, const float *bias,
+                        int M, int K, int N) {
+    int np = (int)div_up(N, PANEL);
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < np; p++) {
+        const float *wp = packed + (size_t)p * K * PANEL;
+        int j0 = p * PANEL, nc = N - j0 < PANEL ? N - j0 : PANEL;
+        for (int m0 = 0; m0 < M; m0 += TILE_M) {
+            float *o = out + (size_t)m0 * N;
+            const float *x = in + (size_t)m0 * K;
+            switch (M - m0 < TILE_M ? M - m0 : TILE_M) {
+                case 1: fp32_tile(o, x, wp, bias, K, N, j0, nc, 1); break;
+                case 2: fp32_tile(o, x, wp, bias, K, N, j0, nc, 2); break;
+                case 3: fp32_tile(o, x, wp, bias, K, N, j0, nc, 3); break;
+                case 4: fp32_tile(o, x, wp, bias, K, N, j0, nc, 4); break;
+                case 5: fp32_tile(o, x, wp, bias, K, N, j0, nc, 5); break;
+                default: fp32_tile(o, x, wp, bias, K, N, j0, nc, TILE_M); break;
+            }
+        }
+    }
+}
+
+// ---- bf16 AMX: blocks of 32 columns x 32 k, two 16-column B tiles each in the pair-interleaved
+// layout tdpbf16ps reads ([16 k pairs][16 columns][2]); activations as bf16 rows padded to 32.
+#define BLK 32
+
+static uint16_t to_bf16(float f) {  // round to nearest even
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return (uint16_t)((b + 0x7FFF + ((b >> 16) & 1)) >> 16);
+}
+
+#ifdef HAVE_AMX
+typedef struct {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed)) TileConfig;
+
+static void bf16_matmul(float *out, const float *in, const uint16_t *packed, const float *bias,
+                        int M, int K, int N, uint16_t *a) {
+    size_t Kp = div_up(K, BLK) * BLK, KC = Kp / BLK;
+    int mb = (int)div_up(M, BLK), nb = (int)div_up(N, BLK);
+    #pragma omp parallel for
+    for (int r = 0; r < mb * BLK; r++)
+        for (size_t k = 0; k < Kp; k++) a[r * Kp + k] = r < M && k < (size_t)K ? to_bf16(in[(size_t)r * K + k]) : 0;
+    #pragma omp parallel
+    {
+        // Tiles 0-3 accumulate a 32x32 block of out, 4-5 hold two 16-row slices of a, 6-7 two
+        // 16-column slices of W. Tile state is per thread.
+        TileConfig cfg = {.palette_id = 1};
+        for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
+        _tile_loadconfig(&cfg);
+        float c[BLK * BLK] __attribute__((aligned(64)));
+        #pragma omp for schedule(static)
+        for (int jb = 0; jb < nb; jb++) {
+            for (int ib = 0; ib < mb; ib++) {
+                const uint16_t *a0 = a + (size_t)ib * BLK * Kp;
+                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+                for (size_t kc = 0; kc < KC; kc++) {
+                    const uint16_t *b = packed + ((size_t)jb * KC + kc) * 2 * 512;
+                    _tile_loadd(4, a0 + kc * BLK, Kp * 2);
+                    _tile_loadd(5, a0 + 16 * Kp + kc * BLK, Kp * 2);
+                    _tile_loadd(6, b, 64);
+                    _tile_loadd(7, b + 512, 64);
+                    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+                }
+                _tile_stored(0, c, BLK * 4); _tile_stored(1, c + 16, BLK * 4);
+                _tile_stored(2, c + 16 * BLK, BLK * 4); _tile_stored(3, c + 16 * BLK + 16, BLK * 4);
+                int j0 = jb * BLK, nc = N - j0 < BLK ? N - j0 : BLK;
+                for (int i = 0; i < BLK && ib * BLK + i < M; i++) {
+                    float *o = out + (size_t)(ib * BLK + i) * N + j0;
+                    for (int j = 0; j < nc; j++) o[j] = c[i * BLK + j] + (bias ? bias[j0 + j] : 0.0f);
+                }
+            }
+        }
+        _tile_release();
+    }
+}
+#endif
+
+int packed_bf16_available(void) {
+#ifdef HAVE_AMX
+    // Linux hands out AMX tile state only on request (ARCH_REQ_XCOMP_PERM for XTILEDATA).
+    if (syscall(SYS_arch_prctl, 0x1023, 18) == 0) return 1;
+    err_set(EXIT_BAD_INPUT, "bf16_unavailable", "--dtype bf16 needs AMX, and the OS refused AMX tile state");
+#else
+    err_set(EXIT_BAD_INPUT, "bf16_unavailable", "--dtype bf16 needs AMX: this engine was built for a CPU without AMX-BF16 (make -C engine on a Sapphire Rapids or newer Xeon)");
+#endif
+    return 0;
+}
+
+int packed_make(PackedMatrix *pm, PackFormat fmt, const float *w, int K, int N, size_t ks, size_t js) {
+    pm->fmt = fmt; pm->K = K; pm->N = N;
+    if (fmt == PACK_FP32) {
+        size_t np = div_up(N, PANEL);
+        float *d = pm->w = aligned_alloc(64, np * K * PANEL * sizeof(float));
+        if (!d) return err_set(EXIT_IO, "out_of_memory", "cannot allocate packed weights (%d x %d)", K, N);
+        #pragma omp parallel for
+        for (size_t p = 0; p < np; p++)
+            for (int k = 0; k < K; k++)
+                for (int i = 0; i < PANEL; i++) {
+                    size_t j = p * PANEL + i;
+                    d[(p * K + k) * PANEL + i] = j < (size_t)N ? w[k * ks + j * js] : 0.0f;
+                }
+        return 0;
+    }
+    size_t KC = div_up(K, BLK), nb = div_up(N, BLK);
+    uint16_t *d = pm->w = aligned_alloc(64, nb * KC * 2 * 512 * sizeof(uint16_t));
+    if (!d) return err_set(EXIT_IO, "out_of_memory", "cannot allocate packed weights (%d x %d)", K, N);
+    #pragma omp parallel for
+    for (size_t jb = 0; jb < nb; jb++)
+        for (size_t kc = 0; kc < KC; kc++)
+            for (int t = 0; t < 2; t++)
+                for (int kp = 0; kp < 16; kp++)
+                    for (int col = 0; col < 16; col++)
+                        for (int e = 0; e < 2; e++) {
+                            size_t k = kc * BLK + 2 * kp + e, j = jb * BLK + t * 16 + col;
+                            d[((jb * KC + kc) * 2 + t) * 512 + kp * 32 + col * 2 + e] =
+                                k < (size_t)K && j < (size_t)N ? to_bf16(w[k * ks + j * js]) : 0;
+                        }
+    return 0;
+}
+
+void packed_free(PackedMatrix *pm) {
+    free(pm->w);
+    pm->w = NULL;
+}
+
+size_t packed_scratch_bytes(PackFormat fmt, int M, int K) {
+    return fmt == PACK_BF16 ? div_up(M, BLK) * BLK * div_up(K, BLK) * BLK * sizeof(uint16_t) : 0;
+}
+
+void packed_matmul(float *out, const float *in, const PackedMatrix *pm, const float *bias, int M, void *scratch) {
+    if (M <= 0) return;
+#ifdef HAVE_AMX
+    if (pm->fmt == PACK_BF16) { bf16_matmul(out, in, pm->w, bias, M, pm->K, pm->N, scratch); return; }
+#endif
+    fp32_matmul(out, in, pm->w, bias, M, pm->K, pm->N);
+}

@@ -1,0 +1,29 @@
+// Weight matrices packed once for generation's matrix products, out[M,N] = in[M,K] @ W[K,N].
+// Each output element is one fixed sequence of operations over k whatever M is and wherever its
+// row sits, so a sequence's numbers do not depend on the rest of the batch (a BLAS sgemm picks
+// kernels by shape and does not promise that), and no weights are repacked per call (OpenBLAS
+// repacks them on every small-M call, which cost more than the arithmetic in decode steps).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    PACK_FP32,  // fp32 panels of 64 columns, AVX-512 (or generic vector) FMAs: exact fp32 products
+    PACK_BF16,  // bf16 AMX tiles (weights and activations rounded to bf16, fp32 accumulation)
+} PackFormat;
+
+typedef struct {
+    PackFormat fmt;
+    int K, N;
+    void *w;
+} PackedMatrix;
+
+// 1 when this build and CPU/OS can run PACK_BF16; else 0 with err_set() saying why.
+int packed_bf16_available(void);
+// Packs W, whose element (k, j) is w[k*ks + j*js]. Returns 0 or -1 (err_set).
+int packed_make(PackedMatrix *pm, PackFormat fmt, const float *w, int K, int N, size_t ks, size_t js);
+void packed_free(PackedMatrix *pm);
+// Bytes of scratch packed_matmul needs for M rows of K inputs (0 for fp32).
+size_t packed_scratch_bytes(PackFormat fmt, int M, int K);
+// out[M,N] = in[M,K] @ W (+ bias[N] when not NULL).
+void packed_matmul(float *out, const float *in, const PackedMatrix *pm, const float *bias, int M, void *scratch);
