@@ -14,7 +14,8 @@ const engine = path.join(root, 'engine/build/opsr-engine');
 const python = path.join(root, '.venv/bin/python');
 const harness = path.join(root, 'test/parity/gpt2_parity.py');
 
-interface Spec { losses: [string, string, number, number, number][]; train: string[]; lr: number; weight_decay: number; grad_clip: number; steps: number; pairs: number; sft_records: number }
+interface TrainRun { name: string; loss: string; kind: string; beta: number; gamma: number; micro?: number; accum?: number }
+interface Spec { losses: [string, string, number, number, number][]; train: TrainRun[]; lr: number; weight_decay: number; grad_clip: number; steps: number; pairs: number; sft_records: number }
 interface Errors {
   logits: number;
   logps: Record<string, number>;
@@ -41,12 +42,15 @@ describe('engine parity with PyTorch (fp32)', () => {
     const dump = await linkWithEngine(path.join(root, 'test/parity/parity_dump.c'), path.join(dir, 'parity_dump'));
     await execa(dump, [path.join(dir, 'model'), path.join(dir, 'pref.bin'), path.join(dir, 'sft.bin'),
       path.join(dir, 'ref.bin'), path.join(dir, 'engine')], { env });
-    for (const loss of spec.train) {
+    for (const run of spec.train) {
       // one optimizer step per epoch over all records: every step sees the same full batch
-      const records = loss === 'sft' ? spec.sft_records : spec.pairs;
-      await execa(engine, ['train', '--model', path.join(dir, 'model'), '--data', path.join(dir, loss === 'sft' ? 'sft.bin' : 'pref.bin'),
-        '--out', path.join(dir, `train-${loss}`), '--loss', loss, '--lr', String(spec.lr), '--weight-decay', String(spec.weight_decay),
-        '--grad-clip', String(spec.grad_clip), '--schedule', 'constant', '--batch-size', String(records),
+      const sft = run.kind === 'sft';
+      const records = sft ? spec.sft_records : spec.pairs;
+      const lossFlags = sft ? [] : ['--beta', String(run.beta), ...(run.kind === 'simpo' ? ['--gamma', String(run.gamma)] : [])];
+      await execa(engine, ['train', '--model', path.join(dir, 'model'), '--data', path.join(dir, sft ? 'sft.bin' : 'pref.bin'),
+        '--out', path.join(dir, `train-${run.name}`), '--loss', run.kind, ...lossFlags, '--lr', String(spec.lr),
+        '--weight-decay', String(spec.weight_decay), '--grad-clip', String(spec.grad_clip), '--schedule', 'constant',
+        '--batch-size', String(run.micro ?? records), '--grad-accum', String(run.accum ?? 1),
         '--epochs', String(spec.steps), '--max-steps', String(spec.steps), '--threads', '2']);
     }
     const { stdout } = await execa(python, [harness, 'compare', dir], { env });
@@ -59,12 +63,14 @@ describe('engine parity with PyTorch (fp32)', () => {
 
   test('logits, per-sequence log-probs and every loss within 1e-4', () => {
     assert.ok(errs.logits <= 1e-4, `logits: relative error ${errs.logits}`);
+    assert.deepEqual(Object.keys(errs.logps).sort(), ['pairs', 'pref', 'sft']);
     for (const [k, v] of Object.entries(errs.logps)) assert.ok(v <= 1e-4, `log-probs (${k}): relative error ${v}`);
     assert.deepEqual(Object.keys(errs.loss).sort(), spec.losses.map((l) => l[0]).sort());
     for (const [k, v] of Object.entries(errs.loss)) assert.ok(v <= 1e-4, `loss ${k}: relative error ${v}`);
   });
 
-  test('all parameter gradients of every loss within 1e-3', () => {
+  test('all parameter gradients of every loss within 1e-3 (dpo also through shared prompts)', () => {
+    assert.deepEqual(Object.keys(errs.grads).sort(), [...spec.losses.map((l) => l[0]), 'dpo_pairs'].sort());
     for (const [loss, tensors] of Object.entries(errs.grads)) {
       assert.equal(Object.keys(tensors).length, 16, `${loss}: every parameter tensor compared`);
       const [name, e] = worst(tensors);
@@ -73,7 +79,7 @@ describe('engine parity with PyTorch (fp32)', () => {
   });
 
   test('weights after 3 AdamW steps of opsr-engine train within 1e-3', () => {
-    assert.deepEqual(Object.keys(errs.weights).sort(), [...spec.train].sort());
+    assert.deepEqual(Object.keys(errs.weights).sort(), spec.train.map((r) => r.name).sort());
     for (const [loss, tensors] of Object.entries(errs.weights)) {
       const [name, e] = worst(tensors);
       assert.ok(e <= 1e-3, `${loss} weights ${name}: relative error ${e}`);

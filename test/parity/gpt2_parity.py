@@ -24,8 +24,12 @@ SEED = 1234
 LOSSES = [("dpo", "dpo", 0.1, 0, 0), ("dpo_ls", "dpo", 0.5, 0, 0.2), ("simpo", "simpo", 2.0, 0.5, 0),
           ("simpo_ls", "simpo", 2.0, 0.5, 0.1), ("ipo", "ipo", 0.1, 0, 0), ("hinge", "hinge", 0.1, 0, 0),
           ("sft", "sft", 0, 0, 0)]
-# trained for 3 AdamW steps through `opsr-engine train` (flags mirrored in train_flags)
-TRAIN = ["sft", "dpo", "simpo", "ipo", "hinge"]
+# runs of `opsr-engine train` for 3 AdamW steps, each step over all records: "loss" names the
+# LOSSES entry PyTorch trains with (one full batch per step); micro/accum split the engine's step
+# into micro-batches with gradient accumulation, which must give the same update
+TRAIN = [{"name": "sft", "loss": "sft"}, {"name": "dpo", "loss": "dpo"},
+         {"name": "dpo_accum", "loss": "dpo", "micro": 2, "accum": 2},
+         {"name": "simpo", "loss": "simpo"}, {"name": "ipo", "loss": "ipo"}, {"name": "hinge", "loss": "hinge"}]
 LR, WD, CLIP, STEPS = 1e-3, 0.1, 1.0, 3
 # engine tensor order (engine/src/gpt2.h) -> HF names; {} = layer index
 TENSORS = [("wte", "transformer.wte.weight"), ("wpe", "transformer.wpe.weight"),
@@ -160,6 +164,9 @@ def make(d):
         pc, pr, _, _, _ = pref_logps(load_model(d / "model"), pref)
     ref = torch.cat([pc, pr]) - torch.linspace(0.5, 2.0, 2 * len(pref))
     ref.numpy().astype("<f4").tofile(d / "ref.bin")
+    for run in TRAIN:  # the engine flags of each run
+        spec = next(x for x in LOSSES if x[0] == run["loss"])
+        run.update({"kind": spec[1], "beta": spec[2], "gamma": spec[3]})
     json.dump({"losses": [list(x) for x in LOSSES], "train": TRAIN, "lr": LR, "weight_decay": WD,
                "grad_clip": CLIP, "steps": STEPS, "pairs": len(pref), "sft_records": len(sft)},
               open(d / "spec.json", "w"))
@@ -203,6 +210,8 @@ def compare(d):
         res["logps"]["pref"] = rel(np.fromfile(e / "logp_pref.bin", "<f4"), torch.cat([pc, pr]).numpy())
         sl = [seq_logps(model, p, r)[1] for p, r in sft]
         res["logps"]["sft"] = rel(np.fromfile(e / "logp_sft.bin", "<f4"), torch.stack(sl).numpy())
+        # shared-prompt path: chosen and rejected interleaved
+        res["logps"]["pairs"] = rel(np.fromfile(e / "logp_pairs.bin", "<f4"), torch.stack([pc, pr], 1).reshape(-1).numpy())
 
     for spec in LOSSES:
         name = spec[0]
@@ -219,10 +228,17 @@ def compare(d):
             off += n
         if off != eg.size:
             raise SystemExit(f"grad_{name}.bin: {eg.size} floats, expected {off}")
+        if name == "dpo":  # the shared-prompt path (gpt2_forward_pairs) against the same loss
+            eg, res["grads"]["dpo_pairs"], off = np.fromfile(e / "grad_dpo_pairs.bin", "<f4"), {}, 0
+            for short, _ in TENSORS:
+                n = grads[short].size
+                res["grads"]["dpo_pairs"][short] = rel(eg[off:off + n], grads[short])
+                off += n
 
     start = flat_tensors(load_file(d / "model" / "model.safetensors"))
-    for name in TRAIN:
-        spec = next(s for s in LOSSES if s[0] == name)
+    for run in TRAIN:
+        name = run["name"]
+        spec = next(s for s in LOSSES if s[0] == run["loss"])
         want = flat_tensors(dict(train_torch(d / "model", spec, pref, sft).named_parameters()))
         got = flat_tensors(load_file(d / f"train-{name}" / "final" / "model.safetensors"))
         res["weights"][name] = {k: rel(got[k], want[k]) for k in want}

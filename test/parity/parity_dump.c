@@ -2,7 +2,9 @@
 // engine's loader and dumps raw float32 results for test/parity/gpt2_parity.py to compare.
 //   parity_dump MODEL_DIR PREF_DATA SFT_DATA REF_BIN OUT_DIR
 // Writes logits_pref.bin [2n, T, V] (chosen rows, then rejected), logp_pref.bin [2n],
-// logp_sft.bin [m], grad_<loss>.bin [num_params] per loss, and meta.json (T, losses).
+// logp_sft.bin [m], grad_<loss>.bin [num_params] per loss, and meta.json (T, losses); plus
+// logp_pairs.bin [2n] (chosen, rejected interleaved) and grad_dpo_pairs.bin from the
+// shared-prompt path gpt2_forward_pairs.
 #include "checkpoint.h"
 #include "data.h"
 #include "gpt2.h"
@@ -84,6 +86,24 @@ int main(int argc, char **argv) {
         snprintf(name, sizeof name, "grad_%s.bin", losses[i].name);
         dump(out, name, m.grads, m.num_params * sizeof(float));
     }
+    // dpo again through gpt2_forward_pairs
+    GPT2Pair *pairs = malloc(n * sizeof *pairs);
+    for (int i = 0; i < n; i++)
+        pairs[i] = (GPT2Pair){pd.rec[i].prompt, pd.rec[i].resp[0], pd.rec[i].resp[1], pd.rec[i].prompt_len,
+                              pd.rec[i].resp_len[0], pd.rec[i].resp_len[1]};
+    float *pc = malloc(n * sizeof(float)), *pr = malloc(n * sizeof(float)), *dc = malloc(n * sizeof(float)),
+          *dr = malloc(n * sizeof(float));
+    int *nc = malloc(n * sizeof(int)), *nr = malloc(n * sizeof(int));
+    gpt2_zero_grad(&m);
+    gpt2_forward_pairs(&m, pairs, n, lp, nt);
+    dump(out, "logp_pairs.bin", lp, 2 * n * sizeof(float));
+    for (int i = 0; i < n; i++) { pc[i] = lp[2 * i]; pr[i] = lp[2 * i + 1]; nc[i] = nt[2 * i]; nr[i] = nt[2 * i + 1]; }
+    PrefMetrics pm;
+    preference_loss(&losses[0].cfg, n, pc, nc, pr, nr, ref, ref + n, n, dc, dr, &pm);
+    for (int i = 0; i < n; i++) { dlogp[2 * i] = dc[i]; dlogp[2 * i + 1] = dr[i]; }
+    gpt2_backward(&m, dlogp);
+    dump(out, "grad_dpo_pairs.bin", m.grads, m.num_params * sizeof(float));
+
     char meta[1024];
     int len = snprintf(meta, sizeof meta, "{\"pref_T\": %d, \"loss\": {", T);
     for (int i = 0; i < nl; i++)
