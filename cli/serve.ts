@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { startServer } from '../server/index.ts';
 
 const USAGE = `usage: opsr serve --model DIR [--host 127.0.0.1] [--port 8000] [--served-model-name NAME]
-                  [--threads N] [--max-batch N] [--engine PATH]`;
+                  [--threads N] [--max-batch N] [--dtype fp32|bf16] [--engine PATH]`;
 
 function positiveInt(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
@@ -20,7 +20,8 @@ export async function main(argv: string[]): Promise<number> {
       args: argv,
       options: {
         model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'served-model-name': { type: 'string' },
-        threads: { type: 'string' }, 'max-batch': { type: 'string' }, engine: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+        threads: { type: 'string' }, 'max-batch': { type: 'string' }, dtype: { type: 'string' }, engine: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
       },
       strict: true,
     });
@@ -29,6 +30,9 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (!values.model) throw new Error('--model DIR is required');
+    if (values.dtype !== undefined && values.dtype !== 'fp32' && values.dtype !== 'bf16') {
+      throw new Error(`--dtype must be fp32 or bf16; got ${JSON.stringify(values.dtype)}`);
+    }
     opts = {
       modelDir: values.model,
       host: values.host ?? '127.0.0.1',
@@ -36,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
       servedModelName: values['served-model-name'],
       threads: positiveInt('threads', values.threads, 1),
       maxBatch: positiveInt('max-batch', values['max-batch'], 1),
+      dtype: values.dtype as 'fp32' | 'bf16' | undefined,
       enginePath: values.engine,
     };
   } catch (err) {

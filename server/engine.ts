@@ -69,10 +69,13 @@ export class EngineError extends Error {
   }
 }
 
+export type EngineDtype = 'fp32' | 'bf16';
+
 export interface EngineInfo {
   nCtx: number;
   vocabSize: number;
   maxBatch: number;
+  dtype: EngineDtype;
 }
 
 export interface EngineOptions {
@@ -80,6 +83,8 @@ export interface EngineOptions {
   enginePath?: string;
   threads?: number;
   maxBatch?: number;
+  /** Matrix products in fp32 (default: exact) or bf16 on AMX (faster; see engine/README.md). */
+  dtype?: EngineDtype;
 }
 
 export class EngineProcess {
@@ -111,6 +116,7 @@ export class EngineProcess {
     const args = ['serve', '--model', this.opts.modelDir];
     if (this.opts.threads) args.push('--threads', String(this.opts.threads));
     if (this.opts.maxBatch) args.push('--max-batch', String(this.opts.maxBatch));
+    if (this.opts.dtype) args.push('--dtype', this.opts.dtype);
     const child = spawn(enginePath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: engineEnv() });
     this.child = child;
     this.info = null;
@@ -146,7 +152,7 @@ export class EngineProcess {
           return;
         }
         if (ev.event === 'ready') {
-          this.info = { nCtx: ev.n_ctx as number, vocabSize: ev.vocab_size as number, maxBatch: ev.max_batch as number };
+          this.info = { nCtx: ev.n_ctx as number, vocabSize: ev.vocab_size as number, maxBatch: ev.max_batch as number, dtype: ev.dtype as EngineDtype };
           if (!settled) { settled = true; resolve(this.info); }
           return;
         }

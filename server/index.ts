@@ -5,7 +5,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { loadTokenizer, type LoadedTokenizer } from '../lib/tokenizer.ts';
-import { EngineProcess, type EngineInfo } from './engine.ts';
+import { EngineProcess, type EngineDtype, type EngineInfo } from './engine.ts';
 import { runChoice, choiceSeed, type ChoiceResult, type EngineSink, type TokenLogprob } from './choice.ts';
 import { ApiError, bad, parseMessages, parsePrompts, parseSampling, type GenerationDefaults, type Sampling } from './params.ts';
 
@@ -16,6 +16,8 @@ export interface ServerOptions {
   servedModelName?: string;
   threads?: number;
   maxBatch?: number;
+  /** 'fp32' (default, exact) or 'bf16' (AMX matrix products; faster, not bit-equal to fp32). */
+  dtype?: EngineDtype;
   enginePath?: string;
   /** Logs one line per engine restart (default: stderr). */
   log?: (line: string) => void;
@@ -41,7 +43,7 @@ class Supervisor implements EngineSink {
   lastFailure = '';
 
   constructor(private readonly opts: ServerOptions, private readonly log: (l: string) => void) {
-    this.engine = new EngineProcess({ modelDir: opts.modelDir, enginePath: opts.enginePath, threads: opts.threads, maxBatch: opts.maxBatch });
+    this.engine = new EngineProcess({ modelDir: opts.modelDir, enginePath: opts.enginePath, threads: opts.threads, maxBatch: opts.maxBatch, dtype: opts.dtype });
   }
 
   get up(): boolean {

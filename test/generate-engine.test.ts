@@ -22,8 +22,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function startEngine(maxBatch: number): Promise<EngineProcess> {
-  const e = new EngineProcess({ modelDir: model, enginePath: ENGINE, threads: 2, maxBatch });
+async function startEngine(maxBatch: number, dtype: 'fp32' | 'bf16' = 'fp32'): Promise<EngineProcess> {
+  const e = new EngineProcess({ modelDir: model, enginePath: ENGINE, threads: 2, maxBatch, dtype });
   engines.push(e);
   await e.start();
   return e;
@@ -51,9 +51,13 @@ function run(e: EngineProcess, req: Partial<EngineRequest>, onFirst?: (id: numbe
 
 const ids = (r: Result) => r.tokens.map((t) => t.token);
 
+const PROMPTS = [[1, 2, 3], [50, 60, 70, 80], [200], Array.from({ length: 30 }, (_, i) => (i * 37) % 272)];
+let reference: ReturnType<typeof transformersGreedy> | null = null;
+const greedyReference = () => (reference ??= transformersGreedy(model, PROMPTS, 20));
+
 test('greedy output and log-probs equal transformers greedy generate', async () => {
-  const prompts = [[1, 2, 3], [50, 60, 70, 80], [200], Array.from({ length: 30 }, (_, i) => (i * 37) % 272)];
-  const ref = transformersGreedy(model, prompts, 20);
+  const prompts = PROMPTS;
+  const ref = greedyReference();
   const e = await startEngine(3); // 4 prompts on 3 slots: one waits and is admitted mid-flight
   const got = await Promise.all(prompts.map((prompt) => run(e, { prompt, maxTokens: 20, logprobs: true })));
   for (let i = 0; i < prompts.length; i++) {
@@ -144,6 +148,31 @@ test('bad requests get an error naming the field and the engine keeps serving', 
     await assert.rejects(run(e, req), (err: Error) => err instanceof EngineError && err.kind === 'bad_request' && msg.test(err.message), String(msg));
   }
   assert.equal((await run(e, { maxTokens: 3 })).tokens.length, 3);
+});
+
+test('bf16 (AMX): batch-independent like fp32, and close to transformers fp32', async (t) => {
+  let alone: EngineProcess;
+  try {
+    alone = await startEngine(1, 'bf16');
+  } catch (err) {
+    if (/bf16_unavailable|needs AMX/.test((err as Error).message)) return t.skip(`no AMX here: ${(err as Error).message}`);
+    throw err;
+  }
+  assert.equal(alone.info!.dtype, 'bf16');
+  const x: Partial<EngineRequest> = { prompt: [9, 8, 7], maxTokens: 25, temperature: 0.9, topP: 0.95, seed: 5, logprobs: true };
+  const single = await run(alone, x);
+  const busy = await startEngine(6, 'bf16');
+  const others = [0, 1, 2, 3].map((i) => run(busy, { prompt: Array.from({ length: 5 + 7 * i }, (_, k) => (k * 11 + i) % 272), maxTokens: 30, temperature: 1, seed: i }));
+  const inBatch = await run(busy, x);
+  await Promise.all(others);
+  assert.deepEqual(inBatch.tokens, single.tokens);
+  // bf16 products move log-probs by about 1e-2 on this model; the greedy choices stay put.
+  const ref = greedyReference();
+  const got = await Promise.all(PROMPTS.map((prompt) => run(busy, { prompt, maxTokens: 20, logprobs: true })));
+  for (let i = 0; i < PROMPTS.length; i++) {
+    assert.deepEqual(ids(got[i]).slice(0, 5), ref[i].tokens.slice(0, 5), `prompt ${i}`);
+    got[i].tokens.slice(0, 5).forEach((tk, j) => assert.ok(Math.abs(tk.logprob! - ref[i].logprobs[j]) < 0.1, `prompt ${i} token ${j}`));
+  }
 });
 
 test('a missing model fails start with the engine error message', async () => {
