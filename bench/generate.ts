@@ -1,7 +1,7 @@
 // npm run bench:generate: output tokens/s for P prompts x N new tokens on a GPT-2 124M-shaped
-// random model — the engine alone, transformers' generate on the same weights (fp32 CPU, same
-// batch) and the embedded HTTP server through the openai client — then a table and
-// bench/results/generate.json.
+// random model — the engine alone (fp32, and bf16 on AMX where available), transformers' generate
+// on the same weights (fp32 CPU, same batch) and the embedded HTTP server (fp32) through the
+// openai client — then a table and bench/results/generate.json.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
-import { EngineProcess, DEFAULT_ENGINE_PATH, engineEnv } from '../server/engine.ts';
+import { EngineProcess, DEFAULT_ENGINE_PATH, engineEnv, type EngineDtype } from '../server/engine.ts';
 import { startServer } from '../server/index.ts';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { writeTinyTokenizer } from '../test/helpers/tiny-tokenizer.ts';
@@ -43,9 +43,14 @@ if (!existsSync(join(modelDir, 'tokenizer.json'))) {
 // Deterministic prompts of L token ids (no EOS), equal lengths so transformers needs no padding.
 const prompts = Array.from({ length: P }, (_, i) => Array.from({ length: L }, (_, k) => (i * 7919 + k * 104729) % 50000));
 
-async function engineAlone(): Promise<number> {
-  const engine = new EngineProcess({ modelDir, threads, maxBatch: P });
-  await engine.start();
+async function engineAlone(dtype: EngineDtype): Promise<number | null> {
+  const engine = new EngineProcess({ modelDir, threads, maxBatch: P, dtype });
+  try {
+    await engine.start();
+  } catch (err) {
+    if (dtype === 'bf16' && /bf16_unavailable|needs AMX/.test((err as Error).message)) return null;
+    throw err;
+  }
   try {
     const start = performance.now();
     let tokens = 0;
@@ -97,22 +102,27 @@ async function transformers(): Promise<number> {
   }
 }
 
-const engine_tokens_per_s = await engineAlone();
-console.error(`engine: ${engine_tokens_per_s.toFixed(1)} tokens/s`);
+const engine_tokens_per_s = (await engineAlone('fp32'))!;
+console.error(`engine fp32: ${engine_tokens_per_s.toFixed(1)} tokens/s`);
+const engine_bf16_tokens_per_s = await engineAlone('bf16');
+console.error(`engine bf16: ${engine_bf16_tokens_per_s === null ? 'no AMX' : engine_bf16_tokens_per_s.toFixed(1)} tokens/s`);
 const server_tokens_per_s = await server();
 console.error(`server: ${server_tokens_per_s.toFixed(1)} tokens/s`);
 const transformers_tokens_per_s = values['skip-transformers'] ? null : await transformers();
 const ratio = transformers_tokens_per_s ? engine_tokens_per_s / transformers_tokens_per_s : null;
+const ratio_bf16 = transformers_tokens_per_s && engine_bf16_tokens_per_s ? engine_bf16_tokens_per_s / transformers_tokens_per_s : null;
 const result = {
-  engine_tokens_per_s, transformers_tokens_per_s, ratio, server_tokens_per_s,
+  engine_tokens_per_s, transformers_tokens_per_s, ratio, server_tokens_per_s, engine_bf16_tokens_per_s, ratio_bf16,
   server_vs_engine: server_tokens_per_s / engine_tokens_per_s,
   setup: { env: { OMP_WAIT_POLICY: engineEnv().OMP_WAIT_POLICY, OPENBLAS_CORETYPE: engineEnv().OPENBLAS_CORETYPE ?? null }, prompts: P, prompt_tokens: L, new_tokens: N, threads, http_concurrency: concurrency, model: 'GPT-2 124M shape, random, fp32', engine: DEFAULT_ENGINE_PATH },
 };
 const f = (x: number | null) => (x === null ? 'skipped' : x.toFixed(1));
 console.log(`\n${P} prompts x ${N} new tokens, ${threads} threads, GPT-2 124M shape (fp32)`);
 console.log('| path | output tokens/s |\n|---|---|');
-console.log(`| opsr-engine serve (batch ${P}) | ${f(engine_tokens_per_s)} |`);
+console.log(`| opsr-engine serve fp32 (batch ${P}) | ${f(engine_tokens_per_s)} |`);
+console.log(`| opsr-engine serve bf16 AMX (batch ${P}) | ${engine_bf16_tokens_per_s === null ? 'no AMX' : f(engine_bf16_tokens_per_s)} |`);
 console.log(`| transformers generate (batch ${P}) | ${f(transformers_tokens_per_s)} |`);
-console.log(`| HTTP server, openai client, concurrency ${concurrency} | ${f(server_tokens_per_s)} |`);
-console.log(`engine / transformers: ${ratio === null ? 'n/a' : ratio.toFixed(2)}x (target >= 3); HTTP / engine: ${(100 * result.server_vs_engine).toFixed(1)}% (target >= 90%)`);
+console.log(`| HTTP server fp32, openai client, concurrency ${concurrency} | ${f(server_tokens_per_s)} |`);
+const x = (r: number | null) => (r === null ? 'n/a' : `${r.toFixed(2)}x`);
+console.log(`engine / transformers: fp32 ${x(ratio)}, bf16 ${x(ratio_bf16)} (target >= 3); HTTP / engine (fp32): ${(100 * result.server_vs_engine).toFixed(1)}% (target >= 90%)`);
 await writeJsonAtomic(join(REPO, 'bench', 'results', 'generate.json'), result);

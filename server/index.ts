@@ -33,11 +33,14 @@ export interface RunningServer {
 
 const MAX_BODY = 32 << 20;
 const RESTART_DELAYS_MS = [100, 500, 1000, 2000, 5000];
+// After this many failed restarts in a row, waiting requests fail (503) instead of hanging;
+// restarts go on for the requests that come later.
+const FAIL_WAITERS_AFTER = 3;
 
 // Keeps the engine process up: requests wait while it restarts.
 class Supervisor implements EngineSink {
   private engine: EngineProcess;
-  private upWaiters: (() => void)[] = [];
+  private upWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private closing = false;
   private restarts = 0;
   lastFailure = '';
@@ -71,11 +74,15 @@ class Supervisor implements EngineSink {
         this.engine.onExit = (why) => this.restart(why);
         this.restarts = 0;
         this.log('opsr serve: engine restarted');
-        for (const w of this.upWaiters.splice(0)) w();
+        for (const w of this.upWaiters.splice(0)) w.resolve();
         return;
       } catch (err) {
         this.lastFailure = (err as Error).message;
         this.log(`opsr serve: engine restart failed: ${this.lastFailure}`);
+        if (this.restarts >= FAIL_WAITERS_AFTER) {
+          const e = new ApiError(503, `the engine is down and ${this.restarts} restarts failed: ${this.lastFailure}`);
+          for (const w of this.upWaiters.splice(0)) w.reject(e);
+        }
       }
     }
   }
@@ -83,7 +90,7 @@ class Supervisor implements EngineSink {
   async submit(req: Parameters<EngineSink['submit']>[0], h: Parameters<EngineSink['submit']>[1]): Promise<number> {
     if (!this.engine.running) {
       if (this.closing) throw new ApiError(503, 'the server is shutting down');
-      await new Promise<void>((resolve) => this.upWaiters.push(resolve));
+      await new Promise<void>((resolve, reject) => this.upWaiters.push({ resolve, reject }));
     }
     return this.engine.generate(req, h);
   }
@@ -94,7 +101,7 @@ class Supervisor implements EngineSink {
 
   async close(): Promise<void> {
     this.closing = true;
-    for (const w of this.upWaiters.splice(0)) w(); // their submit fails with engine_down
+    for (const w of this.upWaiters.splice(0)) w.reject(new ApiError(503, 'the server is shutting down'));
     await this.engine.stop();
   }
 }

@@ -2,7 +2,7 @@
 // completions, chat, n > 1, seeds, stop strings, streaming, concurrency, errors, engine crash.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -216,3 +216,33 @@ test('an engine crash: /health goes 503, the engine restarts, in-flight requests
   assert.equal((await complete({ max_tokens: 60, seed: 99, ignore_eos: true } as never)).choices[0].text, expected);
   assert.ok(logs.some((l) => /restarting the engine/.test(l)));
 });
+
+test('while restarts keep failing, waiting requests get 503; once the engine can start again it serves', async () => {
+  const copy = join(dir, 'copy');
+  await cp(model, copy, { recursive: true });
+  const s = await startServer({ modelDir: copy, enginePath: ENGINE, threads: 1, maxBatch: 2, log: () => {} });
+  try {
+    const base = s.url.replace(/\/v1$/, '');
+    await rename(join(copy, 'model.safetensors'), join(copy, 'moved.safetensors'));
+    process.kill(s.enginePid()!, 'SIGKILL');
+    const res = await post2(s.url, { model: 'copy', prompt: 'the', max_tokens: 3 });
+    assert.equal(res.status, 503);
+    assert.match((await res.json()).error.message, /restarts failed: .*model\.safetensors/);
+    assert.equal((await fetch(base + '/health')).status, 503);
+    await rename(join(copy, 'moved.safetensors'), join(copy, 'model.safetensors'));
+    let up = false;
+    for (let i = 0; i < 300 && !up; i++) {
+      up = (await fetch(base + '/health')).status === 200;
+      if (!up) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(up, 'the engine came back');
+    const ok = await post2(s.url, { model: 'copy', prompt: 'the', max_tokens: 3, ignore_eos: true });
+    assert.equal((await ok.json()).usage.completion_tokens, 3);
+  } finally {
+    await s.close();
+  }
+});
+
+function post2(url: string, body: unknown) {
+  return fetch(url + '/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+}
