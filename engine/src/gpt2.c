@@ -17,11 +17,11 @@ struct GPT2Acts {
     int *tokens, *pos;    // [BT] its input ids and position ids
     int *branch;          // [2B] per row: prompt length S, rejected start R (see kernels.h)
     int has_branch;
-    size_t cap_bt, cap_att, cap_rows, cap_scratch;  // allocated capacities (tokens, att, head rows)
+    size_t cap_bt, cap_rows, cap_scratch;  // allocated capacities (tokens, head rows, scratch)
     float *encoded;       // [BT, C]
     float *ln1, *ln1_mean, *ln1_rstd;   // [L, BT, C], [L, BT]
     float *qkv;           // [L, BT, 3C]
-    float *att;           // [L, B, NH, T, T]
+    float *lse;           // [L, B, NH, T] attention log-sum-exp per query
     float *atty;          // [L, BT, C]
     float *resid2;        // [L, BT, C]
     float *ln2, *ln2_mean, *ln2_rstd;
@@ -77,7 +77,7 @@ int gpt2_alloc_grads(GPT2 *m) {
 }
 
 static void free_acts(GPT2Acts *a) {
-    float **fs[] = {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->att, &a->atty,
+    float **fs[] = {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->lse, &a->atty,
                     &a->resid2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu,
                     &a->resid3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->tmp, &a->dresid, &a->dln,
                     &a->datty, &a->dfch, &a->dfch_gelu, &a->dqkv, &a->att_scratch, &a->row_x,
@@ -85,7 +85,7 @@ static void free_acts(GPT2Acts *a) {
     for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++) { free(*fs[i]); *fs[i] = NULL; }
     int **is[] = {&a->row_pos, &a->row_tgt, &a->row_slot, &a->tokens, &a->pos, &a->branch};
     for (size_t i = 0; i < sizeof(is) / sizeof(is[0]); i++) { free(*is[i]); *is[i] = NULL; }
-    a->cap_bt = a->cap_att = a->cap_rows = a->cap_scratch = 0;
+    a->cap_bt = a->cap_rows = a->cap_scratch = 0;
 }
 
 void gpt2_free(GPT2 *m) {
@@ -124,12 +124,11 @@ static void check_inputs(const GPT2 *m, int B, int T) {
 static void ensure_acts(GPT2 *m, int B, int T) {
     GPT2Acts *a = m->acts;
     size_t L = m->cfg.n_layer, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head;
-    size_t BT = (size_t)B * T, natt = (size_t)B * NH * T * T;
-    size_t nscratch = (size_t)omp_get_max_threads() * T * T;
+    size_t BT = (size_t)B * T, nscratch = attention_scratch_floats(T);
     if (BT > a->cap_bt) {
         #define GROW(f, n) a->f = xrealloc(a->f, (n) * sizeof(float))
         GROW(encoded, BT * C); GROW(ln1, L * BT * C); GROW(ln1_mean, L * BT); GROW(ln1_rstd, L * BT);
-        GROW(qkv, L * BT * 3 * C); GROW(atty, L * BT * C); GROW(resid2, L * BT * C);
+        GROW(qkv, L * BT * 3 * C); GROW(lse, L * BT * NH); GROW(atty, L * BT * C); GROW(resid2, L * BT * C);
         GROW(ln2, L * BT * C); GROW(ln2_mean, L * BT); GROW(ln2_rstd, L * BT);
         GROW(fch, L * BT * F); GROW(fch_gelu, L * BT * F); GROW(resid3, L * BT * C);
         GROW(lnf, BT * C); GROW(lnf_mean, BT); GROW(lnf_rstd, BT); GROW(tmp, BT * C);
@@ -140,7 +139,6 @@ static void ensure_acts(GPT2 *m, int B, int T) {
         a->branch = xrealloc(a->branch, 2 * BT * sizeof(int));  // B <= BT
         a->cap_bt = BT;
     }
-    if (natt > a->cap_att) { GROW(att, L * natt); a->cap_att = natt; }
     if (nscratch > a->cap_scratch) { GROW(att_scratch, nscratch); a->cap_scratch = nscratch; }
     #undef GROW
     a->B = B; a->T = T;
@@ -198,7 +196,6 @@ static void forward_body(GPT2 *m) {
     const int *branch = a->has_branch ? a->branch : NULL;
     int C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, L = m->cfg.n_layer;
     int BT = B * T;
-    size_t natt = (size_t)B * NH * T * T;
     const float *wte = m->param[P_WTE], *wpe = m->param[P_WPE];
     #pragma omp parallel for
     for (int i = 0; i < BT; i++) {
@@ -209,7 +206,7 @@ static void forward_body(GPT2 *m) {
     for (int l = 0; l < L; l++) {
         const float *res = l == 0 ? a->encoded : a->resid3 + (size_t)(l - 1) * BT * C;
         float *ln1 = a->ln1 + (size_t)l * BT * C, *qkv = a->qkv + (size_t)l * BT * 3 * C;
-        float *atty = a->atty + (size_t)l * BT * C, *att = a->att + l * natt;
+        float *atty = a->atty + (size_t)l * BT * C, *lse = a->lse + (size_t)l * BT * NH;
         float *resid2 = a->resid2 + (size_t)l * BT * C, *ln2 = a->ln2 + (size_t)l * BT * C;
         float *fch = a->fch + (size_t)l * BT * F, *fchg = a->fch_gelu + (size_t)l * BT * F;
         float *resid3 = a->resid3 + (size_t)l * BT * C;
@@ -217,7 +214,7 @@ static void forward_body(GPT2 *m) {
                           m->param[P_LN1W] + l * C, m->param[P_LN1B] + l * C, BT, C, m->cfg.ln_eps);
         matmul_forward(qkv, ln1, m->param[P_QKVW] + (size_t)l * C * 3 * C,
                        m->param[P_QKVB] + l * 3 * C, BT, C, 3 * C);
-        attention_forward(atty, att, qkv, branch, B, T, C, NH);
+        attention_forward(atty, lse, qkv, a->att_scratch, branch, B, T, C, NH);
         matmul_forward(a->tmp, atty, m->param[P_ATTPROJW] + (size_t)l * C * C,
                        m->param[P_ATTPROJB] + l * C, BT, C, C);
         residual_forward(resid2, res, a->tmp, BT * C);
@@ -342,7 +339,6 @@ void gpt2_backward(GPT2 *m, const float *dlogp) {
     int B = a->B, T = a->T, BT = B * T, n = a->nrows;
     int C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, L = m->cfg.n_layer;
     int V = m->cfg.vocab_size;
-    size_t natt = (size_t)B * NH * T * T;
     float **g = m->grad, **p = m->param;
 
     // LM head: d logp(target)/d logits = onehot - softmax, scaled by the sequence's dlogp.
@@ -390,7 +386,7 @@ void gpt2_backward(GPT2 *m, const float *dlogp) {
         matmul_backward(a->datty, g[P_ATTPROJW] + (size_t)l * C * C, g[P_ATTPROJB] + l * C,
                         a->dresid, a->atty + o * C, p[P_ATTPROJW] + (size_t)l * C * C, BT, C, C);
         memset(a->dqkv, 0, (size_t)BT * 3 * C * sizeof(float));
-        attention_backward(a->dqkv, a->datty, a->qkv + o * 3 * C, a->att + l * natt,
+        attention_backward(a->dqkv, a->datty, a->qkv + o * 3 * C, a->lse + o * NH,
                            a->att_scratch, a->has_branch ? a->branch : NULL, B, T, C, NH);
         memset(a->dln, 0, (size_t)BT * C * sizeof(float));
         matmul_backward(a->dln, g[P_QKVW] + (size_t)l * C * 3 * C, g[P_QKVB] + l * 3 * C, a->dqkv,

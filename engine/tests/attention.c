@@ -71,7 +71,7 @@ int main(void) {
     blas_init();
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
     float *qkv = malloc(nq * 4), *g = malloc(no * 4), *out = malloc(no * 4), *dqkv = malloc(nq * 4);
-    float *att = malloc((size_t)B * NH * T * T * 4), *scratch = malloc((size_t)omp_get_max_threads() * T * T * 4);
+    float *lse = malloc((size_t)B * NH * T * 4), *scratch = malloc(attention_scratch_floats(T) * 4);
     double *rout = malloc(no * 8), *rdqkv = malloc(nq * 8);
     uint32_t s = 12345;
     for (size_t i = 0; i < nq; i++) { s = s * 1664525u + 1013904223u; qkv[i] = (float)((s >> 8) % 2000) / 1000.0f - 1.0f; }
@@ -80,15 +80,15 @@ int main(void) {
     int failures = 0;
     for (int mode = 0; mode < 2; mode++) {
         const int *br = mode ? branch : NULL;
-        attention_forward(out, att, qkv, br, B, T, C, NH);
+        attention_forward(out, lse, qkv, scratch, br, B, T, C, NH);
         for (size_t i = 0; i < nq; i++) dqkv[i] = 0;
-        attention_backward(dqkv, g, qkv, att, scratch, br, B, T, C, NH);
+        attention_backward(dqkv, g, qkv, lse, scratch, br, B, T, C, NH);
         reference(qkv, g, br, rout, rdqkv);
         double eo = max_rel(out, rout, no), ed = max_rel(dqkv, rdqkv, nq);
         int bad = eo > 1e-5 || ed > 1e-4;
         printf("attention (%s): out rel err %.2e, dqkv rel err %.2e: %s\n", mode ? "branched" : "causal", eo, ed, bad ? "FAILED" : "ok");
         failures += bad;
     }
-    free(qkv); free(g); free(out); free(dqkv); free(att); free(scratch); free(rout); free(rdqkv);
+    free(qkv); free(g); free(out); free(dqkv); free(lse); free(scratch); free(rout); free(rdqkv);
     return failures ? 1 : 0;
 }

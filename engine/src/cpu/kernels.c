@@ -136,11 +136,12 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
 
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
 
-// exp(x) for |x| <= 87: Cody-Waite range reduction and a degree-6 polynomial (Cephes expf,
-// about 1 ulp). Plain arithmetic, so the GELU loops vectorize (glibc's expf/tanhf do not
-// without -ffast-math, and tanhf was a fifth of a training step).
+// exp(x): Cody-Waite range reduction and a degree-6 polynomial (Cephes expf, about 1 ulp).
+// Plain arithmetic, so the loops using it vectorize (glibc's expf/tanhf do not without
+// -ffast-math, and tanhf was a fifth of a training step). x <= -88 (and -inf, a masked
+// attention score) gives exactly 0: k = -127 makes the scale's exponent bits 0.
 static inline float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : x > 87.0f ? 87.0f : x;
+    x = x < -88.0f ? -88.0f : x > 88.0f ? 88.0f : x;
     float k = __builtin_rintf(x * 1.44269504088896341f);
     float r = x - k * 0.693359375f + k * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -155,22 +156,22 @@ static inline float exp_approx(float x) {
 }
 
 // gelu_new(x) = 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3):
-// the sigmoid form has no cancellation near 1 + tanh = 0.
+// the sigmoid form has no cancellation near 1 + tanh = 0. For u < -9, where float tanh(u) is
+// exactly -1, the sigmoid is 0 as well, which also keeps denormals out of the products.
+static inline float gelu_sigmoid(float x) {
+    float u = GELU_SCALE * (x + 0.044715f * x * x * x);
+    return u < -9.0f ? 0.0f : 1.0f / (1.0f + exp_approx(-2.0f * u));
+}
+
 void gelu_forward(float *out, const float *inp, int n) {
     #pragma omp parallel for simd
-    for (int i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-        out[i] = x / (1.0f + exp_approx(-2.0f * u));
-    }
+    for (int i = 0; i < n; i++) out[i] = inp[i] * gelu_sigmoid(inp[i]);
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, int n) {
     #pragma omp parallel for simd
     for (int i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-        float sg = 1.0f / (1.0f + exp_approx(-2.0f * u));
+        float x = inp[i], sg = gelu_sigmoid(x);
         float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] = (sg + 2.0f * x * sg * (1.0f - sg) * du) * dout[i];
     }
@@ -189,81 +190,101 @@ static inline void visible(const int *branch, int b, int i, int *hi1, int *lo2) 
 }
 
 // Queries are processed in blocks of ATT_BLOCK rows; a block needs keys [0, i1) only, which
-// skips most of the masked upper triangle of Q K^T (and of every product in backward).
+// skips most of the masked upper triangle of Q K^T (and of every product in backward). The
+// probabilities of a block live in per-thread scratch: forward keeps only each row's
+// log-sum-exp and backward recomputes the block, so memory stays linear in T (flash-style).
 #define ATT_BLOCK 64
 
-void attention_forward(float *out, float *att, const float *qkv, const int *branch,
-                       int B, int T, int C, int NH) {
+size_t attention_scratch_floats(int T) {
+    return (size_t)omp_get_max_threads() * 2 * ATT_BLOCK * T;
+}
+
+// Scores of queries [i0, i1) against keys [0, i1) into p (row stride T), masked entries as
+// -INFINITY; returns nothing, the caller exponentiates.
+static void block_scores(float *p, const float *q, const float *k, const int *branch, int b,
+                         int i0, int i1, int T, int C, int hs, float scale) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, i1 - i0, i1, hs, scale,
+                q + (size_t)i0 * 3 * C, 3 * C, k, 3 * C, 0.0f, p, T);
+    for (int i = i0; i < i1; i++) {
+        float *row = p + (size_t)(i - i0) * T;
+        int hi1, lo2;
+        visible(branch, b, i, &hi1, &lo2);
+        for (int j = hi1; j < lo2; j++) row[j] = -INFINITY;  // the other branch
+        for (int j = i + 1; j < i1; j++) row[j] = -INFINITY;  // causal mask
+    }
+}
+
+void attention_forward(float *out, float *lse, const float *qkv, float *scratch,
+                       const int *branch, int B, int T, int C, int NH) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     // One (sequence, head) per iteration; OpenBLAS runs single-threaded inside the region.
-    #pragma omp parallel for
-    for (int bh = 0; bh < B * NH; bh++) {
-        int b = bh / NH, h = bh % NH;
-        const float *q = qkv + (size_t)b * T * 3 * C + h * hs;
-        const float *k = q + C, *v = q + 2 * C;
-        float *p = att + (size_t)bh * T * T, *o = out + (size_t)b * T * C + h * hs;
-        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
-            int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
-            float *pb = p + (size_t)i0 * T;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, i1, hs, scale,
-                        q + (size_t)i0 * 3 * C, 3 * C, k, 3 * C, 0.0f, pb, T);
-            for (int i = i0; i < i1; i++) {
-                float *row = p + (size_t)i * T;
-                int hi1, lo2;
-                visible(branch, b, i, &hi1, &lo2);
-                float mx = row[0], sum = 0.0f;
-                for (int j = 1; j < hi1; j++) mx = row[j] > mx ? row[j] : mx;
-                for (int j = lo2; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-                for (int j = 0; j < hi1; j++) { row[j] = exp_approx(row[j] - mx); sum += row[j]; }
-                for (int j = hi1; j < lo2; j++) row[j] = 0.0f;  // the other branch
-                for (int j = lo2; j <= i; j++) { row[j] = exp_approx(row[j] - mx); sum += row[j]; }
-                float inv = 1.0f / sum;
-                for (int j = 0; j <= i; j++) row[j] *= inv;
-                for (int j = i + 1; j < i1; j++) row[j] = 0.0f;  // causal mask
+    #pragma omp parallel
+    {
+        float *p = scratch + (size_t)omp_get_thread_num() * 2 * ATT_BLOCK * T;
+        #pragma omp for
+        for (int bh = 0; bh < B * NH; bh++) {
+            int b = bh / NH, h = bh % NH;
+            const float *q = qkv + (size_t)b * T * 3 * C + h * hs;
+            const float *k = q + C, *v = q + 2 * C;
+            float *o = out + (size_t)b * T * C + h * hs, *l = lse + (size_t)bh * T;
+            for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+                int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T;
+                block_scores(p, q, k, branch, b, i0, i1, T, C, hs, scale);
+                for (int i = i0; i < i1; i++) {
+                    float *row = p + (size_t)(i - i0) * T, mx = row[0], sum = 0.0f;
+                    for (int j = 1; j < i1; j++) mx = row[j] > mx ? row[j] : mx;
+                    for (int j = 0; j < i1; j++) { row[j] = exp_approx(row[j] - mx); sum += row[j]; }
+                    float inv = 1.0f / sum;
+                    for (int j = 0; j < i1; j++) row[j] *= inv;
+                    l[i] = mx + logf(sum);
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hs, i1, 1.0f, p, T,
+                            v, 3 * C, 0.0f, o + (size_t)i0 * C, C);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hs, i1, 1.0f, pb, T, v,
-                        3 * C, 0.0f, o + (size_t)i0 * C, C);
         }
     }
 }
 
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse,
                         float *scratch, const int *branch, int B, int T, int C, int NH) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     #pragma omp parallel
     {
-        float *dp = scratch + (size_t)omp_get_thread_num() * T * T;
+        float *p = scratch + (size_t)omp_get_thread_num() * 2 * ATT_BLOCK * T;
+        float *dp = p + (size_t)ATT_BLOCK * T;
         #pragma omp for
         for (int bh = 0; bh < B * NH; bh++) {
             int b = bh / NH, h = bh % NH;
             size_t qoff = (size_t)b * T * 3 * C + h * hs;
-            const float *q = qkv + qoff, *k = q + C, *v = q + 2 * C;
+            const float *q = qkv + qoff, *k = q + C, *v = q + 2 * C, *l = lse + (size_t)bh * T;
             float *dq = dqkv + qoff, *dk = dq + C, *dv = dq + 2 * C;
-            const float *p = att + (size_t)bh * T * T;
             const float *dy = dout + (size_t)b * T * C + h * hs;
             for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
                 int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
-                const float *pb = p + (size_t)i0 * T, *dyb = dy + (size_t)i0 * C;
-                float *db = dp + (size_t)i0 * T;
+                const float *dyb = dy + (size_t)i0 * C;
+                block_scores(p, q, k, branch, b, i0, i1, T, C, hs, scale);
+                for (int i = i0; i < i1; i++) {  // the forward's probabilities, from its lse
+                    float *row = p + (size_t)(i - i0) * T;
+                    for (int j = 0; j < i1; j++) row[j] = exp_approx(row[j] - l[i]);
+                }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, i1, hs, 1.0f, dyb, C, v,
-                            3 * C, 0.0f, db, T);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hs, nb, 1.0f, pb, T, dyb,
+                            3 * C, 0.0f, dp, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hs, nb, 1.0f, p, T, dyb,
                             C, 1.0f, dv, 3 * C);
-                // softmax backward, folding in the score scale; db becomes d(QK^T). Masked
+                // softmax backward, folding in the score scale; dp becomes d(QK^T). Masked
                 // keys have p = 0, so p * (dp - dot) is 0 there too.
-                for (int i = i0; i < i1; i++) {
+                for (int i = 0; i < nb; i++) {
                     const float *pr = p + (size_t)i * T;
                     float *dr = dp + (size_t)i * T;
                     float dot = 0.0f;
-                    for (int j = 0; j <= i; j++) dot += pr[j] * dr[j];
-                    for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
-                    for (int j = i + 1; j < i1; j++) dr[j] = 0.0f;
+                    for (int j = 0; j < i1; j++) dot += pr[j] * dr[j];
+                    for (int j = 0; j < i1; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hs, i1, 1.0f, db, T, k,
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hs, i1, 1.0f, dp, T, k,
                             3 * C, 1.0f, dq + (size_t)i0 * 3 * C, 3 * C);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hs, nb, 1.0f, db, T,
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hs, nb, 1.0f, dp, T,
                             q + (size_t)i0 * 3 * C, 3 * C, 1.0f, dk, 3 * C);
             }
         }
