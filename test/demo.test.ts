@@ -18,10 +18,11 @@ process.env.OMP_WAIT_POLICY ??= 'passive'; // as opsr demo does: spinning OpenMP
 const storage = await mkdtemp(join(tmpdir(), 'opsr-demo-'));
 after(() => rm(storage, { recursive: true, force: true }));
 
-// Measured over seeds (see the demo's note): base ~0.5, final ~0.8, run-to-run spread of the
-// gain about 0.05; the margins below sit several spreads inside the gain.
+// Measured at these sizes over seeds 0-4 (seed 0 twice): base reward 0.584 +- 0.032, after round 3
+// 0.848 +- 0.013, gain 0.264 +- 0.030 (lowest 0.230); prefix 10 minus prefix 1 at least 0.59.
+// The margins sit about 4 standard deviations below the measured means.
 const MIN_GAIN = 0.15;
-const MIN_CURVE_RISE = 0.3;
+const MIN_CURVE_RISE = 0.4;
 
 function spearman(xs: number[], ys: number[]): number {
   const rank = (v: number[]) => {
@@ -84,7 +85,7 @@ test('demo pipeline: three rounds raise the held-out reward; the prefix curve ri
   const at = (s: number) => curve.find((p) => p.score === s)!.meanReward;
   assert.ok(at(10) - at(1) >= MIN_CURVE_RISE, `prefix 10 ${at(10).toFixed(3)} vs prefix 1 ${at(1).toFixed(3)}`);
   const rho = spearman(curve.map((p) => p.score), curve.map((p) => p.meanReward));
-  assert.ok(rho >= 0.8, `rank correlation of prefix score and reward ${rho.toFixed(3)}`);
+  assert.ok(rho >= 0.7, `rank correlation of prefix score and reward ${rho.toFixed(3)}`);
 
   // The run directory holds the report the demo points at.
   const report = JSON.parse(await readFile(run.report.json, 'utf8'));
