@@ -22,8 +22,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function startEngine(maxBatch: number, dtype: 'fp32' | 'bf16' = 'fp32'): Promise<EngineProcess> {
-  const e = new EngineProcess({ modelDir: model, enginePath: ENGINE, threads: 2, maxBatch, dtype });
+async function startEngine(maxBatch: number, dtype: 'fp32' | 'bf16' = 'fp32', threads = 2): Promise<EngineProcess> {
+  const e = new EngineProcess({ modelDir: model, enginePath: ENGINE, threads, maxBatch, dtype });
   engines.push(e);
   await e.start();
   return e;
@@ -86,6 +86,8 @@ test('same seed and prompt give the same tokens and log-probs whatever else is i
   assert.deepEqual(ids(inBatch), ids(alone));
   assert.deepEqual(inBatch.tokens, alone.tokens, 'log-probs and top log-probs are bit-identical');
   assert.equal(alone.tokens[0].topLogprobs!.length, 3);
+  // Each row is computed by one thread with the same code, so the thread count does not matter either.
+  assert.deepEqual((await run(await startEngine(2, 'fp32', 1), x)).tokens, alone.tokens);
   const other = await run(busy, { ...x, seed: 43 });
   assert.notDeepEqual(ids(other), ids(alone), 'another seed samples differently');
   const again = await run(busy, x);
