@@ -114,7 +114,7 @@ const ratio_bf16 = transformers_tokens_per_s && engine_bf16_tokens_per_s ? engin
 const result = {
   engine_tokens_per_s, transformers_tokens_per_s, ratio, server_tokens_per_s, engine_bf16_tokens_per_s, ratio_bf16,
   server_vs_engine: server_tokens_per_s / engine_tokens_per_s,
-  setup: { env: { OMP_WAIT_POLICY: engineEnv().OMP_WAIT_POLICY, OPENBLAS_CORETYPE: engineEnv().OPENBLAS_CORETYPE ?? null }, prompts: P, prompt_tokens: L, new_tokens: N, threads, http_concurrency: concurrency, model: 'GPT-2 124M shape, random, fp32', engine: DEFAULT_ENGINE_PATH },
+  setup: { env: { OMP_WAIT_POLICY: engineEnv().OMP_WAIT_POLICY }, prompts: P, prompt_tokens: L, new_tokens: N, threads, http_concurrency: concurrency, model: 'GPT-2 124M shape, random, fp32', engine: DEFAULT_ENGINE_PATH },
 };
 const f = (x: number | null) => (x === null ? 'skipped' : x.toFixed(1));
 console.log(`\n${P} prompts x ${N} new tokens, ${threads} threads, GPT-2 124M shape (fp32)`);

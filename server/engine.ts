@@ -2,33 +2,18 @@
 // (engine/README.md, "serve"): requests go in on stdin, token and done events come back on stdout.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const DEFAULT_ENGINE_PATH = join(import.meta.dirname, '..', 'engine', 'build', 'opsr-engine');
 
 /**
- * Environment for engine processes. OpenMP threads sleep at barriers instead of spinning
- * (OMP_WAIT_POLICY=passive): on a shared or oversubscribed machine spinning threads steal the
- * cores the working ones need (measured 5x slower generation here). OpenBLAS 0.3.21 does not
- * recognise newer AVX-512 Xeons and falls back to its SSE3 (Prescott) kernels; where the CPU has
- * the AVX-512 subsets SkylakeX kernels need, that core type is named explicitly. Values already
- * in the environment win.
+ * Environment for engine processes: OpenMP threads sleep at barriers instead of spinning
+ * (OMP_WAIT_POLICY=passive). On a shared or oversubscribed machine spinning threads steal the
+ * cores the working ones need (measured 5x slower generation here). A value already set wins.
  */
 export function engineEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const env = { ...base };
-  env.OMP_WAIT_POLICY ??= 'passive';
-  if (env.OPENBLAS_CORETYPE === undefined) {
-    let flags = '';
-    try {
-      flags = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '';
-    } catch {
-      // not Linux: OpenBLAS detects the core itself
-    }
-    const has = (f: string) => new RegExp(`\\b${f}\\b`).test(flags);
-    if (['avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512cd'].every(has)) env.OPENBLAS_CORETYPE = 'SkylakeX';
-  }
-  return env;
+  return { ...base, OMP_WAIT_POLICY: base.OMP_WAIT_POLICY ?? 'passive' };
 }
 
 export interface EngineRequest {

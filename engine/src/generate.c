@@ -69,6 +69,9 @@ typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
 static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
 static inline v16 select16(vi16 mask, v16 a, v16 b) { return (v16)(((vi16)a & mask) | ((vi16)b & ~mask)); }
+// exp on 16 lanes: Cephes expf's range reduction and degree-6 polynomial (about 1 ulp), the
+// same scheme as kernels.c's scalar exp_approx, written on vectors so softmax over the
+// vocabulary and over cached positions runs 16 lanes at a time.
 static inline v16 exp16(v16 x) {
     const v16 hi = (v16){0} + 88.0f, lo = (v16){0} - 88.0f;
     x = select16(x > hi, hi, x);
@@ -89,7 +92,6 @@ static inline v16 exp16(v16 x) {
     v16 y = p * r * r + r + 1.0f;
     return y * (v16)((ni + 127) << 23);
 }
-
 
 // dst[i] = exp(src[i] - mx) for i < n (dst may be NULL); returns the sum, in a fixed order.
 static float exp_shift_sum(float *dst, const float *src, int n, float mx) {
@@ -329,21 +331,6 @@ int gen_pending(const Generator *g) {
     return n;
 }
 
-// GPT-2's gelu_new for generation, 16 lanes at a time: 0.5x(1 + tanh(u)) = x / (1 + exp(-2u)),
-// with a Cephes-style polynomial exp (about 2 ulp). libm's scalar tanhf made gelu a fifth of a
-// decode step; this is within float rounding of it (greedy parity with transformers holds).
-static void gelu16(float *x, size_t n) {
-    #pragma omp parallel for
-    for (size_t i = 0; i < n; i += 16) {
-        v16 v = {0};
-        size_t m = n - i < 16 ? n - i : 16;
-        memcpy(&v, x + i, m * sizeof(float));
-        v16 u = (v + 0.044715f * v * v * v) * 0.7978845608028654f;
-        v = v / (1.0f + exp16(-2.0f * u));
-        memcpy(x + i, &v, m * sizeof(float));
-    }
-}
-
 // One row's causal attention over its slot's cache, positions 0..pos.
 static void attend_rows(Generator *g, int l, int nrows) {
     const GPT2Config *c = &g->m->cfg;
@@ -413,7 +400,7 @@ static void forward_rows(Generator *g, int nrows, int nsample) {
         layernorm_forward(g->ln, NULL, NULL, g->x, m->param[P_LN2W] + (size_t)l * C,
                           m->param[P_LN2B] + (size_t)l * C, n, C, c->ln_eps);
         linear(g, g->fch, g->ln, l * MATS_PER_LAYER + MAT_FC, m->param[P_FCB] + (size_t)l * F, n);
-        gelu16(g->fch, (size_t)n * F);
+        gelu_forward(g->fch, g->fch, n * F);
         linear(g, g->proj, g->fch, l * MATS_PER_LAYER + MAT_FCPROJ, m->param[P_FCPROJB] + (size_t)l * C, n);
         residual_forward(g->x, g->x, g->proj, n * C);
     }
