@@ -122,6 +122,18 @@ test('stop strings end the text before the stop, with finish_reason stop', async
   assert.ok(r.usage!.completion_tokens < 40);
   const inc = await complete({ temperature: 0, max_tokens: 40, ignore_eos: true, stop, include_stop_str_in_output: true } as never);
   assert.equal(inc.choices[0].text, full.slice(0, full.indexOf(stop) + stop.length));
+  // Streaming holds back text that could be the start of a stop string: no stop text leaks out.
+  const stream = await client.completions.create({ model: 'policy', prompt: 'the answer is', max_tokens: 40, temperature: 0, ignore_eos: true, stop, stream: true } as OpenAI.CompletionCreateParamsStreaming);
+  let streamed = '';
+  let finish: string | null = null;
+  for await (const chunk of stream) {
+    for (const ch of chunk.choices) {
+      streamed += ch.text;
+      finish = ch.finish_reason ?? finish;
+    }
+  }
+  assert.equal(streamed, c.text);
+  assert.equal(finish, 'stop');
 });
 
 test('chat completions render the chat template; streaming deltas add up to the same text', async () => {
