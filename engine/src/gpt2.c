@@ -236,12 +236,13 @@ static void softmax_rows(float *x, const int *tgt, float *lp, int n, int V) {
     #pragma omp parallel for
     for (int r = 0; r < n; r++) {
         float *row = x + (size_t)r * V;
-        float mx = row[0];
+        float mx = row[0], logit = row[tgt[r]];
         for (int v = 1; v < V; v++) if (row[v] > mx) mx = row[v];
         double sum = 0.0;
         for (int v = 0; v < V; v++) { float e = expf(row[v] - mx); row[v] = e; sum += e; }
         float inv = (float)(1.0 / sum);
-        lp[r] = (float)(log((double)row[tgt[r]]) - log(sum));
+        // from the logit, not from its exp: stays finite when p(target) underflows a float
+        lp[r] = (float)((double)(logit - mx) - log(sum));
         for (int v = 0; v < V; v++) row[v] *= inv;
     }
 }

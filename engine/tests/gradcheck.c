@@ -200,6 +200,20 @@ int main(void) {
         printf("FAIL clip_grad_norm: norm %.7g vs %.7g\n", norm, sqrt(ss));
         failures++;
     }
+    // extreme logits: log-probs far below float exp's range stay finite (taken from the logit)
+    {
+        float lp[2 * NPAIRS];
+        int nt[2 * NPAIRS];
+        for (int j = 0; j < c.n_embd; j++) m.param[P_LNFW][j] *= 1e4f;
+        gpt2_forward(&m, bt.tokens, bt.targets, 2 * NPAIRS, T, lp, nt);
+        double lowest = 0;
+        int finite = 1;
+        for (int b = 0; b < 2 * NPAIRS; b++) { finite &= isfinite(lp[b]) != 0; lowest = fmin(lowest, lp[b]); }
+        if (!finite || lowest > -1000) {
+            printf("FAIL extreme logits: log-probs %s, lowest %.4g (want finite and < -1000)\n", finite ? "finite" : "NOT finite", lowest);
+            failures++;
+        }
+    }
     gpt2_free(&m);
     printf("gradcheck: %d checks over %zu losses x %d tensors, worst relative error %.2e: %s\n",
            checks, sizeof(losses) / sizeof(losses[0]), NUM_PARAM_TENSORS, worst,
