@@ -19,13 +19,16 @@ struct GPT2Acts {
     int has_branch;
     size_t cap_bt, cap_rows, cap_scratch;  // allocated capacities (tokens, head rows, scratch)
     float *encoded;       // [BT, C]
-    float *ln1, *ln1_mean, *ln1_rstd;   // [L, BT, C], [L, BT]
+    float *ln1_mean, *ln1_rstd;         // [L, BT]
     float *qkv;           // [L, BT, 3C]
     float *lse;           // [L, B, NH, T] attention log-sum-exp per query
     float *atty;          // [L, BT, C]
     float *resid2;        // [L, BT, C]
-    float *ln2, *ln2_mean, *ln2_rstd;
-    float *fch, *fch_gelu;  // [L, BT, F]
+    float *ln2_mean, *ln2_rstd;
+    float *fch;           // [L, BT, F] MLP hidden state before GELU
+    // one layer's LayerNorm and GELU outputs [BT, C], [BT, F]: cheap to recompute in backward,
+    // so they are not kept per layer (6 of every 16 floats of activations per token)
+    float *ln, *fch_gelu;
     float *resid3;        // [L, BT, C]
     float *lnf, *lnf_mean, *lnf_rstd;  // [BT, C], [BT]
     float *tmp;           // [BT, C] projection output before the residual add
@@ -77,8 +80,8 @@ int gpt2_alloc_grads(GPT2 *m) {
 }
 
 static void free_acts(GPT2Acts *a) {
-    float **fs[] = {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->lse, &a->atty,
-                    &a->resid2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu,
+    float **fs[] = {&a->encoded, &a->ln, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->lse, &a->atty,
+                    &a->resid2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu,
                     &a->resid3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->tmp, &a->dresid, &a->dln,
                     &a->datty, &a->dfch, &a->dfch_gelu, &a->dqkv, &a->att_scratch, &a->row_x,
                     &a->row_p, &a->row_lp};
@@ -127,10 +130,10 @@ static void ensure_acts(GPT2 *m, int B, int T) {
     size_t BT = (size_t)B * T, nscratch = attention_scratch_floats(T);
     if (BT > a->cap_bt) {
         #define GROW(f, n) a->f = xrealloc(a->f, (n) * sizeof(float))
-        GROW(encoded, BT * C); GROW(ln1, L * BT * C); GROW(ln1_mean, L * BT); GROW(ln1_rstd, L * BT);
+        GROW(encoded, BT * C); GROW(ln, BT * C); GROW(ln1_mean, L * BT); GROW(ln1_rstd, L * BT);
         GROW(qkv, L * BT * 3 * C); GROW(lse, L * BT * NH); GROW(atty, L * BT * C); GROW(resid2, L * BT * C);
-        GROW(ln2, L * BT * C); GROW(ln2_mean, L * BT); GROW(ln2_rstd, L * BT);
-        GROW(fch, L * BT * F); GROW(fch_gelu, L * BT * F); GROW(resid3, L * BT * C);
+        GROW(ln2_mean, L * BT); GROW(ln2_rstd, L * BT);
+        GROW(fch, L * BT * F); GROW(fch_gelu, BT * F); GROW(resid3, L * BT * C);
         GROW(lnf, BT * C); GROW(lnf_mean, BT); GROW(lnf_rstd, BT); GROW(tmp, BT * C);
         GROW(dresid, BT * C); GROW(dln, BT * C); GROW(datty, BT * C); GROW(dfch, BT * F);
         GROW(dfch_gelu, BT * F); GROW(dqkv, BT * 3 * C);
@@ -205,25 +208,24 @@ static void forward_body(GPT2 *m) {
     }
     for (int l = 0; l < L; l++) {
         const float *res = l == 0 ? a->encoded : a->resid3 + (size_t)(l - 1) * BT * C;
-        float *ln1 = a->ln1 + (size_t)l * BT * C, *qkv = a->qkv + (size_t)l * BT * 3 * C;
+        float *qkv = a->qkv + (size_t)l * BT * 3 * C;
         float *atty = a->atty + (size_t)l * BT * C, *lse = a->lse + (size_t)l * BT * NH;
-        float *resid2 = a->resid2 + (size_t)l * BT * C, *ln2 = a->ln2 + (size_t)l * BT * C;
-        float *fch = a->fch + (size_t)l * BT * F, *fchg = a->fch_gelu + (size_t)l * BT * F;
+        float *resid2 = a->resid2 + (size_t)l * BT * C, *fch = a->fch + (size_t)l * BT * F;
         float *resid3 = a->resid3 + (size_t)l * BT * C;
-        layernorm_forward(ln1, a->ln1_mean + (size_t)l * BT, a->ln1_rstd + (size_t)l * BT, res,
+        layernorm_forward(a->ln, a->ln1_mean + (size_t)l * BT, a->ln1_rstd + (size_t)l * BT, res,
                           m->param[P_LN1W] + l * C, m->param[P_LN1B] + l * C, BT, C, m->cfg.ln_eps);
-        matmul_forward(qkv, ln1, m->param[P_QKVW] + (size_t)l * C * 3 * C,
+        matmul_forward(qkv, a->ln, m->param[P_QKVW] + (size_t)l * C * 3 * C,
                        m->param[P_QKVB] + l * 3 * C, BT, C, 3 * C);
         attention_forward(atty, lse, qkv, a->att_scratch, branch, B, T, C, NH);
         matmul_forward(a->tmp, atty, m->param[P_ATTPROJW] + (size_t)l * C * C,
                        m->param[P_ATTPROJB] + l * C, BT, C, C);
         residual_forward(resid2, res, a->tmp, BT * C);
-        layernorm_forward(ln2, a->ln2_mean + (size_t)l * BT, a->ln2_rstd + (size_t)l * BT, resid2,
+        layernorm_forward(a->ln, a->ln2_mean + (size_t)l * BT, a->ln2_rstd + (size_t)l * BT, resid2,
                           m->param[P_LN2W] + l * C, m->param[P_LN2B] + l * C, BT, C, m->cfg.ln_eps);
-        matmul_forward(fch, ln2, m->param[P_FCW] + (size_t)l * C * F, m->param[P_FCB] + l * F,
+        matmul_forward(fch, a->ln, m->param[P_FCW] + (size_t)l * C * F, m->param[P_FCB] + l * F,
                        BT, C, F);
-        gelu_forward(fchg, fch, BT * F);
-        matmul_forward(a->tmp, fchg, m->param[P_FCPROJW] + (size_t)l * F * C,
+        gelu_forward(a->fch_gelu, fch, BT * F);
+        matmul_forward(a->tmp, a->fch_gelu, m->param[P_FCPROJW] + (size_t)l * F * C,
                        m->param[P_FCPROJB] + l * C, BT, F, C);
         residual_forward(resid3, resid2, a->tmp, BT * C);
     }
@@ -373,15 +375,19 @@ void gpt2_backward(GPT2 *m, const float *dlogp) {
     for (int l = L - 1; l >= 0; l--) {
         const float *res = l == 0 ? a->encoded : a->resid3 + (size_t)(l - 1) * BT * C;
         size_t o = (size_t)l * BT;
+        const float *resid2 = a->resid2 + o * C;
         memset(a->dfch_gelu, 0, (size_t)BT * F * sizeof(float));
+        gelu_forward(a->fch_gelu, a->fch + o * F, BT * F);
         matmul_backward(a->dfch_gelu, g[P_FCPROJW] + (size_t)l * F * C, g[P_FCPROJB] + l * C,
-                        a->dresid, a->fch_gelu + o * F, p[P_FCPROJW] + (size_t)l * F * C, BT, F, C);
+                        a->dresid, a->fch_gelu, p[P_FCPROJW] + (size_t)l * F * C, BT, F, C);
         gelu_backward(a->dfch, a->fch + o * F, a->dfch_gelu, BT * F);
         memset(a->dln, 0, (size_t)BT * C * sizeof(float));
+        layernorm_forward(a->ln, NULL, NULL, resid2, p[P_LN2W] + l * C, p[P_LN2B] + l * C, BT, C,
+                          m->cfg.ln_eps);
         matmul_backward(a->dln, g[P_FCW] + (size_t)l * C * F, g[P_FCB] + l * F, a->dfch,
-                        a->ln2 + o * C, p[P_FCW] + (size_t)l * C * F, BT, C, F);
+                        a->ln, p[P_FCW] + (size_t)l * C * F, BT, C, F);
         layernorm_backward(a->dresid, g[P_LN2W] + l * C, g[P_LN2B] + l * C, a->dln,
-                           a->resid2 + o * C, p[P_LN2W] + l * C, a->ln2_mean + o, a->ln2_rstd + o,
+                           resid2, p[P_LN2W] + l * C, a->ln2_mean + o, a->ln2_rstd + o,
                            BT, C);
         memset(a->datty, 0, (size_t)BT * C * sizeof(float));
         matmul_backward(a->datty, g[P_ATTPROJW] + (size_t)l * C * C, g[P_ATTPROJB] + l * C,
@@ -390,8 +396,10 @@ void gpt2_backward(GPT2 *m, const float *dlogp) {
         attention_backward(a->dqkv, a->datty, a->qkv + o * 3 * C, a->lse + o * NH,
                            a->att_scratch, a->has_branch ? a->branch : NULL, B, T, C, NH);
         memset(a->dln, 0, (size_t)BT * C * sizeof(float));
+        layernorm_forward(a->ln, NULL, NULL, res, p[P_LN1W] + l * C, p[P_LN1B] + l * C, BT, C,
+                          m->cfg.ln_eps);
         matmul_backward(a->dln, g[P_QKVW] + (size_t)l * C * 3 * C, g[P_QKVB] + l * 3 * C, a->dqkv,
-                        a->ln1 + o * C, p[P_QKVW] + (size_t)l * C * 3 * C, BT, C, 3 * C);
+                        a->ln, p[P_QKVW] + (size_t)l * C * 3 * C, BT, C, 3 * C);
         layernorm_backward(a->dresid, g[P_LN1W] + l * C, g[P_LN1B] + l * C, a->dln, res,
                            p[P_LN1W] + l * C, a->ln1_mean + o, a->ln1_rstd + o, BT, C);
     }
