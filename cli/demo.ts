@@ -3,7 +3,7 @@
 // tokenizer), starts a Temporal dev server with the Web UI and a worker in this process, and runs
 // the real preferenceRun workflow: seed SFT (cached), then 3 rounds with rejected scores 3, 5, 7,
 // the embedded sampler, the engine, and the builtin scorer for the held-out reward.
-import { access, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import type { RunConfig } from '../config/index.ts';
@@ -25,14 +25,13 @@ Runs the paper's pipeline end to end on the digits task with config/presets/tiny
 storage root), a worker, 3 rounds through the preferenceRun workflow, then the per-round table
 and report.json / report.md in the run directory. Ports default to 7233 / 8233 when free.`;
 
-// The base model: small enough to train in about a minute on 2 cores, big enough to sort.
+// The base model: small enough for the seed SFT to take well under a minute on 2 cores, big
+// enough to learn to sort.
 export const DEMO_MODEL = { n_embd: 64, n_layer: 2, n_head: 4, n_positions: 64 } as const;
 export const DEMO_MODEL_SEED = 0;
 
 // The seed data; prompts and held-out counts come from the config's limits.
 export const DEMO_DATA = { seed: 0, sftExamples: 4000, unprefixedFraction: 0.3, perfectShare: 0.5 } as const;
-
-const exists = (p: string) => access(p).then(() => true, () => false);
 
 // Where the config expects the demo's files; they must be the task's files, not something else.
 function demoPaths(config: RunConfig) {
@@ -45,13 +44,13 @@ function demoPaths(config: RunConfig) {
   for (const [field, p, name] of [['init.sft.data', sft, 'sft.jsonl'], ['evaluation.prompts.file', heldout, 'heldout.jsonl'], ['prompts.file', config.prompts.file, 'prompts.jsonl']] as const) {
     if (p !== join(dataDir, name)) throw new UsageError(`${field} is ${p}; the demo writes its data to ${join(dataDir, name)} (keep the three data files side by side)`);
   }
-  return { dataDir, model: config.model };
+  return dataDir;
 }
 
 // Seed data and prompts: deterministic by seed, so rewriting them is idempotent; written only when
 // missing so the content hashes (and with them the cached SFT stage) stay put.
 export async function prepareDemoData(config: RunConfig, data: Omit<DigitsDataSpec, 'chosenTemplate' | 'rejectedTemplate' | 'trainPrompts' | 'heldoutPrompts'> = DEMO_DATA): Promise<void> {
-  const { dataDir } = demoPaths(config);
+  const dataDir = demoPaths(config);
   const marker = join(dataDir, 'spec.json');
   const spec: DigitsDataSpec = {
     ...data,
@@ -60,9 +59,7 @@ export async function prepareDemoData(config: RunConfig, data: Omit<DigitsDataSp
     chosenTemplate: config.prefixes.chosenTemplate,
     rejectedTemplate: config.prefixes.rejectedTemplate,
   };
-  if (await exists(marker)) {
-    if ((await readFile(marker, 'utf8')) === JSON.stringify(spec)) return;
-  }
+  if (await readFile(marker, 'utf8').catch(() => null) === JSON.stringify(spec)) return;
   await writeDigitsData(dataDir, spec);
   await writeFileAtomic(marker, JSON.stringify(spec)); // last: the files above are complete
 }
@@ -71,7 +68,8 @@ export async function prepareDemoData(config: RunConfig, data: Omit<DigitsDataSp
 // place, so an interrupted demo never leaves a half-made model that later runs would trust.
 export async function prepareBaseModel(config: RunConfig, shape: typeof DEMO_MODEL = DEMO_MODEL, seed = DEMO_MODEL_SEED): Promise<string> {
   const dir = config.model;
-  if (await exists(join(dir, 'model.safetensors')) && await exists(join(dir, 'tokenizer.json'))) return dir;
+  const made = JSON.stringify({ shape, seed, vocab: vocabulary() });
+  if (await readFile(join(dir, 'demo-init.json'), 'utf8').catch(() => null) === made) return dir;
   const tmp = `${dir}.tmp-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
@@ -83,6 +81,7 @@ export async function prepareBaseModel(config: RunConfig, shape: typeof DEMO_MOD
   await execa(engine, ['init', '--config', hfConfig, '--out', tmp, '--seed', String(seed)]);
   await rm(hfConfig);
   await writeTokenizer(tmp, shape.n_positions);
+  await writeFileAtomic(join(tmp, 'demo-init.json'), made);
   await rm(dir, { recursive: true, force: true });
   await rename(tmp, dir);
   return dir;

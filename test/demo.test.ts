@@ -18,11 +18,11 @@ process.env.OMP_WAIT_POLICY ??= 'passive'; // as opsr demo does: spinning OpenMP
 const storage = await mkdtemp(join(tmpdir(), 'opsr-demo-'));
 after(() => rm(storage, { recursive: true, force: true }));
 
-// Measured at these sizes over seeds 0-4 (seed 0 twice): base reward 0.584 +- 0.032, after round 3
-// 0.848 +- 0.013, gain 0.264 +- 0.030 (lowest 0.230); prefix 10 minus prefix 1 at least 0.59.
-// The margins sit about 4 standard deviations below the measured means.
+// Measured at these sizes over seeds 0-4 (seed data, base init, SFT, sampling and training seeds):
+// base reward 0.595 +- 0.026, after round 3 0.890 +- 0.024, gain 0.295 +- 0.037 (lowest 0.242);
+// prefix 10 minus prefix 1 0.67-0.77. The margins sit 4 standard deviations below the means.
 const MIN_GAIN = 0.15;
-const MIN_CURVE_RISE = 0.4;
+const MIN_CURVE_RISE = 0.45;
 
 function spearman(xs: number[], ys: number[]): number {
   const rank = (v: number[]) => {
