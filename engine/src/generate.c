@@ -1,4 +1,5 @@
-// Batched sampling for GPT-2 with a KV cache (llm.c style: flat buffers, plain loops, BLAS).
+// Batched sampling for GPT-2 with a KV cache (llm.c style: flat buffers, plain loops; matrix
+// products on weights packed once, packed.h).
 // A step's rows are the prompt tokens of newly admitted requests plus one token per decoding
 // slot; every row attends only to its own slot's cache, so prefill and decode share one pass.
 #include "generate.h"
@@ -46,8 +47,8 @@ struct Generator {
     int *sample_slot, *sample_row, *sample_tok;
     float *sample_lp, *sample_top_lp;
     int *sample_top_ids;
-    float *head_in;     // [max_batch rounded up, C]
-    float *logits;      // [max_batch rounded up, V]
+    float *head_in;     // [max_batch, C]
+    float *logits;      // [max_batch, V]
     float *att_scratch; // [nthreads, att_stride]
     size_t att_stride;  // n_positions rounded up to 16
     float *cand_val;    // [nthreads, V]
