@@ -18,12 +18,13 @@ import { TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../workflows/api.ts
 import { EXIT, UsageError, connect, guard, parseFlags, timestampId, workflowLink } from './common.ts';
 import { follow, printRunResult, runProgressRenderer, type Target } from './runs.ts';
 
-const USAGE = `Usage: opsr demo [--config FILE] [--id RUN_ID] [--port N] [--ui-port N]
+const USAGE = `Usage: opsr demo [--config FILE] [--id RUN_ID] [--port N] [--ui-port N] [--keep]
 
 Runs the paper's pipeline end to end on the digits task with config/presets/tiny.json (or
 --config): seed data, a tiny base model, a Temporal dev server with the Web UI (SQLite under the
 storage root), a worker, 3 rounds through the preferenceRun workflow, then the per-round table
-and report.json / report.md in the run directory. Ports default to 7233 / 8233 when free.`;
+and report.json / report.md in the run directory. Ports default to 7233 / 8233 when free.
+--keep leaves the server and its Web UI up after the run, until Ctrl-C.`;
 
 // The base model: small enough for the seed SFT to take well under a minute on 2 cores, big
 // enough to learn to sort.
@@ -103,11 +104,11 @@ export interface DemoRun {
 }
 
 // Runs a config through a fresh dev server and an in-process worker; prints progress and the table
-// when `print` is set. The server's SQLite file lives under the storage root, so the run's history
-// stays browsable in the Web UI of a later `opsr dev`.
+// when `print` is set. The server's SQLite file lives under the storage root (the history survives
+// the server); `keepServer` holds the server and its Web UI open after the run until Ctrl-C.
 // `seed` picks the seed data and the base model's initialization (the config holds the sampling
 // and training seeds).
-export async function runDemo(config: RunConfig, opts: { runId?: string; port?: number; uiPort?: number | null; print?: boolean; seed?: number } = {}): Promise<DemoRun> {
+export async function runDemo(config: RunConfig, opts: { runId?: string; port?: number; uiPort?: number | null; print?: boolean; seed?: number; keepServer?: boolean } = {}): Promise<DemoRun> {
   const print = opts.print ?? true;
   const say = (s: string) => { if (print) process.stdout.write(`${s}\n`); };
   await prepareDemoData(config, { ...DEMO_DATA, seed: opts.seed ?? DEMO_DATA.seed });
@@ -135,6 +136,10 @@ export async function runDemo(config: RunConfig, opts: { runId?: string; port?: 
     const r = await follow<RunResult>(t, handle, render, 1000);
     if (r.detached) throw new Error(`interrupted; the run's history is in ${join(tdir, 'demo.sqlite')}`);
     if (print) printRunResult(t, runId, r.result);
+    if (opts.keepServer) {
+      say(`the Temporal server and its Web UI stay up (--keep); Ctrl-C stops them`);
+      await new Promise<void>((res) => { process.once('SIGINT', res); process.once('SIGTERM', res); });
+    }
     return { result: r.result, runId, uiLink, report: { json: join(r.result.runDir, 'report.json'), markdown: join(r.result.runDir, 'report.md') } };
   } finally {
     await conn.close();
@@ -148,6 +153,7 @@ export async function main(argv: string[]): Promise<number> {
   return guard(async () => {
     const { values } = parseFlags(argv, {
       config: { type: 'string' }, id: { type: 'string' }, port: { type: 'string' }, 'ui-port': { type: 'string' },
+      keep: { type: 'boolean' },
     }, USAGE);
     if (values.help) {
       process.stdout.write(`${USAGE}\n`);
@@ -169,7 +175,7 @@ export async function main(argv: string[]): Promise<number> {
     const file = presetPath(values.config ?? 'tiny');
     const config = await loadRunConfig(file);
     const t0 = Date.now();
-    const run = await runDemo(config, { runId: values.id, port: port('port', values.port), uiPort: port('ui-port', values['ui-port']) });
+    const run = await runDemo(config, { runId: values.id, port: port('port', values.port), uiPort: port('ui-port', values['ui-port']), keepServer: values.keep });
     process.stdout.write(`report: ${run.report.json}\n        ${run.report.markdown}\n`
       + `demo finished in ${((Date.now() - t0) / 1000).toFixed(0)} s (config ${basename(file)}, storage ${resolve(config.storage)})\n`);
     return EXIT.ok;
