@@ -149,3 +149,24 @@ test('tokenizer: exact round trip and chat template through lib/tokenizer.ts, sa
   assert.equal(r.chat, tok.applyChatTemplate(convo));
   assert.equal(r.gen, tok.applyChatTemplate(convo.slice(0, 1), { addGenerationPrompt: true }));
 });
+
+test('demo set-up: the tiny preset validates; data paths that are not side by side are refused by name', async () => {
+  const { loadRunConfig, presetPath } = await import('../config/index.ts');
+  const { prepareDemoData } = await import('../cli/demo.ts');
+  const preset = await loadRunConfig(presetPath('tiny'));
+  assert.equal(preset.rewardModel?.type === 'builtin' && preset.rewardModel.name, 'digits');
+  assert.deepEqual(preset.prefixes.rejectedScores, [3, 5, 7]);
+  assert.equal(preset.sampling.lifecycle, 'embedded');
+  const dir = join(root, 'preset');
+  const config = {
+    ...preset,
+    prompts: { ...preset.prompts, file: join(dir, 'prompts.jsonl') },
+    init: { ...preset.init!, sft: { ...preset.init!.sft!, data: join(dir, 'elsewhere', 'sft.jsonl') } },
+    evaluation: { ...preset.evaluation!, prompts: { file: join(dir, 'heldout.jsonl'), limit: 10 } },
+  };
+  await assert.rejects(prepareDemoData(config), new RegExp(`init.sft.data is ${join(dir, 'elsewhere', 'sft.jsonl')}; the demo writes its data to ${join(dir, 'sft.jsonl')}`));
+  await prepareDemoData({ ...config, init: { ...config.init, sft: { ...config.init.sft, data: join(dir, 'sft.jsonl') } } });
+  const held = (await readFile(join(dir, 'heldout.jsonl'), 'utf8')).trim().split('\n');
+  assert.equal(held.length, 10);
+  assert.equal(JSON.parse(await readFile(join(dir, 'spec.json'), 'utf8')).heldoutPrompts, 10);
+});
