@@ -53,6 +53,7 @@ async function acquire(sampling: SamplingConfig, modelDir: string): Promise<Runn
     }
     const server = await startServer({
       modelDir, servedModelName: servedName(sampling), threads: sampling.embedded.threads, maxBatch: sampling.embedded.maxBatch,
+      dtype: sampling.embedded.dtype,
     });
     const endpoint: SamplerEndpoint = { lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir };
     return { key, endpoint, close: () => server.close(), holds: new Set(), active: 0 };

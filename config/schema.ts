@@ -143,6 +143,8 @@ const SamplingObject = z.strictObject({
   embedded: z.strictObject({
     threads: int(1, 1024).optional(),
     maxBatch: int(1, 4096).optional(),
+    // bf16 uses AMX where the CPU has it: about twice as fast, log-probs move by ~1e-2.
+    dtype: z.enum(['fp32', 'bf16']).default('fp32'),
   }).prefault({}),
 });
 const Sampling = SamplingObject.superRefine((s, ctx) => report(ctx, samplingChecks(s)));

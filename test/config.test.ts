@@ -153,6 +153,7 @@ const BAD: [string, unknown, string, string, string][] = [
   ['external without baseURL', { ...MIN, sampling: { lifecycle: 'external', model: 'm' } }, 'sampling.baseURL', 'nothing', 'OpenAI-compatible URL'],
   ['external without served model', { ...MIN, sampling: { lifecycle: 'external', baseURL: 'http://127.0.0.1:8000/v1' } }, 'sampling.model', 'nothing', 'served model name'],
   ['unknown lifecycle', { ...MIN, sampling: { lifecycle: 'docker' } }, 'sampling.lifecycle', '"docker"', '"embedded", "external", "managed-vllm"'],
+  ['unknown embedded dtype', { ...MIN, sampling: { embedded: { dtype: 'fp16' } } }, 'sampling.embedded.dtype', '"fp16"', '"fp32", "bf16"'],
   ['managed-vllm with empty executable', { ...MIN, sampling: { lifecycle: 'managed-vllm', vllm: { executable: '' } } }, 'sampling.vllm.executable', '""', 'vllm executable'],
   ['baseURL not http', { ...MIN, sampling: { lifecycle: 'external', model: 'm', baseURL: 'localhost:8000' } }, 'sampling.baseURL', '"localhost:8000"', 'http:// or https://'],
   ['extra overrides a typed field', { ...MIN, sampling: { extra: { temperature: 2 } } }, 'sampling.extra.temperature', '2', 'sampling.temperature instead'],
