@@ -6,6 +6,7 @@
 import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { execa } from 'execa';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import type { RunConfig } from '../config/index.ts';
 import { loadRunConfig, parseRunConfig, presetPath } from '../config/index.ts';
 import { DEFAULT_ENGINE } from '../activities/engine.ts';
@@ -129,12 +130,18 @@ export async function runDemo(config: RunConfig, opts: { runId?: string; port?: 
   try {
     const t: Target = { client: conn.client, namespace: config.temporal.namespace, ui: server.uiUrl ?? '' };
     const uiLink = server.uiUrl ? workflowLink(server.uiUrl, t.namespace, runId) : null;
-    await t.client.workflow.start(WORKFLOW_TYPES.run, { taskQueue: TASK_QUEUES.control, workflowId: runId, args: [input] });
-    say(`started ${runId}${uiLink ? `: ${uiLink}` : ''}`);
+    try {
+      await t.client.workflow.start(WORKFLOW_TYPES.run, { taskQueue: TASK_QUEUES.control, workflowId: runId, args: [input] });
+      say(`started ${runId}${uiLink ? `: ${uiLink}` : ''}`);
+    } catch (e) {
+      // An interrupted demo's run is still open in the SQLite file: pick it up where it stopped.
+      if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
+      say(`resuming ${runId}${uiLink ? `: ${uiLink}` : ''}`);
+    }
     const handle = t.client.workflow.getHandle(runId);
     const render = print ? runProgressRenderer(t, runId) : async () => null;
     const r = await follow<RunResult>(t, handle, render, 1000);
-    if (r.detached) throw new Error(`interrupted; the run's history is in ${join(tdir, 'demo.sqlite')}`);
+    if (r.detached) throw new Error(`interrupted; ${runId} waits in ${join(tdir, 'demo.sqlite')}: \`npm run demo -- --id ${runId}\` picks it up where it stopped`);
     if (print) printRunResult(t, runId, r.result);
     if (opts.keepServer) {
       say(`the Temporal server and its Web UI stay up (--keep); Ctrl-C stops them`);
