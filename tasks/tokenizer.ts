@@ -8,12 +8,12 @@ export const EOS_TOKEN = '<|endoftext|>';
 const SPECIAL_TOKENS = [EOS_TOKEN, '<|system|>', '<|user|>', '<|assistant|>', '[UNK]'];
 const UNK_TOKEN = '[UNK]';
 
-// Every word of the paper's prefix templates, the task's instructions, and a few words a model
-// might use to talk about its score (so the score-talk filter has something to catch).
+// Every word of the paper's prefix templates, the task's instructions, and a few words of score
+// talk ("here is a 10 out of 10 answer"), so such text tokenizes without [UNK].
 const WORDS = [
   'Please', 'produce', 'a', 'top-notch', 'good', 'response', 'that', 'merits', 'perfect', 'score', 'of', 'out',
   'Sort', 'the', 'digits', 'from', 'smallest', 'largest', 'to',
-  'Here', 'here', 'is', 'answer', 'an', 'score', 'out',
+  'Here', 'here', 'is', 'answer', 'an',
 ];
 const DIGITS = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
 const PUNCT = ['.', ',', ':', ';', '!', '?', '-'];
