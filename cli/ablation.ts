@@ -19,10 +19,6 @@ export async function main(argv: string[]): Promise<number> {
       config: { type: 'string' }, id: { type: 'string' }, detach: { type: 'boolean' },
       address: { type: 'string' }, namespace: { type: 'string' },
     }, USAGE);
-    if (values.help) {
-      process.stdout.write(`${USAGE}\n`);
-      return EXIT.ok;
-    }
     if (!values.config) throw new UsageError(`--config FILE is required\n\n${USAGE}`);
     const loaded = await loadAblationConfig(values.config);
     const studyId = values.id ?? loaded.config.studyId ?? timestampId('opsr-ablation');

@@ -20,15 +20,23 @@ export function parseFlags<O extends Options>(argv: string[], options: O, usage:
   } catch (e) {
     throw new UsageError(`${(e as Error).message.replace(/\. To specify a positional.*$/s, '')}\n\n${usage}`);
   }
+  if ((parsed.values as { help?: boolean }).help) throw new HelpRequested(usage);
   if (parsed.positionals.length > positionals) throw new UsageError(`unexpected argument "${parsed.positionals[positionals]}"\n\n${usage}`);
   return parsed;
 }
+
+// --help: thrown by parseFlags so that every command answers it the same way (guard prints it).
+class HelpRequested extends Error {}
 
 // Runs a subcommand body: usage and config errors print to stderr and exit 2.
 export async function guard(body: () => Promise<number>): Promise<number> {
   try {
     return await body();
   } catch (e) {
+    if (e instanceof HelpRequested) {
+      process.stdout.write(`${e.message}\n`);
+      return EXIT.ok;
+    }
     if (e instanceof UsageError) {
       process.stderr.write(`opsr: ${e.message}\n`);
       return EXIT.usage;

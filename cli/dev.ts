@@ -28,10 +28,6 @@ export async function main(argv: string[]): Promise<number> {
       'ui-port': { type: 'string', default: '8233' }, ip: { type: 'string', default: '127.0.0.1' },
       namespace: { type: 'string' }, queues: { type: 'string' }, 'no-worker': { type: 'boolean' },
     }, USAGE);
-    if (values.help) {
-      process.stdout.write(`${USAGE}\n`);
-      return EXIT.ok;
-    }
     const ports = { port: port('port', values.port), ui: port('ui-port', values['ui-port']) };
     const config = values.config ? await loadRunConfig(values.config) : undefined;
     const storage = resolve(values.storage ?? config?.storage ?? '.opsr');

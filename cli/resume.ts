@@ -3,8 +3,8 @@
 // and its original input, so every finished artifact is reused (activities are idempotent).
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { WORKFLOW_TYPES } from '../workflows/api.ts';
-import { CONNECTION_FLAGS, CONNECTION_HELP, EXIT, UsageError, guard, parseFlags, temporalFromConfigFlag, temporalTarget, workflowLink } from './common.ts';
-import { ablationProgressRenderer, armNames, followAndReport, openTarget, runProgressRenderer, startedWith, type Target } from './runs.ts';
+import { CONNECTION_FLAGS, CONNECTION_HELP, EXIT, guard, parseFlags, workflowLink } from './common.ts';
+import { ablationProgressRenderer, armNames, followAndReport, onRun, runProgressRenderer, startedWith, type Target } from './runs.ts';
 import { pendingText } from './status.ts';
 
 const USAGE = `Usage: opsr resume RUN [--detach] [--address HOST:PORT] [--namespace NS] [--config FILE]
@@ -18,18 +18,7 @@ ${CONNECTION_HELP}`;
 export async function main(argv: string[]): Promise<number> {
   return guard(async () => {
     const { values, positionals } = parseFlags(argv, { ...CONNECTION_FLAGS, detach: { type: 'boolean' } }, USAGE, 1);
-    if (values.help) {
-      process.stdout.write(`${USAGE}\n`);
-      return EXIT.ok;
-    }
-    const id = positionals[0];
-    if (!id) throw new UsageError(`RUN (a workflow id) is required\n\n${USAGE}`);
-    const t = await openTarget(temporalTarget(values, await temporalFromConfigFlag(values.config)));
-    try {
-      return await resume(t, id, !!values.detach);
-    } finally {
-      await t.close();
-    }
+    return onRun(values, positionals, USAGE, (t, id) => resume(t, id, !!values.detach));
   });
 }
 

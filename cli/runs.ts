@@ -3,7 +3,7 @@
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { progressQuery, WORKFLOW_TYPES, type AblationResult, type RunProgress, type RunResult } from '../workflows/api.ts';
-import { EXIT, connect, renderProgress, roundTable, table, uiBase, workflowLink, type TemporalTarget } from './common.ts';
+import { EXIT, UsageError, connect, renderProgress, roundTable, table, temporalFromConfigFlag, temporalTarget, uiBase, workflowLink, type TemporalTarget } from './common.ts';
 
 export interface Target {
   client: Client;
@@ -14,6 +14,21 @@ export interface Target {
 export async function openTarget(tt: TemporalTarget): Promise<Target & { close(): Promise<void> }> {
   const { client, close } = await connect(tt);
   return { client, namespace: tt.namespace, ui: uiBase(tt.address), close };
+}
+
+// `opsr status|resume RUN`: the workflow id from the positionals and a connection for the body.
+export async function onRun(
+  values: { address?: string; namespace?: string; config?: string }, positionals: string[], usage: string,
+  body: (t: Target, id: string) => Promise<number>,
+): Promise<number> {
+  const id = positionals[0];
+  if (!id) throw new UsageError(`RUN (a workflow id) is required\n\n${usage}`);
+  const t = await openTarget(temporalTarget(values, await temporalFromConfigFlag(values.config)));
+  try {
+    return await body(t, id);
+  } finally {
+    await t.close();
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

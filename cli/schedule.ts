@@ -32,10 +32,6 @@ export async function main(argv: string[]): Promise<number> {
     if (sub === 'create') return create(rest);
     if (sub === 'list' || sub === 'delete' || sub === 'trigger') {
       const { values, positionals } = parseFlags(rest, CONNECTION_FLAGS, USAGE, sub === 'list' ? 0 : 1);
-      if (values.help) {
-        process.stdout.write(`${USAGE}\n`);
-        return EXIT.ok;
-      }
       if (sub !== 'list' && !positionals[0]) throw new UsageError(`schedule ${sub}: ID is required\n\n${USAGE}`);
       const t = await openTarget(temporalTarget(values, await temporalFromConfigFlag(values.config)));
       try {
@@ -55,10 +51,6 @@ async function create(argv: string[]): Promise<number> {
     overlap: { type: 'string', default: 'skip' }, timezone: { type: 'string' }, paused: { type: 'boolean' }, note: { type: 'string' },
     address: { type: 'string' }, namespace: { type: 'string' },
   }, USAGE);
-  if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return EXIT.ok;
-  }
   if (!values.id) throw new UsageError(`schedule create: --id is required\n\n${USAGE}`);
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(values.id)) throw new UsageError(`schedule create: --id "${values.id}" is not allowed; use 1-100 of A-Z a-z 0-9 . _ -`);
   if (!values.config === !values.ablation) throw new UsageError(`schedule create: give exactly one of --config (a run) and --ablation (a study)\n\n${USAGE}`);

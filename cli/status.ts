@@ -1,8 +1,8 @@
 // opsr status RUN: progress of an open run (--watch follows it), or the result of a closed one.
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { WORKFLOW_TYPES } from '../workflows/api.ts';
-import { CONNECTION_FLAGS, CONNECTION_HELP, EXIT, UsageError, guard, parseFlags, renderProgress, roundTable, temporalFromConfigFlag, temporalTarget, workflowLink } from './common.ts';
-import { ablationArmNames, ablationProgressRenderer, failureText, followAndReport, openTarget, printResult, queryProgress, runProgressRenderer, type Target } from './runs.ts';
+import { CONNECTION_FLAGS, CONNECTION_HELP, EXIT, guard, parseFlags, renderProgress, roundTable, workflowLink } from './common.ts';
+import { ablationArmNames, ablationProgressRenderer, failureText, followAndReport, onRun, printResult, queryProgress, runProgressRenderer, type Target } from './runs.ts';
 
 const USAGE = `Usage: opsr status RUN [--watch] [--address HOST:PORT] [--namespace NS] [--config FILE]
 
@@ -14,18 +14,7 @@ ${CONNECTION_HELP}`;
 export async function main(argv: string[]): Promise<number> {
   return guard(async () => {
     const { values, positionals } = parseFlags(argv, { ...CONNECTION_FLAGS, watch: { type: 'boolean' } }, USAGE, 1);
-    if (values.help) {
-      process.stdout.write(`${USAGE}\n`);
-      return EXIT.ok;
-    }
-    const id = positionals[0];
-    if (!id) throw new UsageError(`RUN (a workflow id) is required\n\n${USAGE}`);
-    const t = await openTarget(temporalTarget(values, await temporalFromConfigFlag(values.config)));
-    try {
-      return await status(t, id, !!values.watch);
-    } finally {
-      await t.close();
-    }
+    return onRun(values, positionals, USAGE, (t, id) => status(t, id, !!values.watch));
   });
 }
 

@@ -11,10 +11,6 @@ A file with "arms" (or --ablation) is read as an ablation study ({base, arms}).`
 export async function main(argv: string[]): Promise<number> {
   return guard(async () => {
     const { values } = parseFlags(argv, { config: { type: 'string' }, ablation: { type: 'boolean' } }, USAGE);
-    if (values.help) {
-      process.stdout.write(`${USAGE}\n`);
-      return EXIT.ok;
-    }
     if (!values.config) throw new UsageError(`--config FILE is required\n\n${USAGE}`);
     const raw = await readJsonFile(values.config);
     const asAblation = values.ablation || (!!raw && typeof raw === 'object' && 'arms' in raw);
