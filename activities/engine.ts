@@ -2,16 +2,15 @@
 // JSON-lines progress on stdout, heartbeats, resume from the newest complete checkpoint, and
 // cancellation forwarded as SIGTERM (the engine checkpoints, then exits 143; SIGKILL after a grace).
 import { mkdir, readdir, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { cancellationSignal, heartbeat } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { execa } from 'execa';
+import { DEFAULT_ENGINE_PATH, engineEnv } from '../lib/engine.ts';
 import { recordPid, stopRecorded } from '../lib/pidfile.ts';
 import { badInput } from './errors.ts';
 import { withKeepAlive } from './progress.ts';
 
-export const DEFAULT_ENGINE = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'engine', 'build', 'opsr-engine');
 export const KILL_GRACE_MS = 30_000;
 
 export interface EngineRun {
@@ -56,7 +55,7 @@ function numericMetrics(e: Record<string, unknown>): Record<string, number> {
 }
 
 export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRun> {
-  const engine = opts.enginePath ?? DEFAULT_ENGINE;
+  const engine = opts.enginePath ?? DEFAULT_ENGINE_PATH;
   await stat(engine).catch(() => {
     throw badInput(`training.engine.path ${engine} does not exist (build it with make -C engine)`);
   });
@@ -70,7 +69,7 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
   const args = ['train', ...opts.args, '--out', opts.outDir, ...(resumedFrom !== null ? ['--resume'] : [])];
   const signal = cancellationSignal();
   const child = execa(engine, args, {
-    stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', reject: false, buffer: { stdout: false, stderr: false },
+    stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', reject: false, buffer: { stdout: false, stderr: false }, env: engineEnv(), extendEnv: false,
     cancelSignal: signal, killSignal: 'SIGTERM', forceKillAfterDelay: opts.killGraceMs ?? KILL_GRACE_MS,
   });
   let steps = resumedFrom ?? 0;

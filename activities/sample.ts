@@ -3,6 +3,7 @@
 // indices [0, shardSize), and so on, each written atomically once all its prompts are answered.
 // A retried attempt keeps every shard on disk and samples only the missing ones, so the result has
 // no duplicates and no gaps; per-request seeds make a resampled shard equal to the one it replaces.
+import { setMaxListeners } from 'node:events';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { activityInfo, cancellationSignal, heartbeat, log } from '@temporalio/activity';
@@ -50,6 +51,7 @@ export type Generate = (input: string | ChatMessage[], seed: number, opts?: { ma
 // the policy is trained on the context it answered in.
 export async function generator(sampling: SamplingConfig, endpoint: { baseURL: string; model: string; modelDir: string }, signal?: AbortSignal): Promise<Generate> {
   const client = openaiClient(sampling, endpoint.baseURL);
+  if (signal) setMaxListeners(sampling.concurrency + 10, signal); // one listener per request in flight
   let tok: Promise<LoadedTokenizer> | null = null;
   const render = async (input: string | ChatMessage[]): Promise<string> => {
     const t = await (tok ??= loadTokenizer(endpoint.modelDir));
@@ -60,7 +62,7 @@ export async function generator(sampling: SamplingConfig, endpoint: { baseURL: s
     const messages = typeof input === 'string' ? [{ role: 'user', content: input }] : input;
     return t.applyChatTemplate(messages, { addGenerationPrompt: true });
   };
-  return async (input, seed, opts = {}) => {
+  return (input, seed, opts = {}) => linked(signal, async (signal) => {
     const body = {
       model: endpoint.model, n: 1, seed, temperature: sampling.temperature, top_p: sampling.topP,
       max_tokens: opts.maxTokens ?? sampling.maxTokens, ...sampling.extra,
@@ -75,7 +77,23 @@ export async function generator(sampling: SamplingConfig, endpoint: { baseURL: s
     const res = await client.completions.create({ ...body, prompt } as OpenAI.CompletionCreateParamsNonStreaming, { signal });
     const c = res.choices[0];
     return { text: c?.text ?? '', finish_reason: c?.finish_reason ?? 'unknown', tokens: res.usage?.completion_tokens ?? 0 };
-  };
+  });
+}
+
+// Each request gets its own signal that follows the activity's: the client leaves its abort
+// listener on the signal it is given, so handing it the activity's one would pile up a listener
+// per request for the activity's whole life.
+async function linked<T>(outer: AbortSignal | undefined, body: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+  if (!outer) return body(undefined);
+  const inner = new AbortController();
+  const forward = () => inner.abort(outer.reason);
+  if (outer.aborted) forward();
+  else outer.addEventListener('abort', forward, { once: true });
+  try {
+    return await body(inner.signal);
+  } finally {
+    outer.removeEventListener('abort', forward);
+  }
 }
 
 // A 4xx answer (other than timeout, conflict, rate limit) says the request itself is wrong:

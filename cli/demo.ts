@@ -9,7 +9,7 @@ import { execa } from 'execa';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import type { RunConfig } from '../config/index.ts';
 import { loadRunConfig, parseRunConfig, presetPath } from '../config/index.ts';
-import { DEFAULT_ENGINE } from '../activities/engine.ts';
+import { DEFAULT_ENGINE_PATH, engineEnv } from '../lib/engine.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../lib/atomic.ts';
 import { freePort, startDevServer } from '../lib/temporal.ts';
 import { writeDigitsData, writeTokenizer } from '../tasks/files.ts';
@@ -79,8 +79,8 @@ export async function prepareBaseModel(config: RunConfig, shape: typeof DEMO_MOD
   await writeJsonAtomic(hfConfig, {
     ...shape, vocab_size: vocabulary().length, layer_norm_epsilon: 1e-5, n_inner: null, activation_function: 'gelu_new',
   });
-  const engine = config.training.engine.path ?? DEFAULT_ENGINE;
-  await execa(engine, ['init', '--config', hfConfig, '--out', tmp, '--seed', String(seed)]);
+  const engine = config.training.engine.path ?? DEFAULT_ENGINE_PATH;
+  await execa(engine, ['init', '--config', hfConfig, '--out', tmp, '--seed', String(seed)], { env: engineEnv(), extendEnv: false });
   await rm(hfConfig);
   await writeTokenizer(tmp, shape.n_positions);
   await writeFileAtomic(join(tmp, 'demo-init.json'), made);
@@ -172,10 +172,6 @@ export async function main(argv: string[]): Promise<number> {
       if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--${name} "${v}" is not a port; allowed 1-65535`);
       return n;
     };
-    // OpenMP threads that spin while waiting starve everything else on a 2-core machine (the
-    // engine trained 10x slower with 2 spinning threads than with 1); passive waiting made 2
-    // threads 2x faster than 1. The engine children inherit this.
-    process.env.OMP_WAIT_POLICY ??= 'passive';
     // The worker runs in this process: keep its lifecycle chatter off the progress display.
     const { DefaultLogger, Runtime } = await import('@temporalio/worker');
     Runtime.install({ logger: new DefaultLogger('WARN') });

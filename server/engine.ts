@@ -3,18 +3,9 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { DEFAULT_ENGINE_PATH, engineEnv } from '../lib/engine.ts';
 
-export const DEFAULT_ENGINE_PATH = join(import.meta.dirname, '..', 'engine', 'build', 'opsr-engine');
-
-/**
- * Environment for engine processes: OpenMP threads sleep at barriers instead of spinning
- * (OMP_WAIT_POLICY=passive). On a shared or oversubscribed machine spinning threads steal the
- * cores the working ones need (measured 5x slower generation here). A value already set wins.
- */
-export function engineEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  return { ...base, OMP_WAIT_POLICY: base.OMP_WAIT_POLICY ?? 'passive' };
-}
+export { DEFAULT_ENGINE_PATH, engineEnv };
 
 export interface EngineRequest {
   prompt: number[];

@@ -14,7 +14,6 @@ import { runDemo } from '../cli/demo.ts';
 import { freePort } from '../lib/temporal.ts';
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
-process.env.OMP_WAIT_POLICY ??= 'passive'; // as opsr demo does: spinning OpenMP threads starve shared cores
 const storage = await mkdtemp(join(tmpdir(), 'opsr-demo-'));
 after(() => rm(storage, { recursive: true, force: true }));
 
