@@ -156,9 +156,9 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   let shardsDone = resumedShards;
   let samplesDone = shards.reduce((n, x) => n + (x?.length ?? 0), 0);
   const notify = progressNotifier(input.notify);
-  const report = () => {
+  const report = (final = false) => {
     heartbeat({ shardsDone, samplesDone });
-    notify({ kind: 'sampling', round: input.round, done: samplesDone, total });
+    notify({ kind: 'sampling', round: input.round, done: samplesDone, total }, final);
   };
   report();
 
@@ -204,6 +204,7 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
     });
   });
 
+  report(true); // past the throttle: the display ends on the full count
   await writeFileAtomic(samplesFile, toJsonl(shards.flatMap((x) => x!)));
   await writeManifest(manifestPath, { step: 'sample', configHash, outputs: { samples: samplesFile }, counts: { samples: total, shards: nShards } });
   return { samplesFile, count: total, shards: nShards, resumedShards };

@@ -93,7 +93,7 @@ export async function trainPolicy(input: TrainPolicyInput): Promise<TrainPolicyR
     outDir, modelDir: input.referenceModelDir, dataFile: input.dataFile, enginePath: t.engine.path,
     flags: [...lossFlags(t), ...optimizerFlags(t, input.learningRate, t.engine.threads)],
     inputs: { data: await sha256File(input.dataFile), reference: await modelHash(input.referenceModelDir) },
-    onProgress: (e) => notify({ kind: 'training', round: input.round, ...e }),
+    onProgress: (e) => notify({ kind: 'training', round: input.round, ...e }, e.step === e.totalSteps),
   });
   return { modelDir: run.finalDir, outDir, steps: run.steps, resumedFrom: run.resumedFrom, metrics: run.metrics };
 }
@@ -190,7 +190,7 @@ async function initStage(
   }
   const run = await trainStage({
     outDir: join(dir, 'train'), modelDir, dataFile, flags, inputs, enginePath: t.engine.path,
-    onProgress: (e) => notify({ kind: 'training', round: 0, ...e }),
+    onProgress: (e) => notify({ kind: 'training', round: 0, ...e }, e.step === e.totalSteps),
   });
   return { modelDir: run.finalDir, records, metrics: run.metrics, cached: run.reused };
 }

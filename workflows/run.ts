@@ -2,7 +2,7 @@
 // the optional init stage (paper 3.2), then rounds 1..M as child workflows, each trained policy
 // becoming the next round's reference and sampler. Held-out evaluation when configured.
 import {
-  ApplicationFailure, CancellationScope, executeChild, isCancellation, setCurrentDetails, setHandler,
+  ApplicationFailure, CancellationScope, executeChild, isCancellation, patched, setCurrentDetails, setHandler,
   upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import { ConfigError, parseRunConfig, type RunConfig } from '../config/schema.ts';
@@ -51,7 +51,9 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
     setCurrentDetails(runDetails(progress, baseReward));
   });
   setHandler(roundPhaseSignal, ({ round, phase }) => {
-    if (round === progress.round) show(phase);
+    // A round's 'done' is not the run's: the run evaluates and reports after it. Patched, so runs
+    // recorded before the change still replay.
+    if (round === progress.round && (phase !== 'done' || !patched('run-ignores-round-done'))) show(phase);
   });
   setHandler(activityProgressSignal, (p) => {
     if (p.round !== progress.round) return;
