@@ -173,8 +173,8 @@ export async function main(argv: string[]): Promise<number> {
       return n;
     };
     // The worker runs in this process: keep its lifecycle chatter off the progress display.
-    const { DefaultLogger, Runtime } = await import('@temporalio/worker');
-    Runtime.install({ logger: new DefaultLogger('WARN') });
+    const { installWorkerLogging } = await import('../workers/index.ts');
+    installWorkerLogging();
     const file = presetPath(values.config ?? 'tiny');
     const config = await loadRunConfig(file);
     const t0 = Date.now();

@@ -32,7 +32,8 @@ export async function main(argv: string[]): Promise<number> {
     const config = values.config ? await loadRunConfig(values.config) : undefined;
     const storage = resolve(values.storage ?? config?.storage ?? '.opsr');
     const namespace = values.namespace ?? config?.temporal.namespace ?? 'default';
-    const { QUEUE_NAMES, createWorkers } = await import('../workers/index.ts');
+    const { QUEUE_NAMES, createWorkers, installWorkerLogging } = await import('../workers/index.ts');
+    installWorkerLogging('INFO');
     const queues = (values.queues ?? QUEUE_NAMES.join(',')).split(',').map((q) => q.trim()).filter(Boolean);
     const bad = queues.filter((q) => !(QUEUE_NAMES as string[]).includes(q));
     if (bad.length) throw new UsageError(`--queues: "${bad.join(',')}" unknown; allowed ${QUEUE_NAMES.join(', ')}`);

@@ -78,6 +78,10 @@ export async function follow<T>(t: Target, handle: WorkflowHandle, render: () =>
   }
   if (detached && !closed) return { detached: true };
   const c = closed as unknown as { ok: true; result: T } | { ok: false; error: unknown };
+  if (c.ok) {
+    const r = await render(); // the closed run's final state, not the last poll before it
+    if (r) display.show(r.text, r.key);
+  }
   if (!c.ok) throw c.error;
   return { detached: false, result: c.result };
 }

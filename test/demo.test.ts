@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { loadRunConfig, presetPath, type RunConfig } from '../config/index.ts';
 import { runDemo } from '../cli/demo.ts';
 import { freePort } from '../lib/temporal.ts';
+import { installWorkerLogging } from '../workers/index.ts';
 
-Runtime.install({ logger: new DefaultLogger('WARN') });
+installWorkerLogging();
 const storage = await mkdtemp(join(tmpdir(), 'opsr-demo-'));
 after(() => rm(storage, { recursive: true, force: true }));
 

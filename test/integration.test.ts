@@ -9,13 +9,12 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { releaseLocal } from '../activities/sampler.ts';
 import { sha256File } from '../lib/hash.ts';
 import { readJsonl } from '../lib/jsonl.ts';
 import { readTokData } from '../lib/tokdata.ts';
 import { OPERATIONS, promptText } from '../tasks/digits.ts';
-import { createWorkers } from '../workers/index.ts';
+import { createWorkers, installWorkerLogging } from '../workers/index.ts';
 import { SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../workflows/api.ts';
 import { createTestEnv } from './helpers/temporal.ts';
 import { ENGINE } from './helpers/tiny-gpt2.ts';
@@ -27,7 +26,7 @@ let baseModel: string;
 let config: Record<string, unknown>;
 
 before(async () => {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  installWorkerLogging();
   root = await mkdtemp(path.join(os.tmpdir(), 'opsr-integration-'));
   baseModel = path.join(root, 'base');
   const vocab = await writeTinyTokenizer(baseModel);

@@ -9,13 +9,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import proto from '@temporalio/proto';
 const { temporal } = proto;
-import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
-import { workflowBundle } from '../workers/index.ts';
+import { Worker } from '@temporalio/worker';
+import { installWorkerLogging, workflowBundle } from '../workers/index.ts';
 
 const DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'histories');
 
 test('recorded histories replay without nondeterminism', async () => {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  installWorkerLogging();
   const files = (await readdir(DIR)).filter((f) => f.endsWith('.binpb')).sort();
   const types = new Set<string>();
   const histories = await Promise.all(files.map(async (f) => {

@@ -9,13 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
 import proto from '@temporalio/proto';
 const { temporal } = proto;
 import { ApplicationFailure, CancelledFailure, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { createTestEnv } from './helpers/temporal.ts';
 import { readEvents, testActivities, type TestControls } from './helpers/workflow-activities.ts';
-import { createWorkers } from '../workers/index.ts';
+import { createWorkers, installWorkerLogging } from '../workers/index.ts';
 import {
   progressQuery, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES, WORKFLOW_TYPES,
   type AblationResult, type RunProgress, type RunResult, type WorkflowTuning,
@@ -33,7 +32,7 @@ let baseModel: string;
 let promptsFile: string;
 
 before(async () => {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  installWorkerLogging();
   env = await createTestEnv();
   tmp = await mkdtemp(path.join(os.tmpdir(), 'opsr-workflows-'));
   baseModel = path.join(tmp, 'base-model');

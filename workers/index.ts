@@ -3,7 +3,7 @@
 // activities that belong to it (activities/api.ts ACTIVITY_QUEUES).
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { ACTIVITY_QUEUES, type OpsrActivities } from '../activities/api.ts';
 import { TASK_QUEUES } from '../workflows/api.ts';
 
@@ -22,6 +22,19 @@ const quietLogger = {
   log() {}, trace() {}, debug() {}, info() {},
   warn: (m: string) => console.warn(m), error: (m: string) => console.error(m),
 };
+
+/**
+ * The SDK's process-wide logging at `level` (call once, before any worker or connection). The
+ * sampler and trainer workers carry no workflows by design; the SDK's warning about that is dropped.
+ */
+export function installWorkerLogging(level: LogLevel = 'WARN'): void {
+  const sink = new DefaultLogger(level);
+  Runtime.install({
+    logger: new DefaultLogger(level, (entry) => {
+      if (!entry.message.startsWith('No workflows registered')) sink.log(entry.level, entry.message, entry.meta);
+    }),
+  });
+}
 
 export interface RunWorkerOptions {
   address?: string;           // default 127.0.0.1:7233

@@ -2,7 +2,7 @@
 // [--address HOST:PORT] [--namespace NS] [--tls] [--api-key-env NAME]. Defaults come from
 // TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE. SIGINT or SIGTERM drains running tasks and exits 0.
 import { parseArgs } from 'node:util';
-import { QUEUE_NAMES, runWorker, type QueueName } from './index.ts';
+import { QUEUE_NAMES, installWorkerLogging, runWorker, type QueueName } from './index.ts';
 
 const USAGE = `Usage: node --import tsx workers/main.ts [--queues ${QUEUE_NAMES.join(',')}] [--address HOST:PORT]
        [--namespace NS] [--tls] [--api-key-env NAME]
@@ -29,6 +29,7 @@ if (values.help) {
   process.exit(0);
 }
 
+installWorkerLogging('INFO');
 const taskQueues = values.queues.split(',').map((q) => q.trim()).filter(Boolean) as QueueName[];
 try {
   await runWorker({
