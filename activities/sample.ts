@@ -163,9 +163,9 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   report();
 
   const cancelled = cancellationSignal();
-  const todo = items.filter((it) => shards[Math.floor(it.index / s.shardSize)] === null);
+  const missing = items.filter((it) => shards[Math.floor(it.index / s.shardSize)] === null);
   const pending = new Map<number, SampleRecord[]>();
-  if (todo.length > 0) await withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+  if (missing.length > 0) await withSampler(s, input.endpoint.modelDir, async (endpoint) => {
     const generate = await generator(s, endpoint, cancelled);
     const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
       const seeds = { chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'), rejected: deriveSeed(s.seed, input.round, item.index, 'rejected') };
@@ -183,7 +183,7 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
     };
 
     // Each prompt is two requests, so sampling.concurrency requests means half as many prompts.
-    await withKeepAlive(() => ({ shardsDone, samplesDone }), () => mapLimit(todo, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
+    await withKeepAlive(() => ({ shardsDone, samplesDone }), () => mapLimit(missing, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
       const rec = await sampleOne(item);
       const k = Math.floor(item.index / s.shardSize);
       const [lo, hi] = rangeOf(k);

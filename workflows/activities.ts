@@ -1,4 +1,4 @@
-// Activity stubs per task queue. Sampling and training heartbeat, so a dead worker is noticed
+// Activity proxies per task queue. Sampling and training heartbeat, so a dead worker is noticed
 // within the heartbeat timeout and the retry (on any worker) resumes from durable shards or the
 // newest checkpoint. Bad input is not retried.
 import { proxyActivities, ActivityCancellationType } from '@temporalio/workflow';

@@ -25,16 +25,22 @@ static int cfg_int(const JsonValue *root, const char *path, const char *key, int
     return 0;
 }
 
-int hf_load_config(const char *path, GPT2Config *cfg) {
+// Reads and parses a JSON file; errors name the file.
+static int read_json_file(const char *path, JsonValue *root) {
     char *text;
     size_t n;
     if (read_file(path, &text, &n)) return -1;
-    JsonValue root;
     char perr[256];
-    int rc = json_parse(text, n, &root, perr, sizeof perr);
+    int rc = json_parse(text, n, root, perr, sizeof perr);
     free(text);
     if (rc) return err_set(EXIT_BAD_INPUT, "bad_config", "%s: not valid JSON (%s)", path, perr);
-    rc = -1;
+    return 0;
+}
+
+int hf_load_config(const char *path, GPT2Config *cfg) {
+    JsonValue root;
+    if (read_json_file(path, &root)) return -1;
+    int rc = -1;
     memset(cfg, 0, sizeof *cfg);
     if (root.type != JSON_OBJECT) { err_set(EXIT_BAD_INPUT, "bad_config", "%s: expected a JSON object, got a %s", path, json_type_name(root.type)); goto out; }
     const JsonValue *mt = json_get(&root, "model_type"), *act = json_get(&root, "activation_function"),
@@ -222,14 +228,10 @@ int hf_copy_tokenizer_files(const char *src_dir, const char *dst_dir) {
 // The source config.json with its dtype fields set to float32 (the engine saves F32 weights,
 // and transformers and vLLM pick their load dtype from the config).
 static int write_f32_config(const char *src, const char *dir) {
-    char *text, *out = NULL, dst[4200];
-    size_t n, len = 0;
-    if (read_file(src, &text, &n)) return -1;
+    char *out = NULL, dst[4200];
+    size_t len = 0;
     JsonValue root;
-    char perr[256];
-    int rc = json_parse(text, n, &root, perr, sizeof perr);
-    free(text);
-    if (rc) return err_set(EXIT_BAD_INPUT, "bad_config", "%s: not valid JSON (%s)", src, perr);
+    if (read_json_file(src, &root)) return -1;
     for (int i = 0; root.type == JSON_OBJECT && i < root.n; i++) {
         JsonValue *v = &root.items[i];
         if ((!strcmp(root.keys[i], "torch_dtype") || !strcmp(root.keys[i], "dtype")) && v->type == JSON_STRING) {
@@ -243,7 +245,7 @@ static int write_f32_config(const char *src, const char *dir) {
     fclose(f);
     json_free(&root);
     snprintf(dst, sizeof dst, "%s/config.json", dir);
-    rc = write_file_atomic(dst, out, len);
+    int rc = write_file_atomic(dst, out, len);
     free(out);
     return rc;
 }

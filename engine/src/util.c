@@ -15,13 +15,17 @@ static int g_exit = EXIT_BAD_INPUT;
 static char g_code[64] = "error";
 static char g_msg[2048] = "";
 
+static void verr_set(int exit_code, const char *code, const char *fmt, va_list ap) {
+    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    snprintf(g_code, sizeof g_code, "%s", code);
+    g_exit = exit_code;
+}
+
 int err_set(int exit_code, const char *code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    verr_set(exit_code, code, fmt, ap);
     va_end(ap);
-    snprintf(g_code, sizeof g_code, "%s", code);
-    g_exit = exit_code;
     return -1;
 }
 const char *err_code(void) { return g_code; }
@@ -41,10 +45,8 @@ _Noreturn void err_exit(void) {
 _Noreturn void die(int exit_code, const char *code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    verr_set(exit_code, code, fmt, ap);
     va_end(ap);
-    snprintf(g_code, sizeof g_code, "%s", code);
-    g_exit = exit_code;
     err_exit();
 }
 
