@@ -3,7 +3,7 @@
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { loadAblationConfig, parseAblationConfigWithInput } from '../config/index.ts';
 import { TASK_QUEUES, WORKFLOW_TYPES } from '../workflows/api.ts';
-import { CONNECTION_HELP, EXIT, UsageError, guard, parseFlags, temporalTarget, timestampId, workflowLink } from './common.ts';
+import { CONNECTION_HELP, EXIT, guard, parseStartFlags, temporalTarget, timestampId, workflowLink } from './common.ts';
 import { ablationProgressRenderer, followAndReport, openTarget } from './runs.ts';
 
 const USAGE = `Usage: opsr ablation --config FILE [--id STUDY_ID] [--detach] [--address HOST:PORT] [--namespace NS]
@@ -15,11 +15,7 @@ ${CONNECTION_HELP}`;
 
 export async function main(argv: string[]): Promise<number> {
   return guard(async () => {
-    const { values } = parseFlags(argv, {
-      config: { type: 'string' }, id: { type: 'string' }, detach: { type: 'boolean' },
-      address: { type: 'string' }, namespace: { type: 'string' },
-    }, USAGE);
-    if (!values.config) throw new UsageError(`--config FILE is required\n\n${USAGE}`);
+    const values = parseStartFlags(argv, USAGE);
     const loaded = await loadAblationConfig(values.config);
     const studyId = values.id ?? loaded.config.studyId ?? timestampId('opsr-ablation');
     // Validated again with the id as studyId: the arms' run ids follow from it.

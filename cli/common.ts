@@ -50,6 +50,16 @@ export async function guard(body: () => Promise<number>): Promise<number> {
   }
 }
 
+// `opsr run` and `opsr ablation`: a config to start, an optional workflow id, and a connection.
+export function parseStartFlags(argv: string[], usage: string) {
+  const { values } = parseFlags(argv, {
+    config: { type: 'string' }, id: { type: 'string' }, detach: { type: 'boolean' },
+    address: { type: 'string' }, namespace: { type: 'string' },
+  }, usage);
+  if (!values.config) throw new UsageError(`--config FILE is required\n\n${usage}`);
+  return { ...values, config: values.config };
+}
+
 export const CONNECTION_FLAGS = {
   address: { type: 'string' },
   namespace: { type: 'string' },

@@ -3,7 +3,7 @@
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { loadRunConfig, parseRunConfig } from '../config/index.ts';
 import { TASK_QUEUES, WORKFLOW_TYPES } from '../workflows/api.ts';
-import { CONNECTION_HELP, EXIT, UsageError, guard, parseFlags, temporalTarget, timestampId, workflowLink } from './common.ts';
+import { CONNECTION_HELP, EXIT, guard, parseStartFlags, temporalTarget, timestampId, workflowLink } from './common.ts';
 import { followAndReport, openTarget, runProgressRenderer } from './runs.ts';
 
 const USAGE = `Usage: opsr run --config FILE [--id RUN_ID] [--detach] [--address HOST:PORT] [--namespace NS]
@@ -15,11 +15,7 @@ ${CONNECTION_HELP}`;
 
 export async function main(argv: string[]): Promise<number> {
   return guard(async () => {
-    const { values } = parseFlags(argv, {
-      config: { type: 'string' }, id: { type: 'string' }, detach: { type: 'boolean' },
-      address: { type: 'string' }, namespace: { type: 'string' },
-    }, USAGE);
-    if (!values.config) throw new UsageError(`--config FILE is required\n\n${USAGE}`);
+    const values = parseStartFlags(argv, USAGE);
     const config = await loadRunConfig(values.config);
     const workflowId = values.id ?? config.runId ?? timestampId('opsr');
     // Re-validated with the id as runId: the workflow parses exactly this object.
