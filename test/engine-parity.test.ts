@@ -14,7 +14,7 @@ const engine = path.join(root, 'engine/build/opsr-engine');
 const python = path.join(root, '.venv/bin/python');
 const harness = path.join(root, 'test/parity/gpt2_parity.py');
 
-interface TrainRun { name: string; loss: string; kind: string; beta: number; gamma: number; micro?: number; accum?: number }
+interface TrainRun { name: string; loss: string; kind: string; beta: number; gamma: number; weight_decay: number; micro?: number; accum?: number }
 interface Spec { losses: [string, string, number, number, number][]; train: TrainRun[]; lr: number; weight_decay: number; grad_clip: number; steps: number; pairs: number; sft_records: number }
 interface Errors {
   logits: number;
@@ -23,6 +23,7 @@ interface Errors {
   grads: Record<string, Record<string, number>>;
   weights: Record<string, Record<string, number>>;
   updates: Record<string, Record<string, number>>;
+  no_decay: Record<string, { weights: number; updates: number }>;
 }
 
 function worst(errs: Record<string, number>): [string, number] {
@@ -49,7 +50,7 @@ describe('engine parity with PyTorch (fp32)', () => {
       const lossFlags = sft ? [] : ['--beta', String(run.beta), ...(run.kind === 'simpo' ? ['--gamma', String(run.gamma)] : [])];
       await execa(engine, ['train', '--model', path.join(dir, 'model'), '--data', path.join(dir, sft ? 'sft.bin' : 'pref.bin'),
         '--out', path.join(dir, `train-${run.name}`), '--loss', run.kind, ...lossFlags, '--lr', String(spec.lr),
-        '--weight-decay', String(spec.weight_decay), '--grad-clip', String(spec.grad_clip), '--schedule', 'constant',
+        '--weight-decay', String(run.weight_decay), '--grad-clip', String(spec.grad_clip), '--schedule', 'constant',
         '--batch-size', String(run.micro ?? records), '--grad-accum', String(run.accum ?? 1),
         '--epochs', String(spec.steps), '--max-steps', String(spec.steps), '--threads', '2']);
     }
@@ -88,5 +89,14 @@ describe('engine parity with PyTorch (fp32)', () => {
       const [uname, ue] = worst(errs.updates[loss]!);
       assert.ok(ue <= 2e-2, `${loss} update of ${uname}: relative error ${ue}`);
     }
+  });
+
+  test('weight decay is a large part of the sft_wd update: dropping it would fail both checks above', () => {
+    const run = spec.train.find((r) => r.name === 'sft_wd');
+    assert.ok(run && run.weight_decay >= 10, 'a run with heavy weight decay');
+    const d = errs.no_decay.sft_wd!;
+    // PyTorch without decay vs PyTorch with it: what a decay-skipping engine would score
+    assert.ok(d.weights > 10 * 1e-3, `no-decay weights differ by only ${d.weights}`);
+    assert.ok(d.updates > 10 * 2e-2, `no-decay update differs by only ${d.updates}`);
   });
 });

@@ -29,7 +29,10 @@ LOSSES = [("dpo", "dpo", 0.1, 0, 0), ("dpo_ls", "dpo", 0.5, 0, 0.2), ("simpo", "
 # into micro-batches with gradient accumulation, which must give the same update
 TRAIN = [{"name": "sft", "loss": "sft"}, {"name": "dpo", "loss": "dpo"},
          {"name": "dpo_accum", "loss": "dpo", "micro": 2, "accum": 2},
-         {"name": "simpo", "loss": "simpo"}, {"name": "ipo", "loss": "ipo"}, {"name": "hinge", "loss": "hinge"}]
+         {"name": "simpo", "loss": "simpo"}, {"name": "ipo", "loss": "ipo"}, {"name": "hinge", "loss": "hinge"},
+         # decay as a large part of the update: lr * wd * |w| is up to ~the Adam step itself, so an
+         # engine that skipped decay (or decayed other tensors) fails both the weights and the change
+         {"name": "sft_wd", "loss": "sft", "weight_decay": 10.0}]
 LR, WD, CLIP, STEPS = 1e-3, 0.1, 1.0, 3
 # engine tensor order (engine/src/gpt2.h) -> HF names; {} = layer index
 TENSORS = [("wte", "transformer.wte.weight"), ("wpe", "transformer.wpe.weight"),
@@ -166,13 +169,13 @@ def make(d):
     ref.numpy().astype("<f4").tofile(d / "ref.bin")
     for run in TRAIN:  # the engine flags of each run
         spec = next(x for x in LOSSES if x[0] == run["loss"])
-        run.update({"kind": spec[1], "beta": spec[2], "gamma": spec[3]})
+        run.update({"kind": spec[1], "beta": spec[2], "gamma": spec[3], "weight_decay": run.get("weight_decay", WD)})
     json.dump({"losses": [list(x) for x in LOSSES], "train": TRAIN, "lr": LR, "weight_decay": WD,
                "grad_clip": CLIP, "steps": STEPS, "pairs": len(pref), "sft_records": len(sft)},
               open(d / "spec.json", "w"))
 
 
-def train_torch(model_dir, spec, pref, sft):
+def train_torch(model_dir, spec, pref, sft, wd):
     model = load_model(model_dir)
     ref = None
     if spec[1] in ("dpo", "ipo", "hinge"):  # the engine's default: a pre-pass with the start weights
@@ -182,7 +185,7 @@ def train_torch(model_dir, spec, pref, sft):
     params = list(model.parameters())  # tied lm_head appears once
     decay = [p for p in params if p.dim() == 2]
     rest = [p for p in params if p.dim() != 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": rest, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}],
                             lr=LR, betas=(0.9, 0.999), eps=1e-8, foreach=False)
     for _ in range(STEPS):
         opt.zero_grad()
@@ -199,7 +202,7 @@ def compare(d):
     pref, sft = dataset(SEED)
     model = load_model(d / "model")
     ref = torch.from_numpy(np.fromfile(d / "ref.bin", "<f4"))
-    res = {"logits": 0.0, "logps": {}, "loss": {}, "grads": {}, "weights": {}, "updates": {}}
+    res = {"logits": 0.0, "logps": {}, "loss": {}, "grads": {}, "weights": {}, "updates": {}, "no_decay": {}}
 
     # logits and log-probs: engine padded batches [B, T, V], valid prefix of each row compared
     with torch.no_grad():
@@ -239,10 +242,15 @@ def compare(d):
     for run in TRAIN:
         name = run["name"]
         spec = next(s for s in LOSSES if s[0] == run["loss"])
-        want = flat_tensors(dict(train_torch(d / "model", spec, pref, sft).named_parameters()))
+        want = flat_tensors(dict(train_torch(d / "model", spec, pref, sft, run.get("weight_decay", WD)).named_parameters()))
         got = flat_tensors(load_file(d / f"train-{name}" / "final" / "model.safetensors"))
         res["weights"][name] = {k: rel(got[k], want[k]) for k in want}
         res["updates"][name] = {k: rel(got[k] - start[k], want[k] - start[k]) for k in want}
+        if run.get("weight_decay", WD) != WD:  # how far the same run without decay lands: the
+            # errors an engine that dropped decay would show, so the tolerances above can catch it
+            nod = flat_tensors(dict(train_torch(d / "model", spec, pref, sft, 0.0).named_parameters()))
+            res["no_decay"][name] = {"weights": max(rel(nod[k], want[k]) for k in want),
+                                     "updates": max(rel(nod[k] - start[k], want[k] - start[k]) for k in want)}
     print(json.dumps(res))
 
 
