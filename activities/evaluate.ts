@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { cancellationSignal } from '@temporalio/activity';
 import { writeFileAtomic } from '../lib/atomic.ts';
-import { hashJson, sha256File } from '../lib/hash.ts';
+import { hashJson, modelHash, sha256File } from '../lib/hash.ts';
 import { toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
@@ -14,7 +14,6 @@ import { loadPrompts } from './prompts.ts';
 import { makeScorer, mean } from './rewards.ts';
 import { deriveSeed, generator, prefixed, requestFailure } from './sample.ts';
 import { withSampler } from './sampler.ts';
-import { modelHash } from './train.ts';
 
 export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<EvaluatePolicyResult> {
   const ev = input.evaluation;

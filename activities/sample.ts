@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { activityInfo, cancellationSignal, heartbeat, log } from '@temporalio/activity';
 import OpenAI from 'openai';
 import { writeFileAtomic, writeJsonAtomic } from '../lib/atomic.ts';
-import { hashJson, sha256 } from '../lib/hash.ts';
+import { hashJson, modelHash, sha256 } from '../lib/hash.ts';
 import { parseJsonl, readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
@@ -125,9 +125,10 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   const samplesFile = join(input.roundDir, 'samples.jsonl');
   const manifestPath = join(input.roundDir, 'samples.manifest.json');
   // What the samples depend on; a change discards earlier shards (API key and concurrency don't count).
+  // The policy counts by content: a model directory replaced in place must not reuse old answers.
   const configHash = hashJson({
     round: input.round, items, prefixes: input.prefixes, chosenScore: input.chosenScore, rejectedScore: input.rejectedScore,
-    model: input.endpoint.model, modelDir: input.endpoint.modelDir, api: s.api, temperature: s.temperature, topP: s.topP,
+    model: input.endpoint.model, modelDir: input.endpoint.modelDir, weights: await modelHash(input.endpoint.modelDir), api: s.api, temperature: s.temperature, topP: s.topP,
     maxTokens: s.maxTokens, seed: s.seed, extra: s.extra, shardSize: s.shardSize,
   });
   const nShards = Math.ceil(total / s.shardSize);

@@ -5,7 +5,7 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeJsonAtomic } from '../lib/atomic.ts';
-import { hashJson, sha256File } from '../lib/hash.ts';
+import { hashJson, modelHash, sha256File } from '../lib/hash.ts';
 import { JsonlError, readJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { writeTokData } from '../lib/tokdata.ts';
@@ -37,15 +37,6 @@ export function lossFlags(p: PreferenceSettings): string[] {
     ...(p.loss === 'simpo' && p.gamma !== undefined ? ['--gamma', String(p.gamma)] : []),
     ...(p.loss === 'dpo' && p.labelSmoothing ? ['--label-smoothing', String(p.labelSmoothing)] : []),
   ];
-}
-
-// Content hash of a model directory's weights, config and tokenizer files.
-export async function modelHash(dir: string): Promise<string> {
-  const files: Record<string, string> = {};
-  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) {
-    files[f] = await sha256File(join(dir, f)).catch(() => 'none');
-  }
-  return hashJson(files);
 }
 
 interface StageSpec {

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 
 export function sha256(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
@@ -45,4 +46,13 @@ function sortKeys(value: unknown): unknown {
 
 export function hashJson(value: unknown): string {
   return sha256(stableStringify(value));
+}
+
+// Content hash of a model directory's weights, config and tokenizer files.
+export async function modelHash(dir: string): Promise<string> {
+  const files: Record<string, string> = {};
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) {
+    files[f] = await sha256File(join(dir, f)).catch(() => 'none');
+  }
+  return hashJson(files);
 }
