@@ -10,12 +10,14 @@ import { makeTinyModel, transformersGreedy, ENGINE } from './helpers/tiny-gpt2.t
 
 let dir: string;
 let model: string;
+// A long context, so that requests can run for hundreds of steps (cancel and batch overlap tests).
+const N_CTX = 1024;
 const engines: EngineProcess[] = [];
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'opsr-gen-'));
   model = join(dir, 'model');
-  await makeTinyModel(model, { nPositions: 64 });
+  await makeTinyModel(model, { nPositions: N_CTX });
 });
 after(async () => {
   await Promise.all(engines.map((e) => e.stop()));
@@ -35,12 +37,13 @@ const BASE: EngineRequest = {
 
 type Result = { tokens: EngineToken[]; done: EngineDone; id: number };
 
-function run(e: EngineProcess, req: Partial<EngineRequest>, onFirst?: (id: number) => void): Promise<Result> {
+function run(e: EngineProcess, req: Partial<EngineRequest>, onFirst?: (id: number) => void, onEach?: () => void): Promise<Result> {
   return new Promise((resolve, reject) => {
     const tokens: EngineToken[] = [];
     const id = e.generate({ ...BASE, ...req }, {
       onToken: (t) => {
         tokens.push(t);
+        onEach?.();
         if (tokens.length === 1) onFirst?.(id);
       },
       onDone: (done) => resolve({ tokens, done, id }),
@@ -69,20 +72,38 @@ test('greedy output and log-probs equal transformers greedy generate', async () 
 });
 
 test('same seed and prompt give the same tokens and log-probs whatever else is in the batch', async () => {
-  const x: Partial<EngineRequest> = { prompt: [5, 6, 7, 8], maxTokens: 30, temperature: 1.0, topP: 0.9, topK: 100, seed: 42, logprobs: true, topLogprobs: 3 };
+  const x: Partial<EngineRequest> = { prompt: [5, 6, 7, 8], maxTokens: 300, temperature: 1.0, topP: 0.9, topK: 100, seed: 42, logprobs: true, topLogprobs: 3 };
   const alone = await run(await startEngine(1), x);
   const busy = await startEngine(8);
-  // Others start first; x joins while they are mid-generation, more arrive after it.
-  const others: Promise<Result>[] = [];
-  for (let i = 0; i < 3; i++) others.push(run(busy, { prompt: [10 + i, 20, 30 + i], maxTokens: 40, temperature: 0.8, seed: i }));
-  const joined = new Promise<Result>((resolve, reject) => {
-    run(busy, { prompt: [100, 101], maxTokens: 5, temperature: 0 }, () => {
-      run(busy, x).then(resolve, reject);
-      for (let i = 0; i < 4; i++) others.push(run(busy, { prompt: Array.from({ length: 10 + i }, (_, k) => k + i), maxTokens: 12, temperature: 1, seed: 100 + i }));
-    }).catch(reject);
+  // Token events of every request on the busy engine, in the order they arrive.
+  const order: string[] = [];
+  const tracked = (label: string, req: Partial<EngineRequest>, onFirst?: (id: number) => void) => run(busy, req, onFirst, () => order.push(label));
+  // Three requests that could run to the end of the context start first; x is submitted once each
+  // of them is generating, and four short ones are submitted once x is generating.
+  const long = [0, 1, 2].map((i) => {
+    let started!: (id: number) => void;
+    const id = new Promise<number>((r) => (started = r));
+    return { id, done: tracked(`long${i}`, { prompt: [10 + i, 20, 30 + i], maxTokens: N_CTX - 3, temperature: 0.8, seed: i }, started) };
   });
-  const inBatch = await joined;
-  await Promise.all(others);
+  const longIds = await Promise.all(long.map((l) => l.id));
+  const late: Promise<Result>[] = [];
+  const inBatch = await tracked('x', x, () => {
+    for (let i = 0; i < 4; i++) late.push(tracked(`late${i}`, { prompt: Array.from({ length: 10 + i }, (_, k) => k + i), maxTokens: 12, temperature: 1, seed: 100 + i }));
+  });
+  await Promise.all(late);
+  longIds.forEach((id) => busy.cancel(id));
+  const longs = await Promise.all(long.map((l) => l.done));
+  // The overlap really happened: the long ones emitted tokens before, during and after x, and
+  // the late ones emitted theirs while x was generating.
+  const first = order.indexOf('x'), last = order.lastIndexOf('x');
+  const during = new Set(order.slice(first, last));
+  for (let i = 0; i < 3; i++) {
+    assert.ok(order.indexOf(`long${i}`) < first && order.lastIndexOf(`long${i}`) > last, `long${i} generated all through x`);
+    assert.ok(during.has(`long${i}`));
+    assert.equal(longs[i].done.finishReason, 'cancelled');
+  }
+  for (let i = 0; i < 4; i++) assert.ok(during.has(`late${i}`), `late${i} generated while x did`);
+  assert.equal(inBatch.tokens.length, 300);
   assert.deepEqual(ids(inBatch), ids(alone));
   assert.deepEqual(inBatch.tokens, alone.tokens, 'log-probs and top log-probs are bit-identical');
   assert.equal(alone.tokens[0].topLogprobs!.length, 3);
@@ -114,12 +135,13 @@ test('stop token ids end with finish stop; the stop token is counted but not emi
 
 test('cancel ends a running request; the context limit ends with length', async () => {
   const e = await startEngine(2);
-  const r = await run(e, { maxTokens: 55, temperature: 1, seed: 1 }, (id) => e.cancel(id));
-  assert.equal(r.done.finishReason, 'cancelled');
-  assert.ok(r.tokens.length >= 1 && r.tokens.length < 55);
-  const long = await run(e, { prompt: Array.from({ length: 60 }, (_, i) => i), maxTokens: 20 });
-  assert.equal(long.tokens.length, 4, 'prompt + completion fill the 64-token context');
-  assert.deepEqual(long.done, { finishReason: 'length', stopToken: null, promptTokens: 60, completionTokens: 4 });
+  // 1000 tokens take far longer than a cancel takes to reach the engine.
+  const r = await run(e, { maxTokens: 1000, temperature: 1, seed: 1 }, (id) => e.cancel(id));
+  assert.deepEqual(r.done, { finishReason: 'cancelled', stopToken: null, promptTokens: 3, completionTokens: r.tokens.length });
+  assert.ok(r.tokens.length >= 1 && r.tokens.length < 1000, `cancelled after ${r.tokens.length} tokens`);
+  const long = await run(e, { prompt: Array.from({ length: N_CTX - 4 }, (_, i) => i % 272), maxTokens: 20 });
+  assert.equal(long.tokens.length, 4, 'prompt + completion fill the context');
+  assert.deepEqual(long.done, { finishReason: 'length', stopToken: null, promptTokens: N_CTX - 4, completionTokens: 4 });
 });
 
 test('continuous batching: more requests than slots all finish with their own lengths', async () => {
@@ -139,7 +161,7 @@ test('bad requests get an error naming the field and the engine keeps serving', 
   const bad: [Partial<EngineRequest>, RegExp][] = [
     [{ prompt: [1, 999] }, /prompt\[1\] = 999 is not a token id in \[0, 273\)/],
     [{ prompt: [] }, /prompt must be a non-empty array/],
-    [{ prompt: Array.from({ length: 64 }, () => 1) }, /prompt has 64 tokens; the context holds 64/],
+    [{ prompt: Array.from({ length: N_CTX }, () => 1) }, new RegExp(`prompt has ${N_CTX} tokens; the context holds ${N_CTX}`)],
     [{ temperature: -1 }, /temperature must be a finite number >= 0/],
     [{ topP: 0 }, /top_p must be in \(0, 1\]/],
     [{ maxTokens: 0 }, /max_tokens must be >= 1/],
