@@ -22,7 +22,9 @@ const root = await mkdtemp(join(tmpdir(), 'opsr-act-train-'));
 after(() => rm(root, { recursive: true, force: true }));
 const modelDir = join(root, 'model');
 const dataFile = join(root, 'pairs.bin');
-const RECORDS = 120;
+// One record per step: enough steps (seconds of training) that a cancel or kill sent after the
+// first checkpoint provably lands mid-run, even on a loaded machine.
+const RECORDS = 1000;
 let training: RunConfig['training'];
 
 // Deterministic pseudo-random token ids below the vocabulary size.
@@ -42,7 +44,7 @@ before(async () => {
   });
   training = parseRunConfig({
     model: modelDir, prompts: { file: '/unused.jsonl' },
-    training: { loss: 'simpo', beta: 2, gammaBetaRatio: 0.5, learningRate: 1e-3, batchSize: 1, checkpointEvery: 5, warmupRatio: 0.1, seed: 3, engine: { threads: 1 } },
+    training: { loss: 'simpo', beta: 2, gammaBetaRatio: 0.5, learningRate: 1e-3, batchSize: 1, checkpointEvery: 20, warmupRatio: 0.1, seed: 3, engine: { threads: 1 } },
   }).training;
 });
 

@@ -22,11 +22,16 @@ after(async () => {
 
 interface Run { code: number | null; stdout: string; stderr: string; events: Record<string, any>[] }
 
-// Runs the engine; onLine sees each stdout line as it arrives (to send signals mid-run).
-function engine(args: string[], opts: { bin?: string; onLine?: (e: Record<string, any>, kill: (s: NodeJS.Signals) => void) => void } = {}): Promise<Run> {
+// Runs the engine; onLine sees each stdout line as it arrives (to send signals mid-run); with
+// limitMs, a run still going after that long is killed and rejects naming what (a hang).
+function engine(args: string[], opts: { bin?: string; limitMs?: number; what?: string; onLine?: (e: Record<string, any>, kill: (s: NodeJS.Signals) => void) => void } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(opts.bin ?? ENGINE, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(child);
+    const timer = opts.limitMs === undefined ? undefined : setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${opts.what ?? args.join(' ')} (${opts.bin ?? ENGINE}): still running after ${opts.limitMs} ms`));
+    }, opts.limitMs);
     let stdout = '', stderr = '', pending = '';
     const events: Record<string, any>[] = [];
     child.stdout.on('data', (d: Buffer) => {
@@ -44,6 +49,7 @@ function engine(args: string[], opts: { bin?: string; onLine?: (e: Record<string
     child.stderr.on('data', (d: Buffer) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => {
+      clearTimeout(timer);
       children.delete(child);
       resolve({ code, stdout, stderr, events });
     });
@@ -255,7 +261,7 @@ test('bad input: one JSON error line naming the file and problem, exit 2, also u
   ];
   for (const bin of [ENGINE, ASAN]) {
     for (const [what, args, code, errCode, message] of cases) {
-      const r = await engine(args, { bin });
+      const r = await engine(args, { bin, limitMs: 60_000, what });
       assert.equal(r.code, code, `${what} (${bin}): exit ${r.code}, stderr ${r.stderr}`);
       const err = errorOf(r);
       assert.equal(err.code, errCode, `${what}: ${err.message}`);
@@ -410,4 +416,27 @@ test('SIGTERM and SIGINT mid-run checkpoint and exit 143; resumed runs end bit-i
   // The logged metrics of the resumed steps equal the uninterrupted run's too.
   const last = (r: Run) => JSON.stringify({ ...r.events.filter((e) => e.event === 'step').at(-1), tokens_per_s: 0 });
   assert.equal(last(c), last(ref));
+});
+
+test('with --threads 2 too, a run stopped by SIGTERM and resumed ends bit-identical to an uninterrupted one', async () => {
+  // 2000 steps (a second or more) so the signal sent at step 100 lands long before the end
+  const args = (out: string) => ['train', '--model', model, '--data', prefData, '--out', out, '--loss', 'simpo', '--lr', '1e-3',
+    '--batch-size', '2', '--epochs', '500', '--warmup-ratio', '0.1', '--weight-decay', '0.01', '--seed', '3', '--threads', '2'];
+  const ref = await engine(args(join(root, 'whole-t2')));
+  assert.equal(ref.code, 0, ref.stderr);
+  const total = ref.events[0].total_steps;
+  assert.equal(total, 2000);
+
+  const out = join(root, 'interrupted-t2');
+  const a = await engine(args(out), { onLine: (e, kill) => { if (e.event === 'step' && e.step === 100) kill('SIGTERM'); } });
+  assert.equal(a.code, 143, a.stderr);
+  const ck = a.events.at(-1)!;
+  assert.equal(ck.event, 'checkpoint');
+  assert.ok(ck.step >= 100 && ck.step < total, `stopped at ${ck.step}`);
+  const b = await engine([...args(out), '--resume']);
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal(b.events[0].resumed_from, ck.step);
+  assert.deepEqual(await readFile(join(out, 'final', 'model.safetensors')), await readFile(join(root, 'whole-t2', 'final', 'model.safetensors')));
+  const last = (r: Run) => JSON.stringify({ ...r.events.filter((e) => e.event === 'step').at(-1), tokens_per_s: 0 });
+  assert.equal(last(b), last(ref));
 });
