@@ -276,8 +276,9 @@ int gen_submit(Generator *g, int64_t id, const int *prompt, int prompt_len, cons
         return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: top_p must be in (0, 1]", (long long)id);
     if (p->top_k < 0) return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: top_k must be >= 0 (0 = off)", (long long)id);
     if (p->max_tokens < 1) return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: max_tokens must be >= 1", (long long)id);
-    if (p->top_logprobs < 0 || p->top_logprobs > GEN_MAX_TOP_LOGPROBS)
-        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: top_logprobs must be in [0, %d]", (long long)id, GEN_MAX_TOP_LOGPROBS);
+    int max_top = GEN_MAX_TOP_LOGPROBS < c->vocab_size ? GEN_MAX_TOP_LOGPROBS : c->vocab_size;
+    if (p->top_logprobs < 0 || p->top_logprobs > max_top)
+        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: top_logprobs must be in [0, %d]", (long long)id, max_top);
     if (p->n_stop < 0 || p->n_stop > GEN_MAX_STOP_IDS)
         return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: at most %d stop token ids", (long long)id, GEN_MAX_STOP_IDS);
     for (int i = 0; i < p->n_stop; i++)
@@ -450,16 +451,19 @@ static int sample_token(const float *z, int V, const GenParams *p, uint64_t *rng
         return best;
     }
     int n = V;
-    for (int i = 0; i < V; i++) { val[i] = z[i] / p->temperature; idx[i] = i; }
+    // Shift before scaling: (z - zmax) / T is <= 0 and finite or -inf, never NaN, however small T.
+    float zmax = -INFINITY;
+    for (int i = 0; i < V; i++) if (z[i] > zmax) zmax = z[i];
+    for (int i = 0; i < V; i++) { val[i] = (z[i] - zmax) / p->temperature; idx[i] = i; }
     if (p->top_k > 0 && p->top_k < V) n = select_top(val, idx, V, p->top_k);
-    float mx = -INFINITY;
-    for (int i = 0; i < n; i++) if (val[i] > mx) mx = val[i];
-    double sum = exp_shift_sum(val, val, n, mx);
+    double sum = exp_shift_sum(val, val, n, 0.0f);
     int m = 0;
     if (p->top_p < 1.0f && n > 1) {
         // Tokens below (1-top_p)/(n-1) of the mass cannot be in the nucleus: drop them before
         // sorting (llama2.c's trick), then keep the smallest prefix reaching top_p of the mass.
+        // The best token's weight is exactly 1 after the shift: capping the cutoff there keeps it.
         double cutoff = (1.0 - p->top_p) / (n - 1) * sum;
+        if (cutoff > 1.0) cutoff = 1.0;
         for (int i = 0; i < n; i++) if (val[i] >= cutoff) order[m++] = i;
         CandSet cs = {val, idx};
         qsort_r(order, m, sizeof(int), cmp_cand, &cs);

@@ -169,6 +169,10 @@ int cmd_serve(int argc, char **argv) {
                 if (i > start) handle_line(g, buf + start, i - start);
                 start = i + 1;
             }
+            if (eof && start < have) {  // a last line without its newline
+                handle_line(g, buf + start, have - start);
+                start = have;
+            }
             memmove(buf, buf + start, have - start);
             have -= start;
         }
