@@ -74,4 +74,3 @@ int loss_kind_parse(const char *name, LossKind *out) {
     return -1;
 }
 
-const char *loss_kind_name(LossKind kind) { return NAMES[kind]; }

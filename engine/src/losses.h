@@ -36,4 +36,3 @@ double sft_loss(int n, const float *logp_sum, double norm, float *dlogp);
 
 // Parses "sft"|"dpo"|"simpo"|"ipo"|"hinge"; returns -1 for anything else.
 int loss_kind_parse(const char *name, LossKind *out);
-const char *loss_kind_name(LossKind kind);

@@ -28,7 +28,6 @@ int err_set(int exit_code, const char *code, const char *fmt, ...) {
     va_end(ap);
     return -1;
 }
-const char *err_code(void) { return g_code; }
 const char *err_message(void) { return g_msg; }
 
 _Noreturn void err_exit(void) {

@@ -16,7 +16,6 @@ enum {
 // Records an error (exit status, stable code, message); returns -1 for `return err_set(...)`.
 int err_set(int exit_code, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-const char *err_code(void);
 const char *err_message(void);
 // Prints {"error":{"code","message"}} as the last stderr line and exits with the recorded status.
 _Noreturn void err_exit(void);
