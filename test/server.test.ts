@@ -2,6 +2,7 @@
 // completions, chat, n > 1, seeds, stop strings, streaming, concurrency, errors, engine crash.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { cp, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,14 +16,13 @@ let model: string;
 let server: RunningServer;
 let client: OpenAI;
 let tok: LoadedTokenizer;
-const logs: string[] = [];
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'opsr-srv-'));
   model = join(dir, 'policy');
   await makeTinyModel(model, { nPositions: 128, nEmbd: 48, nHead: 4 });
   tok = await loadTokenizer(model);
-  server = await startServer({ modelDir: model, enginePath: ENGINE, threads: 2, maxBatch: 4, log: (l) => logs.push(l) });
+  server = await startServer({ modelDir: model, enginePath: ENGINE, threads: 2, maxBatch: 4, log: () => {} });
   client = new OpenAI({ baseURL: server.url, apiKey: 'EMPTY', maxRetries: 0 });
 });
 after(async () => {
@@ -206,27 +206,68 @@ test('bad requests get 400 with an OpenAI error body and the server keeps servin
   assert.equal((await complete({ max_tokens: 3 })).choices.length, 1);
 });
 
-test('an engine crash: /health goes 503, the engine restarts, in-flight requests are retried', async () => {
-  const expected = (await complete({ max_tokens: 60, seed: 99, ignore_eos: true } as never)).choices[0].text;
-  const pid = server.enginePid()!;
-  const inflight = complete({ max_tokens: 60, seed: 99, ignore_eos: true } as never);
-  await new Promise((r) => setTimeout(r, 50));
-  process.kill(pid, 'SIGKILL');
-  let saw503 = false;
-  for (let i = 0; i < 200; i++) {
-    const h = await fetch(server.url.replace(/\/v1$/, '') + '/health');
-    if (h.status === 503) {
-      saw503 = true;
-      assert.match((await h.json()).error.message, /engine is down/);
-    } else if (saw503 && h.status === 200) break;
-    await new Promise((r) => setTimeout(r, 20));
+test('an engine crash: /health goes 503, the engine restarts; in-flight requests that streamed nothing are retried', async () => {
+  // Its own server on a model with a long context: 900-token answers keep the engine busy a while.
+  const longModel = join(dir, 'long');
+  await makeTinyModel(longModel, { nPositions: 1024, nEmbd: 64, nLayer: 4, nHead: 4 });
+  const logs: string[] = [];
+  const s = await startServer({ modelDir: longModel, enginePath: ENGINE, threads: 2, maxBatch: 4, log: (l) => logs.push(l) });
+  try {
+    const base = s.url.replace(/\/v1$/, '');
+    const body = { model: 'long', prompt: 'the answer is', max_tokens: 900, temperature: 1, seed: 99, ignore_eos: true };
+    const expected = await (await post2(s.url, body)).json();
+    assert.equal(expected.usage.completion_tokens, 900);
+    const pid = s.enginePid()!;
+    const bytesRead = () => Number(/^rchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))![1]);
+
+    // A streams: once its first text arrives the engine is generating it.
+    const a = await post2(s.url, { ...body, seed: 5, stream: true });
+    const events = sseEvents(a);
+    for (;;) {
+      const ev = await events.next();
+      assert.ok(!ev.done && ev.value !== '[DONE]', 'A streams text');
+      if (JSON.parse(ev.value).choices[0].text) break;
+    }
+    // B (not streamed, the same length) is sent after A is running and killed once the engine has
+    // read it: B is at most as far along as A, so B is unfinished if A is.
+    const before = bytesRead();
+    const b = post2(s.url, body).then((r) => r.json());
+    while (bytesRead() === before) await new Promise((r) => setTimeout(r, 1));
+    process.kill(pid, 'SIGKILL');
+
+    let saw503 = false;
+    for (let i = 0; i < 200; i++) {
+      const h = await fetch(base + '/health');
+      if (h.status === 503) {
+        saw503 = true;
+        assert.match((await h.json()).error.message, /engine is down/);
+      } else if (saw503 && h.status === 200) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(saw503, '/health reported the dead engine');
+    assert.equal((await fetch(base + '/health')).status, 200);
+    assert.ok(s.enginePid() !== undefined && s.enginePid() !== pid, 'a new engine process');
+    assert.ok(logs.some((l) => /engine exited \(SIGKILL\).*restarting the engine/.test(l)));
+    assert.ok(logs.includes('opsr serve: engine restarted'));
+
+    // A was unfinished when the engine died (so B was too); its streamed text cannot be taken back,
+    // so its stream ends with the error.
+    const rest: string[] = [];
+    for await (const ev of events) rest.push(ev);
+    assert.equal(rest.at(-1), '[DONE]');
+    const tail = rest.slice(0, -1).map((e) => JSON.parse(e));
+    assert.ok(tail.slice(0, -1).every((e) => e.choices[0].finish_reason === null), 'A never finished');
+    assert.deepEqual(tail.at(-1), { error: { message: tail.at(-1).error.message, type: 'service_unavailable_error', param: null, code: null } });
+    assert.match(tail.at(-1).error.message, /^engine failed: engine exited \(SIGKILL\)/);
+    // B had streamed nothing: it was rerun on the new engine and gives the seeded answer in full.
+    const got = await b;
+    assert.ok(got.choices, `B was not retried: ${JSON.stringify(got)}`);
+    assert.equal(got.choices[0].text, expected.choices[0].text, 'the retried request gives the seeded answer');
+    assert.equal(got.choices[0].finish_reason, 'length');
+    assert.deepEqual(got.usage, expected.usage);
+  } finally {
+    await s.close();
   }
-  assert.ok(saw503, '/health reported the dead engine');
-  assert.equal((await fetch(server.url.replace(/\/v1$/, '') + '/health')).status, 200);
-  assert.notEqual(server.enginePid(), pid);
-  assert.equal((await inflight).choices[0].text, expected, 'the retried request gives the seeded answer');
-  assert.equal((await complete({ max_tokens: 60, seed: 99, ignore_eos: true } as never)).choices[0].text, expected);
-  assert.ok(logs.some((l) => /restarting the engine/.test(l)));
 });
 
 test('while restarts keep failing, waiting requests get 503; once the engine can start again it serves', async () => {
@@ -257,4 +298,19 @@ test('while restarts keep failing, waiting requests get 503; once the engine can
 
 function post2(url: string, body: unknown) {
   return fetch(url + '/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+}
+
+// The data payloads of a server-sent event stream, one by one.
+async function* sseEvents(res: Response): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buf = '';
+  for await (const chunk of res.body!) {
+    buf += decoder.decode(chunk as Uint8Array, { stream: true });
+    let k: number;
+    while ((k = buf.indexOf('\n\n')) >= 0) {
+      const ev = buf.slice(0, k);
+      buf = buf.slice(k + 2);
+      if (ev.startsWith('data: ')) yield ev.slice(6);
+    }
+  }
 }
