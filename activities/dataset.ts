@@ -89,6 +89,8 @@ export async function buildDataset(input: BuildDatasetInput): Promise<BuildDatas
     records.push({ prompt: fit.prompt, chosen: fit.responses[0], rejected: fit.responses[1] });
     trl.push(trlRecord(p));
   }
+  // Nothing to train on: the workflow fails the round with the filter counts (not retried).
+  if (records.length === 0) return { trlFile, dataFile, records: 0, truncated };
   await writeFileAtomic(trlFile, toJsonl(trl));
   await writeTokData(dataFile, { kind: 'preference', records });
   await writeManifest(manifestPath, {

@@ -10,7 +10,7 @@ import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
 import type { EvaluatePolicyInput, EvaluatePolicyResult, PrefixCurvePoint } from './api.ts';
 import { withKeepAlive } from './progress.ts';
-import { loadPrompts } from './prompts.ts';
+import { loadPromptsFor } from './prompts.ts';
 import { makeScorer, mean } from './rewards.ts';
 import { deriveSeed, generator, prefixed, requestFailure } from './sample.ts';
 import { withSampler } from './sampler.ts';
@@ -27,11 +27,11 @@ export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<Evalua
     label: input.label, prompts: ev.prompts, maxTokens: ev.maxTokens ?? s.maxTokens, scores, chosenTemplate: input.prefixes.chosenTemplate,
     rewardModel: input.rewardModel, api: s.api, temperature: s.temperature, topP: s.topP, seed: s.seed, extra: s.extra,
   });
+  const items = await loadPromptsFor('evaluation.prompts.file', ev.prompts);
   const inputs = { model: await modelHash(input.endpoint.modelDir), prompts: await sha256File(ev.prompts.file) };
   const done = await loadValidManifest(manifestPath, { step: 'evaluate', configHash, inputs });
   if (done) return done.data!.result as EvaluatePolicyResult;
 
-  const items = await loadPrompts(ev.prompts);
   const scorer = makeScorer(input.rewardModel);
   // Side "plain" = the unprefixed prompt; "prefix-<s>" = the chosen template at score s.
   const jobs = [

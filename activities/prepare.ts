@@ -4,10 +4,10 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson } from '../lib/hash.ts';
-import { JsonlError, toJsonl } from '../lib/jsonl.ts';
+import { toJsonl } from '../lib/jsonl.ts';
 import type { PrepareRunInput, PrepareRunResult } from './api.ts';
 import { badInput } from './errors.ts';
-import { loadPrompts } from './prompts.ts';
+import { loadPromptsFor } from './prompts.ts';
 
 export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResult> {
   const config = input.config;
@@ -23,14 +23,7 @@ export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResu
   if (previous !== null && hashJson(previous) !== configHash) {
     throw badInput(`run ${input.runId} already exists in ${runDir} with a different config (${configFile}); choose another runId or restore that config`);
   }
-  let prompts;
-  try {
-    prompts = await loadPrompts(config.prompts);
-  } catch (err) {
-    if (err instanceof JsonlError || (err as NodeJS.ErrnoException).code === 'ENOENT') throw badInput(`prompts.file: ${(err as Error).message}`);
-    throw err;
-  }
-  if (prompts.length === 0) throw badInput(`prompts.file ${config.prompts.file} holds no prompts`);
+  const prompts = await loadPromptsFor('prompts.file', config.prompts);
   await mkdir(runDir, { recursive: true });
   if (previous === null) await writeFileAtomic(configFile, JSON.stringify(config, null, 2) + '\n');
   await writeFileAtomic(promptsFile, toJsonl(prompts.map((p) => (p.messages ? { index: p.index, messages: p.messages } : { index: p.index, prompt: p.prompt }))));

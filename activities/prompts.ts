@@ -1,6 +1,7 @@
 // Prompt sets: JSONL records with "prompt" (a string) or "messages" (a chat ending in a user
 // turn), optionally shuffled by seed and cut to a limit. Index = position after shuffle and limit.
-import { readJsonl } from '../lib/jsonl.ts';
+import { JsonlError, readJsonl } from '../lib/jsonl.ts';
+import { badInput } from './errors.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
 
 // One line of the run's prompts.jsonl: a plain prompt or a chat.
@@ -51,4 +52,17 @@ export async function loadPrompts(spec: { file: string; limit?: number; shuffleS
   return recs.map((r, index) => (typeof r.prompt === 'string'
     ? { index, prompt: r.prompt }
     : { index, messages: r.messages!.map((m) => ({ role: m.role, content: m.content })) }));
+}
+
+// loadPrompts for a config field: a missing file, a bad line or no prompts is bad input (not retried).
+export async function loadPromptsFor(field: string, spec: { file: string; limit?: number; shuffleSeed?: number }): Promise<PromptItem[]> {
+  let prompts;
+  try {
+    prompts = await loadPrompts(spec);
+  } catch (err) {
+    if (err instanceof JsonlError || (err as NodeJS.ErrnoException).code === 'ENOENT') throw badInput(`${field}: ${(err as Error).message}`);
+    throw err;
+  }
+  if (prompts.length === 0) throw badInput(`${field} ${spec.file} holds no prompts`);
+  return prompts;
 }

@@ -11,7 +11,7 @@ import { mapLimit } from '../lib/pool.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
 import { getBuiltinScorer, BUILTIN_SCORER_NAMES } from '../tasks/index.ts';
 import type { AnalyzeRewardsInput, RewardModelConfig, RewardSummary } from './api.ts';
-import { badInput } from './errors.ts';
+import { badInput, isRequestError } from './errors.ts';
 import { withKeepAlive } from './progress.ts';
 import type { SampleRecord } from './records.ts';
 
@@ -37,7 +37,10 @@ function apiKeyHeader(env: string | undefined): Record<string, string> {
 async function postJson(url: string, body: unknown, headers: Record<string, string>, signal?: AbortSignal): Promise<unknown> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal });
   const text = await res.text();
-  if (!res.ok) throw new Error(`reward model ${url} answered HTTP ${res.status}: ${text.slice(0, 300)}`);
+  if (!res.ok) {
+    const message = `reward model ${url} answered HTTP ${res.status}: ${text.slice(0, 300)}`;
+    throw isRequestError(res.status) ? badInput(message) : new Error(message);
+  }
   try {
     return JSON.parse(text);
   } catch {

@@ -16,7 +16,7 @@ import { mapLimit } from '../lib/pool.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import { applyTemplate } from '../config/schema.ts';
 import type { SamplePairsInput, SamplePairsResult, SamplingConfig } from './api.ts';
-import { badInput } from './errors.ts';
+import { badInput, isRequestError } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';
 import type { SampleRecord } from './records.ts';
@@ -100,7 +100,7 @@ async function linked<T>(outer: AbortSignal | undefined, body: (signal: AbortSig
 // retrying cannot fix it, so it fails the activity for good, naming what was asked.
 export function requestFailure(err: unknown, what: string): unknown {
   const status = (err as { status?: number }).status;
-  if (err instanceof OpenAI.APIError && status !== undefined && status >= 400 && status < 500 && ![408, 409, 429].includes(status)) {
+  if (err instanceof OpenAI.APIError && status !== undefined && isRequestError(status)) {
     return badInput(`${what}: the server answered HTTP ${status}: ${err.message}`);
   }
   return err;

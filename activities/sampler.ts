@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { forgetPid, recordPid, stopRecorded } from '../lib/pidfile.ts';
 import { startServer } from '../server/index.ts';
+import { badInput, isRequestError } from './errors.ts';
 import type { EnsureSamplerInput, ReleaseSamplerInput, SamplerEndpoint, SamplingConfig } from './api.ts';
 
 interface Running {
@@ -123,10 +124,13 @@ async function checkModels(baseURL: string, model: string, apiKey: string): Prom
   } catch (err) {
     throw new Error(`sampling.baseURL ${baseURL}: GET /models failed: ${(err as Error).message}`);
   }
-  if (!res.ok) throw new Error(`sampling.baseURL ${baseURL}: GET /models answered HTTP ${res.status}`);
+  if (!res.ok) {
+    const message = `sampling.baseURL ${baseURL}: GET /models answered HTTP ${res.status}`;
+    throw isRequestError(res.status) ? badInput(message) : new Error(message);
+  }
   const body = (await res.json()) as { data?: { id?: string }[] };
   const ids = (body.data ?? []).map((m) => m.id);
-  if (!ids.includes(model)) throw new Error(`sampling.model "${model}" is not served at ${baseURL} (served: ${ids.join(', ') || 'none'})`);
+  if (!ids.includes(model)) throw badInput(`sampling.model "${model}" is not served at ${baseURL} (served: ${ids.join(', ') || 'none'})`);
 }
 
 async function startVllm(sampling: SamplingConfig, modelDir: string, key: string): Promise<Running> {

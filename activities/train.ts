@@ -138,6 +138,7 @@ async function sftData(file: string, modelDir: string, out: string, lim: { maxLe
     const fit = fitToLimits(promptIds(tok, prompt), [responseIds(tok, completion, 'stop')], lim);
     return { prompt: fit.prompt, response: fit.responses[0] };
   }).filter((r) => r.response.length > 0);
+  if (records.length === 0) throw badInput(`init.sft.data ${file}: no record keeps a response token within maxLength ${lim.maxLength}`);
   await writeTokData(out, { kind: 'sft', records });
   return records.length;
 }
@@ -149,6 +150,7 @@ async function pairData(file: string, modelDir: string, out: string, lim: { maxL
     const fit = fitToLimits(promptIds(tok, r.prompt), [responseIds(tok, answerText(r.chosen), 'stop'), responseIds(tok, answerText(r.rejected), 'stop')], lim);
     return { prompt: fit.prompt, chosen: fit.responses[0], rejected: fit.responses[1] };
   }).filter((r) => r.chosen.length > 0 && r.rejected.length > 0);
+  if (records.length === 0) throw badInput(`init.offline.data ${file}: no pair keeps both answers within maxLength ${lim.maxLength}`);
   await writeTokData(out, { kind: 'preference', records });
   return records.length;
 }
@@ -165,7 +167,10 @@ async function initStage(
   const flags = kind === 'sft'
     ? ['--loss', 'sft', ...optimizerFlags(stage, stage.learningRate, t.engine.threads)]
     : [...lossFlags(stage as PreferenceSettings), ...optimizerFlags(stage, stage.learningRate, t.engine.threads)];
-  const inputs = { model: await modelHash(modelDir), data: await sha256File(stage.data) };
+  const data = await sha256File(stage.data).catch((e: Error) => {
+    throw badInput(`init.${kind}.data: cannot read ${stage.data} (${e.message})`);
+  });
+  const inputs = { model: await modelHash(modelDir), data };
   const key = hashJson({ kind, flags, lim, inputs });
   const dir = join(dirname(dirname(input.runDir)), 'cache', `init-${kind}-${key.slice(0, 16)}`);
   const dataFile = join(dir, 'data.bin');
