@@ -4,6 +4,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { mkdtemp, rm, writeFile, readFile, appendFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -117,6 +118,15 @@ test('buildDataset tokenizes with the chat template, appends EOS after stop, tru
   const again = await buildDataset({ runId: 'r', round: 1, roundDir: dir, pairsFile, modelDir, training: lim });
   assert.deepEqual(again, r);
   assert.deepEqual(await readFile(r.dataFile), before);
+
+  // No pair with both answers left: zero records and no engine data file, so the round fails
+  // with its filter counts instead of an engine error retried ten times.
+  const emptyDir = join(root, 'dataset-empty');
+  const emptyPairs = join(emptyDir, 'pairs.jsonl');
+  await writeFileAtomic(emptyPairs, toJsonl([{ ...rec(0, '', 'a dog'), chosen: { text: '', finish_reason: 'length', tokens: 0, seed: 1 } }]));
+  const none = await buildDataset({ runId: 'r', round: 1, roundDir: emptyDir, pairsFile: emptyPairs, modelDir, training: lim });
+  assert.equal(none.records, 0);
+  assert.equal(existsSync(none.dataFile), false);
 });
 
 test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer', async () => {

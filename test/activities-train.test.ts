@@ -160,4 +160,8 @@ test('initPolicy runs SFT then offline SimPO once; a second run with the same in
   await writeFile(sft, '{"prompt": "x", "completion": "y"}\n{"prompt": "x"}\n');
   await assert.rejects(runIn(new MockActivityEnvironment(), initPolicy, input('c')),
     (e: Error & { type?: string }) => e.type === 'BadInput' && e.message.includes(`init.sft.data: ${sft}:2:`));
+  // A missing seed file fails once (BadInput), not ten retries of ENOENT.
+  await rm(sft);
+  await assert.rejects(runIn(new MockActivityEnvironment(), initPolicy, input('d')),
+    (e: Error & { type?: string; nonRetryable?: boolean }) => e.type === 'BadInput' && e.nonRetryable === true && e.message.startsWith(`init.sft.data: cannot read ${sft}`));
 });
