@@ -313,6 +313,14 @@ test('SFT lowers the loss; checkpoints keep the newest N; final/ is an HF dir', 
     '--batch-size', '3', '--grad-accum', '2', '--epochs', '5', '--resume']);
   assert.equal(mismatch.code, 2);
   assert.match(errorOf(mismatch).message, /written with lr = 0\.01, this run has 0\.001/);
+  // Another thread count (sums split differently) or another starting model is refused too.
+  const same = ['--data', sftData, '--out', out, '--loss', 'sft', '--lr', '1e-2', '--batch-size', '3', '--grad-accum', '2', '--epochs', '5', '--resume'];
+  const threads = await engine(['train', '--model', model, ...same, '--threads', '2']);
+  assert.equal(threads.code, 2);
+  assert.match(errorOf(threads).message, /written with threads = 1, this run has 2/);
+  const otherModel = await engine(['train', '--model', join(out, 'final'), ...same, '--threads', '1']);
+  assert.equal(otherModel.code, 2);
+  assert.match(errorOf(otherModel).message, /written with model-hash = [0-9a-f]{16}, this run has [0-9a-f]{16}/);
 });
 
 test('a non-finite loss stops with exit 3 naming the step', async () => {

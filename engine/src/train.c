@@ -3,6 +3,7 @@
 // progress, atomic checkpoints and bit-exact --resume. See engine/README.md.
 #include <dirent.h>
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,6 +42,7 @@ typedef struct {
     int *perm, perm_epoch;
     int *tokens, *targets;
     long total, per_epoch, warmup, step;
+    uint64_t model_hash;  // --model's config.json and weights: the run's start (and DPO reference)
     char names[24][32], values[24][64];  // the flags that shape the run (checked on resume)
     int nargs;
 } Trainer;
@@ -117,6 +119,16 @@ __attribute__((format(printf, 3, 4))) static void record_arg(Trainer *t, const c
     t->nargs++;
 }
 
+// FNV-1a of a file's bytes, continuing from h; exits naming the file if it cannot be read.
+static uint64_t hash_file(const char *path, uint64_t h) {
+    char *data;
+    size_t size;
+    if (read_file(path, &data, &size)) err_exit();
+    h = fnv1a(h, data, size);
+    free(data);
+    return h;
+}
+
 static void record_args(Trainer *t) {
     const TrainArgs *a = &t->a;
     record_arg(t, "loss", "%s", a->loss);
@@ -137,6 +149,9 @@ static void record_args(Trainer *t) {
     record_arg(t, "seed", "%ld", a->seed);
     record_arg(t, "records", "%d", t->d.count);
     record_arg(t, "data-hash", "%016llx", (unsigned long long)t->d.hash);
+    record_arg(t, "model-hash", "%016llx", (unsigned long long)t->model_hash);
+    record_arg(t, "ref-logps-hash", "%016llx", (unsigned long long)(a->ref_logps ? hash_file(a->ref_logps, FNV_OFFSET) : 0));
+    record_arg(t, "threads", "%d", omp_get_max_threads());  // bit-exact resume needs the same split of the sums
 }
 
 // HF's schedules (transformers.get_*_schedule_with_warmup), s = optimizer steps done so far.
@@ -402,13 +417,9 @@ static void reference_pass(Trainer *t) {
         if (logprobs_read(t->a.ref_logps, &t->d, t->ref, t->ref_n, NULL)) err_exit();
         return;
     }
-    // The cache is tied to the data and the starting weights by a hash of both.
-    char path[4200], key[40], *weights;
-    size_t size;
-    snprintf(path, sizeof path, "%s/model.safetensors", t->a.model);
-    if (read_file(path, &weights, &size)) err_exit();
-    snprintf(key, sizeof key, "%016llx-%016llx", (unsigned long long)t->d.hash, (unsigned long long)fnv1a(FNV_OFFSET, weights, size));
-    free(weights);
+    // The cache is tied to the data and the starting model by a hash of both.
+    char path[4200], key[40];
+    snprintf(key, sizeof key, "%016llx-%016llx", (unsigned long long)t->d.hash, (unsigned long long)t->model_hash);
     snprintf(path, sizeof path, "%s/ref_logps.jsonl", t->a.out);
     if (file_exists(path) && logprobs_read(path, &t->d, t->ref, t->ref_n, key) == 0) return;
     int rc = logprobs_compute(&t->m, &t->d, t->ref, t->ref_n, &g_stop);
@@ -430,6 +441,11 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
 
     if (hf_load_model(t->a.model, &t->m)) err_exit();
+    char mpath[4200];
+    snprintf(mpath, sizeof mpath, "%s/config.json", t->a.model);
+    t->model_hash = hash_file(mpath, FNV_OFFSET);
+    snprintf(mpath, sizeof mpath, "%s/model.safetensors", t->a.model);
+    t->model_hash = hash_file(mpath, t->model_hash);
     if (data_load(t->a.data, &t->m.cfg, &t->d)) err_exit();
     int pref = t->loss.kind != LOSS_SFT;
     if (pref != (t->d.kind == DATA_PREF))
