@@ -40,17 +40,18 @@ export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<Evalua
   ];
   let answered = 0;
   const cancelled = cancellationSignal();
-  const answers = await withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+  // Heartbeats cover starting a server here too (a restarted worker may need a new one).
+  const answers = await withKeepAlive(() => ({ answered, total: jobs.length }), () => withSampler(s, input.endpoint.modelDir, async (endpoint) => {
     const generate = await generator(s, endpoint, cancelled);
-    return withKeepAlive(() => ({ answered, total: jobs.length }), () => mapLimit(jobs, s.concurrency, async (j) => {
+    return mapLimit(jobs, s.concurrency, async (j) => {
       const seed = deriveSeed(s.seed, 0, j.it.index, `eval/${j.side}`);
       const a = await generate(j.input, seed, { maxTokens: ev.maxTokens ?? s.maxTokens }).catch((err) => {
         throw requestFailure(err, `evaluating prompt ${j.it.index} (${j.side}) of ${ev.prompts.file}`);
       });
       answered++;
       return { index: j.it.index, side: j.side, seed, ...a };
-    }));
-  }).catch((err) => {
+    });
+  })).catch((err) => {
     // Aborted requests fail with the client's abort error; report the cancellation itself.
     throw cancelled.aborted ? cancelled.reason : err;
   });

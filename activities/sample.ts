@@ -166,7 +166,8 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   const cancelled = cancellationSignal();
   const missing = items.filter((it) => shards[Math.floor(it.index / s.shardSize)] === null);
   const pending = new Map<number, SampleRecord[]>();
-  if (missing.length > 0) await withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+  // Heartbeats cover starting a server here too (a restarted worker may need a new one).
+  if (missing.length > 0) await withKeepAlive(() => ({ shardsDone, samplesDone }), () => withSampler(s, input.endpoint.modelDir, async (endpoint) => {
     const generate = await generator(s, endpoint, cancelled);
     const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
       const seeds = { chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'), rejected: deriveSeed(s.seed, input.round, item.index, 'rejected') };
@@ -184,7 +185,7 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
     };
 
     // Each prompt is two requests, so sampling.concurrency requests means half as many prompts.
-    await withKeepAlive(() => ({ shardsDone, samplesDone }), () => mapLimit(missing, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
+    await mapLimit(missing, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
       const rec = await sampleOne(item);
       const k = Math.floor(item.index / s.shardSize);
       const [lo, hi] = rangeOf(k);
@@ -199,11 +200,11 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
       shardsDone++;
       samplesDone += got.length;
       report();
-    })).catch((err) => {
+    }).catch((err) => {
       // Aborted requests fail with the client's abort error; report the cancellation itself.
       throw cancelled.aborted ? cancelled.reason : err;
     });
-  });
+  }));
 
   report(true); // past the throttle: the display ends on the full count
   await writeFileAtomic(samplesFile, toJsonl(shards.flatMap((x) => x!)));

@@ -43,11 +43,13 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
   const notify = input.parentWorkflowId ? [self, input.parentWorkflowId] : [self];
 
   await enter('serving');
-  const endpoint = await act.ensureSampler({ runId, modelDir: input.referenceModelDir, sampling: config.sampling });
+  // Not cancellable while it starts: a server started for a cancelled run must still be released.
+  const endpoint = await CancellationScope.nonCancellable(
+    () => act.ensureSampler({ runId, modelDir: input.referenceModelDir, sampling: config.sampling }));
 
-  await enter('sampling');
   let samples;
   try {
+    await enter('sampling');
     samples = await act.samplePairs({
       runId, round, roundDir, promptsFile: input.promptsFile, endpoint, sampling: config.sampling,
       prefixes: config.prefixes, chosenScore: config.prefixes.chosenScore, rejectedScore, notify,

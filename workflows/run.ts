@@ -69,7 +69,8 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
   // Serves `modelDir` (replacing what was served) and evaluates it on the held-out prompts.
   const evaluate = async (label: string, modelDir: string, prefixCurve: boolean): Promise<EvaluatePolicyResult | null> => {
     if (!config.evaluation || !config.rewardModel) return null;
-    endpoint = await act.ensureSampler({ runId, modelDir, sampling: config.sampling });
+    // Not cancellable while it starts, so the finally below can release what it started.
+    endpoint = await CancellationScope.nonCancellable(() => act.ensureSampler({ runId, modelDir, sampling: config.sampling }));
     return act.evaluatePolicy({
       runId, label, runDir: prep.runDir, endpoint, evaluation: config.evaluation, sampling: config.sampling,
       prefixes: config.prefixes, rewardModel: config.rewardModel, prefixCurve, notify: [self],
