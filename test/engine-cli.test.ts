@@ -234,6 +234,7 @@ test('bad input: one JSON error line naming the file and problem, exit 2, also u
   const tooLong = await badFile('long.bin', dataBytes(1, 1, [10, 15, ...Array(25).fill(3)]));
   const truncData = await badFile('trunc.bin', dataBytes(2, 2, [1, 1, 1, 2, 3, 4]));
   const sftLogps = await badFile('sft-logps.jsonl', '{"index":0,"logp_sum":-1.5,"logp_mean":-0.75,"tokens":2}\n');
+  const positiveLogps = await badFile('positive-logps.jsonl', '{"index":0,"chosen_logp_sum":50,"chosen_tokens":1,"rejected_logp_sum":-1,"rejected_tokens":1}\n');
   const m = ['--model', model];
   const cases: [string, string[], number, string, RegExp][] = [
     ['missing config.json', ['logprobs', '--model', noConfig, '--data', sftData], 2, 'file_not_readable', /no-config\/config\.json/],
@@ -255,7 +256,8 @@ test('bad input: one JSON error line naming the file and problem, exit 2, also u
     ['malformed number', ['train', ...m, '--data', sftData, '--out', join(root, 'bad', 'o'), '--loss', 'sft', '--lr', 'fast'], 2, 'usage', /--lr must be a finite number, got "fast"/],
     ['unknown loss', ['train', ...m, '--data', sftData, '--out', join(root, 'bad', 'o'), '--loss', 'kto'], 2, 'usage', /--loss must be one of sft, dpo, simpo, ipo, hinge; got "kto"/],
     ['loss vs data kind', ['train', ...m, '--data', sftData, '--out', join(root, 'bad', 'o'), '--loss', 'simpo'], 2, 'usage', /--loss simpo needs preference data/],
-    ['ref-logps for another data set', ['train', ...m, '--data', prefData, '--out', join(root, 'bad', 'o'), '--loss', 'dpo', '--ref-logps', sftLogps], 2, 'bad_ref_logps', /sft-logps\.jsonl: line 1: field chosen_logp_sum must be a number/],
+    ['ref-logps for another data set', ['train', ...m, '--data', prefData, '--out', join(root, 'bad', 'o'), '--loss', 'dpo', '--ref-logps', sftLogps], 2, 'bad_ref_logps', /sft-logps\.jsonl: line 1: field chosen_logp_sum must be a finite log-prob sum <= 0/],
+    ['ref-logps with a positive log-prob', ['train', ...m, '--data', prefData, '--out', join(root, 'bad', 'o'), '--loss', 'dpo', '--ref-logps', positiveLogps], 2, 'bad_ref_logps', /positive-logps\.jsonl: line 1: field chosen_logp_sum must be a finite log-prob sum <= 0/],
     ['unwritable --out', ['init', '--config', join(root, 'config.json'), '--out', '/proc/opsr-out', '--seed', '1'], 2, 'file_not_writable', /cannot create directory \/proc\/opsr-out/],
     ['unknown command', ['fit'], 2, 'usage', /unknown command fit; commands: init, train, logprobs/],
   ];

@@ -1,5 +1,6 @@
 // opsr-engine logprobs, and the per-record log-prob pass shared with training.
 #include "logprobs.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,8 +106,8 @@ int logprobs_read(const char *path, const DataFile *d, float *lp, int *nt, const
         for (int s = 0; s < sides && rc == 0; s++) {
             const JsonValue *sum = json_get(&v, fields[sides - 1][s][0]), *cnt = json_get(&v, fields[sides - 1][s][1]);
             int i = line - 1;
-            if (!sum || sum->type != JSON_NUMBER)
-                rc = err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: line %d: field %s must be a number", path, line, fields[sides - 1][s][0]);
+            if (!sum || sum->type != JSON_NUMBER || !isfinite(sum->num) || sum->num > 0)
+                rc = err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: line %d: field %s must be a finite log-prob sum <= 0", path, line, fields[sides - 1][s][0]);
             else if (!json_is_int(cnt, d->rec[i].resp_len[s], d->rec[i].resp_len[s]))
                 rc = key ? 1 : err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: line %d: field %s must equal the record's response length %d (is this file for this data?)",
                                        path, line, fields[sides - 1][s][1], d->rec[i].resp_len[s]);
