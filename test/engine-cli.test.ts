@@ -388,9 +388,13 @@ test('warmup and the linear schedule follow Hugging Face\'s step semantics', asy
   lrs.forEach((x, i) => assertClose(x, want[i], 1e-6, `step ${i + 1}`));
 });
 
+// The SimPO run the resume tests interrupt: 4 steps per epoch on the preference data.
+const simpoRun = (out: string, epochs: number, threads: number) => ['train', '--model', model, '--data', prefData, '--out', out,
+  '--loss', 'simpo', '--lr', '1e-3', '--batch-size', '2', '--epochs', String(epochs), '--warmup-ratio', '0.1',
+  '--weight-decay', '0.01', '--seed', '3', '--threads', String(threads)];
+
 test('SIGTERM and SIGINT mid-run checkpoint and exit 143; resumed runs end bit-identical; half-written checkpoints are ignored', async () => {
-  const args = (out: string) => ['train', '--model', model, '--data', prefData, '--out', out, '--loss', 'simpo', '--lr', '1e-3',
-    '--batch-size', '2', '--epochs', '1000', '--warmup-ratio', '0.1', '--weight-decay', '0.01', '--seed', '3', '--threads', '1'];
+  const args = (out: string) => simpoRun(out, 1000, 1);
   // Long enough (4000 steps) that a signal sent at step 100 lands mid-run even on a loaded machine.
   const ref = await engine(args(join(root, 'whole')));
   assert.equal(ref.code, 0, ref.stderr);
@@ -431,8 +435,7 @@ test('SIGTERM and SIGINT mid-run checkpoint and exit 143; resumed runs end bit-i
 
 test('with --threads 2 too, a run stopped by SIGTERM and resumed ends bit-identical to an uninterrupted one', async () => {
   // 2000 steps (a second or more) so the signal sent at step 100 lands long before the end
-  const args = (out: string) => ['train', '--model', model, '--data', prefData, '--out', out, '--loss', 'simpo', '--lr', '1e-3',
-    '--batch-size', '2', '--epochs', '500', '--warmup-ratio', '0.1', '--weight-decay', '0.01', '--seed', '3', '--threads', '2'];
+  const args = (out: string) => simpoRun(out, 500, 2);
   const ref = await engine(args(join(root, 'whole-t2')));
   assert.equal(ref.code, 0, ref.stderr);
   const total = ref.events[0].total_steps;
