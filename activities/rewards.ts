@@ -10,7 +10,7 @@ import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
 import { getBuiltinScorer, BUILTIN_SCORER_NAMES } from '../tasks/index.ts';
-import type { AnalyzeRewardsInput, RewardModelConfig, RewardSummary } from './api.ts';
+import type { AnalyzeRewardsInput, RewardModelConfig, RewardSummary } from '../contracts/activities.ts';
 import { badInput, isRequestError } from './errors.ts';
 import { withKeepAlive } from './progress.ts';
 import type { SampleRecord } from './records.ts';
