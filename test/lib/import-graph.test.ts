@@ -12,7 +12,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 // A folder may import itself and folders of a lower rank: workflows/ and activities/ (same rank)
 // never import each other; both reach each other only through contracts/.
 const RANK: Record<string, number> = {
-  lib: 0, tasks: 1, config: 2, contracts: 3, server: 3, workflows: 4, activities: 4,
+  lib: 0, config: 1, tasks: 2, contracts: 3, server: 3, workflows: 4, activities: 4,
   workers: 5, cli: 6, test: 7, bench: 8,
 };
 
