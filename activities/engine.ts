@@ -25,6 +25,7 @@ export interface EngineTrainOptions {
   args: string[];  // everything after `train --out OUT` (model, data, loss, hyperparameters)
   outDir: string;
   onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
+  onEvent?: (line: string, e: Record<string, unknown>) => void; // every JSON line, as printed
   killGraceMs?: number;
 }
 
@@ -92,6 +93,7 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
       } catch {
         continue; // a line that is not an event; the exit code decides
       }
+      opts.onEvent?.(line, e);
       if (e.event === 'start') {
         opts.onProgress?.({ step: steps, totalSteps: Number(e.total_steps), metrics: {} });
       } else if (e.event === 'step') {

@@ -565,7 +565,9 @@ export function parseAblationConfig(obj: unknown, opts: ParseOptions & { baseBas
   return parseAblationConfigWithInput(obj, opts).config;
 }
 
-// Fills {score} and {prompt} in a prefix template.
+// Fills {score} and {prompt} in a prefix template in one pass, inserting the prompt literally: a
+// string replacement would read $$, $&, $` and $' in user text as patterns, and a second pass
+// would fill a "{score}" inside the prompt.
 export function applyTemplate(template: string, score: number, prompt: string): string {
-  return template.replaceAll('{score}', String(score)).replaceAll('{prompt}', prompt);
+  return template.replace(/\{score\}|\{prompt\}/g, (key) => (key === '{score}' ? String(score) : prompt));
 }

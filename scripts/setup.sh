@@ -33,6 +33,9 @@ if [ ! -f "$stamp" ] && [ ! -f ".venv/.opsr-test-$hash" ]; then
   log "installing Python tools into .venv ($req)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r "$req"
+  if [ "$profile" = test ]; then
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps -r scripts/requirements-test-nodeps.txt
+  fi
   touch "$stamp"
 fi
 
