@@ -28,6 +28,7 @@ export interface EngineTrainOptions {
   args: string[];  // the rest after `train --model M --out OUT` (data, loss, hyperparameters)
   outDir: string;
   onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
+  onEvent?: (line: string, e: Record<string, unknown>) => void; // every JSON line, as printed
   killGraceMs?: number;
 }
 
@@ -109,6 +110,7 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
       } catch {
         continue; // a line that is not an event; the exit code decides
       }
+      opts.onEvent?.(line, e);
       if (e.event === 'start') {
         opts.onProgress?.({ step: steps, totalSteps: Number(e.total_steps), metrics: {} });
       } else if (e.event === 'step') {

@@ -14,6 +14,7 @@ import type { InitConfig, InitPolicyInput, InitPolicyResult, InitStageResult, Tr
 import { fitToLimits, promptIds, responseIds } from './dataset.ts';
 import { runEngineTrain, type EngineRun } from './engine.ts';
 import { badInput } from './errors.ts';
+import { TrainLog } from './trainlog.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 
 type PreferenceSettings = Pick<TrainingConfig, 'loss' | 'beta' | 'gamma' | 'labelSmoothing'>;
@@ -47,6 +48,7 @@ interface StageSpec {
   enginePath?: string;
   inputs: Record<string, string>;
   onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
+  tensorboardDir?: string; // per-step metrics as TensorBoard scalars (and OUT/metrics.jsonl)
 }
 
 // Runs (or reuses) one engine training stage. Checkpoints from a different stage spec are
@@ -64,10 +66,12 @@ async function trainStage(spec: StageSpec): Promise<EngineRun & { reused: boolea
     await mkdir(spec.outDir, { recursive: true });
     await writeJsonAtomic(specFile, { hash: want });
   }
+  const log = spec.tensorboardDir ? new TrainLog(join(spec.outDir, 'metrics.jsonl'), spec.tensorboardDir) : null;
   const run = await runEngineTrain({
     enginePath: spec.enginePath, outDir: spec.outDir, onProgress: spec.onProgress, modelDir: spec.modelDir,
+    onEvent: log ? (line, e) => log.onEvent(line, e) : undefined,
     args: ['--data', spec.dataFile, ...spec.flags],
-  });
+  }).finally(() => log?.flush());
   await writeManifest(manifestPath, {
     step: 'train', configHash, inputs: spec.inputs,
     outputs: { weights: join(run.finalDir, 'model.safetensors'), config: join(run.finalDir, 'config.json') },
@@ -85,6 +89,7 @@ export async function trainPolicy(input: TrainPolicyInput): Promise<TrainPolicyR
     flags: [...lossFlags(t), ...optimizerFlags(t, input.learningRate, t.engine.threads)],
     inputs: { data: await sha256File(input.dataFile), reference: await modelHash(input.referenceModelDir) },
     onProgress: (e) => notify({ kind: 'training', round: input.round, ...e }, e.step === e.totalSteps),
+    tensorboardDir: join(dirname(input.roundDir), 'tensorboard', `round-${input.round}`),
   });
   return { modelDir: run.finalDir, outDir, steps: run.steps, resumedFrom: run.resumedFrom, metrics: run.metrics };
 }
