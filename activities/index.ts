@@ -6,8 +6,8 @@ import { evaluatePolicy } from './evaluate.ts';
 import { filterPairs } from './filter.ts';
 import { prepareRun } from './prepare.ts';
 import { writeRoundManifest, writeRunReport } from './report.ts';
-import { samplePairs } from './sample.ts';
-import { ensureSampler, releaseSampler } from './sampler.ts';
+import { samplePairs } from './sample-pairs.ts';
+import { ensureSampler, releaseSampler } from './sampler-pool.ts';
 import { initPolicy, trainPolicy } from './train.ts';
 
 export const activities: OpsrActivities = {
@@ -20,4 +20,4 @@ export {
   analyzeRewards, buildDataset, trainPolicy, evaluatePolicy, writeRoundManifest, writeRunReport,
 };
 // Stops a server this worker process started (embedded or managed vLLM); workers call it on shutdown.
-export { releaseLocal as stopLocalSampler } from './sampler.ts';
+export { releaseLocal as stopLocalSampler } from './sampler-pool.ts';
