@@ -16,7 +16,7 @@ export interface LoadedTokenizer {
   decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
   eosTokenId: number | null;
   bosTokenId: number | null;
-  /** Ids that end an answer: eos_token and generation_config.json's eos_token_id (one or a list). */
+  /** Ids that end an answer: eos_token and generation_config.json's eos_token_id (id or list). */
   stopTokenIds: number[];
   /** Ids of all special (added, special: true) tokens. */
   specialTokenIds: ReadonlySet<number>;
@@ -55,7 +55,9 @@ function tokenContent(value: unknown): string | null {
 
 // A list of templates [{name, template}] is allowed by HF; "default" is the one used for chat.
 // Without one in tokenizer_config.json, transformers reads chat_template.jinja beside it.
-async function chatTemplateOf(config: Record<string, unknown>, file: string, jinjaFile: string): Promise<string | null> {
+async function chatTemplateOf(
+  config: Record<string, unknown>, file: string, jinjaFile: string,
+): Promise<string | null> {
   const t = config.chat_template;
   if (t === undefined || t === null) {
     return readFile(jinjaFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
@@ -78,7 +80,8 @@ async function generationEosIds(file: string): Promise<number[]> {
   if (e === undefined || e === null) return [];
   const ids = Array.isArray(e) ? e : [e];
   if (!ids.every((x) => Number.isInteger(x) && x >= 0)) {
-    throw new TokenizerError(`${file}: eos_token_id must be a token id or a list of token ids; got ${JSON.stringify(e)}`);
+    throw new TokenizerError(
+      `${file}: eos_token_id must be a token id or a list of token ids; got ${JSON.stringify(e)}`);
   }
   return ids as number[];
 }
@@ -111,15 +114,18 @@ export async function loadTokenizer(modelDir: string): Promise<LoadedTokenizer> 
   let vocabSize = 0;
   for (const id of vocab.values()) vocabSize = Math.max(vocabSize, id + 1);
 
+  const genFile = join(modelDir, 'generation_config.json');
   const stopTokenIds = [...new Set([...(eosTokenId === null ? [] : [eosTokenId]),
-    ...await generationEosIds(join(modelDir, 'generation_config.json'))])];
+    ...await generationEosIds(genFile)])];
   for (const id of stopTokenIds) {
     if (id >= vocabSize) {
-      throw new TokenizerError(`${join(modelDir, 'generation_config.json')}: eos_token_id ${id} is outside the vocabulary (size ${vocabSize})`);
+      throw new TokenizerError(
+        `${genFile}: eos_token_id ${id} is outside the vocabulary (size ${vocabSize})`);
     }
   }
 
-  const templateSource = await chatTemplateOf(config, configFile, join(modelDir, 'chat_template.jinja'));
+  const jinjaFile = join(modelDir, 'chat_template.jinja');
+  const templateSource = await chatTemplateOf(config, configFile, jinjaFile);
   const template = templateSource === null ? null : new Template(templateSource);
   const eosText = eosTokenId === null ? '' : tokenContent(config.eos_token) ?? tokenContent(specialMap.eos_token) ?? '';
   const bosText = bosTokenId === null ? '' : tokenContent(config.bos_token) ?? tokenContent(specialMap.bos_token) ?? '';
@@ -135,7 +141,10 @@ export async function loadTokenizer(modelDir: string): Promise<LoadedTokenizer> 
     vocabSize,
     hasChatTemplate: template !== null,
     applyChatTemplate(messages, opts) {
-      if (template === null) throw new TokenizerError(`${configFile} has no chat_template (nor is there a chat_template.jinja); use a completions prompt or add a chat template`);
+      if (template === null) {
+        throw new TokenizerError(`${configFile} has no chat_template (nor is there a ${jinjaFile});`
+          + ' use a completions prompt or add a chat template');
+      }
       messages.forEach((m, i) => {
         if (!m || typeof m.role !== 'string' || typeof m.content !== 'string') {
           throw new TokenizerError(`messages[${i}] must be {role: string, content: string}`);

@@ -117,7 +117,8 @@ async function readGenerationDefaults(modelDir: string): Promise<{ defaults: Gen
   // Only sampling checkpoints carry sampling defaults; greedy ones (do_sample false) do not apply.
   const sampling = cfg.do_sample === true;
   const pick = (k: string) => (sampling && typeof cfg[k] === 'number' ? (cfg[k] as number) : undefined);
-  return { defaults: { temperature: pick('temperature'), topP: pick('top_p'), topK: pick('top_k') } };
+  const defaults = { temperature: pick('temperature'), topP: pick('top_p'), topK: pick('top_k') };
+  return { defaults };
 }
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {

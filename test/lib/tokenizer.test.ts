@@ -24,12 +24,16 @@ const CASES = {
       { role: 'user', content: 'And 13 times 7? Explain briefly.' }],
   ] as ChatMessage[][],
   pairs: [
-    { messages: [{ role: 'user', content: 'Name a capital.' }], response: 'Paris is the capital of France.' },
-    { messages: [{ role: 'user', content: 'Code?' }], response: 'def add(a, b):\n    return a + b' },
+    { messages: [{ role: 'user', content: 'Name a capital.' }],
+      response: 'Paris is the capital of France.' },
+    { messages: [{ role: 'user', content: 'Code?' }],
+      response: 'def add(a, b):\n    return a + b' },
   ],
 };
 // ChatML has a system turn; Mistral's template allows only alternating user/assistant turns.
-const SYSTEM_CHAT: ChatMessage[] = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi!' }];
+const SYSTEM_CHAT: ChatMessage[] = [
+  { role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi!' },
+];
 
 let dir: string;
 before(async () => {
@@ -37,8 +41,10 @@ before(async () => {
   execFileSync(PYTHON, [join(HELPERS, 'tiny_hf_tokenizers.py'), dir]);
   // Variants: generation_config.json eos as a list, and as a number; a template in
   // chat_template.jinja instead of tokenizer_config.json; add_bos_token false.
-  await writeFile(join(dir, 'bytelevel', 'generation_config.json'), JSON.stringify({ eos_token_id: [2, 0] }));
-  await writeFile(join(dir, 'metaspace', 'generation_config.json'), JSON.stringify({ eos_token_id: 2 }));
+  const genConfig = (d: string, eos: unknown) =>
+    writeFile(join(dir, d, 'generation_config.json'), JSON.stringify({ eos_token_id: eos }));
+  await genConfig('bytelevel', [2, 0]);
+  await genConfig('metaspace', 2);
   await cp(join(dir, 'bytelevel'), join(dir, 'jinja'), { recursive: true });
   const cfg = JSON.parse(await readFile(join(dir, 'jinja', 'tokenizer_config.json'), 'utf8'));
   await writeFile(join(dir, 'jinja', 'chat_template.jinja'), cfg.chat_template);
@@ -46,7 +52,8 @@ before(async () => {
   await writeFile(join(dir, 'jinja', 'tokenizer_config.json'), JSON.stringify(cfg));
   await cp(join(dir, 'metaspace'), join(dir, 'nobos'), { recursive: true });
   const nobos = JSON.parse(await readFile(join(dir, 'nobos', 'tokenizer_config.json'), 'utf8'));
-  await writeFile(join(dir, 'nobos', 'tokenizer_config.json'), JSON.stringify({ ...nobos, add_bos_token: false }));
+  await writeFile(join(dir, 'nobos', 'tokenizer_config.json'),
+    JSON.stringify({ ...nobos, add_bos_token: false }));
 });
 after(async () => rm(dir, { recursive: true, force: true }));
 
@@ -61,18 +68,23 @@ async function compare(modelDir: string, chatml: boolean) {
   assert.deepEqual(tok.stopTokenIds, [...new Set([py.eos, ...genEos])]);
   assert.deepEqual(cases.texts.map((t) => tok.encode(t)), py.encoded);
   assert.deepEqual(py.encoded.map((ids: number[]) => tok.decode(ids)), py.decoded);
-  assert.deepEqual(py.encoded.map((ids: number[]) => tok.decode(ids, { skipSpecialTokens: true })), py.decoded_skip);
-  assert.deepEqual(cases.chats.map((m) => promptIds(tok, m)), py.chats);
-  const pairs = cases.pairs.map((p) => [...promptIds(tok, p.messages), ...responseIds(tok, p.response, 'stop')]);
+  const skipped = py.encoded.map((ids: number[]) => tok.decode(ids, { skipSpecialTokens: true }));
+  assert.deepEqual(skipped, py.decoded_skip);
+  assert.deepEqual(cases.chats.map((m, i) => promptIds(tok, m, `chat ${i}`)), py.chats);
+  const pairs = cases.pairs.map((p, i) => [...promptIds(tok, p.messages, `pair ${i}`),
+    ...responseIds(tok, p.response, 'stop')]);
   assert.deepEqual(pairs, py.pairs);
   // With ChatML the trained sequence is exactly the start of the templated conversation.
-  if (chatml) pairs.forEach((ids, i) => assert.deepEqual(ids, py.conversations[i].slice(0, ids.length)));
+  if (chatml) {
+    pairs.forEach((ids, i) => assert.deepEqual(ids, py.conversations[i].slice(0, ids.length)));
+  }
   // A cut answer (finish_reason "length") gets no EOS.
-  assert.deepEqual(responseIds(tok, 'Hello world', 'length'), tok.encode('Hello world', { addSpecialTokens: false }));
+  assert.deepEqual(responseIds(tok, 'Hello world', 'length'),
+    tok.encode('Hello world', { addSpecialTokens: false }));
   return { tok, py };
 }
 
-test('byte-level BPE with ChatML: ids, prompt+response sequences and stop ids equal transformers', async () => {
+test('byte-level BPE, ChatML: ids, prompt+answer sequences, stop ids = transformers', async () => {
   const { tok } = await compare(join(dir, 'bytelevel'), true);
   assert.deepEqual(tok.stopTokenIds, [2, 0]);
   assert.equal(tok.bosTokenId, null);
@@ -80,36 +92,42 @@ test('byte-level BPE with ChatML: ids, prompt+response sequences and stop ids eq
 
 test('Metaspace BPE with byte fallback and a bos_token template equals transformers', async () => {
   const { tok, py } = await compare(join(dir, 'metaspace'), false);
-  assert.equal(py.chats[0][0], tok.bosTokenId); // the template writes BOS, encoding adds no second one
+  // The template writes BOS; encoding adds no second one.
+  assert.equal(py.chats[0][0], tok.bosTokenId);
   assert.notEqual(py.chats[0][1], tok.bosTokenId);
   assert.equal(py.encoded[0][0], tok.bosTokenId); // the post-processor adds BOS to plain prompts
-  assert.throws(() => tok.applyChatTemplate([{ role: 'assistant', content: 'x' }]), /roles must alternate/);
+  assert.throws(() => tok.applyChatTemplate([{ role: 'assistant', content: 'x' }]),
+    /roles must alternate/);
 });
 
-test('add_bos_token false and a chat_template.jinja file are read as transformers reads them', async () => {
+test('add_bos_token false and chat_template.jinja read as transformers reads them', async () => {
   await compare(join(dir, 'nobos'), false);
   const { tok } = await compare(join(dir, 'jinja'), true);
   assert.equal(tok.hasChatTemplate, true);
 });
 
-test('SmolLM2-135M-Instruct: chat prompts and prompt+response sequences equal transformers', async (t) => {
+test('SmolLM2-135M-Instruct: chat prompts, prompt+response sequences = transformers', async (t) => {
   if (!(await stat(join(SMOL, 'tokenizer.json')).then(() => true, () => false))) {
-    t.skip(`needs ${SMOL}: run \`opsr models fetch smollm2-135m-instruct\` (scripts/setup.sh test does)`);
+    t.skip(`needs ${SMOL}: \`opsr models fetch smollm2-135m-instruct\` (setup.sh test runs it)`);
     return;
   }
   const { tok, py } = await compare(SMOL, true);
   assert.equal(tok.eosTokenId, 2);
   assert.deepEqual(tok.stopTokenIds, [2]);
   // The default system turn of SmolLM2's template is there.
-  assert.match(tok.decode(py.chats[0]), /^<\|im_start\|>system\nYou are a helpful AI assistant named SmolLM/);
+  assert.match(tok.decode(py.chats[0]),
+    /^<\|im_start\|>system\nYou are a helpful AI assistant named SmolLM/);
 });
 
 test('bad generation_config.json eos_token_id is an error naming the file and field', async () => {
   const bad = join(dir, 'badgen');
   await cp(join(dir, 'bytelevel'), bad, { recursive: true });
   await writeFile(join(bad, 'generation_config.json'), JSON.stringify({ eos_token_id: ['2'] }));
-  await assert.rejects(loadTokenizer(bad), (e: Error) => e instanceof TokenizerError
-    && /generation_config\.json: eos_token_id must be a token id or a list of token ids; got \["2"\]/.test(e.message));
+  const named =
+    /generation_config\.json: eos_token_id must be a token id or a list of token ids; got \["2"\]/;
+  await assert.rejects(loadTokenizer(bad),
+    (e: Error) => e instanceof TokenizerError && named.test(e.message));
   await writeFile(join(bad, 'generation_config.json'), JSON.stringify({ eos_token_id: 100000 }));
-  await assert.rejects(loadTokenizer(bad), /eos_token_id 100000 is outside the vocabulary \(size 400\)/);
+  await assert.rejects(loadTokenizer(bad),
+    /eos_token_id 100000 is outside the vocabulary \(size 400\)/);
 });
