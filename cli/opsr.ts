@@ -15,6 +15,7 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<{ m
   schedule: { summary: 'create, list or delete Temporal Schedules (e.g. a nightly ablation)', load: () => import('./schedule.ts') },
   serve: { summary: 'serve a model directory with the embedded OpenAI-compatible server', load: () => other('./serve.ts') },
   demo: { summary: 'the end-to-end demo on a tiny model (three rounds, in minutes)', load: () => other('./demo.ts') },
+  report: { summary: 'rebuild a run\'s or study\'s report.md / report.html / figures', load: () => import('./report.ts') },
 };
 
 export const HELP = `opsr: only-prompting self-rewarding online preference optimization

@@ -75,12 +75,17 @@ export interface RunResult {
 // One arm's per-round metrics in an ablation study, side by side with the others.
 export interface AblationResult {
   studyId: string;
-  arms: { name: string; workflowId: string; result: RunResult }[];
-  table: {
+  seeds?: number[];     // absent: one run per arm with the arm's own seeds (studies before seeds)
+  // One entry per arm and seed (seed null without `seeds`); `reused`: a finished run of an
+  // earlier attempt of this study, not run again.
+  arms: { name: string; seed?: number | null; workflowId: string; result: RunResult; reused?: boolean }[];
+  table: {              // the first seed's runs side by side
     round: number;
     arms: Record<string, { rejectedScore: number; pairsKept: number; chosenReward: number | null;
       rejectedReward: number | null; policyReward: number | null; loss: number | null }>;
   }[];
+  summary?: import('../report/summary.ts').StudySummary; // over seeds (absent in studies before seeds)
+  report?: { json: string; markdown: string; html: string; history: string }; // writeStudyReport's files
 }
 
 // A round tells its parent run which phase it is in (the run's query and search attributes follow).
