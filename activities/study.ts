@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { parseRunConfig } from '../config/schema.ts';
 import { hashJson } from '../lib/hash.ts';
 import { writeStudyReportFiles } from '../report/study.ts';
-import type { RunResult } from '../workflows/api.ts';
-import type { FindFinishedRunInput, WriteStudyReportInput, WriteStudyReportResult } from './api.ts';
+import type { RunResult } from '../contracts/workflows.ts';
+import type { FindFinishedRunInput, WriteStudyReportInput, WriteStudyReportResult } from '../contracts/activities.ts';
 
 // The run's report.json when it finished all its rounds with this very config (prepareRun's hash).
 export async function findFinishedRun(input: FindFinishedRunInput): Promise<RunResult | null> {

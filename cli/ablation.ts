@@ -3,7 +3,7 @@
 import { resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { loadAblationConfig, parseAblationConfigWithInput } from '../config/index.ts';
-import { TASK_QUEUES, WORKFLOW_TYPES } from '../workflows/api.ts';
+import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { historyFile, historyTable, readHistory } from '../report/study.ts';
 import {
   CONNECTION_HELP, EXIT, guard, parseFlags, parseStartFlags, table, temporalTarget, timestampId, workflowLink,

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { writeRunReportFiles } from '../report/run.ts';
 import { studyDir, writeStudyReportFiles } from '../report/study.ts';
-import type { AblationResult, RunResult } from '../workflows/api.ts';
+import type { AblationResult, RunResult } from '../contracts/workflows.ts';
 import { EXIT, UsageError, guard, parseFlags } from './common.ts';
 
 const USAGE = `Usage: opsr report ID [--storage DIR]

@@ -3,7 +3,7 @@
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { diffTable, metricTable } from '../report/study.ts';
-import { progressQuery, WORKFLOW_TYPES, type AblationResult, type RunProgress, type RunResult } from '../workflows/api.ts';
+import { progressQuery, WORKFLOW_TYPES, type AblationResult, type RunProgress, type RunResult } from '../contracts/workflows.ts';
 import { EXIT, UsageError, connect, renderProgress, roundTable, table, temporalFromConfigFlag, temporalTarget, uiBase, workflowLink, type TemporalTarget } from './common.ts';
 
 export interface Target {

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { writeScalars, type ScalarStep } from '../lib/tensorboard.ts';
-import type { RunResult } from '../workflows/api.ts';
+import type { RunResult } from '../contracts/workflows.ts';
 import { fmt, writeReportFiles, type Block, type ReportDoc } from './document.ts';
 import { lineChart, stepsChart } from './figures.ts';
 

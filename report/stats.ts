@@ -1,16 +1,7 @@
 // Means, standard deviations and paired differences with Student-t confidence intervals over
 // seeds. Pure (no Node APIs): the ablationStudy workflow computes its summary with these.
 
-export interface Stats {
-  n: number;
-  mean: number | null;
-  sd: number | null; // sample standard deviation (n - 1); null below 2 values
-}
-
-export interface Interval extends Stats {
-  lo: number | null; // 95% confidence interval of the mean; null below 2 values
-  hi: number | null;
-}
+import type { Interval, Stats } from '../contracts/workflows.ts';
 
 export function meanSd(xs: number[]): Stats {
   const n = xs.length;

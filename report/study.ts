@@ -4,11 +4,10 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
-import type { AblationResult } from '../workflows/api.ts';
+import type { AblationResult, Interval, Stats, StudyMetric, StudySummary } from '../contracts/workflows.ts';
 import { fmt, writeReportFiles, type Block, type ReportDoc, type Table } from './document.ts';
 import { errorBarChart } from './figures.ts';
-import type { Interval, Stats } from './stats.ts';
-import { summarizeStudy, type StudyMetric, type StudySummary } from './summary.ts';
+import { summarizeStudy } from './summary.ts';
 
 export const historyFile = (storage: string) => join(storage, 'ablation-history.jsonl');
 export const studyDir = (storage: string, studyId: string) => join(storage, 'studies', studyId);

@@ -1,30 +1,8 @@
 // A seeded ablation's summary (the paper's Table 2 shape: arms as rows, rounds as columns): per arm
 // and round the mean and standard deviation over seeds of each metric, and each arm's paired
 // difference from the first arm with a 95% confidence interval. Pure: the workflow computes it.
-import type { RunResult } from '../workflows/api.ts';
-import { meanSd, pairedDiff, type Interval, type Stats } from './stats.ts';
-
-export const STUDY_METRICS = ['policyReward', 'chosenReward', 'rejectedReward', 'pairsKept', 'pairsFiltered'] as const;
-export type StudyMetric = (typeof STUDY_METRICS)[number];
-
-export interface StudySummary {
-  arms: string[];
-  seeds: (number | null)[];
-  rounds: number[];           // 0 = the base policy (policy reward only), then 1..M
-  cells: {                    // one per arm and round
-    arm: string;
-    round: number;
-    rejectedScores: number[]; // distinct scores over seeds (one, unless an arm's schedule varies)
-    stats: Record<StudyMetric, Stats>;
-  }[];
-  diffs: {                    // arm minus the first arm, paired by seed
-    arm: string;
-    versus: string;
-    round: number;
-    metric: StudyMetric;
-    diff: Interval;
-  }[];
-}
+import { STUDY_METRICS, type RunResult, type Stats, type StudyMetric, type StudySummary } from '../contracts/workflows.ts';
+import { meanSd, pairedDiff } from './stats.ts';
 
 function metricValue(r: RunResult, round: number, m: StudyMetric): number | null {
   if (round === 0) return m === 'policyReward' ? r.baseReward : null;

@@ -6,8 +6,8 @@
 import { ApplicationFailure, executeChild, patched, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
 import { ConfigError, parseAblationConfig, withSeed, type AblationConfig } from '../config/schema.ts';
 import { summarizeStudy } from '../report/summary.ts';
-import type { AblationResult, RunResult, WorkflowTuning } from './api.ts';
-import { TASK_QUEUES } from './api.ts';
+import type { AblationResult, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
+import { TASK_QUEUES } from '../contracts/workflows.ts';
 import { opsrActivities } from './activities.ts';
 import { preferenceRun, runIdOf } from './run.ts';
 

@@ -14,7 +14,9 @@
 // Errors: bad input (config, data, model files) fails with ApplicationFailure type 'BadInput'
 // (non-retryable: retrying cannot fix it); a diverged training run with 'NonFiniteLoss';
 // everything else is a plain error and is retried by Temporal.
-import type { RunConfig } from '../config/index.ts';
+import type { RunConfig } from '../config/schema.ts';
+import type { ProgressTarget } from './progress.ts';
+import type { AblationResult, RunResult, TASK_QUEUES } from './workflows.ts';
 
 export type SamplingConfig = RunConfig['sampling'];
 export type FilterConfig = RunConfig['filter'];
@@ -25,17 +27,6 @@ export type EvaluationConfig = NonNullable<RunConfig['evaluation']>;
 
 // Failure types the workflows treat as non-retryable.
 export const NON_RETRYABLE_ERRORS = ['BadInput', 'NonFiniteLoss', 'ConfigError'] as const;
-
-// Where long activities report progress: workflow ids that get `activityProgress` signals
-// (workflows/api.ts). Best effort and throttled (about once a shard / once a few steps);
-// durability comes from heartbeats, not from these signals.
-export interface ProgressTarget {
-  notify: string[];
-}
-
-export type ActivityProgress =
-  | { kind: 'sampling'; round: number; done: number; total: number }
-  | { kind: 'training'; round: number; step: number; totalSteps: number; metrics?: Record<string, number> };
 
 // ---- prepareRun ------------------------------------------------------------------------------
 export interface PrepareRunInput {
@@ -223,7 +214,7 @@ export interface WriteRoundManifestResult {
 // ---- writeRunReport --------------------------------------------------------------------------
 export interface WriteRunReportInput {
   runDir: string;
-  result: import('../workflows/api.ts').RunResult;
+  result: RunResult;
 }
 export interface WriteRunReportResult {
   json: string; // <runDir>/report.json
@@ -240,7 +231,7 @@ export interface FindFinishedRunInput {
 }
 export interface WriteStudyReportInput {
   storage: string;    // <storage>/studies/<studyId>/ and <storage>/ablation-history.jsonl
-  result: import('../workflows/api.ts').AblationResult;
+  result: AblationResult;
   finishedAt: string; // ISO time, the history's x axis
 }
 export interface WriteStudyReportResult {
@@ -250,7 +241,7 @@ export interface WriteStudyReportResult {
   history: string;  // <storage>/ablation-history.jsonl: one summary line per study id
 }
 
-// The activities E7 implements (activities/index.ts exports exactly these names).
+// The activities createActivities (activities/index.ts) builds.
 export interface OpsrActivities {
   prepareRun(input: PrepareRunInput): Promise<PrepareRunResult>;
   initPolicy(input: InitPolicyInput): Promise<InitPolicyResult>;
@@ -264,7 +255,7 @@ export interface OpsrActivities {
   evaluatePolicy(input: EvaluatePolicyInput): Promise<EvaluatePolicyResult>;
   writeRoundManifest(input: WriteRoundManifestInput): Promise<WriteRoundManifestResult>;
   writeRunReport(input: WriteRunReportInput): Promise<WriteRunReportResult>;
-  findFinishedRun(input: FindFinishedRunInput): Promise<import('../workflows/api.ts').RunResult | null>;
+  findFinishedRun(input: FindFinishedRunInput): Promise<RunResult | null>;
   writeStudyReport(input: WriteStudyReportInput): Promise<WriteStudyReportResult>;
 }
 
@@ -285,4 +276,4 @@ export const ACTIVITY_QUEUES = {
   writeRunReport: 'control',
   findFinishedRun: 'control',
   writeStudyReport: 'control',
-} as const satisfies Record<keyof OpsrActivities, 'control' | 'sampler' | 'trainer'>;
+} as const satisfies Record<keyof OpsrActivities, keyof typeof TASK_QUEUES>;

@@ -2,6 +2,8 @@
 // Importable from workflow code (no Node APIs here).
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
+import type { RunConfig } from '../config/schema.ts';
+import type { Phase } from './progress.ts';
 
 export const TASK_QUEUES = {
   control: 'opsr-control', // workflows and light activities (filter, dataset, manifests)
@@ -14,10 +16,6 @@ export const WORKFLOW_TYPES = {
   round: 'preferenceRound',
   ablation: 'ablationStudy',
 } as const;
-
-export type Phase =
-  | 'pending' | 'init' | 'serving' | 'sampling' | 'filtering' | 'analysis'
-  | 'dataset' | 'training' | 'evaluating' | 'done' | 'stopped' | 'failed';
 
 export interface RoundSummary {
   round: number;
@@ -55,11 +53,6 @@ export const SEARCH_ATTRIBUTES = {
   rejectedScore: defineSearchAttributeKey('OpsrRejectedScore', 'INT'),
 } as const;
 
-// Long activities (sampling, training) report progress to these workflows by signal; the round
-// workflow forwards them to its parent so the run's `progress` query shows live counts.
-export const activityProgressSignal =
-  defineSignal<[import('../activities/api.ts').ActivityProgress]>('activityProgress');
-
 // What preferenceRun returns (and writes as report.json).
 export interface RunResult {
   runId: string;
@@ -84,12 +77,43 @@ export interface AblationResult {
     arms: Record<string, { rejectedScore: number; pairsKept: number; chosenReward: number | null;
       rejectedReward: number | null; policyReward: number | null; loss: number | null }>;
   }[];
-  summary?: import('../report/summary.ts').StudySummary; // over seeds (absent in studies before seeds)
+  summary?: StudySummary; // over seeds (absent in studies before seeds)
   report?: { json: string; markdown: string; html: string; history: string }; // writeStudyReport's files
 }
 
-// A round tells its parent run which phase it is in (the run's query and search attributes follow).
-export const roundPhaseSignal = defineSignal<[{ round: number; phase: Phase }]>('roundPhase');
+// A seeded study's summary (report/summary.ts computes it, report/stats.ts the statistics).
+export interface Stats {
+  n: number;
+  mean: number | null;
+  sd: number | null; // sample standard deviation (n - 1); null below 2 values
+}
+
+export interface Interval extends Stats {
+  lo: number | null; // 95% confidence interval of the mean; null below 2 values
+  hi: number | null;
+}
+
+export const STUDY_METRICS = ['policyReward', 'chosenReward', 'rejectedReward', 'pairsKept', 'pairsFiltered'] as const;
+export type StudyMetric = (typeof STUDY_METRICS)[number];
+
+export interface StudySummary {
+  arms: string[];
+  seeds: (number | null)[];
+  rounds: number[];           // 0 = the base policy (policy reward only), then 1..M
+  cells: {                    // one per arm and round
+    arm: string;
+    round: number;
+    rejectedScores: number[]; // distinct scores over seeds (one, unless an arm's schedule varies)
+    stats: Record<StudyMetric, Stats>;
+  }[];
+  diffs: {                    // arm minus the first arm, paired by seed
+    arm: string;
+    versus: string;
+    round: number;
+    metric: StudyMetric;
+    diff: Interval;
+  }[];
+}
 
 // Optional second argument of preferenceRun/ablationStudy: activity timing. Defaults suit real
 // runs; tests shorten them so a killed worker's activity is retried within seconds.
@@ -105,7 +129,7 @@ export interface RoundInput {
   runDir: string;
   configHash: string;
   promptsFile: string;
-  config: import('../config/index.ts').RunConfig;
+  config: RunConfig;
   referenceModelDir: string; // the policy that samples this round and is DPO's reference
   rejectedScore: number;
   learningRate: number;
