@@ -10,7 +10,7 @@ import { readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
-import type { BuildDatasetInput, BuildDatasetResult } from './api.ts';
+import type { BuildDatasetInput, BuildDatasetResult } from '../contracts/activities.ts';
 import { badInput } from './errors.ts';
 import type { SampleRecord } from './records.ts';
 

@@ -1,6 +1,7 @@
-// The workflows on a real Temporal dev server, with test activities (test/helpers/workflow-activities.ts).
+// The workflows on a real Temporal dev server, with test activities
+// (test/helpers/workflow-activities.ts).
 // OPSR_RECORD_HISTORIES=1 rewrites test/fixtures/histories/*.binpb from these runs; the replay
-// test (test/workflows-replay.test.ts) replays them so a change that breaks determinism fails.
+// test (test/workflows/replay.test.ts) replays them so a change that breaks determinism fails.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,16 +13,16 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import proto from '@temporalio/proto';
 const { temporal } = proto;
 import { ApplicationFailure, CancelledFailure, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
-import { createTestEnv } from './helpers/temporal.ts';
-import { readEvents, testActivities, type TestControls } from './helpers/workflow-activities.ts';
-import { createWorkers, installWorkerLogging } from '../workers/index.ts';
+import { createTestEnv } from '../helpers/temporal.ts';
+import { readEvents, testActivities, type TestControls } from '../helpers/workflow-activities.ts';
+import { createWorkers, installWorkerLogging } from '../../workers/index.ts';
 import {
   progressQuery, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES, WORKFLOW_TYPES,
   type AblationResult, type RunProgress, type RunResult, type WorkflowTuning,
-} from '../workflows/api.ts';
+} from '../../contracts/workflows.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const HISTORIES = path.join(HERE, 'fixtures', 'histories');
+const HISTORIES = path.join(HERE, '..', 'fixtures', 'histories');
 const RECORD = process.env.OPSR_RECORD_HISTORIES === '1';
 // Short heartbeats and retries: a killed worker's activity moves on within seconds.
 const TUNING: WorkflowTuning = { heartbeatTimeoutS: { sampler: 3, trainer: 3 }, retry: { initialIntervalMs: 200, maximumIntervalMs: 1000 } };
@@ -346,7 +347,7 @@ describe('preferenceRun on a dev server', () => {
 });
 
 async function spawnWorker(controls: TestControls): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(HERE, 'helpers', 'worker-process.ts')], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(HERE, '..', 'helpers', 'worker-process.ts')], {
     env: { ...process.env, OPSR_TEST_ADDRESS: env.address, OPSR_TEST_CONTROLS: JSON.stringify(controls) },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
