@@ -27,7 +27,8 @@ import {
   winRate,
 } from '../lib/winrate.ts';
 import type { RunConfig } from '../config/index.ts';
-import type { SamplerEndpoint, SamplingConfig, ProgressTarget } from './api.ts';
+import type { SamplerEndpoint, SamplingConfig } from '../contracts/activities.ts';
+import type { ProgressTarget } from '../contracts/progress.ts';
 import { badInput } from './errors.ts';
 import { type Judge, type JudgeConfig, type JudgeUsage, makeJudge } from './judge.ts';
 import { withKeepAlive } from './progress.ts';
