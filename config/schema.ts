@@ -509,11 +509,13 @@ const AblationObject = z.strictObject({
   studyId: id('study id').optional(),
   base: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).describe('a run config object or the path of one (a preset)'),
   arms: z.array(Arm).min(1),
+  seeds: z.array(int(0)).min(1).optional()
+    .describe('a list of distinct integer seeds >= 0; each arm runs once per seed'),
 });
 
 export type AblationConfigInput = z.input<typeof AblationObject>;
 export interface AblationArm { name: string; config: RunConfig }
-export interface AblationConfig { studyId?: string; arms: AblationArm[] }
+export interface AblationConfig { studyId?: string; arms: AblationArm[]; seeds?: number[] }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return !!v && typeof v === 'object' && !Array.isArray(v);
@@ -545,13 +547,18 @@ export function parseAblationConfigWithInput(obj: unknown, opts: ParseOptions & 
   if (baseDir) base = resolveConfigPaths(base, baseDir);
   if (opts.cwd && base.storage === undefined) base = { ...base, storage: resolvePath(opts.cwd, '.opsr') };
   const armsIn = a.arms.map((arm) => (opts.baseDir && arm.overrides ? { ...arm, overrides: resolveConfigPaths(arm.overrides, opts.baseDir) } : arm));
-  const input: AblationConfigInput = { ...(a.studyId ? { studyId: a.studyId } : {}), base, arms: armsIn };
+  const input: AblationConfigInput = {
+    ...(a.studyId ? { studyId: a.studyId } : {}), base, arms: armsIn, ...(a.seeds ? { seeds: a.seeds } : {}),
+  };
 
   const problems: string[] = [];
   const seen = new Set<string>();
   a.arms.forEach((arm, i) => {
     if (seen.has(arm.name)) problems.push(`arms[${i}].name: is used twice (got ${show(arm.name)}; allowed a name unique within the study)`);
     seen.add(arm.name);
+  });
+  a.seeds?.forEach((seed, i) => {
+    if (a.seeds!.indexOf(seed) !== i) problems.push(`seeds[${i}]: is used twice (got ${seed}; allowed distinct seeds)`);
   });
   const arms: AblationArm[] = [];
   armsIn.forEach((arm, i) => {
@@ -563,7 +570,24 @@ export function parseAblationConfigWithInput(obj: unknown, opts: ParseOptions & 
     else arms.push({ name: arm.name, config: cr.data });
   });
   if (problems.length) throw new ConfigError(source, problems);
-  return { config: { ...(a.studyId ? { studyId: a.studyId } : {}), arms }, input };
+  return { config: { ...(a.studyId ? { studyId: a.studyId } : {}), arms, ...(a.seeds ? { seeds: a.seeds } : {}) }, input };
+}
+
+// An arm's run for one seed of a study: the seed drives sampling, training and the init stages,
+// so the arms of one seed share their init (its cache key) and differ only in the arm's settings.
+export function withSeed(config: RunConfig, seed: number): RunConfig {
+  const init = config.init && {
+    ...config.init,
+    ...(config.init.sft ? { sft: { ...config.init.sft, seed } } : {}),
+    ...(config.init.offline ? { offline: { ...config.init.offline, seed } } : {}),
+  };
+  return {
+    ...config,
+    ...(config.runId ? { runId: `${config.runId}-seed-${seed}` } : {}),
+    sampling: { ...config.sampling, seed },
+    training: { ...config.training, seed },
+    ...(init ? { init } : {}),
+  };
 }
 
 export function parseAblationConfig(obj: unknown, opts: ParseOptions & { baseBaseDir?: string } = {}): AblationConfig {

@@ -9,18 +9,18 @@ import { mkdtemp, rm, writeFile, stat, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { parseRunConfig, type RunConfig } from '../config/index.ts';
-import { prepareRun } from '../activities/prepare.ts';
-import { samplePairs, deriveSeed, prefixed } from '../activities/sample.ts';
-import { ensureSampler, releaseSampler, releaseLocal } from '../activities/sampler.ts';
-import type { SamplePairsInput, SamplerEndpoint } from '../contracts/activities.ts';
-import type { SampleRecord } from '../activities/records.ts';
-import { readJsonl } from '../lib/jsonl.ts';
-import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
+import { parseRunConfig, type RunConfig } from '../../config/index.ts';
+import { prepareRun } from '../../activities/prepare.ts';
+import { samplePairs, deriveSeed, prefixed } from '../../activities/sample.ts';
+import { ensureSampler, releaseSampler, releaseLocal } from '../../activities/sampler.ts';
+import type { SamplePairsInput, SamplerEndpoint } from '../../contracts/activities.ts';
+import type { SampleRecord } from '../../activities/records.ts';
+import { readJsonl } from '../../lib/jsonl.ts';
+import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 
 // MockActivityEnvironment.run does not infer the result type from the activity.
 const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) => env.run(fn, i) as Promise<O>;
-const REPO = join(import.meta.dirname, '..');
+const REPO = join(import.meta.dirname, '..', '..');
 const ENGINE = join(REPO, 'engine', 'build', 'opsr-engine');
 const root = await mkdtemp(join(tmpdir(), 'opsr-act-sample-'));
 const N = 10;

@@ -5,10 +5,10 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { loadTokenizer, TokenizerError } from '../lib/tokenizer.ts';
-import { writeTinyTokenizer, TINY_EOS } from './helpers/tiny-tokenizer.ts';
+import { loadTokenizer, TokenizerError } from '../../lib/tokenizer.ts';
+import { writeTinyTokenizer, TINY_EOS } from '../helpers/tiny-tokenizer.ts';
 
-const PYTHON = join(import.meta.dirname, '..', '.venv', 'bin', 'python');
+const PYTHON = join(import.meta.dirname, '..', '..', '.venv', 'bin', 'python');
 let dir: string;
 
 before(async () => {

@@ -7,13 +7,13 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { getBuiltinScorer } from '../tasks/index.ts';
-import { answerDigits, answerText, makeProblems, parsePrompt, promptText, scoreDigits } from '../tasks/digits.ts';
-import { promptRecords, sftRecords, type DigitsDataSpec } from '../tasks/seed.ts';
-import { writeDigitsData, writeTokenizer } from '../tasks/files.ts';
-import { vocabulary } from '../tasks/tokenizer.ts';
-import { loadTokenizer } from '../lib/tokenizer.ts';
-import { applyTemplate, DEFAULT_CHOSEN_TEMPLATE, DEFAULT_REJECTED_TEMPLATE } from '../config/index.ts';
+import { getBuiltinScorer } from '../../tasks/index.ts';
+import { answerDigits, answerText, makeProblems, parsePrompt, promptText, scoreDigits } from '../../tasks/digits.ts';
+import { promptRecords, sftRecords, type DigitsDataSpec } from '../../tasks/seed.ts';
+import { writeDigitsData, writeTokenizer } from '../../tasks/files.ts';
+import { vocabulary } from '../../tasks/tokenizer.ts';
+import { loadTokenizer } from '../../lib/tokenizer.ts';
+import { applyTemplate, DEFAULT_CHOSEN_TEMPLATE, DEFAULT_REJECTED_TEMPLATE } from '../../config/index.ts';
 
 const root = await mkdtemp(join(tmpdir(), 'opsr-demo-task-'));
 after(() => rm(root, { recursive: true, force: true }));
@@ -151,8 +151,8 @@ test('tokenizer: exact round trip and chat template through lib/tokenizer.ts, sa
 });
 
 test('demo set-up: the tiny preset validates; data paths that are not side by side are refused by name', async () => {
-  const { loadRunConfig, presetPath } = await import('../config/index.ts');
-  const { prepareDemoData } = await import('../cli/demo.ts');
+  const { loadRunConfig, presetPath } = await import('../../config/index.ts');
+  const { prepareDemoData } = await import('../../cli/demo.ts');
   const preset = await loadRunConfig(presetPath('tiny'));
   assert.equal(preset.rewardModel?.type === 'builtin' && preset.rewardModel.name, 'digits');
   assert.deepEqual(preset.prefixes.rejectedScores, [3, 5, 7]);

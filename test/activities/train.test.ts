@@ -8,15 +8,15 @@ import { mkdtemp, rm, writeFile, readFile, readdir, stat } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { parseRunConfig, type RunConfig } from '../config/index.ts';
-import { initPolicy, trainPolicy } from '../activities/train.ts';
-import type { TrainPolicyInput } from '../contracts/activities.ts';
-import { writeTokData } from '../lib/tokdata.ts';
-import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
+import { parseRunConfig, type RunConfig } from '../../config/index.ts';
+import { initPolicy, trainPolicy } from '../../activities/train.ts';
+import type { TrainPolicyInput } from '../../contracts/activities.ts';
+import { writeTokData } from '../../lib/tokdata.ts';
+import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 
 // MockActivityEnvironment.run does not infer the result type from the activity.
 const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) => env.run(fn, i) as Promise<O>;
-const REPO = join(import.meta.dirname, '..');
+const REPO = join(import.meta.dirname, '..', '..');
 const ENGINE = join(REPO, 'engine', 'build', 'opsr-engine');
 const root = await mkdtemp(join(tmpdir(), 'opsr-act-train-'));
 after(() => rm(root, { recursive: true, force: true }));

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { linkWithEngine, repoRoot as root } from './parity/link.ts';
+import { linkWithEngine, repoRoot as root } from '../parity/link.ts';
 
 const engine = path.join(root, 'engine/build/opsr-engine');
 const python = path.join(root, '.venv/bin/python');

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EngineProcess, EngineError, type EngineRequest, type EngineDone, type EngineToken } from '../server/engine.ts';
-import { makeTinyModel, transformersGreedy, ENGINE } from './helpers/tiny-gpt2.ts';
+import { EngineProcess, EngineError, type EngineRequest, type EngineDone, type EngineToken } from '../../server/engine.ts';
+import { makeTinyModel, transformersGreedy, ENGINE } from '../helpers/tiny-gpt2.ts';
 
 let dir: string;
 let model: string;

@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadRunConfig, presetPath, type RunConfig } from '../config/index.ts';
-import { runDemo } from '../cli/demo.ts';
-import { freePort } from '../lib/temporal.ts';
-import { installWorkerLogging } from '../workers/index.ts';
+import { loadRunConfig, presetPath, type RunConfig } from '../../config/index.ts';
+import { runDemo } from '../../cli/demo.ts';
+import { freePort } from '../../lib/temporal.ts';
+import { installWorkerLogging } from '../../workers/index.ts';
 
 installWorkerLogging();
 const storage = await mkdtemp(join(tmpdir(), 'opsr-demo-'));

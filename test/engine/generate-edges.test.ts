@@ -8,7 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeTinyModel, REPO } from './helpers/tiny-gpt2.ts';
+import { makeTinyModel, REPO } from '../helpers/tiny-gpt2.ts';
 
 const ASAN = join(REPO, 'engine', 'build', 'opsr-engine-asan');
 let dir: string;

@@ -8,12 +8,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
-import { findTemporalCli, freePort, startDevServer, type DevServer } from '../lib/temporal.ts';
-import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../contracts/workflows.ts';
+import { findTemporalCli, freePort, startDevServer, type DevServer } from '../../lib/temporal.ts';
+import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../../contracts/workflows.ts';
 
 const searchAttributes = Object.values(SEARCH_ATTRIBUTES);
 
-const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const tmp = await mkdtemp(path.join(os.tmpdir(), 'opsr-devserver-'));
 const servers: DevServer[] = [];
 after(async () => {

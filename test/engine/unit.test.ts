@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
-const ENGINE_DIR = join(import.meta.dirname, '..', 'engine');
+const ENGINE_DIR = join(import.meta.dirname, '..', '..', 'engine');
 
 test('make -C engine test builds the sanitized engine and passes every C test', () => {
   const r = spawnSync('make', ['-s', '-C', ENGINE_DIR, 'test'], { encoding: 'utf8', maxBuffer: 64 << 20 });

@@ -7,9 +7,9 @@ import { cp, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { startServer, type RunningServer } from '../server/index.ts';
-import { loadTokenizer, type LoadedTokenizer } from '../lib/tokenizer.ts';
-import { makeTinyModel, ENGINE } from './helpers/tiny-gpt2.ts';
+import { startServer, type RunningServer } from '../../server/index.ts';
+import { loadTokenizer, type LoadedTokenizer } from '../../lib/tokenizer.ts';
+import { makeTinyModel, ENGINE } from '../helpers/tiny-gpt2.ts';
 
 let dir: string;
 let model: string;

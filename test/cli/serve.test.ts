@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeTinyModel, REPO } from './helpers/tiny-gpt2.ts';
+import { makeTinyModel, REPO } from '../helpers/tiny-gpt2.ts';
 
 const OPSR = join(REPO, 'bin', 'opsr.mjs');
 let dir: string;

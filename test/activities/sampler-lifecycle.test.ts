@@ -11,20 +11,20 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { parseRunConfig, type RunConfig } from '../config/index.ts';
-import { ensureSampler, releaseSampler, releaseLocal } from '../activities/sampler.ts';
-import { evaluatePolicy } from '../activities/evaluate.ts';
-import { startServer } from '../server/index.ts';
-import { readJsonl } from '../lib/jsonl.ts';
-import { recordPid } from '../lib/pidfile.ts';
-import type { SampleRecord } from '../activities/records.ts';
-import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
-import { getBuiltinScorer } from '../tasks/index.ts';
-import { OPERATIONS, promptText } from '../tasks/digits.ts';
+import { parseRunConfig, type RunConfig } from '../../config/index.ts';
+import { ensureSampler, releaseSampler, releaseLocal } from '../../activities/sampler.ts';
+import { evaluatePolicy } from '../../activities/evaluate.ts';
+import { startServer } from '../../server/index.ts';
+import { readJsonl } from '../../lib/jsonl.ts';
+import { recordPid } from '../../lib/pidfile.ts';
+import type { SampleRecord } from '../../activities/records.ts';
+import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
+import { getBuiltinScorer } from '../../tasks/index.ts';
+import { OPERATIONS, promptText } from '../../tasks/digits.ts';
 
 // MockActivityEnvironment.run does not infer the result type from the activity.
 const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) => env.run(fn, i) as Promise<O>;
-const REPO = join(import.meta.dirname, '..');
+const REPO = join(import.meta.dirname, '..', '..');
 const ENGINE = join(REPO, 'engine', 'build', 'opsr-engine');
 const root = await mkdtemp(join(tmpdir(), 'opsr-act-sampler-'));
 const modelDir = join(root, 'model');
@@ -165,8 +165,8 @@ test('with a chat template, the completions API renders prompts exactly as the c
   ];
   // Chats, and a plain prompt (one user turn through the template).
   await writeFile(prompts, [...chats.map((messages) => ({ messages })), { prompt: PROMPTS[1] }].map((r) => JSON.stringify(r)).join('\n') + '\n');
-  const { prepareRun } = await import('../activities/prepare.ts');
-  const { samplePairs } = await import('../activities/sample.ts');
+  const { prepareRun } = await import('../../activities/prepare.ts');
+  const { samplePairs } = await import('../../activities/sample.ts');
   const results: SampleRecord[][] = [];
   for (const api of ['chat', 'completions'] as const) {
     const config = parseRunConfig({ ...base, runId: undefined, prompts: { file: prompts }, sampling: { ...base.sampling, api } });

@@ -7,11 +7,11 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { createTestEnv } from './helpers/temporal.ts';
-import { readEvents, testActivities, type TestControls } from './helpers/workflow-activities.ts';
-import { createWorkers, type OpsrWorkers } from '../workers/index.ts';
-import { progressQuery, type RunResult } from '../contracts/workflows.ts';
-import { opsr } from './helpers/opsr-cli.ts';
+import { createTestEnv } from '../helpers/temporal.ts';
+import { readEvents, testActivities, type TestControls } from '../helpers/workflow-activities.ts';
+import { createWorkers, type OpsrWorkers } from '../../workers/index.ts';
+import { progressQuery, type RunResult } from '../../contracts/workflows.ts';
+import { opsr } from '../helpers/opsr-cli.ts';
 
 let env: TestWorkflowEnvironment;
 let dir: string;

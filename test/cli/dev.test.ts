@@ -7,8 +7,8 @@ import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../lib/temporal.ts';
-import { ROOT, opsr } from './helpers/opsr-cli.ts';
+import { freePort } from '../../lib/temporal.ts';
+import { ROOT, opsr } from '../helpers/opsr-cli.ts';
 
 let dir: string;
 const children: ChildProcess[] = [];

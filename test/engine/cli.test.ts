@@ -9,8 +9,8 @@ import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/pr
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeSftData, writePreferenceData, readTokData } from '../lib/tokdata.ts';
-import { ENGINE, PYTHON, REPO, makeTinyModel } from './helpers/tiny-gpt2.ts';
+import { writeSftData, writePreferenceData, readTokData } from '../../lib/tokdata.ts';
+import { ENGINE, PYTHON, REPO, makeTinyModel } from '../helpers/tiny-gpt2.ts';
 
 const ASAN = join(REPO, 'engine', 'build', 'opsr-engine-asan');
 const root = await mkdtemp(join(tmpdir(), 'opsr-engine-cli-'));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import {
   ConfigError, DEFAULT_CHOSEN_TEMPLATE, PRESETS_DIR, loadAblationConfig, loadRunConfig, parseAblationConfig,
   parseRunConfig,
-} from '../config/index.ts';
+} from '../../config/index.ts';
 
 const MIN = { model: 'model', prompts: { file: 'prompts.jsonl' } };
 

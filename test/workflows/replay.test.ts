@@ -1,7 +1,7 @@
-// Replays recorded workflow histories (test/fixtures/histories, written by test/workflows.test.ts
-// with OPSR_RECORD_HISTORIES=1) against today's workflow code: a change that would make running
-// workflows nondeterministic fails here. Intentional changes need workflow versioning (patched())
-// or re-recorded histories.
+// Replays recorded workflow histories (test/fixtures/histories, written by
+// test/workflows/workflows.test.ts with OPSR_RECORD_HISTORIES=1) against today's workflow code: a
+// change that would make running workflows nondeterministic fails here. Intentional changes need
+// workflow versioning (patched()) or re-recorded histories.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
@@ -10,9 +10,9 @@ import { fileURLToPath } from 'node:url';
 import proto from '@temporalio/proto';
 const { temporal } = proto;
 import { Worker } from '@temporalio/worker';
-import { installWorkerLogging, workflowBundle } from '../workers/index.ts';
+import { installWorkerLogging, workflowBundle } from '../../workers/index.ts';
 
-const DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'histories');
+const DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'histories');
 
 test('recorded histories replay without nondeterminism', async () => {
   installWorkerLogging();

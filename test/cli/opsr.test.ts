@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { opsr } from './helpers/opsr-cli.ts';
+import { opsr } from '../helpers/opsr-cli.ts';
 
 let dir: string;
 before(async () => { dir = await mkdtemp(join(tmpdir(), 'opsr-cli-')); });
