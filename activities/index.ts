@@ -5,14 +5,18 @@ import { buildDataset } from './dataset.ts';
 import { evaluatePolicy } from './evaluate.ts';
 import { filterPairs } from './filter.ts';
 import { prepareRun } from './prepare.ts';
+import { heartbeating } from './progress.ts';
 import { writeRoundManifest, writeRunReport } from './report.ts';
 import { samplePairs } from './sample.ts';
 import { ensureSampler, releaseSampler } from './sampler.ts';
 import { initPolicy, trainPolicy } from './train.ts';
 
+// The long ones heartbeat with their own progress details; the rest heartbeat while they run.
 export const activities: OpsrActivities = {
-  prepareRun, initPolicy, ensureSampler, releaseSampler, samplePairs, filterPairs,
-  analyzeRewards, buildDataset, trainPolicy, evaluatePolicy, writeRoundManifest, writeRunReport,
+  prepareRun: heartbeating(prepareRun), initPolicy, ensureSampler: heartbeating(ensureSampler),
+  releaseSampler: heartbeating(releaseSampler), samplePairs, filterPairs: heartbeating(filterPairs),
+  analyzeRewards, buildDataset: heartbeating(buildDataset), trainPolicy, evaluatePolicy,
+  writeRoundManifest: heartbeating(writeRoundManifest), writeRunReport: heartbeating(writeRunReport),
 };
 
 export {
