@@ -10,7 +10,7 @@ import { readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
-import type { BuildDatasetInput, BuildDatasetResult } from './api.ts';
+import type { BuildDatasetInput, BuildDatasetResult } from '../contracts/activities.ts';
 import { badInput } from './errors.ts';
 import { yieldToTimers } from './progress.ts';
 import type { SampleRecord } from './records.ts';
@@ -43,9 +43,12 @@ export function promptIds(tok: LoadedTokenizer, prompt: string | ChatMessage[], 
   return ids;
 }
 
+// As TRL tokenizes a pair: the answer alone, without special tokens, then the EOS the model learns
+// to end with (eos_token, else generation_config.json's first eos_token_id).
 export function responseIds(tok: LoadedTokenizer, text: string, finishReason: string): number[] {
   const ids = tok.encode(text, { addSpecialTokens: false });
-  if (finishReason === 'stop' && tok.eosTokenId !== null) ids.push(tok.eosTokenId);
+  const eos = tok.eosTokenId ?? tok.stopTokenIds[0];
+  if (finishReason === 'stop' && eos !== undefined) ids.push(eos);
   return ids;
 }
 

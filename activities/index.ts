@@ -1,5 +1,5 @@
-// The activities the workers register (names and signatures: api.ts OpsrActivities).
-import type { OpsrActivities } from './api.ts';
+// The activities the workers register (names and signatures: contracts/activities.ts OpsrActivities).
+import type { OpsrActivities } from '../contracts/activities.ts';
 import { analyzeRewards } from './rewards.ts';
 import { buildDataset } from './dataset.ts';
 import { evaluatePolicy } from './evaluate.ts';
@@ -8,6 +8,7 @@ import { prepareRun } from './prepare.ts';
 import { heartbeating } from './progress.ts';
 import { writeRoundManifest, writeRunReport } from './report.ts';
 import { samplePairs } from './sample.ts';
+import { findFinishedRun, writeStudyReport } from './study.ts';
 import { ensureSampler, releaseSampler } from './sampler.ts';
 import { initPolicy, trainPolicy } from './train.ts';
 
@@ -17,11 +18,13 @@ export const activities: OpsrActivities = {
   releaseSampler: heartbeating(releaseSampler), samplePairs, filterPairs: heartbeating(filterPairs),
   analyzeRewards, buildDataset: heartbeating(buildDataset), trainPolicy, evaluatePolicy,
   writeRoundManifest: heartbeating(writeRoundManifest), writeRunReport: heartbeating(writeRunReport),
+  findFinishedRun: heartbeating(findFinishedRun), writeStudyReport: heartbeating(writeStudyReport),
 };
 
 export {
   prepareRun, initPolicy, ensureSampler, releaseSampler, samplePairs, filterPairs,
   analyzeRewards, buildDataset, trainPolicy, evaluatePolicy, writeRoundManifest, writeRunReport,
+  findFinishedRun, writeStudyReport,
 };
 // Stops a server this worker process started (embedded or managed vLLM); workers call it on shutdown.
 export { releaseLocal as stopLocalSampler } from './sampler.ts';

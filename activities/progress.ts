@@ -1,8 +1,7 @@
 // Best-effort progress signals to the workflows named in ProgressTarget.notify, throttled.
 // Durability comes from heartbeats; a lost signal only delays the progress display.
 import { activityInfo, getClient, heartbeat } from '@temporalio/activity';
-import { activityProgressSignal } from '../workflows/api.ts';
-import type { ActivityProgress } from './api.ts';
+import { activityProgressSignal, type ActivityProgress } from '../contracts/progress.ts';
 
 // Each signal is an event (and a workflow task) in the receiving workflow's history, so they are
 // sent at twentieths of the work (at most PROGRESS_STEPS + 1 per activity and workflow, however many

@@ -15,7 +15,7 @@ import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import { applyTemplate } from '../config/schema.ts';
-import type { SamplePairsInput, SamplePairsResult, SamplingConfig } from './api.ts';
+import type { SamplePairsInput, SamplePairsResult, SamplingConfig } from '../contracts/activities.ts';
 import { badInput, isRequestError } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';

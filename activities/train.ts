@@ -10,7 +10,7 @@ import { JsonlError, readJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage } from '../lib/tokenizer.ts';
-import type { InitConfig, InitPolicyInput, InitPolicyResult, InitStageResult, TrainingConfig, TrainPolicyInput, TrainPolicyResult } from './api.ts';
+import type { InitConfig, InitPolicyInput, InitPolicyResult, InitStageResult, TrainingConfig, TrainPolicyInput, TrainPolicyResult } from '../contracts/activities.ts';
 import { fitToLimits, promptIds, responseIds } from './dataset.ts';
 import { runEngineTrain, type EngineRun } from './engine.ts';
 import { badInput } from './errors.ts';

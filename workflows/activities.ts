@@ -3,10 +3,10 @@
 // newest checkpoint. Bad input is not retried.
 import { proxyActivities, ActivityCancellationType } from '@temporalio/workflow';
 import type { RetryPolicy } from '@temporalio/common';
-import type { OpsrActivities } from '../activities/api.ts';
+import type { OpsrActivities } from '../contracts/activities.ts';
+import { NON_RETRYABLE_ERRORS } from '../contracts/activities.ts';
+import { TASK_QUEUES, type WorkflowTuning } from '../contracts/workflows.ts';
 import type { RunConfig } from '../config/schema.ts';
-import { NON_RETRYABLE_ERRORS } from '../activities/api.ts';
-import { TASK_QUEUES, type WorkflowTuning } from './api.ts';
 
 type ActivityPolicy = RunConfig['activities'];
 // The run config's defaults, for rounds recorded before the config had `activities`.
@@ -51,6 +51,8 @@ export function opsrActivities(policy: ActivityPolicy | undefined, tuning: Workf
     buildDataset: control.buildDataset,
     writeRoundManifest: control.writeRoundManifest,
     writeRunReport: control.writeRunReport,
+    findFinishedRun: control.findFinishedRun,
+    writeStudyReport: control.writeStudyReport,
     ensureSampler: samplerLifecycle.ensureSampler,
     releaseSampler: samplerLifecycle.releaseSampler,
     samplePairs: sampler.samplePairs,

@@ -17,7 +17,7 @@ import { buildDataset } from '../../activities/dataset.ts';
 import { samplePairs } from '../../activities/sample.ts';
 import { analyzeRewards } from '../../activities/rewards.ts';
 import { trainPolicy } from '../../activities/train.ts';
-import type { SamplePairsInput } from '../../activities/api.ts';
+import type { SamplePairsInput } from '../../contracts/activities.ts';
 import { toJsonl } from '../../lib/jsonl.ts';
 import { writeTokData } from '../../lib/tokdata.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';

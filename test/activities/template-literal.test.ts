@@ -18,7 +18,7 @@ import { buildDataset } from '../../activities/dataset.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { readTokData, type PreferenceRecord } from '../../lib/tokdata.ts';
 import { loadTokenizer } from '../../lib/tokenizer.ts';
-import type { SamplePairsInput, SamplePairsResult } from '../../activities/api.ts';
+import type { SamplePairsInput, SamplePairsResult } from '../../contracts/activities.ts';
 import type { SampleRecord } from '../../activities/records.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 

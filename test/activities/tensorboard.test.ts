@@ -11,7 +11,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig } from '../../config/index.ts';
 import { newestCheckpoint } from '../../activities/engine.ts';
 import { trainPolicy } from '../../activities/train.ts';
-import type { TrainPolicyInput, TrainPolicyResult } from '../../activities/api.ts';
+import type { TrainPolicyInput, TrainPolicyResult } from '../../contracts/activities.ts';
 import { crc32c, maskedCrc32c } from '../../lib/tensorboard.ts';
 import { writeTokData } from '../../lib/tokdata.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';

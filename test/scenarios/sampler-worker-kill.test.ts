@@ -11,7 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../../workflows/api.ts';
+import { TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../../contracts/workflows.ts';
 import { createTestEnv } from '../helpers/temporal.ts';
 import { ENGINE, REPO } from '../helpers/tiny-gpt2.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';

@@ -11,7 +11,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createTestEnv } from '../helpers/temporal.ts';
 import { testActivities } from '../helpers/workflow-activities.ts';
 import { createWorkers, installWorkerLogging } from '../../workers/index.ts';
-import { TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../../workflows/api.ts';
+import { TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../../contracts/workflows.ts';
 
 const WARN_EVENTS = 10_240;
 const MAX_EVENTS = 51_200;
