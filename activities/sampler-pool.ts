@@ -1,14 +1,15 @@
 // Sampler lifecycle: which OpenAI-compatible server answers a round's sampling requests.
-//   embedded      E3's server started inside this worker process for the policy being sampled
+//   embedded      opsr's own server (server/) started inside this worker process for the policy
+//                 being sampled
 //   external      a server someone else runs (sampling.baseURL + sampling.model)
 //   managed-vllm  `vllm serve <dir>` spawned by this worker; one port, so a new policy replaces
 //                 the one being served
-// Local servers live in the sampler worker's process. A run holds one server at a time, from
-// ensureSampler to releaseSampler or to its next ensureSampler (a new policy replaces the old);
-// a server closes when no run holds it and no activity uses it, so ablation arms sampling
-// different policies at once each keep theirs. Activities that sample go through withSampler,
-// which starts the server again on a worker that lacks it (a retry on another worker, a
-// restarted worker).
+// Local servers live in a SamplerPool, one per worker process (createActivities' deps). A run
+// holds one server at a time, from ensureSampler to releaseSampler or to its next ensureSampler
+// (a new policy replaces the old); a server closes when no run holds it and no activity uses it,
+// so ablation arms sampling different policies at once each keep theirs. Activities that sample
+// go through SamplerPool.with, which starts the server again on a worker that lacks it (a retry
+// on another worker, a restarted worker).
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -25,9 +26,6 @@ interface Running {
   active: number; // activities sampling from it now
 }
 
-const servers = new Map<string, Running>();
-const starting = new Map<string, Promise<Running>>();
-
 export function apiKeyOf(sampling: SamplingConfig): string {
   const name = sampling.apiKeyEnv;
   // Local servers accept any key; the openai client insists on one being set.
@@ -43,78 +41,93 @@ async function external(sampling: SamplingConfig, modelDir: string): Promise<Sam
   return { lifecycle: 'external', baseURL, model, modelDir };
 }
 
-async function acquire(sampling: SamplingConfig, modelDir: string): Promise<Running> {
-  const key = JSON.stringify([sampling.lifecycle, modelDir, servedName(sampling), sampling.vllm, sampling.embedded]);
-  const have = servers.get(key) ?? (await starting.get(key));
-  if (have) return have;
-  const start = async (): Promise<Running> => {
-    if (sampling.lifecycle === 'managed-vllm') {
-      for (const r of [...servers.values()]) if (r.endpoint.lifecycle === 'managed-vllm') await closeServer(r);
-      return startVllm(sampling, modelDir, key);
+export class SamplerPool {
+  private readonly servers = new Map<string, Running>();
+  private readonly starting = new Map<string, Promise<Running>>();
+
+  // Runs fn against a server for (sampling, modelDir), starting one here if this pool has none.
+  async with<T>(
+    sampling: SamplingConfig, modelDir: string, fn: (e: SamplerEndpoint) => Promise<T>,
+  ): Promise<T> {
+    if (sampling.lifecycle === 'external') return fn(await external(sampling, modelDir));
+    const r = await this.acquire(sampling, modelDir);
+    r.active++;
+    try {
+      return await fn(r.endpoint);
+    } finally {
+      r.active--;
+      await this.closeIfUnused(r);
     }
-    const server = await startServer({
-      modelDir, servedModelName: servedName(sampling), threads: sampling.embedded.threads, maxBatch: sampling.embedded.maxBatch,
-      dtype: sampling.embedded.dtype,
-    });
-    const endpoint: SamplerEndpoint = { lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir };
-    return { key, endpoint, close: () => server.close(), holds: new Set(), active: 0 };
-  };
-  const pending = start();
-  starting.set(key, pending);
-  try {
-    const r = await pending;
-    servers.set(key, r);
-    return r;
-  } finally {
-    starting.delete(key);
   }
-}
 
-async function closeServer(r: Running): Promise<void> {
-  if (servers.get(r.key) !== r) return;
-  servers.delete(r.key);
-  await r.close();
-}
-
-async function closeIfUnused(r: Running): Promise<void> {
-  if (r.holds.size === 0 && r.active <= 0) await closeServer(r);
-}
-
-// Runs fn against a server for (sampling, modelDir), starting one here if this process has none.
-export async function withSampler<T>(sampling: SamplingConfig, modelDir: string, fn: (e: SamplerEndpoint) => Promise<T>): Promise<T> {
-  if (sampling.lifecycle === 'external') return fn(await external(sampling, modelDir));
-  const r = await acquire(sampling, modelDir);
-  r.active++;
-  try {
-    return await fn(r.endpoint);
-  } finally {
-    r.active--;
-    await closeIfUnused(r);
+  // The ensureSampler activity.
+  async ensure(input: EnsureSamplerInput): Promise<SamplerEndpoint> {
+    if (input.sampling.lifecycle === 'external') return external(input.sampling, input.modelDir);
+    const r = await this.acquire(input.sampling, input.modelDir);
+    r.holds.add(input.runId);
+    for (const other of [...this.servers.values()]) {
+      if (other === r || !other.holds.delete(input.runId)) continue;
+      await this.closeIfUnused(other); // this run moved on to another policy
+    }
+    return r.endpoint;
   }
-}
 
-export async function ensureSampler(input: EnsureSamplerInput): Promise<SamplerEndpoint> {
-  if (input.sampling.lifecycle === 'external') return external(input.sampling, input.modelDir);
-  const r = await acquire(input.sampling, input.modelDir);
-  r.holds.add(input.runId);
-  for (const other of [...servers.values()]) {
-    if (other === r || !other.holds.delete(input.runId)) continue;
-    await closeIfUnused(other); // this run moved on to another policy
+  // The releaseSampler activity.
+  async release(input: ReleaseSamplerInput): Promise<void> {
+    for (const r of [...this.servers.values()]) {
+      if (r.endpoint.baseURL !== input.endpoint.baseURL) continue;
+      r.holds.delete(input.runId);
+      await this.closeIfUnused(r);
+    }
   }
-  return r.endpoint;
-}
 
-export async function releaseSampler(input: ReleaseSamplerInput): Promise<void> {
-  for (const r of [...servers.values()]) {
-    if (r.endpoint.baseURL !== input.endpoint.baseURL) continue;
-    r.holds.delete(input.runId);
-    await closeIfUnused(r);
+  // Stops every server this pool started (worker shutdown, tests).
+  async close(): Promise<void> {
+    await Promise.all([...this.servers.values()].map((r) => this.closeServer(r)));
   }
-}
 
-// Stops every server this process started (worker shutdown, tests).
-export async function releaseLocal(): Promise<void> {
-  await Promise.all([...servers.values()].map(closeServer));
+  private async acquire(sampling: SamplingConfig, modelDir: string): Promise<Running> {
+    const key = JSON.stringify([
+      sampling.lifecycle, modelDir, servedName(sampling), sampling.vllm, sampling.embedded,
+    ]);
+    const have = this.servers.get(key) ?? (await this.starting.get(key));
+    if (have) return have;
+    const start = async (): Promise<Running> => {
+      if (sampling.lifecycle === 'managed-vllm') {
+        for (const r of [...this.servers.values()]) {
+          if (r.endpoint.lifecycle === 'managed-vllm') await this.closeServer(r);
+        }
+        return startVllm(sampling, modelDir, key);
+      }
+      const server = await startServer({
+        modelDir, servedModelName: servedName(sampling), threads: sampling.embedded.threads,
+        maxBatch: sampling.embedded.maxBatch, dtype: sampling.embedded.dtype,
+      });
+      const endpoint: SamplerEndpoint = {
+        lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir,
+      };
+      return { key, endpoint, close: () => server.close(), holds: new Set(), active: 0 };
+    };
+    const pending = start();
+    this.starting.set(key, pending);
+    try {
+      const r = await pending;
+      this.servers.set(key, r);
+      return r;
+    } finally {
+      this.starting.delete(key);
+    }
+  }
+
+  private async closeServer(r: Running): Promise<void> {
+    if (this.servers.get(r.key) !== r) return;
+    this.servers.delete(r.key);
+    await r.close();
+  }
+
+  private async closeIfUnused(r: Running): Promise<void> {
+    if (r.holds.size === 0 && r.active <= 0) await this.closeServer(r);
+  }
 }
 
 async function checkModels(baseURL: string, model: string, apiKey: string): Promise<void> {
