@@ -13,7 +13,7 @@ import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage } from '../lib/tokenizer.ts';
 import type { InitConfig, InitPolicyInput, InitPolicyResult, InitStageResult, TrainingConfig, TrainPolicyInput, TrainPolicyResult } from '../contracts/activities.ts';
 import { fitToLimits, promptIds, responseIds } from './dataset.ts';
-import { runEngineTrain, type EngineRun } from './engine.ts';
+import { runEngineTrain, type EngineRun } from './engine-train.ts';
 import { badInput } from './errors.ts';
 import { TrainLog } from './trainlog.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';

@@ -344,6 +344,50 @@ describe('preferenceRun on a dev server', () => {
     assert.equal(d.status.name, 'COMPLETED');
     await recordHistories('ablation', ['abl', 'abl/fixed', 'abl-fixed/round-1']);
   });
+
+  test('a seeded ablation: runs per arm and seed, Table 2 over seeds, paired differences, report and history', async () => {
+    const base = runConfig('unused', { rounds: 2, training: { learningRate: [1e-6, 1e-7] }, evaluation: { prompts: { file: promptsFile } } });
+    delete (base as Record<string, unknown>).runId;
+    const input = {
+      studyId: 'sabl', base, seeds: [0, 1, 2],
+      arms: [{ name: 'fixed', rejectedScores: [3, 3] }, { name: 'progressive', rejectedScores: [3, 5] }],
+    };
+    const start = () => withWorker({ log: logFile('sabl') }, async () =>
+      env.client.workflow.execute(WORKFLOW_TYPES.ablation, { taskQueue: TASK_QUEUES.control, workflowId: 'sabl', args: [input, TUNING] })) as Promise<AblationResult>;
+    const r = await start();
+    assert.deepEqual(r.arms.map((a) => [a.workflowId, a.result.runId, a.reused]), [0, 1, 2].flatMap((s) => ['fixed', 'progressive']
+      .map((arm) => [`sabl/${arm}/seed-${s}`, `sabl-${arm}-seed-${s}`, false])));
+    const s = r.summary!;
+    // Test evaluation: policy reward 0.2 + 0.1 round + 0.01 seed, so over seeds 0..2 sd 0.01.
+    const cell = (arm: string, round: number) => s.cells.find((c) => c.arm === arm && c.round === round)!;
+    assert.ok(Math.abs(cell('progressive', 1).stats.policyReward.mean! - 0.31) < 1e-12);
+    assert.ok(Math.abs(cell('progressive', 1).stats.policyReward.sd! - 0.01) < 1e-12);
+    assert.ok(Math.abs(cell('fixed', 0).stats.policyReward.mean! - 0.21) < 1e-12, 'round 0 is the base');
+    assert.deepEqual(cell('progressive', 2).rejectedScores, [5]);
+    const diff = (metric: string, round: number) => s.diffs.find((d) => d.metric === metric && d.round === round && d.arm === 'progressive')!.diff;
+    // Rejected reward = rejected score / 10: 0.5 - 0.3 in round 2, the same for every seed.
+    assert.ok(Math.abs(diff('rejectedReward', 2).mean! - 0.2) < 1e-12 && Math.abs(diff('rejectedReward', 2).hi! - 0.2) < 1e-12);
+    // Paired by seed, the seed spread cancels: a zero difference with a zero-width interval.
+    assert.deepEqual([diff('policyReward', 2).n, diff('policyReward', 2).mean, diff('policyReward', 2).lo], [3, 0, 0]);
+
+    const html = await readFile(r.report!.html, 'utf8');
+    assert.ok((html.match(/<svg/g) ?? []).length >= 3, 'figures inline');
+    assert.doesNotMatch(html, /<script|<link|src="http/, 'self-contained');
+    assert.match(html, /0\.310 ± 0\.010/);
+    const md = await readFile(r.report!.markdown, 'utf8');
+    assert.match(md, /\| progressive \[3,5\] \| 0\.210 ± 0\.010 \| 0\.310 ± 0\.010 \| 0\.410 ± 0\.010 \|/);
+    assert.match(md, /!\[[^\]]+\]\(figures\/policy-reward\.svg\)/);
+    const lines = async () => (await readFile(r.report!.history, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { studyId: string });
+    assert.equal((await lines()).filter((h) => h.studyId === 'sabl').length, 1);
+    assert.equal((await lines()).at(-1)!.studyId, 'sabl', 'appended last');
+    await recordHistories('ablation-seeds', ['sabl', 'sabl/progressive/seed-1']);
+
+    // Started again with the same id: every arm-seed run is reused, the history keeps one line.
+    const again = await start();
+    assert.deepEqual(again.arms.map((a) => a.reused), [true, true, true, true, true, true]);
+    assert.deepEqual(again.summary, r.summary);
+    assert.equal((await lines()).filter((h) => h.studyId === 'sabl').length, 1, 'one line per study id');
+  });
 });
 
 async function spawnWorker(controls: TestControls): Promise<ChildProcess> {
