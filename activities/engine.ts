@@ -2,11 +2,13 @@
 // JSON-lines progress on stdout, heartbeats, resume from the newest complete checkpoint, and
 // cancellation forwarded as SIGTERM (the engine checkpoints, then exits 143; SIGKILL after a grace).
 import { mkdir, readdir, stat } from 'node:fs/promises';
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { cancellationSignal, heartbeat } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { execa } from 'execa';
 import { DEFAULT_ENGINE_PATH, engineEnv } from '../lib/engine.ts';
+import { readModelDims, trainingBytes } from '../lib/model-config.ts';
 import { recordPid, stopRecorded } from '../lib/pidfile.ts';
 import { badInput } from './errors.ts';
 import { withKeepAlive } from './progress.ts';
@@ -22,9 +24,11 @@ export interface EngineRun {
 
 export interface EngineTrainOptions {
   enginePath?: string;
-  args: string[];  // everything after `train --out OUT` (model, data, loss, hyperparameters)
+  modelDir: string; // --model: the starting weights
+  args: string[];  // the rest after `train --model M --out OUT` (data, loss, hyperparameters)
   outDir: string;
   onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
+  onEvent?: (line: string, e: Record<string, unknown>) => void; // every JSON line, as printed
   killGraceMs?: number;
 }
 
@@ -54,6 +58,20 @@ function numericMetrics(e: Record<string, unknown>): Record<string, number> {
   return out;
 }
 
+// Out of memory is transient when other processes hold the memory, but a model whose weights,
+// gradients and optimizer state alone exceed this machine's memory fails the same way on every
+// retry: that is bad input (an absurd config.json), failed once.
+async function refuseOversizedModel(modelDir: string, errorLine: string): Promise<void> {
+  const dims = await readModelDims(modelDir);
+  if (!dims) return;
+  const need = trainingBytes(dims);
+  if (need <= totalmem()) return;
+  const gib = (b: number) => (b / 2 ** 30).toFixed(1);
+  throw badInput(`${dims.file}: training this model needs at least ${gib(need)} GiB (n_embd ${dims.nEmbd}, `
+    + `n_layer ${dims.nLayer}, vocab_size ${dims.vocabSize}, n_positions ${dims.context}); this machine has `
+    + `${gib(totalmem())} GiB. The engine said: ${errorLine}`);
+}
+
 export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRun> {
   const engine = opts.enginePath ?? DEFAULT_ENGINE_PATH;
   await stat(engine).catch(() => {
@@ -66,7 +84,7 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
   await mkdir(opts.outDir, { recursive: true });
   await stopRecorded(pidFile, [engine, opts.outDir], opts.killGraceMs ?? KILL_GRACE_MS);
   const resumedFrom = await newestCheckpoint(opts.outDir);
-  const args = ['train', ...opts.args, '--out', opts.outDir, ...(resumedFrom !== null ? ['--resume'] : [])];
+  const args = ['train', '--model', opts.modelDir, ...opts.args, '--out', opts.outDir, ...(resumedFrom !== null ? ['--resume'] : [])];
   const signal = cancellationSignal();
   const child = execa(engine, args, {
     stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', reject: false, buffer: { stdout: false, stderr: false }, env: engineEnv(), extendEnv: false,
@@ -92,6 +110,7 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
       } catch {
         continue; // a line that is not an event; the exit code decides
       }
+      opts.onEvent?.(line, e);
       if (e.event === 'start') {
         opts.onProgress?.({ step: steps, totalSteps: Number(e.total_steps), metrics: {} });
       } else if (e.event === 'step') {
@@ -119,6 +138,7 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
   if (signal.aborted) throw signal.reason ?? new Error('training cancelled');
   const errorLine = stderrTail.trim().split('\n').filter((l) => l.startsWith('{"error"')).pop() ?? stderrTail.trim().split('\n').pop() ?? '';
   const code = result.exitCode;
+  if (code === 4 && errorLine.includes('"out_of_memory"')) await refuseOversizedModel(opts.modelDir, errorLine);
   if (code === 0 && finalDir) return { finalDir, steps, resumedFrom, metrics };
   if (code === 0) throw new Error(`engine ${engine} exited 0 without a "done" event; stderr: ${errorLine}`);
   if (code === 2) throw badInput(`engine rejected its input (exit 2): ${errorLine}`);

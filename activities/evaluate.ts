@@ -8,7 +8,7 @@ import { hashJson, modelHash, sha256File } from '../lib/hash.ts';
 import { toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
-import type { EvaluatePolicyInput, EvaluatePolicyResult, PrefixCurvePoint } from './api.ts';
+import type { EvaluatePolicyInput, EvaluatePolicyResult, PrefixCurvePoint } from '../contracts/activities.ts';
 import { withKeepAlive } from './progress.ts';
 import { loadPromptsFor } from './prompts.ts';
 import { makeScorer, mean } from './rewards.ts';

@@ -5,7 +5,7 @@ import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson, sha256File } from '../lib/hash.ts';
 import { readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
-import type { FilterConfig, FilterPairsInput, FilterPairsResult } from './api.ts';
+import type { FilterConfig, FilterPairsInput, FilterPairsResult } from '../contracts/activities.ts';
 import { badInput } from './errors.ts';
 import type { SampleRecord } from './records.ts';
 

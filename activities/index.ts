@@ -1,5 +1,5 @@
-// The activities the workers register (names and signatures: api.ts OpsrActivities).
-import type { OpsrActivities } from './api.ts';
+// The activities the workers register (names and signatures: contracts/activities.ts OpsrActivities).
+import type { OpsrActivities } from '../contracts/activities.ts';
 import { analyzeRewards } from './rewards.ts';
 import { buildDataset } from './dataset.ts';
 import { evaluatePolicy } from './evaluate.ts';

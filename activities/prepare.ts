@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson } from '../lib/hash.ts';
 import { toJsonl } from '../lib/jsonl.ts';
-import type { PrepareRunInput, PrepareRunResult } from './api.ts';
+import type { PrepareRunInput, PrepareRunResult } from '../contracts/activities.ts';
 import { badInput } from './errors.ts';
 import { loadPromptsFor } from './prompts.ts';
 

@@ -1,8 +1,7 @@
 // Best-effort progress signals to the workflows named in ProgressTarget.notify, throttled.
 // Durability comes from heartbeats; a lost signal only delays the progress display.
 import { getClient, heartbeat } from '@temporalio/activity';
-import { activityProgressSignal } from '../workflows/api.ts';
-import type { ActivityProgress } from './api.ts';
+import { activityProgressSignal, type ActivityProgress } from '../contracts/progress.ts';
 
 export function progressNotifier(notify: string[], minIntervalMs = 1000): (p: ActivityProgress, force?: boolean) => void {
   let last = 0;

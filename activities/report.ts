@@ -3,7 +3,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson, sha256, sha256File } from '../lib/hash.ts';
-import type { WriteRoundManifestInput, WriteRoundManifestResult, WriteRunReportInput, WriteRunReportResult } from './api.ts';
+import type { WriteRoundManifestInput, WriteRoundManifestResult, WriteRunReportInput, WriteRunReportResult } from '../contracts/activities.ts';
 
 // A file's hash and size; a directory's hash covers its files' relative names and hashes.
 async function describe(path: string): Promise<{ path: string; sha256: string; bytes: number }> {

@@ -15,7 +15,7 @@ import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import { applyTemplate } from '../config/schema.ts';
-import type { SamplePairsInput, SamplePairsResult, SamplingConfig } from './api.ts';
+import type { SamplePairsInput, SamplePairsResult, SamplingConfig } from '../contracts/activities.ts';
 import { badInput, isRequestError } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';
@@ -70,14 +70,28 @@ export async function generator(sampling: SamplingConfig, endpoint: { baseURL: s
     if (sampling.api === 'chat') {
       const messages = typeof input === 'string' ? [{ role: 'user', content: input }] : input;
       const res = await client.chat.completions.create({ ...body, messages } as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal });
-      const c = res.choices[0];
-      return { text: c?.message?.content ?? '', finish_reason: c?.finish_reason ?? 'unknown', tokens: res.usage?.completion_tokens ?? 0 };
+      return answerOf(res, endpoint.baseURL, 'chat/completions', (c) => (c.message as { content?: unknown } | undefined)?.content);
     }
     const prompt = await render(input);
     const res = await client.completions.create({ ...body, prompt } as OpenAI.CompletionCreateParamsNonStreaming, { signal });
-    const c = res.choices[0];
-    return { text: c?.text ?? '', finish_reason: c?.finish_reason ?? 'unknown', tokens: res.usage?.completion_tokens ?? 0 };
+    return answerOf(res, endpoint.baseURL, 'completions', (c) => c.text);
   });
+}
+
+// The one answer of a response, checked: a server that answers another shape (not OpenAI's,
+// several choices, a stream) answers it on every retry, so that is bad input, named once.
+function answerOf(res: unknown, baseURL: string, route: string, textOf: (c: Record<string, unknown>) => unknown):
+  { text: string; finish_reason: string; tokens: number } {
+  const r = res as { choices?: unknown; usage?: { completion_tokens?: unknown } } | null;
+  const c = Array.isArray(r?.choices) && r.choices.length === 1 ? (r.choices[0] as Record<string, unknown> | null) : null;
+  const text = c ? textOf(c) : undefined;
+  const tokens = r?.usage?.completion_tokens ?? 0;
+  if (!c || typeof text !== 'string' || typeof c.finish_reason !== 'string' || !Number.isSafeInteger(tokens)) {
+    const got = JSON.stringify(res) ?? String(res);
+    throw badInput(`${baseURL}/${route} answered an unexpected shape (allowed: one choice with a string answer and `
+      + `finish_reason; check sampling.baseURL and sampling.extra): ${got.slice(0, 200)}`);
+  }
+  return { text, finish_reason: c.finish_reason, tokens: tokens as number };
 }
 
 // Each request gets its own signal that follows the activity's: the client leaves its abort

@@ -21,7 +21,7 @@ import OpenAI from 'openai';
 import { forgetPid, recordPid, stopRecorded } from '../lib/pidfile.ts';
 import { startServer } from '../server/index.ts';
 import { badInput, isRequestError } from './errors.ts';
-import type { EnsureSamplerInput, ReleaseSamplerInput, SamplerEndpoint, SamplingConfig } from './api.ts';
+import type { EnsureSamplerInput, ReleaseSamplerInput, SamplerEndpoint, SamplingConfig } from '../contracts/activities.ts';
 
 interface Running {
   key: string;

@@ -2,7 +2,7 @@
 // progressive [3,5,7]), follows each arm and prints their per-round metrics side by side.
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { loadAblationConfig, parseAblationConfigWithInput } from '../config/index.ts';
-import { TASK_QUEUES, WORKFLOW_TYPES } from '../workflows/api.ts';
+import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { CONNECTION_HELP, EXIT, guard, parseStartFlags, temporalTarget, timestampId, workflowLink } from './common.ts';
 import { ablationProgressRenderer, followAndReport, openTarget } from './runs.ts';
 

@@ -15,7 +15,9 @@ import { freePort, startDevServer } from '../lib/temporal.ts';
 import { writeDigitsData, writeTokenizer } from '../tasks/files.ts';
 import { vocabulary } from '../tasks/tokenizer.ts';
 import type { DigitsDataSpec } from '../tasks/seed.ts';
-import { TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../workflows/api.ts';
+import {
+  SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_TYPES, type RunResult,
+} from '../contracts/workflows.ts';
 import { EXIT, UsageError, connect, guard, parseFlags, timestampId, workflowLink } from './common.ts';
 import { follow, printRunResult, runProgressRenderer, type Target } from './runs.ts';
 
@@ -121,7 +123,8 @@ export async function runDemo(config: RunConfig, opts: { runId?: string; port?: 
   await mkdir(tdir, { recursive: true });
   const port = opts.port ?? await pickPort(7233);
   const uiPort = opts.uiPort === null ? undefined : opts.uiPort ?? await pickPort(8233);
-  const server = await startDevServer({ dbFile: join(tdir, 'demo.sqlite'), logFile: join(tdir, 'demo-server.log'), port, uiPort, namespace: config.temporal.namespace });
+  const server = await startDevServer({ dbFile: join(tdir, 'demo.sqlite'), logFile: join(tdir, 'demo-server.log'), port, uiPort,
+    namespace: config.temporal.namespace, searchAttributes: Object.values(SEARCH_ATTRIBUTES) });
   say(`Temporal dev server ${server.address}${server.uiUrl ? `, Web UI ${server.uiUrl}` : ''}`);
   const { createWorkers } = await import('../workers/index.ts');
   const workers = await createWorkers({ address: server.address, namespace: config.temporal.namespace });

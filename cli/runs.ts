@@ -2,7 +2,7 @@
 // the per-round table (or an ablation's side-by-side table) once it is closed.
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { progressQuery, WORKFLOW_TYPES, type AblationResult, type RunProgress, type RunResult } from '../workflows/api.ts';
+import { progressQuery, WORKFLOW_TYPES, type AblationResult, type RunProgress, type RunResult } from '../contracts/workflows.ts';
 import { EXIT, UsageError, connect, renderProgress, roundTable, table, temporalFromConfigFlag, temporalTarget, uiBase, workflowLink, type TemporalTarget } from './common.ts';
 
 export interface Target {

@@ -2,8 +2,10 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BUILTIN_SCORER_NAMES } from '../tasks/index.ts';
-import { ConfigError, parseAblationConfigWithInput, parseRunConfig, type AblationConfig, type AblationConfigInput, type RunConfig } from './schema.ts';
+import {
+  BUILTIN_SCORER_NAMES, ConfigError, parseAblationConfigWithInput, parseRunConfig,
+  type AblationConfig, type AblationConfigInput, type RunConfig,
+} from './schema.ts';
 
 export const PRESETS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'presets');
 
@@ -55,7 +57,7 @@ export async function loadRunConfig(file: string, opts: LoadOptions = {}): Promi
 // What only this installation knows: the builtin reward scorers.
 function checkInstalled(c: RunConfig, source: string, prefix = '') {
   const rm = c.rewardModel;
-  if (rm?.type === 'builtin' && !BUILTIN_SCORER_NAMES.includes(rm.name)) {
+  if (rm?.type === 'builtin' && !(BUILTIN_SCORER_NAMES as readonly string[]).includes(rm.name)) {
     throw new ConfigError(source, [`${prefix}rewardModel.name: is not a builtin scorer (got ${JSON.stringify(rm.name)}; allowed one of ${BUILTIN_SCORER_NAMES.map((n) => JSON.stringify(n)).join(', ')})`]);
   }
 }

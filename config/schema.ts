@@ -163,12 +163,17 @@ const OWNED_REQUEST_FIELDS: Record<string, string> = {
   prompt: 'prompts.file', messages: 'prompts.file', api_key: 'sampling.apiKeyEnv',
 };
 
+// The builtin scorers this installation has (tasks/index.ts implements exactly these: the type
+// checker holds the two lists together). Listed here so that config/ imports nothing above it.
+export const BUILTIN_SCORER_NAMES = ['digits'] as const;
+export type BuiltinScorerName = (typeof BUILTIN_SCORER_NAMES)[number];
+
 const RewardModel = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('vllm-classify'), baseURL: url(), model: text('a served model name'), apiKeyEnv: envName().optional(), useActivation: z.boolean().default(false) }),
   z.strictObject({ type: z.literal('vllm-pooling'), baseURL: url(), model: text('a served model name'), apiKeyEnv: envName().optional() }),
   z.strictObject({ type: z.literal('http'), url: url(), model: text('a model name').optional(), apiKeyEnv: envName().optional() }),
-  // The name is checked against tasks/index.ts when a file is loaded (load.ts), not here: workflow
-  // tests register their own scorers with their test activities.
+  // The name is checked against BUILTIN_SCORER_NAMES when a file is loaded (load.ts), not here:
+  // workflow tests register their own scorers with their test activities.
   z.strictObject({ type: z.literal('builtin'), name: text('a builtin scorer name (tasks/index.ts)') }),
 ]);
 
@@ -572,7 +577,9 @@ export function parseAblationConfig(obj: unknown, opts: ParseOptions & { baseBas
   return parseAblationConfigWithInput(obj, opts).config;
 }
 
-// Fills {score} and {prompt} in a prefix template.
+// Fills {score} and {prompt} in a prefix template in one pass, inserting the prompt literally: a
+// string replacement would read $$, $&, $` and $' in user text as patterns, and a second pass
+// would fill a "{score}" inside the prompt.
 export function applyTemplate(template: string, score: number, prompt: string): string {
-  return template.replaceAll('{score}', String(score)).replaceAll('{prompt}', prompt);
+  return template.replace(/\{score\}|\{prompt\}/g, (key) => (key === '{score}' ? String(score) : prompt));
 }

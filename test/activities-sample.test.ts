@@ -13,7 +13,7 @@ import { parseRunConfig, type RunConfig } from '../config/index.ts';
 import { prepareRun } from '../activities/prepare.ts';
 import { samplePairs, deriveSeed, prefixed } from '../activities/sample.ts';
 import { ensureSampler, releaseSampler, releaseLocal } from '../activities/sampler.ts';
-import type { SamplePairsInput, SamplerEndpoint } from '../activities/api.ts';
+import type { SamplePairsInput, SamplerEndpoint } from '../contracts/activities.ts';
 import type { SampleRecord } from '../activities/records.ts';
 import { readJsonl } from '../lib/jsonl.ts';
 import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';

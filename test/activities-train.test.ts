@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../config/index.ts';
 import { initPolicy, trainPolicy } from '../activities/train.ts';
-import type { TrainPolicyInput } from '../activities/api.ts';
+import type { TrainPolicyInput } from '../contracts/activities.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';
 

@@ -10,7 +10,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createTestEnv } from './helpers/temporal.ts';
 import { readEvents, testActivities, type TestControls } from './helpers/workflow-activities.ts';
 import { createWorkers, type OpsrWorkers } from '../workers/index.ts';
-import { progressQuery, type RunResult } from '../workflows/api.ts';
+import { progressQuery, type RunResult } from '../contracts/workflows.ts';
 import { opsr } from './helpers/opsr-cli.ts';
 
 let env: TestWorkflowEnvironment;

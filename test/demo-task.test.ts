@@ -9,11 +9,11 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { getBuiltinScorer } from '../tasks/index.ts';
 import { answerDigits, answerText, makeProblems, parsePrompt, promptText, scoreDigits } from '../tasks/digits.ts';
-import { fillTemplate, promptRecords, sftRecords, type DigitsDataSpec } from '../tasks/seed.ts';
+import { promptRecords, sftRecords, type DigitsDataSpec } from '../tasks/seed.ts';
 import { writeDigitsData, writeTokenizer } from '../tasks/files.ts';
 import { vocabulary } from '../tasks/tokenizer.ts';
 import { loadTokenizer } from '../lib/tokenizer.ts';
-import { DEFAULT_CHOSEN_TEMPLATE, DEFAULT_REJECTED_TEMPLATE } from '../config/index.ts';
+import { applyTemplate, DEFAULT_CHOSEN_TEMPLATE, DEFAULT_REJECTED_TEMPLATE } from '../config/index.ts';
 
 const root = await mkdtemp(join(tmpdir(), 'opsr-demo-task-'));
 after(() => rm(root, { recursive: true, force: true }));
@@ -39,7 +39,7 @@ test('builtin scorer: position-wise partial credit, prefix ignored, clear error 
   assert.equal(score(UP, 'one two three'), 0);
   assert.equal(score(DOWN, '9 7 4 0'), 1);
   assert.equal(score(DOWN, '9 7'), 0.5);
-  assert.equal(score(fillTemplate(DEFAULT_CHOSEN_TEMPLATE, 10, DOWN), '9 7 4 0'), 1);
+  assert.equal(score(applyTemplate(DEFAULT_CHOSEN_TEMPLATE, 10, DOWN), '9 7 4 0'), 1);
   assert.throws(() => score('What is 2 + 2?', '4'), /digits task: prompt "What is 2 \+ 2\?" is not a digits problem; expected/);
 });
 
@@ -72,7 +72,7 @@ test('seed SFT data: answer quality follows the asked-for score; unprefixed answ
     assert.equal(answer.role, 'assistant');
     const m = re.exec(user.content);
     const s = m ? Number(m[1]) : null;
-    if (m) templates.add(fillTemplate(user.content.includes('top-notch') ? DEFAULT_CHOSEN_TEMPLATE : DEFAULT_REJECTED_TEMPLATE, s!, m[2]) === user.content ? 'ok' : 'bad');
+    if (m) templates.add(applyTemplate(user.content.includes('top-notch') ? DEFAULT_CHOSEN_TEMPLATE : DEFAULT_REJECTED_TEMPLATE, s!, m[2]) === user.content ? 'ok' : 'bad');
     const reward = scoreDigits(m ? m[2] : user.content, answer.content);
     byScore.set(s, [...(byScore.get(s) ?? []), reward]);
   }
@@ -115,8 +115,8 @@ test('tokenizer: exact round trip and chat template through lib/tokenizer.ts, sa
   assert.ok(tok.hasChatTemplate);
   const texts = [
     UP, DOWN, '0 1 2 3 4 5 6 7 8 9', '9',
-    fillTemplate(DEFAULT_CHOSEN_TEMPLATE, 10, DOWN),
-    ...[0, 3, 5, 7].map((s) => fillTemplate(DEFAULT_REJECTED_TEMPLATE, s, UP)),
+    applyTemplate(DEFAULT_CHOSEN_TEMPLATE, 10, DOWN),
+    ...[0, 3, 5, 7].map((s) => applyTemplate(DEFAULT_REJECTED_TEMPLATE, s, UP)),
     ...makeProblems('heldout', 20, 9).flatMap((p) => [promptText(p), answerText(answerDigits(p))]),
   ];
   const unk = vocab.indexOf('[UNK]');

@@ -163,7 +163,7 @@ GPT2LMHeadModel.from_pretrained(sys.argv[1]).half().save_pretrained(sys.argv[2])
     assertClose(e.logp_sum, trained.logps[i], 1e-4, `trained record ${i}`);
     assert.ok(e.logp_sum > r.events[i].logp_sum, `training raised record ${i}'s log-prob`);
   });
-  // Trained from F16 weights, the saved F32 model's config says float32.
+  // Trained from F16 weights, the saved model keeps F16 (the input's dtype) and says so.
   const out16 = join(root, 'hf16-train');
   assert.equal((await engine(['train', '--model', halfDir, '--data', data, '--out', out16, '--loss', 'sft', '--max-steps', '1'])).code, 0);
   const dtypeOf = async (dir: string) => {
@@ -171,7 +171,7 @@ GPT2LMHeadModel.from_pretrained(sys.argv[1]).half().save_pretrained(sys.argv[2])
     return c.dtype ?? c.torch_dtype;
   };
   assert.equal(await dtypeOf(halfDir), 'float16');
-  assert.equal(await dtypeOf(join(out16, 'final')), 'float32');
+  assert.equal(await dtypeOf(join(out16, 'final')), 'float16');
 });
 
 // ---- bad input -------------------------------------------------------------------------------
@@ -227,7 +227,11 @@ test('bad input: one JSON error line naming the file and problem, exit 2, also u
   const trunc = await variant('truncated', (_h, d) => d.subarray(0, d.length - 10));
   const dtype = await variant('dtype', (h) => { h['transformer.h.1.ln_2.weight'].dtype = 'I32'; });
   const shape = await variant('shape', (h) => { h['transformer.h.0.attn.c_attn.weight'].shape = [48, 16]; });
-  const unknown = await variant('unknown', (h) => { h['transformer.h.0.attn.extra'] = { ...h['transformer.ln_f.bias'] }; });
+  const unknown = await variant('unknown', (h, d) => {
+    const [b, e] = h['transformer.ln_f.bias'].data_offsets;  // a copy appended: offsets must not overlap
+    h['transformer.h.0.attn.extra'] = { ...h['transformer.ln_f.bias'], data_offsets: [d.length, d.length + e - b] };
+    return Buffer.concat([d, d.subarray(b, e)]);
+  });
   const missing = await variant('missing', (h) => { delete h['transformer.ln_f.bias']; });
   const magic = await badFile('magic.bin', Buffer.concat([Buffer.from('NOTOPSR!'), dataBytes(1, 1, [1, 1, 2, 3]).subarray(8)]));
   const vocabId = await badFile('vocab.bin', dataBytes(1, 2, [1, 1, 2, 3, 2, 1, 4, 5, 99]));

@@ -15,7 +15,7 @@ import { readJsonl } from '../lib/jsonl.ts';
 import { readTokData } from '../lib/tokdata.ts';
 import { OPERATIONS, promptText } from '../tasks/digits.ts';
 import { createWorkers, installWorkerLogging } from '../workers/index.ts';
-import { SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../workflows/api.ts';
+import { SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../contracts/workflows.ts';
 import { createTestEnv } from './helpers/temporal.ts';
 import { ENGINE } from './helpers/tiny-gpt2.ts';
 import { writeTinyTokenizer } from './helpers/tiny-tokenizer.ts';

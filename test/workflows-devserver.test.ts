@@ -9,7 +9,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { findTemporalCli, freePort, startDevServer, type DevServer } from '../lib/temporal.ts';
-import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../workflows/api.ts';
+import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../contracts/workflows.ts';
+
+const searchAttributes = Object.values(SEARCH_ATTRIBUTES);
 
 const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const tmp = await mkdtemp(path.join(os.tmpdir(), 'opsr-devserver-'));
@@ -43,7 +45,7 @@ test('findTemporalCli: TEMPORAL_CLI_PATH, then PATH, then .venv', async () => {
 test('startDevServer: search attributes, Web UI, SQLite persistence across a restart', async () => {
   const dbFile = path.join(tmp, 'temporal.sqlite');
   const uiPort = await freePort();
-  const first = await startDevServer({ dbFile, uiPort });
+  const first = await startDevServer({ dbFile, uiPort, searchAttributes });
   servers.push(first);
   assert.match(first.address, /^127\.0\.0\.1:\d+$/);
   assert.equal(first.uiUrl, `http://127.0.0.1:${uiPort}`);
@@ -63,7 +65,7 @@ test('startDevServer: search attributes, Web UI, SQLite persistence across a res
   await first.stop();
   assert.equal(alive(first.pid), false);
 
-  const second = await startDevServer({ dbFile });
+  const second = await startDevServer({ dbFile, searchAttributes });
   servers.push(second);
   assert.equal(second.uiUrl, null);
   conn = await Connection.connect({ address: second.address });
@@ -73,7 +75,7 @@ test('startDevServer: search attributes, Web UI, SQLite persistence across a res
 });
 
 test('workers/main.ts polls its queues and exits 0 on SIGTERM; a bad queue name exits 1', async () => {
-  const server = await startDevServer();
+  const server = await startDevServer({ searchAttributes });
   servers.push(server);
   const main = path.join(REPO, 'workers', 'main.ts');
 

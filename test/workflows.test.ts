@@ -18,7 +18,7 @@ import { createWorkers, installWorkerLogging } from '../workers/index.ts';
 import {
   progressQuery, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES, WORKFLOW_TYPES,
   type AblationResult, type RunProgress, type RunResult, type WorkflowTuning,
-} from '../workflows/api.ts';
+} from '../contracts/workflows.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const HISTORIES = path.join(HERE, 'fixtures', 'histories');

@@ -1,11 +1,11 @@
 // Worker wiring: one process serves all three task queues, or a subset (a GPU machine runs only
 // the trainer queue). Workflows run on the control queue; each queue's worker registers the
-// activities that belong to it (activities/api.ts ACTIVITY_QUEUES).
+// activities that belong to it (contracts/activities.ts ACTIVITY_QUEUES).
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { ACTIVITY_QUEUES, type OpsrActivities } from '../activities/api.ts';
-import { TASK_QUEUES } from '../workflows/api.ts';
+import { ACTIVITY_QUEUES, type OpsrActivities } from '../contracts/activities.ts';
+import { TASK_QUEUES } from '../contracts/workflows.ts';
 
 export type QueueName = keyof typeof TASK_QUEUES;
 export const QUEUE_NAMES = Object.keys(TASK_QUEUES) as QueueName[];

@@ -3,8 +3,8 @@
 // and their per-round metrics side by side.
 import { ApplicationFailure, executeChild, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
 import { ConfigError, parseAblationConfig, type AblationConfig } from '../config/schema.ts';
-import type { AblationResult, RunResult, WorkflowTuning } from './api.ts';
-import { TASK_QUEUES } from './api.ts';
+import type { AblationResult, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
+import { TASK_QUEUES } from '../contracts/workflows.ts';
 import { preferenceRun } from './run.ts';
 
 function validateAblationConfig(input: unknown): AblationConfig {

@@ -3,9 +3,9 @@
 // newest checkpoint. Bad input is not retried.
 import { proxyActivities, ActivityCancellationType } from '@temporalio/workflow';
 import type { RetryPolicy } from '@temporalio/common';
-import type { OpsrActivities } from '../activities/api.ts';
-import { NON_RETRYABLE_ERRORS } from '../activities/api.ts';
-import { TASK_QUEUES, type WorkflowTuning } from './api.ts';
+import type { OpsrActivities } from '../contracts/activities.ts';
+import { NON_RETRYABLE_ERRORS } from '../contracts/activities.ts';
+import { TASK_QUEUES, type WorkflowTuning } from '../contracts/workflows.ts';
 
 export function opsrActivities(tuning: WorkflowTuning = {}) {
   const retry: RetryPolicy = {

@@ -6,11 +6,12 @@ import {
   upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import { ConfigError, parseRunConfig, type RunConfig } from '../config/schema.ts';
-import type { EvaluatePolicyResult, SamplerEndpoint } from '../activities/api.ts';
-import type { Phase, RoundSummary, RunProgress, RunResult, WorkflowTuning } from './api.ts';
+import type { EvaluatePolicyResult, SamplerEndpoint } from '../contracts/activities.ts';
+import type { RoundSummary, RunProgress, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
 import {
-  activityProgressSignal, progressQuery, roundPhaseSignal, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES,
-} from './api.ts';
+  progressQuery, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES,
+} from '../contracts/workflows.ts';
+import { activityProgressSignal, roundPhaseSignal, type Phase } from '../contracts/progress.ts';
 import { opsrActivities } from './activities.ts';
 import { preferenceRound } from './round.ts';
 

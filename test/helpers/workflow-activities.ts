@@ -7,7 +7,7 @@ import { appendFile, mkdir, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { activityInfo, Context, heartbeat } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { OpsrActivities, RewardSummary } from '../../activities/api.ts';
+import type { OpsrActivities, RewardSummary } from '../../contracts/activities.ts';
 import { progressNotifier } from '../../activities/progress.ts';
 import { writeRoundManifest, writeRunReport } from '../../activities/report.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../../lib/atomic.ts';

@@ -2,6 +2,8 @@
 // Importable from workflow code (no Node APIs here).
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
+import type { RunConfig } from '../config/schema.ts';
+import type { Phase } from './progress.ts';
 
 export const TASK_QUEUES = {
   control: 'opsr-control', // workflows and light activities (filter, dataset, manifests)
@@ -14,10 +16,6 @@ export const WORKFLOW_TYPES = {
   round: 'preferenceRound',
   ablation: 'ablationStudy',
 } as const;
-
-export type Phase =
-  | 'pending' | 'init' | 'serving' | 'sampling' | 'filtering' | 'analysis'
-  | 'dataset' | 'training' | 'evaluating' | 'done' | 'stopped' | 'failed';
 
 export interface RoundSummary {
   round: number;
@@ -55,11 +53,6 @@ export const SEARCH_ATTRIBUTES = {
   rejectedScore: defineSearchAttributeKey('OpsrRejectedScore', 'INT'),
 } as const;
 
-// Long activities (sampling, training) report progress to these workflows by signal; the round
-// workflow forwards them to its parent so the run's `progress` query shows live counts.
-export const activityProgressSignal =
-  defineSignal<[import('../activities/api.ts').ActivityProgress]>('activityProgress');
-
 // What preferenceRun returns (and writes as report.json).
 export interface RunResult {
   runId: string;
@@ -83,9 +76,6 @@ export interface AblationResult {
   }[];
 }
 
-// A round tells its parent run which phase it is in (the run's query and search attributes follow).
-export const roundPhaseSignal = defineSignal<[{ round: number; phase: Phase }]>('roundPhase');
-
 // Optional second argument of preferenceRun/ablationStudy: activity timing. Defaults suit real
 // runs; tests shorten them so a killed worker's activity is retried within seconds.
 export interface WorkflowTuning {
@@ -100,7 +90,7 @@ export interface RoundInput {
   runDir: string;
   configHash: string;
   promptsFile: string;
-  config: import('../config/index.ts').RunConfig;
+  config: RunConfig;
   referenceModelDir: string; // the policy that samples this round and is DPO's reference
   rejectedScore: number;
   learningRate: number;

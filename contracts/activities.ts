@@ -13,7 +13,9 @@
 // Errors: bad input (config, data, model files) fails with ApplicationFailure type 'BadInput'
 // (non-retryable: retrying cannot fix it); a diverged training run with 'NonFiniteLoss';
 // everything else is a plain error and is retried by Temporal.
-import type { RunConfig } from '../config/index.ts';
+import type { RunConfig } from '../config/schema.ts';
+import type { ProgressTarget } from './progress.ts';
+import type { RunResult, TASK_QUEUES } from './workflows.ts';
 
 export type SamplingConfig = RunConfig['sampling'];
 export type FilterConfig = RunConfig['filter'];
@@ -24,17 +26,6 @@ export type EvaluationConfig = NonNullable<RunConfig['evaluation']>;
 
 // Failure types the workflows treat as non-retryable.
 export const NON_RETRYABLE_ERRORS = ['BadInput', 'NonFiniteLoss', 'ConfigError'] as const;
-
-// Where long activities report progress: workflow ids that get `activityProgress` signals
-// (workflows/api.ts). Best effort and throttled (about once a shard / once a few steps);
-// durability comes from heartbeats, not from these signals.
-export interface ProgressTarget {
-  notify: string[];
-}
-
-export type ActivityProgress =
-  | { kind: 'sampling'; round: number; done: number; total: number }
-  | { kind: 'training'; round: number; step: number; totalSteps: number; metrics?: Record<string, number> };
 
 // ---- prepareRun ------------------------------------------------------------------------------
 export interface PrepareRunInput {
@@ -222,14 +213,14 @@ export interface WriteRoundManifestResult {
 // ---- writeRunReport --------------------------------------------------------------------------
 export interface WriteRunReportInput {
   runDir: string;
-  result: import('../workflows/api.ts').RunResult;
+  result: RunResult;
 }
 export interface WriteRunReportResult {
   json: string; // <runDir>/report.json
   markdown: string; // <runDir>/report.md: per-round table
 }
 
-// The activities E7 implements (activities/index.ts exports exactly these names).
+// The activities createActivities (activities/index.ts) builds.
 export interface OpsrActivities {
   prepareRun(input: PrepareRunInput): Promise<PrepareRunResult>;
   initPolicy(input: InitPolicyInput): Promise<InitPolicyResult>;
@@ -260,4 +251,4 @@ export const ACTIVITY_QUEUES = {
   evaluatePolicy: 'sampler',
   writeRoundManifest: 'control',
   writeRunReport: 'control',
-} as const satisfies Record<keyof OpsrActivities, 'control' | 'sampler' | 'trainer'>;
+} as const satisfies Record<keyof OpsrActivities, keyof typeof TASK_QUEUES>;
