@@ -25,7 +25,8 @@ export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<Evalua
   const scores = input.prefixCurve ? ev.prefixScores : [];
   const configHash = hashJson({
     label: input.label, prompts: ev.prompts, maxTokens: ev.maxTokens ?? s.maxTokens, scores, chosenTemplate: input.prefixes.chosenTemplate,
-    rewardModel: input.rewardModel, api: s.api, temperature: s.temperature, topP: s.topP, seed: s.seed,
+    rewardModel: input.rewardModel, api: s.api, temperature: s.temperature, topP: s.topP,
+    seed: s.seed,
     ...(s.perRequestSeeds ? {} : { unseeded: true }), extra: s.extra,
   });
   const items = await loadPromptsFor('evaluation.prompts.file', ev.prompts);

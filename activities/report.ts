@@ -51,7 +51,8 @@ export async function writeRunReport(input: WriteRunReportInput): Promise<WriteR
     ...r.rounds.map((x) => `| ${x.round} | ${x.rejectedScore} | ${x.pairsKept} | ${x.pairsFiltered} | ${fmt(x.chosenReward)} | ${fmt(x.rejectedReward)} | ${fmt(x.policyReward)} | ${fmt(x.train.loss, 4)} | ${fmt(x.train['rewards/accuracies'], 2)} |`),
   ];
   // The config snapshot prepareRun wrote: a sampler without per-request seeds is not reproducible.
-  const config = await readFile(join(input.runDir, 'config.json'), 'utf8').then((t) => JSON.parse(t), () => null);
+  const config = await readFile(join(input.runDir, 'config.json'), 'utf8')
+    .then((t) => JSON.parse(t), () => null);
   if (config?.sampling?.perRequestSeeds === false) {
     lines.push('', 'Determinism: not guaranteed. The sampler does not honour per-request seeds '
       + '(sampling.perRequestSeeds is false), so a rerun samples different answers.');

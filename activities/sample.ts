@@ -64,7 +64,8 @@ export async function generator(sampling: SamplingConfig, endpoint: { baseURL: s
   };
   return (input, seed, opts = {}) => linked(signal, async (signal) => {
     const body = {
-      model: endpoint.model, n: 1, ...(sampling.perRequestSeeds ? { seed } : {}), temperature: sampling.temperature, top_p: sampling.topP,
+      model: endpoint.model, n: 1, ...(sampling.perRequestSeeds ? { seed } : {}),
+      temperature: sampling.temperature, top_p: sampling.topP,
       max_tokens: opts.maxTokens ?? sampling.maxTokens, ...sampling.extra,
     };
     if (sampling.api === 'chat') {
@@ -226,7 +227,8 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   // Without per-request seeds a resampled shard differs from the lost one: say so where it counts.
   const data = { reproducible: s.perRequestSeeds };
   await writeManifest(manifestPath, {
-    step: 'sample', configHash, outputs: { samples: samplesFile }, counts: { samples: total, shards: nShards }, data,
+    step: 'sample', configHash, outputs: { samples: samplesFile },
+    counts: { samples: total, shards: nShards }, data,
   });
   return { samplesFile, count: total, shards: nShards, resumedShards };
 }

@@ -42,7 +42,8 @@ class BrokenServer extends Error {}
 function brokenMessage(err: unknown): string | null {
   if (err instanceof BrokenServer) return err.message;
   if (err instanceof OpenAI.APIConnectionError) return `connection failed: ${err.message}`;
-  if (err instanceof OpenAI.APIError && err.status !== undefined && err.status >= 500) return err.message;
+  const status = err instanceof OpenAI.APIError ? err.status : undefined;
+  if (status !== undefined && status >= 500) return (err as Error).message;
   return null;
 }
 
@@ -60,11 +61,13 @@ async function serverFailed(key: string, err: unknown): Promise<unknown> {
     });
   }
   restarted.add(key);
-  return new Error(`sampling.vllm: the managed vLLM server failed (${message}); stopped, the next attempt starts it again`);
+  return new Error(
+    `sampling.vllm: the managed vLLM server failed (${message}); stopped, the next attempt starts it again`,
+  );
 }
 
 // Runs step for a managed server (keyed by key) under the restart-once rule.
-async function guarded<T>(sampling: SamplingConfig, key: string, step: () => Promise<T>): Promise<T> {
+async function guarded<T>(sampling: SamplingConfig, key: string, step: () => Promise<T>) {
   if (sampling.lifecycle !== 'managed-vllm') return step();
   try {
     const out = await step();
@@ -91,7 +94,9 @@ async function external(sampling: SamplingConfig, modelDir: string): Promise<Sam
 }
 
 const keyOf = (sampling: SamplingConfig, modelDir: string) =>
-  JSON.stringify([sampling.lifecycle, modelDir, servedName(sampling), sampling.vllm, sampling.embedded, sampling.perRequestSeeds]);
+  JSON.stringify([
+    sampling.lifecycle, modelDir, servedName(sampling), sampling.vllm, sampling.embedded, sampling.perRequestSeeds,
+  ]);
 
 async function acquire(sampling: SamplingConfig, modelDir: string): Promise<Running> {
   const key = keyOf(sampling, modelDir);
@@ -147,7 +152,8 @@ export async function withSampler<T>(sampling: SamplingConfig, modelDir: string,
 
 export async function ensureSampler(input: EnsureSamplerInput): Promise<SamplerEndpoint> {
   if (input.sampling.lifecycle === 'external') return external(input.sampling, input.modelDir);
-  const r = await guarded(input.sampling, keyOf(input.sampling, input.modelDir), () => acquire(input.sampling, input.modelDir));
+  const { sampling, modelDir } = input;
+  const r = await guarded(sampling, keyOf(sampling, modelDir), () => acquire(sampling, modelDir));
   r.holds.add(input.runId);
   for (const other of [...servers.values()]) {
     if (other === r || !other.holds.delete(input.runId)) continue;
@@ -208,11 +214,12 @@ async function probe(sampling: SamplingConfig, baseURL: string): Promise<void> {
   });
   if (res.ok) return;
   const text = (await res.text()).slice(0, 500);
-  const message = `sampling.vllm: GET /health passes but a 1-token completion answered HTTP ${res.status}: ${text}`;
+  const message =
+    `sampling.vllm: GET /health passes but a 1-token completion answered HTTP ${res.status}: ${text}`;
   throw res.status >= 500 ? new BrokenServer(message) : badInput(message);
 }
 
-async function startVllm(sampling: SamplingConfig, modelDir: string, key: string): Promise<Running> {
+async function startVllm(sampling: SamplingConfig, modelDir: string, key: string) {
   const v = sampling.vllm;
   const args = vllmArgs(sampling, modelDir);
   const origin = `http://${v.host === '0.0.0.0' ? '127.0.0.1' : v.host}:${v.port}`;
@@ -262,5 +269,6 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     await stop();
     throw err;
   }
-  return { key, endpoint: { lifecycle: 'managed-vllm', baseURL, model: servedName(sampling), modelDir }, close: stop, holds: new Set(), active: 0 };
+  const endpoint: SamplerEndpoint = { lifecycle: 'managed-vllm', baseURL, model: servedName(sampling), modelDir };
+  return { key, endpoint, close: stop, holds: new Set<string>(), active: 0 };
 }

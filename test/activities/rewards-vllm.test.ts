@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { analyzeRewards } from '../../activities/rewards.ts';
-import type { RewardModelConfig, RewardSummary } from '../../activities/api.ts';
+import type { RewardModelConfig, RewardSummary } from '../../contracts/activities.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 import { PYTHON } from '../helpers/tiny-gpt2.ts';

@@ -13,7 +13,7 @@ import { parseRunConfig, type RunConfig } from '../../config/index.ts';
 import { prepareRun } from '../../activities/prepare.ts';
 import { samplePairs } from '../../activities/sample.ts';
 import { ensureSampler, releaseLocal } from '../../activities/sampler.ts';
-import type { SamplingConfig } from '../../activities/api.ts';
+import type { SamplingConfig } from '../../contracts/activities.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 import { ENGINE, REPO } from '../helpers/tiny-gpt2.ts';

@@ -2,10 +2,13 @@
 // serving a tiny GPT-2 made by opsr-engine: start, health, served name, samplePairs through the
 // production code, the hand-off between rounds (the next server serves the trained weights:
 // its greedy log-probs equal the engine's for that checkpoint, not the previous one's), and
-// shutdown without orphans, also when the worker holding the server is SIGKILLed.
+// shutdown without orphans, also when the worker holding the server is SIGKILLed. With the real
+// SmolLM2-135M-Instruct (fetched by the test set-up), vLLM's greedy log-probs equal transformers'
+// and chat sampling runs through samplePairs.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,12 +17,13 @@ import { parseRunConfig, type RunConfig } from '../../config/index.ts';
 import { prepareRun } from '../../activities/prepare.ts';
 import { samplePairs } from '../../activities/sample.ts';
 import { ensureSampler, releaseLocal, releaseSampler } from '../../activities/sampler.ts';
-import type { SamplerEndpoint, SamplePairsResult } from '../../activities/api.ts';
+import type { SamplerEndpoint, SamplePairsResult } from '../../contracts/activities.ts';
 import type { SampleRecord } from '../../activities/records.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { writeSftData } from '../../lib/tokdata.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
-import { ENGINE, REPO } from '../helpers/tiny-gpt2.ts';
+import { ENGINE, PYTHON, REPO } from '../helpers/tiny-gpt2.ts';
+import { defaultModelDir } from '../../cli/models.ts';
 import { cpuVllm, freePort, greedy, processTree, waitGone } from '../helpers/vllm.ts';
 
 const root = await mkdtemp(join(tmpdir(), 'opsr-vllm-'));
@@ -140,4 +144,42 @@ test('a worker SIGKILLed while holding a managed vLLM server takes the server wi
   worker.kill('SIGKILL');
   assert.deepEqual(await waitGone(tree, 60_000), [], 'no vLLM process outlives the worker');
   assert.equal(await healthy(endpoint.baseURL), false);
+});
+
+const SMOLLM = defaultModelDir('smollm2-135m-instruct');
+const HF_GREEDY = `
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
+ids = torch.tensor([AutoTokenizer.from_pretrained(sys.argv[1])(sys.argv[2])["input_ids"]])
+with torch.no_grad():
+    g = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(sys.argv[3]), do_sample=False,
+                   output_logits=True, return_dict_in_generate=True, eos_token_id=None, pad_token_id=0)
+toks = g.sequences[0, ids.shape[1]:].tolist()
+print(json.dumps({"prompt": ids[0].tolist(), "tokens": toks, "logprobs": [torch.log_softmax(l[0].float(), -1)[t].item() for l, t in zip(g.logits, toks)]}))
+`;
+
+test('SmolLM2-135M-Instruct on vLLM: greedy log-probs equal transformers\', chat answers through samplePairs', {
+  skip: !existsSync(join(SMOLLM, 'config.json')) && `${SMOLLM} is absent (scripts/setup.sh test fetches it)`,
+}, async () => {
+  const sampling = { ...config.sampling, api: 'chat' as const, maxTokens: 12, temperature: 0.7, topP: 0.95 };
+  const endpoint = await ensureSampler({ runId: 's', modelDir: SMOLLM, sampling });
+  try {
+    const hf = JSON.parse(execFileSync(PYTHON, ['-c', HF_GREEDY, SMOLLM, 'The capital of France is', '8'], { encoding: 'utf8' }));
+    const served = await greedy(endpoint.baseURL, endpoint.model, hf.prompt, 8);
+    assert.deepEqual(served.tokens, hf.tokens);
+    for (let i = 0; i < hf.tokens.length; i++) {
+      assert.ok(Math.abs(served.logprobs[i] - hf.logprobs[i]) < 2e-3, `token ${i}: vLLM ${served.logprobs[i]} vs transformers ${hf.logprobs[i]}`);
+    }
+    const roundDir = join(root, 'smollm-round');
+    const res = await (new MockActivityEnvironment().run(samplePairs, {
+      runId: 'vllm-test', round: 1, roundDir, promptsFile, endpoint, sampling,
+      prefixes: config.prefixes, chosenScore: 10, rejectedScore: 3, notify: [],
+    }) as Promise<SamplePairsResult>);
+    const recs = await readJsonl<SampleRecord>(res.samplesFile);
+    assert.equal(recs.length, 3);
+    for (const r of recs) for (const side of [r.chosen, r.rejected]) assert.ok(side.text.trim().length > 0 && side.tokens > 0);
+  } finally {
+    await releaseSampler({ runId: 's', endpoint });
+  }
 });
