@@ -42,9 +42,12 @@ export function promptIds(tok: LoadedTokenizer, prompt: string | ChatMessage[], 
   return ids;
 }
 
+// As TRL tokenizes a pair: the answer alone, without special tokens, then the EOS the model learns
+// to end with (eos_token, else generation_config.json's first eos_token_id).
 export function responseIds(tok: LoadedTokenizer, text: string, finishReason: string): number[] {
   const ids = tok.encode(text, { addSpecialTokens: false });
-  if (finishReason === 'stop' && tok.eosTokenId !== null) ids.push(tok.eosTokenId);
+  const eos = tok.eosTokenId ?? tok.stopTokenIds[0];
+  if (finishReason === 'stop' && eos !== undefined) ids.push(eos);
   return ids;
 }
 

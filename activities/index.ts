@@ -7,17 +7,20 @@ import { filterPairs } from './filter.ts';
 import { prepareRun } from './prepare.ts';
 import { writeRoundManifest, writeRunReport } from './report.ts';
 import { samplePairs } from './sample.ts';
+import { findFinishedRun, writeStudyReport } from './study.ts';
 import { ensureSampler, releaseSampler } from './sampler.ts';
 import { initPolicy, trainPolicy } from './train.ts';
 
 export const activities: OpsrActivities = {
   prepareRun, initPolicy, ensureSampler, releaseSampler, samplePairs, filterPairs,
   analyzeRewards, buildDataset, trainPolicy, evaluatePolicy, writeRoundManifest, writeRunReport,
+  findFinishedRun, writeStudyReport,
 };
 
 export {
   prepareRun, initPolicy, ensureSampler, releaseSampler, samplePairs, filterPairs,
   analyzeRewards, buildDataset, trainPolicy, evaluatePolicy, writeRoundManifest, writeRunReport,
+  findFinishedRun, writeStudyReport,
 };
 // Stops a server this worker process started (embedded or managed vLLM); workers call it on shutdown.
 export { releaseLocal as stopLocalSampler } from './sampler.ts';

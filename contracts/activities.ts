@@ -8,14 +8,15 @@
 //   <storage>/runs/<runId>/init/                  SFT and offline stages (initPolicy)
 //   <storage>/runs/<runId>/eval/<label>/          evaluation answers and rewards (evaluatePolicy)
 //   <storage>/runs/<runId>/round-<k>/             samples, pairs, dataset, train/, manifest.json
-//   <storage>/runs/<runId>/report.{json,md}       the run's result (writeRunReport)
+//   <storage>/runs/<runId>/report.{json,md,html}  the run's result and figures/ (writeRunReport)
+//   <storage>/runs/<runId>/tensorboard/           per-step trainer and per-round run scalars
 //
 // Errors: bad input (config, data, model files) fails with ApplicationFailure type 'BadInput'
 // (non-retryable: retrying cannot fix it); a diverged training run with 'NonFiniteLoss';
 // everything else is a plain error and is retried by Temporal.
 import type { RunConfig } from '../config/schema.ts';
 import type { ProgressTarget } from './progress.ts';
-import type { RunResult, TASK_QUEUES } from './workflows.ts';
+import type { AblationResult, RunResult, TASK_QUEUES } from './workflows.ts';
 
 export type SamplingConfig = RunConfig['sampling'];
 export type FilterConfig = RunConfig['filter'];
@@ -217,7 +218,27 @@ export interface WriteRunReportInput {
 }
 export interface WriteRunReportResult {
   json: string; // <runDir>/report.json
-  markdown: string; // <runDir>/report.md: per-round table
+  markdown: string; // <runDir>/report.md: per-round table, figures linked
+  html: string; // <runDir>/report.html: the same with every figure inline (self-contained)
+  figures: string[]; // <runDir>/figures/*.svg
+  tensorboard: string; // <runDir>/tensorboard/run/ event file: per-round metrics, step = round
+}
+
+// ---- findFinishedRun / writeStudyReport (ablation studies) -----------------------------------
+export interface FindFinishedRunInput {
+  runId: string;
+  config: RunConfig; // the run's config; a finished run counts only if it ran this config
+}
+export interface WriteStudyReportInput {
+  storage: string;    // <storage>/studies/<studyId>/ and <storage>/ablation-history.jsonl
+  result: AblationResult;
+  finishedAt: string; // ISO time, the history's x axis
+}
+export interface WriteStudyReportResult {
+  json: string;     // <storage>/studies/<studyId>/report.json (the AblationResult)
+  markdown: string; // report.md: Table 2 with error bars, paired differences, figures linked
+  html: string;     // report.html: the same, figures inline
+  history: string;  // <storage>/ablation-history.jsonl: one summary line per study id
 }
 
 // The activities createActivities (activities/index.ts) builds.
@@ -234,6 +255,8 @@ export interface OpsrActivities {
   evaluatePolicy(input: EvaluatePolicyInput): Promise<EvaluatePolicyResult>;
   writeRoundManifest(input: WriteRoundManifestInput): Promise<WriteRoundManifestResult>;
   writeRunReport(input: WriteRunReportInput): Promise<WriteRunReportResult>;
+  findFinishedRun(input: FindFinishedRunInput): Promise<RunResult | null>;
+  writeStudyReport(input: WriteStudyReportInput): Promise<WriteStudyReportResult>;
 }
 
 // Which worker runs which activity: sampler-side work talks to inference servers, the trainer
@@ -251,4 +274,6 @@ export const ACTIVITY_QUEUES = {
   evaluatePolicy: 'sampler',
   writeRoundManifest: 'control',
   writeRunReport: 'control',
+  findFinishedRun: 'control',
+  writeStudyReport: 'control',
 } as const satisfies Record<keyof OpsrActivities, keyof typeof TASK_QUEUES>;

@@ -68,11 +68,50 @@ export interface RunResult {
 // One arm's per-round metrics in an ablation study, side by side with the others.
 export interface AblationResult {
   studyId: string;
-  arms: { name: string; workflowId: string; result: RunResult }[];
-  table: {
+  seeds?: number[];     // absent: one run per arm with the arm's own seeds (studies before seeds)
+  // One entry per arm and seed (seed null without `seeds`); `reused`: a finished run of an
+  // earlier attempt of this study, not run again.
+  arms: { name: string; seed?: number | null; workflowId: string; result: RunResult; reused?: boolean }[];
+  table: {              // the first seed's runs side by side
     round: number;
     arms: Record<string, { rejectedScore: number; pairsKept: number; chosenReward: number | null;
       rejectedReward: number | null; policyReward: number | null; loss: number | null }>;
+  }[];
+  summary?: StudySummary; // over seeds (absent in studies before seeds)
+  report?: { json: string; markdown: string; html: string; history: string }; // writeStudyReport's files
+}
+
+// A seeded study's summary (report/summary.ts computes it, report/stats.ts the statistics).
+export interface Stats {
+  n: number;
+  mean: number | null;
+  sd: number | null; // sample standard deviation (n - 1); null below 2 values
+}
+
+export interface Interval extends Stats {
+  lo: number | null; // 95% confidence interval of the mean; null below 2 values
+  hi: number | null;
+}
+
+export const STUDY_METRICS = ['policyReward', 'chosenReward', 'rejectedReward', 'pairsKept', 'pairsFiltered'] as const;
+export type StudyMetric = (typeof STUDY_METRICS)[number];
+
+export interface StudySummary {
+  arms: string[];
+  seeds: (number | null)[];
+  rounds: number[];           // 0 = the base policy (policy reward only), then 1..M
+  cells: {                    // one per arm and round
+    arm: string;
+    round: number;
+    rejectedScores: number[]; // distinct scores over seeds (one, unless an arm's schedule varies)
+    stats: Record<StudyMetric, Stats>;
+  }[];
+  diffs: {                    // arm minus the first arm, paired by seed
+    arm: string;
+    versus: string;
+    round: number;
+    metric: StudyMetric;
+    diff: Interval;
   }[];
 }
 

@@ -96,11 +96,12 @@ async function clearEventFiles(dir: string): Promise<void> {
   for (const n of await readdir(dir)) if (n.includes('tfevents')) await rm(join(dir, n), { force: true });
 }
 
-// Writes `steps` as the directory's only event file, atomically.
-export async function writeScalars(dir: string, steps: ScalarStep[]): Promise<string> {
+// Writes `steps` as the directory's only event file, atomically. With `wallTime` (and then a fixed
+// file name) the file's bytes depend on `steps` only: a report rebuilt from the same result is equal.
+export async function writeScalars(dir: string, steps: ScalarStep[], wallTime?: number): Promise<string> {
   await clearEventFiles(dir);
-  const file = join(dir, eventFileName());
-  const head = tfrecord(event(Date.now() / 1000, 0, { fileVersion: 'brain.Event:2' }));
+  const file = join(dir, wallTime === undefined ? eventFileName() : `events.out.tfevents.${wallTime}.opsr`);
+  const head = tfrecord(event(wallTime ?? Date.now() / 1000, 0, { fileVersion: 'brain.Event:2' }));
   await writeFileAtomic(file, Buffer.concat([head, encodeSteps(steps)]));
   return file;
 }

@@ -39,6 +39,8 @@ export function opsrActivities(tuning: WorkflowTuning = {}) {
     buildDataset: control.buildDataset,
     writeRoundManifest: control.writeRoundManifest,
     writeRunReport: control.writeRunReport,
+    findFinishedRun: control.findFinishedRun,
+    writeStudyReport: control.writeStudyReport,
     ensureSampler: samplerLifecycle.ensureSampler,
     releaseSampler: samplerLifecycle.releaseSampler,
     samplePairs: sampler.samplePairs,

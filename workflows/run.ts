@@ -25,10 +25,15 @@ export function validateRunConfig(input: unknown): RunConfig {
   }
 }
 
+// A run's id (its directory name): the config's runId, else its workflow id with '/' as '-'.
+export function runIdOf(config: RunConfig, workflowId: string): string {
+  return config.runId ?? workflowId.replaceAll('/', '-');
+}
+
 export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {}): Promise<RunResult> {
   const config = validateRunConfig(input);
   const self = workflowInfo().workflowId;
-  const runId = config.runId ?? self.replaceAll('/', '-');
+  const runId = runIdOf(config, self);
   const act = opsrActivities(tuning);
   const schedule = config.prefixes.rejectedScores;
 

@@ -18,7 +18,9 @@ async function readJson(file: string) {
   return JSON.parse(await readFile(file, 'utf8'));
 }
 
-async function safetensorsHeader(file: string): Promise<Record<string, { dtype: string; shape: number[] }>> {
+type Header = Record<string, { dtype: string; shape: number[] }>;
+
+async function safetensorsHeader(file: string): Promise<Header> {
   const fh = await import('node:fs/promises').then((m) => m.open(file));
   try {
     const len = Buffer.alloc(8);
@@ -39,7 +41,8 @@ test('the fetched SmolLM2 is a plain fp32 Llama directory with its chat template
   assert.equal(config.quantization_config, undefined);
   assert.deepEqual([config.num_hidden_layers, config.hidden_size, config.intermediate_size,
     config.num_attention_heads, config.num_key_value_heads, config.vocab_size, config.rope_theta,
-    config.rms_norm_eps, config.tie_word_embeddings], [30, 576, 1536, 9, 3, 49152, 1e5, 1e-5, true]);
+    config.rms_norm_eps, config.tie_word_embeddings],
+  [30, 576, 1536, 9, 3, 49152, 1e5, 1e-5, true]);
   const header = await safetensorsHeader(join(SMOL, 'model.safetensors'));
   const tensors = Object.entries(header).filter(([k]) => k !== '__metadata__');
   assert.equal(tensors.length, 1 + 30 * 9 + 1); // embeddings, 9 per layer, final norm; lm_head tied
@@ -52,7 +55,7 @@ test('the fetched SmolLM2 is a plain fp32 Llama directory with its chat template
   assert.equal((await readJson(join(SMOL, 'generation_config.json'))).eos_token_id, 2);
 });
 
-test('fetch is idempotent: an existing directory is left alone, a fresh one gets the same bytes', async () => {
+test('fetch is idempotent: an existing dir stays, a fresh one gets the same bytes', async () => {
   const before = await stat(join(SMOL, 'model.safetensors'));
   const out = await opsr(['models', 'fetch', 'smollm2-135m-instruct']);
   assert.equal(out.code, 0, out.stderr);

@@ -1,4 +1,4 @@
-"""PyTorch side of the engine parity test (test/engine-parity.test.ts).
+"""PyTorch side of the engine parity test (test/engine/parity.test.ts).
 
   make DIR     random GPT2LMHeadModel (fp32, dropout 0) saved to DIR/model, preference and SFT
                data files in the engine's format, reference log-probs DIR/ref.bin

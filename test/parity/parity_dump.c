@@ -1,4 +1,4 @@
-// Engine side of the parity test (test/engine-parity.test.ts): loads an HF GPT-2 dir with the
+// Engine side of the parity test (test/engine/parity.test.ts): loads an HF GPT-2 dir with the
 // engine's loader and dumps raw float32 results for test/parity/gpt2_parity.py to compare.
 //   parity_dump MODEL_DIR PREF_DATA SFT_DATA REF_BIN OUT_DIR
 // Writes logits_pref.bin [2n, T, V] (chosen rows, then rejected), logp_pref.bin [2n],
