@@ -15,7 +15,7 @@ import { EngineProcess, DEFAULT_ENGINE_PATH, engineEnv, type EngineDtype } from 
 import { startServer } from '../server/index.ts';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { writeTinyTokenizer } from '../test/helpers/tiny-tokenizer.ts';
-import { ensureSampler, releaseSampler } from '../activities/sampler.ts';
+import { ensureSampler, releaseSampler } from '../activities/sampler-pool.ts';
 import { parseRunConfig } from '../config/index.ts';
 
 const REPO = join(import.meta.dirname, '..');
