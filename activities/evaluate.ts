@@ -27,7 +27,9 @@ export async function evaluatePolicy(
   const scores = input.prefixCurve ? ev.prefixScores : [];
   const configHash = hashJson({
     label: input.label, prompts: ev.prompts, maxTokens: ev.maxTokens ?? s.maxTokens, scores, chosenTemplate: input.prefixes.chosenTemplate,
-    rewardModel: input.rewardModel, api: s.api, temperature: s.temperature, topP: s.topP, seed: s.seed, extra: s.extra,
+    rewardModel: input.rewardModel, api: s.api, temperature: s.temperature, topP: s.topP,
+    seed: s.seed,
+    ...(s.perRequestSeeds ? {} : { unseeded: true }), extra: s.extra,
   });
   const items = await loadPromptsFor('evaluation.prompts.file', ev.prompts);
   const inputs = { model: await modelHash(input.endpoint.modelDir), prompts: await sha256File(ev.prompts.file) };
