@@ -123,6 +123,9 @@ test('bad safetensors, JSON and data files: one error line each, exit 2, no hang
       'bad_data', /count\.bin: record_count 4294967295 exceeds what the file's 40 bytes can hold/],
     ['data: token id out of range', train(model, await badData('ids.bin', dataFile([1, 1, 2, 3, 1, 1, 2, 0xffffffff], 2))),
       'bad_data', /ids\.bin: record 1: token id 4294967295 at position 1 is out of range \(vocab_size = 16\)/],
+    ['an empty --out', ['train', '--model', model, '--data', data, '--out', '', '--loss', 'sft'], 'usage', /train: --out must not be empty/],
+    ['an over-long --model', train(`${root}/${'m'.repeat(4100)}`), 'usage', /train: --model is \d+ bytes long \(at most 4000\)/],
+    ['a directory as the data file', train(model, root), 'file_not_readable', /opsr-bad-input-\w+: it is a directory/],
     ['data: trailing bytes', train(model, await badData('trail.bin', dataFile([1, 1, 2, 3, 9], 1))),
       'bad_data', /trail\.bin: 4 bytes of trailing data after record 0/],
   ];
