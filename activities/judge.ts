@@ -202,7 +202,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
       'abort',
       () => {
         clearTimeout(t);
-        reject(signal.reason);
+        reject(signal.reason as Error);
       },
       { once: true },
     );

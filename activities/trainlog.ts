@@ -18,7 +18,7 @@ export function stepScalars(e: Record<string, unknown>): ScalarStep {
 export class TrainLog {
   private tb: ScalarLog | null = null;
   private chain: Promise<void> = Promise.resolve();
-  private failure: unknown = null;
+  private failure: Error | null = null;
 
   constructor(private readonly jsonlFile: string, private readonly tensorboardDir: string) {}
 
@@ -36,7 +36,7 @@ export class TrainLog {
 
   private queue(write: () => Promise<void>): void {
     this.chain = this.chain.then(write).catch((err: unknown) => {
-      this.failure ??= err;
+      this.failure ??= err instanceof Error ? err : new Error(String(err));
     });
   }
 

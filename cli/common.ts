@@ -93,7 +93,7 @@ export async function temporalFromConfigFlag(file: string | undefined): Promise<
   return file ? (await loadRunConfig(file)).temporal : undefined;
 }
 
-export async function connect(t: TemporalTarget): Promise<{ client: Client; close(): Promise<void> }> {
+export async function connect(t: TemporalTarget): Promise<{ client: Client; close: () => Promise<void> }> {
   let apiKey: string | undefined;
   if (t.apiKeyEnv) {
     apiKey = process.env[t.apiKeyEnv];

@@ -12,7 +12,7 @@ export interface Target {
   ui: string; // Web UI base URL
 }
 
-export async function openTarget(tt: TemporalTarget): Promise<Target & { close(): Promise<void> }> {
+export async function openTarget(tt: TemporalTarget): Promise<Target & { close: () => Promise<void> }> {
   const { client, close } = await connect(tt);
   return { client, namespace: tt.namespace, ui: uiBase(tt.address), close };
 }

@@ -117,7 +117,7 @@ async function list(t: Target): Promise<number> {
   const rows = all.map((s) => [
     s.scheduleId,
     s.action?.type === 'startWorkflow' ? s.action.workflowType : '-',
-    String(s.memo?.cron ?? '-'),
+    typeof s.memo?.cron === 'string' ? s.memo.cron : '-',
     s.state.paused ? 'paused' : 'active',
     s.info.nextActionTimes[0]?.toISOString() ?? '-',
     s.info.recentActions.at(-1)?.action.workflow.workflowId ?? '-',

@@ -1,5 +1,6 @@
 // opsr status RUN: progress of an open run (--watch follows it), or the result of a closed one.
 import { WorkflowNotFoundError } from '@temporalio/client';
+import proto from '@temporalio/proto';
 import { WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { CONNECTION_FLAGS, CONNECTION_HELP, EXIT, guard, parseFlags, renderProgress, roundTable, workflowLink } from './common.ts';
 import { ablationArmNames, ablationProgressRenderer, failureText, followAndReport, onRun, printResult, queryProgress, runProgressRenderer, type Target } from './runs.ts';
@@ -58,6 +59,8 @@ export async function status(t: Target, id: string, watch: boolean): Promise<num
   return EXIT.failed;
 }
 
+const { PendingActivityState } = proto.temporal.api.enums.v1;
+
 type Raw = Awaited<ReturnType<ReturnType<Target['client']['workflow']['getHandle']>['describe']>>['raw'];
 
 // What is in flight right now, from the server's view (needs no worker).
@@ -65,7 +68,10 @@ export function pendingText(raw: Raw): string {
   const lines: string[] = [];
   for (const c of raw.pendingChildren ?? []) lines.push(`  child workflow ${c.workflowId} (${c.workflowTypeName})`);
   for (const a of raw.pendingActivities ?? []) {
-    const state = a.state === 2 ? 'started' : a.state === 1 ? 'scheduled' : a.state === 3 ? 'cancel requested' : 'pending';
+    const state = a.state === PendingActivityState.PENDING_ACTIVITY_STATE_STARTED ? 'started'
+      : a.state === PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED ? 'scheduled'
+        : a.state === PendingActivityState.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED
+          ? 'cancel requested' : 'pending';
     const fail = a.lastFailure?.message ? `; last failure: ${a.lastFailure.message}` : '';
     lines.push(`  activity ${a.activityType?.name} ${state}, attempt ${a.attempt ?? 1}${a.lastWorkerIdentity ? ` on ${a.lastWorkerIdentity}` : ''}${fail}`);
   }

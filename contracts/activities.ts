@@ -243,20 +243,20 @@ export interface WriteStudyReportResult {
 
 // The activities createActivities (activities/index.ts) builds.
 export interface OpsrActivities {
-  prepareRun(input: PrepareRunInput): Promise<PrepareRunResult>;
-  initPolicy(input: InitPolicyInput): Promise<InitPolicyResult>;
-  ensureSampler(input: EnsureSamplerInput): Promise<SamplerEndpoint>;
-  releaseSampler(input: ReleaseSamplerInput): Promise<void>;
-  samplePairs(input: SamplePairsInput): Promise<SamplePairsResult>;
-  filterPairs(input: FilterPairsInput): Promise<FilterPairsResult>;
-  analyzeRewards(input: AnalyzeRewardsInput): Promise<RewardSummary>;
-  buildDataset(input: BuildDatasetInput): Promise<BuildDatasetResult>;
-  trainPolicy(input: TrainPolicyInput): Promise<TrainPolicyResult>;
-  evaluatePolicy(input: EvaluatePolicyInput): Promise<EvaluatePolicyResult>;
-  writeRoundManifest(input: WriteRoundManifestInput): Promise<WriteRoundManifestResult>;
-  writeRunReport(input: WriteRunReportInput): Promise<WriteRunReportResult>;
-  findFinishedRun(input: FindFinishedRunInput): Promise<RunResult | null>;
-  writeStudyReport(input: WriteStudyReportInput): Promise<WriteStudyReportResult>;
+  prepareRun: (input: PrepareRunInput) => Promise<PrepareRunResult>;
+  initPolicy: (input: InitPolicyInput) => Promise<InitPolicyResult>;
+  ensureSampler: (input: EnsureSamplerInput) => Promise<SamplerEndpoint>;
+  releaseSampler: (input: ReleaseSamplerInput) => Promise<void>;
+  samplePairs: (input: SamplePairsInput) => Promise<SamplePairsResult>;
+  filterPairs: (input: FilterPairsInput) => Promise<FilterPairsResult>;
+  analyzeRewards: (input: AnalyzeRewardsInput) => Promise<RewardSummary>;
+  buildDataset: (input: BuildDatasetInput) => Promise<BuildDatasetResult>;
+  trainPolicy: (input: TrainPolicyInput) => Promise<TrainPolicyResult>;
+  evaluatePolicy: (input: EvaluatePolicyInput) => Promise<EvaluatePolicyResult>;
+  writeRoundManifest: (input: WriteRoundManifestInput) => Promise<WriteRoundManifestResult>;
+  writeRunReport: (input: WriteRunReportInput) => Promise<WriteRunReportResult>;
+  findFinishedRun: (input: FindFinishedRunInput) => Promise<RunResult | null>;
+  writeStudyReport: (input: WriteStudyReportInput) => Promise<WriteStudyReportResult>;
 }
 
 // Which worker runs which activity: sampler-side work talks to inference servers, the trainer

@@ -264,7 +264,7 @@ test('pairwise, embedded judge: label log-probs, both orders, cached on resume',
 async function hostedJudge() {
   const seen: { auth?: string; prompt: string }[] = [];
   let failNext = true;
-  const server = createServer(async (req: IncomingMessage, res) => {
+  const server = createServer((req: IncomingMessage, res) => void (async () => {
     let body = '';
     for await (const c of req) body += c;
     const { messages } = JSON.parse(body) as { messages: { content: string }[] };
@@ -303,7 +303,7 @@ async function hostedJudge() {
         usage: { prompt_tokens: 100, completion_tokens: 5, total_tokens: 105 },
       }),
     );
-  });
+  })());
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/v1`;
   return { url, seen, close: () => new Promise((r) => server.close(r)) };

@@ -14,7 +14,7 @@ function problems(input: unknown): string[] {
   try {
     parseRunConfig(input, { baseDir: '/cfg' });
   } catch (e) {
-    assert.ok(e instanceof ConfigError, `expected ConfigError, got ${e}`);
+    assert.ok(e instanceof ConfigError, `expected ConfigError, got ${String(e)}`);
     return e.issues;
   }
   assert.fail(`expected ${JSON.stringify(input)} to be rejected`);

@@ -35,8 +35,8 @@ function engine(args: string[], opts: { bin?: string; limitMs?: number; what?: s
     let stdout = '', stderr = '', pending = '';
     const events: Record<string, any>[] = [];
     child.stdout.on('data', (d: Buffer) => {
-      stdout += d;
-      pending += d;
+      stdout += d.toString();
+      pending += d.toString();
       let nl;
       while ((nl = pending.indexOf('\n')) >= 0) {
         const line = pending.slice(0, nl);
@@ -46,7 +46,7 @@ function engine(args: string[], opts: { bin?: string; limitMs?: number; what?: s
         opts.onLine?.(e, (s) => child.kill(s));
       }
     });
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
