@@ -1,4 +1,7 @@
 // The config API for Node code (CLI, activities, workers). Workflow code imports
 // config/schema.ts directly: this module also reads files.
 export * from './schema.ts';
+export * from './defaults.ts';
+export { ConfigError, formatIssues, formatPath } from './errors.ts';
+export { PATH_FIELDS, resolveConfigPaths, resolvePath } from './paths.ts';
 export { loadRunConfig, loadAblationConfig, readJsonFile, presetPath, PRESETS_DIR } from './load.ts';

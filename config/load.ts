@@ -3,8 +3,9 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkModelDir, ModelDirError } from '../lib/modeldir.ts';
+import { ConfigError } from './errors.ts';
 import {
-  BUILTIN_SCORER_NAMES, ConfigError, parseAblationConfigWithInput, parseRunConfig,
+  BUILTIN_SCORER_NAMES, parseAblationConfigWithInput, parseRunConfig,
   type AblationConfig, type AblationConfigInput, type RunConfig,
 } from './schema.ts';
 

@@ -1,32 +1,14 @@
 // The run configuration: one zod schema, the single source of truth for fields, defaults and
 // messages. Pure (no Node imports) so workflows can validate their input inside the Temporal
-// sandbox: import { parseRunConfig } from '../config/schema.ts' there. File reading lives in
-// config/load.ts.
+// sandbox: import { parseRunConfig } from '../config/schema.ts' there. Default values are in
+// defaults.ts, error formatting in errors.ts, path resolution in paths.ts, file reading in load.ts.
 import { z } from 'zod';
-
-export const DEFAULT_CHOSEN_TEMPLATE =
-  'Please produce a top-notch response that merits a perfect score of {score} out of 10. {prompt}';
-export const DEFAULT_REJECTED_TEMPLATE =
-  'Please produce a good response that merits a perfect score of {score} out of 10. {prompt}';
-
-// Responses that talk about the score they were asked for ("Okay, here is a 10-score answer").
-export const DEFAULT_SCORE_TALK_PATTERNS = [
-  '\\b(?:10|ten|[0-9]|one|two|three|four|five|six|seven|eight|nine)\\s*(?:/|out of)\\s*(?:10|ten)\\b',
-  '\\b(?:10|ten|[0-9])[- ](?:score|point|star)\\b',
-  '\\b(?:perfect|top[- ]notch|good)\\s+(?:score|response|answer)\\b',
-  '\\bmerits?\\s+a\\s+(?:perfect\\s+)?score\\b',
-  '\\bscore\\s+of\\s+\\d+\\b',
-];
-
-// simpo's default target margin: gamma = beta * 0.5 when neither gamma nor gammaBetaRatio is set.
-export const DEFAULT_SIMPO_GAMMA_BETA_RATIO = 0.5;
-export const DEFAULT_BETA = { simpo: 2.0, dpo: 0.1, ipo: 0.1, hinge: 0.1 } as const;
-
-type Issue = { path: (string | number)[]; message: string; input: unknown; allowed: string };
-// Cross-field checks collect Issues; this hands them to zod with the "allowed" text as a param.
-function report(ctx: z.RefinementCtx, issues: Issue[]) {
-  for (const i of issues) ctx.addIssue({ code: 'custom', path: i.path, message: i.message, input: i.input, params: { allowed: i.allowed } });
-}
+import {
+  DEFAULT_BETA, DEFAULT_CHOSEN_TEMPLATE, DEFAULT_REJECTED_TEMPLATE, DEFAULT_SCORE_TALK_PATTERNS,
+  DEFAULT_SIMPO_GAMMA_BETA_RATIO,
+} from './defaults.ts';
+import { ConfigError, formatIssues, isPlainObject, report, show, type Issue } from './errors.ts';
+import { resolveConfigPaths, resolvePath } from './paths.ts';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -443,188 +425,6 @@ export const RunConfigSchema = RunObject.superRefine((c, ctx) => report(ctx, cro
 export type RunConfigInput = z.input<typeof RunConfigSchema>;
 export type RunConfig = z.output<typeof RunConfigSchema>;
 
-// ---- errors -----------------------------------------------------------------------------------
-
-export class ConfigError extends Error {
-  readonly issues: string[];
-  constructor(source: string, issues: string[]) {
-    super(`${source}: ${issues.length} problem${issues.length === 1 ? '' : 's'}\n${issues.map((i) => `  ${i}`).join('\n')}`);
-    this.name = 'ConfigError';
-    this.issues = issues;
-  }
-}
-
-export function formatPath(p: readonly PropertyKey[]): string {
-  let s = '';
-  for (const k of p) s += typeof k === 'number' ? `[${k}]` : s ? `.${String(k)}` : String(k);
-  return s || '(root)';
-}
-
-function show(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
-}
-
-// Walks the schema along a path (through defaults, optionals, unions, arrays and records).
-type Def = { type: string; shape?: Record<string, z.ZodType>; innerType?: z.ZodType; element?: z.ZodType; options?: z.ZodType[]; valueType?: z.ZodType; in?: z.ZodType; out?: z.ZodType };
-const defOf = (s: z.ZodType) => (s as unknown as { _zod: { def: Def } })._zod.def;
-function unwrap(s: z.ZodType): z.ZodType[] {
-  const d = defOf(s);
-  if (d.innerType && d.type !== 'object') return unwrap(d.innerType);
-  if (d.type === 'pipe' && d.in) return unwrap(d.in);
-  if (d.type === 'union' && d.options) return [s, ...d.options.flatMap(unwrap)];
-  return [s];
-}
-function schemaAt(root: z.ZodType, path: readonly PropertyKey[]): z.ZodType[] {
-  let cur = unwrap(root);
-  for (const k of path) {
-    const next: z.ZodType[] = [];
-    for (const s of cur) {
-      const d = defOf(s);
-      if (d.type === 'object' && typeof k === 'string' && d.shape?.[k]) next.push(d.shape[k]);
-      else if (d.type === 'array' && typeof k === 'number' && d.element) next.push(d.element);
-      else if (d.type === 'record' && d.valueType) next.push(d.valueType);
-    }
-    cur = next.flatMap(unwrap);
-  }
-  return cur;
-}
-function describedAt(root: z.ZodType, path: readonly PropertyKey[]): string | undefined {
-  for (const s of schemaAt(root, path)) if (s.description) return s.description;
-  return undefined;
-}
-function keysAt(root: z.ZodType, path: readonly PropertyKey[]): string[] {
-  const keys = new Set<string>();
-  for (const s of schemaAt(root, path)) {
-    const d = defOf(s);
-    if (d.type === 'object' && d.shape) for (const k of Object.keys(d.shape)) keys.add(k);
-  }
-  return [...keys];
-}
-
-const KIND: Record<string, string> = { number: 'a number', int: 'an integer', string: 'a string', array: 'a list', object: 'an object', boolean: 'true or false', record: 'an object' };
-
-function isIntAt(root: z.ZodType, path: readonly PropertyKey[]): boolean {
-  return schemaAt(root, path).some((s) => (defOf(s) as { format?: string }).format === 'safeint');
-}
-
-function allowedFor(root: z.ZodType, i: z.core.$ZodIssue): string {
-  const described = describedAt(root, i.path);
-  const kind = (origin: string) => (origin === 'number' && isIntAt(root, i.path) ? 'an integer' : KIND[origin] ?? origin);
-  switch (i.code) {
-    case 'invalid_type': return described ?? KIND[i.expected] ?? i.expected;
-    case 'too_small': {
-      const what = i.origin === 'array' ? `at least ${i.minimum} item${i.minimum === 1 ? '' : 's'}` : i.origin === 'string' ? `at least ${i.minimum} character${i.minimum === 1 ? '' : 's'}` : `${i.inclusive ? '>=' : '>'} ${i.minimum}`;
-      return described ? `${described}; ${what}` : `${kind(i.origin)} ${what}`;
-    }
-    case 'too_big': {
-      const what = i.origin === 'array' ? `at most ${i.maximum} items` : i.origin === 'string' ? `at most ${i.maximum} characters` : `${i.inclusive ? '<=' : '<'} ${i.maximum}`;
-      return described ? `${described}; ${what}` : `${kind(i.origin)} ${what}`;
-    }
-    case 'invalid_value': return `one of ${i.values.map((v) => JSON.stringify(v)).join(', ')}`;
-    case 'invalid_union': {
-      if ('options' in i && Array.isArray(i.options)) return `one of ${i.options.map((v) => JSON.stringify(v)).join(', ')}`;
-      if (described) return described;
-      const parts = i.errors.flatMap((e) => e.filter((x) => x.path.length === 0).map((x) => (x.code === 'invalid_value' ? x.values.map((v) => JSON.stringify(v)).join(', ') : x.code === 'invalid_type' ? KIND[x.expected] ?? x.expected : '')));
-      return parts.filter(Boolean).join(' or ') || 'one of the documented forms';
-    }
-    case 'custom': return String((i.params as { allowed?: string } | undefined)?.allowed ?? described ?? 'see docs/usage.md');
-    case 'not_multiple_of': return `a multiple of ${i.divisor}`;
-    default: return described ?? 'see docs/usage.md';
-  }
-}
-
-function wrongFor(i: z.core.$ZodIssue): string {
-  switch (i.code) {
-    case 'invalid_type': return i.input === undefined ? 'is required' : `is ${Array.isArray(i.input) ? 'a list' : i.input === null ? 'null' : `a ${typeof i.input}`}, not ${KIND[i.expected] ?? i.expected}`;
-    case 'too_small': return 'is too small';
-    case 'too_big': return 'is too large';
-    case 'invalid_value': return 'is not an allowed value';
-    case 'invalid_union': return 'matches none of the allowed forms';
-    case 'custom': return i.message;
-    default: return i.message;
-  }
-}
-
-// One line per problem: `<field path>: <what is wrong> (got <value>; allowed <what>)`.
-export function formatIssues(root: z.ZodType, issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): string[] {
-  const lines: string[] = [];
-  for (const i of issues) {
-    if (i.code === 'unrecognized_keys') {
-      const known = keysAt(root, i.path);
-      for (const k of i.keys) {
-        const got = (i.input as Record<string, unknown> | undefined)?.[k];
-        lines.push(`${formatPath([...prefix, ...i.path, k])}: is not a known field (got ${/key|secret|token|password/i.test(k) ? 'a value, not shown' : show(got)}; allowed ${known.join(', ')})`);
-      }
-      continue;
-    }
-    const secret = i.code === 'custom' && (i.params as { secret?: boolean } | undefined)?.secret;
-    // A discriminated union names the discriminator's path but carries the whole object.
-    const discriminator = 'discriminator' in i && typeof i.discriminator === 'string' ? i.discriminator : null;
-    const input = discriminator && isPlainObject(i.input) ? i.input[discriminator] : i.input;
-    lines.push(`${formatPath([...prefix, ...i.path])}: ${wrongFor(i)} (got ${secret ? 'a value, not shown' : show(input)}; allowed ${allowedFor(root, i)})`);
-  }
-  return lines;
-}
-
-// ---- paths ------------------------------------------------------------------------------------
-
-// Path fields of a run config (dotted), resolved against the config file's directory.
-// A '*' stands for every key of an object or every item of a list.
-export const PATH_FIELDS = [
-  'storage', 'model', 'prompts.file', 'training.engine.path', 'init.sft.data', 'init.offline.data',
-  'evaluation.prompts.file', 'sampling.vllm.executable', 'judges.*.prompts.*', 'pairs.rubricPrompt',
-  'evals.sets.*.file', 'evals.sets.*.reference.model',
-] as const;
-
-function isAbsolute(p: string) {
-  return p.startsWith('/') || /^[A-Za-z]:[\\/]/.test(p);
-}
-
-// POSIX join + normalize without node:path (this module runs in the workflow sandbox).
-export function resolvePath(baseDir: string, p: string): string {
-  const joined = isAbsolute(p) ? p : `${baseDir.replace(/\/+$/, '')}/${p}`;
-  const out: string[] = [];
-  for (const part of joined.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') out.pop();
-    else out.push(part);
-  }
-  return `/${out.join('/')}`;
-}
-
-// Resolves the path fields present in a (possibly partial) config object; returns a copy.
-// A bare command name for sampling.vllm.executable (no slash) stays a PATH lookup.
-export function resolveConfigPaths<T>(obj: T, baseDir: string): T {
-  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return obj;
-  const copy = JSON.parse(JSON.stringify(obj)) as Record<string, unknown>;
-  for (const f of PATH_FIELDS) {
-    const keys = f.split('.');
-    // The objects or lists holding the field, following '*' into every member.
-    let holders: unknown[] = [copy];
-    for (const k of keys.slice(0, -1)) {
-      holders = holders.flatMap((h) => {
-        if (!h || typeof h !== 'object') return [];
-        const o = h as Record<string, unknown>;
-        return k === '*' ? Object.values(o) : [o[k]];
-      });
-    }
-    const last = keys[keys.length - 1];
-    for (const h of holders) {
-      if (!h || typeof h !== 'object' || Array.isArray(h)) continue;
-      const o = h as Record<string, unknown>;
-      for (const name of last === '*' ? Object.keys(o) : [last]) {
-        const v = o[name];
-        if (typeof v !== 'string' || v === '') continue;
-        if (f === 'sampling.vllm.executable' && !v.includes('/')) continue;
-        o[name] = resolvePath(baseDir, v);
-      }
-    }
-  }
-  return copy as T;
-}
-
 // ---- entry points -----------------------------------------------------------------------------
 
 export interface ParseOptions {
@@ -664,9 +464,6 @@ export type AblationConfigInput = z.input<typeof AblationObject>;
 export interface AblationArm { name: string; config: RunConfig }
 export interface AblationConfig { studyId?: string; arms: AblationArm[]; seeds?: number[] }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return !!v && typeof v === 'object' && !Array.isArray(v);
-}
 // Objects merge key by key; anything else (lists included) replaces.
 export function deepMerge(a: unknown, b: unknown): unknown {
   if (!isPlainObject(a) || !isPlainObject(b)) return b === undefined ? a : JSON.parse(JSON.stringify(b));

@@ -4,7 +4,8 @@
 // and over seeds: means, standard deviations and paired differences (report/summary.ts), a report
 // with figures and a line in the storage root's ablation history.
 import { ApplicationFailure, executeChild, patched, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
-import { ConfigError, parseAblationConfig, withSeed, type AblationConfig } from '../config/schema.ts';
+import { ConfigError } from '../config/errors.ts';
+import { parseAblationConfig, withSeed, type AblationConfig } from '../config/schema.ts';
 import { summarizeStudy } from '../report/summary.ts';
 import type { AblationResult, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
 import { TASK_QUEUES } from '../contracts/workflows.ts';

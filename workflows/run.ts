@@ -5,7 +5,8 @@ import {
   ApplicationFailure, CancellationScope, executeChild, isCancellation, patched, setCurrentDetails, setHandler,
   upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
-import { ConfigError, parseRunConfig, type RunConfig } from '../config/schema.ts';
+import { ConfigError } from '../config/errors.ts';
+import { parseRunConfig, type RunConfig } from '../config/schema.ts';
 import type { EvaluatePolicyResult, SamplerEndpoint } from '../contracts/activities.ts';
 import type { RoundSummary, RunProgress, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
 import {
