@@ -40,7 +40,7 @@ export async function newestCheckpoint(outDir: string): Promise<number | null> {
   } catch {
     return null;
   }
-  const steps = names.map((n) => /^step-(\d{8})$/.exec(n)).filter((m) => m !== null).map((m) => Number(m![1])).sort((a, b) => b - a);
+  const steps = names.map((n) => /^step-(\d{8})$/.exec(n)).filter((m) => m !== null).map((m) => Number(m[1])).sort((a, b) => b - a);
   for (const s of steps) {
     try {
       await stat(join(outDir, 'checkpoints', `step-${String(s).padStart(8, '0')}`, 'DONE'));
@@ -95,9 +95,9 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
   let finalDir: string | null = null;
   let metrics: Record<string, number> = {};
   let stderrTail = '';
-  child.stderr!.on('data', (d: Buffer) => (stderrTail = (stderrTail + d.toString()).slice(-8000)));
+  child.stderr.on('data', (d: Buffer) => (stderrTail = (stderrTail + d.toString()).slice(-8000)));
   let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     buf += d.toString();
     let nl: number;
     while ((nl = buf.indexOf('\n')) >= 0) {

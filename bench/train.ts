@@ -43,7 +43,7 @@ async function main(): Promise<void> {
     const { stdout } = await execa(path.join(repoRoot, '.venv/bin/python'),
       [path.join(repoRoot, 'bench/train_peer.py'), ...shape, String(threads)], { env });
     const peer = JSON.parse(stdout) as PeerRun;
-    const main = engine.pairs!;
+    const main = engine.pairs;
     const result = {
       shape: { model: 'gpt2-124M (V 50257, P 1024, L 12, C 768, NH 12)', pairs: PAIRS, prompt_tokens: PROMPT, response_tokens: RESPONSE, threads, timed_steps: steps },
       engine_tokens_per_s: main.tokens_per_s,
@@ -53,15 +53,15 @@ async function main(): Promise<void> {
       sgemm_gflops: main.sgemm_gflops,
       engine_step_s: main.step_s,
       pytorch_step_s: peer.step_s,
-      engine_separate_tokens_per_s: engine.separate!.tokens_per_s,
-      ratio_separate: engine.separate!.tokens_per_s / peer.tokens_per_s,
+      engine_separate_tokens_per_s: engine.separate.tokens_per_s,
+      ratio_separate: engine.separate.tokens_per_s / peer.tokens_per_s,
       pytorch: { version: peer.torch, attn_implementation: peer.attn_implementation },
       measured_at: new Date().toISOString(),
     };
     const row = (name: string, s: number, tps: number) => console.log(`${name.padEnd(34)} ${s.toFixed(2).padStart(8)} s  ${tps.toFixed(1).padStart(8)} tokens/s`);
     console.log(`DPO step, GPT-2 124M, ${PAIRS} pairs x (${PROMPT} + ${RESPONSE}) tokens, ${threads} threads, mean of ${steps} steps`);
     row('engine (shared prompts)', main.step_s, main.tokens_per_s);
-    row('engine (separate sequences)', engine.separate!.step_s, engine.separate!.tokens_per_s);
+    row('engine (separate sequences)', engine.separate.step_s, engine.separate.tokens_per_s);
     row(`pytorch ${peer.torch} eager fp32`, peer.step_s, peer.tokens_per_s);
     console.log(`ratio ${result.ratio.toFixed(2)} (separate: ${result.ratio_separate.toFixed(2)}); engine ${main.gflops.toFixed(1)} GFLOP/s, sgemm ${main.sgemm_gflops.toFixed(1)} GFLOP/s`);
     const out = path.join(repoRoot, 'bench/results/train.json');

@@ -72,7 +72,7 @@ export async function main(argv: string[]): Promise<number> {
       throw new UsageError(`unknown action "${action ?? ''}"; allowed: list, fetch\n\n${USAGE}`);
     }
     knownModel(name);
-    const dir = await fetchModel(name!, values.dir ? resolve(values.dir) : undefined);
+    const dir = await fetchModel(name, values.dir ? resolve(values.dir) : undefined);
     process.stdout.write(`${dir}\n`);
     return EXIT.ok;
   });

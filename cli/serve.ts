@@ -1,7 +1,7 @@
 // `opsr serve --model DIR`: the embedded OpenAI-compatible server in the foreground until
 // SIGINT/SIGTERM.
 import { parseArgs } from 'node:util';
-import { startServer } from '../server/index.ts';
+import { startServer, type ServerOptions } from '../server/index.ts';
 
 const USAGE = `usage: opsr serve --model DIR [--host 127.0.0.1] [--port 8000] [--served-model-name NAME]
                   [--threads N] [--max-batch N] [--dtype fp32|bf16] [--engine PATH]`;
@@ -14,7 +14,7 @@ function positiveInt(name: string, v: string | undefined, min: number): number |
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let opts;
+  let opts: ServerOptions;
   try {
     const { values } = parseArgs({
       args: argv,
@@ -30,8 +30,9 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (!values.model) throw new Error('--model DIR is required');
-    if (values.dtype !== undefined && values.dtype !== 'fp32' && values.dtype !== 'bf16') {
-      throw new Error(`--dtype must be fp32 or bf16; got ${JSON.stringify(values.dtype)}`);
+    const dtype = values.dtype;
+    if (dtype !== undefined && dtype !== 'fp32' && dtype !== 'bf16') {
+      throw new Error(`--dtype must be fp32 or bf16; got ${JSON.stringify(dtype)}`);
     }
     opts = {
       modelDir: values.model,
@@ -40,7 +41,7 @@ export async function main(argv: string[]): Promise<number> {
       servedModelName: values['served-model-name'],
       threads: positiveInt('threads', values.threads, 1),
       maxBatch: positiveInt('max-batch', values['max-batch'], 1),
-      dtype: values.dtype as 'fp32' | 'bf16' | undefined,
+      dtype,
       enginePath: values.engine,
     };
   } catch (err) {

@@ -17,6 +17,6 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   };
   const results = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
   const bad = results.find((r) => r.status === 'rejected');
-  if (bad) throw (bad as PromiseRejectedResult).reason;
+  if (bad) throw (bad).reason;
   return out;
 }

@@ -56,7 +56,7 @@ before(async () => {
     env: { ...process.env, ...v.env }, stdio: ['ignore', 'ignore', 'pipe'],
   });
   let tail = '';
-  server.stderr!.on('data', (d: Buffer) => (tail = (tail + d).slice(-3000)));
+  server.stderr!.on('data', (d: Buffer) => (tail = (tail + d.toString()).slice(-3000)));
   baseURL = `http://127.0.0.1:${port}/v1`;
   for (const deadline = Date.now() + v.startupTimeoutS * 1000; ;) {
     if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
@@ -88,7 +88,7 @@ async function score(rewardModel: RewardModelConfig, dir: string): Promise<{ cho
 }
 
 test('analyzeRewards through vLLM /classify and /pooling equals transformers\' scores', async () => {
-  assert.ok(new Set(expected.map((x) => x.toFixed(3))).size === expected.length, `distinct scores: ${expected}`);
+  assert.ok(new Set(expected.map((x) => x.toFixed(3))).size === expected.length, `distinct scores: ${expected.join(',')}`);
   for (const [type, dir] of [['vllm-classify', 'classify'], ['vllm-pooling', 'pooling']] as const) {
     const rows = await score({ type, baseURL, model: 'rm', ...(type === 'vllm-classify' ? { useActivation: false } : {}) } as RewardModelConfig, dir);
     const got = rows.flatMap((r) => [r.chosen, r.rejected]);

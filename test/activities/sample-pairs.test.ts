@@ -1,4 +1,4 @@
-// samplePairs against the real embedded server (E3's, generating real tokens with the engine):
+// samplePairs against the real embedded server (server/, generating real tokens with the engine):
 // an attempt interrupted after some shards and retried with its heartbeat details ends with
 // exactly the samples of an uninterrupted run: no duplicate, no missing index, finished shards
 // not redone.

@@ -131,7 +131,7 @@ test('a worker SIGKILLed while holding a managed vLLM server takes the server wi
   const line = await new Promise<string>((resolve, reject) => {
     let out = '';
     worker.stdout.on('data', (d: Buffer) => {
-      out += d;
+      out += d.toString();
       if (out.includes('\n')) resolve(out.split('\n')[0]);
     });
     worker.on('exit', (code) => reject(new Error(`hold-sampler exited (${code}) before serving`)));
@@ -139,7 +139,7 @@ test('a worker SIGKILLed while holding a managed vLLM server takes the server wi
   const endpoint = JSON.parse(line) as SamplerEndpoint;
   assert.equal(await healthy(endpoint.baseURL), true);
   const tree = await processTree(await pidOf());
-  assert.ok(tree.length >= 2, `vLLM runs its engine in child processes: ${tree}`);
+  assert.ok(tree.length >= 2, `vLLM runs its engine in child processes: ${tree.join(',')}`);
   worker.kill('SIGKILL');
   assert.deepEqual(await waitGone(tree, 60_000), [], 'no vLLM process outlives the worker');
   assert.equal(await healthy(endpoint.baseURL), false);

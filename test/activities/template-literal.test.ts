@@ -17,7 +17,7 @@ import { createActivities, SamplerPool } from '../../activities/index.ts';
 import { filterPairs } from '../../activities/filter.ts';
 import { buildDataset } from '../../activities/dataset.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
-import { readTokData, type PreferenceRecord } from '../../lib/tokdata.ts';
+import { readTokData } from '../../lib/tokdata.ts';
 import { loadTokenizer } from '../../lib/tokenizer.ts';
 import type { SamplePairsInput, SamplePairsResult } from '../../contracts/activities.ts';
 import type { SampleRecord } from '../../activities/records.ts';
@@ -107,7 +107,7 @@ test('prompts with $ patterns reach the request body, the pairs file and the dat
     const tok = await loadTokenizer(modelDir);
     const bin = await readTokData(ds.dataFile);
     assert.equal(bin.kind, 'preference');
-    for (const [i, rec] of (bin.records as PreferenceRecord[]).entries()) {
+    for (const [i, rec] of (bin.records).entries()) {
       assert.ok(tok.decode(rec.prompt).includes(users[i]), `dataset.bin prompt ${i}`);
       assert.ok(tok.decode(rec.chosen).includes(users[i]), `dataset.bin chosen ${i}`);
     }

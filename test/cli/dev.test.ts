@@ -24,8 +24,8 @@ function startDev(args: string[]) {
   children.push(child);
   let stdout = '';
   let stderr = '';
-  child.stdout!.on('data', (b) => { stdout += b; });
-  child.stderr!.on('data', (b) => { stderr += b; });
+  child.stdout.on('data', (b) => { stdout += b; });
+  child.stderr.on('data', (b) => { stderr += b; });
   const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
   const waitFor = async (text: string, timeoutMs = 120_000) => {
     const end = Date.now() + timeoutMs;

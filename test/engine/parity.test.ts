@@ -1,4 +1,4 @@
-// Engine vs PyTorch parity (issue 3): a random GPT2LMHeadModel saved by transformers, loaded by
+// Engine vs PyTorch parity: a random GPT2LMHeadModel saved by transformers, loaded by
 // the engine; logits, log-probs, every loss, all gradients (test/parity/parity_dump.c) and the
 // weights after 3 AdamW steps of the real `opsr-engine train` against PyTorch eager fp32.
 // Relative error of a tensor = max|engine - torch| / max|torch| (test/parity/gpt2_parity.py).
@@ -86,7 +86,7 @@ describe('engine parity with PyTorch (fp32)', () => {
       assert.ok(e <= 1e-3, `${loss} weights ${name}: relative error ${e}`);
       // the change itself (w3 - w0), which a small decay or bias-correction bug would move by
       // far more; Adam's sign sensitivity on near-zero gradients costs a few 1e-3 here
-      const [uname, ue] = worst(errs.updates[loss]!);
+      const [uname, ue] = worst(errs.updates[loss]);
       assert.ok(ue <= 2e-2, `${loss} update of ${uname}: relative error ${ue}`);
     }
   });
@@ -94,7 +94,7 @@ describe('engine parity with PyTorch (fp32)', () => {
   test('weight decay is a large part of the sft_wd update: dropping it would fail both checks above', () => {
     const run = spec.train.find((r) => r.name === 'sft_wd');
     assert.ok(run && run.weight_decay >= 10, 'a run with heavy weight decay');
-    const d = errs.no_decay.sft_wd!;
+    const d = errs.no_decay.sft_wd;
     // PyTorch without decay vs PyTorch with it: what a decay-skipping engine would score
     assert.ok(d.weights > 10 * 1e-3, `no-decay weights differ by only ${d.weights}`);
     assert.ok(d.updates > 10 * 2e-2, `no-decay update differs by only ${d.updates}`);

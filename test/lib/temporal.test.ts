@@ -49,7 +49,7 @@ test('startDevServer: search attributes, Web UI, SQLite persistence across a res
   servers.push(first);
   assert.match(first.address, /^127\.0\.0\.1:\d+$/);
   assert.equal(first.uiUrl, `http://127.0.0.1:${uiPort}`);
-  const ui = await fetch(first.uiUrl!);
+  const ui = await fetch(first.uiUrl);
   assert.equal(ui.status, 200);
 
   let conn = await Connection.connect({ address: first.address });

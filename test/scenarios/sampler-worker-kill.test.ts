@@ -62,8 +62,8 @@ async function spawnWorker(): Promise<ChildProcess> {
       out += b.toString();
       if (out.includes('RUNNING')) resolve(); // the SDK's "Worker state changed" line
     };
-    child.stdout!.on('data', seen);
-    child.stderr!.on('data', seen);
+    child.stdout.on('data', seen);
+    child.stderr.on('data', seen);
     child.once('exit', (code) => reject(new Error(`worker exited (${code}) before polling: ${out}`)));
   });
   return child;
