@@ -2,8 +2,8 @@
 // ends it at a stop string (cancelling it in the engine) and retries it from scratch when the
 // engine dies before anything was streamed.
 import type { LoadedTokenizer } from '../lib/tokenizer.ts';
-import type { EngineRequest, EngineSink } from './engine-supervisor.ts';
-import { ApiError, type Sampling } from './protocol.ts';
+import { EngineError, type EngineDone, type EngineRequest } from './engine-supervisor.ts';
+import { ApiError, type Sampling } from './params.ts';
 
 export interface TokenLogprob {
   token: number;
@@ -19,6 +19,12 @@ export interface ChoiceResult {
   tokens: number[];
   logprobs: TokenLogprob[] | null;
   completionTokens: number;
+}
+
+/** The engine as the choice sees it: the supervisor in index.ts (waits for restarts). */
+export interface EngineSink {
+  submit(req: EngineRequest, h: { onToken: (t: { token: number; logprob?: number; topLogprobs?: [number, number][] }) => void; onDone: (d: EngineDone) => void; onError: (e: EngineError) => void }): Promise<number>;
+  cancel(id: number): void;
 }
 
 // Streaming text that could still grow into a stop string is held back until it cannot.

@@ -1,11 +1,9 @@
 // One long-lived `opsr-engine serve` child process and its JSON-lines protocol
-// (engine/README.md, "serve"): requests go in on stdin, token and done events come back on
-// stdout. EngineSupervisor keeps it up for the server: requests wait while it restarts.
+// (engine/README.md, "serve"): requests go in on stdin, token and done events come back on stdout.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
 import { DEFAULT_ENGINE_PATH, engineEnv } from '../lib/engine.ts';
-import { ApiError } from './protocol.ts';
 
 export { DEFAULT_ENGINE_PATH, engineEnv };
 
@@ -211,92 +209,5 @@ export class EngineProcess {
     this.onExit = null;
     child.kill('SIGTERM');
     await this.exited;
-  }
-}
-
-/** The engine as a choice sees it: the supervisor (waits for restarts). */
-export interface SinkHandlers {
-  onToken: (t: { token: number; logprob?: number; topLogprobs?: [number, number][] }) => void;
-  onDone: (d: EngineDone) => void;
-  onError: (e: EngineError) => void;
-}
-export interface EngineSink {
-  submit(req: EngineRequest, h: SinkHandlers): Promise<number>;
-  cancel(id: number): void;
-}
-
-const RESTART_DELAYS_MS = [100, 500, 1000, 2000, 5000];
-// After this many failed restarts in a row, waiting requests fail (503) instead of hanging;
-// restarts go on for the requests that come later.
-const FAIL_WAITERS_AFTER = 3;
-
-// Keeps the engine process up: requests wait while it restarts.
-export class EngineSupervisor implements EngineSink {
-  private engine: EngineProcess;
-  private upWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
-  private closing = false;
-  private restarts = 0;
-  lastFailure = '';
-
-  constructor(opts: EngineOptions, private readonly log: (l: string) => void) {
-    this.engine = new EngineProcess(opts);
-  }
-
-  get up(): boolean {
-    return this.engine.running;
-  }
-  get pid(): number | undefined {
-    return this.engine.pid;
-  }
-
-  async start(): Promise<EngineInfo> {
-    const info = await this.engine.start();
-    this.engine.onExit = (reason) => void this.restart(reason);
-    return info;
-  }
-
-  private async restart(reason: string): Promise<void> {
-    this.lastFailure = reason;
-    this.log(`opsr serve: ${reason}; restarting the engine`);
-    while (!this.closing) {
-      const delay = RESTART_DELAYS_MS[Math.min(this.restarts++, RESTART_DELAYS_MS.length - 1)];
-      await new Promise((r) => setTimeout(r, delay));
-      if (this.closing) return;
-      try {
-        await this.engine.start();
-        this.engine.onExit = (why) => void this.restart(why);
-        this.restarts = 0;
-        this.log('opsr serve: engine restarted');
-        for (const w of this.upWaiters.splice(0)) w.resolve();
-        return;
-      } catch (err) {
-        this.lastFailure = (err as Error).message;
-        this.log(`opsr serve: engine restart failed: ${this.lastFailure}`);
-        if (this.restarts >= FAIL_WAITERS_AFTER) {
-          const e = new ApiError(
-            503, `the engine is down and ${this.restarts} restarts failed: ${this.lastFailure}`);
-          for (const w of this.upWaiters.splice(0)) w.reject(e);
-        }
-      }
-    }
-  }
-
-  async submit(req: EngineRequest, h: SinkHandlers): Promise<number> {
-    if (!this.engine.running) {
-      if (this.closing) throw new ApiError(503, 'the server is shutting down');
-      await new Promise<void>((resolve, reject) => this.upWaiters.push({ resolve, reject }));
-    }
-    return this.engine.generate(req, h);
-  }
-
-  cancel(id: number): void {
-    this.engine.cancel(id);
-  }
-
-  async close(): Promise<void> {
-    this.closing = true;
-    const down = new ApiError(503, 'the server is shutting down');
-    for (const w of this.upWaiters.splice(0)) w.reject(down);
-    await this.engine.stop();
   }
 }

@@ -1,7 +1,5 @@
-// The request protocol of the OpenAI-compatible endpoints: JSON bodies in, JSON or server-sent
-// events out, requests validated with vLLM's field names and defaults, and one OpenAI-style
-// error shape (ApiError.body) for every failure, made here.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+// Request validation for the OpenAI-compatible endpoints: vLLM's field names and defaults, and
+// OpenAI-style 400 errors that name the offending field.
 
 export class ApiError extends Error {
   constructor(
@@ -16,12 +14,6 @@ export class ApiError extends Error {
   body() {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
   }
-}
-
-// Any failure as the API reports it: ApiErrors as they are, anything else a 500.
-export function asApiError(err: unknown): ApiError {
-  if (err instanceof ApiError) return err;
-  return new ApiError(500, `internal error: ${(err as Error).message}`, null, null, 'internal_error');
 }
 
 export const bad = (message: string, param: string | null = null, code: string | null = null) => new ApiError(400, message, param, code);
@@ -64,7 +56,7 @@ function num(body: Body, key: string, dflt: number, ok: (v: number) => boolean, 
 function bool(body: Body, key: string, dflt: boolean): boolean {
   if (!present(body, key)) return dflt;
   if (typeof body[key] !== 'boolean') throw bad(`${key} must be true or false; got ${JSON.stringify(body[key])}`, key);
-  return body[key];
+  return body[key] as boolean;
 }
 
 // Fields opsr's engine does not implement: accepted only at their neutral values, so a request
@@ -160,52 +152,4 @@ export function parseMessages(body: Body): Message[] {
     }
     throw bad(`messages[${i}].content must be a string or a list of text parts`, 'messages');
   });
-}
-
-// ---- wire ------------------------------------------------------------------------------------
-
-const MAX_BODY = 32 << 20;
-
-export function wantsUsage(body: Record<string, unknown>): boolean {
-  const o = body.stream_options as { include_usage?: unknown } | undefined;
-  return !!o && o.include_usage === true;
-}
-
-export function sendJson(res: ServerResponse, status: number, value: unknown): void {
-  const text = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-// Server-sent events as the OpenAI streaming API writes them, ending with [DONE].
-export function openStream(res: ServerResponse) {
-  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-  return {
-    send: (v: unknown) => { res.write(`data: ${JSON.stringify(v)}\n\n`); },
-    fail: (err: unknown) => {
-      const e = err instanceof ApiError ? err : new ApiError(500, (err as Error).message);
-      res.write(`data: ${JSON.stringify(e.body())}\n\n`);
-      return null;
-    },
-    end: () => { res.end('data: [DONE]\n\n'); },
-  };
-}
-
-export async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY) throw new ApiError(413, `request body exceeds ${MAX_BODY} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    throw bad(`malformed JSON body: ${(err as Error).message}`, null, 'invalid_json');
-  }
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw bad('the JSON body must be an object', null, 'invalid_json');
-  return body as Record<string, unknown>;
 }

@@ -24,7 +24,7 @@ function run(args: string[]): { child: ChildProcess; stderr: () => string; exite
   const child = spawn(process.execPath, [OPSR, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let err = '';
-  child.stderr.on('data', (d) => (err += d));
+  child.stderr!.on('data', (d) => (err += d));
   return { child, stderr: () => err, exited: new Promise((r) => child.on('exit', (code) => r(code))) };
 }
 

@@ -81,7 +81,7 @@ test('completions: schema, usage, seed determinism, n > 1, prompt lists', async 
 });
 
 test('greedy with max_tokens ends with length and logprobs have the OpenAI shape', async () => {
-  const r = await complete({ temperature: 0, max_tokens: 12, logprobs: 2, ignore_eos: true });
+  const r = await complete({ temperature: 0, max_tokens: 12, logprobs: 2, ignore_eos: true } as never);
   const c = r.choices[0];
   assert.equal(c.finish_reason, 'length');
   assert.equal(r.usage!.completion_tokens, 12);
@@ -90,7 +90,7 @@ test('greedy with max_tokens ends with length and logprobs have the OpenAI shape
   assert.equal(lp.tokens!.join(''), c.text);
   assert.equal(lp.text_offset![0], 0);
   lp.token_logprobs!.forEach((x, i) => {
-    assert.ok(x <= 0);
+    assert.ok(x! <= 0);
     // Keys are token texts: distinct byte tokens may share one text, so only the size is checked here.
     const top = Object.values(lp.top_logprobs![i]);
     assert.ok(top.length >= 1 && top.length <= 2);
@@ -111,16 +111,16 @@ test('greedy with max_tokens ends with length and logprobs have the OpenAI shape
 });
 
 test('stop strings end the text before the stop, with finish_reason stop', async () => {
-  const full = (await complete({ temperature: 0, max_tokens: 40, ignore_eos: true })).choices[0].text;
+  const full = (await complete({ temperature: 0, max_tokens: 40, ignore_eos: true } as never)).choices[0].text;
   const stop = full.slice(Math.floor(full.length / 2), Math.floor(full.length / 2) + 2);
   assert.equal(stop.length, 2);
-  const r = await complete({ temperature: 0, max_tokens: 40, ignore_eos: true, stop: [stop, 'never-there'] });
+  const r = await complete({ temperature: 0, max_tokens: 40, ignore_eos: true, stop: [stop, 'never-there'] } as never);
   const c = r.choices[0] as OpenAI.CompletionChoice & { stop_reason: string };
   assert.equal(c.text, full.slice(0, full.indexOf(stop)));
   assert.equal(c.finish_reason, 'stop');
   assert.equal(c.stop_reason, stop);
   assert.ok(r.usage!.completion_tokens < 40);
-  const inc = await complete({ temperature: 0, max_tokens: 40, ignore_eos: true, stop, include_stop_str_in_output: true });
+  const inc = await complete({ temperature: 0, max_tokens: 40, ignore_eos: true, stop, include_stop_str_in_output: true } as never);
   assert.equal(inc.choices[0].text, full.slice(0, full.indexOf(stop) + stop.length));
   // Streaming holds back text that could be the start of a stop string: no stop text leaks out.
   const stream = await client.completions.create({ model: 'policy', prompt: 'the answer is', max_tokens: 40, temperature: 0, ignore_eos: true, stop, stream: true } as OpenAI.CompletionCreateParamsStreaming);
@@ -305,7 +305,7 @@ async function* sseEvents(res: Response): AsyncGenerator<string> {
   const decoder = new TextDecoder();
   let buf = '';
   for await (const chunk of res.body!) {
-    buf += decoder.decode(chunk, { stream: true });
+    buf += decoder.decode(chunk as Uint8Array, { stream: true });
     let k: number;
     while ((k = buf.indexOf('\n\n')) >= 0) {
       const ev = buf.slice(0, k);
