@@ -32,8 +32,8 @@ import type { ProgressTarget } from '../contracts/progress.ts';
 import { badInput } from './errors.ts';
 import { type Judge, type JudgeConfig, type JudgeUsage, makeJudge } from './judge.ts';
 import { withKeepAlive } from './progress.ts';
-import { deriveSeed, generator, requestFailure } from './sample.ts';
-import { withSampler } from './sampler.ts';
+import { deriveSeed, generator, requestFailure } from './sample-pairs.ts';
+import { withSampler } from './sampler-pool.ts';
 
 export type EvalSetConfig = NonNullable<RunConfig['evals']>['sets'][number];
 type PairwiseSet = Extract<EvalSetConfig, { kind: 'pairwise' }>;

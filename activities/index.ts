@@ -7,9 +7,9 @@ import { filterPairs } from './filter.ts';
 import { prepareRun } from './prepare.ts';
 import { heartbeating } from './progress.ts';
 import { writeRoundManifest, writeRunReport } from './report.ts';
-import { samplePairs } from './sample.ts';
+import { samplePairs } from './sample-pairs.ts';
 import { findFinishedRun, writeStudyReport } from './study.ts';
-import { ensureSampler, releaseSampler } from './sampler.ts';
+import { ensureSampler, releaseSampler } from './sampler-pool.ts';
 import { initPolicy, trainPolicy } from './train.ts';
 
 // The long ones heartbeat with their own progress details; the rest heartbeat while they run.
@@ -27,4 +27,4 @@ export {
   findFinishedRun, writeStudyReport,
 };
 // Stops a server this worker process started (embedded or managed vLLM); workers call it on shutdown.
-export { releaseLocal as stopLocalSampler } from './sampler.ts';
+export { releaseLocal as stopLocalSampler } from './sampler-pool.ts';
