@@ -12,8 +12,8 @@ import type { EvaluatePolicyInput, EvaluatePolicyResult, PrefixCurvePoint } from
 import { withKeepAlive } from './progress.ts';
 import { loadPromptsFor } from './prompts.ts';
 import { makeScorer, mean } from './rewards.ts';
-import { deriveSeed, generator, prefixed, requestFailure } from './sample.ts';
-import { withSampler } from './sampler.ts';
+import { deriveSeed, generator, prefixed, requestFailure } from './sample-pairs.ts';
+import { withSampler } from './sampler-pool.ts';
 
 export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<EvaluatePolicyResult> {
   const ev = input.evaluation;
@@ -25,7 +25,9 @@ export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<Evalua
   const scores = input.prefixCurve ? ev.prefixScores : [];
   const configHash = hashJson({
     label: input.label, prompts: ev.prompts, maxTokens: ev.maxTokens ?? s.maxTokens, scores, chosenTemplate: input.prefixes.chosenTemplate,
-    rewardModel: input.rewardModel, api: s.api, temperature: s.temperature, topP: s.topP, seed: s.seed, extra: s.extra,
+    rewardModel: input.rewardModel, api: s.api, temperature: s.temperature, topP: s.topP,
+    seed: s.seed,
+    ...(s.perRequestSeeds ? {} : { unseeded: true }), extra: s.extra,
   });
   const items = await loadPromptsFor('evaluation.prompts.file', ev.prompts);
   const inputs = { model: await modelHash(input.endpoint.modelDir), prompts: await sha256File(ev.prompts.file) };

@@ -52,7 +52,9 @@ export function winRate(preferences: readonly number[]): WinRate {
   }
   const m = mean(preferences);
   return {
-    winRate: m, standardError: n > 1 ? sd(preferences, m) / Math.sqrt(n) : 0, n,
+    winRate: m,
+    standardError: n > 1 ? sd(preferences, m) / Math.sqrt(n) : 0,
+    n,
     wins: preferences.filter((p) => p > 0.5).length,
     losses: preferences.filter((p) => p < 0.5).length,
     ties: preferences.filter((p) => p === 0.5).length,
@@ -67,14 +69,20 @@ export function winRate(preferences: readonly number[]): WinRate {
 export function jointDifficulty(
   byModel: ReadonlyMap<string, readonly Annotation[]>,
 ): Map<number, number> {
-  const models = [...byModel.values()]
-    .map((anns) => ({ anns, x: lengthFeature(anns), theta: 0, beta: 0 }));
+  const models = [...byModel.values()].map((anns) => ({
+    anns,
+    x: lengthFeature(anns),
+    theta: 0,
+    beta: 0,
+  }));
   const gamma = new Map<number, number>();
   const rows = new Map<number, { m: number; k: number }[]>();
-  models.forEach((mod, m) => mod.anns.forEach((a, k) => {
-    gamma.set(a.instruction, 0);
-    rows.set(a.instruction, [...(rows.get(a.instruction) ?? []), { m, k }]);
-  }));
+  models.forEach((mod, m) =>
+    mod.anns.forEach((a, k) => {
+      gamma.set(a.instruction, 0);
+      rows.set(a.instruction, [...(rows.get(a.instruction) ?? []), { m, k }]);
+    }),
+  );
   for (let iter = 0; iter < 1000; iter++) {
     let change = 0;
     for (const mod of models) {
@@ -89,7 +97,13 @@ export function jointDifficulty(
     for (const [i, rs] of rows) {
       const offsets = rs.map(({ m, k }) => models[m].theta + models[m].beta * models[m].x[k]);
       const prefs = rs.map(({ m, k }) => models[m].anns[k].preference);
-      const [g] = newtonLogistic(rs.map(() => [1]), offsets, prefs, [gamma.get(i)!], 1);
+      const [g] = newtonLogistic(
+        rs.map(() => [1]),
+        offsets,
+        prefs,
+        [gamma.get(i)!],
+        1,
+      );
       change = Math.max(change, Math.abs(g - gamma.get(i)!));
       gamma.set(i, g);
     }
@@ -101,11 +115,14 @@ export function jointDifficulty(
 // LC win rate of one model. With `difficulty` (from jointDifficulty over several models) this is
 // AlpacaEval's length_controlled_noreg GLM, without it length_controlled_minimal.
 export function lengthControlledWinRate(
-  annotations: readonly Annotation[], difficulty?: ReadonlyMap<number, number>,
+  annotations: readonly Annotation[],
+  difficulty?: ReadonlyMap<number, number>,
 ): LcWinRate {
   if (annotations.length < LC_MIN_INSTRUCTIONS) {
-    throw new Error(`LC win rate: ${annotations.length} annotations; needs at least `
-      + `${LC_MIN_INSTRUCTIONS} (one per cross-validation fold)`);
+    throw new Error(
+      `LC win rate: ${annotations.length} annotations; needs at least ` +
+        `${LC_MIN_INSTRUCTIONS} (one per cross-validation fold)`,
+    );
   }
   const variant: LcVariant = difficulty ? 'difficulty' : 'minimal';
   const diff = annotations.map((a) => {
@@ -125,7 +142,10 @@ export function lengthControlledWinRate(
   const predicted = annotations.map((_, i) => sigmoid(difficulty ? w[1] * diff[i] + w[2] : w[1]));
   const m = mean(predicted);
   return {
-    lcWinRate: m, lcStandardError: sd(predicted, m) / Math.sqrt(predicted.length), variant, C,
+    lcWinRate: m,
+    lcStandardError: sd(predicted, m) / Math.sqrt(predicted.length),
+    variant,
+    C,
     weights: difficulty
       ? { length: w[0], difficulty: w[1], model: w[2] }
       : { length: w[0], difficulty: 0, model: w[1] },
@@ -155,7 +175,11 @@ function crossValidatedC(X: number[][], p: number[]): number {
     for (let k = 0; k < LC_MIN_INSTRUCTIONS; k++) {
       const train = X.map((_, g) => g).filter((g) => fold(g) !== k);
       const test = X.map((_, g) => g).filter((g) => fold(g) === k);
-      const w = l1Logistic(train.map((g) => X[g]), train.map((g) => p[g]), C);
+      const w = l1Logistic(
+        train.map((g) => X[g]),
+        train.map((g) => p[g]),
+        C,
+      );
       score -= mean(test.map((g) => crossEntropy(p[g], sigmoid(dot(w, X[g])))));
     }
     if (score > best) {
@@ -204,9 +228,10 @@ function l1Logistic(X: number[][], p: number[], C: number): number[] {
           else lo = t;
           let next = t - f / h;
           if (!(next > lo && next < hi)) {
-            next = Number.isFinite(lo) && Number.isFinite(hi)
-              ? (lo + hi) / 2
-              : t + (f > 0 ? -1 : 1) * Math.max(1, Math.abs(t));
+            next =
+              Number.isFinite(lo) && Number.isFinite(hi)
+                ? (lo + hi) / 2
+                : t + (f > 0 ? -1 : 1) * Math.max(1, Math.abs(t));
           }
           const done = Math.abs(next - t) <= 1e-14 * Math.max(1, Math.abs(w[j] + next));
           t = next;
@@ -227,7 +252,11 @@ function l1Logistic(X: number[][], p: number[], C: number): number[] {
 // Exact Newton for a weighted-soft-label logistic model with a fixed offset per row and an L2
 // penalty lambda/2 |w|^2; features are 1 or 2 columns, so the Hessian is solved in closed form.
 function newtonLogistic(
-  X: number[][], offset: number[], p: number[], w0: number[], lambda: number,
+  X: number[][],
+  offset: number[],
+  p: number[],
+  w0: number[],
+  lambda: number,
 ): number[] {
   const w = [...w0];
   const d = w.length;
@@ -246,8 +275,8 @@ function newtonLogistic(
     const step = d === 1 ? [g[0] / H[0][0]] : solve2(H, g);
     // Halve the step while the loss does not decrease (logistic Newton can overshoot).
     const loss = (v: number[]) =>
-      X.reduce((s, x, i) => s + crossEntropy(p[i], sigmoid(offset[i] + dot(v, x))), 0)
-      + (lambda / 2) * v.reduce((s, vj) => s + vj * vj, 0);
+      X.reduce((s, x, i) => s + crossEntropy(p[i], sigmoid(offset[i] + dot(v, x))), 0) +
+      (lambda / 2) * v.reduce((s, vj) => s + vj * vj, 0);
     const before = loss(w);
     let scale = 1;
     let next = w.map((wj, a) => wj - step[a]);
@@ -256,7 +285,9 @@ function newtonLogistic(
       next = w.map((wj, a) => wj - scale * step[a]);
     }
     const moved = Math.max(...next.map((v, a) => Math.abs(v - w[a])));
-    next.forEach((v, a) => { w[a] = v; });
+    next.forEach((v, a) => {
+      w[a] = v;
+    });
     if (moved < 1e-13) break;
   }
   return w;

@@ -8,7 +8,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import {
-  type Annotation, jointDifficulty, lengthControlledWinRate, winRate,
+  type Annotation,
+  jointDifficulty,
+  lengthControlledWinRate,
+  winRate,
 } from '../../lib/winrate.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -30,7 +33,9 @@ const N = 120;
 const LENGTH_BIAS = 1.5; // logit bonus for the longer answer, at one length-sd of difference
 // model -> [skill (logit), mean extra length over the reference in characters]
 const MODELS: Record<string, [number, number]> = {
-  base: [-0.4, 0], round1: [0.1, 150], round3: [0.5, 400],
+  base: [-0.4, 0],
+  round1: [0.1, 150],
+  round3: [0.5, 400],
 };
 
 // The judge prefers the better model and the longer answer; some verdicts are hard (0/1) or ties,
@@ -58,8 +63,12 @@ function synthetic(seed: number) {
 }
 
 let dir: string;
-before(async () => { dir = await mkdtemp(path.join(tmpdir(), 'opsr-winrate-')); });
-after(async () => { await rm(dir, { recursive: true, force: true }); });
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'opsr-winrate-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
 
 describe('win rate and LC win rate match the alpaca-eval package', () => {
   for (const seed of [1, 2]) {
@@ -75,15 +84,21 @@ describe('win rate and LC win rate match the alpaca-eval package', () => {
         const wr = winRate(anns.map((a) => a.preference));
         for (const variant of ['difficulty', 'minimal'] as const) {
           const lc = lengthControlledWinRate(
-            anns, variant === 'difficulty' ? difficulty : undefined);
+            anns,
+            variant === 'difficulty' ? difficulty : undefined,
+          );
           const ref = theirs[model][variant];
           const ours = {
-            win_rate: wr.winRate, standard_error: wr.standardError,
-            length_controlled_winrate: lc.lcWinRate, lc_standard_error: lc.lcStandardError,
+            win_rate: wr.winRate,
+            standard_error: wr.standardError,
+            length_controlled_winrate: lc.lcWinRate,
+            lc_standard_error: lc.lcStandardError,
           };
           for (const [k, v] of Object.entries(ours)) {
-            assert.ok(Math.abs(v - ref[k]) < 1e-3,
-              `${model} ${variant} ${k}: opsr ${v}, alpaca-eval ${ref[k]}`);
+            assert.ok(
+              Math.abs(v - ref[k]) < 1e-3,
+              `${model} ${variant} ${k}: opsr ${v}, alpaca-eval ${ref[k]}`,
+            );
           }
         }
         // The length-biased judge inflates the raw win rate of the model with longer answers; the
@@ -92,8 +107,10 @@ describe('win rate and LC win rate match the alpaca-eval package', () => {
         if (model === 'round3') {
           const t = truth.get(model)!;
           assert.ok(wr.winRate - t > 0.05, `raw ${wr.winRate} vs truth ${t}`);
-          assert.ok(Math.abs(lc.lcWinRate - t) < Math.abs(wr.winRate - t) / 2,
-            `LC ${lc.lcWinRate}, raw ${wr.winRate}, truth ${t}`);
+          assert.ok(
+            Math.abs(lc.lcWinRate - t) < Math.abs(wr.winRate - t) / 2,
+            `LC ${lc.lcWinRate}, raw ${wr.winRate}, truth ${t}`,
+          );
           // The feature is reference minus model length: longer model answers win, so negative.
           assert.ok(lc.weights.length < 0, `length weight ${lc.weights.length}`);
         }
@@ -104,15 +121,21 @@ describe('win rate and LC win rate match the alpaca-eval package', () => {
 
 describe('properties', () => {
   test('a model against itself: win rate and LC win rate 0.5; swapping sides gives 1 - WR', () => {
-    const self = Array.from({ length: 40 }, (_, instruction) =>
-      ({ instruction, preference: 0.5, modelLength: 300, referenceLength: 300 }));
+    const self = Array.from({ length: 40 }, (_, instruction) => ({
+      instruction,
+      preference: 0.5,
+      modelLength: 300,
+      referenceLength: 300,
+    }));
     assert.equal(winRate(self.map((a) => a.preference)).winRate, 0.5);
     assert.ok(Math.abs(lengthControlledWinRate(self).lcWinRate - 0.5) < 1e-9);
     const { sets } = synthetic(3);
     const anns = sets.get('round1')!;
     const swapped = anns.map((a) => ({
-      ...a, preference: 1 - a.preference,
-      modelLength: a.referenceLength, referenceLength: a.modelLength,
+      ...a,
+      preference: 1 - a.preference,
+      modelLength: a.referenceLength,
+      referenceLength: a.modelLength,
     }));
     const a = lengthControlledWinRate(anns);
     const b = lengthControlledWinRate(swapped);
@@ -124,12 +147,18 @@ describe('properties', () => {
   test('bad input is named', () => {
     assert.throws(() => winRate([0.2, 1.4]), /preference 1 is 1.4; allowed: a number in \[0, 1\]/);
     assert.throws(() => winRate([]), /no annotations/);
-    const ann = (instruction: number) =>
-      ({ instruction, preference: 0.7, modelLength: 1, referenceLength: 2 });
+    const ann = (instruction: number) => ({
+      instruction,
+      preference: 0.7,
+      modelLength: 1,
+      referenceLength: 2,
+    });
     const few = [0, 1, 2].map(ann);
     assert.throws(() => lengthControlledWinRate(few), /3 annotations; needs at least 5/);
     const anns = [0, 1, 2, 3, 4, 5].map(ann);
-    assert.throws(() => lengthControlledWinRate(anns, new Map([[0, 1]])),
-      /no difficulty for instruction 1/);
+    assert.throws(
+      () => lengthControlledWinRate(anns, new Map([[0, 1]])),
+      /no difficulty for instruction 1/,
+    );
   });
 });
