@@ -20,7 +20,7 @@ import { badInput, isRequestError } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';
 import type { SampleRecord } from './records.ts';
-import { apiKeyOf, withSampler } from './sampler-pool.ts';
+import { apiKeyOf, type SamplerPool } from './sampler-pool.ts';
 
 // The prefix goes in front of a plain prompt, or in front of the last user turn of a chat.
 export function prefixed(item: PromptItem, template: string, score: number): string | ChatMessage[] {
@@ -133,7 +133,9 @@ async function readShard(file: string, lo: number, hi: number): Promise<SampleRe
   }
 }
 
-export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsResult> {
+export async function samplePairs(
+  samplers: SamplerPool, input: SamplePairsInput,
+): Promise<SamplePairsResult> {
   const s = input.sampling;
   const items = await readJsonl<PromptItem>(input.promptsFile);
   const total = items.length;
@@ -183,7 +185,7 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   const missing = items.filter((it) => shards[Math.floor(it.index / s.shardSize)] === null);
   const pending = new Map<number, SampleRecord[]>();
   // Heartbeats cover starting a server here too (a restarted worker may need a new one).
-  if (missing.length > 0) await withKeepAlive(() => ({ shardsDone, samplesDone }), () => withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+  if (missing.length > 0) await withKeepAlive(() => ({ shardsDone, samplesDone }), () => samplers.with(s, input.endpoint.modelDir, async (endpoint) => {
     const generate = await generator(s, endpoint, cancelled);
     const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
       const seeds = { chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'), rejected: deriveSeed(s.seed, input.round, item.index, 'rejected') };

@@ -15,8 +15,7 @@ import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
 import { prepareRun } from '../../activities/prepare.ts';
-import { samplePairs } from '../../activities/sample-pairs.ts';
-import { ensureSampler, releaseLocal, releaseSampler } from '../../activities/sampler-pool.ts';
+import { createActivities, SamplerPool } from '../../activities/index.ts';
 import type { SamplerEndpoint, SamplePairsResult } from '../../contracts/activities.ts';
 import type { SampleRecord } from '../../activities/records.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
@@ -39,33 +38,31 @@ before(async () => {
   const vocab = await writeTinyTokenizer(base, { chatTemplate: true });
   const cfg = join(root, 'gpt2.json');
   await writeFile(cfg, JSON.stringify({
-    n_embd: 64, n_layer: 2, n_head: 2, n_positions: 256, vocab_size: vocab,
-    layer_norm_epsilon: 1e-5, n_inner: null, activation_function: 'gelu_new',
+    n_embd: 64, n_layer: 2, n_head: 2, n_positions: 256, vocab_size: vocab, layer_norm_epsilon: 1e-5,
+    n_inner: null, activation_function: 'gelu_new',
   }));
   execFileSync(ENGINE, ['init', '--config', cfg, '--out', base, '--seed', '5'], { stdio: 'pipe' });
   // Round k's training: SFT that moves the weights far enough to change every log-prob.
   const data = join(root, 'sft.bin');
-  const response = (i: number) => [100 + i, 110, 120 + i, 46];
-  await writeSftData(data, PROMPTS.map((p, i) => ({ prompt: p, response: response(i) })));
+  await writeSftData(data, PROMPTS.map((p, i) => ({ prompt: p, response: [100 + i, 110, 120 + i, 46] })));
   execFileSync(ENGINE, [
-    'train', '--model', base, '--data', data, '--out', join(root, 'train'), '--loss', 'sft',
-    '--lr', '3e-3', '--max-steps', '20', '--threads', '1',
+    'train', '--model', base, '--data', data, '--out', join(root, 'train'), '--loss', 'sft', '--lr', '3e-3',
+    '--max-steps', '20', '--threads', '1',
   ], { stdio: 'pipe' });
   const prompts = join(root, 'prompts.jsonl');
-  const lines = ['Sort 3 1 2', 'Add 4 5', 'Name a colour'].map((p) => JSON.stringify({ prompt: p }));
-  await writeFile(prompts, lines.join('\n') + '\n');
+  await writeFile(prompts, ['Sort 3 1 2', 'Add 4 5', 'Name a colour'].map((p) => JSON.stringify({ prompt: p })).join('\n') + '\n');
   port = await freePort();
   config = parseRunConfig({
     model: base, storage: join(root, 'store'), prompts: { file: prompts },
     sampling: {
-      lifecycle: 'managed-vllm', perRequestSeeds: false, maxTokens: NEW_TOKENS, temperature: 1,
-      topP: 1, concurrency: 4, shardSize: 2, vllm: cpuVllm(port),
+      lifecycle: 'managed-vllm', perRequestSeeds: false, maxTokens: NEW_TOKENS, temperature: 1, topP: 1,
+      concurrency: 4, shardSize: 2, vllm: cpuVllm(port),
     },
   });
   promptsFile = (await prepareRun({ runId: 'vllm-test', config })).promptsFile;
 });
 after(async () => {
-  await releaseLocal();
+  await samplers.close();
   await rm(root, { recursive: true, force: true });
 });
 
@@ -74,8 +71,7 @@ let files = 0;
 async function engineLogps(dir: string, answers: number[][]): Promise<number[]> {
   const file = join(root, `lp-${files++}.bin`);
   await writeSftData(file, PROMPTS.map((p, i) => ({ prompt: p, response: answers[i] })));
-  const args = ['logprobs', '--model', dir, '--data', file, '--threads', '1'];
-  const out = execFileSync(ENGINE, args, { encoding: 'utf8' });
+  const out = execFileSync(ENGINE, ['logprobs', '--model', dir, '--data', file, '--threads', '1'], { encoding: 'utf8' });
   return out.trim().split('\n').map((l) => JSON.parse(l).logp_sum as number);
 }
 
@@ -87,19 +83,16 @@ async function assertServes(e: SamplerEndpoint, dir: string, other: string) {
   const mine = await engineLogps(dir, answers.map((a) => a.tokens));
   const theirs = await engineLogps(other, answers.map((a) => a.tokens));
   for (let i = 0; i < PROMPTS.length; i++) {
-    const what = `prompt ${i}: vLLM ${served[i]} vs engine`;
-    assert.ok(Math.abs(served[i] - mine[i]) < 1e-3, `${what} on ${dir} ${mine[i]}`);
-    assert.ok(Math.abs(served[i] - theirs[i]) > 0.05, `${what} on ${other} ${theirs[i]}`);
+    assert.ok(Math.abs(served[i] - mine[i]) < 1e-3, `prompt ${i}: vLLM ${served[i]} vs engine on ${dir} ${mine[i]}`);
+    assert.ok(Math.abs(served[i] - theirs[i]) > 0.05, `prompt ${i}: vLLM ${served[i]} vs engine on ${other} ${theirs[i]}`);
   }
 }
 
-const pidOf = async () =>
-  (JSON.parse(await readFile(join(tmpdir(), `opsr-vllm-${port}.pid`), 'utf8')) as { pid: number }).pid;
-const healthy = (baseURL: string) =>
-  fetch(baseURL.replace(/\/v1$/, '/health')).then((r) => r.ok, () => false);
+const pidOf = async () => (JSON.parse(await readFile(join(tmpdir(), `opsr-vllm-${port}.pid`), 'utf8')) as { pid: number }).pid;
+const healthy = (baseURL: string) => fetch(baseURL.replace(/\/v1$/, '/health')).then((r) => r.ok, () => false);
 
 test('managed vLLM: health, served name, samplePairs, hand-off to trained weights, no orphans', async () => {
-  const e1 = await ensureSampler({ runId: 'r', modelDir: base, sampling: config.sampling });
+  const e1 = await samplers.ensure({ runId: 'r', modelDir: base, sampling: config.sampling });
   assert.equal(e1.baseURL, `http://127.0.0.1:${port}/v1`);
   assert.equal(await healthy(e1.baseURL), true);
   const models = (await (await fetch(`${e1.baseURL}/models`)).json()) as { data: { id: string }[] };
@@ -114,28 +107,25 @@ test('managed vLLM: health, served name, samplePairs, hand-off to trained weight
   assert.deepEqual([res.count, res.shards], [3, 2]);
   const recs = await readJsonl<SampleRecord>(res.samplesFile);
   assert.deepEqual(recs.map((r) => r.index), [0, 1, 2]);
-  for (const r of recs) {
-    for (const side of [r.chosen, r.rejected]) assert.equal(side.tokens, NEW_TOKENS);
-  }
+  for (const r of recs) for (const side of [r.chosen, r.rejected]) assert.equal(side.tokens, NEW_TOKENS);
   const manifest = JSON.parse(await readFile(join(roundDir, 'samples.manifest.json'), 'utf8'));
-  assert.equal(manifest.data.reproducible, false, 'unseeded sampling: recorded as not reproducible');
+  assert.equal(manifest.data.reproducible, false, 'unseeded sampling is recorded as not reproducible');
 
   await assertServes(e1, base, trained);
   // Round k+1: the policy is round k's trained checkpoint; the old server goes, whole.
-  const e2 = await ensureSampler({ runId: 'r', modelDir: trained, sampling: config.sampling });
+  const e2 = await samplers.ensure({ runId: 'r', modelDir: trained, sampling: config.sampling });
   assert.deepEqual(await waitGone(tree1, 30_000), [], 'the previous server and children stopped');
   assert.equal(e2.modelDir, trained);
   await assertServes(e2, trained, base);
   const tree2 = await processTree(await pidOf());
-  await releaseSampler({ runId: 'r', endpoint: e2 });
+  await samplers.release({ runId: 'r', endpoint: e2 });
   assert.deepEqual(await waitGone(tree2, 30_000), [], 'released: the server and children stopped');
   assert.equal(await healthy(e2.baseURL), false);
 });
 
-test('a worker SIGKILLed while holding a managed vLLM server takes it along', async () => {
+test('a worker SIGKILLed while holding a managed vLLM server takes the server with it', async () => {
   const input = { runId: 'k', modelDir: trained, sampling: config.sampling };
-  const hold = join(REPO, 'test', 'helpers', 'hold-sampler.ts');
-  const worker = spawn(process.execPath, ['--import', 'tsx', hold, JSON.stringify(input)], {
+  const worker = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'test', 'helpers', 'hold-sampler.ts'), JSON.stringify(input)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const line = await new Promise<string>((resolve, reject) => {
@@ -162,29 +152,26 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
 ids = torch.tensor([AutoTokenizer.from_pretrained(sys.argv[1])(sys.argv[2])["input_ids"]])
 with torch.no_grad():
-    g = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(sys.argv[3]),
-                   do_sample=False, output_logits=True, return_dict_in_generate=True,
-                   eos_token_id=None, pad_token_id=0)
+    g = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(sys.argv[3]), do_sample=False,
+                   output_logits=True, return_dict_in_generate=True, eos_token_id=None, pad_token_id=0)
 toks = g.sequences[0, ids.shape[1]:].tolist()
-lps = [torch.log_softmax(l[0].float(), -1)[t].item() for l, t in zip(g.logits, toks)]
-print(json.dumps({"prompt": ids[0].tolist(), "tokens": toks, "logprobs": lps}))
+print(json.dumps({"prompt": ids[0].tolist(), "tokens": toks, "logprobs": [torch.log_softmax(l[0].float(), -1)[t].item() for l, t in zip(g.logits, toks)]}))
 `;
 
-test('SmolLM2-135M-Instruct on vLLM: greedy log-probs as transformers\', chat via samplePairs', {
-  skip: !existsSync(join(SMOLLM, 'config.json')) && `${SMOLLM} is absent (setup.sh test fetches it)`,
+const samplers = new SamplerPool();
+const { samplePairs } = createActivities({ samplers });
+
+test('SmolLM2-135M-Instruct on vLLM: greedy log-probs equal transformers\', chat answers through samplePairs', {
+  skip: !existsSync(join(SMOLLM, 'config.json')) && `${SMOLLM} is absent (scripts/setup.sh test fetches it)`,
 }, async () => {
-  const sampling = {
-    ...config.sampling, api: 'chat' as const, maxTokens: 12, temperature: 0.7, topP: 0.95,
-  };
-  const endpoint = await ensureSampler({ runId: 's', modelDir: SMOLLM, sampling });
+  const sampling = { ...config.sampling, api: 'chat' as const, maxTokens: 12, temperature: 0.7, topP: 0.95 };
+  const endpoint = await samplers.ensure({ runId: 's', modelDir: SMOLLM, sampling });
   try {
-    const args = ['-c', HF_GREEDY, SMOLLM, 'The capital of France is', '8'];
-    const hf = JSON.parse(execFileSync(PYTHON, args, { encoding: 'utf8' }));
+    const hf = JSON.parse(execFileSync(PYTHON, ['-c', HF_GREEDY, SMOLLM, 'The capital of France is', '8'], { encoding: 'utf8' }));
     const served = await greedy(endpoint.baseURL, endpoint.model, hf.prompt, 8);
     assert.deepEqual(served.tokens, hf.tokens);
     for (let i = 0; i < hf.tokens.length; i++) {
-      const [a, b] = [served.logprobs[i], hf.logprobs[i]];
-      assert.ok(Math.abs(a - b) < 2e-3, `token ${i}: vLLM ${a} vs transformers ${b}`);
+      assert.ok(Math.abs(served.logprobs[i] - hf.logprobs[i]) < 2e-3, `token ${i}: vLLM ${served.logprobs[i]} vs transformers ${hf.logprobs[i]}`);
     }
     const roundDir = join(root, 'smollm-round');
     const res = await (new MockActivityEnvironment().run(samplePairs, {
@@ -193,10 +180,8 @@ test('SmolLM2-135M-Instruct on vLLM: greedy log-probs as transformers\', chat vi
     }) as Promise<SamplePairsResult>);
     const recs = await readJsonl<SampleRecord>(res.samplesFile);
     assert.equal(recs.length, 3);
-    for (const r of recs) {
-      for (const side of [r.chosen, r.rejected]) assert.ok(side.text.trim() !== '' && side.tokens > 0);
-    }
+    for (const r of recs) for (const side of [r.chosen, r.rejected]) assert.ok(side.text.trim().length > 0 && side.tokens > 0);
   } finally {
-    await releaseSampler({ runId: 's', endpoint });
+    await samplers.release({ runId: 's', endpoint });
   }
 });
