@@ -12,6 +12,7 @@ import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import type { BuildDatasetInput, BuildDatasetResult } from '../contracts/activities.ts';
 import { badInput } from './errors.ts';
+import { yieldToTimers } from './progress.ts';
 import type { SampleRecord } from './records.ts';
 
 export interface Limits {
@@ -93,7 +94,8 @@ export async function buildDataset(input: BuildDatasetInput): Promise<BuildDatas
   const trl: Record<string, unknown>[] = [];
   let truncated = 0;
   let dropped = 0;
-  for (const p of pairs) {
+  for (const [i, p] of pairs.entries()) {
+    if (i % 256 === 255) await yieldToTimers(); // the keep-alive heartbeat runs between records
     const fit = fitToLimits(promptIds(tok, p.messages ?? p.prompt!, `${input.pairsFile}: prompt index ${p.index}`), [
       responseIds(tok, p.chosen.text, p.chosen.finish_reason), responseIds(tok, p.rejected.text, p.rejected.finish_reason),
     ], lim);

@@ -33,8 +33,8 @@ import type {
 import { badInput } from './errors.ts';
 import { type Judge, makeJudge } from './judge.ts';
 import { withKeepAlive } from './progress.ts';
-import { deriveSeed, generator, requestFailure } from './sample.ts';
-import { withSampler } from './sampler.ts';
+import { deriveSeed, generator, requestFailure } from './sample-pairs.ts';
+import { withSampler } from './sampler-pool.ts';
 
 type PairwiseSet = Extract<EvalSetConfig, { kind: 'pairwise' }>;
 type GradingSet = Extract<EvalSetConfig, { kind: 'grading' }>;

@@ -12,8 +12,8 @@ import type { EvaluatePolicyInput, EvaluatePolicyResult, PrefixCurvePoint } from
 import { withKeepAlive } from './progress.ts';
 import { loadPromptsFor } from './prompts.ts';
 import { makeScorer, mean } from './rewards.ts';
-import { deriveSeed, generator, prefixed, requestFailure } from './sample.ts';
-import { withSampler } from './sampler.ts';
+import { deriveSeed, generator, prefixed, requestFailure } from './sample-pairs.ts';
+import { withSampler } from './sampler-pool.ts';
 
 export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<EvaluatePolicyResult> {
   const ev = input.evaluation;

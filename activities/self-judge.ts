@@ -17,8 +17,8 @@ import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';
 import { promptText } from './rewards.ts';
 import type { Answer, SampleRecord } from './records.ts';
-import { deriveSeed, generator, requestFailure } from './sample.ts';
-import { withSampler } from './sampler.ts';
+import { deriveSeed, generator, requestFailure } from './sample-pairs.ts';
+import { withSampler } from './sampler-pool.ts';
 
 export async function sampleSelfJudgedPairs(input: SelfJudgePairsInput): Promise<SelfJudgePairsResult> {
   const s = input.sampling;

@@ -6,13 +6,14 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { hashJson, modelHash, sha256File } from '../lib/hash.ts';
+import { weightFileNames } from '../lib/modeldir.ts';
 import { JsonlError, readJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage } from '../lib/tokenizer.ts';
 import type { InitConfig, InitPolicyInput, InitPolicyResult, InitStageResult, TrainingConfig, TrainPolicyInput, TrainPolicyResult } from '../contracts/activities.ts';
 import { fitToLimits, promptIds, responseIds } from './dataset.ts';
-import { runEngineTrain, type EngineRun } from './engine.ts';
+import { runEngineTrain, type EngineRun } from './engine-train.ts';
 import { badInput } from './errors.ts';
 import { TrainLog } from './trainlog.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
@@ -74,7 +75,11 @@ async function trainStage(spec: StageSpec): Promise<EngineRun & { reused: boolea
   }).finally(() => log?.flush());
   await writeManifest(manifestPath, {
     step: 'train', configHash, inputs: spec.inputs,
-    outputs: { weights: join(run.finalDir, 'model.safetensors'), config: join(run.finalDir, 'config.json') },
+    // Single-file or sharded weights, as the engine wrote them.
+    outputs: {
+      config: join(run.finalDir, 'config.json'),
+      ...Object.fromEntries((await weightFileNames(run.finalDir)).map((f) => [f, join(run.finalDir, f)])),
+    },
     counts: { steps: run.steps }, data: { ...run },
   });
   return { ...run, reused: false };

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
-import { EngineProcess, DEFAULT_ENGINE_PATH, engineEnv, type EngineDtype } from '../server/engine.ts';
+import { EngineProcess, DEFAULT_ENGINE_PATH, engineEnv, type EngineDtype } from '../server/engine-supervisor.ts';
 import { startServer } from '../server/index.ts';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { writeTinyTokenizer } from '../test/helpers/tiny-tokenizer.ts';

@@ -273,6 +273,21 @@ const RunObject = z.strictObject({
     prefixScores: z.array(score()).min(1).default([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
     maxTokens: int(1).optional(),
   }).optional(),
+  // Activity timing: how soon a lost worker's activity is retried elsewhere (every activity
+  // heartbeats), and the retry policy. A workflow's second argument (WorkflowTuning) overrides it.
+  activities: z.strictObject({
+    heartbeatTimeoutS: z.strictObject({
+      control: num(1, 86_400).default(60),  // prepare, filter, dataset, manifests
+      sampler: num(1, 86_400).default(120), // servers starting, sampling, rewards, evaluation
+      trainer: num(1, 86_400).default(300), // the engine (a DPO reference pre-pass is one long step)
+    }).prefault({}),
+    retry: z.strictObject({
+      initialIntervalS: num(0.001, 86_400).default(1),
+      maximumIntervalS: num(0.001, 86_400).default(60),
+      backoffCoefficient: num(1, 100).default(2),
+      maximumAttempts: int(0, 1000).default(10).describe('an integer from 0 to 1000 (0: unlimited)'),
+    }).prefault({}),
+  }).prefault({}),
   temporal: z.strictObject({
     address: z.string().refine((s) => /^[^\s:]+:\d{1,5}$/.test(s), { error: 'is not host:port', params: { allowed: 'host:port, e.g. 127.0.0.1:7233' } }).default('127.0.0.1:7233'),
     namespace: text('a Temporal namespace').default('default'),
@@ -387,6 +402,10 @@ function crossChecks(c: RunObjectOut): Issue[] {
   const lr = c.training.learningRate;
   if (Array.isArray(lr) && lr.length !== c.rounds) {
     out.push({ path: ['training', 'learningRate'], message: `has ${lr.length} values for ${c.rounds} rounds`, input: lr, allowed: `one number, or a list of exactly ${c.rounds} (one per round)` });
+  }
+  const r = c.activities.retry;
+  if (r.maximumIntervalS < r.initialIntervalS) {
+    out.push({ path: ['activities', 'retry', 'maximumIntervalS'], message: `is below initialIntervalS ${r.initialIntervalS}`, input: r.maximumIntervalS, allowed: `a number >= activities.retry.initialIntervalS (${r.initialIntervalS})` });
   }
   out.push(...judgingChecks(c));
   if (c.evaluation && !c.rewardModel) {

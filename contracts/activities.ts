@@ -40,7 +40,7 @@ export interface PrepareRunResult {
   configFile: string;  // <runDir>/config.json
   promptsFile: string; // <runDir>/prompts.jsonl: {"index","prompt"} or {"index","messages"}
   promptCount: number;
-  baseModel: string;   // config.model, checked to be an HF dir with config.json + model.safetensors
+  baseModel: string;   // config.model, checked by lib/modeldir.ts checkModelDir
 }
 
 // ---- initPolicy (paper 3.2: SFT on seed data, then offline preference optimization) ----------

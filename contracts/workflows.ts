@@ -119,11 +119,12 @@ export interface StudySummary {
   }[];
 }
 
-// Optional second argument of preferenceRun/ablationStudy: activity timing. Defaults suit real
-// runs; tests shorten them so a killed worker's activity is retried within seconds.
+// Optional second argument of preferenceRun/ablationStudy: activity timing over the run config's
+// `activities` (the place to set it). Tests shorten it so a killed worker's activity is retried
+// within seconds.
 export interface WorkflowTuning {
-  heartbeatTimeoutS?: { sampler?: number; trainer?: number }; // defaults 120, 300
-  retry?: { initialIntervalMs?: number; maximumIntervalMs?: number; maximumAttempts?: number }; // 1000, 60000, 10
+  heartbeatTimeoutS?: { control?: number; sampler?: number; trainer?: number };
+  retry?: { initialIntervalMs?: number; maximumIntervalMs?: number; maximumAttempts?: number };
 }
 
 // preferenceRound's input: everything a round needs, resolved by the parent run.

@@ -5,7 +5,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { loadTokenizer, type LoadedTokenizer } from '../lib/tokenizer.ts';
-import { EngineProcess, type EngineDtype, type EngineInfo } from './engine.ts';
+import { EngineProcess, type EngineDtype, type EngineInfo } from './engine-supervisor.ts';
 import { runChoice, choiceSeed, type ChoiceResult, type EngineSink, type TokenLogprob } from './choice.ts';
 import { ApiError, bad, parseMessages, parsePrompts, parseSampling, type GenerationDefaults, type Sampling } from './params.ts';
 

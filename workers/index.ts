@@ -72,7 +72,7 @@ export async function createWorkers(opts: RunWorkerOptions = {}): Promise<OpsrWo
   const real = opts.activities ? null : await import('../activities/index.ts');
   const activities = opts.activities ?? real as Partial<OpsrActivities>;
   // Embedded and managed-vLLM servers live in this process: stop them when the workers stop.
-  const releaseServers = real ? (await import('../activities/sampler.ts')).releaseLocal : async () => {};
+  const releaseServers = real ? (await import('../activities/sampler-pool.ts')).releaseLocal : async () => {};
   const concurrency = { control: 8, sampler: 2, trainer: 1, ...opts.maxConcurrentActivities };
 
   const workers: Worker[] = [];

@@ -26,7 +26,7 @@ export async function ablationStudy(input: unknown, tuning: WorkflowTuning = {})
   // Studies recorded before seeds and reports replay on the old command sequence.
   if (!patched('ablation-seeds-and-report')) return armsOnce(study, studyId, tuning);
 
-  const files = opsrActivities(tuning);
+  const files = opsrActivities(study.arms[0]?.config.activities, tuning);
   const seeds: (number | null)[] = study.seeds ?? [null];
   const runs: NonNullable<AblationResult['arms']> = [];
   // Seed by seed, one arm after the other: arms share the sampler and trainer workers, and a

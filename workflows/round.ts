@@ -13,7 +13,7 @@ import { opsrActivities } from './activities.ts';
 
 export async function preferenceRound(input: RoundInput): Promise<RoundSummary> {
   const { runId, round, config, rejectedScore } = input;
-  const act = opsrActivities(input.tuning);
+  const act = opsrActivities(config.activities, input.tuning);
   const roundDir = `${input.runDir}/round-${round}`;
   const self = workflowInfo().workflowId;
   const progress: RunProgress = {

@@ -34,7 +34,7 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
   const config = validateRunConfig(input);
   const self = workflowInfo().workflowId;
   const runId = runIdOf(config, self);
-  const act = opsrActivities(tuning);
+  const act = opsrActivities(config.activities, tuning);
   const schedule = config.prefixes.rejectedScores;
 
   const progress: RunProgress = {

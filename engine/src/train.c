@@ -326,10 +326,22 @@ static int write_state(const char *dir, void *ctx) {
 }
 
 static int is_checkpoint_name(const char *name, long *step) {
-    char *end;
-    if (strncmp(name, "step-", 5) || strlen(name) != 13) return 0;
-    *step = strtol(name + 5, &end, 10);
-    return *end == 0;
+    if (strncmp(name, "step-", 5) || strlen(name) != 13 || strspn(name + 5, "0123456789") != 8) return 0;
+    *step = strtol(name + 5, NULL, 10);
+    return 1;
+}
+
+// A temp file or dir this engine writes in OUT or OUT/checkpoints: NAME.tmp-PID where NAME is
+// final, ref_logps.jsonl or a checkpoint. Anything else there is the user's and stays.
+static int is_engine_temp(const char *name) {
+    const char *t = strstr(name, ".tmp-");
+    long step;
+    if (!t || !t[5] || strspn(t + 5, "0123456789") != strlen(t + 5)) return 0;
+    char base[64];
+    if ((size_t)(t - name) >= sizeof base) return 0;
+    memcpy(base, name, (size_t)(t - name));
+    base[t - name] = 0;
+    return !strcmp(base, "final") || !strcmp(base, "ref_logps.jsonl") || is_checkpoint_name(base, &step);
 }
 
 // Removes temp dirs left by a crash and, when keep > 0, complete checkpoints beyond the newest
@@ -343,7 +355,7 @@ static long scan_checkpoints(const char *dir, long keep) {
         char path[4200];
         long s;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (strstr(e->d_name, ".tmp-")) remove_tree(path);
+        if (is_engine_temp(e->d_name)) remove_tree(path);
         else if (is_checkpoint_name(e->d_name, &s) && n < 4096) {
             snprintf(path, sizeof path, "%s/%s/DONE", dir, e->d_name);
             if (file_exists(path)) steps[n++] = s;

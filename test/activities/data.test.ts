@@ -226,7 +226,7 @@ test('lib: stable JSON hashing, JSONL errors name file and line, bounded concurr
 
 test('prepareRun: config snapshot and prompt list; bad model dir, bad prompt line and a changed config are BadInput', async () => {
   const m = join(root, 'prep-model');
-  await writeFileAtomic(join(m, 'config.json'), '{}');
+  await writeFileAtomic(join(m, 'config.json'), '{"model_type": "gpt2"}');
   await writeFileAtomic(join(m, 'model.safetensors'), 'x');
   const prompts = join(root, 'prep-prompts.jsonl');
   await writeFile(prompts, Array.from({ length: 6 }, (_, i) => JSON.stringify({ prompt: `p${i}` })).join('\n') + '\n');
@@ -244,7 +244,7 @@ test('prepareRun: config snapshot and prompt list; bad model dir, bad prompt lin
 
   const isBad = (re: RegExp) => (e: Error & { type?: string }) => e.type === 'BadInput' && re.test(e.message);
   await assert.rejects(prepareRun({ runId: 'prep', config: { ...cfg, rounds: 2 } }), isBad(/different config/));
-  await assert.rejects(prepareRun({ runId: 'p2', config: { ...cfg, model: join(root, 'no-model') } }), isBad(/model: .* \(config.json is missing\)/));
+  await assert.rejects(prepareRun({ runId: 'p2', config: { ...cfg, model: join(root, 'no-model') } }), isBad(/model: .*no-model is not a directory/));
   await writeFile(prompts, '{"prompt": "ok"}\n{"text": "no"}\n');
   await assert.rejects(prepareRun({ runId: 'p3', config: cfg }), isBad(new RegExp(`prompts.file: ${prompts}:2: record needs "prompt"`)));
 });

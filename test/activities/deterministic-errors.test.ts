@@ -14,7 +14,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { ApplicationFailure } from '@temporalio/common';
 import { parseRunConfig } from '../../config/index.ts';
 import { buildDataset } from '../../activities/dataset.ts';
-import { samplePairs } from '../../activities/sample.ts';
+import { samplePairs } from '../../activities/sample-pairs.ts';
 import { analyzeRewards } from '../../activities/rewards.ts';
 import { trainPolicy } from '../../activities/train.ts';
 import type { SamplePairsInput } from '../../contracts/activities.ts';

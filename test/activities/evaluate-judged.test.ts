@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
-import { ensureSampler, releaseLocal } from '../../activities/sampler.ts';
+import { ensureSampler, releaseLocal } from '../../activities/sampler-pool.ts';
 import { initPolicy } from '../../activities/train.ts';
 import { judgedSummary, runJudgedEval } from '../../activities/evaluate-judged.ts';
 import type {

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
-import { ensureSampler, releaseSampler, releaseLocal } from '../../activities/sampler.ts';
+import { ensureSampler, releaseSampler, releaseLocal } from '../../activities/sampler-pool.ts';
 import { evaluatePolicy } from '../../activities/evaluate.ts';
 import { startServer } from '../../server/index.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
@@ -166,7 +166,7 @@ test('with a chat template, the completions API renders prompts exactly as the c
   // Chats, and a plain prompt (one user turn through the template).
   await writeFile(prompts, [...chats.map((messages) => ({ messages })), { prompt: PROMPTS[1] }].map((r) => JSON.stringify(r)).join('\n') + '\n');
   const { prepareRun } = await import('../../activities/prepare.ts');
-  const { samplePairs } = await import('../../activities/sample.ts');
+  const { samplePairs } = await import('../../activities/sample-pairs.ts');
   const results: SampleRecord[][] = [];
   for (const api of ['chat', 'completions'] as const) {
     const config = parseRunConfig({ ...base, runId: undefined, prompts: { file: prompts }, sampling: { ...base.sampling, api } });

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { applyTemplate, parseRunConfig } from '../../config/index.ts';
 import { prepareRun } from '../../activities/prepare.ts';
-import { samplePairs, prefixed } from '../../activities/sample.ts';
+import { samplePairs, prefixed } from '../../activities/sample-pairs.ts';
 import { filterPairs } from '../../activities/filter.ts';
 import { buildDataset } from '../../activities/dataset.ts';
 import { readJsonl } from '../../lib/jsonl.ts';

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig } from '../../config/index.ts';
-import { newestCheckpoint } from '../../activities/engine.ts';
+import { newestCheckpoint } from '../../activities/engine-train.ts';
 import { trainPolicy } from '../../activities/train.ts';
 import type { TrainPolicyInput, TrainPolicyResult } from '../../contracts/activities.ts';
 import { crc32c, maskedCrc32c } from '../../lib/tensorboard.ts';

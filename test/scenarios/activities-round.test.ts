@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig } from '../../config/index.ts';
 import * as act from '../../activities/index.ts';
-import { releaseLocal } from '../../activities/sampler.ts';
+import { releaseLocal } from '../../activities/sampler-pool.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { readTokData } from '../../lib/tokdata.ts';
 import { sha256File } from '../../lib/hash.ts';

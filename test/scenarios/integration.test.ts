@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { releaseLocal } from '../../activities/sampler.ts';
+import { releaseLocal } from '../../activities/sampler-pool.ts';
 import { sha256File } from '../../lib/hash.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { readTokData } from '../../lib/tokdata.ts';

@@ -1,11 +1,12 @@
-// opsr-engine serve through server/engine.ts: greedy parity with transformers, seed determinism
-// across batch compositions, stop ids, cancel, the context limit, continuous batching, errors.
+// opsr-engine serve through server/engine-supervisor.ts: greedy parity with transformers, seed
+// determinism across batch compositions, stop ids, cancel, the context limit, continuous
+// batching, errors.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EngineProcess, EngineError, type EngineRequest, type EngineDone, type EngineToken } from '../../server/engine.ts';
+import { EngineProcess, EngineError, type EngineRequest, type EngineDone, type EngineToken } from '../../server/engine-supervisor.ts';
 import { makeTinyModel, transformersGreedy, ENGINE } from '../helpers/tiny-gpt2.ts';
 
 let dir: string;

@@ -22,7 +22,7 @@ import { badInput, isRequestError } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';
 import type { SampleRecord } from './records.ts';
-import { apiKeyOf, withSampler } from './sampler.ts';
+import { apiKeyOf, withSampler } from './sampler-pool.ts';
 
 // The prefix goes in front of a plain prompt, or in front of the last user turn of a chat.
 export function prefixed(item: PromptItem, template: string, score: number): string | ChatMessage[] {
