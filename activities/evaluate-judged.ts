@@ -27,7 +27,8 @@ import {
   winRate,
 } from '../lib/winrate.ts';
 import type {
-  EvalSetConfig, EvaluateJudgedInput, GradingEvalResult, JudgedEvalResult, JudgedSummaryRow, OrderBias,
+  EvalSetConfig, EvaluateJudgedInput, GradingEvalResult, JudgedEvalResult, JudgedSummaryRow,
+  OrderBias,
   PairwiseEvalResult, SamplingConfig, SummarizeJudgedInput,
 } from '../contracts/activities.ts';
 import { badInput } from './errors.ts';
@@ -93,8 +94,12 @@ export async function runJudgedEval(
       throw badInput(`evals.sets (${input.set.name}).file: cannot read ${input.set.file}`);
     }),
   };
-  if (input.set.kind === 'pairwise' && input.set.reference !== 'file')
-    inputs.reference = await modelHash(input.set.reference.model);
+  const ref = input.set.kind === 'pairwise' ? input.set.reference : 'file';
+  if (ref === 'base') {
+    throw badInput(`evals.sets (${input.set.name}).reference "base" means a run's policy before round 1; `
+      + 'outside a run, give {"model": DIR}');
+  }
+  if (typeof ref === 'object') inputs.reference = await modelHash(ref.model);
   const done = await loadValidManifest(manifestPath, {
     step: `eval-${input.set.name}`,
     configHash,
@@ -219,12 +224,13 @@ async function pairwise(
       gen,
       signal,
     );
+    const ref = set.reference;
     const references =
-      set.reference === 'file'
+      typeof ref !== 'object'
         ? items.map((it) => it.output!)
         : await answer(
             s,
-            set.reference.model,
+            ref.model,
             jobs('reference'),
             maxTokens,
             `${set.name}: reference answering instruction`,
@@ -468,7 +474,9 @@ const EMPTY_ROW = {
   firstPositionWins: null, flipRate: null, mean: null,
 };
 
-export async function summarizeJudgedEvals(input: SummarizeJudgedInput): Promise<JudgedSummaryRow[]> {
+export async function summarizeJudgedEvals(
+  input: SummarizeJudgedInput,
+): Promise<JudgedSummaryRow[]> {
   const rows = await judgedSummary(input.results);
   await writeJsonAtomic(join(input.runDir, 'eval', 'summary.json'), rows);
   return rows;

@@ -16,6 +16,8 @@
 // everything else is a plain error and is retried by Temporal.
 import type { RunConfig } from '../config/schema.ts';
 import type { ProgressTarget } from './progress.ts';
+import type { JudgedSummaryRow, RoundCost, RoundSamplingCost } from './results.ts';
+export type { JudgedSummaryRow, RoundCost, RoundSamplingCost } from './results.ts';
 import type { AblationResult, RunResult, TASK_QUEUES } from './workflows.ts';
 
 export type SamplingConfig = RunConfig['sampling'];
@@ -330,23 +332,6 @@ export interface SummarizeJudgedInput {
   results: JudgedEvalResult[];
 }
 
-// One line of the run report per (set, label).
-export interface JudgedSummaryRow {
-  set: string;
-  label: string;
-  kind: 'pairwise' | 'grading';
-  winRate: number | null;
-  standardError: number | null;
-  lcWinRate: number | null;
-  lcStandardError: number | null;
-  lcVariant: string | null; // which LC model gave the number
-  firstPositionWins: number | null; // order bias
-  flipRate: number | null;
-  mean: number | null; // grading
-  unparsable: number;
-  judgeTokens: number;
-}
-
 // ---- sampleSelfJudgedPairs (the self-rewarding baseline's pairs) ------------------------------
 export interface SelfJudgePairsInput extends ProgressTarget {
   runId: string;
@@ -366,16 +351,6 @@ export interface SelfJudgePairsResult {
   count: number; // pairs kept (best and worst differ)
   dropped: { tie: number; unparsable: number };
   cost: RoundSamplingCost;
-}
-
-// What a round's pairs cost: the paper's efficiency argument, measured.
-export interface RoundSamplingCost {
-  sampling: { requests: number; tokens: number };
-  judging: { requests: number; cached: number; tokens: number };
-}
-export interface RoundCost extends RoundSamplingCost {
-  wallS: Record<string, number>; // phase -> seconds (sampling, filtering, dataset, training, ...)
-  tokensPerKeptPair: number | null; // (sampling + judging tokens) / pairs kept after filtering
 }
 
 // The activities createActivities (activities/index.ts) builds.

@@ -4,7 +4,7 @@ import { defineQuery, defineSignal } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
 import type { RunConfig } from '../config/schema.ts';
 import type { Phase } from './progress.ts';
-import type { JudgedSummaryRow, RoundCost } from './activities.ts';
+import type { JudgedSummaryRow, RoundCost } from './results.ts';
 
 export const TASK_QUEUES = {
   control: 'opsr-control', // workflows and light activities (filter, dataset, manifests)

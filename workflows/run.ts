@@ -86,12 +86,15 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
   // Judge-based evaluations (config evals) of the policy after round k (0: before round 1).
   // Only runs with evals schedule them, so histories recorded before them replay unchanged.
   const judged: JudgedEvalResult[] = [];
+  let basePolicy = policy; // the policy before round 1: what a pairwise reference "base" means
   const judgeEval = async (k: number, label: string, modelDir: string): Promise<void> => {
     const evals = config.evals;
     if (!evals || (evals.rounds !== 'all' && !evals.rounds.includes(k))) return;
     show('evaluating');
     endpoint = await CancellationScope.nonCancellable(() => act.ensureSampler({ runId, modelDir, sampling: config.sampling }));
-    for (const set of evals.sets) {
+    for (const configured of evals.sets) {
+      const set = configured.kind === 'pairwise' && configured.reference === 'base'
+        ? { ...configured, reference: { model: basePolicy } } : configured;
       judged.push(await act.evaluateJudged({
         runId, label, runDir: prep.runDir, cacheDir: `${config.storage}/judge-cache`, endpoint, sampling: config.sampling,
         set, judgeName: set.judge, judge: config.judges[set.judge], notify: [self],
@@ -116,6 +119,7 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
       baseReward = base?.meanReward ?? null;
       prefixCurve = base?.prefixCurve ?? null;
     }
+    basePolicy = policy;
     await judgeEval(0, 'base', policy);
 
     for (let k = 1; k <= config.rounds; k++) {
