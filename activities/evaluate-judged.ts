@@ -35,7 +35,7 @@ import { badInput } from './errors.ts';
 import { type Judge, makeJudge } from './judge.ts';
 import { withKeepAlive } from './progress.ts';
 import { deriveSeed, generator, requestFailure } from './sample-pairs.ts';
-import { withSampler } from './sampler-pool.ts';
+import type { SamplerPool } from './sampler-pool.ts';
 
 type PairwiseSet = Extract<EvalSetConfig, { kind: 'pairwise' }>;
 type GradingSet = Extract<EvalSetConfig, { kind: 'grading' }>;
@@ -53,6 +53,7 @@ export const MT_BENCH_TEMPERATURES: Record<string, number> = {
 };
 
 export interface EvalHooks {
+  samplers: SamplerPool; // the worker's local servers (createActivities' deps)
   signal?: AbortSignal;
   keepAlive?: <T>(details: () => unknown, work: () => Promise<T>) => Promise<T>;
 }
@@ -65,13 +66,15 @@ const LC_NOTE = {
 };
 
 // The activity: Temporal's cancellation and heartbeats around runJudgedEval.
-export async function evaluateJudged(input: EvaluateJudgedInput): Promise<JudgedEvalResult> {
-  return runJudgedEval(input, { signal: cancellationSignal(), keepAlive: withKeepAlive });
+export async function evaluateJudged(
+  samplers: SamplerPool, input: EvaluateJudgedInput,
+): Promise<JudgedEvalResult> {
+  return runJudgedEval(input, { samplers, signal: cancellationSignal(), keepAlive: withKeepAlive });
 }
 
 export async function runJudgedEval(
   input: EvaluateJudgedInput,
-  hooks: EvalHooks = {},
+  hooks: EvalHooks,
 ): Promise<JudgedEvalResult> {
   const dir = join(input.runDir, 'eval', input.label);
   const manifestPath = join(dir, `${input.set.name}.manifest.json`);
@@ -114,8 +117,8 @@ export async function runJudgedEval(
   const keepAlive = hooks.keepAlive ?? (<T>(_: () => unknown, work: () => Promise<T>) => work());
   const result =
     input.set.kind === 'pairwise'
-      ? await pairwise(input, input.set, judge, dir, hooks.signal, keepAlive)
-      : await grading(input, input.set, judge, dir, hooks.signal, keepAlive);
+      ? await pairwise(hooks.samplers, input, input.set, judge, dir, hooks.signal, keepAlive)
+      : await grading(hooks.samplers, input, input.set, judge, dir, hooks.signal, keepAlive);
   const outputs: Record<string, string> = { result: result.file };
   if (result.kind === 'pairwise') outputs.annotations = result.annotationsFile;
   await writeManifest(manifestPath, {
@@ -133,6 +136,7 @@ type Gen = { answered: number; requests: number; tokens: number };
 
 // Answers to a list of chat inputs from the model at modelDir, through the run's sampler.
 async function answer(
+  samplers: SamplerPool,
   sampling: SamplingConfig,
   modelDir: string,
   jobs: { input: ChatMessage[] | string; seed: number; temperature?: number }[],
@@ -142,7 +146,7 @@ async function answer(
   signal?: AbortSignal,
 ): Promise<string[]> {
   if (signal) setMaxListeners(sampling.concurrency + 10, signal);
-  return withSampler(sampling, modelDir, async (endpoint) => {
+  return samplers.with(sampling, modelDir, async (endpoint) => {
     const gens = new Map<number, Awaited<ReturnType<typeof generator>>>();
     const genFor = async (t: number) =>
       gens.get(t) ??
@@ -188,6 +192,7 @@ async function readSet<T>(
 }
 
 async function pairwise(
+  samplers: SamplerPool,
   input: EvaluateJudgedInput,
   set: PairwiseSet,
   judge: Judge,
@@ -216,6 +221,7 @@ async function pairwise(
         seed: deriveSeed(s.seed, 0, i, `eval/${set.name}/${side}`),
       }));
     const answers = await answer(
+      samplers,
       s,
       input.endpoint.modelDir,
       jobs('policy'),
@@ -229,6 +235,7 @@ async function pairwise(
       typeof ref !== 'object'
         ? items.map((it) => it.output!)
         : await answer(
+            samplers,
             s,
             ref.model,
             jobs('reference'),
@@ -347,6 +354,7 @@ interface Question {
 }
 
 async function grading(
+  samplers: SamplerPool,
   input: EvaluateJudgedInput,
   set: GradingSet,
   judge: Judge,
@@ -395,6 +403,7 @@ async function grading(
         temperature: temperatures[q.category] ?? s.temperature,
       }));
       const texts = await answer(
+        samplers,
         s,
         input.endpoint.modelDir,
         jobs,

@@ -85,8 +85,10 @@ export function makeScorer(rm: RewardModelConfig): Scorer {
   }
   if (rm.type === 'vllm-pooling') {
     const url = `${serverRoot(rm.baseURL)}/pooling`;
+    // The head's raw output: vLLM's pooler would otherwise put a sigmoid on a one-logit head.
+    const request = (items: ScoreItem[]) => ({ model: rm.model, input: items.map(text), use_activation: false });
     return batched(async (items, signal) => {
-      const body = (await postJson(url, { model: rm.model, input: items.map(text) }, apiKeyHeader(rm.apiKeyEnv), signal)) as { data?: { data?: unknown }[] };
+      const body = (await postJson(url, request(items), apiKeyHeader(rm.apiKeyEnv), signal)) as { data?: { data?: unknown }[] };
       return (body.data ?? []).map((d, i) => {
         let v: unknown = d.data;
         while (Array.isArray(v)) v = v[v.length - 1]; // reward heads pool to [1] or [[1]]

@@ -22,7 +22,7 @@ import { badInput, isRequestError } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';
 import type { SampleRecord } from './records.ts';
-import { apiKeyOf, withSampler } from './sampler-pool.ts';
+import { apiKeyOf, type SamplerPool } from './sampler-pool.ts';
 
 // The prefix goes in front of a plain prompt, or in front of the last user turn of a chat.
 export function prefixed(item: PromptItem, template: string, score: number): string | ChatMessage[] {
@@ -66,7 +66,8 @@ export async function generator(sampling: SamplingConfig, endpoint: { baseURL: s
   };
   return (input, seed, opts = {}) => linked(signal, async (signal) => {
     const body = {
-      model: endpoint.model, n: 1, seed, temperature: sampling.temperature, top_p: sampling.topP,
+      model: endpoint.model, n: 1, ...(sampling.perRequestSeeds ? { seed } : {}),
+      temperature: sampling.temperature, top_p: sampling.topP,
       max_tokens: opts.maxTokens ?? sampling.maxTokens, ...sampling.extra,
     };
     if (sampling.api === 'chat') {
@@ -134,7 +135,9 @@ async function readShard(file: string, lo: number, hi: number): Promise<SampleRe
   }
 }
 
-export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsResult> {
+export async function samplePairs(
+  samplers: SamplerPool, input: SamplePairsInput,
+): Promise<SamplePairsResult> {
   const s = input.sampling;
   const items = await readJsonl<PromptItem>(input.promptsFile);
   const total = items.length;
@@ -145,7 +148,8 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   const configHash = hashJson({
     round: input.round, items, prefixes: input.prefixes, chosenScore: input.chosenScore, rejectedScore: input.rejectedScore,
     model: input.endpoint.model, modelDir: input.endpoint.modelDir, weights: await modelHash(input.endpoint.modelDir), api: s.api, temperature: s.temperature, topP: s.topP,
-    maxTokens: s.maxTokens, seed: s.seed, extra: s.extra, shardSize: s.shardSize,
+    maxTokens: s.maxTokens, seed: s.seed, ...(s.perRequestSeeds ? {} : { unseeded: true }),
+    extra: s.extra, shardSize: s.shardSize,
   });
   const nShards = Math.ceil(total / s.shardSize);
   const done = await loadValidManifest(manifestPath, { step: 'sample', configHash });
@@ -186,7 +190,7 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   const missing = items.filter((it) => shards[Math.floor(it.index / s.shardSize)] === null);
   const pending = new Map<number, SampleRecord[]>();
   // Heartbeats cover starting a server here too (a restarted worker may need a new one).
-  if (missing.length > 0) await withKeepAlive(() => ({ shardsDone, samplesDone }), () => withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+  if (missing.length > 0) await withKeepAlive(() => ({ shardsDone, samplesDone }), () => samplers.with(s, input.endpoint.modelDir, async (endpoint) => {
     const generate = await generator(s, endpoint, cancelled);
     const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
       const seeds = { chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'), rejected: deriveSeed(s.seed, input.round, item.index, 'rejected') };
@@ -227,12 +231,19 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
 
   report(true); // past the throttle: the display ends on the full count
   await writeFileAtomic(samplesFile, toJsonl(shards.flatMap((x) => x!)));
-  await writeManifest(manifestPath, { step: 'sample', configHash, outputs: { samples: samplesFile }, counts: { samples: total, shards: nShards } });
-  return { samplesFile, count: total, shards: nShards, resumedShards, cost: samplingCost(shards.flatMap((x) => x!)) };
+  // Without per-request seeds a resampled shard differs from the lost one: say so where it counts.
+  const data = { reproducible: s.perRequestSeeds };
+  await writeManifest(manifestPath, {
+    step: 'sample', configHash, outputs: { samples: samplesFile },
+    counts: { samples: total, shards: nShards }, data,
+  });
+  const cost = samplingCost(shards.flatMap((x) => x!));
+  return { samplesFile, count: total, shards: nShards, resumedShards, cost };
 }
 
 // Two requests per prompt, their generated tokens; prefix pairs need no judge.
 function samplingCost(records: SampleRecord[]): RoundSamplingCost {
   const tokens = records.reduce((n, r) => n + r.chosen.tokens + r.rejected.tokens, 0);
-  return { sampling: { requests: 2 * records.length, tokens }, judging: { requests: 0, cached: 0, tokens: 0 } };
+  const judging = { requests: 0, cached: 0, tokens: 0 };
+  return { sampling: { requests: 2 * records.length, tokens }, judging };
 }

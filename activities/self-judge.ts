@@ -22,9 +22,10 @@ import type { PromptItem } from './prompts.ts';
 import { promptText } from './rewards.ts';
 import type { Answer, SampleRecord } from './records.ts';
 import { deriveSeed, generator, requestFailure } from './sample-pairs.ts';
-import { withSampler } from './sampler-pool.ts';
+import type { SamplerPool } from './sampler-pool.ts';
 
 export async function sampleSelfJudgedPairs(
+  samplers: SamplerPool,
   input: SelfJudgePairsInput,
 ): Promise<SelfJudgePairsResult> {
   const s = input.sampling;
@@ -59,7 +60,7 @@ export async function sampleSelfJudgedPairs(
   const result = await withKeepAlive(
     () => ({ answered, total }),
     () =>
-      withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+      samplers.with(s, input.endpoint.modelDir, async (endpoint) => {
         // The policy as judge: its own server through the chat API (its chat template), greedy, and
         // cached under its weights' hash (every round's policy is served under the same name).
         const judgeCfg: JudgeConfig = input.judge ?? {

@@ -4,7 +4,7 @@
 import { basename, join, resolve } from 'node:path';
 import { loadRunConfig } from '../config/index.ts';
 import { judgedSummary, runJudgedEval } from '../activities/evaluate-judged.ts';
-import { releaseLocal } from '../activities/sampler-pool.ts';
+import { SamplerPool } from '../activities/sampler-pool.ts';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import type { JudgedEvalResult, JudgedSummaryRow } from '../contracts/activities.ts';
 import { EXIT, UsageError, guard, parseFlags } from './common.ts';
@@ -47,6 +47,7 @@ export async function main(argv: string[]): Promise<number> {
       modelDir: model,
     };
     const results: JudgedEvalResult[] = [];
+    const samplers = new SamplerPool();
     try {
       for (const set of config.evals.sets) {
         process.stderr.write(
@@ -64,14 +65,14 @@ export async function main(argv: string[]): Promise<number> {
             judgeName: set.judge,
             judge: config.judges[set.judge],
             notify: [],
-          }),
+          }, { samplers }),
         );
       }
     } catch (err) {
       process.stderr.write(`opsr eval: ${(err as Error).message}\n`);
       return EXIT.failed;
     } finally {
-      await releaseLocal();
+      await samplers.close();
     }
     const rows = await judgedSummary(results);
     await writeJsonAtomic(join(runDir, 'eval', label, 'summary.json'), rows);

