@@ -5,7 +5,7 @@ import {
   ApplicationFailure, CancellationScope, executeChild, isCancellation, patched, setCurrentDetails, setHandler,
   upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
-import { ConfigError, parseRunConfig, type RunConfig } from '../config/schema.ts';
+import { ConfigError, isSafeId, parseRunConfig, SAFE_ID, type RunConfig } from '../config/schema.ts';
 import type { EvaluatePolicyResult, JudgedEvalResult, SamplerEndpoint } from '../contracts/activities.ts';
 import type { RoundSummary, RunProgress, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
 import {
@@ -26,8 +26,17 @@ export function validateRunConfig(input: unknown): RunConfig {
 }
 
 // A run's id (its directory name): the config's runId, else its workflow id with '/' as '-'.
+// The run id names the run's directory: one derived from a workflow id (whoever started it) must
+// be a safe directory name too, or the run fails once, saying so.
 export function runIdOf(config: RunConfig, workflowId: string): string {
-  return config.runId ?? workflowId.replaceAll('/', '-');
+  if (config.runId !== undefined) return config.runId;
+  const id = workflowId.replaceAll('/', '-');
+  if (!isSafeId(id)) {
+    throw ApplicationFailure.nonRetryable(`workflow id ${JSON.stringify(workflowId.slice(0, 200))} becomes the run id `
+      + `${JSON.stringify(id.slice(0, 200))}, a directory name: allowed ${SAFE_ID}; set runId in the config or start `
+      + 'the workflow with such an id', 'ConfigError');
+  }
+  return id;
 }
 
 export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {}): Promise<RunResult> {
