@@ -138,7 +138,7 @@ int cmd_serve(int argc, char **argv) {
     if (max_batch < 1 || max_batch > 4096) die(EXIT_BAD_INPUT, "usage", "serve: --max-batch must be in [1, 4096], got %ld", max_batch);
     if (prefill_budget < 0) die(EXIT_BAD_INPUT, "usage", "serve: --prefill-tokens must be >= 1 (0 = the context length)");
     set_threads(threads);
-    GPT2 m;
+    Model m;
     if (hf_load_model(model, &m)) err_exit();
     Generator *g = gen_create(&m, (int)max_batch, prefill_budget ? (int)prefill_budget : m.cfg.max_seq_len, !strcmp(dtype, "bf16"));
     if (!g) err_exit();
@@ -181,6 +181,6 @@ int cmd_serve(int argc, char **argv) {
     }
     free(buf);
     gen_free(g);
-    gpt2_free(&m);
+    model_free(&m);
     return 0;
 }

@@ -1,12 +1,13 @@
-// gpt2_init_random: Hugging Face GPT-2 initialization statistics and determinism by seed.
+// model_init_random: Hugging Face GPT-2 initialization statistics and determinism by seed.
 #include "gpt2.h"
+#include "tiny.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 static int failures;
 
-static void expect_std(const GPT2 *m, int t, const char *name, double want) {
+static void expect_std(const Model *m, int t, const char *name, double want) {
     double s = 0, ss = 0;
     size_t n = m->param_sizes[t];
     for (size_t i = 0; i < n; i++) { s += m->param[t][i]; ss += (double)m->param[t][i] * m->param[t][i]; }
@@ -16,18 +17,18 @@ static void expect_std(const GPT2 *m, int t, const char *name, double want) {
     failures += bad;
 }
 
-static void expect_const(const GPT2 *m, int t, const char *name, float want) {
+static void expect_const(const Model *m, int t, const char *name, float want) {
     for (size_t i = 0; i < m->param_sizes[t]; i++)
         if (m->param[t][i] != want) { printf("%-9s [%zu] = %g, want %g: FAILED\n", name, i, m->param[t][i], want); failures++; return; }
     printf("%-9s all %g: ok\n", name, want);
 }
 
 int main(void) {
-    GPT2Config c = {.vocab_size = 500, .max_seq_len = 64, .n_layer = 4, .n_head = 4, .n_embd = 64,
-                    .n_inner = 256, .ln_eps = 1e-5f};
-    GPT2 a, b;
-    if (gpt2_build(&a, &c) || gpt2_build(&b, &c)) { printf("init: out of memory\n"); return 1; }
-    gpt2_init_random(&a, 3);
+    ModelConfig c = tiny_config("{\"vocab_size\": 500, \"n_positions\": 64, \"n_layer\": 4, \"n_head\": 4, "
+                                   "\"n_embd\": 64, \"n_inner\": 256}");
+    Model a, b;
+    if (model_build(&a, &c) || model_build(&b, &c)) { printf("init: out of memory\n"); return 1; }
+    model_init_random(&a, 3);
     double proj = 0.02 / sqrt(2.0 * c.n_layer);
     expect_std(&a, P_WTE, "wte", 0.02);
     expect_std(&a, P_WPE, "wpe", 0.02);
@@ -39,14 +40,14 @@ int main(void) {
     const char *on[] = {"ln1w", "ln2w", "lnfw"}, *zn[] = {"ln1b", "ln2b", "lnfb", "qkvb", "attprojb", "fcb", "fcprojb"};
     for (int i = 0; i < 3; i++) expect_const(&a, ones[i], on[i], 1.0f);
     for (int i = 0; i < 7; i++) expect_const(&a, zeros[i], zn[i], 0.0f);
-    gpt2_init_random(&b, 3);
+    model_init_random(&b, 3);
     int same = !memcmp(a.params, b.params, a.num_params * sizeof(float));
-    gpt2_init_random(&b, 4);
+    model_init_random(&b, 4);
     int differ = memcmp(a.params, b.params, a.num_params * sizeof(float)) != 0;
     printf("same seed identical: %s; other seed differs: %s\n", same ? "ok" : "FAILED", differ ? "ok" : "FAILED");
     failures += !same + !differ;
-    gpt2_free(&a);
-    gpt2_free(&b);
+    model_free(&a);
+    model_free(&b);
     printf("init: %s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

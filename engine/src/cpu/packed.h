@@ -27,3 +27,23 @@ void packed_free(PackedMatrix *pm);
 size_t packed_scratch_bytes(PackFormat fmt, int M, int K);
 // out[M,N] = in[M,K] @ W (+ bias[N] when not NULL).
 void packed_matmul(float *out, const float *in, const PackedMatrix *pm, const float *bias, int M, void *scratch);
+
+// A model's matrices packed for generation, with packed_matmul's scratch and the row buffers of
+// a step (nbuf buffers of width[i] floats per row), grown with the rows.
+#define PACKED_MAX_BUFS 12
+typedef struct {
+    PackFormat fmt;
+    PackedMatrix *mats;
+    int nmats;
+    int max_k;                      // largest K of the products (scratch sizing)
+    void *scratch;
+    size_t cap_rows;
+    int nbuf;
+    size_t width[PACKED_MAX_BUFS];
+    float *buf[PACKED_MAX_BUFS];
+} PackedSet;
+// Returns 0 or -1 (err_set); on failure packed_set_free releases what was made.
+int packed_set_init(PackedSet *s, PackFormat fmt, int nmats, int max_k, int nbuf,
+                    const size_t *width);
+int packed_set_rows(PackedSet *s, size_t rows);
+void packed_set_free(PackedSet *s);

@@ -187,3 +187,41 @@ void packed_matmul(float *out, const float *in, const PackedMatrix *pm, const fl
 #endif
     fp32_matmul(out, in, pm->w, bias, M, pm->K, pm->N);
 }
+
+int packed_set_init(PackedSet *s, PackFormat fmt, int nmats, int max_k, int nbuf,
+                    const size_t *width) {
+    memset(s, 0, sizeof *s);
+    s->fmt = fmt;
+    s->max_k = max_k;
+    s->nbuf = nbuf;
+    memcpy(s->width, width, (size_t)nbuf * sizeof *width);
+    s->mats = calloc((size_t)nmats, sizeof(PackedMatrix));
+    if (!s->mats) return err_set(EXIT_IO, "out_of_memory", "cannot allocate packed weights");
+    s->nmats = nmats;
+    return 0;
+}
+
+int packed_set_rows(PackedSet *s, size_t rows) {
+    if (rows <= s->cap_rows) return 0;
+    for (int i = 0; i < s->nbuf; i++) {
+        float *p = realloc(s->buf[i], rows * s->width[i] * sizeof(float));
+        if (!p) return err_set(EXIT_IO, "out_of_memory", "cannot allocate activations for %zu rows", rows);
+        s->buf[i] = p;
+    }
+    size_t sb = packed_scratch_bytes(s->fmt, (int)rows, s->max_k);
+    if (sb) {
+        void *p = realloc(s->scratch, sb);
+        if (!p) return err_set(EXIT_IO, "out_of_memory", "cannot allocate activations for %zu rows", rows);
+        s->scratch = p;
+    }
+    s->cap_rows = rows;
+    return 0;
+}
+
+void packed_set_free(PackedSet *s) {
+    for (int i = 0; s->mats && i < s->nmats; i++) packed_free(&s->mats[i]);
+    for (int i = 0; i < s->nbuf; i++) free(s->buf[i]);
+    free(s->mats);
+    free(s->scratch);
+    memset(s, 0, sizeof *s);
+}
