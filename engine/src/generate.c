@@ -31,6 +31,7 @@ typedef struct {
 
 struct Generator {
     Model *m;
+    PackFormat fmt;
     void *state;                   // the architecture's packed weights and row buffers
     int max_batch, prefill_budget, nthreads;
     Slot *slots;
@@ -84,7 +85,8 @@ Generator *gen_create(Model *m, int max_batch, int prefill_budget, int bf16) {
         gen_free(g);
         return NULL;
     }
-    if ((bf16 && !packed_bf16_available()) || !(g->state = m->ops->gen_create(m, bf16 ? PACK_BF16 : PACK_FP32))) {
+    g->fmt = PACK_FP32;
+    if ((bf16 && packed_bf16_format(&g->fmt)) || !(g->state = m->ops->gen_create(m, g->fmt))) {
         gen_free(g);
         return NULL;
     }
@@ -372,3 +374,5 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
     }
     return nsample;
 }
+
+const char *gen_isa(const Generator *g) { return packed_format_name(g->fmt); }

@@ -142,7 +142,8 @@ int cmd_serve(int argc, char **argv) {
     if (hf_load_model(model, &m)) err_exit();
     Generator *g = gen_create(&m, (int)max_batch, prefill_budget ? (int)prefill_budget : m.cfg.max_seq_len, !strcmp(dtype, "bf16"));
     if (!g) err_exit();
-    printf("{\"event\":\"ready\",\"n_ctx\":%d,\"vocab_size\":%d,\"max_batch\":%ld,\"dtype\":\"%s\"}\n", m.cfg.max_seq_len, m.cfg.vocab_size, max_batch, dtype);
+    printf("{\"event\":\"ready\",\"n_ctx\":%d,\"vocab_size\":%d,\"max_batch\":%ld,\"dtype\":\"%s\",\"isa\":\"%s\"}\n",
+           m.cfg.max_seq_len, m.cfg.vocab_size, max_batch, dtype, gen_isa(g));
     fflush(stdout);
 
     size_t cap = 1 << 16, have = 0;

@@ -1,4 +1,5 @@
-// model_init_random: Hugging Face GPT-2 initialization statistics and determinism by seed.
+// model_init_random: Hugging Face initialization statistics (GPT-2 and Llama family) and
+// determinism by seed.
 #include "gpt2.h"
 #include "tiny.h"
 #include <math.h>
@@ -48,6 +49,25 @@ int main(void) {
     failures += !same + !differ;
     model_free(&a);
     model_free(&b);
+    // Llama family: N(0, initializer_range) for every matrix and embedding, zero biases, unit
+    // norms, the padding token's embedding zero
+    ModelConfig lc = tiny_config("{\"model_type\": \"llama\", \"vocab_size\": 500, \"hidden_size\": 64, "
+                                 "\"intermediate_size\": 96, \"num_hidden_layers\": 3, \"num_attention_heads\": 4, "
+                                 "\"num_key_value_heads\": 2, \"max_position_embeddings\": 32, \"attention_bias\": true, "
+                                 "\"initializer_range\": 0.05, \"pad_token_id\": 7}");
+    if (model_build(&a, &lc)) { printf("init: out of memory\n"); return 1; }
+    model_init_random(&a, 5);
+    for (int t = 0; t < a.ntensors; t++) {
+        const char *name = a.tensor[t].name;
+        if (strstr(name, "norm.weight") || strstr(name, "layernorm.weight")) expect_const(&a, t, name, 1.0f);
+        else if (a.tensor[t].ndim == 1) expect_const(&a, t, name, 0.0f);
+        else expect_std(&a, t, name, 0.05);
+    }
+    int pad_zero = 1;
+    for (int j = 0; j < lc.n_embd; j++) pad_zero &= a.param[0][7 * lc.n_embd + j] == 0.0f;
+    printf("pad_token_id row zero: %s\n", pad_zero ? "ok" : "FAILED");
+    failures += !pad_zero;
+    model_free(&a);
     printf("init: %s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

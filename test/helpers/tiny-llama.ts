@@ -10,10 +10,12 @@ export type LlamaArch = 'llama' | 'qwen2' | 'mistral';
 
 const MAKE_MODEL = `
 import sys, json, torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, MistralConfig, MistralForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          MistralConfig, MistralForCausalLM)
 s = json.loads(sys.argv[2])
 torch.manual_seed(s["seed"])
-common = dict(vocab_size=s["vocab"], max_position_embeddings=s["pos"], hidden_size=48, intermediate_size=80,
+common = dict(vocab_size=s["vocab"], max_position_embeddings=s["pos"], hidden_size=48,
+              intermediate_size=80,
               num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, rms_norm_eps=1e-5,
               bos_token_id=s["vocab"] - 1, eos_token_id=s["vocab"] - 1)
 if s["arch"] == "llama":
@@ -21,7 +23,8 @@ if s["arch"] == "llama":
         "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 32}))
 elif s["arch"] == "qwen2":
-    m = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e6}))
+    m = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True,
+                                     rope_parameters={"rope_type": "default", "rope_theta": 1e6}))
 else:
     m = MistralForCausalLM(MistralConfig(**common, sliding_window=8, tie_word_embeddings=False))
 with torch.no_grad():
@@ -31,9 +34,12 @@ with torch.no_grad():
 m.save_pretrained(sys.argv[1])
 `;
 
-/** Writes config.json, model.safetensors, generation_config.json and the tokenizer files into dir. */
-export async function makeTinyLlama(dir: string, arch: LlamaArch, nPositions = 128, seed = 0): Promise<void> {
+/** Writes config.json, model.safetensors, generation_config.json and the tokenizer files. */
+export async function makeTinyLlama(
+  dir: string, arch: LlamaArch, nPositions = 128, seed = 0,
+): Promise<void> {
   const vocab = await writeTinyTokenizer(dir);
   const s = { arch, vocab, pos: nPositions, seed };
-  execFileSync(PYTHON, ['-c', MAKE_MODEL, dir, JSON.stringify(s)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync(PYTHON, ['-c', MAKE_MODEL, dir, JSON.stringify(s)],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
 }

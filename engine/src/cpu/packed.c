@@ -4,13 +4,11 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
 #include <immintrin.h>
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
 #include <sys/syscall.h>
 #include <unistd.h>
 #define HAVE_AMX 1
-#elif defined(__AVX512F__)
-#include <immintrin.h>
 #endif
 
 // ---- fp32: panels of PANEL columns stored [K][PANEL]; tiles of up to TILE_M rows ----------
@@ -128,15 +126,151 @@ static void bf16_matmul(float *out, const float *in, const uint16_t *packed, con
 }
 #endif
 
-int packed_bf16_available(void) {
+// ---- bf16 on AVX-512-BF16: panels of 64 columns stored [K/2 pairs][64][2]; per k pair one
+// vdpbf16ps per 16 columns adds x[k] w[k] + x[k+1] w[k+1] to fp32 accumulators. Activations are
+// rounded to bf16 pairs first (scratch), so every row does the same operations.
+#define BF_PANEL 64
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+static inline __attribute__((always_inline)) AVX512BF16 void avx512bf16_tile(float *out,
+        const uint32_t *a, const uint16_t *wp, const float *bias, int KP, int N, int j0, int nc,
+        const int MR) {
+    __m512 acc[TILE_M][4];
+    for (int r = 0; r < MR; r++)
+        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int kp = 0; kp < KP; kp++) {
+        const uint16_t *w = wp + (size_t)kp * BF_PANEL * 2;
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(w), w1 = (__m512bh)_mm512_loadu_si512(w + 32);
+        __m512bh w2 = (__m512bh)_mm512_loadu_si512(w + 64), w3 = (__m512bh)_mm512_loadu_si512(w + 96);
+        for (int r = 0; r < MR; r++) {
+            __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[(size_t)r * KP + kp]);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, w0); acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, w1);
+            acc[r][2] = _mm512_dpbf16_ps(acc[r][2], x, w2); acc[r][3] = _mm512_dpbf16_ps(acc[r][3], x, w3);
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        float c[BF_PANEL] __attribute__((aligned(64)));
+        for (int t = 0; t < 4; t++) _mm512_store_ps(c + 16 * t, acc[r][t]);
+        float *o = out + (size_t)r * N + j0;
+        for (int i = 0; i < nc; i++) o[i] = c[i] + (bias ? bias[j0 + i] : 0.0f);
+    }
+}
+
+static AVX512BF16 void avx512bf16_matmul(float *out, const float *in, const uint16_t *packed,
+                                         const float *bias, int M, int K, int N, uint32_t *a) {
+    int KP = (K + 1) / 2, np = (int)div_up(N, BF_PANEL);
+    #pragma omp parallel for
+    for (int r = 0; r < M; r++)
+        for (int kp = 0; kp < KP; kp++) {
+            int k = 2 * kp;
+            uint32_t lo = to_bf16(in[(size_t)r * K + k]), hi = k + 1 < K ? to_bf16(in[(size_t)r * K + k + 1]) : 0;
+            a[(size_t)r * KP + kp] = lo | hi << 16;
+        }
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < np; p++) {
+        const uint16_t *wp = packed + (size_t)p * KP * BF_PANEL * 2;
+        int j0 = p * BF_PANEL, nc = N - j0 < BF_PANEL ? N - j0 : BF_PANEL;
+        for (int m0 = 0; m0 < M; m0 += TILE_M) {
+            float *o = out + (size_t)m0 * N;
+            const uint32_t *x = a + (size_t)m0 * KP;
+            switch (M - m0 < TILE_M ? M - m0 : TILE_M) {
+                case 1: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 1); break;
+                case 2: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 2); break;
+                case 3: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 3); break;
+                case 4: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 4); break;
+                case 5: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 5); break;
+                default: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, TILE_M); break;
+            }
+        }
+    }
+}
+
+// ---- bf16 weights on AVX2: panels of 16 columns stored [K][16] as bf16, widened to fp32 (a
+// shift) and multiplied with fp32 activations by FMAs: half the weight memory of fp32.
+#define W_PANEL 16
+#define AVX2FMA __attribute__((target("avx2,fma")))
+
+static inline __attribute__((always_inline)) AVX2FMA void avx2_tile(float *out, const float *in,
+        const uint16_t *wp, const float *bias, int K, int N, int j0, int nc, const int MR) {
+    __m256 acc[TILE_M][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(wp + (size_t)k * W_PANEL));
+        __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(w)), 16));
+        __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(w, 1)), 16));
+        for (int r = 0; r < MR; r++) {
+            __m256 x = _mm256_broadcast_ss(in + (size_t)r * K + k);
+            acc[r][0] = _mm256_fmadd_ps(x, w0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, w1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        float c[W_PANEL] __attribute__((aligned(32)));
+        _mm256_store_ps(c, acc[r][0]);
+        _mm256_store_ps(c + 8, acc[r][1]);
+        float *o = out + (size_t)r * N + j0;
+        for (int i = 0; i < nc; i++) o[i] = c[i] + (bias ? bias[j0 + i] : 0.0f);
+    }
+}
+
+static AVX2FMA void avx2_matmul(float *out, const float *in, const uint16_t *packed,
+                                const float *bias, int M, int K, int N) {
+    int np = (int)div_up(N, W_PANEL);
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < np; p++) {
+        const uint16_t *wp = packed + (size_t)p * K * W_PANEL;
+        int j0 = p * W_PANEL, nc = N - j0 < W_PANEL ? N - j0 : W_PANEL;
+        for (int m0 = 0; m0 < M; m0 += TILE_M) {
+            float *o = out + (size_t)m0 * N;
+            const float *x = in + (size_t)m0 * K;
+            switch (M - m0 < TILE_M ? M - m0 : TILE_M) {
+                case 1: avx2_tile(o, x, wp, bias, K, N, j0, nc, 1); break;
+                case 2: avx2_tile(o, x, wp, bias, K, N, j0, nc, 2); break;
+                case 3: avx2_tile(o, x, wp, bias, K, N, j0, nc, 3); break;
+                case 4: avx2_tile(o, x, wp, bias, K, N, j0, nc, 4); break;
+                case 5: avx2_tile(o, x, wp, bias, K, N, j0, nc, 5); break;
+                default: avx2_tile(o, x, wp, bias, K, N, j0, nc, TILE_M); break;
+            }
+        }
+    }
+}
+
+static int amx_ready(void) {
 #ifdef HAVE_AMX
     // Linux hands out AMX tile state only on request (ARCH_REQ_XCOMP_PERM for XTILEDATA).
-    if (syscall(SYS_arch_prctl, 0x1023, 18) == 0) return 1;
-    err_set(EXIT_BAD_INPUT, "bf16_unavailable", "--dtype bf16 needs AMX, and the OS refused AMX tile state");
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("amx-bf16") && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
 #else
-    err_set(EXIT_BAD_INPUT, "bf16_unavailable", "--dtype bf16 needs AMX: this engine was built for a CPU without AMX-BF16 (make -C engine on a Sapphire Rapids or newer Xeon)");
-#endif
     return 0;
+#endif
+}
+
+const char *packed_format_name(PackFormat fmt) {
+    static const char *names[] = {"fp32", "amx", "avx512bf16", "avx2"};
+    return names[fmt];
+}
+
+int packed_bf16_format(PackFormat *fmt) {
+    __builtin_cpu_init();
+    int has[3] = {amx_ready(), __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw"),
+                  __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")};
+    static const PackFormat F[3] = {PACK_BF16, PACK_BF16_AVX512, PACK_BF16_AVX2};
+    const char *want = getenv("OPSR_CPU_ISA");
+    if (want && *want) {
+        for (int i = 0; i < 3; i++) {
+            if (strcmp(want, packed_format_name(F[i]))) continue;
+            if (!has[i])
+                return err_set(EXIT_BAD_INPUT, "bf16_unavailable", "OPSR_CPU_ISA=%s: %s", want,
+                               i == 0 ? "this engine was built without AMX, or the CPU or OS does not grant AMX tiles"
+                                      : "this CPU lacks it");
+            *fmt = F[i];
+            return 0;
+        }
+        return err_set(EXIT_BAD_INPUT, "bad_env", "OPSR_CPU_ISA is \"%s\"; allowed: amx, avx512bf16, avx2 (or unset: detect)", want);
+    }
+    for (int i = 0; i < 3; i++)
+        if (has[i]) { *fmt = F[i]; return 0; }
+    return err_set(EXIT_BAD_INPUT, "bf16_unavailable", "--dtype bf16 needs AMX, AVX-512-BF16 or AVX2 with FMA; this CPU has none");
 }
 
 int packed_make(PackedMatrix *pm, PackFormat fmt, const float *w, int K, int N, size_t ks, size_t js) {
@@ -151,6 +285,23 @@ int packed_make(PackedMatrix *pm, PackFormat fmt, const float *w, int K, int N, 
                 for (int i = 0; i < PANEL; i++) {
                     size_t j = p * PANEL + i;
                     d[(p * K + k) * PANEL + i] = j < (size_t)N ? w[k * ks + j * js] : 0.0f;
+                }
+        return 0;
+    }
+    if (fmt == PACK_BF16_AVX512 || fmt == PACK_BF16_AVX2) {
+        size_t panel = fmt == PACK_BF16_AVX512 ? BF_PANEL : W_PANEL, np = div_up(N, panel);
+        size_t kk = fmt == PACK_BF16_AVX512 ? div_up(K, 2) * 2 : (size_t)K;  // k pairs: K rounded up
+        uint16_t *d = pm->w = aligned_alloc(64, div_up(np * kk * panel * sizeof(uint16_t), 64) * 64);
+        if (!d) return err_set(EXIT_IO, "out_of_memory", "cannot allocate packed weights (%d x %d)", K, N);
+        #pragma omp parallel for
+        for (size_t p = 0; p < np; p++)
+            for (size_t k = 0; k < kk; k++)
+                for (size_t i = 0; i < panel; i++) {
+                    size_t j = p * panel + i;
+                    // AVX-512: [k/2][column][k%2]; AVX2: [k][column]
+                    size_t at = fmt == PACK_BF16_AVX512 ? (p * kk + k / 2 * 2) * panel + i * 2 + k % 2
+                                                        : (p * kk + k) * panel + i;
+                    d[at] = k < (size_t)K && j < (size_t)N ? to_bf16(w[k * ks + j * js]) : 0;
                 }
         return 0;
     }
@@ -177,6 +328,7 @@ void packed_free(PackedMatrix *pm) {
 }
 
 size_t packed_scratch_bytes(PackFormat fmt, int M, int K) {
+    if (fmt == PACK_BF16_AVX512) return (size_t)M * div_up(K, 2) * sizeof(uint32_t);
     return fmt == PACK_BF16 ? div_up(M, BLK) * BLK * div_up(K, BLK) * BLK * sizeof(uint16_t) : 0;
 }
 
@@ -185,6 +337,8 @@ void packed_matmul(float *out, const float *in, const PackedMatrix *pm, const fl
 #ifdef HAVE_AMX
     if (pm->fmt == PACK_BF16) { bf16_matmul(out, in, pm->w, bias, M, pm->K, pm->N, scratch); return; }
 #endif
+    if (pm->fmt == PACK_BF16_AVX512) { avx512bf16_matmul(out, in, pm->w, bias, M, pm->K, pm->N, scratch); return; }
+    if (pm->fmt == PACK_BF16_AVX2) { avx2_matmul(out, in, pm->w, bias, M, pm->K, pm->N); return; }
     fp32_matmul(out, in, pm->w, bias, M, pm->K, pm->N);
 }
 

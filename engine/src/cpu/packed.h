@@ -8,8 +8,10 @@
 #include <stdint.h>
 
 typedef enum {
-    PACK_FP32,  // fp32 panels of 64 columns, AVX-512 (or generic vector) FMAs: exact fp32 products
-    PACK_BF16,  // bf16 AMX tiles (weights and activations rounded to bf16, fp32 accumulation)
+    PACK_FP32,         // fp32 panels of 64 columns, AVX-512 (or generic vector) FMAs: exact fp32
+    PACK_BF16,         // bf16 AMX tiles (weights and activations rounded to bf16, fp32 accumulation)
+    PACK_BF16_AVX512,  // bf16 k-pair panels for AVX-512-BF16's vdpbf16ps (same rounding as AMX)
+    PACK_BF16_AVX2,    // bf16 weight panels widened to fp32 for AVX2 FMAs (fp32 activations)
 } PackFormat;
 
 typedef struct {
@@ -18,8 +20,13 @@ typedef struct {
     void *w;
 } PackedMatrix;
 
-// 1 when this build and CPU/OS can run PACK_BF16; else 0 with err_set() saying why.
-int packed_bf16_available(void);
+// The bf16 format for this CPU, detected at run time: AMX (when built in and the OS grants tile
+// state), else AVX-512-BF16, else AVX2 with FMA. OPSR_CPU_ISA=amx|avx512bf16|avx2 picks one (to
+// test each path; refused where the CPU lacks it). Returns 0, or -1 with err_set
+// (bf16_unavailable, or bad_env for an unknown OPSR_CPU_ISA).
+int packed_bf16_format(PackFormat *fmt);
+// Name of a format for logs: fp32, amx, avx512bf16, avx2.
+const char *packed_format_name(PackFormat fmt);
 // Packs W, whose element (k, j) is w[k*ks + j*js]. Returns 0 or -1 (err_set).
 int packed_make(PackedMatrix *pm, PackFormat fmt, const float *w, int K, int N, size_t ks, size_t js);
 void packed_free(PackedMatrix *pm);
