@@ -17,6 +17,10 @@ const python = path.join(root, '.venv/bin/python');
 const harness = path.join(root, 'test/parity/parity.py');
 // parameter tensors of each tiny model (the engine's table; biases and an untied head included)
 const TENSORS = { gpt2: 16, llama: 19, mistral: 11, qwen2: 14 } as const;
+// bound on the relative error of the 3-step update (w3 - w0): Adam scales near-zero gradients up
+// to full steps, and the Llama family has more of them (key biases, heads shared by GQA), which
+// costs up to about 2.3e-2 there; dropping decay moves it by > 0.2 (the sft_wd test below)
+const UPDATE_BOUND = (arch: string) => (arch === 'gpt2' ? 2e-2 : 5e-2);
 
 interface TrainRun { name: string; loss: string; kind: string; beta: number; gamma: number; weight_decay: number; micro?: number; accum?: number }
 interface Spec { losses: [string, string, number, number, number][]; train: TrainRun[]; lr: number; weight_decay: number; grad_clip: number; steps: number; pairs: number; sft_records: number }
@@ -92,7 +96,7 @@ describe(`engine parity with PyTorch (fp32): ${arch}`, () => {
       // the change itself (w3 - w0), which a small decay or bias-correction bug would move by
       // far more; Adam's sign sensitivity on near-zero gradients costs a few 1e-3 here
       const [uname, ue] = worst(errs.updates[loss]!);
-      assert.ok(ue <= 2e-2, `${loss} update of ${uname}: relative error ${ue}`);
+      assert.ok(ue <= UPDATE_BOUND(arch), `${loss} update of ${uname}: relative error ${ue}`);
     }
   });
 
