@@ -10,7 +10,9 @@ import { readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
-import type { BuildDatasetInput, BuildDatasetResult } from './api.ts';
+import type { BuildDatasetInput, BuildDatasetResult } from '../contracts/activities.ts';
+import { badInput } from './errors.ts';
+import { yieldToTimers } from './progress.ts';
 import type { SampleRecord } from './records.ts';
 
 export interface Limits {
@@ -18,19 +20,35 @@ export interface Limits {
   maxPromptLength: number;
 }
 
-export function promptIds(tok: LoadedTokenizer, prompt: string | ChatMessage[]): number[] {
+// `where` names the record in errors (file and line or index). Both failures are the data's or the
+// model's, the same on every retry: bad input.
+export function promptIds(tok: LoadedTokenizer, prompt: string | ChatMessage[], where: string): number[] {
+  let ids: number[];
   if (tok.hasChatTemplate) {
     const messages = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
+    let text: string;
+    try {
+      text = tok.applyChatTemplate(messages, { addGenerationPrompt: true });
+    } catch (err) {
+      throw badInput(`${where}: the model's chat template refuses this prompt: ${(err as Error).message}`);
+    }
     // The template writes its own special tokens (BOS and the like).
-    return tok.encode(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    ids = tok.encode(text, { addSpecialTokens: false });
+  } else if (typeof prompt !== 'string') {
+    throw badInput(`${where}: a chat prompt ("messages") needs a model with a chat_template in tokenizer_config.json`);
+  } else {
+    ids = tok.encode(prompt);
   }
-  if (typeof prompt !== 'string') throw new Error('a chat prompt ("messages") needs a model with a chat_template in tokenizer_config.json');
-  return tok.encode(prompt);
+  if (ids.length === 0) throw badInput(`${where}: the prompt tokenizes to nothing; allowed: text the model's tokenizer keeps`);
+  return ids;
 }
 
+// As TRL tokenizes a pair: the answer alone, without special tokens, then the EOS the model learns
+// to end with (eos_token, else generation_config.json's first eos_token_id).
 export function responseIds(tok: LoadedTokenizer, text: string, finishReason: string): number[] {
   const ids = tok.encode(text, { addSpecialTokens: false });
-  if (finishReason === 'stop' && tok.eosTokenId !== null) ids.push(tok.eosTokenId);
+  const eos = tok.eosTokenId ?? tok.stopTokenIds[0];
+  if (finishReason === 'stop' && eos !== undefined) ids.push(eos);
   return ids;
 }
 
@@ -76,8 +94,9 @@ export async function buildDataset(input: BuildDatasetInput): Promise<BuildDatas
   const trl: Record<string, unknown>[] = [];
   let truncated = 0;
   let dropped = 0;
-  for (const p of pairs) {
-    const fit = fitToLimits(promptIds(tok, p.messages ?? p.prompt!), [
+  for (const [i, p] of pairs.entries()) {
+    if (i % 256 === 255) await yieldToTimers(); // the keep-alive heartbeat runs between records
+    const fit = fitToLimits(promptIds(tok, p.messages ?? p.prompt!, `${input.pairsFile}: prompt index ${p.index}`), [
       responseIds(tok, p.chosen.text, p.chosen.finish_reason), responseIds(tok, p.rejected.text, p.rejected.finish_reason),
     ], lim);
     // The engine trains on response tokens only; a pair with an empty side teaches nothing.

@@ -8,12 +8,12 @@ import { hashJson, modelHash, sha256File } from '../lib/hash.ts';
 import { toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
-import type { EvaluatePolicyInput, EvaluatePolicyResult, PrefixCurvePoint } from './api.ts';
+import type { EvaluatePolicyInput, EvaluatePolicyResult, PrefixCurvePoint } from '../contracts/activities.ts';
 import { withKeepAlive } from './progress.ts';
 import { loadPromptsFor } from './prompts.ts';
 import { makeScorer, mean } from './rewards.ts';
-import { deriveSeed, generator, prefixed, requestFailure } from './sample.ts';
-import { withSampler } from './sampler.ts';
+import { deriveSeed, generator, prefixed, requestFailure } from './sample-pairs.ts';
+import { withSampler } from './sampler-pool.ts';
 
 export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<EvaluatePolicyResult> {
   const ev = input.evaluation;
@@ -25,7 +25,9 @@ export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<Evalua
   const scores = input.prefixCurve ? ev.prefixScores : [];
   const configHash = hashJson({
     label: input.label, prompts: ev.prompts, maxTokens: ev.maxTokens ?? s.maxTokens, scores, chosenTemplate: input.prefixes.chosenTemplate,
-    rewardModel: input.rewardModel, api: s.api, temperature: s.temperature, topP: s.topP, seed: s.seed, extra: s.extra,
+    rewardModel: input.rewardModel, api: s.api, temperature: s.temperature, topP: s.topP,
+    seed: s.seed,
+    ...(s.perRequestSeeds ? {} : { unseeded: true }), extra: s.extra,
   });
   const items = await loadPromptsFor('evaluation.prompts.file', ev.prompts);
   const inputs = { model: await modelHash(input.endpoint.modelDir), prompts: await sha256File(ev.prompts.file) };

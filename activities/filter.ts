@@ -5,8 +5,9 @@ import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson, sha256File } from '../lib/hash.ts';
 import { readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
-import type { FilterConfig, FilterPairsInput, FilterPairsResult } from './api.ts';
+import type { FilterConfig, FilterPairsInput, FilterPairsResult } from '../contracts/activities.ts';
 import { badInput } from './errors.ts';
+import { yieldToTimers } from './progress.ts';
 import type { SampleRecord } from './records.ts';
 
 export const FILTER_REASONS = ['empty', 'truncated', 'identical', 'scoreTalk'] as const;
@@ -45,7 +46,8 @@ export async function filterPairs(input: FilterPairsInput): Promise<FilterPairsR
   const samples = await readJsonl<SampleRecord>(input.samplesFile);
   const filteredBy: Record<string, number> = Object.fromEntries(FILTER_REASONS.map((r) => [r, 0]));
   const kept: SampleRecord[] = [];
-  for (const rec of samples) {
+  for (const [i, rec] of samples.entries()) {
+    if (i % 1024 === 1023) await yieldToTimers(); // the keep-alive heartbeat runs between records
     const reason = dropReason(rec, input.filter, patterns);
     if (reason) filteredBy[reason]++;
     else kept.push(rec);

@@ -1,11 +1,12 @@
 // prepareRun: the run directory with a snapshot of the resolved config and the run's prompt list
 // (limit and shuffle applied), after checking the base model directory.
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson } from '../lib/hash.ts';
 import { toJsonl } from '../lib/jsonl.ts';
-import type { PrepareRunInput, PrepareRunResult } from './api.ts';
+import { checkModelDir, ModelDirError } from '../lib/modeldir.ts';
+import type { PrepareRunInput, PrepareRunResult } from '../contracts/activities.ts';
 import { badInput } from './errors.ts';
 import { loadPromptsFor } from './prompts.ts';
 
@@ -15,10 +16,10 @@ export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResu
   const configFile = join(runDir, 'config.json');
   const promptsFile = join(runDir, 'prompts.jsonl');
   const configHash = hashJson(config);
-  for (const f of ['config.json', 'model.safetensors']) {
-    const p = join(config.model, f);
-    if (!(await stat(p).then((st) => st.isFile(), () => false))) throw badInput(`model: ${config.model} is not a Hugging Face model directory (${f} is missing)`);
-  }
+  // Single-file or sharded weights of a supported architecture, before anything is sampled.
+  await checkModelDir(config.model).catch((err: unknown) => {
+    throw err instanceof ModelDirError ? badInput(`model: ${err.message}`) : err;
+  });
   const previous = await readFile(configFile, 'utf8').then((t) => JSON.parse(t) as unknown, () => null);
   if (previous !== null && hashJson(previous) !== configHash) {
     throw badInput(`run ${input.runId} already exists in ${runDir} with a different config (${configFile}); choose another runId or restore that config`);

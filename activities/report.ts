@@ -1,9 +1,10 @@
-// The round manifest (what a round produced, with content hashes) and the run report.
+// The round manifest (what a round produced, with content hashes) and the run report (report/).
 import { readdir, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
+import { writeRunReportFiles } from '../report/run.ts';
 import { hashJson, sha256, sha256File } from '../lib/hash.ts';
-import type { WriteRoundManifestInput, WriteRoundManifestResult, WriteRunReportInput, WriteRunReportResult } from './api.ts';
+import type { WriteRoundManifestInput, WriteRoundManifestResult, WriteRunReportInput, WriteRunReportResult } from '../contracts/activities.ts';
 
 // A file's hash and size; a directory's hash covers its files' relative names and hashes.
 async function describe(path: string): Promise<{ path: string; sha256: string; bytes: number }> {
@@ -32,28 +33,6 @@ export async function writeRoundManifest(input: WriteRoundManifestInput): Promis
   return { manifest, sha256: sha256(body) };
 }
 
-const fmt = (x: number | null | undefined, digits = 3) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits));
-
 export async function writeRunReport(input: WriteRunReportInput): Promise<WriteRunReportResult> {
-  const r = input.result;
-  const json = join(input.runDir, 'report.json');
-  const markdown = join(input.runDir, 'report.md');
-  await writeFileAtomic(json, JSON.stringify(r, null, 2) + '\n');
-  const lines = [
-    `# opsr run ${r.runId}`,
-    '',
-    `Config hash: \`${r.configHash}\`. Final model: \`${r.finalModel}\`.${r.stopped ? ' Stopped early by request.' : ''}`,
-    '',
-    `Base policy reward (held-out, unprefixed): ${fmt(r.baseReward)}`,
-    '',
-    '| round | rejected score | pairs kept | pairs filtered | chosen reward | rejected reward | policy reward | loss | rewards/accuracies |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...r.rounds.map((x) => `| ${x.round} | ${x.rejectedScore} | ${x.pairsKept} | ${x.pairsFiltered} | ${fmt(x.chosenReward)} | ${fmt(x.rejectedReward)} | ${fmt(x.policyReward)} | ${fmt(x.train.loss, 4)} | ${fmt(x.train['rewards/accuracies'], 2)} |`),
-  ];
-  if (r.prefixCurve) {
-    lines.push('', 'Prefix curve (round-1 reference, mean reward per prefix score):', '', '| prefix score | mean reward |', '|---:|---:|');
-    lines.push(...r.prefixCurve.map((p) => `| ${p.score} | ${fmt(p.meanReward)} |`));
-  }
-  await writeFileAtomic(markdown, lines.join('\n') + '\n');
-  return { json, markdown };
+  return writeRunReportFiles(input.runDir, input.result);
 }

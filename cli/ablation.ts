@@ -1,20 +1,43 @@
 // opsr ablation --config FILE: starts ablationStudy (for example rejected scores fixed [3,3,3] vs
 // progressive [3,5,7]), follows each arm and prints their per-round metrics side by side.
+import { resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { loadAblationConfig, parseAblationConfigWithInput } from '../config/index.ts';
-import { TASK_QUEUES, WORKFLOW_TYPES } from '../workflows/api.ts';
-import { CONNECTION_HELP, EXIT, guard, parseStartFlags, temporalTarget, timestampId, workflowLink } from './common.ts';
-import { ablationProgressRenderer, followAndReport, openTarget } from './runs.ts';
+import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
+import { historyFile, historyTable, readHistory } from '../report/study.ts';
+import {
+  CONNECTION_HELP, EXIT, guard, parseFlags, parseStartFlags, table, temporalTarget, timestampId, workflowLink,
+} from './common.ts';
+import { ablationProgressRenderer, armNames, followAndReport, openTarget } from './runs.ts';
 
 const USAGE = `Usage: opsr ablation --config FILE [--id STUDY_ID] [--detach] [--address HOST:PORT] [--namespace NS]
+       opsr ablation history [--storage DIR]
 
 FILE: {"studyId"?, "base": <run config or the path of one, e.g. a preset>, "arms": [{"name",
-"rejectedScores"?, "overrides"?}]}. Starts ${WORKFLOW_TYPES.ablation} on ${TASK_QUEUES.control} with id --id, else
-studyId, else opsr-ablation-<UTC timestamp>; arm <name> runs as child workflow <id>/<name>.
+"rejectedScores"?, "overrides"?}], "seeds"?: [0, 1, 2]}. Starts ${WORKFLOW_TYPES.ablation} on ${TASK_QUEUES.control}
+with id --id, else studyId, else opsr-ablation-<UTC timestamp>; arm <name> runs as child workflow
+<id>/<name>, or <id>/<name>/seed-<s> once per seed. A study started again with the same id reuses
+its finished runs. The end prints the arms per round over seeds (mean ± sd) and the paired
+differences with 95% intervals, and writes <storage>/studies/<id>/report.html.
+history: every finished study in the storage root (default .opsr), oldest first.
 ${CONNECTION_HELP}`;
+
+async function history(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, { storage: { type: 'string' } }, USAGE);
+  const storage = resolve(values.storage ?? '.opsr');
+  const entries = await readHistory(storage);
+  if (!entries.length) {
+    process.stdout.write(`no ablation study has finished in ${storage} yet (${historyFile(storage)})\n`);
+    return EXIT.ok;
+  }
+  const t = historyTable(entries);
+  process.stdout.write(`${table(t.head, t.rows)}\n`);
+  return EXIT.ok;
+}
 
 export async function main(argv: string[]): Promise<number> {
   return guard(async () => {
+    if (argv[0] === 'history') return history(argv.slice(1));
     const values = parseStartFlags(argv, USAGE);
     const loaded = await loadAblationConfig(values.config);
     const studyId = values.id ?? loaded.config.studyId ?? timestampId('opsr-ablation');
@@ -34,7 +57,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`started ablation ${studyId}: ${config.arms.map((a) => `${a.name} [${a.config.prefixes.rejectedScores.join(',')}]`).join(' vs ')}\n`
         + `Web UI: ${workflowLink(t.ui, t.namespace, studyId)}\n`);
       if (values.detach) return EXIT.ok;
-      return await followAndReport(t, WORKFLOW_TYPES.ablation, studyId, ablationProgressRenderer(t, studyId, config.arms.map((a) => a.name)));
+      return await followAndReport(t, WORKFLOW_TYPES.ablation, studyId, ablationProgressRenderer(t, studyId, armNames(input)));
     } finally {
       await t.close();
     }

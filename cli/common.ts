@@ -3,7 +3,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { ConfigError, loadRunConfig, type RunConfig } from '../config/index.ts';
-import type { RoundSummary, RunProgress } from '../workflows/api.ts';
+import type { RoundSummary, RunProgress } from '../contracts/workflows.ts';
 
 // Exit codes of every subcommand.
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;

@@ -15,7 +15,9 @@ import { freePort, startDevServer } from '../lib/temporal.ts';
 import { writeDigitsData, writeTokenizer } from '../tasks/files.ts';
 import { vocabulary } from '../tasks/tokenizer.ts';
 import type { DigitsDataSpec } from '../tasks/seed.ts';
-import { TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../workflows/api.ts';
+import {
+  SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_TYPES, type RunResult,
+} from '../contracts/workflows.ts';
 import { EXIT, UsageError, connect, guard, parseFlags, timestampId, workflowLink } from './common.ts';
 import { follow, printRunResult, runProgressRenderer, type Target } from './runs.ts';
 
@@ -24,7 +26,7 @@ const USAGE = `Usage: opsr demo [--config FILE] [--id RUN_ID] [--port N] [--ui-p
 Runs the paper's pipeline end to end on the digits task with config/presets/tiny.json (or
 --config): seed data, a tiny base model, a Temporal dev server with the Web UI (SQLite under the
 storage root), a worker, 3 rounds through the preferenceRun workflow, then the per-round table
-and report.json / report.md in the run directory. Ports default to 7233 / 8233 when free.
+and report.html (figures) / report.md / report.json in the run directory. Ports default to 7233 / 8233 when free.
 --keep leaves the server and its Web UI up after the run, until Ctrl-C.`;
 
 // The base model: small enough for the seed SFT to take well under a minute on 2 cores, big
@@ -101,7 +103,7 @@ export interface DemoRun {
   result: RunResult;
   runId: string;
   uiLink: string | null;
-  report: { json: string; markdown: string };
+  report: { json: string; markdown: string; html: string };
 }
 
 // Runs a config through a fresh dev server and an in-process worker; prints progress and the table
@@ -121,7 +123,8 @@ export async function runDemo(config: RunConfig, opts: { runId?: string; port?: 
   await mkdir(tdir, { recursive: true });
   const port = opts.port ?? await pickPort(7233);
   const uiPort = opts.uiPort === null ? undefined : opts.uiPort ?? await pickPort(8233);
-  const server = await startDevServer({ dbFile: join(tdir, 'demo.sqlite'), logFile: join(tdir, 'demo-server.log'), port, uiPort, namespace: config.temporal.namespace });
+  const server = await startDevServer({ dbFile: join(tdir, 'demo.sqlite'), logFile: join(tdir, 'demo-server.log'), port, uiPort,
+    namespace: config.temporal.namespace, searchAttributes: Object.values(SEARCH_ATTRIBUTES) });
   say(`Temporal dev server ${server.address}${server.uiUrl ? `, Web UI ${server.uiUrl}` : ''}`);
   const { createWorkers } = await import('../workers/index.ts');
   const workers = await createWorkers({ address: server.address, namespace: config.temporal.namespace });
@@ -147,7 +150,10 @@ export async function runDemo(config: RunConfig, opts: { runId?: string; port?: 
       say(`the Temporal server and its Web UI stay up (--keep); Ctrl-C stops them`);
       await new Promise<void>((res) => { process.once('SIGINT', res); process.once('SIGTERM', res); });
     }
-    return { result: r.result, runId, uiLink, report: { json: join(r.result.runDir, 'report.json'), markdown: join(r.result.runDir, 'report.md') } };
+    return { result: r.result, runId, uiLink, report: {
+      json: join(r.result.runDir, 'report.json'), markdown: join(r.result.runDir, 'report.md'),
+      html: join(r.result.runDir, 'report.html'),
+    } };
   } finally {
     await conn.close();
     workers.shutdown();
@@ -179,7 +185,8 @@ export async function main(argv: string[]): Promise<number> {
     const config = await loadRunConfig(file);
     const t0 = Date.now();
     const run = await runDemo(config, { runId: values.id, port: port('port', values.port), uiPort: port('ui-port', values['ui-port']), keepServer: values.keep });
-    process.stdout.write(`report: ${run.report.json}\n        ${run.report.markdown}\n`
+    process.stdout.write(`report: ${run.report.html} (figures inline)\n        ${run.report.markdown}\n        ${run.report.json}\n`
+      + `TensorBoard: tensorboard --logdir ${resolve(config.storage, 'runs')}\n`
       + `demo finished in ${((Date.now() - t0) / 1000).toFixed(0)} s (config ${basename(file)}, storage ${resolve(config.storage)})\n`);
     return EXIT.ok;
   });

@@ -3,7 +3,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { startDevServer } from '../lib/temporal.ts';
-import { TASK_QUEUES } from '../workflows/api.ts';
+import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../contracts/workflows.ts';
 import { EXIT, UsageError, guard, parseFlags } from './common.ts';
 import { loadRunConfig } from '../config/index.ts';
 
@@ -57,6 +57,7 @@ export async function main(argv: string[]): Promise<number> {
       server = await startDevServer({
         dbFile: join(dir, 'dev.sqlite'), logFile: join(dir, 'server.log'), ip: values.ip,
         port: ports.port, uiPort: ports.ui, namespace,
+        searchAttributes: Object.values(SEARCH_ATTRIBUTES),
       });
       process.stdout.write(`Temporal dev server: ${server.address} (namespace ${namespace}, data ${join(dir, 'dev.sqlite')}, log ${join(dir, 'server.log')})\n`
         + `Temporal Web UI: ${server.uiUrl}\n`);

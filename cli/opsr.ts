@@ -14,7 +14,9 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<{ m
   ablation: { summary: 'run an ablation study (arms side by side)', load: () => import('./ablation.ts') },
   schedule: { summary: 'create, list or delete Temporal Schedules (e.g. a nightly ablation)', load: () => import('./schedule.ts') },
   serve: { summary: 'serve a model directory with the embedded OpenAI-compatible server', load: () => other('./serve.ts') },
+  models: { summary: 'list or fetch real pretrained models (e.g. smollm2-135m-instruct)', load: () => import('./models.ts') },
   demo: { summary: 'the end-to-end demo on a tiny model (three rounds, in minutes)', load: () => other('./demo.ts') },
+  report: { summary: 'rebuild a run\'s or study\'s report.md / report.html / figures', load: () => import('./report.ts') },
 };
 
 export const HELP = `opsr: only-prompting self-rewarding online preference optimization

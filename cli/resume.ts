@@ -2,7 +2,7 @@
 // again); a failed, terminated, cancelled or timed-out one starts again with the same workflow id
 // and its original input, so every finished artifact is reused (activities are idempotent).
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { WORKFLOW_TYPES } from '../workflows/api.ts';
+import { WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { CONNECTION_FLAGS, CONNECTION_HELP, EXIT, guard, parseFlags, workflowLink } from './common.ts';
 import { ablationProgressRenderer, armNames, followAndReport, onRun, runProgressRenderer, startedWith, type Target } from './runs.ts';
 import { pendingText } from './status.ts';

@@ -2,7 +2,7 @@
 // shows progress bars, prints the per-round table and the Web UI link.
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { loadRunConfig, parseRunConfig } from '../config/index.ts';
-import { TASK_QUEUES, WORKFLOW_TYPES } from '../workflows/api.ts';
+import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { CONNECTION_HELP, EXIT, guard, parseStartFlags, temporalTarget, timestampId, workflowLink } from './common.ts';
 import { followAndReport, openTarget, runProgressRenderer } from './runs.ts';
 

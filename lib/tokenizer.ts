@@ -1,5 +1,7 @@
-// Hugging Face tokenizer loading for a model directory: tokenizer.json (the tokenizer itself) and
-// tokenizer_config.json (chat_template, eos_token, bos_token), rendered with @huggingface/jinja.
+// Hugging Face tokenizer loading for a model directory: tokenizer.json (the tokenizer itself: byte-
+// level BPE as Llama 3, Qwen2 and SmolLM, or Metaspace BPE as Llama 2 and Mistral),
+// tokenizer_config.json (eos_token, bos_token, chat_template, else chat_template.jinja), rendered
+// with @huggingface/jinja, and generation_config.json's eos_token_id (the stop ids).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -14,6 +16,8 @@ export interface LoadedTokenizer {
   decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
   eosTokenId: number | null;
   bosTokenId: number | null;
+  /** Ids that end an answer: eos_token and generation_config.json's eos_token_id (id or list). */
+  stopTokenIds: number[];
   /** Ids of all special (added, special: true) tokens. */
   specialTokenIds: ReadonlySet<number>;
   vocabSize: number;
@@ -50,15 +54,36 @@ function tokenContent(value: unknown): string | null {
 }
 
 // A list of templates [{name, template}] is allowed by HF; "default" is the one used for chat.
-function chatTemplateOf(config: Record<string, unknown>, file: string): string | null {
+// Without one in tokenizer_config.json, transformers reads chat_template.jinja beside it.
+async function chatTemplateOf(
+  config: Record<string, unknown>, file: string, jinjaFile: string,
+): Promise<string | null> {
   const t = config.chat_template;
-  if (t === undefined || t === null) return null;
+  if (t === undefined || t === null) {
+    return readFile(jinjaFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw new TokenizerError(`cannot read ${jinjaFile}: ${err.message}`);
+    });
+  }
   if (typeof t === 'string') return t;
   if (Array.isArray(t)) {
     const named = t.find((x) => x && typeof x === 'object' && (x as { name?: unknown }).name === 'default');
     if (named && typeof (named as { template?: unknown }).template === 'string') return (named as { template: string }).template;
   }
   throw new TokenizerError(`${file}: chat_template must be a string or a list containing {"name":"default","template":...}`);
+}
+
+// generation_config.json's eos_token_id: absent, an id or a list of ids.
+async function generationEosIds(file: string): Promise<number[]> {
+  const config = await readJson(file, false);
+  const e = config?.eos_token_id;
+  if (e === undefined || e === null) return [];
+  const ids = Array.isArray(e) ? e : [e];
+  if (!ids.every((x) => Number.isInteger(x) && x >= 0)) {
+    throw new TokenizerError(
+      `${file}: eos_token_id must be a token id or a list of token ids; got ${JSON.stringify(e)}`);
+  }
+  return ids as number[];
 }
 
 export async function loadTokenizer(modelDir: string): Promise<LoadedTokenizer> {
@@ -89,7 +114,18 @@ export async function loadTokenizer(modelDir: string): Promise<LoadedTokenizer> 
   let vocabSize = 0;
   for (const id of vocab.values()) vocabSize = Math.max(vocabSize, id + 1);
 
-  const templateSource = chatTemplateOf(config, configFile);
+  const genFile = join(modelDir, 'generation_config.json');
+  const stopTokenIds = [...new Set([...(eosTokenId === null ? [] : [eosTokenId]),
+    ...await generationEosIds(genFile)])];
+  for (const id of stopTokenIds) {
+    if (id >= vocabSize) {
+      throw new TokenizerError(
+        `${genFile}: eos_token_id ${id} is outside the vocabulary (size ${vocabSize})`);
+    }
+  }
+
+  const jinjaFile = join(modelDir, 'chat_template.jinja');
+  const templateSource = await chatTemplateOf(config, configFile, jinjaFile);
   const template = templateSource === null ? null : new Template(templateSource);
   const eosText = eosTokenId === null ? '' : tokenContent(config.eos_token) ?? tokenContent(specialMap.eos_token) ?? '';
   const bosText = bosTokenId === null ? '' : tokenContent(config.bos_token) ?? tokenContent(specialMap.bos_token) ?? '';
@@ -100,11 +136,15 @@ export async function loadTokenizer(modelDir: string): Promise<LoadedTokenizer> 
     decode: (ids, opts) => (ids.length === 0 ? '' : tok.decode(ids, { skip_special_tokens: opts?.skipSpecialTokens ?? false })),
     eosTokenId,
     bosTokenId,
+    stopTokenIds,
     specialTokenIds,
     vocabSize,
     hasChatTemplate: template !== null,
     applyChatTemplate(messages, opts) {
-      if (template === null) throw new TokenizerError(`${configFile} has no chat_template; use a completions prompt or add a chat template`);
+      if (template === null) {
+        throw new TokenizerError(`${configFile} has no chat_template (nor is there a ${jinjaFile});`
+          + ' use a completions prompt or add a chat template');
+      }
       messages.forEach((m, i) => {
         if (!m || typeof m.role !== 'string' || typeof m.content !== 'string') {
           throw new TokenizerError(`messages[${i}] must be {role: string, content: string}`);

@@ -2,7 +2,7 @@
 // ends it at a stop string (cancelling it in the engine) and retries it from scratch when the
 // engine dies before anything was streamed.
 import type { LoadedTokenizer } from '../lib/tokenizer.ts';
-import { EngineError, type EngineDone, type EngineRequest } from './engine.ts';
+import { EngineError, type EngineDone, type EngineRequest } from './engine-supervisor.ts';
 import { ApiError, type Sampling } from './params.ts';
 
 export interface TokenLogprob {

@@ -5,7 +5,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { loadTokenizer, type LoadedTokenizer } from '../lib/tokenizer.ts';
-import { EngineProcess, type EngineDtype, type EngineInfo } from './engine.ts';
+import { EngineProcess, type EngineDtype, type EngineInfo } from './engine-supervisor.ts';
 import { runChoice, choiceSeed, type ChoiceResult, type EngineSink, type TokenLogprob } from './choice.ts';
 import { ApiError, bad, parseMessages, parsePrompts, parseSampling, type GenerationDefaults, type Sampling } from './params.ts';
 
@@ -106,20 +106,19 @@ class Supervisor implements EngineSink {
   }
 }
 
-async function readGenerationDefaults(modelDir: string): Promise<{ defaults: GenerationDefaults; eos: number[] }> {
+async function readGenerationDefaults(modelDir: string): Promise<{ defaults: GenerationDefaults }> {
   let cfg: Record<string, unknown>;
   try {
     cfg = JSON.parse(await readFile(join(modelDir, 'generation_config.json'), 'utf8'));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { defaults: {}, eos: [] };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { defaults: {} };
     throw new Error(`${join(modelDir, 'generation_config.json')}: ${(err as Error).message}`);
   }
-  const e = cfg.eos_token_id;
-  const eos = (Array.isArray(e) ? e : e === undefined || e === null ? [] : [e]).filter((x): x is number => Number.isInteger(x));
   // Only sampling checkpoints carry sampling defaults; greedy ones (do_sample false) do not apply.
   const sampling = cfg.do_sample === true;
   const pick = (k: string) => (sampling && typeof cfg[k] === 'number' ? (cfg[k] as number) : undefined);
-  return { defaults: { temperature: pick('temperature'), topP: pick('top_p'), topK: pick('top_k') }, eos };
+  const defaults = { temperature: pick('temperature'), topP: pick('top_p'), topK: pick('top_k') };
+  return { defaults };
 }
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
@@ -128,7 +127,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const tok = await loadTokenizer(modelDir);
   const gen = await readGenerationDefaults(modelDir);
-  const eosIds = [...new Set([...(tok.eosTokenId !== null ? [tok.eosTokenId] : []), ...gen.eos])];
+  const eosIds = tok.stopTokenIds;
   const engine = new Supervisor({ ...opts, modelDir }, log);
   const info = await engine.start();
   const created = Math.floor(Date.now() / 1000);

@@ -9,6 +9,7 @@
 // follows the score (random-digit noise kept a 2-layer model from learning to sort at all).
 //   prompts.jsonl  the run's training prompts {"prompt"} (train split).
 //   heldout.jsonl  evaluation prompts {"prompt"} (held-out split, disjoint from training).
+import { applyTemplate } from '../config/schema.ts';
 import {
   answerDigits, answerText, DEFAULT_DIGITS_OPTIONS, makeProblems, promptText, randInt, rng,
   type DigitsOptions,
@@ -26,10 +27,6 @@ export interface DigitsDataSpec {
   chosenTemplate: string;     // "{score}" and "{prompt}" are filled in, as the sampler does
   rejectedTemplate: string;
   digits?: DigitsOptions;
-}
-
-export function fillTemplate(template: string, score: number, prompt: string): string {
-  return template.replaceAll('{score}', String(score)).replaceAll('{prompt}', prompt);
 }
 
 function checkSpec(spec: DigitsDataSpec): void {
@@ -62,7 +59,7 @@ export function sftRecords(spec: DigitsDataSpec): { messages: { role: string; co
       const score = rand() < spec.perfectShare ? 10 : randInt(rand, 0, 10);
       // Both templates appear with every score, so quality follows the score, not the wording.
       const template = rand() < 0.5 ? spec.chosenTemplate : spec.rejectedTemplate;
-      instruction = fillTemplate(template, score, instruction);
+      instruction = applyTemplate(template, score, instruction);
       const exact = (n * (10 - score)) / 10;
       wrong = Math.floor(exact) + (rand() < exact - Math.floor(exact) ? 1 : 0);
     }

@@ -1,11 +1,11 @@
 // Worker wiring: one process serves all three task queues, or a subset (a GPU machine runs only
 // the trainer queue). Workflows run on the control queue; each queue's worker registers the
-// activities that belong to it (activities/api.ts ACTIVITY_QUEUES).
+// activities that belong to it (contracts/activities.ts ACTIVITY_QUEUES).
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { ACTIVITY_QUEUES, type OpsrActivities } from '../activities/api.ts';
-import { TASK_QUEUES } from '../workflows/api.ts';
+import { ACTIVITY_QUEUES, type OpsrActivities } from '../contracts/activities.ts';
+import { TASK_QUEUES } from '../contracts/workflows.ts';
 
 export type QueueName = keyof typeof TASK_QUEUES;
 export const QUEUE_NAMES = Object.keys(TASK_QUEUES) as QueueName[];
@@ -72,7 +72,7 @@ export async function createWorkers(opts: RunWorkerOptions = {}): Promise<OpsrWo
   const real = opts.activities ? null : await import('../activities/index.ts');
   const activities = opts.activities ?? real as Partial<OpsrActivities>;
   // Embedded and managed-vLLM servers live in this process: stop them when the workers stop.
-  const releaseServers = real ? (await import('../activities/sampler.ts')).releaseLocal : async () => {};
+  const releaseServers = real ? (await import('../activities/sampler-pool.ts')).releaseLocal : async () => {};
   const concurrency = { control: 8, sampler: 2, trainer: 1, ...opts.maxConcurrentActivities };
 
   const workers: Worker[] = [];

@@ -1,11 +1,15 @@
 // An ablation study: the same run with different settings per arm (for example the rejected
-// score fixed at 3 vs progressive 3, 5, 7), each arm a child preferenceRun `<studyId>/<arm>`,
-// and their per-round metrics side by side.
-import { ApplicationFailure, executeChild, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
-import { ConfigError, parseAblationConfig, type AblationConfig } from '../config/schema.ts';
-import type { AblationResult, RunResult, WorkflowTuning } from './api.ts';
-import { TASK_QUEUES } from './api.ts';
-import { preferenceRun } from './run.ts';
+// score fixed at 3 vs progressive 3, 5, 7), each arm a child preferenceRun `<studyId>/<arm>`
+// (`<studyId>/<arm>/seed-<s>` once per seed with `seeds`), their per-round metrics side by side,
+// and over seeds: means, standard deviations and paired differences (report/summary.ts), a report
+// with figures and a line in the storage root's ablation history.
+import { ApplicationFailure, executeChild, patched, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
+import { ConfigError, parseAblationConfig, withSeed, type AblationConfig } from '../config/schema.ts';
+import { summarizeStudy } from '../report/summary.ts';
+import type { AblationResult, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
+import { TASK_QUEUES } from '../contracts/workflows.ts';
+import { opsrActivities } from './activities.ts';
+import { preferenceRun, runIdOf } from './run.ts';
 
 function validateAblationConfig(input: unknown): AblationConfig {
   try {
@@ -19,9 +23,41 @@ function validateAblationConfig(input: unknown): AblationConfig {
 export async function ablationStudy(input: unknown, tuning: WorkflowTuning = {}): Promise<AblationResult> {
   const study = validateAblationConfig(input);
   const studyId = study.studyId ?? workflowInfo().workflowId;
+  // Studies recorded before seeds and reports replay on the old command sequence.
+  if (!patched('ablation-seeds-and-report')) return armsOnce(study, studyId, tuning);
+
+  const files = opsrActivities(study.arms[0]?.config.activities, tuning);
+  const seeds: (number | null)[] = study.seeds ?? [null];
+  const runs: NonNullable<AblationResult['arms']> = [];
+  // Seed by seed, one arm after the other: arms share the sampler and trainer workers, and a
+  // sampler worker serves one policy at a time.
+  for (const seed of seeds) {
+    for (const arm of study.arms) {
+      const workflowId = seed === null ? `${studyId}/${arm.name}` : `${studyId}/${arm.name}/seed-${seed}`;
+      const config = seed === null ? arm.config : withSeed(arm.config, seed);
+      setCurrentDetails(`### ablation \`${studyId}\`\nrunning arm **${arm.name}**${seed === null ? '' : ` seed **${seed}**`}`
+        + ` (${runs.length + 1}/${seeds.length * study.arms.length})`);
+      const done = await files.findFinishedRun({ runId: runIdOf(config, workflowId), config });
+      const result = done ?? await executeChild(preferenceRun, { workflowId, taskQueue: TASK_QUEUES.control, args: [config, tuning] });
+      runs.push({ name: arm.name, seed, workflowId, result, reused: done !== null });
+    }
+  }
+  const summary = summarizeStudy(runs.map((r) => ({ name: r.name, seed: r.seed ?? null, result: r.result })));
+  const first = runs.filter((r) => r.seed === seeds[0]);
+  const result: AblationResult = {
+    studyId, ...(study.seeds ? { seeds: study.seeds } : {}), arms: runs, table: sideBySide(first), summary,
+  };
+  result.report = await files.writeStudyReport({
+    storage: study.arms[0].config.storage, result, finishedAt: new Date(Date.now()).toISOString(),
+  });
+  setCurrentDetails(`### ablation \`${studyId}\` done\n${tableMarkdown(result.table, study.arms.map((a) => a.name))}`
+    + `\n\nreport: \`${result.report.html}\``);
+  return result;
+}
+
+// Before seeds: each arm once, no report activity.
+async function armsOnce(study: AblationConfig, studyId: string, tuning: WorkflowTuning): Promise<AblationResult> {
   const arms: AblationResult['arms'] = [];
-  // One arm after the other: arms share the sampler and trainer workers, and a sampler worker
-  // serves one policy at a time.
   for (const arm of study.arms) {
     const workflowId = `${studyId}/${arm.name}`;
     setCurrentDetails(`### ablation \`${studyId}\`\nrunning arm **${arm.name}** (${arms.length + 1}/${study.arms.length})`);

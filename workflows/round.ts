@@ -5,13 +5,14 @@ import {
   ApplicationFailure, CancellationScope, getExternalWorkflowHandle, setHandler, setCurrentDetails, upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Phase, RoundInput, RoundSummary, RunProgress } from './api.ts';
-import { activityProgressSignal, progressQuery, roundPhaseSignal, SEARCH_ATTRIBUTES } from './api.ts';
+import type { RoundInput, RoundSummary, RunProgress } from '../contracts/workflows.ts';
+import { progressQuery, SEARCH_ATTRIBUTES } from '../contracts/workflows.ts';
+import { activityProgressSignal, roundPhaseSignal, type Phase } from '../contracts/progress.ts';
 import { opsrActivities } from './activities.ts';
 
 export async function preferenceRound(input: RoundInput): Promise<RoundSummary> {
   const { runId, round, config, rejectedScore } = input;
-  const act = opsrActivities(input.tuning);
+  const act = opsrActivities(config.activities, input.tuning);
   const roundDir = `${input.runDir}/round-${round}`;
   const self = workflowInfo().workflowId;
   const progress: RunProgress = {

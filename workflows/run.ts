@@ -6,11 +6,12 @@ import {
   upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import { ConfigError, parseRunConfig, type RunConfig } from '../config/schema.ts';
-import type { EvaluatePolicyResult, SamplerEndpoint } from '../activities/api.ts';
-import type { Phase, RoundSummary, RunProgress, RunResult, WorkflowTuning } from './api.ts';
+import type { EvaluatePolicyResult, SamplerEndpoint } from '../contracts/activities.ts';
+import type { RoundSummary, RunProgress, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
 import {
-  activityProgressSignal, progressQuery, roundPhaseSignal, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES,
-} from './api.ts';
+  progressQuery, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES,
+} from '../contracts/workflows.ts';
+import { activityProgressSignal, roundPhaseSignal, type Phase } from '../contracts/progress.ts';
 import { opsrActivities } from './activities.ts';
 import { preferenceRound } from './round.ts';
 
@@ -24,11 +25,16 @@ export function validateRunConfig(input: unknown): RunConfig {
   }
 }
 
+// A run's id (its directory name): the config's runId, else its workflow id with '/' as '-'.
+export function runIdOf(config: RunConfig, workflowId: string): string {
+  return config.runId ?? workflowId.replaceAll('/', '-');
+}
+
 export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {}): Promise<RunResult> {
   const config = validateRunConfig(input);
   const self = workflowInfo().workflowId;
-  const runId = config.runId ?? self.replaceAll('/', '-');
-  const act = opsrActivities(tuning);
+  const runId = runIdOf(config, self);
+  const act = opsrActivities(config.activities, tuning);
   const schedule = config.prefixes.rejectedScores;
 
   const progress: RunProgress = {

@@ -45,11 +45,10 @@ static const char *without_prefix(const char *name) {
     return NULL;
 }
 
-int hf_load_weights(const char *path, Model *m) {
-    StFile f;
-    if (st_open(path, &f)) return -1;
-    char *used = calloc((size_t)f.n, 1);
-    int rc = used ? 0 : err_set(EXIT_IO, "out_of_memory", "%s: cannot allocate the tensor table", path);
+int hf_load_weights(const char *dir, Model *m) {
+    StSet *st = st_open_dir(dir);
+    if (!st) return -1;
+    int rc = 0;
     for (int p = 0; p < m->ntensors && rc == 0; p++) {
         const ParamTensor *pt = &m->tensor[p];
         int layers = pt->per_layer ? m->cfg.n_layer : 1;
@@ -57,33 +56,16 @@ int hf_load_weights(const char *path, Model *m) {
         for (int l = 0; l < layers && rc == 0; l++) {
             char name[160];
             tensor_name(m, p, l, name, sizeof name);
-            const StTensor *t = st_find(&f, name);
             const char *bare = without_prefix(name);
-            if (!t && bare) t = st_find(&f, bare);
-            if (!t) { rc = err_set(EXIT_BAD_INPUT, "missing_tensor", "%s: tensor %s is missing", path, name); break; }
-            used[t - f.t] = 1;
-            if (t->dtype == ST_OTHER) { rc = err_set(EXIT_BAD_INPUT, "bad_dtype", "%s: tensor %s has dtype %s; allowed: F32, F16, BF16", path, name, t->dtype_name); break; }
-            int shape_ok = t->ndim == pt->ndim;
-            for (int d = 0; d < pt->ndim && shape_ok; d++) shape_ok = t->shape[d] == pt->shape[d];
-            if (!shape_ok) {
-                char got[128] = "", want[128];
-                for (int d = 0, k = 0; d < t->ndim; d++) k += snprintf(got + k, sizeof got - (size_t)k, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
-                if (pt->ndim == 2) snprintf(want, sizeof want, "%lld, %lld", (long long)pt->shape[0], (long long)pt->shape[1]);
-                else snprintf(want, sizeof want, "%lld", (long long)pt->shape[0]);
-                rc = err_set(EXIT_BAD_INPUT, "bad_shape", "%s: tensor %s has shape [%s]; config.json requires [%s]", path, name, got, want);
-                break;
-            }
-            st_to_f32(t, m->param[p] + (size_t)l * slice, slice);
+            const char *key = st_has(st, name) || !bare || !st_has(st, bare) ? name : bare;
+            rc = st_read_f32(st, key, pt->shape, pt->ndim, m->param[p] + (size_t)l * slice);
         }
     }
-    for (int i = 0; i < f.n && rc == 0; i++)
-        if (!used[i] && !m->ops->ignored(m, f.t[i].name))
-            rc = err_set(EXIT_BAD_INPUT, "unknown_tensor", "%s: unknown tensor %s (not a parameter of this %s model)", path, f.t[i].name,
+    for (const char *u; rc == 0 && (u = st_unused(st));)
+        if (!m->ops->ignored(m, u))
+            rc = err_set(EXIT_BAD_INPUT, "unknown_tensor", "%s: unknown tensor %s (not a parameter of this %s model)", dir, u,
                          m->cfg.model_type);
-    for (size_t i = 0; i < m->num_params && rc == 0; i++)
-        if (!isfinite(m->params[i])) rc = err_set(EXIT_BAD_INPUT, "bad_weights", "%s: weights hold a NaN or infinite value", path);
-    free(used);
-    st_close(&f);
+    st_close(st);
     return rc;
 }
 
@@ -93,17 +75,16 @@ int hf_load_model(const char *dir, Model *m) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (hf_load_config(path, &cfg)) return -1;
     if (model_build(m, &cfg)) return err_set(EXIT_IO, "out_of_memory", "cannot allocate the model of %s", path);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (hf_load_weights(path, m)) { model_free(m); return -1; }
+    if (hf_load_weights(dir, m)) { model_free(m); return -1; }
     return 0;
 }
 
-int hf_save_weights(const Model *m, const char *path) {
+int hf_save_weights(const Model *m, const char *dir, const char *dtype, size_t shard_bytes) {
     int cap = 0, n = 0;
     for (int p = 0; p < m->ntensors; p++) cap += m->tensor[p].per_layer ? m->cfg.n_layer : 1;
-    StWrite *tw = malloc(sizeof *tw * (size_t)cap);
-    char *names = malloc((size_t)cap * 160);
-    if (!tw || !names) { free(tw); free(names); return err_set(EXIT_IO, "out_of_memory", "cannot allocate tensor names for %s", path); }
+    StOut *tw = checked_calloc((size_t)cap, sizeof *tw, dir);
+    char *names = checked_calloc((size_t)cap, 160, dir);
+    if (!tw || !names) { free(tw); free(names); return -1; }
     for (int p = 0; p < m->ntensors; p++) {
         int layers = m->tensor[p].per_layer ? m->cfg.n_layer : 1;
         size_t slice = model_slice(m, p);
@@ -115,7 +96,7 @@ int hf_save_weights(const Model *m, const char *path) {
             tw[n].data = m->param[p] + (size_t)l * slice;
         }
     }
-    int rc = st_save(path, tw, n);
+    int rc = st_save_dir(dir, tw, n, dtype, shard_bytes);
     free(tw);
     free(names);
     return rc;
@@ -131,9 +112,10 @@ int hf_copy_tokenizer_files(const char *src_dir, const char *dst_dir) {
     return 0;
 }
 
-// The source config.json with its dtype fields set to float32 (the engine saves F32 weights,
-// and transformers and vLLM pick their load dtype from the config).
-static int write_f32_config(const char *src, const char *dir) {
+// The source config.json with its dtype fields set to the saved weights' dtype (transformers
+// and vLLM pick their load dtype from the config).
+static int write_config(const char *src, const char *dir, const char *dtype) {
+    const char *torch = !strcmp(st_save_dtype(dtype), "BF16") ? "bfloat16" : !strcmp(st_save_dtype(dtype), "F16") ? "float16" : "float32";
     char *out = NULL, dst[4200];
     size_t len = 0;
     JsonValue root;
@@ -142,7 +124,7 @@ static int write_f32_config(const char *src, const char *dir) {
         JsonValue *v = &root.items[i];
         if ((!strcmp(root.keys[i], "torch_dtype") || !strcmp(root.keys[i], "dtype")) && v->type == JSON_STRING) {
             free(v->str);
-            v->str = strdup("float32");
+            v->str = strdup(torch);
         }
     }
     FILE *f = open_memstream(&out, &len);
@@ -156,15 +138,15 @@ static int write_f32_config(const char *src, const char *dir) {
     return rc;
 }
 
-int hf_save_dir(const Model *m, const char *src_dir, const char *dst,
+int hf_save_dir(const Model *m, const char *src_dir, const char *dst, const char *dtype, size_t shard_bytes,
                 int (*extra)(const char *dir, void *ctx), void *ctx, int done) {
+    if (!st_save_dtype(dtype)) return err_set(EXIT_BAD_INPUT, "usage", "cannot save %s as dtype \"%s\" (allowed: f32, bf16, f16)", dst, dtype);
     char tmp[4200], path[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp-%d", dst, (int)getpid());
     if (remove_tree(tmp) || mkdir_p(tmp)) return -1;
     snprintf(path, sizeof path, "%s/config.json", src_dir);
-    if (write_f32_config(path, tmp) || hf_copy_tokenizer_files(src_dir, tmp)) return -1;
-    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
-    if (hf_save_weights(m, path)) return -1;
+    if (write_config(path, tmp, dtype) || hf_copy_tokenizer_files(src_dir, tmp)) return -1;
+    if (hf_save_weights(m, tmp, dtype, shard_bytes)) return -1;
     if (extra && extra(tmp, ctx)) return -1;
     if (done) {
         snprintf(path, sizeof path, "%s/DONE", tmp);

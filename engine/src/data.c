@@ -25,8 +25,8 @@ int data_load(const char *path, const ModelConfig *cfg, DataFile *d) {
     if ((uint64_t)count > (size - 24) / 8) BAD("%s: record_count %u exceeds what the file's %zu bytes can hold (truncated?)", path, count, size);
     d->kind = (int)kind;
     d->count = (int)count;
-    d->rec = calloc(count, sizeof *d->rec);
-    if (!d->rec) { err_set(EXIT_IO, "out_of_memory", "cannot index %s", path); data_free(d); return -1; }
+    if (count > INT32_MAX) BAD("%s: record_count %u exceeds the engine's limit of %d records", path, count, INT32_MAX);
+    if (!(d->rec = checked_calloc(count, sizeof *d->rec, path))) { data_free(d); return -1; }
     int nresp = kind == DATA_SFT ? 1 : 2;
     size_t off = 24;
     for (uint32_t i = 0; i < count; i++) {

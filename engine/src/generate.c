@@ -242,9 +242,11 @@ static int cmp_cand(const void *a, const void *b, void *set) {
 }
 
 // Samples one token from logits z for parameters p: temperature, then top_k, then top_p (the
-// order of Hugging Face and vLLM). val/idx/order are V-sized scratch.
+// order of Hugging Face and vLLM). val/idx/order are V-sized scratch. Returns -1 when a logit is
+// NaN or infinite (a broken model): no distribution to sample, and the nucleus could be empty.
 static int sample_token(const float *z, int V, const GenParams *p, uint64_t *rng, float *val,
                         int *idx, int *order) {
+    for (int i = 0; i < V; i++) if (!isfinite(z[i])) return -1;
     if (p->temperature == 0.0f || p->top_k == 1) {
         int best = 0;
         for (int i = 1; i < V; i++) if (z[i] > z[best]) best = i;
@@ -353,7 +355,7 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
         size_t t = (size_t)omp_get_thread_num() * V;
         int tok = sample_token(z, V, p, &s->rng, g->cand_val + t, g->cand_idx + t, g->cand_order + t);
         g->sample_tok[i] = tok;
-        g->sample_lp[i] = p->logprobs ? token_logprobs(z, V, tok, p->top_logprobs, g->cand_val + t, g->cand_idx + t,
+        g->sample_lp[i] = p->logprobs && tok >= 0 ? token_logprobs(z, V, tok, p->top_logprobs, g->cand_val + t, g->cand_idx + t,
                                                        g->sample_top_ids + i * GEN_MAX_TOP_LOGPROBS,
                                                        g->sample_top_lp + i * GEN_MAX_TOP_LOGPROBS)
                                       : NAN;
@@ -362,6 +364,7 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
         Slot *s = &g->slots[g->sample_slot[i]];
         const GenParams *p = &s->req->p;
         int tok = g->sample_tok[i];
+        if (tok < 0) { finish(g, s, GEN_FINISH_NONFINITE, -1, on_done, ctx); continue; }
         s->generated++;
         s->next_token = tok;
         int stop = 0;

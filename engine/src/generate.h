@@ -23,7 +23,8 @@ typedef struct {
     int stop_ids[GEN_MAX_STOP_IDS];  // sampling one of these ends the sequence with "stop"
 } GenParams;
 
-typedef enum { GEN_FINISH_STOP, GEN_FINISH_LENGTH, GEN_FINISH_CANCELLED } GenFinish;
+// NONFINITE: the model produced a NaN or infinite logit; the request ends without that token.
+typedef enum { GEN_FINISH_STOP, GEN_FINISH_LENGTH, GEN_FINISH_CANCELLED, GEN_FINISH_NONFINITE } GenFinish;
 
 // Called for every sampled token that is not a stop token. logprob is log softmax of the raw
 // logits (temperature 1, no filtering), NAN unless the request set logprobs; top_ids and

@@ -47,8 +47,7 @@ int cmd_init(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/config.json", out);
     int rc = mkdir_p(out) || write_file_atomic(path, json, strlen(json));
     free(json);
-    snprintf(path, sizeof path, "%s/model.safetensors", out);
-    rc = rc || hf_save_weights(&m, path);
+    rc = rc || hf_save_weights(&m, out, "F32", 0);
     size_t num_params = m.num_params;
     model_free(&m);
     if (rc) err_exit();

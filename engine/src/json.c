@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "util.h"
 
 typedef struct {
     const char *s, *end, *start;
@@ -44,7 +45,7 @@ static int parse_string(Parser *p, char **out) {
     const char *q = p->s;
     while (q < p->end && *q != '"') q += (*q == '\\') ? 2 : 1;
     if (q >= p->end) return fail(p, "unterminated string");
-    char *buf = malloc((size_t)(q - p->s) + 1), *w = buf;
+    char *buf = checked_realloc(NULL, (size_t)(q - p->s) + 1, 1, "a JSON string"), *w = buf;
     if (!buf) return fail(p, "out of memory");
     while (*p->s != '"') {
         unsigned char c = (unsigned char)*p->s++;
@@ -63,10 +64,15 @@ static int parse_string(Parser *p, char **out) {
         case 'u': {
             unsigned cp;
             if (hex4(p, &cp)) { free(buf); return -1; }
-            if (cp >= 0xD800 && cp < 0xDC00 && p->end - p->s >= 6 && p->s[0] == '\\' && p->s[1] == 'u') {
+            // Names and token text are C strings: an embedded NUL would silently cut them.
+            if (cp == 0) { free(buf); return fail(p, "\\u0000 (NUL) is not allowed in strings"); }
+            if (cp >= 0xDC00 && cp < 0xE000) { free(buf); return fail(p, "unpaired low surrogate in \\u escape"); }
+            if (cp >= 0xD800 && cp < 0xDC00) {
                 unsigned lo;
+                if (p->end - p->s < 6 || p->s[0] != '\\' || p->s[1] != 'u') { free(buf); return fail(p, "unpaired high surrogate in \\u escape"); }
                 p->s += 2;
                 if (hex4(p, &lo)) { free(buf); return -1; }
+                if (lo < 0xDC00 || lo >= 0xE000) { free(buf); return fail(p, "high surrogate not followed by a low one in \\u escape"); }
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             }
             // UTF-8 encode (at most 4 bytes; the escape took at least 6 input bytes).
@@ -87,14 +93,48 @@ static int parse_string(Parser *p, char **out) {
 
 static int parse_value(Parser *p, JsonValue *v);
 
+static int digits(Parser *p, const char **q) {
+    const char *start = *q;
+    while (*q < p->end && **q >= '0' && **q <= '9') (*q)++;
+    return *q > start;
+}
+
+// RFC 8259's number grammar, any length (strtod gets a NUL-terminated copy); out-of-range
+// magnitudes become +-inf or 0 like strtod, which json_is_int and the callers' ranges refuse.
+static int parse_number(Parser *p, JsonValue *v) {
+    const char *q = p->s;
+    if (*q == '-') q++;
+    if (q < p->end && *q == '0') q++;
+    else if (!digits(p, &q)) return fail(p, "malformed number: expected a digit");
+    if (q < p->end && *q == '.') {
+        q++;
+        if (!digits(p, &q)) return fail(p, "malformed number: expected a digit after '.'");
+    }
+    if (q < p->end && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < p->end && (*q == '+' || *q == '-')) q++;
+        if (!digits(p, &q)) return fail(p, "malformed number: expected a digit in the exponent");
+    }
+    size_t n = (size_t)(q - p->s);
+    char small[64], *buf = n < sizeof small ? small : checked_realloc(NULL, n + 1, 1, "a JSON number");
+    if (!buf) return fail(p, "out of memory for a long number");
+    memcpy(buf, p->s, n);
+    buf[n] = 0;
+    v->num = strtod(buf, NULL);
+    if (buf != small) free(buf);
+    v->type = JSON_NUMBER;
+    p->s = q;
+    return 0;
+}
+
 static int push(Parser *p, JsonValue *v, int *cap, char *key) {
     if (v->n == *cap) {
         *cap = *cap ? *cap * 2 : 8;
-        JsonValue *items = realloc(v->items, (size_t)*cap * sizeof *items);
+        JsonValue *items = checked_realloc(v->items, (size_t)*cap, sizeof *items, "JSON values");
         if (!items) return fail(p, "out of memory");
         v->items = items;
         if (v->type == JSON_OBJECT) {
-            char **keys = realloc(v->keys, (size_t)*cap * sizeof *keys);
+            char **keys = checked_realloc(v->keys, (size_t)*cap, sizeof *keys, "JSON keys");
             if (!keys) return fail(p, "out of memory");
             v->keys = keys;
         }
@@ -147,19 +187,7 @@ static int parse_value(Parser *p, JsonValue *v) {
             return 0;
         }
     }
-    if (c == '-' || (c >= '0' && c <= '9')) {
-        char buf[64];
-        size_t n = 0;
-        while (p->s + n < p->end && n < sizeof buf - 1 && strchr("+-0123456789.eE", p->s[n])) n++;
-        memcpy(buf, p->s, n);
-        buf[n] = 0;
-        char *endp;
-        v->num = strtod(buf, &endp);
-        if (endp != buf + n || n == 0) return fail(p, "malformed number");
-        v->type = JSON_NUMBER;
-        p->s += n;
-        return 0;
-    }
+    if (c == '-' || (c >= '0' && c <= '9')) return parse_number(p, v);
     return fail(p, "expected a value");
 }
 

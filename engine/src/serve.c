@@ -37,6 +37,12 @@ static void on_token(void *ctx, int64_t id, int token, float logprob, int n_top,
 
 static void on_done(void *ctx, int64_t id, GenFinish f, int stop_token, int prompt_tokens,
                     int completion_tokens) {
+    if (f == GEN_FINISH_NONFINITE) {  // refused: the client gets an error, not a truncated answer
+        printf("{\"event\":\"error\",\"id\":%lld,\"code\":\"nonfinite_logits\",\"message\":\"request %lld: the model "
+               "produced a NaN or infinite logit after %d generated tokens; the request is refused\"}\n",
+               (long long)id, (long long)id, completion_tokens);
+        return;
+    }
     printf("{\"event\":\"done\",\"id\":%lld,\"finish_reason\":\"%s\",\"stop_token\":", (long long)id, FINISH[f]);
     if (stop_token >= 0) printf("%d", stop_token); else fputs("null", stdout);
     printf(",\"prompt_tokens\":%d,\"completion_tokens\":%d}\n", prompt_tokens, completion_tokens);

@@ -18,12 +18,13 @@
 #include "json.h"
 #include "logprobs.h"
 #include "losses.h"
+#include "safetensors.h"
 #include "util.h"
 
 enum { SCHED_COSINE, SCHED_LINEAR, SCHED_CONSTANT };
 
 typedef struct {
-    const char *model, *data, *out, *loss, *schedule, *ref_logps;
+    const char *model, *data, *out, *loss, *schedule, *ref_logps, *save_dtype, *max_shard;
     double beta, gamma, label_smoothing, lr, weight_decay, beta1, beta2, eps, warmup_ratio, grad_clip;
     long warmup_steps, batch_size, grad_accum, epochs, max_steps, seed, threads, checkpoint_every, keep;
     int resume;
@@ -43,6 +44,8 @@ typedef struct {
     int *tokens, *targets;
     long total, per_epoch, warmup, step;
     uint64_t model_hash;  // --model's config.json and weights: the run's start (and DPO reference)
+    const char *save_dtype;  // F32, BF16 or F16: --save-dtype, else the dtype of --model
+    size_t shard_bytes;      // --max-shard-size (0: one model.safetensors)
     char names[24][32], values[24][64];  // the flags that shape the run (checked on resume)
     int nargs;
 } Trainer;
@@ -68,7 +71,8 @@ static void parse_args(Trainer *t, int argc, char **argv) {
         {"epochs", ARG_INT, &a->epochs, 0}, {"max-steps", ARG_INT, &a->max_steps, 0}, {"seed", ARG_INT, &a->seed, 0},
         {"threads", ARG_INT, &a->threads, 0}, {"checkpoint-every", ARG_INT, &a->checkpoint_every, 0},
         {"keep-checkpoints", ARG_INT, &a->keep, 0}, {"resume", ARG_SWITCH, &a->resume, 0},
-        {"ref-logps", ARG_STR, &a->ref_logps, 0}};
+        {"ref-logps", ARG_STR, &a->ref_logps, 0}, {"save-dtype", ARG_STR, &a->save_dtype, 0},
+        {"max-shard-size", ARG_STR, &a->max_shard, 0}};
     int ns = sizeof s / sizeof *s;
     if (args_parse("train", argc, argv, s, ns)) err_exit();
     if (!a->model || !a->data || !a->out || !a->loss) USAGE("train: --model, --data, --out and --loss are required");
@@ -105,6 +109,10 @@ static void parse_args(Trainer *t, int argc, char **argv) {
     else if (!strcmp(a->schedule, "linear")) t->sched = SCHED_LINEAR;
     else if (!strcmp(a->schedule, "constant")) t->sched = SCHED_CONSTANT;
     else USAGE("train: --schedule must be cosine, linear or constant; got \"%s\"", a->schedule);
+    if (a->save_dtype && !(t->save_dtype = st_save_dtype(a->save_dtype)))
+        USAGE("train: --save-dtype must be f32, bf16 or f16; got \"%s\"", a->save_dtype);
+    if (a->max_shard && st_parse_size(a->max_shard, &t->shard_bytes))
+        USAGE("train: --max-shard-size must be a positive size in bytes, or with a unit (e.g. 500MB, 5GB, 2GiB); got \"%s\"", a->max_shard);
     t->loss = (LossConfig){kind, (float)a->beta, (float)a->gamma, (float)a->label_smoothing};
     t->opt = (AdamWConfig){(float)a->beta1, (float)a->beta2, (float)a->eps, (float)a->weight_decay};
 }
@@ -318,10 +326,22 @@ static int write_state(const char *dir, void *ctx) {
 }
 
 static int is_checkpoint_name(const char *name, long *step) {
-    char *end;
-    if (strncmp(name, "step-", 5) || strlen(name) != 13) return 0;
-    *step = strtol(name + 5, &end, 10);
-    return *end == 0;
+    if (strncmp(name, "step-", 5) || strlen(name) != 13 || strspn(name + 5, "0123456789") != 8) return 0;
+    *step = strtol(name + 5, NULL, 10);
+    return 1;
+}
+
+// A temp file or dir this engine writes in OUT or OUT/checkpoints: NAME.tmp-PID where NAME is
+// final, ref_logps.jsonl or a checkpoint. Anything else there is the user's and stays.
+static int is_engine_temp(const char *name) {
+    const char *t = strstr(name, ".tmp-");
+    long step;
+    if (!t || !t[5] || strspn(t + 5, "0123456789") != strlen(t + 5)) return 0;
+    char base[64];
+    if ((size_t)(t - name) >= sizeof base) return 0;
+    memcpy(base, name, (size_t)(t - name));
+    base[t - name] = 0;
+    return !strcmp(base, "final") || !strcmp(base, "ref_logps.jsonl") || is_checkpoint_name(base, &step);
 }
 
 // Removes temp dirs left by a crash and, when keep > 0, complete checkpoints beyond the newest
@@ -335,7 +355,7 @@ static long scan_checkpoints(const char *dir, long keep) {
         char path[4200];
         long s;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (strstr(e->d_name, ".tmp-")) remove_tree(path);
+        if (is_engine_temp(e->d_name)) remove_tree(path);
         else if (is_checkpoint_name(e->d_name, &s) && n < 4096) {
             snprintf(path, sizeof path, "%s/%s/DONE", dir, e->d_name);
             if (file_exists(path)) steps[n++] = s;
@@ -361,7 +381,8 @@ static long scan_checkpoints(const char *dir, long keep) {
 static void save_checkpoint(Trainer *t) {
     char path[4200];
     snprintf(path, sizeof path, "%s/checkpoints/step-%08ld", t->a.out, t->step);
-    if (hf_save_dir(&t->m, t->a.model, path, write_state, t, 1)) err_exit();
+    // Checkpoints keep the fp32 master weights so --resume is bit-exact; final/ uses save_dtype.
+    if (hf_save_dir(&t->m, t->a.model, path, "F32", t->shard_bytes, write_state, t, 1)) err_exit();
     snprintf(path, sizeof path, "%s/checkpoints", t->a.out);
     scan_checkpoints(path, t->a.keep);
     printf("{\"event\":\"checkpoint\",\"step\":%ld,\"path\":", t->step);
@@ -389,8 +410,7 @@ static void load_checkpoint(Trainer *t, long step) {
                 path, t->names[i], v && v->type == JSON_STRING ? v->str : "(none)", t->values[i]);
     }
     json_free(&st);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (hf_load_weights(path, &t->m)) err_exit();
+    if (hf_load_weights(dir, &t->m)) err_exit();
     snprintf(path, sizeof path, "%s/optimizer.bin", dir);
     if (read_file(path, &text, &n)) err_exit();
     uint64_t head[5], np = t->m.num_params;
@@ -444,8 +464,11 @@ int cmd_train(int argc, char **argv) {
     char mpath[4200];
     snprintf(mpath, sizeof mpath, "%s/config.json", t->a.model);
     t->model_hash = hash_file(mpath, FNV_OFFSET);
-    snprintf(mpath, sizeof mpath, "%s/model.safetensors", t->a.model);
-    t->model_hash = hash_file(mpath, t->model_hash);
+    StSet *weights = st_open_dir(t->a.model);
+    if (!weights) err_exit();
+    t->model_hash = st_hash(weights, t->model_hash);
+    if (!t->save_dtype) t->save_dtype = st_dtype(weights);  // a static name, valid after st_close
+    st_close(weights);
     if (data_load(t->a.data, &t->m.cfg, &t->d)) err_exit();
     int pref = t->loss.kind != LOSS_SFT;
     if (pref != (t->d.kind == DATA_PREF))
@@ -497,7 +520,7 @@ int cmd_train(int argc, char **argv) {
     if (saved != t->step) save_checkpoint(t);
     char final[4200];
     snprintf(final, sizeof final, "%s/final", t->a.out);
-    if (hf_save_dir(&t->m, t->a.model, final, NULL, NULL, 0)) err_exit();
+    if (hf_save_dir(&t->m, t->a.model, final, t->save_dtype, t->shard_bytes, NULL, NULL, 0)) err_exit();
     printf("{\"event\":\"done\",\"step\":%ld,\"path\":", t->step);
     json_write_string(stdout, final);
     printf("}\n");

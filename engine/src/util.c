@@ -30,6 +30,17 @@ int err_set(int exit_code, const char *code, const char *fmt, ...) {
 }
 const char *err_message(void) { return g_msg; }
 
+int err_context(const char *fmt, ...) {
+    char ctx[1024], old[sizeof g_msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+    memcpy(old, g_msg, sizeof old);
+    snprintf(g_msg, sizeof g_msg, "%s: %s", ctx, old);
+    return -1;
+}
+
 _Noreturn void err_exit(void) {
     fflush(stdout);
     fputs("{\"error\":{\"code\":", stderr);
@@ -57,21 +68,59 @@ int err_errno(const char *what, const char *path) {
                    "%s %s: %s", what, path, strerror(e));
 }
 
-int read_file(const char *path, char **data, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_errno("cannot open", path);
+void *checked_realloc(void *p, size_t count, size_t size, const char *what) {
+    size_t bytes;
+    void *q = NULL;
+    if (!__builtin_mul_overflow(count, size, &bytes)) q = realloc(p, bytes ? bytes : 1);
+    if (!q) err_set(EXIT_IO, "out_of_memory", "cannot allocate %zu x %zu bytes for %s", count, size, what);
+    return q;
+}
+
+void *checked_calloc(size_t count, size_t size, const char *what) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) err_set(EXIT_IO, "out_of_memory", "cannot allocate %zu x %zu bytes for %s", count, size, what);
+    return p;
+}
+
+char *checked_strdup(const char *s, const char *what) {
+    size_t n = strlen(s) + 1;
+    char *d = checked_realloc(NULL, n, 1, what);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+int open_regular(const char *path, size_t *size) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return err_errno("cannot open", path);
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        errno = S_ISDIR(st.st_mode) ? EISDIR : errno;
-        return err_errno("cannot read", path);
+    if (fstat(fd, &st) != 0) { int e = errno; close(fd); errno = e; return err_errno("cannot stat", path); }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return err_set(EXIT_BAD_INPUT, "file_not_readable", "cannot read %s: it is %s, not a regular file", path,
+                       S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" :
+                       S_ISSOCK(st.st_mode) ? "a socket" : "a device");
     }
-    char *buf = malloc((size_t)st.st_size + 1);
-    if (!buf) { fclose(f); return err_set(EXIT_IO, "out_of_memory", "cannot allocate %lld bytes for %s", (long long)st.st_size, path); }
-    size_t n = fread(buf, 1, (size_t)st.st_size, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || n != (size_t)st.st_size) { free(buf); return err_errno("cannot read", path); }
+    *size = (size_t)st.st_size;
+    return fd;
+}
+
+int read_file(const char *path, char **data, size_t *size) {
+    size_t n;
+    int fd = open_regular(path, &n);
+    if (fd < 0) return -1;
+    char *buf = checked_realloc(NULL, n + 1, 1, path);
+    if (!buf) { close(fd); return -1; }
+    size_t got = 0;
+    int e = EIO;  // a file that shrank while being read
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) e = errno;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != n) { free(buf); errno = e; return err_errno("cannot read", path); }
     buf[n] = 0;
     *data = buf;
     *size = n;

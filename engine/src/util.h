@@ -17,6 +17,9 @@ enum {
 int err_set(int exit_code, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *err_message(void);
+// Prefixes the recorded message with context ("FILE: while doing X"), keeping its status and code;
+// returns -1.
+int err_context(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Prints {"error":{"code","message"}} as the last stderr line and exits with the recorded status.
 _Noreturn void err_exit(void);
 _Noreturn void die(int exit_code, const char *code, const char *fmt, ...)
@@ -25,6 +28,15 @@ _Noreturn void die(int exit_code, const char *code, const char *fmt, ...)
 // or file_not_writable), anything else (ENOSPC, EIO, ...) is treated as transient (4: io_error).
 int err_errno(const char *what, const char *path);
 
+// The one checked allocator: count * size bytes (overflow-checked), reallocating p (NULL: a new
+// block); NULL after err_set(EXIT_IO, "out_of_memory", ... what) on failure.
+void *checked_realloc(void *p, size_t count, size_t size, const char *what);
+void *checked_calloc(size_t count, size_t size, const char *what);
+char *checked_strdup(const char *s, const char *what);
+
+// Opens an existing regular file for reading without blocking (a FIFO never stalls the engine);
+// a directory, FIFO, socket or device is refused naming the path. Returns the fd or -1.
+int open_regular(const char *path, size_t *size);
 // Reads a whole file (NUL-terminated for convenience). Returns 0 or -1 (error recorded).
 int read_file(const char *path, char **data, size_t *size);
 // Writes data to path atomically: temp file in the same directory, fsync, rename, fsync dir.

@@ -2,7 +2,7 @@
 // 127.0.0.1, with opsr's search attributes registered. Call env.teardown() in `after`.
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { findTemporalCli } from '../../lib/temporal.ts';
-import { SEARCH_ATTRIBUTES } from '../../workflows/api.ts';
+import { SEARCH_ATTRIBUTES } from '../../contracts/workflows.ts';
 
 export async function createTestEnv(): Promise<TestWorkflowEnvironment> {
   return TestWorkflowEnvironment.createLocal({

@@ -7,9 +7,10 @@ import { appendFile, mkdir, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { activityInfo, Context, heartbeat } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { OpsrActivities, RewardSummary } from '../../activities/api.ts';
+import type { OpsrActivities, RewardSummary } from '../../contracts/activities.ts';
 import { progressNotifier } from '../../activities/progress.ts';
 import { writeRoundManifest, writeRunReport } from '../../activities/report.ts';
+import { findFinishedRun, writeStudyReport } from '../../activities/study.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../../lib/atomic.ts';
 import { hashJson, sha256, sha256File } from '../../lib/hash.ts';
 import { readJsonl, writeJsonlAtomic } from '../../lib/jsonl.ts';
@@ -185,7 +186,8 @@ export function testActivities(c: TestControls): OpsrActivities {
       const round = Number(/trained round (\d+)/.exec(text)?.[1] ?? 0);
       const file = path.join(input.runDir, 'eval', input.label, 'results.json');
       const result = {
-        label: input.label, modelDir: input.endpoint.modelDir, count: 4, meanReward: 0.2 + 0.1 * round,
+        label: input.label, modelDir: input.endpoint.modelDir, count: 4,
+        meanReward: 0.2 + 0.1 * round + 0.01 * input.sampling.seed, // seeds spread the reward
         prefixCurve: input.prefixCurve ? input.evaluation.prefixScores.map((score) => ({ score, meanReward: score / 10 })) : null,
         file,
       };
@@ -195,6 +197,8 @@ export function testActivities(c: TestControls): OpsrActivities {
 
     writeRoundManifest,
     writeRunReport,
+    findFinishedRun,
+    writeStudyReport,
   };
 }
 

@@ -1,5 +1,5 @@
 // Builds a small C program against the engine's objects (all but main.o), as `make test` does
-// for engine/tests: the parity dump (test/engine-parity.test.ts) and the training benchmark.
+// for engine/tests: the parity dump (test/engine/parity.test.ts) and the training benchmark.
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -1,4 +1,4 @@
-"""PyTorch side of the engine parity test (test/engine-parity.test.ts), for each architecture.
+"""PyTorch side of the engine parity test (test/engine/parity.test.ts), for each architecture.
 
   make DIR ARCH  a random model (fp32, dropout 0) of ARCH saved to DIR/model, preference and SFT
                  data files in the engine's format, reference log-probs DIR/ref.bin. ARCH:

@@ -1,4 +1,4 @@
-// Engine side of the parity test (test/engine-parity.test.ts): loads an HF model dir of any
+// Engine side of the parity test (test/engine/parity.test.ts): loads an HF model dir of any
 // architecture with the engine's loader and dumps raw float32 results for test/parity/parity.py.
 //   parity_dump MODEL_DIR PREF_DATA SFT_DATA REF_BIN OUT_DIR
 // Writes logits_pref.bin [2n, T, V] (chosen rows, then rejected), logp_pref.bin [2n],

@@ -1,0 +1,346 @@
+// Judges: a verdict on two answers (pairwise), a 1-10 grade of an answer in a conversation
+// (MT-Bench style), or an additive 0-5 rubric score (the self-rewarding baseline), from any
+// OpenAI-compatible endpoint or from a builtin verifiable scorer of the tasks.
+// Endpoint verdicts are cached on disk by the content hash of the judge's identity and the exact
+// request body, so a retried or resumed evaluation never asks (or pays) twice for a verdict.
+// Prompts come from files (config/prompts/ by default) with {placeholders}; users replace them.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { writeJsonAtomic } from '../lib/atomic.ts';
+import { hashJson } from '../lib/hash.ts';
+import type { ChatMessage } from '../lib/tokenizer.ts';
+import { getBuiltinScorer } from '../tasks/index.ts';
+import type { RunConfig } from '../config/index.ts';
+import { badInput, isRequestError } from './errors.ts';
+
+export type JudgeConfig = RunConfig['judges'][string];
+type EndpointJudgeConfig = Extract<JudgeConfig, { type: 'openai' }>;
+
+export const PROMPTS_DIR = join(import.meta.dirname, '..', 'config', 'prompts');
+export const DEFAULT_PROMPTS = {
+  pairwise: join(PROMPTS_DIR, 'judge-pairwise.txt'),
+  grading: join(PROMPTS_DIR, 'judge-grading.txt'),
+  gradingReference: join(PROMPTS_DIR, 'judge-grading-reference.txt'),
+  rubric: join(PROMPTS_DIR, 'self-judge-rubric.txt'),
+} as const;
+const PLACEHOLDERS: Record<keyof typeof DEFAULT_PROMPTS, string[]> = {
+  pairwise: ['{instruction}', '{answer_a}', '{answer_b}'],
+  grading: ['{conversation}'],
+  gradingReference: ['{conversation}', '{reference}'],
+  rubric: ['{instruction}', '{answer}'],
+};
+
+// How a verdict was read: the label tokens' log-probabilities, the answer's text, a builtin
+// scorer, or not at all (counted and left out of every mean).
+export type VerdictSource = 'logprobs' | 'text' | 'builtin' | 'unparsable';
+export interface PairVerdict {
+  pSecond: number | null;
+  source: VerdictSource;
+  text: string;
+}
+export interface ScoreVerdict {
+  score: number | null;
+  source: VerdictSource;
+  text: string;
+}
+
+export interface JudgeUsage {
+  requests: number; // sent to the endpoint (cache hits excluded)
+  cached: number; // verdicts read from the cache
+  promptTokens: number; // of the requests sent
+  completionTokens: number;
+}
+
+export interface Judge {
+  name: string;
+  concurrency: number;
+  usage: JudgeUsage;
+  // P(the second answer is better), from labels A (first) and B (second).
+  pairwise(instruction: string, first: string, second: string): Promise<PairVerdict>;
+  // 1-10; with a reference answer the judge is told to grade correctness against it.
+  grade(conversation: ChatMessage[], reference?: string): Promise<ScoreVerdict>;
+  // 0-5 additive rubric points.
+  rubric(instruction: string, answer: string): Promise<ScoreVerdict>;
+}
+
+export interface JudgeOptions {
+  cacheDir: string;
+  // What the endpoint serves, for the cache key: a served name alone may stand for several
+  // models (opsr serves every round's policy under one name). Default: baseURL + model.
+  identity?: string;
+  signal?: AbortSignal;
+}
+
+export function emptyUsage(): JudgeUsage {
+  return { requests: 0, cached: 0, promptTokens: 0, completionTokens: 0 };
+}
+
+export function addUsage(a: JudgeUsage, b: JudgeUsage): JudgeUsage {
+  return {
+    requests: a.requests + b.requests,
+    cached: a.cached + b.cached,
+    promptTokens: a.promptTokens + b.promptTokens,
+    completionTokens: a.completionTokens + b.completionTokens,
+  };
+}
+
+export async function makeJudge(
+  name: string,
+  cfg: JudgeConfig,
+  opts: JudgeOptions,
+): Promise<Judge> {
+  return cfg.type === 'builtin' ? builtinJudge(name, cfg.name) : endpointJudge(name, cfg, opts);
+}
+
+// ---- parsing --------------------------------------------------------------------------------
+
+// P(B) from the top log-probabilities of the first answer token: softmax over the two labels, a
+// label missing from the list counting as -inf. null when neither label is there.
+export function labelProbability(top: [string, number][]): number | null {
+  const best = (label: string) =>
+    Math.max(-Infinity, ...top.filter(([t]) => t.trim() === label).map(([, l]) => l));
+  const a = best('A');
+  const b = best('B');
+  if (a === -Infinity && b === -Infinity) return null;
+  const m = Math.max(a, b);
+  return Math.exp(b - m) / (Math.exp(a - m) + Math.exp(b - m));
+}
+
+// The label in a text answer: "B", "[[B]]", "Answer A", "A." ...; anything naming both or
+// neither first is unparsable.
+export function parsePairText(text: string): number | null {
+  const m = /\[\[([AB])\]\]/.exec(text) ?? /^\W*(?:answer\s+)?([AB])\b/i.exec(text);
+  if (!m) return null;
+  return m[1].toUpperCase() === 'B' ? 1 : 0;
+}
+
+// MT-Bench's format: [[n]], falling back to [n]; only ratings in [1, 10] count.
+export function parseRating(text: string): number | null {
+  const m = /\[\[(\d+(?:\.\d+)?)\]\]/.exec(text) ?? /\[(\d+(?:\.\d+)?)\]/.exec(text);
+  const n = m ? Number(m[1]) : NaN;
+  return n >= 1 && n <= 10 ? n : null;
+}
+
+// "Score: n" with n in 0..5, the last one if the judge wrote several.
+export function parseRubric(text: string): number | null {
+  const all = [...text.matchAll(/score\s*[:=]\s*(\d+)/gi)];
+  const n = all.length ? Number(all[all.length - 1][1]) : NaN;
+  return Number.isInteger(n) && n >= 0 && n <= 5 ? n : null;
+}
+
+// A conversation as the judge reads it: one block per turn.
+export function conversationText(conversation: ChatMessage[]): string {
+  return conversation
+    .map((m) => `[${m.role === 'assistant' ? 'Assistant' : 'User'}]\n${m.content}`)
+    .join('\n\n');
+}
+
+// ---- builtin ------------------------------------------------------------------------------
+
+function builtinJudge(name: string, scorerName: string): Judge {
+  const score = getBuiltinScorer(scorerName);
+  if (!score) throw badInput(`judges.${name}.name: "${scorerName}" is not a builtin scorer`);
+  // The scorer judges the last answer against the last user turn (the task's question).
+  const last = (c: ChatMessage[], role: string) =>
+    [...c].reverse().find((m) => m.role === role)?.content ?? '';
+  return {
+    name,
+    concurrency: 64,
+    usage: emptyUsage(),
+    async pairwise(instruction, first, second) {
+      const d = score(instruction, second) - score(instruction, first);
+      return { pSecond: d > 0 ? 1 : d < 0 ? 0 : 0.5, source: 'builtin', text: '' };
+    },
+    async grade(conversation) {
+      return {
+        score: 1 + 9 * score(last(conversation, 'user'), last(conversation, 'assistant')),
+        source: 'builtin',
+        text: '',
+      };
+    },
+    async rubric(instruction, answer) {
+      return { score: Math.round(5 * score(instruction, answer)), source: 'builtin', text: '' };
+    },
+  };
+}
+
+// ---- endpoints ------------------------------------------------------------------------------
+
+interface Completion {
+  text: string;
+  top: [string, number][] | null;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+async function loadPrompt(
+  kind: keyof typeof DEFAULT_PROMPTS,
+  file: string | undefined,
+  field: string,
+): Promise<string> {
+  const path = file ?? DEFAULT_PROMPTS[kind];
+  const text = await readFile(path, 'utf8').catch((err: Error) => {
+    throw badInput(`${field}: cannot read the prompt file ${path}: ${err.message}`);
+  });
+  const missing = PLACEHOLDERS[kind].filter((p) => !text.includes(p));
+  if (missing.length)
+    throw badInput(`${field}: the prompt file ${path} lacks ${missing.join(', ')}`);
+  return text;
+}
+
+// Placeholders filled in one pass, inserting the texts literally (an answer may hold
+// "{answer_b}").
+function fill(template: string, values: Record<string, string>): string {
+  return template.replace(/\{[a-z_]+\}/g, (k) => (Object.hasOwn(values, k) ? values[k] : k));
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        reject(signal.reason);
+      },
+      { once: true },
+    );
+  });
+
+async function endpointJudge(
+  name: string,
+  cfg: EndpointJudgeConfig,
+  opts: JudgeOptions,
+): Promise<Judge> {
+  const field = `judges.${name}.prompts`;
+  const prompts = {
+    pairwise: await loadPrompt('pairwise', cfg.prompts.pairwise, `${field}.pairwise`),
+    grading: await loadPrompt('grading', cfg.prompts.grading, `${field}.grading`),
+    gradingReference: await loadPrompt(
+      'gradingReference',
+      cfg.prompts.gradingReference,
+      `${field}.gradingReference`,
+    ),
+    rubric: await loadPrompt('rubric', cfg.prompts.rubric, `${field}.rubric`),
+  };
+  const apiKey = (cfg.apiKeyEnv ? process.env[cfg.apiKeyEnv] : undefined) || 'EMPTY';
+  // Retries are this judge's own (cfg.retries), with backoff; the client's would hide them.
+  const client = new OpenAI({ baseURL: cfg.baseURL, apiKey, maxRetries: 0, timeout: 600_000 });
+  const identity = opts.identity ?? `${cfg.baseURL} ${cfg.model}`;
+  const usage = emptyUsage();
+
+  const send = async (body: Record<string, unknown>): Promise<Completion> => {
+    const res =
+      cfg.api === 'chat'
+        ? await client.chat.completions.create(
+            body as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming,
+            { signal: opts.signal },
+          )
+        : await client.completions.create(
+            body as unknown as OpenAI.CompletionCreateParamsNonStreaming,
+            { signal: opts.signal },
+          );
+    const c = res.choices?.[0];
+    if (!c) throw new Error(`judge ${name} (${cfg.baseURL}) answered without choices`);
+    let top: [string, number][] | null = null;
+    if ('message' in c) {
+      const first = c.logprobs?.content?.[0];
+      if (first) top = (first.top_logprobs ?? []).map((t) => [t.token, t.logprob]);
+    } else {
+      const first = c.logprobs?.top_logprobs?.[0];
+      if (first) top = Object.entries(first);
+    }
+    return {
+      text: 'message' in c ? (c.message?.content ?? '') : (c.text ?? ''),
+      top,
+      promptTokens: res.usage?.prompt_tokens ?? 0,
+      completionTokens: res.usage?.completion_tokens ?? 0,
+    };
+  };
+
+  const complete = async (prompt: string, extra: Record<string, unknown>): Promise<Completion> => {
+    const body = {
+      model: cfg.model,
+      seed: cfg.seed,
+      temperature: cfg.temperature,
+      max_tokens: cfg.maxTokens,
+      n: 1,
+      ...extra,
+      ...(cfg.api === 'chat' ? { messages: [{ role: 'user', content: prompt }] } : { prompt }),
+    };
+    const key = hashJson({ identity, api: cfg.api, body });
+    const file = join(opts.cacheDir, key.slice(0, 2), `${key}.json`);
+    const hit = await readFile(file, 'utf8')
+      .then((t) => JSON.parse(t) as Completion)
+      .catch(() => null);
+    if (hit) {
+      usage.cached++;
+      return hit;
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        usage.requests++;
+        const out = await send(body);
+        usage.promptTokens += out.promptTokens;
+        usage.completionTokens += out.completionTokens;
+        await writeJsonAtomic(file, out);
+        return out;
+      } catch (err) {
+        const status = (err as { status?: number }).status;
+        if (err instanceof OpenAI.APIError && status !== undefined && isRequestError(status)) {
+          throw badInput(
+            `judge ${name} (${cfg.baseURL}, model ${cfg.model}) answered HTTP ${status}: ` +
+              err.message,
+          );
+        }
+        if (opts.signal?.aborted || attempt >= cfg.retries) throw err;
+        await sleep(Math.min(30_000, 500 * 2 ** attempt), opts.signal);
+      }
+    }
+  };
+
+  const logprobs =
+    cfg.api === 'chat'
+      ? { logprobs: true, top_logprobs: cfg.topLogprobs }
+      : { logprobs: cfg.topLogprobs };
+  return {
+    name,
+    concurrency: cfg.concurrency,
+    usage,
+    async pairwise(instruction, first, second) {
+      const c = await complete(
+        fill(prompts.pairwise, {
+          '{instruction}': instruction,
+          '{answer_a}': first,
+          '{answer_b}': second,
+        }),
+        { max_tokens: 1, ...logprobs },
+      );
+      const fromLogprobs = c.top ? labelProbability(c.top) : null;
+      if (fromLogprobs !== null) return { pSecond: fromLogprobs, source: 'logprobs', text: c.text };
+      const fromText = parsePairText(c.text);
+      return { pSecond: fromText, source: fromText === null ? 'unparsable' : 'text', text: c.text };
+    },
+    async grade(conversation, reference) {
+      const values = {
+        '{conversation}': conversationText(conversation),
+        '{reference}': reference ?? '',
+      };
+      const c = await complete(
+        fill(reference === undefined ? prompts.grading : prompts.gradingReference, values),
+        {},
+      );
+      const score = parseRating(c.text);
+      return { score, source: score === null ? 'unparsable' : 'text', text: c.text };
+    },
+    async rubric(instruction, answer) {
+      const c = await complete(
+        fill(prompts.rubric, { '{instruction}': instruction, '{answer}': answer }),
+        {},
+      );
+      const score = parseRubric(c.text);
+      return { score, source: score === null ? 'unparsable' : 'text', text: c.text };
+    },
+  };
+}

@@ -1,0 +1,274 @@
+// Sampler lifecycle: which OpenAI-compatible server answers a round's sampling requests.
+//   embedded      E3's server started inside this worker process for the policy being sampled
+//   external      a server someone else runs (sampling.baseURL + sampling.model)
+//   managed-vllm  `vllm serve <dir>` (or `python -m <module> --model <dir>`) spawned by this
+//                 worker; one port, so a new policy replaces the one being served. It counts as
+//                 started when /health answers and a 1-token completion succeeds.
+// A managed server that is alive but broken (5xx answers, dropped connections) is stopped and the
+// attempt fails; the next attempt starts it again, and a second failure in a row ends the round
+// (non-retryable, naming the server's own message) instead of retrying forever.
+// Local servers live in the sampler worker's process. A run holds one server at a time, from
+// ensureSampler to releaseSampler or to its next ensureSampler (a new policy replaces the old);
+// a server closes when no run holds it and no activity uses it, so ablation arms sampling
+// different policies at once each keep theirs. Activities that sample go through withSampler,
+// which starts the server again on a worker that lacks it (a retry on another worker, a
+// restarted worker).
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ApplicationFailure } from '@temporalio/common';
+import { execa } from 'execa';
+import OpenAI from 'openai';
+import { forgetPid, recordPid, stopRecorded } from '../lib/pidfile.ts';
+import { startServer } from '../server/index.ts';
+import { badInput, isRequestError } from './errors.ts';
+import type { EnsureSamplerInput, ReleaseSamplerInput, SamplerEndpoint, SamplingConfig } from '../contracts/activities.ts';
+
+interface Running {
+  key: string;
+  endpoint: SamplerEndpoint;
+  close(): Promise<void>;
+  holds: Set<string>; // runs holding it (ensureSampler .. releaseSampler)
+  active: number; // activities sampling from it now
+}
+
+const servers = new Map<string, Running>();
+const starting = new Map<string, Promise<Running>>();
+const restarted = new Set<string>(); // managed servers started again after a failure
+
+// A managed server that passed /health but whose 1-token completion failed.
+class BrokenServer extends Error {}
+
+// The server's own words when err says the server (not the request) is broken, else null.
+function brokenMessage(err: unknown): string | null {
+  if (err instanceof BrokenServer) return err.message;
+  if (err instanceof OpenAI.APIConnectionError) return `connection failed: ${err.message}`;
+  const status = err instanceof OpenAI.APIError ? err.status : undefined;
+  if (status !== undefined && status >= 500) return (err as Error).message;
+  return null;
+}
+
+// What a managed server's failure becomes: the first stops it and retries; a second failure
+// of the restarted server is final.
+async function serverFailed(key: string, err: unknown): Promise<unknown> {
+  const message = brokenMessage(err);
+  if (message === null) return err;
+  const r = servers.get(key);
+  if (r) await closeServer(r);
+  if (restarted.delete(key)) {
+    return ApplicationFailure.create({
+      type: 'SamplerBroken', nonRetryable: true,
+      message: `sampling.vllm: the managed vLLM server failed again after a restart: ${message}`,
+    });
+  }
+  restarted.add(key);
+  return new Error(
+    `sampling.vllm: the managed vLLM server failed (${message}); stopped, the next attempt starts it again`,
+  );
+}
+
+// Runs step for a managed server (keyed by key) under the restart-once rule.
+async function guarded<T>(sampling: SamplingConfig, key: string, step: () => Promise<T>) {
+  if (sampling.lifecycle !== 'managed-vllm') return step();
+  try {
+    const out = await step();
+    restarted.delete(key);
+    return out;
+  } catch (err) {
+    throw await serverFailed(key, err);
+  }
+}
+
+export function apiKeyOf(sampling: SamplingConfig): string {
+  const name = sampling.apiKeyEnv;
+  // Local servers accept any key; the openai client insists on one being set.
+  return (name ? process.env[name] : undefined) || 'EMPTY';
+}
+
+// The name requests use; embedded and managed servers serve every round's policy under it.
+export const servedName = (sampling: SamplingConfig) => sampling.model ?? 'opsr-policy';
+
+async function external(sampling: SamplingConfig, modelDir: string): Promise<SamplerEndpoint> {
+  const { baseURL, model } = sampling as { baseURL: string; model: string }; // required by the schema for external
+  await checkModels(baseURL, model, apiKeyOf(sampling));
+  return { lifecycle: 'external', baseURL, model, modelDir };
+}
+
+const keyOf = (sampling: SamplingConfig, modelDir: string) =>
+  JSON.stringify([
+    sampling.lifecycle, modelDir, servedName(sampling), sampling.vllm, sampling.embedded, sampling.perRequestSeeds,
+  ]);
+
+async function acquire(sampling: SamplingConfig, modelDir: string): Promise<Running> {
+  const key = keyOf(sampling, modelDir);
+  const have = servers.get(key) ?? (await starting.get(key));
+  if (have) return have;
+  const start = async (): Promise<Running> => {
+    if (sampling.lifecycle === 'managed-vllm') {
+      for (const r of [...servers.values()]) if (r.endpoint.lifecycle === 'managed-vllm') await closeServer(r);
+      return startVllm(sampling, modelDir, key);
+    }
+    const server = await startServer({
+      modelDir, servedModelName: servedName(sampling), threads: sampling.embedded.threads, maxBatch: sampling.embedded.maxBatch,
+      dtype: sampling.embedded.dtype,
+    });
+    const endpoint: SamplerEndpoint = { lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir };
+    return { key, endpoint, close: () => server.close(), holds: new Set(), active: 0 };
+  };
+  const pending = start();
+  starting.set(key, pending);
+  try {
+    const r = await pending;
+    servers.set(key, r);
+    return r;
+  } finally {
+    starting.delete(key);
+  }
+}
+
+async function closeServer(r: Running): Promise<void> {
+  if (servers.get(r.key) !== r) return;
+  servers.delete(r.key);
+  await r.close();
+}
+
+async function closeIfUnused(r: Running): Promise<void> {
+  if (r.holds.size === 0 && r.active <= 0) await closeServer(r);
+}
+
+// Runs fn against a server for (sampling, modelDir), starting one here if this process has none.
+export async function withSampler<T>(sampling: SamplingConfig, modelDir: string, fn: (e: SamplerEndpoint) => Promise<T>): Promise<T> {
+  if (sampling.lifecycle === 'external') return fn(await external(sampling, modelDir));
+  return guarded(sampling, keyOf(sampling, modelDir), async () => {
+    const r = await acquire(sampling, modelDir);
+    r.active++;
+    try {
+      return await fn(r.endpoint);
+    } finally {
+      r.active--;
+      await closeIfUnused(r);
+    }
+  });
+}
+
+export async function ensureSampler(input: EnsureSamplerInput): Promise<SamplerEndpoint> {
+  if (input.sampling.lifecycle === 'external') return external(input.sampling, input.modelDir);
+  const { sampling, modelDir } = input;
+  const r = await guarded(sampling, keyOf(sampling, modelDir), () => acquire(sampling, modelDir));
+  r.holds.add(input.runId);
+  for (const other of [...servers.values()]) {
+    if (other === r || !other.holds.delete(input.runId)) continue;
+    await closeIfUnused(other); // this run moved on to another policy
+  }
+  return r.endpoint;
+}
+
+export async function releaseSampler(input: ReleaseSamplerInput): Promise<void> {
+  for (const r of [...servers.values()]) {
+    if (r.endpoint.baseURL !== input.endpoint.baseURL) continue;
+    r.holds.delete(input.runId);
+    await closeIfUnused(r);
+  }
+}
+
+// Stops every server this process started (worker shutdown, tests).
+export async function releaseLocal(): Promise<void> {
+  await Promise.all([...servers.values()].map(closeServer));
+}
+
+async function checkModels(baseURL: string, model: string, apiKey: string): Promise<void> {
+  let res: Response;
+  try {
+    res = await fetch(`${baseURL.replace(/\/$/, '')}/models`, { headers: { authorization: `Bearer ${apiKey}` } });
+  } catch (err) {
+    throw new Error(`sampling.baseURL ${baseURL}: GET /models failed: ${(err as Error).message}`);
+  }
+  if (!res.ok) {
+    const message = `sampling.baseURL ${baseURL}: GET /models answered HTTP ${res.status}`;
+    throw isRequestError(res.status) ? badInput(message) : new Error(message);
+  }
+  const body = (await res.json()) as { data?: { id?: string }[] };
+  const ids = (body.data ?? []).map((m) => m.id);
+  if (!ids.includes(model)) throw badInput(`sampling.model "${model}" is not served at ${baseURL} (served: ${ids.join(', ') || 'none'})`);
+}
+
+// The command line that starts vLLM: `vllm serve DIR` (the GPU default) or, with a module,
+// `python -m MODULE --model DIR` (the CPU build, whose `vllm` command cannot find itself).
+export function vllmArgs(sampling: SamplingConfig, modelDir: string): string[] {
+  const v = sampling.vllm;
+  return [
+    ...(v.module ? ['-m', v.module, '--model', modelDir] : ['serve', modelDir]),
+    '--served-model-name', servedName(sampling), '--host', v.host, '--port', String(v.port),
+    '--generation-config', 'vllm', ...v.args,
+  ];
+}
+
+// One greedy token (seeded when the run sends seeds): a server whose /health passes while
+// generation fails (the CPU build dies on its first seeded request) is caught before sampling.
+async function probe(sampling: SamplingConfig, baseURL: string): Promise<void> {
+  const body = {
+    model: servedName(sampling), prompt: [0], max_tokens: 1, temperature: 0,
+    ...(sampling.perRequestSeeds ? { seed: 0 } : {}),
+  };
+  const res = await fetch(`${baseURL}/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+  if (res.ok) return;
+  const text = (await res.text()).slice(0, 500);
+  const message =
+    `sampling.vllm: GET /health passes but a 1-token completion answered HTTP ${res.status}: ${text}`;
+  throw res.status >= 500 ? new BrokenServer(message) : badInput(message);
+}
+
+async function startVllm(sampling: SamplingConfig, modelDir: string, key: string) {
+  const v = sampling.vllm;
+  const args = vllmArgs(sampling, modelDir);
+  const origin = `http://${v.host === '0.0.0.0' ? '127.0.0.1' : v.host}:${v.port}`;
+  // A server a dead worker left on this port would serve stale weights: stop it, and never
+  // mistake another process's server for the one started here.
+  const pidFile = join(tmpdir(), `opsr-vllm-${v.port}.pid`);
+  await stopRecorded(pidFile, ['--port', String(v.port)], 30_000);
+  if (await fetch(`${origin}/health`).then(() => true, () => false)) {
+    throw new Error(`sampling.vllm.port ${v.port} is already served by another process; stop it or choose another port`);
+  }
+  // setpriv: the server gets SIGTERM when this worker dies, even by SIGKILL, so none is orphaned.
+  const child = execa('setpriv', ['--pdeathsig', 'TERM', '--', v.executable, ...args], {
+    stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, forceKillAfterDelay: 10_000,
+    env: v.env, cleanup: true,
+  });
+  let stderrTail = '';
+  child.stderr?.on('data', (d: Buffer) => (stderrTail = (stderrTail + d.toString()).slice(-4000)));
+  let exited = false;
+  const finished = child.then(() => { exited = true; });
+  if (child.pid !== undefined) await recordPid(pidFile, child.pid);
+  const stop = async () => {
+    if (!exited) child.kill('SIGTERM');
+    await finished;
+    await forgetPid(pidFile);
+  };
+  const deadline = Date.now() + v.startupTimeoutS * 1000;
+  for (;;) {
+    if (exited) {
+      await forgetPid(pidFile);
+      throw new Error(`sampling.vllm.executable ${v.executable} exited (code ${child.exitCode}) before serving: ${stderrTail.trim().split('\n').slice(-5).join(' | ')}`);
+    }
+    try {
+      if ((await fetch(`${origin}/health`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`sampling.vllm: ${v.executable} did not answer GET /health on port ${v.port} within ${v.startupTimeoutS}s`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const baseURL = `${origin}/v1`;
+  try {
+    await probe(sampling, baseURL);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const endpoint: SamplerEndpoint = { lifecycle: 'managed-vllm', baseURL, model: servedName(sampling), modelDir };
+  return { key, endpoint, close: stop, holds: new Set<string>(), active: 0 };
+}

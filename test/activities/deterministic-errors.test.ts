@@ -1,0 +1,139 @@
+// Errors that are the same on every attempt fail the activity once as BadInput (non-retryable),
+// naming what is wrong: a chat prompt for a model without a chat template, a prompt that
+// tokenizes to nothing, a server or reward model answering an unexpected shape, and a model
+// config too large for this machine (the engine's out of memory).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { ApplicationFailure } from '@temporalio/common';
+import { parseRunConfig } from '../../config/index.ts';
+import { buildDataset } from '../../activities/dataset.ts';
+import { samplePairs } from '../../activities/sample-pairs.ts';
+import { analyzeRewards } from '../../activities/rewards.ts';
+import { trainPolicy } from '../../activities/train.ts';
+import type { SamplePairsInput } from '../../contracts/activities.ts';
+import { toJsonl } from '../../lib/jsonl.ts';
+import { writeTokData } from '../../lib/tokdata.ts';
+import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
+
+const ENGINE = join(import.meta.dirname, '..', '..', 'engine', 'build', 'opsr-engine');
+const root = await mkdtemp(join(tmpdir(), 'opsr-determ-'));
+after(() => rm(root, { recursive: true, force: true }));
+
+const answer = (text: string) => ({ text, finish_reason: 'stop', tokens: 1, seed: 1 });
+const pair = (index: number, prompt: unknown) =>
+  ({ index, round: 1, ...(typeof prompt === 'string' ? { prompt } : { messages: prompt }), chosen: answer('a b'), rejected: answer('c'), chosenScore: 10, rejectedScore: 3, seed: 0 });
+
+async function model(name: string, opts: { chatTemplate?: boolean } = {}): Promise<string> {
+  const dir = join(root, name);
+  const vocab = await writeTinyTokenizer(dir, opts);
+  const cfg = join(root, `${name}.json`);
+  await writeFile(cfg, JSON.stringify({ n_embd: 16, n_layer: 1, n_head: 2, n_positions: 64, vocab_size: vocab }));
+  execFileSync(ENGINE, ['init', '--config', cfg, '--out', dir, '--seed', '1'], { stdio: 'pipe' });
+  return dir;
+}
+
+async function assertBadInput(p: Promise<unknown>, pattern: RegExp): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof ApplicationFailure, `not an ApplicationFailure: ${String(err)}`);
+    assert.equal(err.type, 'BadInput');
+    assert.equal(err.nonRetryable, true);
+    assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+async function serve(handler: (url: string, body: string) => { status?: number; body: string }): Promise<Server> {
+  const server = createServer((req, res) => {
+    let raw = '';
+    req.on('data', (d) => (raw += d));
+    req.on('end', () => {
+      const r = handler(req.url ?? '', raw);
+      res.writeHead(r.status ?? 200, { 'content-type': 'application/json' }).end(r.body);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return server;
+}
+const urlOf = (s: Server) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+
+const training = parseRunConfig({ model: '/m', prompts: { file: '/p' } }).training;
+
+test('buildDataset: a chat prompt without a chat template and a prompt of no tokens are bad input, named', async () => {
+  const plain = await model('plain', { chatTemplate: false });
+  const dir = join(root, 'ds');
+  const pairsFile = join(root, 'pairs-chat.jsonl');
+  await writeFile(pairsFile, toJsonl([pair(0, 'fine'), pair(7, [{ role: 'user', content: 'hi' }])]));
+  await assertBadInput(buildDataset({ runId: 'r', round: 1, roundDir: dir, pairsFile, modelDir: plain, training }),
+    /pairs-chat\.jsonl: prompt index 7: a chat prompt \("messages"\) needs a model with a chat_template/);
+  const emptyFile = join(root, 'pairs-empty.jsonl');
+  await writeFile(emptyFile, toJsonl([pair(0, 'fine'), pair(3, '')]));
+  await assertBadInput(buildDataset({ runId: 'r', round: 1, roundDir: dir, pairsFile: emptyFile, modelDir: plain, training }),
+    /pairs-empty\.jsonl: prompt index 3: the prompt tokenizes to nothing/);
+});
+
+test('samplePairs: a server answering an unexpected shape is bad input, not retried', async () => {
+  const modelDir = await model('chat');
+  const shapes = [
+    JSON.stringify({ choices: [] }),
+    JSON.stringify({ choices: [{ text: 1, finish_reason: 'stop' }] }),
+    JSON.stringify({ result: 'hello' }),
+  ];
+  for (const shape of shapes) {
+    const server = await serve((url) => (url.endsWith('/models') ? { body: JSON.stringify({ data: [{ id: 'm' }] }) } : { body: shape }));
+    try {
+      const baseURL = `${urlOf(server)}/v1`;
+      const promptsFile = join(root, 'prompts.jsonl');
+      await writeFile(promptsFile, toJsonl([{ index: 0, prompt: 'x' }]));
+      const sampling = parseRunConfig({ model: '/m', prompts: { file: '/p' }, sampling: { lifecycle: 'external', baseURL, model: 'm' } }).sampling;
+      const input: SamplePairsInput = {
+        runId: 'r', round: 1, roundDir: join(root, `sample-${shapes.indexOf(shape)}`), promptsFile,
+        endpoint: { lifecycle: 'external', baseURL, model: 'm', modelDir }, sampling,
+        prefixes: parseRunConfig({ model: '/m', prompts: { file: '/p' } }).prefixes, chosenScore: 10, rejectedScore: 3, notify: [],
+      };
+      await assertBadInput(new MockActivityEnvironment().run(samplePairs, input),
+        new RegExp(`${baseURL}/completions answered an unexpected shape .*${shape.slice(0, 12).replace(/[[\]{}]/g, '\\$&')}`));
+    } finally {
+      server.close();
+    }
+  }
+});
+
+test('analyzeRewards: a reward model answering non-JSON or the wrong shape is bad input', async () => {
+  const pairsFile = join(root, 'pairs-rm.jsonl');
+  await writeFile(pairsFile, toJsonl([pair(0, 'p')]));
+  const cases: [string, RegExp][] = [
+    ['<html>oops</html>', /answered with non-JSON: <html>/],
+    [JSON.stringify({ score: 1 }), /answered neither a list of scores/],
+    [JSON.stringify([1]), /returned 1 scores for 2 inputs/],
+    [JSON.stringify(['high', 'low']), /scores\[0\] is "high", not a finite number/],
+  ];
+  for (const [i, [body, pattern]] of cases.entries()) {
+    const server = await serve(() => ({ body }));
+    try {
+      await assertBadInput(new MockActivityEnvironment().run(analyzeRewards, {
+        runId: 'r', round: 1, roundDir: join(root, `rm-${i}`), pairsFile, rewardModel: { type: 'http' as const, url: `${urlOf(server)}/score` }, notify: [],
+      }), pattern);
+    } finally {
+      server.close();
+    }
+  }
+});
+
+test('trainPolicy: an engine out of memory on a model too large for this machine is bad input', async () => {
+  const big = await model('big');
+  const cfgFile = join(big, 'config.json');
+  const cfg = JSON.parse(await readFile(cfgFile, 'utf8')) as Record<string, unknown>;
+  await writeFile(cfgFile, JSON.stringify({ ...cfg, n_embd: 16384, n_head: 16, n_layer: 200, n_positions: 8192, vocab_size: 50257 }));
+  const dataFile = join(root, 'train.bin');
+  await writeTokData(dataFile, { kind: 'preference', records: [{ prompt: [1, 2], chosen: [3], rejected: [4] }] });
+  await assertBadInput(new MockActivityEnvironment().run(trainPolicy, {
+    runId: 'r', round: 1, roundDir: join(root, 'train'), referenceModelDir: big, dataFile, training, learningRate: 1e-3, notify: [],
+  }), /big\/config\.json: training this model needs at least \d+\.\d GiB \(n_embd 16384, n_layer 200.*this machine has \d/);
+});
