@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import {
   EngineProcess, type EngineRequest, type EngineDone, type EngineToken,
-} from '../../server/engine.ts';
+} from '../../server/engine-supervisor.ts';
 import { transformersGreedy, ENGINE } from '../helpers/tiny-gpt2.ts';
 import { makeTinyLlama, type LlamaArch } from '../helpers/tiny-llama.ts';
 
