@@ -258,63 +258,42 @@ static void body_backward(Model *m) {
 enum { MAT_QKV, MAT_ATTPROJ, MAT_FC, MAT_FCPROJ, MATS_PER_LAYER };
 enum { BUF_X, BUF_LN, BUF_QKV, BUF_ATTY, BUF_PROJ, BUF_FCH, NBUF };
 
-typedef struct {
-    PackedSet ps;
-    float *att_scratch;  // [nthreads, att_stride]
-    size_t att_stride;
-} GPT2Gen;
-
-static void gen_free(void *state) {
-    GPT2Gen *g = state;
-    if (!g) return;
-    packed_set_free(&g->ps);
-    free(g->att_scratch);
-    free(g);
-}
-
 static void *gen_create(Model *m, PackFormat fmt) {
     const ModelConfig *c = &m->cfg;
     int L = c->n_layer, C = c->n_embd, F = c->n_inner;
-    GPT2Gen *g = calloc(1, sizeof *g);
     size_t widths[NBUF] = {C, C, 3 * C, C, C, F};
-    if (!g || packed_set_init(&g->ps, fmt, L * MATS_PER_LAYER + 1, F > C ? F : C, NBUF, widths)) {
-        if (!g) err_set(EXIT_IO, "out_of_memory", "cannot allocate the generator");
-        gen_free(g);
-        return NULL;
-    }
-    g->att_stride = kvcache_scratch_floats(c->max_seq_len);
-    g->att_scratch = malloc((size_t)omp_get_max_threads() * g->att_stride * sizeof(float));
-    if (!g->att_scratch) { err_set(EXIT_IO, "out_of_memory", "cannot allocate the generator"); gen_free(g); return NULL; }
+    PackedSet *g = packed_set_new(fmt, L * MATS_PER_LAYER + 1, F > C ? F : C, NBUF, widths, c->max_seq_len);
+    if (!g) return NULL;
     for (int l = 0; l < L; l++) {
-        PackedMatrix *pm = g->ps.mats + l * MATS_PER_LAYER;
+        PackedMatrix *pm = g->mats + l * MATS_PER_LAYER;
         if (packed_make(pm + MAT_QKV, fmt, m->param[P_QKVW] + (size_t)l * C * 3 * C, C, 3 * C, 3 * C, 1) ||
             packed_make(pm + MAT_ATTPROJ, fmt, m->param[P_ATTPROJW] + (size_t)l * C * C, C, C, C, 1) ||
             packed_make(pm + MAT_FC, fmt, m->param[P_FCW] + (size_t)l * C * F, C, F, F, 1) ||
             packed_make(pm + MAT_FCPROJ, fmt, m->param[P_FCPROJW] + (size_t)l * F * C, F, C, C, 1)) {
-            gen_free(g);
+            packed_set_free(g);
             return NULL;
         }
     }
     // logits = x @ wte^T: element (k = c, j = v) is wte[v*C + c]
-    if (packed_make(g->ps.mats + L * MATS_PER_LAYER, fmt, m->param[P_WTE], C, c->vocab_size, 1, C)) {
-        gen_free(g);
+    if (packed_make(g->mats + L * MATS_PER_LAYER, fmt, m->param[P_WTE], C, c->vocab_size, 1, C)) {
+        packed_set_free(g);
         return NULL;
     }
     return g;
 }
 
-static void linear(GPT2Gen *g, float *out, const float *in, int mat, const float *bias, int M) {
-    packed_matmul(out, in, &g->ps.mats[mat], bias, M, g->ps.scratch);
+static void linear(PackedSet *g, float *out, const float *in, int mat, const float *bias, int M) {
+    packed_matmul(out, in, &g->mats[mat], bias, M, g->scratch);
 }
 
 static int gen_forward(Model *m, void *state, const GenRows *rows, const int *sample_row,
                        int nsample, float *logits) {
-    GPT2Gen *g = state;
+    PackedSet *g = state;
     const ModelConfig *c = &m->cfg;
     int C = c->n_embd, F = c->n_inner, NH = c->n_head, n = rows->n;
-    if (packed_set_rows(&g->ps, (size_t)n)) return -1;
-    float *x = g->ps.buf[BUF_X], *ln = g->ps.buf[BUF_LN], *qkv = g->ps.buf[BUF_QKV];
-    float *atty = g->ps.buf[BUF_ATTY], *proj = g->ps.buf[BUF_PROJ], *fch = g->ps.buf[BUF_FCH];
+    if (packed_set_rows(g, (size_t)n)) return -1;
+    float *x = g->buf[BUF_X], *ln = g->buf[BUF_LN], *qkv = g->buf[BUF_QKV];
+    float *atty = g->buf[BUF_ATTY], *proj = g->buf[BUF_PROJ], *fch = g->buf[BUF_FCH];
     encoder_forward(x, rows->tok, rows->pos, m->param[P_WTE], m->param[P_WPE], n, C);
     for (int l = 0; l < c->n_layer; l++) {
         layernorm_forward(ln, NULL, NULL, x, m->param[P_LN1W] + (size_t)l * C,
@@ -342,4 +321,4 @@ static int gen_forward(Model *m, void *state, const GenRows *rows, const int *sa
 }
 
 const ModelOps gpt2_ops = {parse_config, describe, ignored, init_random, config_json, body_forward,
-                           body_backward, free_acts, gen_create, gen_free, gen_forward};
+                           body_backward, free_acts, gen_create, packed_set_free, gen_forward};

@@ -376,20 +376,6 @@ static void body_backward(Model *m) {
 enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, MATS_PER_LAYER };
 enum { BUF_X, BUF_LN, BUF_Q, BUF_K, BUF_V, BUF_ATTY, BUF_PROJ, BUF_GATE, BUF_UP, NBUF };
 
-typedef struct {
-    PackedSet ps;
-    float *att_scratch;  // [nthreads, att_stride]
-    size_t att_stride;
-} LlamaGen;
-
-static void gen_free(void *state) {
-    LlamaGen *g = state;
-    if (!g) return;
-    packed_set_free(&g->ps);
-    free(g->att_scratch);
-    free(g);
-}
-
 static void *gen_create(Model *m, PackFormat fmt) {
     const ModelConfig *c = &m->cfg;
     LlamaActs *a = acts_of(m);
@@ -398,27 +384,20 @@ static void *gen_create(Model *m, PackFormat fmt) {
     size_t widths[NBUF] = {C, C, QD, KVD, KVD, QD, C, I, I};
     int max_k = C > I ? C : I;
     if (QD > max_k) max_k = QD;
-    LlamaGen *g = calloc(1, sizeof *g);
-    if (!g || packed_set_init(&g->ps, fmt, L * MATS_PER_LAYER + 1, max_k, NBUF, widths)) {
-        if (!g) err_set(EXIT_IO, "out_of_memory", "cannot allocate the generator");
-        gen_free(g);
-        return NULL;
-    }
-    g->att_stride = kvcache_scratch_floats(c->max_seq_len);
-    g->att_scratch = malloc((size_t)omp_get_max_threads() * g->att_stride * sizeof(float));
-    if (!g->att_scratch) { err_set(EXIT_IO, "out_of_memory", "cannot allocate the generator"); gen_free(g); return NULL; }
+    PackedSet *g = packed_set_new(fmt, L * MATS_PER_LAYER + 1, max_k, NBUF, widths, c->max_seq_len);
+    if (!g) return NULL;
     // nn.Linear W[out, in]: element (k = in, j = out) of the product's matrix is W[j * in + k]
     static const int kind[MATS_PER_LAYER] = {K_QW, K_KW, K_VW, K_OW, K_GATEW, K_UPW, K_DOWNW};
     const int in[MATS_PER_LAYER] = {C, C, C, QD, C, C, I}, out[MATS_PER_LAYER] = {QD, KVD, KVD, C, I, I, C};
     for (int l = 0; l < L; l++)
         for (int k = 0; k < MATS_PER_LAYER; k++)
-            if (packed_make(g->ps.mats + l * MATS_PER_LAYER + k, fmt, W(m, ix, m->param, kind[k], l), in[k], out[k], 1,
+            if (packed_make(g->mats + l * MATS_PER_LAYER + k, fmt, W(m, ix, m->param, kind[k], l), in[k], out[k], 1,
                             (size_t)in[k])) {
-                gen_free(g);
+                packed_set_free(g);
                 return NULL;
             }
-    if (packed_make(g->ps.mats + L * MATS_PER_LAYER, fmt, m->param[m->head], C, c->vocab_size, 1, C)) {
-        gen_free(g);
+    if (packed_make(g->mats + L * MATS_PER_LAYER, fmt, m->param[m->head], C, c->vocab_size, 1, C)) {
+        packed_set_free(g);
         return NULL;
     }
     return g;
@@ -426,16 +405,16 @@ static void *gen_create(Model *m, PackFormat fmt) {
 
 static int gen_forward(Model *m, void *state, const GenRows *rows, const int *sample_row,
                        int nsample, float *logits) {
-    LlamaGen *g = state;
+    PackedSet *g = state;
     const ModelConfig *c = &m->cfg;
     const int *ix = ((LlamaActs *)m->acts)->ix;
     const LlamaActs *a = m->acts;
     float *const *p = m->param;
     int C = c->n_embd, I = c->n_inner, NH = c->n_head, KVH = c->n_kv_head, hd = c->head_dim, n = rows->n;
     int QD = NH * hd, KVD = KVH * hd;
-    if (packed_set_rows(&g->ps, (size_t)n)) return -1;
-    float **b = g->ps.buf;
-    #define LINEAR(out, in, l, k, bias) packed_matmul(out, in, &g->ps.mats[(l) * MATS_PER_LAYER + (k)], bias, n, g->ps.scratch)
+    if (packed_set_rows(g, (size_t)n)) return -1;
+    float **b = g->buf;
+    #define LINEAR(out, in, l, k, bias) packed_matmul(out, in, &g->mats[(l) * MATS_PER_LAYER + (k)], bias, n, g->scratch)
     encoder_forward(b[BUF_X], rows->tok, rows->pos, p[ix[K_EMB]], NULL, n, C);
     for (int l = 0; l < c->n_layer; l++) {
         rmsnorm_forward(b[BUF_LN], NULL, b[BUF_X], W(m, ix, p, K_LN1, l), n, C, c->norm_eps);
@@ -462,9 +441,9 @@ static int gen_forward(Model *m, void *state, const GenRows *rows, const int *sa
     for (int i = 0; i < nsample; i++)  // the sampled rows' final states (nsample <= n)
         memcpy(b[BUF_LN] + (size_t)i * C, b[BUF_X] + (size_t)sample_row[i] * C, C * sizeof(float));
     rmsnorm_forward(b[BUF_LN], NULL, b[BUF_LN], p[ix[K_NORM]], nsample, C, c->norm_eps);
-    packed_matmul(logits, b[BUF_LN], &g->ps.mats[c->n_layer * MATS_PER_LAYER], NULL, nsample, g->ps.scratch);
+    packed_matmul(logits, b[BUF_LN], &g->mats[c->n_layer * MATS_PER_LAYER], NULL, nsample, g->scratch);
     return 0;
 }
 
 const ModelOps llama_ops = {parse_config, describe, ignored, init_random, config_json, body_forward,
-                            body_backward, free_acts, gen_create, gen_free, gen_forward};
+                            body_backward, free_acts, gen_create, packed_set_free, gen_forward};

@@ -43,24 +43,35 @@ const char *blas_init(void) {
 // contiguous in memory and no two threads touch the same output.
 #define COL_BLOCK 64
 
+// out rows (stride ldo) start as the bias, for a product that adds into them (beta 1).
+static void bias_rows(float *out, int ldo, const float *bias, int N, int OUT) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) memcpy(out + (size_t)i * ldo, bias, (size_t)OUT * sizeof(float));
+}
+
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                     int N, int IN, int OUT) {
-    if (bias) {
-        #pragma omp parallel for
-        for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OUT, bias, (size_t)OUT * sizeof(float));
-    }
+    if (bias) bias_rows(out, OUT, bias, N, OUT);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OUT, IN, 1.0f, inp, IN, w, OUT,
                 bias ? 1.0f : 0.0f, out, OUT);
 }
 
-static void colsum_add(float *dst, const float *src, int N, int C) {
+void matmul_nt_forward(float *out, int ldo, const float *inp, const float *w, const float *bias,
+                       int N, int IN, int OUT) {
+    if (bias) bias_rows(out, ldo, bias, N, OUT);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, inp, IN, w, IN,
+                bias ? 1.0f : 0.0f, out, ldo);
+}
+
+// dst[C] += column sums of src[N, C] (row stride ld).
+static void colsum_add(float *dst, const float *src, int N, int C, int ld) {
     int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
     #pragma omp parallel for
     for (int blk = 0; blk < nblocks; blk++) {
         int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < C ? j0 + COL_BLOCK : C;
         float acc[COL_BLOCK] = {0};
         for (int i = 0; i < N; i++) {
-            const float *row = src + (size_t)i * C;
+            const float *row = src + (size_t)i * ld;
             for (int j = j0; j < j1; j++) acc[j - j0] += row[j];
         }
         for (int j = j0; j < j1; j++) dst[j] += acc[j - j0];
@@ -75,7 +86,18 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
     if (dw)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IN, OUT, N, 1.0f, inp, IN, dout, OUT,
                     1.0f, dw, OUT);
-    if (dbias) colsum_add(dbias, dout, N, OUT);
+    if (dbias) colsum_add(dbias, dout, N, OUT, OUT);
+}
+
+void matmul_nt_backward(float *dinp, float *dw, float *dbias, const float *dout, int ldd,
+                        const float *inp, const float *w, int N, int IN, int OUT) {
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, dout, ldd, w, IN,
+                    1.0f, dinp, IN);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, dout, ldd, inp, IN,
+                    1.0f, dw, IN);
+    if (dbias) colsum_add(dbias, dout, N, OUT, ldd);
 }
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,

@@ -1,5 +1,6 @@
 // Packed-weight matrix products for generation (see packed.h).
 #include "packed.h"
+#include "kernels.h"
 #include "util.h"
 #include <omp.h>
 #include <stdlib.h>
@@ -14,6 +15,12 @@
 // ---- fp32: panels of PANEL columns stored [K][PANEL]; tiles of up to TILE_M rows ----------
 #define PANEL 64
 #define TILE_M 6
+// Calls tile(..., MR) with MR = the rows left (at most TILE_M) as a constant, so each inlined copy
+// keeps its accumulators in registers.
+#define TILE_ROWS(rows, tile, ...) do { switch (rows) { \
+    case 1: tile(__VA_ARGS__, 1); break; case 2: tile(__VA_ARGS__, 2); break; \
+    case 3: tile(__VA_ARGS__, 3); break; case 4: tile(__VA_ARGS__, 4); break; \
+    case 5: tile(__VA_ARGS__, 5); break; default: tile(__VA_ARGS__, TILE_M); break; } } while (0)
 typedef float v16 __attribute__((vector_size(64)));
 #ifdef __AVX512F__
 #define FMA16(acc, a, w) ((acc) = (v16)_mm512_fmadd_ps(_mm512_set1_ps(a), (__m512)(w), (__m512)(acc)))
@@ -54,14 +61,7 @@ static void fp32_matmul(float *out, const float *in, const float *packed, const 
         for (int m0 = 0; m0 < M; m0 += TILE_M) {
             float *o = out + (size_t)m0 * N;
             const float *x = in + (size_t)m0 * K;
-            switch (M - m0 < TILE_M ? M - m0 : TILE_M) {
-                case 1: fp32_tile(o, x, wp, bias, K, N, j0, nc, 1); break;
-                case 2: fp32_tile(o, x, wp, bias, K, N, j0, nc, 2); break;
-                case 3: fp32_tile(o, x, wp, bias, K, N, j0, nc, 3); break;
-                case 4: fp32_tile(o, x, wp, bias, K, N, j0, nc, 4); break;
-                case 5: fp32_tile(o, x, wp, bias, K, N, j0, nc, 5); break;
-                default: fp32_tile(o, x, wp, bias, K, N, j0, nc, TILE_M); break;
-            }
+            TILE_ROWS(M - m0 < TILE_M ? M - m0 : TILE_M, fp32_tile, o, x, wp, bias, K, N, j0, nc);
         }
     }
 }
@@ -173,14 +173,7 @@ static AVX512BF16 void avx512bf16_matmul(float *out, const float *in, const uint
         for (int m0 = 0; m0 < M; m0 += TILE_M) {
             float *o = out + (size_t)m0 * N;
             const uint32_t *x = a + (size_t)m0 * KP;
-            switch (M - m0 < TILE_M ? M - m0 : TILE_M) {
-                case 1: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 1); break;
-                case 2: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 2); break;
-                case 3: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 3); break;
-                case 4: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 4); break;
-                case 5: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, 5); break;
-                default: avx512bf16_tile(o, x, wp, bias, KP, N, j0, nc, TILE_M); break;
-            }
+            TILE_ROWS(M - m0 < TILE_M ? M - m0 : TILE_M, avx512bf16_tile, o, x, wp, bias, KP, N, j0, nc);
         }
     }
 }
@@ -223,14 +216,7 @@ static AVX2FMA void avx2_matmul(float *out, const float *in, const uint16_t *pac
         for (int m0 = 0; m0 < M; m0 += TILE_M) {
             float *o = out + (size_t)m0 * N;
             const float *x = in + (size_t)m0 * K;
-            switch (M - m0 < TILE_M ? M - m0 : TILE_M) {
-                case 1: avx2_tile(o, x, wp, bias, K, N, j0, nc, 1); break;
-                case 2: avx2_tile(o, x, wp, bias, K, N, j0, nc, 2); break;
-                case 3: avx2_tile(o, x, wp, bias, K, N, j0, nc, 3); break;
-                case 4: avx2_tile(o, x, wp, bias, K, N, j0, nc, 4); break;
-                case 5: avx2_tile(o, x, wp, bias, K, N, j0, nc, 5); break;
-                default: avx2_tile(o, x, wp, bias, K, N, j0, nc, TILE_M); break;
-            }
+            TILE_ROWS(M - m0 < TILE_M ? M - m0 : TILE_M, avx2_tile, o, x, wp, bias, K, N, j0, nc);
         }
     }
 }
@@ -342,17 +328,24 @@ void packed_matmul(float *out, const float *in, const PackedMatrix *pm, const fl
     fp32_matmul(out, in, pm->w, bias, M, pm->K, pm->N);
 }
 
-int packed_set_init(PackedSet *s, PackFormat fmt, int nmats, int max_k, int nbuf,
-                    const size_t *width) {
-    memset(s, 0, sizeof *s);
+PackedSet *packed_set_new(PackFormat fmt, int nmats, int max_k, int nbuf, const size_t *width,
+                          int att_positions) {
+    PackedSet *s = calloc(1, sizeof *s);
+    if (!s) { err_set(EXIT_IO, "out_of_memory", "cannot allocate the generator"); return NULL; }
     s->fmt = fmt;
     s->max_k = max_k;
     s->nbuf = nbuf;
     memcpy(s->width, width, (size_t)nbuf * sizeof *width);
-    s->mats = calloc((size_t)nmats, sizeof(PackedMatrix));
-    if (!s->mats) return err_set(EXIT_IO, "out_of_memory", "cannot allocate packed weights");
     s->nmats = nmats;
-    return 0;
+    s->mats = calloc((size_t)nmats, sizeof(PackedMatrix));
+    s->att_stride = kvcache_scratch_floats(att_positions);
+    s->att_scratch = malloc((size_t)omp_get_max_threads() * s->att_stride * sizeof(float));
+    if (!s->mats || !s->att_scratch) {
+        err_set(EXIT_IO, "out_of_memory", "cannot allocate the generator");
+        packed_set_free(s);
+        return NULL;
+    }
+    return s;
 }
 
 int packed_set_rows(PackedSet *s, size_t rows) {
@@ -372,10 +365,13 @@ int packed_set_rows(PackedSet *s, size_t rows) {
     return 0;
 }
 
-void packed_set_free(PackedSet *s) {
+void packed_set_free(void *state) {
+    PackedSet *s = state;
+    if (!s) return;
     for (int i = 0; s->mats && i < s->nmats; i++) packed_free(&s->mats[i]);
     for (int i = 0; i < s->nbuf; i++) free(s->buf[i]);
     free(s->mats);
     free(s->scratch);
-    memset(s, 0, sizeof *s);
+    free(s->att_scratch);
+    free(s);
 }

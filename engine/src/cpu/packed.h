@@ -35,8 +35,9 @@ size_t packed_scratch_bytes(PackFormat fmt, int M, int K);
 // out[M,N] = in[M,K] @ W (+ bias[N] when not NULL).
 void packed_matmul(float *out, const float *in, const PackedMatrix *pm, const float *bias, int M, void *scratch);
 
-// A model's matrices packed for generation, with packed_matmul's scratch and the row buffers of
-// a step (nbuf buffers of width[i] floats per row), grown with the rows.
+// A model's matrices packed for generation, with packed_matmul's scratch, the row buffers of a
+// step (nbuf buffers of width[i] floats per row, grown with the rows) and per-thread scratch for
+// attention over KV caches of up to att_positions positions: an architecture's generation state.
 #define PACKED_MAX_BUFS 12
 typedef struct {
     PackFormat fmt;
@@ -48,9 +49,12 @@ typedef struct {
     int nbuf;
     size_t width[PACKED_MAX_BUFS];
     float *buf[PACKED_MAX_BUFS];
+    float *att_scratch;             // [nthreads, att_stride]
+    size_t att_stride;
 } PackedSet;
-// Returns 0 or -1 (err_set); on failure packed_set_free releases what was made.
-int packed_set_init(PackedSet *s, PackFormat fmt, int nmats, int max_k, int nbuf,
-                    const size_t *width);
+// NULL with err_set on failure; the matrices are then packed into s->mats by the caller.
+PackedSet *packed_set_new(PackFormat fmt, int nmats, int max_k, int nbuf, const size_t *width,
+                          int att_positions);
 int packed_set_rows(PackedSet *s, size_t rows);
-void packed_set_free(PackedSet *s);
+// Frees a PackedSet (and its matrices); takes void * to serve as ModelOps.gen_free.
+void packed_set_free(void *s);

@@ -1,5 +1,5 @@
 // CPU kernels of the shared training path (embeddings, LM head, optimizer) and of the Llama
-// family (nn.Linear products, RMSNorm, rotary embeddings, SwiGLU). Fixed reduction orders for a
+// family (RMSNorm, rotary embeddings, SwiGLU; its nn.Linear products are in kernels.c). Fixed reduction orders for a
 // given thread count keep training bit-reproducible.
 #include "kernels.h"
 #include "vec.h"
@@ -10,37 +10,6 @@
 #include <string.h>
 
 #define COL_BLOCK 64  // columns per thread when summing over rows (see kernels.c)
-
-void matmul_nt_forward(float *out, int ldo, const float *inp, const float *w, const float *bias,
-                       int N, int IN, int OUT) {
-    if (bias) {
-        #pragma omp parallel for
-        for (int i = 0; i < N; i++) memcpy(out + (size_t)i * ldo, bias, (size_t)OUT * sizeof(float));
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, inp, IN, w, IN,
-                bias ? 1.0f : 0.0f, out, ldo);
-}
-
-void matmul_nt_backward(float *dinp, float *dw, float *dbias, const float *dout, int ldd,
-                        const float *inp, const float *w, int N, int IN, int OUT) {
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, dout, ldd, w, IN,
-                    1.0f, dinp, IN);
-    if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, dout, ldd, inp, IN,
-                    1.0f, dw, IN);
-    if (dbias) {
-        int nblocks = (OUT + COL_BLOCK - 1) / COL_BLOCK;
-        #pragma omp parallel for
-        for (int blk = 0; blk < nblocks; blk++) {
-            int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < OUT ? j0 + COL_BLOCK : OUT;
-            float acc[COL_BLOCK] = {0};
-            for (int i = 0; i < N; i++)
-                for (int j = j0; j < j1; j++) acc[j - j0] += dout[(size_t)i * ldd + j];
-            for (int j = j0; j < j1; j++) dbias[j] += acc[j - j0];
-        }
-    }
-}
 
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                      float eps) {
