@@ -13,9 +13,11 @@ import { withKeepAlive } from './progress.ts';
 import { loadPromptsFor } from './prompts.ts';
 import { makeScorer, mean } from './rewards.ts';
 import { deriveSeed, generator, prefixed, requestFailure } from './sample-pairs.ts';
-import { withSampler } from './sampler-pool.ts';
+import type { SamplerPool } from './sampler-pool.ts';
 
-export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<EvaluatePolicyResult> {
+export async function evaluatePolicy(
+  samplers: SamplerPool, input: EvaluatePolicyInput,
+): Promise<EvaluatePolicyResult> {
   const ev = input.evaluation;
   const s = input.sampling;
   const dir = join(input.runDir, 'eval', input.label);
@@ -43,7 +45,7 @@ export async function evaluatePolicy(input: EvaluatePolicyInput): Promise<Evalua
   let answered = 0;
   const cancelled = cancellationSignal();
   // Heartbeats cover starting a server here too (a restarted worker may need a new one).
-  const answers = await withKeepAlive(() => ({ answered, total: jobs.length }), () => withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+  const answers = await withKeepAlive(() => ({ answered, total: jobs.length }), () => samplers.with(s, input.endpoint.modelDir, async (endpoint) => {
     const generate = await generator(s, endpoint, cancelled);
     return mapLimit(jobs, s.concurrency, async (j) => {
       const seed = deriveSeed(s.seed, 0, j.it.index, `eval/${j.side}`);

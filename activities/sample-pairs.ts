@@ -15,12 +15,14 @@ import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import { applyTemplate } from '../config/schema.ts';
-import type { SamplePairsInput, SamplePairsResult, SamplingConfig } from '../contracts/activities.ts';
+import type {
+  RoundSamplingCost, SamplePairsInput, SamplePairsResult, SamplingConfig,
+} from '../contracts/activities.ts';
 import { badInput, isRequestError } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';
 import type { SampleRecord } from './records.ts';
-import { apiKeyOf, withSampler } from './sampler-pool.ts';
+import { apiKeyOf, type SamplerPool } from './sampler-pool.ts';
 
 // The prefix goes in front of a plain prompt, or in front of the last user turn of a chat.
 export function prefixed(item: PromptItem, template: string, score: number): string | ChatMessage[] {
@@ -133,7 +135,9 @@ async function readShard(file: string, lo: number, hi: number): Promise<SampleRe
   }
 }
 
-export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsResult> {
+export async function samplePairs(
+  samplers: SamplerPool, input: SamplePairsInput,
+): Promise<SamplePairsResult> {
   const s = input.sampling;
   const items = await readJsonl<PromptItem>(input.promptsFile);
   const total = items.length;
@@ -149,7 +153,10 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   });
   const nShards = Math.ceil(total / s.shardSize);
   const done = await loadValidManifest(manifestPath, { step: 'sample', configHash });
-  if (done) return { samplesFile, count: total, shards: nShards, resumedShards: nShards };
+  if (done) {
+    const cost = samplingCost(await readJsonl<SampleRecord>(samplesFile));
+    return { samplesFile, count: total, shards: nShards, resumedShards: nShards, cost };
+  }
 
   const shardDir = join(input.roundDir, 'samples');
   await mkdir(shardDir, { recursive: true });
@@ -183,7 +190,7 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
   const missing = items.filter((it) => shards[Math.floor(it.index / s.shardSize)] === null);
   const pending = new Map<number, SampleRecord[]>();
   // Heartbeats cover starting a server here too (a restarted worker may need a new one).
-  if (missing.length > 0) await withKeepAlive(() => ({ shardsDone, samplesDone }), () => withSampler(s, input.endpoint.modelDir, async (endpoint) => {
+  if (missing.length > 0) await withKeepAlive(() => ({ shardsDone, samplesDone }), () => samplers.with(s, input.endpoint.modelDir, async (endpoint) => {
     const generate = await generator(s, endpoint, cancelled);
     const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
       const seeds = { chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'), rejected: deriveSeed(s.seed, input.round, item.index, 'rejected') };
@@ -230,5 +237,13 @@ export async function samplePairs(input: SamplePairsInput): Promise<SamplePairsR
     step: 'sample', configHash, outputs: { samples: samplesFile },
     counts: { samples: total, shards: nShards }, data,
   });
-  return { samplesFile, count: total, shards: nShards, resumedShards };
+  const cost = samplingCost(shards.flatMap((x) => x!));
+  return { samplesFile, count: total, shards: nShards, resumedShards, cost };
+}
+
+// Two requests per prompt, their generated tokens; prefix pairs need no judge.
+function samplingCost(records: SampleRecord[]): RoundSamplingCost {
+  const tokens = records.reduce((n, r) => n + r.chosen.tokens + r.rejected.tokens, 0);
+  const judging = { requests: 0, cached: 0, tokens: 0 };
+  return { sampling: { requests: 2 * records.length, tokens }, judging };
 }

@@ -1,5 +1,6 @@
 // Sampler lifecycle: which OpenAI-compatible server answers a round's sampling requests.
-//   embedded      E3's server started inside this worker process for the policy being sampled
+//   embedded      opsr's own server (server/) started inside this worker process for the policy
+//                 being sampled
 //   external      a server someone else runs (sampling.baseURL + sampling.model)
 //   managed-vllm  `vllm serve <dir>` (or `python -m <module> --model <dir>`) spawned by this
 //                 worker; one port, so a new policy replaces the one being served. It counts as
@@ -7,12 +8,12 @@
 // A managed server that is alive but broken (5xx answers, dropped connections) is stopped and the
 // attempt fails; the next attempt starts it again, and a second failure in a row ends the round
 // (non-retryable, naming the server's own message) instead of retrying forever.
-// Local servers live in the sampler worker's process. A run holds one server at a time, from
-// ensureSampler to releaseSampler or to its next ensureSampler (a new policy replaces the old);
-// a server closes when no run holds it and no activity uses it, so ablation arms sampling
-// different policies at once each keep theirs. Activities that sample go through withSampler,
-// which starts the server again on a worker that lacks it (a retry on another worker, a
-// restarted worker).
+// Local servers live in a SamplerPool, one per worker process (createActivities' deps). A run
+// holds one server at a time, from ensureSampler to releaseSampler or to its next ensureSampler
+// (a new policy replaces the old); a server closes when no run holds it and no activity uses it,
+// so ablation arms sampling different policies at once each keep theirs. Activities that sample
+// go through SamplerPool.with, which starts the server again on a worker that lacks it (a retry
+// on another worker, a restarted worker).
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
@@ -31,10 +32,6 @@ interface Running {
   active: number; // activities sampling from it now
 }
 
-const servers = new Map<string, Running>();
-const starting = new Map<string, Promise<Running>>();
-const restarted = new Set<string>(); // managed servers started again after a failure
-
 // A managed server that passed /health but whose 1-token completion failed.
 class BrokenServer extends Error {}
 
@@ -45,37 +42,6 @@ function brokenMessage(err: unknown): string | null {
   const status = err instanceof OpenAI.APIError ? err.status : undefined;
   if (status !== undefined && status >= 500) return (err as Error).message;
   return null;
-}
-
-// What a managed server's failure becomes: the first stops it and retries; a second failure
-// of the restarted server is final.
-async function serverFailed(key: string, err: unknown): Promise<unknown> {
-  const message = brokenMessage(err);
-  if (message === null) return err;
-  const r = servers.get(key);
-  if (r) await closeServer(r);
-  if (restarted.delete(key)) {
-    return ApplicationFailure.create({
-      type: 'SamplerBroken', nonRetryable: true,
-      message: `sampling.vllm: the managed vLLM server failed again after a restart: ${message}`,
-    });
-  }
-  restarted.add(key);
-  return new Error(
-    `sampling.vllm: the managed vLLM server failed (${message}); stopped, the next attempt starts it again`,
-  );
-}
-
-// Runs step for a managed server (keyed by key) under the restart-once rule.
-async function guarded<T>(sampling: SamplingConfig, key: string, step: () => Promise<T>) {
-  if (sampling.lifecycle !== 'managed-vllm') return step();
-  try {
-    const out = await step();
-    restarted.delete(key);
-    return out;
-  } catch (err) {
-    throw await serverFailed(key, err);
-  }
 }
 
 export function apiKeyOf(sampling: SamplingConfig): string {
@@ -98,81 +64,118 @@ const keyOf = (sampling: SamplingConfig, modelDir: string) =>
     sampling.lifecycle, modelDir, servedName(sampling), sampling.vllm, sampling.embedded, sampling.perRequestSeeds,
   ]);
 
-async function acquire(sampling: SamplingConfig, modelDir: string): Promise<Running> {
-  const key = keyOf(sampling, modelDir);
-  const have = servers.get(key) ?? (await starting.get(key));
-  if (have) return have;
-  const start = async (): Promise<Running> => {
-    if (sampling.lifecycle === 'managed-vllm') {
-      for (const r of [...servers.values()]) if (r.endpoint.lifecycle === 'managed-vllm') await closeServer(r);
-      return startVllm(sampling, modelDir, key);
+export class SamplerPool {
+  private readonly servers = new Map<string, Running>();
+  private readonly starting = new Map<string, Promise<Running>>();
+  private readonly restarted = new Set<string>(); // managed servers started again after a failure
+
+  // What a managed server's failure becomes: the first stops it and retries; a second failure
+  // of the restarted server is final.
+  private async serverFailed(key: string, err: unknown): Promise<unknown> {
+    const message = brokenMessage(err);
+    if (message === null) return err;
+    const r = this.servers.get(key);
+    if (r) await this.closeServer(r);
+    if (this.restarted.delete(key)) {
+      return ApplicationFailure.create({
+        type: 'SamplerBroken', nonRetryable: true,
+        message: `sampling.vllm: the managed vLLM server failed again after a restart: ${message}`,
+      });
     }
-    const server = await startServer({
-      modelDir, servedModelName: servedName(sampling), threads: sampling.embedded.threads, maxBatch: sampling.embedded.maxBatch,
-      dtype: sampling.embedded.dtype,
-    });
-    const endpoint: SamplerEndpoint = { lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir };
-    return { key, endpoint, close: () => server.close(), holds: new Set(), active: 0 };
-  };
-  const pending = start();
-  starting.set(key, pending);
-  try {
-    const r = await pending;
-    servers.set(key, r);
-    return r;
-  } finally {
-    starting.delete(key);
+    this.restarted.add(key);
+    return new Error(
+      `sampling.vllm: the managed vLLM server failed (${message}); stopped, the next attempt starts it again`,
+    );
   }
-}
 
-async function closeServer(r: Running): Promise<void> {
-  if (servers.get(r.key) !== r) return;
-  servers.delete(r.key);
-  await r.close();
-}
-
-async function closeIfUnused(r: Running): Promise<void> {
-  if (r.holds.size === 0 && r.active <= 0) await closeServer(r);
-}
-
-// Runs fn against a server for (sampling, modelDir), starting one here if this process has none.
-export async function withSampler<T>(sampling: SamplingConfig, modelDir: string, fn: (e: SamplerEndpoint) => Promise<T>): Promise<T> {
-  if (sampling.lifecycle === 'external') return fn(await external(sampling, modelDir));
-  return guarded(sampling, keyOf(sampling, modelDir), async () => {
-    const r = await acquire(sampling, modelDir);
-    r.active++;
+  // Runs step for a managed server (keyed by key) under the restart-once rule.
+  private async guarded<T>(sampling: SamplingConfig, key: string, step: () => Promise<T>) {
+    if (sampling.lifecycle !== 'managed-vllm') return step();
     try {
-      return await fn(r.endpoint);
-    } finally {
-      r.active--;
-      await closeIfUnused(r);
+      const out = await step();
+      this.restarted.delete(key);
+      return out;
+    } catch (err) {
+      throw await this.serverFailed(key, err);
     }
-  });
-}
-
-export async function ensureSampler(input: EnsureSamplerInput): Promise<SamplerEndpoint> {
-  if (input.sampling.lifecycle === 'external') return external(input.sampling, input.modelDir);
-  const { sampling, modelDir } = input;
-  const r = await guarded(sampling, keyOf(sampling, modelDir), () => acquire(sampling, modelDir));
-  r.holds.add(input.runId);
-  for (const other of [...servers.values()]) {
-    if (other === r || !other.holds.delete(input.runId)) continue;
-    await closeIfUnused(other); // this run moved on to another policy
   }
-  return r.endpoint;
-}
 
-export async function releaseSampler(input: ReleaseSamplerInput): Promise<void> {
-  for (const r of [...servers.values()]) {
-    if (r.endpoint.baseURL !== input.endpoint.baseURL) continue;
-    r.holds.delete(input.runId);
-    await closeIfUnused(r);
+  private async acquire(sampling: SamplingConfig, modelDir: string): Promise<Running> {
+    const key = keyOf(sampling, modelDir);
+    const have = this.servers.get(key) ?? (await this.starting.get(key));
+    if (have) return have;
+    const start = async (): Promise<Running> => {
+      if (sampling.lifecycle === 'managed-vllm') {
+        for (const r of [...this.servers.values()]) if (r.endpoint.lifecycle === 'managed-vllm') await this.closeServer(r);
+        return startVllm(sampling, modelDir, key);
+      }
+      const server = await startServer({
+        modelDir, servedModelName: servedName(sampling), threads: sampling.embedded.threads, maxBatch: sampling.embedded.maxBatch,
+        dtype: sampling.embedded.dtype,
+      });
+      const endpoint: SamplerEndpoint = { lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir };
+      return { key, endpoint, close: () => server.close(), holds: new Set(), active: 0 };
+    };
+    const pending = start();
+    this.starting.set(key, pending);
+    try {
+      const r = await pending;
+      this.servers.set(key, r);
+      return r;
+    } finally {
+      this.starting.delete(key);
+    }
   }
-}
 
-// Stops every server this process started (worker shutdown, tests).
-export async function releaseLocal(): Promise<void> {
-  await Promise.all([...servers.values()].map(closeServer));
+  private async closeServer(r: Running): Promise<void> {
+    if (this.servers.get(r.key) !== r) return;
+    this.servers.delete(r.key);
+    await r.close();
+  }
+
+  private async closeIfUnused(r: Running): Promise<void> {
+    if (r.holds.size === 0 && r.active <= 0) await this.closeServer(r);
+  }
+
+  // Runs fn against a server for (sampling, modelDir), starting one here if this pool has none.
+  async with<T>(sampling: SamplingConfig, modelDir: string, fn: (e: SamplerEndpoint) => Promise<T>): Promise<T> {
+    if (sampling.lifecycle === 'external') return fn(await external(sampling, modelDir));
+    return this.guarded(sampling, keyOf(sampling, modelDir), async () => {
+      const r = await this.acquire(sampling, modelDir);
+      r.active++;
+      try {
+        return await fn(r.endpoint);
+      } finally {
+        r.active--;
+        await this.closeIfUnused(r);
+      }
+    });
+  }
+
+  async ensure(input: EnsureSamplerInput): Promise<SamplerEndpoint> {
+    if (input.sampling.lifecycle === 'external') return external(input.sampling, input.modelDir);
+    const { sampling, modelDir } = input;
+    const r = await this.guarded(sampling, keyOf(sampling, modelDir), () => this.acquire(sampling, modelDir));
+    r.holds.add(input.runId);
+    for (const other of [...this.servers.values()]) {
+      if (other === r || !other.holds.delete(input.runId)) continue;
+      await this.closeIfUnused(other); // this run moved on to another policy
+    }
+    return r.endpoint;
+  }
+
+  async release(input: ReleaseSamplerInput): Promise<void> {
+    for (const r of [...this.servers.values()]) {
+      if (r.endpoint.baseURL !== input.endpoint.baseURL) continue;
+      r.holds.delete(input.runId);
+      await this.closeIfUnused(r);
+    }
+  }
+
+  // Stops every server this pool started (worker shutdown, tests).
+  async close(): Promise<void> {
+    await Promise.all([...this.servers.values()].map((r) => this.closeServer(r)));
+  }
 }
 
 async function checkModels(baseURL: string, model: string, apiKey: string): Promise<void> {

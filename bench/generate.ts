@@ -15,7 +15,7 @@ import { EngineProcess, DEFAULT_ENGINE_PATH, engineEnv, type EngineDtype } from 
 import { startServer } from '../server/index.ts';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { writeTinyTokenizer } from '../test/helpers/tiny-tokenizer.ts';
-import { ensureSampler, releaseSampler } from '../activities/sampler-pool.ts';
+import { SamplerPool } from '../activities/sampler-pool.ts';
 import { parseRunConfig } from '../config/index.ts';
 
 const REPO = join(import.meta.dirname, '..');
@@ -114,14 +114,15 @@ async function vllm(dtype: 'float32' | 'bfloat16'): Promise<number> {
       },
     },
   });
-  const endpoint = await ensureSampler({ runId: 'bench', modelDir, sampling: config.sampling });
+  const samplers = new SamplerPool();
+  const endpoint = await samplers.ensure({ runId: 'bench', modelDir, sampling: config.sampling });
   try {
     await new OpenAI({ baseURL: endpoint.baseURL, apiKey: 'EMPTY', maxRetries: 0 }).completions.create({
       model: endpoint.model, prompt: prompts[0], max_tokens: 4,
     });
     return await timeRequests(endpoint.baseURL, endpoint.model, false, `vLLM ${dtype}`);
   } finally {
-    await releaseSampler({ runId: 'bench', endpoint });
+    await samplers.release({ runId: 'bench', endpoint });
   }
 }
 

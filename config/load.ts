@@ -3,6 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkModelDir, ModelDirError } from '../lib/modeldir.ts';
+import { modelProblems } from './model-checks.ts';
 import {
   BUILTIN_SCORER_NAMES, ConfigError, parseAblationConfigWithInput, parseRunConfig,
   type AblationConfig, type AblationConfigInput, type RunConfig,
@@ -53,6 +54,8 @@ export async function loadRunConfig(file: string, opts: LoadOptions = {}): Promi
   const config = parseRunConfig(obj, { baseDir: dirname(abs), cwd: opts.cwd ?? process.cwd(), source: abs });
   checkInstalled(config, abs);
   await checkModelOnDisk(config, abs);
+  const problems = await modelProblems(config);
+  if (problems.length) throw new ConfigError(abs, problems);
   return config;
 }
 
@@ -93,6 +96,8 @@ export async function loadAblationConfig(file: string, opts: LoadOptions = {}): 
   for (const arm of parsed.config.arms) {
     checkInstalled(arm.config, abs, `arms (${arm.name}): `);
     await checkModelOnDisk(arm.config, abs, `arms (${arm.name}): `);
+    const problems = await modelProblems(arm.config);
+    if (problems.length) throw new ConfigError(abs, problems.map((l) => `arms (${arm.name}): ${l}`));
   }
   return parsed;
 }

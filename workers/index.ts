@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { ACTIVITY_QUEUES, type OpsrActivities } from '../contracts/activities.ts';
 import { TASK_QUEUES } from '../contracts/workflows.ts';
+import type { SamplerPool } from '../activities/index.ts';
 
 export type QueueName = keyof typeof TASK_QUEUES;
 export const QUEUE_NAMES = Object.keys(TASK_QUEUES) as QueueName[];
@@ -42,7 +43,7 @@ export interface RunWorkerOptions {
   tls?: boolean;
   apiKeyEnv?: string;         // name of the env var holding the Temporal Cloud API key
   taskQueues?: QueueName[];   // default all three
-  activities?: Partial<OpsrActivities>; // default the real ones (activities/index.ts)
+  activities?: Partial<OpsrActivities>; // default createActivities' (activities/index.ts)
   connection?: NativeConnection; // reuse one (tests); otherwise one is opened and closed here
   maxConcurrentActivities?: Partial<Record<QueueName, number>>; // defaults control 8, sampler 2, trainer 1
   identity?: string;
@@ -69,10 +70,14 @@ export async function createWorkers(opts: RunWorkerOptions = {}): Promise<OpsrWo
   const connection = opts.connection ?? await NativeConnection.connect({
     address: opts.address ?? '127.0.0.1:7233', tls: opts.tls || !!apiKey, apiKey,
   });
-  const real = opts.activities ? null : await import('../activities/index.ts');
-  const activities = opts.activities ?? real as Partial<OpsrActivities>;
-  // Embedded and managed-vLLM servers live in this process: stop them when the workers stop.
-  const releaseServers = real ? (await import('../activities/sampler-pool.ts')).releaseLocal : async () => {};
+  // Embedded and managed-vLLM servers live in this process: stopped when the workers stop.
+  let samplers: SamplerPool | null = null;
+  let activities = opts.activities;
+  if (!activities) {
+    const real = await import('../activities/index.ts');
+    samplers = new real.SamplerPool();
+    activities = real.createActivities({ samplers });
+  }
   const concurrency = { control: 8, sampler: 2, trainer: 1, ...opts.maxConcurrentActivities };
 
   const workers: Worker[] = [];
@@ -102,7 +107,7 @@ export async function createWorkers(opts: RunWorkerOptions = {}): Promise<OpsrWo
       try {
         await Promise.all(workers.map((w) => w.run()));
       } finally {
-        await releaseServers();
+        await samplers?.close();
         if (ownConnection) await connection.close();
       }
     },

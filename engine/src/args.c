@@ -22,6 +22,11 @@ int args_parse(const char *cmd, int argc, char **argv, ArgSpec *specs, int n) {
         const char *v = argv[++i];
         char *end;
         errno = 0;
+        // An empty path would turn "--out ''" into "/checkpoints" (the filesystem root).
+        if (!*v) return err_set(EXIT_BAD_INPUT, "usage", "%s: --%s must not be empty", cmd, s->name);
+        // Paths are built in 4200-byte buffers with suffixes: longer values would be cut silently.
+        if (strlen(v) > ARG_MAX_LEN)
+            return err_set(EXIT_BAD_INPUT, "usage", "%s: --%s is %zu bytes long (at most %d)", cmd, s->name, strlen(v), ARG_MAX_LEN);
         if (s->kind == ARG_STR) *(const char **)s->out = v;
         else if (s->kind == ARG_INT) {
             long x = strtol(v, &end, 10);

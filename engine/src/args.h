@@ -3,6 +3,8 @@
 
 typedef enum { ARG_STR, ARG_INT, ARG_FLOAT, ARG_SWITCH } ArgKind;
 
+#define ARG_MAX_LEN 4000  // longest flag value (paths get suffixes in 4200-byte buffers)
+
 typedef struct {
     const char *name;  // without the leading "--"
     ArgKind kind;
@@ -10,8 +12,8 @@ typedef struct {
     int set;           // filled by args_parse: 1 when given
 } ArgSpec;
 
-// Parses argv[0..argc) (after the subcommand). Unknown, repeated or valueless flags and
-// malformed numbers are usage errors (exit 2) naming the flag. Returns 0 or -1.
+// Parses argv[0..argc) (after the subcommand). Unknown, repeated or valueless flags, empty or
+// over-long values and malformed numbers are usage errors (exit 2) naming the flag. Returns 0 or -1.
 int args_parse(const char *cmd, int argc, char **argv, ArgSpec *specs, int n);
 // The spec for a flag name (to test ->set).
 const ArgSpec *args_get(const ArgSpec *specs, int n, const char *name);

@@ -227,6 +227,11 @@ const char *json_type_name(JsonType t) {
     return names[t];
 }
 
+const char *json_type_phrase(const JsonValue *v) {
+    static const char *phrases[] = {"null", "a boolean", "a number", "a string", "an array", "an object"};
+    return v ? phrases[v->type] : "nothing";
+}
+
 void json_write_string(FILE *f, const char *s) {
     fputc('"', f);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {

@@ -25,6 +25,8 @@ const JsonValue *json_get(const JsonValue *obj, const char *key);
 // 1 if v is a number with an integral value in [lo, hi].
 int json_is_int(const JsonValue *v, double lo, double hi);
 const char *json_type_name(JsonType t);
+// The type with its article for messages ("an object", "a number", "null"); NULL v: "nothing".
+const char *json_type_phrase(const JsonValue *v);
 
 void json_write_string(FILE *f, const char *s);
 // Shortest round-tripping decimal for a float; non-finite values are written as null.

@@ -47,8 +47,6 @@ struct StSet {
     int next_unused;
 };
 
-static const char *type_of(const JsonValue *v) { return v ? json_type_name(v->type) : "nothing"; }
-
 static int by_name(const void *a, const void *b) { return strcmp(((const Tensor *)a)->name, ((const Tensor *)b)->name); }
 
 static int by_offset(const void *a, const void *b) {
@@ -66,23 +64,23 @@ static void shape_text(char *out, size_t cap, const int64_t *shape, int ndim) {
 // One header entry into t; errors name the file and the tensor.
 static int parse_entry(const char *path, const char *name, const JsonValue *e, uint64_t data_size, Tensor *t) {
 #define BAD(...) return err_set(EXIT_BAD_INPUT, "bad_safetensors", __VA_ARGS__)
-    if (e->type != JSON_OBJECT) BAD("%s: tensor %s: header entry is a %s, expected an object", path, name, type_of(e));
+    if (e->type != JSON_OBJECT) BAD("%s: tensor %s: header entry is %s, expected an object", path, name, json_type_phrase(e));
     const JsonValue *dt = json_get(e, "dtype"), *sh = json_get(e, "shape"), *off = json_get(e, "data_offsets");
-    if (!dt || dt->type != JSON_STRING) BAD("%s: tensor %s: dtype must be a string, got %s", path, name, type_of(dt));
+    if (!dt || dt->type != JSON_STRING) BAD("%s: tensor %s: dtype must be a string, got %s", path, name, json_type_phrase(dt));
     t->dtype = -1;
     for (int i = 0; i < NUM_DTYPES; i++)
         if (!strcmp(dt->str, DTYPES[i].name)) t->dtype = i;
     if (t->dtype < 0)
         BAD("%s: tensor %s: unknown dtype \"%.32s\" (safetensors dtypes: F32, BF16, F16, F64, I64, U64, I32, U32, I16, U16, I8, "
             "U8, BOOL, F8_E4M3, F8_E5M2)", path, name, dt->str);
-    if (!sh || sh->type != JSON_ARRAY) BAD("%s: tensor %s: shape must be an array, got %s", path, name, type_of(sh));
+    if (!sh || sh->type != JSON_ARRAY) BAD("%s: tensor %s: shape must be an array, got %s", path, name, json_type_phrase(sh));
     if (sh->n > MAX_DIMS) BAD("%s: tensor %s: shape has %d dimensions (at most %d)", path, name, sh->n, MAX_DIMS);
     t->ndim = sh->n;
     t->count = 1;
     for (int d = 0; d < sh->n; d++) {
         if (!json_is_int(&sh->items[d], 0, 9007199254740992.0))
             BAD("%s: tensor %s: shape[%d] must be a non-negative integer, got %s", path, name, d,
-                sh->items[d].type == JSON_NUMBER ? "a negative, fractional or huge number" : type_of(&sh->items[d]));
+                sh->items[d].type == JSON_NUMBER ? "a negative, fractional or huge number" : json_type_phrase(&sh->items[d]));
         t->shape[d] = (int64_t)sh->items[d].num;
         if (__builtin_mul_overflow(t->count, (uint64_t)t->shape[d], &t->count))
             BAD("%s: tensor %s: the product of its shape overflows 64 bits", path, name);
@@ -92,11 +90,11 @@ static int parse_entry(const char *path, const char *name, const JsonValue *e, u
         BAD("%s: tensor %s: its size in bytes overflows 64 bits", path, name);
     if (!off || off->type != JSON_ARRAY || off->n != 2)
         BAD("%s: tensor %s: data_offsets must be an array [begin, end], got %s", path, name,
-            off && off->type == JSON_ARRAY ? "an array of another length" : type_of(off));
+            off && off->type == JSON_ARRAY ? "an array of another length" : json_type_phrase(off));
     for (int k = 0; k < 2; k++)
         if (!json_is_int(&off->items[k], 0, 9007199254740992.0))
             BAD("%s: tensor %s: data_offsets[%d] must be a non-negative integer, got %s", path, name, k,
-                off->items[k].type == JSON_NUMBER ? "a negative, fractional or huge number" : type_of(&off->items[k]));
+                off->items[k].type == JSON_NUMBER ? "a negative, fractional or huge number" : json_type_phrase(&off->items[k]));
     t->begin = (uint64_t)off->items[0].num;
     t->end = (uint64_t)off->items[1].num;
     if (t->begin > t->end) BAD("%s: tensor %s: data_offsets begin %llu > end %llu", path, name, (unsigned long long)t->begin, (unsigned long long)t->end);
@@ -145,12 +143,12 @@ static int load_file(StSet *s, const char *path) {
     if (json_parse((const char *)sh->map + 8, hlen, &root, perr, sizeof perr))
         return err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: header is not valid JSON (%s)", path, perr);
     int rc = 0, first = s->n;
-    if (root.type != JSON_OBJECT) rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: header is a JSON %s, expected an object", path, type_of(&root));
+    if (root.type != JSON_OBJECT) rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: header is %s, expected an object", path, json_type_phrase(&root));
     for (int i = 0; i < root.n && rc == 0; i++) {
         const char *name = root.keys[i];
         if (!strcmp(name, "__metadata__")) {
             if (root.items[i].type != JSON_OBJECT)
-                rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: __metadata__ is a %s, expected an object", path, type_of(&root.items[i]));
+                rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: __metadata__ is %s, expected an object", path, json_type_phrase(&root.items[i]));
             continue;
         }
         if (s->n == s->cap) {
@@ -220,7 +218,7 @@ static int open_index(StSet *s, const char *dir, const char *path) {
     int nfiles = 0, of = 0, *seen = NULL;
     if (!wm || wm->type != JSON_OBJECT || wm->n == 0) {
         rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: weight_map must be a non-empty object of tensor name -> shard file, got %s", path,
-                     wm && wm->type == JSON_OBJECT ? "an empty object" : type_of(wm));
+                     wm && wm->type == JSON_OBJECT ? "an empty object" : json_type_phrase(wm));
         goto out;
     }
     files = checked_calloc((size_t)wm->n, sizeof *files, path);
@@ -229,7 +227,7 @@ static int open_index(StSet *s, const char *dir, const char *path) {
         const JsonValue *f = &wm->items[i];
         if (f->type != JSON_STRING || !*f->str || strchr(f->str, '/') || !strcmp(f->str, "..") || !strcmp(f->str, ".")) {
             rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: weight_map: tensor %s must map to a file name in %s, got %s%s%s", path,
-                         wm->keys[i], dir, f->type == JSON_STRING ? "\"" : "a ", f->type == JSON_STRING ? f->str : type_of(f),
+                         wm->keys[i], dir, f->type == JSON_STRING ? "\"" : "", f->type == JSON_STRING ? f->str : json_type_phrase(f),
                          f->type == JSON_STRING ? "\"" : "");
             break;
         }
@@ -334,6 +332,13 @@ StSet *st_open_dir(const char *dir) {
 }
 
 int st_has(const StSet *s, const char *name) { return find(s, name) != NULL; }
+
+int st_shape(const StSet *s, const char *name, int64_t shape[8]) {
+    const Tensor *t = find(s, name);
+    if (!t) return -1;
+    memcpy(shape, t->shape, sizeof t->shape);
+    return t->ndim;
+}
 
 int st_read_f32(StSet *s, const char *name, const int64_t *shape, int ndim, float *out) {
     Tensor *t = find(s, name);

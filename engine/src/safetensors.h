@@ -20,6 +20,8 @@ StSet *st_open_dir(const char *dir);
 // float dtype and only finite values. Returns 0 or -1 (error recorded).
 int st_read_f32(StSet *s, const char *name, const int64_t *shape, int ndim, float *out);
 int st_has(const StSet *s, const char *name);
+// The shape of tensor `name` into shape[0..8); returns its rank, or -1 when there is no such tensor.
+int st_shape(const StSet *s, const char *name, int64_t shape[8]);
 // Each call returns one more tensor that was never read (and marks it reported), NULL when none
 // is left: callers loop, skip the names they ignore on purpose and refuse the rest.
 const char *st_unused(StSet *s);

@@ -14,13 +14,16 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { ApplicationFailure } from '@temporalio/common';
 import { parseRunConfig } from '../../config/index.ts';
 import { buildDataset } from '../../activities/dataset.ts';
-import { samplePairs } from '../../activities/sample-pairs.ts';
+import { createActivities, SamplerPool } from '../../activities/index.ts';
 import { analyzeRewards } from '../../activities/rewards.ts';
 import { trainPolicy } from '../../activities/train.ts';
 import type { SamplePairsInput } from '../../contracts/activities.ts';
 import { toJsonl } from '../../lib/jsonl.ts';
 import { writeTokData } from '../../lib/tokdata.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
+
+// Sampling from an external endpoint: the pool starts no server.
+const { samplePairs } = createActivities({ samplers: new SamplerPool() });
 
 const ENGINE = join(import.meta.dirname, '..', '..', 'engine', 'build', 'opsr-engine');
 const root = await mkdtemp(join(tmpdir(), 'opsr-determ-'));

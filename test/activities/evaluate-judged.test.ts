@@ -12,15 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
-import { ensureSampler, releaseLocal } from '../../activities/sampler-pool.ts';
+import { SamplerPool } from '../../activities/index.ts';
 import { initPolicy } from '../../activities/train.ts';
-import {
-  runJudgedEval,
-  summarizeJudgedEvals,
-  type EvaluateJudgedInput,
-  type GradingEvalResult,
-  type PairwiseEvalResult,
-} from '../../activities/evaluate-judged.ts';
+import { judgedSummary, runJudgedEval } from '../../activities/evaluate-judged.ts';
+import type {
+  EvaluateJudgedInput, GradingEvalResult, PairwiseEvalResult,
+} from '../../contracts/activities.ts';
 import {
   labelProbability,
   parsePairText,
@@ -32,6 +29,8 @@ import { readJsonl } from '../../lib/jsonl.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 import { getBuiltinScorer } from '../../tasks/index.ts';
 import { answerDigits, answerText, makeProblems, promptText, rng } from '../../tasks/digits.ts';
+
+const samplers = new SamplerPool();
 
 const REPO = join(import.meta.dirname, '..', '..');
 const ENGINE = join(REPO, 'engine', 'build', 'opsr-engine');
@@ -134,7 +133,7 @@ before(async () => {
 });
 after(async () => {
   await judgeServer?.close();
-  await releaseLocal();
+  await samplers.close();
   await rm(root, { recursive: true, force: true });
 });
 
@@ -143,7 +142,7 @@ async function input(
   set: EvaluateJudgedInput['set'],
   judge: EvaluateJudgedInput['judge'],
 ): Promise<EvaluateJudgedInput> {
-  const endpoint = await ensureSampler({ runId: 'r', modelDir, sampling: base.sampling });
+  const endpoint = await samplers.ensure({ runId: 'r', modelDir, sampling: base.sampling });
   return {
     runId: 'r',
     label,
@@ -202,7 +201,10 @@ test('pairwise, embedded judge: label log-probs, both orders, cached on resume',
     maxTokens: 16,
     prompts: { pairwise: judgePrompt },
   });
-  const res = (await runJudgedEval(await input('base', pairwiseSet, judge))) as PairwiseEvalResult;
+  const res = (await runJudgedEval(
+    await input('base', pairwiseSet, judge),
+    { samplers },
+  )) as PairwiseEvalResult;
   assert.equal(res.count, 6);
   assert.deepEqual(res.sources, { logprobs: 6 });
   assert.equal(res.unparsable, 0);
@@ -239,16 +241,17 @@ test('pairwise, embedded judge: label log-probs, both orders, cached on resume',
   // Another label with the same answers (same model): every verdict comes from the cache.
   const again = (await runJudgedEval(
     await input('round-1', pairwiseSet, judge),
+    { samplers },
   )) as PairwiseEvalResult;
   assert.equal(again.cost.judge.requests, 0);
   assert.equal(again.cost.judge.cached, 12);
   assert.equal(again.winRate, res.winRate);
   // The same label again: the finished evaluation is reused whole.
-  assert.deepEqual(await runJudgedEval(await input('base', pairwiseSet, judge)), res);
+  assert.deepEqual(await runJudgedEval(await input('base', pairwiseSet, judge), { samplers }), res);
   assert.deepEqual(JSON.parse(await readFile(res.file, 'utf8')), res);
 
   // Joint LC over the two labels: instruction difficulty fitted, and said so next to the number.
-  const summary = await summarizeJudgedEvals([res, again]);
+  const summary = await judgedSummary([res, again]);
   assert.equal(summary.length, 2);
   for (const row of summary) assert.match(row.lcVariant!, /instruction difficulty/);
 });
@@ -310,6 +313,7 @@ test('hosted judge, no logprobs: text verdicts, retried 503, env key, grading', 
     const judge = judgeCfg(hosted.url, { apiKeyEnv: 'OPSR_TEST_JUDGE_KEY', retries: 2 });
     const res = (await runJudgedEval(
       await input('base', { ...pairwiseSet, name: 'hosted' }, judge),
+      { samplers },
     )) as PairwiseEvalResult;
     assert.deepEqual(res.sources, { text: 6 });
     assert.equal(res.cost.judge.requests, 13, '12 verdicts and the retried 503');
@@ -347,7 +351,10 @@ test('hosted judge, no logprobs: text verdicts, retried 503, env key, grading', 
       file: questions,
       temperatures: {},
     };
-    const g = (await runJudgedEval(await input('base', grading, judge))) as GradingEvalResult;
+    const g = (await runJudgedEval(
+      await input('base', grading, judge),
+      { samplers },
+    )) as GradingEvalResult;
     assert.equal(g.questions, 3);
     assert.equal(g.turns, 3);
     assert.equal(g.unparsable, 1);
@@ -365,7 +372,10 @@ test('hosted judge, no logprobs: text verdicts, retried 503, env key, grading', 
     process.env.OPSR_TEST_JUDGE_KEY = 'wrong';
     // A new set name: new answers, so verdicts the cache does not hold.
     await assert.rejects(
-      runJudgedEval(await input('round-2', { ...pairwiseSet, name: 'hosted-2' }, judge)),
+      runJudgedEval(
+        await input('round-2', { ...pairwiseSet, name: 'hosted-2' }, judge),
+        { samplers },
+      ),
       (err: Error & { type?: string }) =>
         err.type === 'BadInput' && /judge j .* answered HTTP 401/.test(err.message),
     );
@@ -383,6 +393,7 @@ test('the builtin digits judge: the verdict is which answer scores higher', asyn
   }).judges.j;
   const res = (await runJudgedEval(
     await input('base', { ...pairwiseSet, name: 'builtin' }, judge),
+    { samplers },
   )) as PairwiseEvalResult;
   const score = getBuiltinScorer('digits')!;
   const rows = await readJsonl<{

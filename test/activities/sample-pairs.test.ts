@@ -11,12 +11,15 @@ import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
 import { prepareRun } from '../../activities/prepare.ts';
-import { samplePairs, deriveSeed, prefixed } from '../../activities/sample-pairs.ts';
-import { ensureSampler, releaseSampler, releaseLocal } from '../../activities/sampler-pool.ts';
+import { deriveSeed, prefixed } from '../../activities/sample-pairs.ts';
+import { createActivities, SamplerPool } from '../../activities/index.ts';
 import type { SamplePairsInput, SamplerEndpoint } from '../../contracts/activities.ts';
 import type { SampleRecord } from '../../activities/records.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
+
+const samplers = new SamplerPool();
+const { samplePairs } = createActivities({ samplers });
 
 // MockActivityEnvironment.run does not infer the result type from the activity.
 const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) => env.run(fn, i) as Promise<O>;
@@ -42,10 +45,10 @@ before(async () => {
   });
   const prep = await prepareRun({ runId: 'sample-test', config });
   promptsFile = prep.promptsFile;
-  endpoint = await ensureSampler({ runId: 'sample-test', modelDir, sampling: config.sampling });
+  endpoint = await samplers.ensure({ runId: 'sample-test', modelDir, sampling: config.sampling });
 });
 after(async () => {
-  await releaseLocal();
+  await samplers.close();
   await rm(root, { recursive: true, force: true });
 });
 
@@ -121,7 +124,7 @@ test('a run holds one embedded server, replaced when its policy changes; other r
   const other = join(root, 'model2');
   execFileSync('cp', ['-r', join(root, 'model'), other]);
   // Another run (an ablation arm) samples another policy at the same time: its own server.
-  const e2 = await ensureSampler({ runId: 'arm-b', modelDir: other, sampling: config.sampling });
+  const e2 = await samplers.ensure({ runId: 'arm-b', modelDir: other, sampling: config.sampling });
   assert.equal(e2.modelDir, other);
   assert.notEqual(e2.baseURL, endpoint.baseURL);
   for (const e of [endpoint, e2]) {
@@ -129,15 +132,15 @@ test('a run holds one embedded server, replaced when its policy changes; other r
     assert.deepEqual(models.data.map((m) => m.id), ['opsr-policy']);
   }
   // Runs on the same policy share its server; it closes after the last of them releases it.
-  assert.deepEqual(await ensureSampler({ runId: 'arm-c', modelDir: other, sampling: config.sampling }), e2);
-  await releaseSampler({ runId: 'arm-b', endpoint: e2 });
+  assert.deepEqual(await samplers.ensure({ runId: 'arm-c', modelDir: other, sampling: config.sampling }), e2);
+  await samplers.release({ runId: 'arm-b', endpoint: e2 });
   assert.equal((await fetch(`${e2.baseURL}/models`)).status, 200);
-  await releaseSampler({ runId: 'arm-c', endpoint: e2 });
+  await samplers.release({ runId: 'arm-c', endpoint: e2 });
   await assert.rejects(fetch(`${e2.baseURL}/models`));
   // The first run moves on to the new policy: its old server is replaced.
-  const e3 = await ensureSampler({ runId: 'sample-test', modelDir: other, sampling: config.sampling });
+  const e3 = await samplers.ensure({ runId: 'sample-test', modelDir: other, sampling: config.sampling });
   await assert.rejects(fetch(`${endpoint.baseURL}/models`), 'the previous policy\'s server is closed');
   assert.equal((await fetch(`${e3.baseURL}/models`)).status, 200);
-  await releaseSampler({ runId: 'sample-test', endpoint: e3 });
+  await samplers.release({ runId: 'sample-test', endpoint: e3 });
   await assert.rejects(fetch(`${e3.baseURL}/models`));
 });

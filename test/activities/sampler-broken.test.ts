@@ -11,13 +11,15 @@ import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
 import { prepareRun } from '../../activities/prepare.ts';
-import { samplePairs } from '../../activities/sample-pairs.ts';
-import { ensureSampler, releaseLocal } from '../../activities/sampler-pool.ts';
+import { createActivities, SamplerPool } from '../../activities/index.ts';
 import type { SamplingConfig } from '../../contracts/activities.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 import { ENGINE, REPO } from '../helpers/tiny-gpt2.ts';
 import { alive, freePort } from '../helpers/vllm.ts';
+
+const samplers = new SamplerPool();
+const { samplePairs } = createActivities({ samplers });
 
 const root = await mkdtemp(join(tmpdir(), 'opsr-vllm-broken-'));
 const modelDir = join(root, 'model');
@@ -43,7 +45,7 @@ before(async () => {
   promptsFile = (await prepareRun({ runId: 'broken', config })).promptsFile;
 });
 after(async () => {
-  await releaseLocal();
+  await samplers.close();
   await rm(root, { recursive: true, force: true });
 });
 
@@ -75,9 +77,9 @@ const final = (e: Failure) => {
 test('health passes but generation fails: caught at start, restarted once, then final', async () => {
   const log = join(root, 'start.log');
   const sampling = await brokenSampling(0, log);
-  await assert.rejects(ensureSampler({ runId: 'r', modelDir, sampling }),
-    retryable(/1-token completion answered HTTP 500: .*CPU Generator does not use offset.*next attempt starts it again/));
-  await assert.rejects(ensureSampler({ runId: 'r', modelDir, sampling }), final);
+  await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }),
+    retryable(/1-token completion answered HTTP 500: .*CPU Generator does not use offset.*next attempt/));
+  await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }), final);
   const launches = await readJsonl<{ pid: number }>(log);
   assert.equal(launches.length, 2, 'one restart, no retry loop');
   for (const l of launches) assert.equal(alive(l.pid), false, 'each broken server was stopped');
@@ -86,7 +88,7 @@ test('health passes but generation fails: caught at start, restarted once, then 
 test('a server that breaks while sampling fails the attempt; the restarted one failing ends it', async () => {
   const log = join(root, 'sample.log');
   const sampling = await brokenSampling(1, log); // the probe passes, sampling gets 500s
-  const endpoint = await ensureSampler({ runId: 'r', modelDir, sampling });
+  const endpoint = await samplers.ensure({ runId: 'r', modelDir, sampling });
   const input = {
     runId: 'broken', round: 1, roundDir: join(root, 'round-1'), promptsFile, endpoint, sampling,
     prefixes: config.prefixes, chosenScore: 10, rejectedScore: 3, notify: [],

@@ -12,8 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
-import { ensureSampler, releaseSampler, releaseLocal } from '../../activities/sampler-pool.ts';
-import { evaluatePolicy } from '../../activities/evaluate.ts';
+import { createActivities, SamplerPool } from '../../activities/index.ts';
 import { startServer } from '../../server/index.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { recordPid } from '../../lib/pidfile.ts';
@@ -21,6 +20,9 @@ import type { SampleRecord } from '../../activities/records.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 import { getBuiltinScorer } from '../../tasks/index.ts';
 import { OPERATIONS, promptText } from '../../tasks/digits.ts';
+
+const samplers = new SamplerPool();
+const { evaluatePolicy, samplePairs } = createActivities({ samplers });
 
 // MockActivityEnvironment.run does not infer the result type from the activity.
 const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) => env.run(fn, i) as Promise<O>;
@@ -59,7 +61,7 @@ before(async () => {
   });
 });
 after(async () => {
-  await releaseLocal();
+  await samplers.close();
   await rm(root, { recursive: true, force: true });
 });
 
@@ -67,25 +69,25 @@ test('managed-vllm: vllm serve with the policy dir, replaced when the policy cha
   const port = await freePort();
   const sampling = { ...base.sampling, lifecycle: 'managed-vllm' as const, vllm: { ...base.sampling.vllm, executable: fakeVllm, port, args: ['--max-model-len', '256'], startupTimeoutS: 60 } };
   process.env.FAKE_VLLM_LOG = vllmLog;
-  const e1 = await ensureSampler({ runId: 'r', modelDir, sampling });
+  const e1 = await samplers.ensure({ runId: 'r', modelDir, sampling });
   assert.equal(e1.baseURL, `http://127.0.0.1:${port}/v1`);
   assert.equal(e1.lifecycle, 'managed-vllm');
   const [first] = await readJsonl<{ pid: number; argv: string[] }>(vllmLog);
   assert.deepEqual(first.argv, ['serve', modelDir, '--served-model-name', 'opsr-policy', '--host', '127.0.0.1', '--port', String(port), '--generation-config', 'vllm', '--max-model-len', '256']);
   const models = (await (await fetch(`${e1.baseURL}/models`)).json()) as { data: { id: string }[] };
   assert.deepEqual(models.data.map((m) => m.id), ['opsr-policy']);
-  assert.deepEqual(await ensureSampler({ runId: 'r', modelDir, sampling }), e1, 'same policy: same server');
+  assert.deepEqual(await samplers.ensure({ runId: 'r', modelDir, sampling }), e1, 'same policy: same server');
   assert.equal((await readJsonl(vllmLog)).length, 1);
 
   const next = join(root, 'model-next');
   await cp(modelDir, next, { recursive: true });
-  const e2 = await ensureSampler({ runId: 'r', modelDir: next, sampling });
+  const e2 = await samplers.ensure({ runId: 'r', modelDir: next, sampling });
   const launches = await readJsonl<{ pid: number; argv: string[] }>(vllmLog);
   assert.equal(launches.length, 2);
   assert.equal(launches[1].argv[1], next);
   assert.equal(alive(first.pid), false, 'the previous policy\'s server was stopped');
   assert.equal(e2.modelDir, next);
-  await releaseSampler({ runId: 'r', endpoint: e2 });
+  await samplers.release({ runId: 'r', endpoint: e2 });
   assert.equal(alive(launches[1].pid), false, 'released');
 });
 
@@ -96,16 +98,16 @@ test('managed-vllm: a server a dead worker left on the port is stopped; a foreig
   const leftover = spawn(fakeVllm, ['serve', modelDir, '--served-model-name', 'opsr-policy', '--host', '127.0.0.1', '--port', String(port)], { stdio: 'ignore' });
   for (let i = 0; i < 200 && !(await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
   await recordPid(join(tmpdir(), `opsr-vllm-${port}.pid`), leftover.pid!);
-  const e = await ensureSampler({ runId: 'r', modelDir, sampling });
+  const e = await samplers.ensure({ runId: 'r', modelDir, sampling });
   assert.equal(alive(leftover.pid!), false, 'the leftover server was stopped');
   const launches = await readJsonl<{ pid: number }>(vllmLog);
   assert.equal(alive(launches[launches.length - 1].pid), true);
-  await releaseSampler({ runId: 'r', endpoint: e });
+  await samplers.release({ runId: 'r', endpoint: e });
 
   const foreign = createHttpServer((_, res) => res.end('ok'));
   await new Promise<void>((r) => foreign.listen(port, '127.0.0.1', r));
   try {
-    await assert.rejects(ensureSampler({ runId: 'r', modelDir, sampling }), /sampling.vllm.port \d+ is already served by another process/);
+    await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }), /sampling.vllm.port \d+ is already served by another process/);
   } finally {
     await new Promise((r) => foreign.close(r));
   }
@@ -116,15 +118,15 @@ test('managed-vllm that exits at once fails with its stderr', async () => {
   await writeFile(broken, '#!/bin/sh\necho "CUDA not available" >&2\nexit 1\n');
   await chmod(broken, 0o755);
   const sampling = { ...base.sampling, lifecycle: 'managed-vllm' as const, vllm: { ...base.sampling.vllm, executable: broken, port: await freePort(), startupTimeoutS: 30 } };
-  await assert.rejects(ensureSampler({ runId: 'r', modelDir, sampling }), /exited.*CUDA not available/);
+  await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }), /exited.*CUDA not available/);
 });
 
 test('external: the configured server must serve the configured model', async () => {
   const server = await startServer({ modelDir, servedModelName: 'tiny', threads: 1 });
   try {
-    const ok = await ensureSampler({ runId: 'r', modelDir, sampling: { ...base.sampling, lifecycle: 'external', baseURL: server.url, model: 'tiny' } });
+    const ok = await samplers.ensure({ runId: 'r', modelDir, sampling: { ...base.sampling, lifecycle: 'external', baseURL: server.url, model: 'tiny' } });
     assert.deepEqual(ok, { lifecycle: 'external', baseURL: server.url, model: 'tiny', modelDir });
-    await assert.rejects(ensureSampler({ runId: 'r', modelDir, sampling: { ...base.sampling, lifecycle: 'external', baseURL: server.url, model: 'other' } }),
+    await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling: { ...base.sampling, lifecycle: 'external', baseURL: server.url, model: 'other' } }),
       /sampling.model "other" is not served .*served: tiny/);
   } finally {
     await server.close();
@@ -132,7 +134,7 @@ test('external: the configured server must serve the configured model', async ()
 });
 
 test('evaluatePolicy: greedy chat answers scored by the builtin scorer, prefix curve, reused when done', async () => {
-  const endpoint = await ensureSampler({ runId: 'r', modelDir, sampling: base.sampling });
+  const endpoint = await samplers.ensure({ runId: 'r', modelDir, sampling: base.sampling });
   const runDir = join(root, 'store', 'runs', 'r');
   const inp = {
     runId: 'r', label: 'base', runDir, endpoint, evaluation: base.evaluation!, sampling: base.sampling,
@@ -166,12 +168,11 @@ test('with a chat template, the completions API renders prompts exactly as the c
   // Chats, and a plain prompt (one user turn through the template).
   await writeFile(prompts, [...chats.map((messages) => ({ messages })), { prompt: PROMPTS[1] }].map((r) => JSON.stringify(r)).join('\n') + '\n');
   const { prepareRun } = await import('../../activities/prepare.ts');
-  const { samplePairs } = await import('../../activities/sample-pairs.ts');
   const results: SampleRecord[][] = [];
   for (const api of ['chat', 'completions'] as const) {
     const config = parseRunConfig({ ...base, runId: undefined, prompts: { file: prompts }, sampling: { ...base.sampling, api } });
     const prep = await prepareRun({ runId: `chat-${api}`, config });
-    const endpoint = await ensureSampler({ runId: 'r', modelDir, sampling: config.sampling });
+    const endpoint = await samplers.ensure({ runId: 'r', modelDir, sampling: config.sampling });
     const out = await runIn(new MockActivityEnvironment(), samplePairs, {
       runId: `chat-${api}`, round: 2, roundDir: join(prep.runDir, 'round-2'), promptsFile: prep.promptsFile, endpoint,
       sampling: config.sampling, prefixes: config.prefixes, chosenScore: 10, rejectedScore: 5, notify: [],

@@ -15,8 +15,7 @@ import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
 import { prepareRun } from '../../activities/prepare.ts';
-import { samplePairs } from '../../activities/sample-pairs.ts';
-import { ensureSampler, releaseLocal, releaseSampler } from '../../activities/sampler-pool.ts';
+import { createActivities, SamplerPool } from '../../activities/index.ts';
 import type { SamplerEndpoint, SamplePairsResult } from '../../contracts/activities.ts';
 import type { SampleRecord } from '../../activities/records.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
@@ -63,7 +62,7 @@ before(async () => {
   promptsFile = (await prepareRun({ runId: 'vllm-test', config })).promptsFile;
 });
 after(async () => {
-  await releaseLocal();
+  await samplers.close();
   await rm(root, { recursive: true, force: true });
 });
 
@@ -92,8 +91,8 @@ async function assertServes(e: SamplerEndpoint, dir: string, other: string) {
 const pidOf = async () => (JSON.parse(await readFile(join(tmpdir(), `opsr-vllm-${port}.pid`), 'utf8')) as { pid: number }).pid;
 const healthy = (baseURL: string) => fetch(baseURL.replace(/\/v1$/, '/health')).then((r) => r.ok, () => false);
 
-test('managed vLLM: health, served name, samplePairs, hand-off to the trained weights, no orphans', async () => {
-  const e1 = await ensureSampler({ runId: 'r', modelDir: base, sampling: config.sampling });
+test('managed vLLM: health, served name, samplePairs, hand-off to trained weights, no orphans', async () => {
+  const e1 = await samplers.ensure({ runId: 'r', modelDir: base, sampling: config.sampling });
   assert.equal(e1.baseURL, `http://127.0.0.1:${port}/v1`);
   assert.equal(await healthy(e1.baseURL), true);
   const models = (await (await fetch(`${e1.baseURL}/models`)).json()) as { data: { id: string }[] };
@@ -114,13 +113,13 @@ test('managed vLLM: health, served name, samplePairs, hand-off to the trained we
 
   await assertServes(e1, base, trained);
   // Round k+1: the policy is round k's trained checkpoint; the old server goes, whole.
-  const e2 = await ensureSampler({ runId: 'r', modelDir: trained, sampling: config.sampling });
-  assert.deepEqual(await waitGone(tree1, 30_000), [], 'the previous server and its children stopped');
+  const e2 = await samplers.ensure({ runId: 'r', modelDir: trained, sampling: config.sampling });
+  assert.deepEqual(await waitGone(tree1, 30_000), [], 'the previous server and children stopped');
   assert.equal(e2.modelDir, trained);
   await assertServes(e2, trained, base);
   const tree2 = await processTree(await pidOf());
-  await releaseSampler({ runId: 'r', endpoint: e2 });
-  assert.deepEqual(await waitGone(tree2, 30_000), [], 'released: the server and its children stopped');
+  await samplers.release({ runId: 'r', endpoint: e2 });
+  assert.deepEqual(await waitGone(tree2, 30_000), [], 'released: the server and children stopped');
   assert.equal(await healthy(e2.baseURL), false);
 });
 
@@ -159,11 +158,14 @@ toks = g.sequences[0, ids.shape[1]:].tolist()
 print(json.dumps({"prompt": ids[0].tolist(), "tokens": toks, "logprobs": [torch.log_softmax(l[0].float(), -1)[t].item() for l, t in zip(g.logits, toks)]}))
 `;
 
+const samplers = new SamplerPool();
+const { samplePairs } = createActivities({ samplers });
+
 test('SmolLM2-135M-Instruct on vLLM: greedy log-probs equal transformers\', chat answers through samplePairs', {
   skip: !existsSync(join(SMOLLM, 'config.json')) && `${SMOLLM} is absent (scripts/setup.sh test fetches it)`,
 }, async () => {
   const sampling = { ...config.sampling, api: 'chat' as const, maxTokens: 12, temperature: 0.7, topP: 0.95 };
-  const endpoint = await ensureSampler({ runId: 's', modelDir: SMOLLM, sampling });
+  const endpoint = await samplers.ensure({ runId: 's', modelDir: SMOLLM, sampling });
   try {
     const hf = JSON.parse(execFileSync(PYTHON, ['-c', HF_GREEDY, SMOLLM, 'The capital of France is', '8'], { encoding: 'utf8' }));
     const served = await greedy(endpoint.baseURL, endpoint.model, hf.prompt, 8);
@@ -180,6 +182,6 @@ test('SmolLM2-135M-Instruct on vLLM: greedy log-probs equal transformers\', chat
     assert.equal(recs.length, 3);
     for (const r of recs) for (const side of [r.chosen, r.rejected]) assert.ok(side.text.trim().length > 0 && side.tokens > 0);
   } finally {
-    await releaseSampler({ runId: 's', endpoint });
+    await samplers.release({ runId: 's', endpoint });
   }
 });

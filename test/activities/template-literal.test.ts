@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { applyTemplate, parseRunConfig } from '../../config/index.ts';
 import { prepareRun } from '../../activities/prepare.ts';
-import { samplePairs, prefixed } from '../../activities/sample-pairs.ts';
+import { prefixed } from '../../activities/sample-pairs.ts';
+import { createActivities, SamplerPool } from '../../activities/index.ts';
 import { filterPairs } from '../../activities/filter.ts';
 import { buildDataset } from '../../activities/dataset.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
@@ -21,6 +22,9 @@ import { loadTokenizer } from '../../lib/tokenizer.ts';
 import type { SamplePairsInput, SamplePairsResult } from '../../contracts/activities.ts';
 import type { SampleRecord } from '../../activities/records.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
+
+// Sampling from an external endpoint: the pool starts no server.
+const { samplePairs } = createActivities({ samplers: new SamplerPool() });
 
 const ENGINE = join(import.meta.dirname, '..', '..', 'engine', 'build', 'opsr-engine');
 const root = await mkdtemp(join(tmpdir(), 'opsr-literal-'));

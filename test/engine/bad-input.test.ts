@@ -90,17 +90,17 @@ test('bad safetensors, JSON and data files: one error line each, exit 2, no hang
     ['begin after end', train(await stVariant((h) => { h[W].data_offsets = [8, 4]; })),
       'bad_safetensors', /tensor transformer\.wte\.weight: data_offsets begin 8 > end 4/],
     ['dtype of the wrong JSON type', train(await stVariant((h) => { h[W].dtype = 32; })),
-      'bad_safetensors', /tensor transformer\.wte\.weight: dtype must be a string, got number/],
+      'bad_safetensors', /tensor transformer\.wte\.weight: dtype must be a string, got a number/],
     ['unknown dtype', train(await stVariant((h) => { h[W].dtype = 'Q4_K'; })),
       'bad_safetensors', /tensor transformer\.wte\.weight: unknown dtype "Q4_K" \(safetensors dtypes: F32, BF16/],
     ['shape of the wrong JSON type', train(await stVariant((h) => { h[W].shape = { a: 1 }; })),
-      'bad_safetensors', /tensor transformer\.wte\.weight: shape must be an array, got object/],
+      'bad_safetensors', /tensor transformer\.wte\.weight: shape must be an array, got an object/],
     ['negative dimension', train(await stVariant((h) => { h[W].shape = [-16, -8]; })),
       'bad_safetensors', /tensor transformer\.wte\.weight: shape\[0\] must be a non-negative integer, got a negative/],
     ['header entry not an object', train(await stVariant((h) => { h[W] = [1, 2]; })),
-      'bad_safetensors', /tensor transformer\.wte\.weight: header entry is a array, expected an object/],
+      'bad_safetensors', /tensor transformer\.wte\.weight: header entry is an array, expected an object/],
     ['header not an object', train(await stVariant(() => {}, () => Buffer.from('[1,2,3]  '))),
-      'bad_safetensors', /header is a JSON array, expected an object/],
+      'bad_safetensors', /header is an array, expected an object/],
     ['header length past the file', train(await stVariant(() => {}, () => Buffer.alloc(0)).then(async (d) => {
       const f = join(d, 'model.safetensors');
       await writeFile(f, Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x7b]));
@@ -123,6 +123,9 @@ test('bad safetensors, JSON and data files: one error line each, exit 2, no hang
       'bad_data', /count\.bin: record_count 4294967295 exceeds what the file's 40 bytes can hold/],
     ['data: token id out of range', train(model, await badData('ids.bin', dataFile([1, 1, 2, 3, 1, 1, 2, 0xffffffff], 2))),
       'bad_data', /ids\.bin: record 1: token id 4294967295 at position 1 is out of range \(vocab_size = 16\)/],
+    ['an empty --out', ['train', '--model', model, '--data', data, '--out', '', '--loss', 'sft'], 'usage', /train: --out must not be empty/],
+    ['an over-long --model', train(`${root}/${'m'.repeat(4100)}`), 'usage', /train: --model is \d+ bytes long \(at most 4000\)/],
+    ['a directory as the data file', train(model, root), 'file_not_readable', /opsr-bad-input-\w+: it is a directory/],
     ['data: trailing bytes', train(model, await badData('trail.bin', dataFile([1, 1, 2, 3, 9], 1))),
       'bad_data', /trail\.bin: 4 bytes of trailing data after record 0/],
   ];

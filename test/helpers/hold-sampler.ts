@@ -1,7 +1,7 @@
 // A sampler worker in its own process, so a test can SIGKILL it while it holds a managed vLLM
 // server: argv[2] is an EnsureSamplerInput (JSON); prints the endpoint, then waits forever.
-import { ensureSampler } from '../../activities/sampler-pool.ts';
+import { SamplerPool } from '../../activities/sampler-pool.ts';
 
-const endpoint = await ensureSampler(JSON.parse(process.argv[2]));
+const endpoint = await new SamplerPool().ensure(JSON.parse(process.argv[2]));
 console.log(JSON.stringify(endpoint));
 setInterval(() => {}, 1 << 30);

@@ -10,20 +10,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig } from '../../config/index.ts';
-import * as act from '../../activities/index.ts';
-import { releaseLocal } from '../../activities/sampler-pool.ts';
+import { createActivities, SamplerPool } from '../../activities/index.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { readTokData } from '../../lib/tokdata.ts';
 import { sha256File } from '../../lib/hash.ts';
 import { OPERATIONS, promptText } from '../../tasks/digits.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 
+const samplers = new SamplerPool();
+const act = createActivities({ samplers });
+
 // MockActivityEnvironment.run does not infer the result type from the activity.
 const runIn = <I, O>(fn: (i: I) => Promise<O>, i: I) => new MockActivityEnvironment().run(fn, i) as Promise<O>;
 const REPO = join(import.meta.dirname, '..', '..');
 const root = await mkdtemp(join(tmpdir(), 'opsr-act-round-'));
 after(async () => {
-  await releaseLocal();
+  await samplers.close();
   await rm(root, { recursive: true, force: true });
 });
 

@@ -9,7 +9,6 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { releaseLocal } from '../../activities/sampler-pool.ts';
 import { sha256File } from '../../lib/hash.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { readTokData } from '../../lib/tokdata.ts';
@@ -51,7 +50,6 @@ before(async () => {
 });
 
 after(async () => {
-  await releaseLocal();
   await env?.teardown();
   if (root) await rm(root, { recursive: true, force: true });
 });
