@@ -68,7 +68,7 @@ async function refuseOversizedModel(modelDir: string, errorLine: string): Promis
   if (need <= totalmem()) return;
   const gib = (b: number) => (b / 2 ** 30).toFixed(1);
   throw badInput(`${dims.file}: training this model needs at least ${gib(need)} GiB (n_embd ${dims.nEmbd}, `
-    + `n_layer ${dims.nLayer}, vocab_size ${dims.vocabSize}, n_positions ${dims.context}); this machine has `
+    + `n_layer ${dims.nLayer}, vocab_size ${dims.vocabSize}, ${dims.contextField} ${dims.context}); this machine has `
     + `${gib(totalmem())} GiB. The engine said: ${errorLine}`);
 }
 

@@ -7,6 +7,7 @@ import { hashJson } from '../lib/hash.ts';
 import { toJsonl } from '../lib/jsonl.ts';
 import { checkModelDir, ModelDirError } from '../lib/modeldir.ts';
 import type { PrepareRunInput, PrepareRunResult } from '../contracts/activities.ts';
+import { modelProblems } from '../config/model-checks.ts';
 import { badInput } from './errors.ts';
 import { loadPromptsFor } from './prompts.ts';
 
@@ -20,6 +21,9 @@ export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResu
   await checkModelDir(config.model).catch((err: unknown) => {
     throw err instanceof ModelDirError ? badInput(`model: ${err.message}`) : err;
   });
+  // Lengths the engine and the server would refuse mid-round, refused before anything is spent.
+  const problems = await modelProblems(config);
+  if (problems.length) throw badInput(`the config does not fit the model:\n  ${problems.join('\n  ')}`);
   const previous = await readFile(configFile, 'utf8').then((t) => JSON.parse(t) as unknown, () => null);
   if (previous !== null && hashJson(previous) !== configHash) {
     throw badInput(`run ${input.runId} already exists in ${runDir} with a different config (${configFile}); choose another runId or restore that config`);

@@ -28,11 +28,25 @@ export function formatPath(p: readonly PropertyKey[]): string {
   return s || '(root)';
 }
 
+// Keys whose values are credentials, and values that look like one wherever they are (bearer
+// tokens, OpenAI/Hugging Face/GitHub keys): messages never echo them.
+const SECRET_KEY = /api[-_]?key|secret|passw|authori[sz]ation|credential|cookie|(^|[-_])(access|auth|bearer|hf|refresh|session)?[-_]?token$/i;
+const SECRET_VALUE = /^(?:bearer\s|sk-|hf_|ghp_|gho_|github_pat_|xox[abp]-|AKIA)/i;
+const HIDDEN = '(a value, not shown)';
+export function maskSecrets(v: unknown, depth = 0): unknown {
+  if (typeof v === 'string') return SECRET_VALUE.test(v.trim()) ? HIDDEN : v;
+  if (!v || typeof v !== 'object' || depth > 32) return v;
+  if (Array.isArray(v)) return v.map((x) => maskSecrets(x, depth + 1));
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, SECRET_KEY.test(k) ? HIDDEN : maskSecrets(x, depth + 1)]));
+}
+
 export function show(v: unknown): string {
   if (v === undefined) return 'nothing';
-  const s = JSON.stringify(v) ?? typeof v; // a function or symbol: never in JSON input
+  const s = JSON.stringify(maskSecrets(v)) ?? typeof v; // a function or symbol: never in JSON input
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
+// A value under a credential-named key (sampling.extra.api_key) is not shown at all.
+const secretPath = (p: readonly PropertyKey[]) => p.some((k) => typeof k === 'string' && SECRET_KEY.test(k) && k !== 'apiKeyEnv');
 
 // Walks the schema along a path (through defaults, optionals, unions, arrays and records).
 type Def = { type: string; shape?: Record<string, z.ZodType>; innerType?: z.ZodType; element?: z.ZodType; options?: z.ZodType[]; valueType?: z.ZodType; in?: z.ZodType; out?: z.ZodType };
@@ -122,12 +136,12 @@ export function formatIssues(root: z.ZodType, issues: readonly z.core.$ZodIssue[
     if (i.code === 'unrecognized_keys') {
       const known = keysAt(root, i.path);
       for (const k of i.keys) {
-        const got = (i.input)?.[k];
-        lines.push(`${formatPath([...prefix, ...i.path, k])}: is not a known field (got ${/key|secret|token|password/i.test(k) ? 'a value, not shown' : show(got)}; allowed ${known.join(', ')})`);
+        const got = (i.input as Record<string, unknown> | undefined)?.[k];
+        lines.push(`${formatPath([...prefix, ...i.path, k])}: is not a known field (got ${SECRET_KEY.test(k) ? 'a value, not shown' : show(got)}; allowed ${known.join(', ')})`);
       }
       continue;
     }
-    const secret = i.code === 'custom' && (i.params as { secret?: boolean } | undefined)?.secret;
+    const secret = (i.code === 'custom' && (i.params as { secret?: boolean } | undefined)?.secret) || secretPath(i.path);
     // A discriminated union names the discriminator's path but carries the whole object.
     const discriminator = 'discriminator' in i && typeof i.discriminator === 'string' ? i.discriminator : null;
     const input = discriminator && isPlainObject(i.input) ? i.input[discriminator] : i.input;

@@ -4,6 +4,7 @@ import { dirname, resolve, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkModelDir, ModelDirError } from '../lib/modeldir.ts';
 import { ConfigError } from './errors.ts';
+import { modelProblems } from './model-checks.ts';
 import {
   BUILTIN_SCORER_NAMES, parseAblationConfigWithInput, parseRunConfig,
   type AblationConfig, type AblationConfigInput, type RunConfig,
@@ -54,6 +55,8 @@ export async function loadRunConfig(file: string, opts: LoadOptions = {}): Promi
   const config = parseRunConfig(obj, { baseDir: dirname(abs), cwd: opts.cwd ?? process.cwd(), source: abs });
   checkInstalled(config, abs);
   await checkModelOnDisk(config, abs);
+  const problems = await modelProblems(config);
+  if (problems.length) throw new ConfigError(abs, problems);
   return config;
 }
 
@@ -94,6 +97,8 @@ export async function loadAblationConfig(file: string, opts: LoadOptions = {}): 
   for (const arm of parsed.config.arms) {
     checkInstalled(arm.config, abs, `arms (${arm.name}): `);
     await checkModelOnDisk(arm.config, abs, `arms (${arm.name}): `);
+    const problems = await modelProblems(arm.config);
+    if (problems.length) throw new ConfigError(abs, problems.map((l) => `arms (${arm.name}): ${l}`));
   }
   return parsed;
 }

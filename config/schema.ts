@@ -12,17 +12,26 @@ import { resolveConfigPaths, resolvePath } from './paths.ts';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+// Ids that name directories (run ids, arm names): no separators, no "..", not hidden.
+export const SAFE_ID = '1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit';
+export const isSafeId = (s: string) => ID.test(s);
 
 const text = (allowed: string) => z.string().min(1).describe(allowed);
 const path = () => text('a path (relative to the config file)');
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.int().min(min).max(max);
-const num = (min: number, max = Number.MAX_VALUE) => z.number().min(min).max(max);
+// The engine computes in float32: a number beyond FLOAT32_MAX becomes infinity there, and a
+// positive one below FLOAT32_MIN_NORMAL flushes towards zero. Every number is held to that range.
+export const FLOAT32_MAX = 3.4028234663852886e38;
+export const FLOAT32_MIN_NORMAL = 1.1754943508222875e-38;
+const num = (min: number, max = FLOAT32_MAX) => z.number().min(min).max(max);
+const positive = (max = FLOAT32_MAX) => z.number().min(FLOAT32_MIN_NORMAL).max(max)
+  .describe(`a positive number from ${FLOAT32_MIN_NORMAL.toPrecision(3)} to ${max === FLOAT32_MAX ? '3.40e38 (float32)' : max}`);
 const score = () => int(0, 10).describe('an integer score from 0 to 10');
 const envName = () =>
   z.string()
     .refine((s) => ENV_NAME.test(s), { error: 'is not an environment variable name', params: { allowed: 'an env var name like OPENAI_API_KEY (the key itself stays in the environment)', secret: true } });
 const id = (what: string) =>
-  z.string().refine((s) => ID.test(s), { error: `is not a valid ${what}`, params: { allowed: '1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit' } });
+  z.string().refine((s) => ID.test(s), { error: `is not a valid ${what}`, params: { allowed: SAFE_ID } });
 const url = () =>
   z.string().refine((s) => /^https?:\/\/[^\s/]+/.test(s), { error: 'is not an http(s) URL', params: { allowed: 'an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1' } });
 const regexString = () =>
@@ -42,22 +51,24 @@ const Loss = z.enum(['simpo', 'dpo', 'ipo', 'hinge']);
 const Schedule = z.enum(['cosine', 'linear', 'constant']);
 const RejectedScores = z.union([z.enum(['progressive', 'fixed']), z.array(score()).min(1)])
   .describe('"progressive" (3, 5, 7, ...), "fixed" (fixedScore every round) or a list of integer scores, one per round');
-const LearningRate = z.union([num(0).positive(), z.array(num(0).positive()).min(1)])
+const LearningRate = z.union([positive(), z.array(positive()).min(1)])
   .describe('a positive number or a list of positive numbers, one per round');
 
 // Preference-optimization hyperparameters shared by the rounds and the offline init stage.
 const preferenceFields = {
   loss: Loss.default('simpo'),
-  beta: num(0).positive().optional().describe('a positive number (default: simpo 2.0, otherwise 0.1)'),
+  beta: positive().optional().describe('a positive number up to 3.4e38 (float32; default: simpo 2.0, otherwise 0.1)'),
   gamma: num(0).optional().describe('a number >= 0 (simpo target margin)'),
   gammaBetaRatio: num(0).optional().describe('a number >= 0 (simpo: gamma = beta * gammaBetaRatio)'),
-  labelSmoothing: num(0, 0.5).default(0),
+  // The engine's bound: at 0.5 the DPO loss no longer prefers either answer.
+  labelSmoothing: z.number().min(0).lt(0.5).default(0),
 };
 const optimizerFields = {
-  batchSize: int(1).default(1),
-  gradAccum: int(1).default(1),
-  epochs: int(1).default(1),
-  maxSteps: int(1).optional(),
+  // The engine's caps (engine/src/train.c).
+  batchSize: int(1, 4096).default(1),
+  gradAccum: int(1, 2 ** 20).default(1),
+  epochs: int(1, 2 ** 20).default(1),
+  maxSteps: int(1, 99_999_999).optional(),
   warmupRatio: num(0, 1).default(0.1),
   schedule: Schedule.default('cosine'),
   weightDecay: num(0).default(0),
@@ -85,14 +96,14 @@ const InitSft = z.strictObject({
   data: path(), // JSONL: {prompt, completion} or {messages}
   ...optimizerFields,
   warmupRatio: num(0, 1).default(0),
-  learningRate: num(0).positive().default(1e-5),
+  learningRate: positive().default(1e-5),
   maxLength: int(2).optional(),
 });
 const InitOfflineObject = z.strictObject({
   data: path(), // TRL pairs JSONL: {prompt, chosen, rejected}
   ...preferenceFields,
   ...optimizerFields,
-  learningRate: num(0).positive().default(3e-7),
+  learningRate: positive().default(3e-7),
   maxLength: int(2).optional(),
   maxPromptLength: int(1).optional(),
 });
@@ -143,7 +154,12 @@ const OWNED_REQUEST_FIELDS: Record<string, string> = {
   model: 'sampling.model', temperature: 'sampling.temperature', top_p: 'sampling.topP',
   max_tokens: 'sampling.maxTokens', seed: 'sampling.seed', n: 'nothing (opsr asks for one answer per prefix)',
   prompt: 'prompts.file', messages: 'prompts.file', api_key: 'sampling.apiKeyEnv',
+  max_completion_tokens: 'sampling.maxTokens',
 };
+// Request fields that change the response's shape (a stream, several choices, the prompt echoed
+// into the answer, tool calls instead of text): opsr reads exactly one text answer per request.
+const SHAPE_FIELDS = ['stream', 'stream_options', 'best_of', 'echo', 'logprobs', 'top_logprobs', 'prompt_logprobs', 'suffix',
+  'tools', 'tool_choice', 'functions', 'function_call', 'use_beam_search', 'return_tokens_as_token_ids'];
 
 // The builtin scorers this installation has (tasks/index.ts implements exactly these: the type
 // checker holds the two lists together). Listed here so that config/ imports nothing above it.
@@ -203,9 +219,11 @@ const EvalSet = z.discriminatedUnion('kind', [
     judge: judgeName(),
     file: path(), // JSONL {instruction[, output]} (AlpacaEval's format)
     limit: int(1).optional(),
-    // The reference answers: the file's "output" fields, or a model answering at evaluation time.
-    reference: z.union([z.literal('file'), z.strictObject({ model: path() })]).default('file')
-      .describe('"file" (each record\'s output) or {"model": DIR}'),
+    // The reference answers: the file's "output" fields, the run's policy before round 1
+    // ("base": win rate against the starting point), or a model answering at evaluation time.
+    reference: z.union([z.literal('file'), z.literal('base'), z.strictObject({ model: path() })])
+      .default('file')
+      .describe('"file" (each record\'s output), "base" (the run\'s policy before round 1) or {"model": DIR}'),
     maxTokens: int(1).optional(),
   }),
   z.strictObject({
@@ -245,7 +263,7 @@ const RunObject = z.strictObject({
   sampling: Sampling.prefault({}),
   filter: z.strictObject({
     scoreTalkPatterns: z.array(regexString()).default(DEFAULT_SCORE_TALK_PATTERNS),
-    patternFlags: z.string().refine((s) => /^[imsu]*$/.test(s), { error: 'has an unsupported flag', params: { allowed: 'any of the regex flags i, m, s, u' } }).default('i'),
+    patternFlags: z.string().refine((s) => /^[imsu]*$/.test(s) && new Set(s).size === s.length, { error: 'has an unsupported or repeated flag', params: { allowed: 'each of the regex flags i, m, s, u at most once' } }).default('i'),
     dropEmpty: z.boolean().default(true),
     dropTruncated: z.boolean().default(true),
     dropIdentical: z.boolean().default(true),
@@ -305,6 +323,10 @@ function checkPreference(t: { loss: string; beta?: number; gamma?: number; gamma
       out.push({ path: [...at, 'gamma'], message: `conflicts with gammaBetaRatio ${t.gammaBetaRatio} x beta ${beta}`, input: t.gamma, allowed: `at most one of gamma and gammaBetaRatio, or gamma = ${beta * t.gammaBetaRatio}` });
     }
   }
+  const beta = t.beta ?? DEFAULT_BETA[t.loss as keyof typeof DEFAULT_BETA] ?? 0.1;
+  if (t.loss === 'simpo' && t.gamma === undefined && t.gammaBetaRatio !== undefined && beta * t.gammaBetaRatio > FLOAT32_MAX) {
+    out.push({ path: [...at, 'gammaBetaRatio'], message: `times beta ${beta} overflows float32 (gamma = ${beta * t.gammaBetaRatio})`, input: t.gammaBetaRatio, allowed: `at most ${FLOAT32_MAX / beta}` });
+  }
   if (t.labelSmoothing !== 0 && t.loss !== 'dpo') {
     out.push({ path: [...at, 'labelSmoothing'], message: `is only used by loss "dpo" (loss is "${t.loss}")`, input: t.labelSmoothing, allowed: '0, or loss "dpo"' });
   }
@@ -326,6 +348,7 @@ function samplingChecks(s: z.output<typeof SamplingObject>): Issue[] {
     if (s.model === undefined) out.push({ path: ['model'], message: 'is required with lifecycle "external"', input: undefined, allowed: 'the served model name (GET /v1/models)' });
   }
   for (const k of Object.keys(s.extra)) {
+    if (SHAPE_FIELDS.includes(k)) out.push({ path: ['extra', k], message: 'changes the shape of the response opsr reads', input: s.extra[k], allowed: `leave it out; extra may not hold ${SHAPE_FIELDS.join(', ')}` });
     if (k in OWNED_REQUEST_FIELDS) out.push({ path: ['extra', k], message: 'is set by opsr itself', input: s.extra[k], allowed: `set ${OWNED_REQUEST_FIELDS[k]} instead; extra is for other request fields (top_k, min_p, repetition_penalty, ...)` });
   }
   return out;
@@ -391,6 +414,28 @@ function crossChecks(c: RunObjectOut): Issue[] {
   const lr = c.training.learningRate;
   if (Array.isArray(lr) && lr.length !== c.rounds) {
     out.push({ path: ['training', 'learningRate'], message: `has ${lr.length} values for ${c.rounds} rounds`, input: lr, allowed: `one number, or a list of exactly ${c.rounds} (one per round)` });
+  }
+  // Patterns are compiled with the flags they are used with: "u" refuses escapes others allow.
+  const compiles = (pattern: string, flags?: string) => { try { new RegExp(pattern, flags); return true; } catch { return false; } };
+  const flagsValid = compiles('', c.filter.patternFlags);
+  c.filter.scoreTalkPatterns.forEach((pattern, i) => {
+    if (!flagsValid || !compiles(pattern)) return; // reported on their own
+    try {
+      new RegExp(pattern, c.filter.patternFlags);
+    } catch (e) {
+      out.push({ path: ['filter', 'scoreTalkPatterns', i], message: `does not compile with flags "${c.filter.patternFlags}": ${(e as Error).message}`, input: pattern, allowed: 'a JavaScript regular expression valid with filter.patternFlags' });
+    }
+  });
+  // The init stages fall back to training's lengths; what they end up with must leave room for a response.
+  const t = c.training;
+  const stages = [['sft', c.init?.sft?.maxLength, undefined], ['offline', c.init?.offline?.maxLength, c.init?.offline?.maxPromptLength]] as const;
+  for (const [stage, maxLength, maxPromptLength] of stages) {
+    if (!c.init?.[stage]) continue;
+    const len = maxLength ?? t.maxLength, plen = maxPromptLength ?? t.maxPromptLength;
+    if (plen >= len) {
+      const field = maxPromptLength !== undefined ? 'maxPromptLength' : 'maxLength';
+      out.push({ path: ['init', stage, field], message: `leaves no room for a response: prompts up to ${plen} tokens (${maxPromptLength !== undefined ? `init.${stage}` : 'training'}.maxPromptLength) in sequences of ${len} (${maxLength !== undefined ? `init.${stage}` : 'training'}.maxLength)`, input: field === 'maxLength' ? len : plen, allowed: `init.${stage}.maxLength above the prompt length ${plen}` });
+    }
   }
   const r = c.activities.retry;
   if (r.maximumIntervalS < r.initialIntervalS) {

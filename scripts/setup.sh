@@ -40,6 +40,17 @@ if [ ! -f "$stamp" ] && [ ! -f ".venv/.opsr-test-$hash" ]; then
   touch "$stamp"
 fi
 
+# The browser tests drive Debian's Chromium (puppeteer-core is only the driver, no bundled browser).
+if [ "$profile" = test ] && ! command -v chromium >/dev/null; then
+  log "installing Chromium (chromium) with apt-get for the Web UI browser tests"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: chromium is missing and this user cannot apt-get; run: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # The vLLM CPU build for the tests and the benchmark, in its own environment (see its requirements).
 vstamp=".venv-vllm/.opsr-$(sha256sum scripts/vllm-requirements.txt | cut -c1-16)"
 if [ "$profile" = test ] && [ ! -f "$vstamp" ]; then

@@ -21,7 +21,8 @@ export function opsrActivities(policy: ActivityPolicy | undefined, tuning: Workf
     initialInterval: tuning.retry?.initialIntervalMs ?? p.retry.initialIntervalS * 1000,
     backoffCoefficient: p.retry.backoffCoefficient,
     maximumInterval: tuning.retry?.maximumIntervalMs ?? p.retry.maximumIntervalS * 1000,
-    maximumAttempts: tuning.retry?.maximumAttempts ?? p.retry.maximumAttempts,
+    // 0 (config) is unlimited: the SDK's "not set".
+    maximumAttempts: (tuning.retry?.maximumAttempts ?? p.retry.maximumAttempts) || undefined,
     nonRetryableErrorTypes: [...NON_RETRYABLE_ERRORS],
   };
   const heartbeat = (queue: 'control' | 'sampler' | 'trainer') =>
@@ -53,11 +54,14 @@ export function opsrActivities(policy: ActivityPolicy | undefined, tuning: Workf
     writeRunReport: control.writeRunReport,
     findFinishedRun: control.findFinishedRun,
     writeStudyReport: control.writeStudyReport,
+    summarizeJudgedEvals: control.summarizeJudgedEvals,
     ensureSampler: samplerLifecycle.ensureSampler,
     releaseSampler: samplerLifecycle.releaseSampler,
     samplePairs: sampler.samplePairs,
     analyzeRewards: sampler.analyzeRewards,
     evaluatePolicy: sampler.evaluatePolicy,
+    evaluateJudged: sampler.evaluateJudged,
+    sampleSelfJudgedPairs: sampler.sampleSelfJudgedPairs,
     initPolicy: trainer.initPolicy,
     trainPolicy: trainer.trainPolicy,
   } satisfies OpsrActivities;

@@ -1,6 +1,7 @@
-// Reward-model scoring through the real vLLM's pooling runner: a random LlamaForSequenceClassification
-// saved by transformers, served by the CPU build with `--runner pooling`, scored by analyzeRewards
-// over /classify (raw scores) and /pooling; both equal transformers' scores of the same texts.
+// Reward-model scoring through the real vLLM's pooling runner: a random
+// LlamaForSequenceClassification saved by transformers, served by the CPU build with
+// `--runner pooling`, scored by analyzeRewards over /classify (raw scores) and /pooling; both
+// equal transformers' scores of the same texts.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -33,7 +34,8 @@ d, vocab, texts = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 torch.manual_seed(0)
 cfg = LlamaConfig(vocab_size=vocab, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                  num_labels=1, pad_token_id=vocab - 1, bos_token_id=vocab - 1, eos_token_id=vocab - 1)
+                  num_labels=1, pad_token_id=vocab - 1, bos_token_id=vocab - 1,
+                  eos_token_id=vocab - 1)
 m = LlamaForSequenceClassification(cfg).eval()
 with torch.no_grad():
     m.score.weight.normal_(0, 1.0)  # the default init scores everything near 0
@@ -49,18 +51,22 @@ before(async () => {
   const vocab = await writeTinyTokenizer(rmDir);
   // analyzeRewards scores "<prompt>\n<answer>", chosen then rejected per pair.
   const texts = PAIRS.flatMap((p) => [`${p.prompt}\n${p.chosen}`, `${p.prompt}\n${p.rejected}`]);
-  expected = JSON.parse(execFileSync(PYTHON, ['-c', MAKE_RM, rmDir, String(vocab), JSON.stringify(texts)], { encoding: 'utf8' }));
+  const args = ['-c', MAKE_RM, rmDir, String(vocab), JSON.stringify(texts)];
+  expected = JSON.parse(execFileSync(PYTHON, args, { encoding: 'utf8' }));
   const port = await freePort();
   const v = cpuVllm(port, ['--runner', 'pooling', '--served-model-name', 'rm']);
-  server = spawn(v.executable, ['-m', v.module, '--model', rmDir, '--host', v.host, '--port', String(port), ...v.args], {
+  const serve = ['-m', v.module, '--model', rmDir, '--host', v.host, '--port', String(port), ...v.args];
+  server = spawn(v.executable, serve, {
     env: { ...process.env, ...v.env }, stdio: ['ignore', 'ignore', 'pipe'],
   });
   let tail = '';
-  server.stderr!.on('data', (d: Buffer) => (tail = (tail + d.toString()).slice(-3000)));
+  server.stderr!.on('data', (d: Buffer) => (tail = (tail + d).slice(-3000)));
   baseURL = `http://127.0.0.1:${port}/v1`;
   for (const deadline = Date.now() + v.startupTimeoutS * 1000; ;) {
     if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
-    if (server.exitCode !== null || Date.now() > deadline) throw new Error(`vLLM (pooling) did not start: ${tail}`);
+    if (server.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`vLLM (pooling) did not start: ${tail}`);
+    }
     await new Promise((r) => setTimeout(r, 500));
   }
 });
@@ -73,27 +79,32 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-async function score(rewardModel: RewardModelConfig, dir: string): Promise<{ chosen: number; rejected: number }[]> {
+async function score(rewardModel: RewardModelConfig, dir: string) {
   const roundDir = join(root, dir);
   await mkdir(roundDir);
   const pairsFile = join(roundDir, 'pairs.jsonl');
   const answer = (text: string) => ({ text, finish_reason: 'stop', tokens: 3, seed: 0 });
   await writeFile(pairsFile, PAIRS.map((p, index) => JSON.stringify({
-    index, round: 1, prompt: p.prompt, chosen: answer(p.chosen), rejected: answer(p.rejected), chosenScore: 10, rejectedScore: 3, seed: 0,
+    index, round: 1, prompt: p.prompt, chosen: answer(p.chosen), rejected: answer(p.rejected),
+    chosenScore: 10, rejectedScore: 3, seed: 0,
   })).join('\n') + '\n');
   const input = { runId: 'rm', round: 1, roundDir, pairsFile, rewardModel, notify: [] };
-  const summary = await (new MockActivityEnvironment().run(analyzeRewards, input) as Promise<RewardSummary>);
+  const env = new MockActivityEnvironment();
+  const summary = await (env.run(analyzeRewards, input) as Promise<RewardSummary>);
   assert.equal(summary.count, PAIRS.length);
-  return readJsonl(summary.rewardsFile);
+  return readJsonl<{ chosen: number; rejected: number }>(summary.rewardsFile);
 }
 
-test('analyzeRewards through vLLM /classify and /pooling equals transformers\' scores', async () => {
-  assert.ok(new Set(expected.map((x) => x.toFixed(3))).size === expected.length, `distinct scores: ${expected.join(',')}`);
+test('analyzeRewards through vLLM /classify and /pooling: transformers\' scores', async () => {
+  assert.equal(new Set(expected.map((x) => x.toFixed(3))).size, expected.length, `distinct: ${expected}`);
   for (const [type, dir] of [['vllm-classify', 'classify'], ['vllm-pooling', 'pooling']] as const) {
-    const rows = await score({ type, baseURL, model: 'rm', ...(type === 'vllm-classify' ? { useActivation: false } : {}) } as RewardModelConfig, dir);
+    const activation = type === 'vllm-classify' ? { useActivation: false } : {};
+    const rows = await score({ type, baseURL, model: 'rm', ...activation } as RewardModelConfig, dir);
     const got = rows.flatMap((r) => [r.chosen, r.rejected]);
     for (let i = 0; i < got.length; i++) {
-      assert.ok(Math.abs(got[i] - expected[i]) < 1e-3 * Math.max(1, Math.abs(expected[i])), `${type} text ${i}: vLLM ${got[i]} vs transformers ${expected[i]}`);
+      const tolerance = 1e-3 * Math.max(1, Math.abs(expected[i]));
+      const what = `${type} text ${i}: vLLM ${got[i]} vs transformers ${expected[i]}`;
+      assert.ok(Math.abs(got[i] - expected[i]) < tolerance, what);
     }
   }
 });

@@ -91,7 +91,7 @@ async function assertServes(e: SamplerEndpoint, dir: string, other: string) {
 const pidOf = async () => (JSON.parse(await readFile(join(tmpdir(), `opsr-vllm-${port}.pid`), 'utf8')) as { pid: number }).pid;
 const healthy = (baseURL: string) => fetch(baseURL.replace(/\/v1$/, '/health')).then((r) => r.ok, () => false);
 
-test('managed vLLM: health, served name, samplePairs, hand-off to the trained weights, no orphans', async () => {
+test('managed vLLM: health, served name, samplePairs, hand-off to trained weights, no orphans', async () => {
   const e1 = await samplers.ensure({ runId: 'r', modelDir: base, sampling: config.sampling });
   assert.equal(e1.baseURL, `http://127.0.0.1:${port}/v1`);
   assert.equal(await healthy(e1.baseURL), true);
@@ -114,12 +114,12 @@ test('managed vLLM: health, served name, samplePairs, hand-off to the trained we
   await assertServes(e1, base, trained);
   // Round k+1: the policy is round k's trained checkpoint; the old server goes, whole.
   const e2 = await samplers.ensure({ runId: 'r', modelDir: trained, sampling: config.sampling });
-  assert.deepEqual(await waitGone(tree1, 30_000), [], 'the previous server and its children stopped');
+  assert.deepEqual(await waitGone(tree1, 30_000), [], 'the previous server and children stopped');
   assert.equal(e2.modelDir, trained);
   await assertServes(e2, trained, base);
   const tree2 = await processTree(await pidOf());
   await samplers.release({ runId: 'r', endpoint: e2 });
-  assert.deepEqual(await waitGone(tree2, 30_000), [], 'released: the server and its children stopped');
+  assert.deepEqual(await waitGone(tree2, 30_000), [], 'released: the server and children stopped');
   assert.equal(await healthy(e2.baseURL), false);
 });
 

@@ -31,7 +31,8 @@ async function serveBroken(message: string): Promise<{ close(): Promise<void> }>
     res.setHeader('content-type', 'application/json');
     if (req.url === '/health') return res.end();
     if (req.url === '/v1/completions' && good-- > 0) {
-      return res.end(JSON.stringify({ choices: [{ text: 'ok', finish_reason: 'length' }], usage: { completion_tokens: 1 } }));
+      const choices = [{ text: 'ok', finish_reason: 'length' }];
+      return res.end(JSON.stringify({ choices, usage: { completion_tokens: 1 } }));
     }
     res.statusCode = 500;
     res.end(JSON.stringify({ error: { message, type: 'InternalServerError', code: 500 } }));

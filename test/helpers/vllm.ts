@@ -14,8 +14,11 @@ export const VLLM_PYTHON = join(REPO, '.venv-vllm', 'bin', 'python');
 export function cpuVllm(port: number, args: string[] = []) {
   return {
     executable: VLLM_PYTHON, module: 'vllm.entrypoints.openai.api_server', host: '127.0.0.1', port,
-    env: { VLLM_CPU_KVCACHE_SPACE: '1', VLLM_CPU_OMP_THREADS_BIND: '0-1', VLLM_CPU_NUM_OF_RESERVED_CPU: '0' },
-    args: ['--dtype', 'float32', '--max-model-len', '256', '--enforce-eager', ...args], startupTimeoutS: 600,
+    env: {
+      VLLM_CPU_KVCACHE_SPACE: '1', VLLM_CPU_OMP_THREADS_BIND: '0-1', VLLM_CPU_NUM_OF_RESERVED_CPU: '0',
+    },
+    args: ['--dtype', 'float32', '--max-model-len', '256', '--enforce-eager', ...args],
+    startupTimeoutS: 600,
   };
 }
 
@@ -37,9 +40,10 @@ export async function greedy(baseURL: string, model: string, prompt: number[], m
     }),
   });
   if (!res.ok) throw new Error(`greedy: HTTP ${res.status}: ${await res.text()}`);
-  const body = (await res.json()) as { choices: { logprobs: { tokens: string[]; token_logprobs: number[] } }[] };
-  const lp = body.choices[0].logprobs;
-  return { tokens: lp.tokens.map((t) => Number(t.replace(/^token_id:/, ''))), logprobs: lp.token_logprobs };
+  type Logprobs = { tokens: string[]; token_logprobs: number[] };
+  const lp = ((await res.json()) as { choices: { logprobs: Logprobs }[] }).choices[0].logprobs;
+  const tokens = lp.tokens.map((t) => Number(t.replace(/^token_id:/, '')));
+  return { tokens, logprobs: lp.token_logprobs };
 }
 
 /** pid and every descendant of pid that runs now (from /proc). */
