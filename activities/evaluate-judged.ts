@@ -23,7 +23,6 @@ import {
   jointDifficulty,
   LC_MIN_INSTRUCTIONS,
   lengthControlledWinRate,
-  type LcWinRate,
   winRate,
 } from '../lib/winrate.ts';
 import type {

@@ -136,7 +136,7 @@ export function formatIssues(root: z.ZodType, issues: readonly z.core.$ZodIssue[
     if (i.code === 'unrecognized_keys') {
       const known = keysAt(root, i.path);
       for (const k of i.keys) {
-        const got = (i.input as Record<string, unknown> | undefined)?.[k];
+        const got = (i.input)?.[k];
         lines.push(`${formatPath([...prefix, ...i.path, k])}: is not a known field (got ${SECRET_KEY.test(k) ? 'a value, not shown' : show(got)}; allowed ${known.join(', ')})`);
       }
       continue;

@@ -76,8 +76,8 @@ function spawnWorker(address: string): Promise<ChildProcess> {
       out = (out + b.toString()).slice(-4000);
       if (out.includes('RUNNING')) res(child); // the SDK's "Worker state changed" line
     };
-    child.stdout!.on('data', seen);
-    child.stderr!.on('data', seen);
+    child.stdout.on('data', seen);
+    child.stderr.on('data', seen);
     child.once('exit', (code) => rej(new Error(`worker exited (${code}) before polling: ${out}`)));
   });
 }

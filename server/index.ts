@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { randomBytes, randomInt } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { loadTokenizer, type LoadedTokenizer } from '../lib/tokenizer.ts';
+import { loadTokenizer } from '../lib/tokenizer.ts';
 import { EngineProcess, type EngineDtype, type EngineInfo } from './engine-supervisor.ts';
 import { runChoice, choiceSeed, type ChoiceResult, type EngineSink, type TokenLogprob } from './choice.ts';
 import {
@@ -69,7 +69,7 @@ class Supervisor implements EngineSink {
 
   async start(): Promise<EngineInfo> {
     const info = await this.engine.start();
-    this.engine.onExit = (reason) => this.restart(reason);
+    this.engine.onExit = (reason) => void this.restart(reason);
     return info;
   }
 
@@ -82,7 +82,7 @@ class Supervisor implements EngineSink {
       if (this.closing) return;
       try {
         await this.engine.start();
-        this.engine.onExit = (why) => this.restart(why);
+        this.engine.onExit = (why) => void this.restart(why);
         this.restarts = 0;
         this.log('opsr serve: engine restarted');
         for (const w of this.upWaiters.splice(0)) w.resolve();
@@ -128,7 +128,7 @@ async function readGenerationDefaults(modelDir: string): Promise<{ defaults: Gen
   }
   // Only sampling checkpoints carry sampling defaults; greedy ones (do_sample false) do not apply.
   const sampling = cfg.do_sample === true;
-  const pick = (k: string) => (sampling && typeof cfg[k] === 'number' ? (cfg[k] as number) : undefined);
+  const pick = (k: string) => (sampling && typeof cfg[k] === 'number' ? (cfg[k]) : undefined);
   const defaults = { temperature: pick('temperature'), topP: pick('top_p'), topK: pick('top_k') };
   return { defaults };
 }
@@ -357,7 +357,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     '/detokenize': { POST: (b, _q, r) => detokenize(b, r) },
   };
 
-  const server = createServer(async (req, res) => {
+  // The handler answers every failure itself; nothing is left to reject.
+  const server = createServer((req, res) => void (async () => {
     openResponses.add(res);
     const abort = new AbortController();
     res.on('close', () => { openResponses.delete(res); if (!res.writableFinished) abort.abort(); });
@@ -385,7 +386,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       if (!res.headersSent) sendJson(res, e.status, e.body());
       else if (!res.writableEnded) res.end(`data: ${JSON.stringify(e.body())}\n\ndata: [DONE]\n\n`); // a stream ends with the error
     }
-  });
+  })());
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -71,7 +71,7 @@ function num(body: Body, key: string, dflt: number, ok: (v: number) => boolean, 
 function bool(body: Body, key: string, dflt: boolean): boolean {
   if (!present(body, key)) return dflt;
   if (typeof body[key] !== 'boolean') throw bad(`${key} must be true or false; got ${preview(body[key])}`, key);
-  return body[key] as boolean;
+  return body[key];
 }
 
 // Fields opsr's engine does not implement: accepted only at their neutral values, so a request

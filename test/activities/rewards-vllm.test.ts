@@ -60,7 +60,7 @@ before(async () => {
     env: { ...process.env, ...v.env }, stdio: ['ignore', 'ignore', 'pipe'],
   });
   let tail = '';
-  server.stderr!.on('data', (d: Buffer) => (tail = (tail + d).slice(-3000)));
+  server.stderr!.on('data', (d: Buffer) => (tail = (tail + d.toString()).slice(-3000)));
   baseURL = `http://127.0.0.1:${port}/v1`;
   for (const deadline = Date.now() + v.startupTimeoutS * 1000; ;) {
     if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
@@ -96,7 +96,7 @@ async function score(rewardModel: RewardModelConfig, dir: string) {
 }
 
 test('analyzeRewards through vLLM /classify and /pooling: transformers\' scores', async () => {
-  assert.equal(new Set(expected.map((x) => x.toFixed(3))).size, expected.length, `distinct: ${expected}`);
+  assert.equal(new Set(expected.map((x) => x.toFixed(3))).size, expected.length, `distinct: ${expected.join(',')}`);
   for (const [type, dir] of [['vllm-classify', 'classify'], ['vllm-pooling', 'pooling']] as const) {
     const activation = type === 'vllm-classify' ? { useActivation: false } : {};
     const rows = await score({ type, baseURL, model: 'rm', ...activation } as RewardModelConfig, dir);

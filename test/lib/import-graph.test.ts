@@ -14,7 +14,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 // A new top folder needs a rank here.
 const RANK: Record<string, number> = {
   lib: 0, config: 1, tasks: 2, contracts: 3, server: 3, report: 4, workflows: 5, activities: 5,
-  workers: 6, cli: 7, test: 8, bench: 9,
+  workers: 6, cli: 7, scripts: 8, test: 9, bench: 10,
 };
 
 function tsFiles(dir: string): string[] {
