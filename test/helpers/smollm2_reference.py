@@ -10,7 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 torch.manual_seed(0)
-torch.set_num_threads(2)
+# One thread: the tests share two cores with the engine and the server.
+torch.set_num_threads(1)
 
 
 def main():

@@ -193,6 +193,8 @@ test('a 1-round SmolLM2 run through Temporal (8 prompts) leaves checked artifact
     filter: { ...preset.filter, dropTruncated: false },
     training: {
       ...preset.training, batchSize: 2, gradAccum: 1, maxLength: 192, checkpointEvery: 0,
+      // No warmup: with a step or two, warmup's first step (lr 0) would be all of training.
+      warmupRatio: 0,
     },
   }), 1, 8);
   const r = await runDemo(config, { port: await freePort(), uiPort: null, print: false });
