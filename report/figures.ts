@@ -53,7 +53,7 @@ export function lineChart(o: {
   };
 }
 
-// Means with error bars (lo..hi, e.g. mean ± sd or a confidence interval) per series over an integer x.
+// Means with error bars (lo..hi: mean ± sd, or an interval) per series over an integer x.
 export function errorBarChart(o: {
   title: string;
   x: string;
