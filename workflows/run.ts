@@ -6,7 +6,9 @@ import {
   upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import { ConfigError, isSafeId, parseRunConfig, SAFE_ID, type RunConfig } from '../config/schema.ts';
-import type { EvaluatePolicyResult, JudgedEvalResult, SamplerEndpoint } from '../contracts/activities.ts';
+import type {
+  EvaluatePolicyResult, JudgedEvalResult, SamplerEndpoint,
+} from '../contracts/activities.ts';
 import type { RoundSummary, RunProgress, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
 import {
   progressQuery, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES,
@@ -100,12 +102,14 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
     const evals = config.evals;
     if (!evals || (evals.rounds !== 'all' && !evals.rounds.includes(k))) return;
     show('evaluating');
-    endpoint = await CancellationScope.nonCancellable(() => act.ensureSampler({ runId, modelDir, sampling: config.sampling }));
+    endpoint = await CancellationScope.nonCancellable(
+      () => act.ensureSampler({ runId, modelDir, sampling: config.sampling }));
     for (const configured of evals.sets) {
       const set = configured.kind === 'pairwise' && configured.reference === 'base'
         ? { ...configured, reference: { model: basePolicy } } : configured;
       judged.push(await act.evaluateJudged({
-        runId, label, runDir: prep.runDir, cacheDir: `${config.storage}/judge-cache`, endpoint, sampling: config.sampling,
+        runId, label, runDir: prep.runDir, cacheDir: `${config.storage}/judge-cache`, endpoint,
+        sampling: config.sampling,
         set, judgeName: set.judge, judge: config.judges[set.judge], notify: [self],
       }));
     }
@@ -169,7 +173,8 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
   }
 
   // LC win rates refitted over every evaluated policy together (instruction difficulty).
-  const judgedRows = judged.length ? await act.summarizeJudgedEvals({ runDir: prep.runDir, results: judged }) : null;
+  const judgedRows = judged.length
+    ? await act.summarizeJudgedEvals({ runDir: prep.runDir, results: judged }) : null;
   const result: RunResult = {
     runId, runDir: prep.runDir, configHash: prep.configHash, rounds, finalModel: policy, baseReward, prefixCurve, stopped,
     ...(judgedRows ? { judged: judgedRows } : {}),
