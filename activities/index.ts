@@ -5,11 +5,13 @@ import type { OpsrActivities } from '../contracts/activities.ts';
 import { analyzeRewards } from './rewards.ts';
 import { buildDataset } from './dataset.ts';
 import { evaluatePolicy } from './evaluate.ts';
+import { evaluateJudged, summarizeJudgedEvals } from './evaluate-judged.ts';
 import { filterPairs } from './filter.ts';
 import { prepareRun } from './prepare.ts';
 import { heartbeating } from './progress.ts';
 import { writeRoundManifest, writeRunReport } from './report.ts';
 import { samplePairs } from './sample-pairs.ts';
+import { sampleSelfJudgedPairs } from './self-judge.ts';
 import { findFinishedRun, writeStudyReport } from './study.ts';
 import { SamplerPool } from './sampler-pool.ts';
 import { initPolicy, trainPolicy } from './train.ts';
@@ -38,5 +40,8 @@ export function createActivities({ samplers }: ActivityDeps): OpsrActivities {
     writeRunReport: heartbeating(writeRunReport),
     findFinishedRun: heartbeating(findFinishedRun),
     writeStudyReport: heartbeating(writeStudyReport),
+    evaluateJudged: (input) => evaluateJudged(samplers, input),
+    summarizeJudgedEvals: heartbeating(summarizeJudgedEvals),
+    sampleSelfJudgedPairs: (input) => sampleSelfJudgedPairs(samplers, input),
   };
 }

@@ -11,10 +11,9 @@ import { writeJsonAtomic } from '../lib/atomic.ts';
 import { hashJson } from '../lib/hash.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
 import { getBuiltinScorer } from '../tasks/index.ts';
-import type { RunConfig } from '../config/index.ts';
+import type { JudgeConfig, JudgeUsage } from '../contracts/activities.ts';
 import { badInput, isRequestError } from './errors.ts';
 
-export type JudgeConfig = RunConfig['judges'][string];
 type EndpointJudgeConfig = Extract<JudgeConfig, { type: 'openai' }>;
 
 export const PROMPTS_DIR = join(import.meta.dirname, '..', 'config', 'prompts');
@@ -45,12 +44,6 @@ export interface ScoreVerdict {
   text: string;
 }
 
-export interface JudgeUsage {
-  requests: number; // sent to the endpoint (cache hits excluded)
-  cached: number; // verdicts read from the cache
-  promptTokens: number; // of the requests sent
-  completionTokens: number;
-}
 
 export interface Judge {
   name: string;

@@ -27,6 +27,7 @@ export async function writeRoundManifest(input: WriteRoundManifestInput): Promis
   const body = JSON.stringify({
     runId: input.runId, round: input.round, configHash: input.configHash, referenceModelDir: input.referenceModelDir,
     rejectedScore: input.rejectedScore, artifacts, counts: input.counts, metrics: input.metrics,
+    ...(input.cost ? { cost: input.cost } : {}),
   }, null, 2) + '\n';
   const manifest = join(input.roundDir, 'manifest.json');
   await writeFileAtomic(manifest, body);

@@ -15,7 +15,9 @@ import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { mapLimit } from '../lib/pool.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import { applyTemplate } from '../config/schema.ts';
-import type { SamplePairsInput, SamplePairsResult, SamplingConfig } from '../contracts/activities.ts';
+import type {
+  RoundSamplingCost, SamplePairsInput, SamplePairsResult, SamplingConfig,
+} from '../contracts/activities.ts';
 import { badInput, isRequestError } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 import type { PromptItem } from './prompts.ts';
@@ -151,7 +153,10 @@ export async function samplePairs(
   });
   const nShards = Math.ceil(total / s.shardSize);
   const done = await loadValidManifest(manifestPath, { step: 'sample', configHash });
-  if (done) return { samplesFile, count: total, shards: nShards, resumedShards: nShards };
+  if (done) {
+    const cost = samplingCost(await readJsonl<SampleRecord>(samplesFile));
+    return { samplesFile, count: total, shards: nShards, resumedShards: nShards, cost };
+  }
 
   const shardDir = join(input.roundDir, 'samples');
   await mkdir(shardDir, { recursive: true });
@@ -232,5 +237,13 @@ export async function samplePairs(
     step: 'sample', configHash, outputs: { samples: samplesFile },
     counts: { samples: total, shards: nShards }, data,
   });
-  return { samplesFile, count: total, shards: nShards, resumedShards };
+  const cost = samplingCost(shards.flatMap((x) => x!));
+  return { samplesFile, count: total, shards: nShards, resumedShards, cost };
+}
+
+// Two requests per prompt, their generated tokens; prefix pairs need no judge.
+function samplingCost(records: SampleRecord[]): RoundSamplingCost {
+  const tokens = records.reduce((n, r) => n + r.chosen.tokens + r.rejected.tokens, 0);
+  const judging = { requests: 0, cached: 0, tokens: 0 };
+  return { sampling: { requests: 2 * records.length, tokens }, judging };
 }

@@ -6,7 +6,11 @@ import { parseRunConfig } from '../config/schema.ts';
 import { hashJson } from '../lib/hash.ts';
 import { writeStudyReportFiles } from '../report/study.ts';
 import type { RunResult } from '../contracts/workflows.ts';
-import type { FindFinishedRunInput, WriteStudyReportInput, WriteStudyReportResult } from '../contracts/activities.ts';
+import type {
+  FindFinishedRunInput,
+  WriteStudyReportInput,
+  WriteStudyReportResult,
+} from '../contracts/activities.ts';
 
 // The run's report.json when it finished all its rounds with this very config (prepareRun's hash).
 export async function findFinishedRun(input: FindFinishedRunInput): Promise<RunResult | null> {
@@ -19,6 +23,8 @@ export async function findFinishedRun(input: FindFinishedRunInput): Promise<RunR
   return complete && r.runId === input.runId && r.configHash === hashJson(config) ? r : null;
 }
 
-export async function writeStudyReport(input: WriteStudyReportInput): Promise<WriteStudyReportResult> {
+export async function writeStudyReport(
+  input: WriteStudyReportInput,
+): Promise<WriteStudyReportResult> {
   return writeStudyReportFiles(input.storage, input.result, input.finishedAt);
 }

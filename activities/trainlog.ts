@@ -20,11 +20,15 @@ export class TrainLog {
   private chain: Promise<void> = Promise.resolve();
   private failure: unknown = null;
 
-  constructor(private readonly jsonlFile: string, private readonly tensorboardDir: string) {}
+  constructor(
+    private readonly jsonlFile: string,
+    private readonly tensorboardDir: string,
+  ) {}
 
   // Called with every engine event line, in order; the writes queue behind each other.
   onEvent(line: string, e: Record<string, unknown>): void {
-    if (e.event === 'start') this.queue(() => this.start(e.resumed_from === null ? 0 : Number(e.resumed_from)));
+    if (e.event === 'start')
+      this.queue(() => this.start(e.resumed_from === null ? 0 : Number(e.resumed_from)));
     else if (e.event === 'step') this.queue(() => this.step(line, e));
   }
 
@@ -42,10 +46,16 @@ export class TrainLog {
 
   private async start(resumedFrom: number): Promise<void> {
     const old = await readFile(this.jsonlFile, 'utf8').catch(() => '');
-    const kept = old.split('\n').filter((l) => l.trim() !== '').map((l) => ({ l, e: JSON.parse(l) as Record<string, unknown> }))
+    const kept = old
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => ({ l, e: JSON.parse(l) as Record<string, unknown> }))
       .filter(({ e }) => Number(e.step) <= resumedFrom);
     await writeFileAtomic(this.jsonlFile, kept.map(({ l }) => `${l}\n`).join(''));
-    this.tb = await ScalarLog.open(this.tensorboardDir, kept.map(({ e }) => stepScalars(e)));
+    this.tb = await ScalarLog.open(
+      this.tensorboardDir,
+      kept.map(({ e }) => stepScalars(e)),
+    );
   }
 
   private async step(line: string, e: Record<string, unknown>): Promise<void> {

@@ -12,21 +12,29 @@ import { loadRunConfig, parseRunConfig, presetPath } from '../config/index.ts';
 import { DEFAULT_ENGINE_PATH, engineEnv } from '../lib/engine.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../lib/atomic.ts';
 import { freePort, startDevServer } from '../lib/temporal.ts';
-import { writeDigitsData, writeTokenizer } from '../tasks/files.ts';
+import {
+  INSTRUCTION_FILES, writeDigitsData, writeInstructionData, writeTokenizer,
+} from '../tasks/files.ts';
 import { vocabulary } from '../tasks/tokenizer.ts';
 import type { DigitsDataSpec } from '../tasks/seed.ts';
 import {
   SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_TYPES, type RunResult,
 } from '../contracts/workflows.ts';
 import { EXIT, UsageError, connect, guard, parseFlags, timestampId, workflowLink } from './common.ts';
+import { fetchModel, MODELS } from './models.ts';
 import { follow, printRunResult, runProgressRenderer, type Target } from './runs.ts';
 
-const USAGE = `Usage: opsr demo [--config FILE] [--id RUN_ID] [--port N] [--ui-port N] [--keep]
+const USAGE = `Usage: opsr demo [--config FILE|PRESET] [--rounds N] [--prompts N] [--id RUN_ID]
+                 [--port N] [--ui-port N] [--keep]
 
 Runs the paper's pipeline end to end on the digits task with config/presets/tiny.json (or
 --config): seed data, a tiny base model, a Temporal dev server with the Web UI (SQLite under the
 storage root), a worker, 3 rounds through the preferenceRun workflow, then the per-round table
 and report.html (figures) / report.md / report.json in the run directory. Ports default to 7233 / 8233 when free.
+A config whose model is one \`opsr models\` knows (e.g. --config smollm2-135m-instruct) runs
+that real model instead: it is fetched if missing, and a prompts file named
+${INSTRUCTION_FILES.train} gets the project's instruction prompts.
+--rounds N runs only the first N rounds; --prompts N only the first N prompts.
 --keep leaves the server and its Web UI up after the run, until Ctrl-C.`;
 
 // The base model: small enough for the seed SFT to take well under a minute on 2 cores, big
@@ -91,6 +99,38 @@ export async function prepareBaseModel(config: RunConfig, shape: typeof DEMO_MOD
   return dir;
 }
 
+// A real model `opsr models` knows, with the instruction prompts when the config names their
+// file; otherwise the digits task's data and tiny base model.
+async function prepareInputs(config: RunConfig, seed: number | undefined): Promise<void> {
+  const known = basename(config.model);
+  if (Object.hasOwn(MODELS, known)) {
+    if (basename(config.prompts.file) === INSTRUCTION_FILES.train) {
+      await writeInstructionData(dirname(config.prompts.file));
+    }
+    await fetchModel(known, config.model);
+    return;
+  }
+  await prepareDemoData(config, { ...DEMO_DATA, seed: seed ?? DEMO_DATA.seed });
+  await prepareBaseModel(config, DEMO_MODEL, seed ?? DEMO_MODEL_SEED);
+}
+
+// The first `rounds` rounds (per-round lists cut to match) and the first `prompts` prompts.
+export function shortenRun(config: RunConfig, rounds?: number, prompts?: number): RunConfig {
+  if (rounds !== undefined && rounds > config.rounds) {
+    const max = config.rounds;
+    throw new UsageError(`--rounds ${rounds}: the config has ${max}; allowed 1-${max}`);
+  }
+  const n = rounds ?? config.rounds;
+  const rs = config.prefixes.rejectedScores;
+  const lr = config.training.learningRate;
+  return parseRunConfig({
+    ...config, rounds: n,
+    prefixes: { ...config.prefixes, rejectedScores: Array.isArray(rs) ? rs.slice(0, n) : rs },
+    training: { ...config.training, learningRate: Array.isArray(lr) ? lr.slice(0, n) : lr },
+    prompts: { ...config.prompts, limit: prompts ?? config.prompts.limit },
+  }, { source: 'opsr demo' });
+}
+
 async function pickPort(preferred: number): Promise<number> {
   const { createServer } = await import('node:net');
   const free = await new Promise<boolean>((res) => {
@@ -114,8 +154,7 @@ export interface DemoRun {
 export async function runDemo(config: RunConfig, opts: { runId?: string; port?: number; uiPort?: number | null; print?: boolean; seed?: number; keepServer?: boolean } = {}): Promise<DemoRun> {
   const print = opts.print ?? true;
   const say = (s: string) => { if (print) process.stdout.write(`${s}\n`); };
-  await prepareDemoData(config, { ...DEMO_DATA, seed: opts.seed ?? DEMO_DATA.seed });
-  await prepareBaseModel(config, DEMO_MODEL, opts.seed ?? DEMO_MODEL_SEED);
+  await prepareInputs(config, opts.seed);
   const runId = opts.runId ?? config.runId ?? timestampId('demo');
   const input = parseRunConfig({ ...config, runId }, { source: 'opsr demo' });
 
@@ -166,7 +205,7 @@ export async function main(argv: string[]): Promise<number> {
   return guard(async () => {
     const { values } = parseFlags(argv, {
       config: { type: 'string' }, id: { type: 'string' }, port: { type: 'string' }, 'ui-port': { type: 'string' },
-      keep: { type: 'boolean' },
+      keep: { type: 'boolean' }, rounds: { type: 'string' }, prompts: { type: 'string' },
     }, USAGE);
     if (values.help) {
       process.stdout.write(`${USAGE}\n`);
@@ -182,7 +221,16 @@ export async function main(argv: string[]): Promise<number> {
     const { installWorkerLogging } = await import('../workers/index.ts');
     installWorkerLogging();
     const file = presetPath(values.config ?? 'tiny');
-    const config = await loadRunConfig(file);
+    const count = (name: string, v: string | undefined) => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) {
+        throw new UsageError(`--${name} "${v}" is not a count; allowed an integer >= 1`);
+      }
+      return n;
+    };
+    const config = shortenRun(await loadRunConfig(file), count('rounds', values.rounds),
+      count('prompts', values.prompts));
     const t0 = Date.now();
     const run = await runDemo(config, { runId: values.id, port: port('port', values.port), uiPort: port('ui-port', values['ui-port']), keepServer: values.keep });
     process.stdout.write(`report: ${run.report.html} (figures inline)\n        ${run.report.markdown}\n        ${run.report.json}\n`

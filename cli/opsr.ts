@@ -16,6 +16,10 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<{ m
   serve: { summary: 'serve a model directory with the embedded OpenAI-compatible server', load: () => other('./serve.ts') },
   models: { summary: 'list or fetch real pretrained models (e.g. smollm2-135m-instruct)', load: () => import('./models.ts') },
   demo: { summary: 'the end-to-end demo on a tiny model (three rounds, in minutes)', load: () => other('./demo.ts') },
+  eval: {
+    summary: 'judge-based evaluation of a model: win rate, LC win rate, grades (config evals)',
+    load: () => import('./eval.ts'),
+  },
   report: { summary: 'rebuild a run\'s or study\'s report.md / report.html / figures', load: () => import('./report.ts') },
 };
 

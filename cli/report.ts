@@ -24,7 +24,9 @@ export async function main(argv: string[]): Promise<number> {
     const run = await readFile(runJson, 'utf8').catch(() => null);
     if (run !== null) {
       const r = await writeRunReportFiles(join(storage, 'runs', id), JSON.parse(run) as RunResult);
-      process.stdout.write(`run ${id}: ${r.html}\n  ${r.markdown}\n  ${r.figures.length} figures, TensorBoard ${r.tensorboard}\n`);
+      process.stdout.write(
+        `run ${id}: ${r.html}\n  ${r.markdown}\n  ${r.figures.length} figures, TensorBoard ${r.tensorboard}\n`,
+      );
       return EXIT.ok;
     }
     const study = await readFile(studyJson, 'utf8').catch(() => null);
@@ -33,8 +35,10 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`study ${id}: ${r.html}\n  ${r.markdown}\n`);
       return EXIT.ok;
     }
-    process.stderr.write(`opsr: no report for "${id}": neither ${runJson} nor ${studyJson} exists `
-      + `(the run or study has not finished, or --storage is not its storage root)\n`);
+    process.stderr.write(
+      `opsr: no report for "${id}": neither ${runJson} nor ${studyJson} exists ` +
+        `(the run or study has not finished, or --storage is not its storage root)\n`,
+    );
     return EXIT.failed;
   });
 }

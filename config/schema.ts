@@ -237,9 +237,11 @@ const EvalSet = z.discriminatedUnion('kind', [
     judge: judgeName(),
     file: path(), // JSONL {instruction[, output]} (AlpacaEval's format)
     limit: int(1).optional(),
-    // The reference answers: the file's "output" fields, or a model answering at evaluation time.
-    reference: z.union([z.literal('file'), z.strictObject({ model: path() })]).default('file')
-      .describe('"file" (each record\'s output) or {"model": DIR}'),
+    // The reference answers: the file's "output" fields, the run's policy before round 1
+    // ("base": win rate against the starting point), or a model answering at evaluation time.
+    reference: z.union([z.literal('file'), z.literal('base'), z.strictObject({ model: path() })])
+      .default('file')
+      .describe('"file" (each record\'s output), "base" (the run\'s policy before round 1) or {"model": DIR}'),
     maxTokens: int(1).optional(),
   }),
   z.strictObject({

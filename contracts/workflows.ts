@@ -4,6 +4,7 @@ import { defineQuery, defineSignal } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
 import type { RunConfig } from '../config/schema.ts';
 import type { Phase } from './progress.ts';
+import type { JudgedSummaryRow, RoundCost } from './results.ts';
 
 export const TASK_QUEUES = {
   control: 'opsr-control', // workflows and light activities (filter, dataset, manifests)
@@ -29,6 +30,8 @@ export interface RoundSummary {
   train: Record<string, number>; // last logged engine metrics (TRL names)
   modelDir: string;              // the round's trained policy
   manifest: string;              // path of the round manifest
+  cost?: RoundCost;              // absent in rounds recorded before cost accounting
+  dropped?: { tie: number; unparsable: number }; // self-judge pairs: prompts without a pair
 }
 
 export interface RunProgress {
@@ -63,6 +66,7 @@ export interface RunResult {
   baseReward: number | null;                                  // held-out reward before round 1
   prefixCurve: { score: number; meanReward: number }[] | null; // round-1 reference, prefix scores
   stopped: boolean;                                           // stopAfterRound ended it early
+  judged?: JudgedSummaryRow[] | null; // judge-based evaluations (evals), LC refitted jointly
 }
 
 // One arm's per-round metrics in an ablation study, side by side with the others.

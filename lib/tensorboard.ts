@@ -54,8 +54,13 @@ const key = (field: number, wire: number) => varint(BigInt((field << 3) | wire))
 const bytesField = (field: number, data: Uint8Array) =>
   Buffer.concat([key(field, 2), varint(BigInt(data.length)), data]);
 
-// Event { double wall_time = 1; int64 step = 2; oneof { string file_version = 3; Summary summary = 5 } }
-function event(wallTime: number, step: number, body: { fileVersion: string } | { scalars: [string, number][] }) {
+// Event { double wall_time = 1; int64 step = 2;
+//         oneof { string file_version = 3; Summary summary = 5 } }
+function event(
+  wallTime: number,
+  step: number,
+  body: { fileVersion: string } | { scalars: [string, number][] },
+) {
   const wall = Buffer.alloc(8);
   wall.writeDoubleLE(wallTime);
   const parts = [key(1, 1), wall, key(2, 0), varint(BigInt(step))];
@@ -75,15 +80,17 @@ function event(wallTime: number, step: number, body: { fileVersion: string } | {
 
 export interface ScalarStep {
   step: number;
-  wallTime?: number;                 // seconds since the epoch; default now
-  scalars: Record<string, number>;   // tag -> value (non-finite values are skipped)
+  wallTime?: number; // seconds since the epoch; default now
+  scalars: Record<string, number>; // tag -> value (non-finite values are skipped)
 }
 
 function encodeSteps(steps: ScalarStep[]): Buffer {
-  return Buffer.concat(steps.map((s) => {
-    const scalars = Object.entries(s.scalars).filter(([, v]) => Number.isFinite(v));
-    return tfrecord(event(s.wallTime ?? Date.now() / 1000, s.step, { scalars }));
-  }));
+  return Buffer.concat(
+    steps.map((s) => {
+      const scalars = Object.entries(s.scalars).filter(([, v]) => Number.isFinite(v));
+      return tfrecord(event(s.wallTime ?? Date.now() / 1000, s.step, { scalars }));
+    }),
+  );
 }
 
 // One event file per directory: earlier ones are removed, so TensorBoard never shows a step twice.
@@ -93,14 +100,22 @@ function eventFileName(): string {
 
 async function clearEventFiles(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });
-  for (const n of await readdir(dir)) if (n.includes('tfevents')) await rm(join(dir, n), { force: true });
+  for (const n of await readdir(dir))
+    if (n.includes('tfevents')) await rm(join(dir, n), { force: true });
 }
 
 // Writes `steps` as the directory's only event file, atomically. With `wallTime` (and then a fixed
-// file name) the file's bytes depend on `steps` only: a report rebuilt from the same result is equal.
-export async function writeScalars(dir: string, steps: ScalarStep[], wallTime?: number): Promise<string> {
+// file name) the file's bytes depend on `steps` only: a report rebuilt from one result is equal.
+export async function writeScalars(
+  dir: string,
+  steps: ScalarStep[],
+  wallTime?: number,
+): Promise<string> {
   await clearEventFiles(dir);
-  const file = join(dir, wallTime === undefined ? eventFileName() : `events.out.tfevents.${wallTime}.opsr`);
+  const file = join(
+    dir,
+    wallTime === undefined ? eventFileName() : `events.out.tfevents.${wallTime}.opsr`,
+  );
   const head = tfrecord(event(wallTime ?? Date.now() / 1000, 0, { fileVersion: 'brain.Event:2' }));
   await writeFileAtomic(file, Buffer.concat([head, encodeSteps(steps)]));
   return file;

@@ -25,8 +25,14 @@ export const fmt = (x: number | null | undefined, digits = 3): string =>
   x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
 
 function tableMarkdown(t: Table): string[] {
-  const align = t.head.map((_, i) => (t.align?.[i] ?? (i === 0 ? 'l' : 'r')) === 'r' ? '---:' : '---');
-  return [`| ${t.head.join(' | ')} |`, `|${align.join('|')}|`, ...t.rows.map((r) => `| ${r.join(' | ')} |`)];
+  const align = t.head.map((_, i) =>
+    (t.align?.[i] ?? (i === 0 ? 'l' : 'r')) === 'r' ? '---:' : '---',
+  );
+  return [
+    `| ${t.head.join(' | ')} |`,
+    `|${align.join('|')}|`,
+    ...t.rows.map((r) => `| ${r.join(' | ')} |`),
+  ];
 }
 
 export function toMarkdown(doc: ReportDoc): string {
@@ -41,15 +47,23 @@ export function toMarkdown(doc: ReportDoc): string {
   return out.join('\n') + '\n';
 }
 
-const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+const esc = (s: string) =>
+  s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 // Markdown's inline code and bold, the only inline markup the reports use.
-const inline = (s: string) => esc(s).replace(/`([^`]+)`/g, '<code>$1</code>').replace(/\*\*([^*]+)\*\*/g, '<b>$1</b>');
+const inline = (s: string) =>
+  esc(s)
+    .replace(/`([^`]+)`/g, '<code>$1</code>')
+    .replace(/\*\*([^*]+)\*\*/g, '<b>$1</b>');
 
 function tableHtml(t: Table): string {
   const cls = (i: number) => ((t.align?.[i] ?? (i === 0 ? 'l' : 'r')) === 'r' ? ' class="r"' : '');
-  return `<table><thead><tr>${t.head.map((h, i) => `<th${cls(i)}>${inline(h)}</th>`).join('')}</tr></thead><tbody>`
-    + t.rows.map((r) => `<tr>${r.map((c, i) => `<td${cls(i)}>${inline(c)}</td>`).join('')}</tr>`).join('')
-    + '</tbody></table>';
+  return (
+    `<table><thead><tr>${t.head.map((h, i) => `<th${cls(i)}>${inline(h)}</th>`).join('')}</tr></thead><tbody>` +
+    t.rows
+      .map((r) => `<tr>${r.map((c, i) => `<td${cls(i)}>${inline(c)}</td>`).join('')}</tr>`)
+      .join('') +
+    '</tbody></table>'
+  );
 }
 
 const STYLE = `body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
@@ -64,8 +78,10 @@ export function toHtml(doc: ReportDoc, svgs: Map<string, string>): string {
     if (b.kind === 'table') return tableHtml(b.table);
     return `<figure>${svgs.get(b.figure.name)}<figcaption>${inline(b.figure.title)}</figcaption></figure>`;
   });
-  return `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>${esc(doc.title)}</title>`
-    + `<style>${STYLE}</style></head>\n<body><h1>${inline(doc.title)}</h1>\n${body.join('\n')}\n</body></html>\n`;
+  return (
+    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>${esc(doc.title)}</title>` +
+    `<style>${STYLE}</style></head>\n<body><h1>${inline(doc.title)}</h1>\n${body.join('\n')}\n</body></html>\n`
+  );
 }
 
 export interface WrittenReport {

@@ -5,7 +5,7 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
 export interface Figure {
-  name: string;  // file stem: figures/<name>.svg
+  name: string; // file stem: figures/<name>.svg
   title: string;
   spec: TopLevelSpec;
 }
@@ -23,17 +23,26 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
 }
 
 export function svgToPng(svg: string, scale = 2): Buffer {
-  return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true } }).render().asPng();
+  return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true } })
+    .render()
+    .asPng();
 }
 
 // One line per series over an integer x (round or step), with points.
 export function lineChart(o: {
-  title: string; x: string; y: string; values: { x: number; y: number; series: string }[];
-  seriesTitle?: string; zeroBased?: boolean;
+  title: string;
+  x: string;
+  y: string;
+  values: { x: number; y: number; series: string }[];
+  seriesTitle?: string;
+  zeroBased?: boolean;
 }): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: o.title, width: WIDTH, height: HEIGHT, background: 'white',
+    title: o.title,
+    width: WIDTH,
+    height: HEIGHT,
+    background: 'white',
     data: { values: o.values },
     mark: { type: 'line', point: true },
     encoding: {
@@ -44,33 +53,59 @@ export function lineChart(o: {
   };
 }
 
-// Means with error bars (mean ± sd) per series over an integer x, the series dodged apart.
+// Means with error bars (lo..hi: mean ± sd, or an interval) per series over an integer x.
 export function errorBarChart(o: {
-  title: string; x: string; y: string; seriesTitle?: string;
+  title: string;
+  x: string;
+  y: string;
+  seriesTitle?: string;
   values: { x: number; series: string; mean: number; lo: number; hi: number }[];
 }): TopLevelSpec {
-  const x = { field: 'x', type: 'quantitative' as const, title: o.x, axis: { tickMinStep: 1, format: 'd' } };
+  const x = {
+    field: 'x',
+    type: 'quantitative' as const,
+    title: o.x,
+    axis: { tickMinStep: 1, format: 'd' },
+  };
   const color = { field: 'series', type: 'nominal' as const, title: o.seriesTitle ?? null };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: o.title, width: WIDTH, height: HEIGHT, background: 'white',
+    title: o.title,
+    width: WIDTH,
+    height: HEIGHT,
+    background: 'white',
     data: { values: o.values },
     layer: [
-      { mark: { type: 'line', point: true }, encoding: { x, color, y: { field: 'mean', type: 'quantitative', title: o.y, scale: { zero: false } } } },
-      { mark: { type: 'rule', strokeWidth: 2 }, encoding: { x, color, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } } },
+      {
+        mark: { type: 'line', point: true },
+        encoding: {
+          x,
+          color,
+          y: { field: 'mean', type: 'quantitative', title: o.y, scale: { zero: false } },
+        },
+      },
+      {
+        mark: { type: 'rule', strokeWidth: 2 },
+        encoding: { x, color, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } },
+      },
     ],
   };
 }
 
 // Per-step training metrics: one panel per metric, one line per round.
-export function stepsChart(title: string, values: { step: number; round: string; metric: string; value: number }[]): TopLevelSpec {
+export function stepsChart(
+  title: string,
+  values: { step: number; round: string; metric: string; value: number }[],
+): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title, background: 'white',
+    title,
+    background: 'white',
     data: { values },
     facet: { row: { field: 'metric', type: 'nominal', title: null } },
     spec: {
-      width: WIDTH, height: 120,
+      width: WIDTH,
+      height: 120,
       mark: { type: 'line', strokeWidth: 1 },
       encoding: {
         x: { field: 'step', type: 'quantitative', title: 'step' },

@@ -13,11 +13,15 @@ export function meanSd(xs: number[]): Stats {
 
 // Two-sided 95% quantiles t(0.975, df) for df 1..30; beyond, the Cornish-Fisher expansion around
 // the normal quantile (error below 1e-4 there).
-const T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-  2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042];
+const T975 = [
+  12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145,
+  2.131, 2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048,
+  2.045, 2.042,
+];
 
 export function tQuantile975(df: number): number {
-  if (!Number.isInteger(df) || df < 1) throw new RangeError(`degrees of freedom must be a positive integer (got ${df})`);
+  if (!Number.isInteger(df) || df < 1)
+    throw new RangeError(`degrees of freedom must be a positive integer (got ${df})`);
   if (df <= T975.length) return T975[df - 1];
   const z = 1.959964;
   return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2);
@@ -26,7 +30,7 @@ export function tQuantile975(df: number): number {
 export function meanCi(xs: number[]): Interval {
   const s = meanSd(xs);
   if (s.sd === null || s.mean === null) return { ...s, lo: null, hi: null };
-  const half = tQuantile975(s.n - 1) * s.sd / Math.sqrt(s.n);
+  const half = (tQuantile975(s.n - 1) * s.sd) / Math.sqrt(s.n);
   return { ...s, lo: s.mean - half, hi: s.mean + half };
 }
 

@@ -4,7 +4,13 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
-import type { AblationResult, Interval, Stats, StudyMetric, StudySummary } from '../contracts/workflows.ts';
+import type {
+  AblationResult,
+  Interval,
+  Stats,
+  StudyMetric,
+  StudySummary,
+} from '../contracts/workflows.ts';
 import { fmt, writeReportFiles, type Block, type ReportDoc, type Table } from './document.ts';
 import { errorBarChart } from './figures.ts';
 import { summarizeStudy } from './summary.ts';
@@ -12,7 +18,8 @@ import { summarizeStudy } from './summary.ts';
 export const historyFile = (storage: string) => join(storage, 'ablation-history.jsonl');
 export const studyDir = (storage: string, studyId: string) => join(storage, 'studies', studyId);
 
-// One study in the history: the last round's policy reward per arm and each arm's paired difference.
+// One study in the history: the last round's policy reward per arm and each arm's paired
+// difference.
 export interface HistoryEntry {
   studyId: string;
   finishedAt: string;
@@ -24,11 +31,24 @@ export interface HistoryEntry {
 
 const METRIC_TITLES: Record<StudyMetric, string> = {
   policyReward: 'policy reward (held-out, unprefixed; round 0 = base)',
-  chosenReward: 'chosen reward', rejectedReward: 'rejected reward', pairsKept: 'pairs kept', pairsFiltered: 'pairs filtered',
+  chosenReward: 'chosen reward',
+  rejectedReward: 'rejected reward',
+  pairsKept: 'pairs kept',
+  pairsFiltered: 'pairs filtered',
 };
 
-const pm = (s: Stats, digits = 3) => (s.mean === null ? '-' : s.sd === null ? fmt(s.mean, digits) : `${fmt(s.mean, digits)} ± ${fmt(s.sd, digits)}`);
-const ci = (d: Interval) => (d.mean === null ? '-' : d.lo === null ? fmt(d.mean, 3) : `${fmt(d.mean, 3)} [${fmt(d.lo, 3)}, ${fmt(d.hi, 3)}]`);
+const pm = (s: Stats, digits = 3) =>
+  s.mean === null
+    ? '-'
+    : s.sd === null
+      ? fmt(s.mean, digits)
+      : `${fmt(s.mean, digits)} ± ${fmt(s.sd, digits)}`;
+const ci = (d: Interval) =>
+  d.mean === null
+    ? '-'
+    : d.lo === null
+      ? fmt(d.mean, 3)
+      : `${fmt(d.mean, 3)} [${fmt(d.lo, 3)}, ${fmt(d.hi, 3)}]`;
 
 // Table 2's shape: arms as rows, rounds as columns, mean ± sd over seeds.
 export function metricTable(s: StudySummary, m: StudyMetric): Table | null {
@@ -38,7 +58,13 @@ export function metricTable(s: StudySummary, m: StudyMetric): Table | null {
   return {
     head: ['arm', ...rounds.map((r) => (r === 0 ? 'base' : `round ${r}`))],
     rows: s.arms.map((arm) => [
-      `${arm} [${rounds.filter((r) => r > 0).map((r) => s.cells.find((c) => c.arm === arm && c.round === r)?.rejectedScores.join('/') ?? '-').join(',')}]`,
+      `${arm} [${rounds
+        .filter((r) => r > 0)
+        .map(
+          (r) =>
+            s.cells.find((c) => c.arm === arm && c.round === r)?.rejectedScores.join('/') ?? '-',
+        )
+        .join(',')}]`,
       ...rounds.map((r) => {
         const c = s.cells.find((x) => x.arm === arm && x.round === r);
         return c ? pm(c.stats[m], digits) : '-';
@@ -48,22 +74,43 @@ export function metricTable(s: StudySummary, m: StudyMetric): Table | null {
 }
 
 export function diffTable(s: StudySummary, metrics: StudyMetric[]): Table | null {
-  const rows = s.arms.slice(1).flatMap((arm) => metrics.map((m) => {
-    const ds = s.diffs.filter((d) => d.arm === arm && d.metric === m);
-    return [`${arm} − ${s.arms[0]}: ${m}`, ...s.rounds.filter((r) => r > 0).map((r) => {
-      const d = ds.find((x) => x.round === r);
-      return d ? ci(d.diff) : '-';
-    })];
-  }));
-  return rows.length ? { head: ['paired difference (95% CI)', ...s.rounds.filter((r) => r > 0).map((r) => `round ${r}`)], rows } : null;
+  const rows = s.arms.slice(1).flatMap((arm) =>
+    metrics.map((m) => {
+      const ds = s.diffs.filter((d) => d.arm === arm && d.metric === m);
+      return [
+        `${arm} − ${s.arms[0]}: ${m}`,
+        ...s.rounds
+          .filter((r) => r > 0)
+          .map((r) => {
+            const d = ds.find((x) => x.round === r);
+            return d ? ci(d.diff) : '-';
+          }),
+      ];
+    }),
+  );
+  return rows.length
+    ? {
+        head: [
+          'paired difference (95% CI)',
+          ...s.rounds.filter((r) => r > 0).map((r) => `round ${r}`),
+        ],
+        rows,
+      }
+    : null;
 }
 
-export function historyEntry(result: AblationResult, summary: StudySummary, finishedAt: string): HistoryEntry {
+export function historyEntry(
+  result: AblationResult,
+  summary: StudySummary,
+  finishedAt: string,
+): HistoryEntry {
   const round = Math.max(...summary.rounds);
   const policy: HistoryEntry['policy'] = {};
   for (const c of summary.cells) if (c.round === round) policy[c.arm] = c.stats.policyReward;
   const diff: HistoryEntry['diff'] = {};
-  for (const d of summary.diffs) if (d.round === round && d.metric === 'policyReward') diff[d.arm] = { ...d.diff, versus: d.versus };
+  for (const d of summary.diffs)
+    if (d.round === round && d.metric === 'policyReward')
+      diff[d.arm] = { ...d.diff, versus: d.versus };
   return { studyId: result.studyId, finishedAt, seeds: summary.seeds, round, policy, diff };
 }
 
@@ -72,13 +119,19 @@ export async function readHistory(storage: string): Promise<HistoryEntry[]> {
     if (e.code === 'ENOENT') return '';
     throw e;
   });
-  return text.split('\n').map((l, i) => [l, i] as const).filter(([l]) => l.trim() !== '').map(([l, i]) => {
-    try {
-      return JSON.parse(l) as HistoryEntry;
-    } catch (e) {
-      throw new Error(`${historyFile(storage)}:${i + 1}: not valid JSON (${(e as Error).message})`);
-    }
-  });
+  return text
+    .split('\n')
+    .map((l, i) => [l, i] as const)
+    .filter(([l]) => l.trim() !== '')
+    .map(([l, i]) => {
+      try {
+        return JSON.parse(l) as HistoryEntry;
+      } catch (e) {
+        throw new Error(
+          `${historyFile(storage)}:${i + 1}: not valid JSON (${(e as Error).message})`,
+        );
+      }
+    });
 }
 
 // A study re-run with the same id replaces its line; otherwise lines stay in finishing order.
@@ -94,11 +147,30 @@ export function historyTable(entries: HistoryEntry[]): Table {
   const arms = [...new Set(entries.flatMap((e) => Object.keys(e.policy)))];
   const diffArms = [...new Set(entries.flatMap((e) => Object.keys(e.diff)))];
   return {
-    head: ['study', 'finished', 'seeds', 'round', ...arms.map((a) => `${a} policy reward`),
-      ...diffArms.map((a) => `${a} − ${entries.find((e) => e.diff[a])!.diff[a].versus} (95% CI)`)],
-    align: ['l', 'l', 'r', 'r', ...arms.map(() => 'r' as const), ...diffArms.map(() => 'r' as const)],
-    rows: entries.map((e) => [e.studyId, e.finishedAt.slice(0, 16).replace('T', ' '), String(e.seeds.length), String(e.round),
-      ...arms.map((a) => (e.policy[a] ? pm(e.policy[a]) : '-')), ...diffArms.map((a) => (e.diff[a] ? ci(e.diff[a]) : '-'))]),
+    head: [
+      'study',
+      'finished',
+      'seeds',
+      'round',
+      ...arms.map((a) => `${a} policy reward`),
+      ...diffArms.map((a) => `${a} − ${entries.find((e) => e.diff[a])!.diff[a].versus} (95% CI)`),
+    ],
+    align: [
+      'l',
+      'l',
+      'r',
+      'r',
+      ...arms.map(() => 'r' as const),
+      ...diffArms.map(() => 'r' as const),
+    ],
+    rows: entries.map((e) => [
+      e.studyId,
+      e.finishedAt.slice(0, 16).replace('T', ' '),
+      String(e.seeds.length),
+      String(e.round),
+      ...arms.map((a) => (e.policy[a] ? pm(e.policy[a]) : '-')),
+      ...diffArms.map((a) => (e.diff[a] ? ci(e.diff[a]) : '-')),
+    ]),
   };
 }
 
@@ -111,55 +183,141 @@ const band = (s: Stats | Interval, spread: 'sd' | 'ci') => {
   return { mean: m, lo: m - (s.sd ?? 0), hi: m + (s.sd ?? 0) };
 };
 
-export function studyDoc(result: AblationResult, summary: StudySummary, history: HistoryEntry[]): ReportDoc {
+export function studyDoc(
+  result: AblationResult,
+  summary: StudySummary,
+  history: HistoryEntry[],
+): ReportDoc {
   const s = summary;
   const reused = result.arms.filter((a) => a.reused).length;
   const blocks: Block[] = [
-    { kind: 'text', text: `Arms: ${s.arms.map((a) => `**${a}**`).join(' vs ')}; seeds: ${s.seeds.map((x) => x ?? 'the config\'s').join(', ')}`
-      + ` (${result.arms.length} runs${reused ? `, ${reused} reused from an earlier attempt` : ''}). Cells are mean ± standard deviation over seeds;`
-      + ` differences are paired by seed (same init and data), with a 95% Student-t interval.` },
+    {
+      kind: 'text',
+      text:
+        `Arms: ${s.arms.map((a) => `**${a}**`).join(' vs ')}; seeds: ${s.seeds.map((x) => x ?? "the config's").join(', ')}` +
+        ` (${result.arms.length} runs${reused ? `, ${reused} reused from an earlier attempt` : ''}). Cells are mean ± standard deviation over seeds;` +
+        ` differences are paired by seed (same init and data), with a 95% Student-t interval.`,
+    },
   ];
-  for (const m of ['policyReward', 'chosenReward', 'rejectedReward', 'pairsKept', 'pairsFiltered'] as const) {
+  for (const m of [
+    'policyReward',
+    'chosenReward',
+    'rejectedReward',
+    'pairsKept',
+    'pairsFiltered',
+  ] as const) {
     const t = metricTable(s, m);
     if (t) blocks.push({ kind: 'heading', text: METRIC_TITLES[m] }, { kind: 'table', table: t });
   }
   const diffs = diffTable(s, ['policyReward', 'chosenReward', 'rejectedReward']);
-  if (diffs) blocks.push({ kind: 'heading', text: 'Paired differences' }, { kind: 'table', table: diffs });
+  if (diffs)
+    blocks.push({ kind: 'heading', text: 'Paired differences' }, { kind: 'table', table: diffs });
 
-  const policy = s.cells.filter((c) => c.stats.policyReward.mean !== null)
+  const policy = s.cells
+    .filter((c) => c.stats.policyReward.mean !== null)
     .map((c) => ({ x: c.round, series: c.arm, ...band(c.stats.policyReward, 'sd') }));
   if (policy.length) {
-    blocks.push({ kind: 'figure', figure: { name: 'policy-reward', title: 'Policy reward per round, mean ± sd over seeds (0 = base)',
-      spec: errorBarChart({ title: 'Policy reward by arm', x: 'round', y: 'mean reward', seriesTitle: 'arm', values: policy }) } });
+    blocks.push({
+      kind: 'figure',
+      figure: {
+        name: 'policy-reward',
+        title: 'Policy reward per round, mean ± sd over seeds (0 = base)',
+        spec: errorBarChart({
+          title: 'Policy reward by arm',
+          x: 'round',
+          y: 'mean reward',
+          seriesTitle: 'arm',
+          values: policy,
+        }),
+      },
+    });
   }
-  const pairs = s.cells.flatMap((c) => (['chosenReward', 'rejectedReward'] as const).filter((m) => c.stats[m].mean !== null)
-    .map((m) => ({ x: c.round, series: `${c.arm} ${m === 'chosenReward' ? 'chosen' : 'rejected'}`, ...band(c.stats[m], 'sd') })));
+  const pairs = s.cells.flatMap((c) =>
+    (['chosenReward', 'rejectedReward'] as const)
+      .filter((m) => c.stats[m].mean !== null)
+      .map((m) => ({
+        x: c.round,
+        series: `${c.arm} ${m === 'chosenReward' ? 'chosen' : 'rejected'}`,
+        ...band(c.stats[m], 'sd'),
+      })),
+  );
   if (pairs.length) {
-    blocks.push({ kind: 'figure', figure: { name: 'pair-rewards', title: 'Chosen and rejected reward per round, mean ± sd over seeds (Fig. 4)',
-      spec: errorBarChart({ title: 'Chosen and rejected reward by arm', x: 'round', y: 'mean reward', values: pairs }) } });
+    blocks.push({
+      kind: 'figure',
+      figure: {
+        name: 'pair-rewards',
+        title: 'Chosen and rejected reward per round, mean ± sd over seeds (Fig. 4)',
+        spec: errorBarChart({
+          title: 'Chosen and rejected reward by arm',
+          x: 'round',
+          y: 'mean reward',
+          values: pairs,
+        }),
+      },
+    });
   }
-  const d = s.diffs.filter((x) => x.metric === 'policyReward' && x.diff.mean !== null)
+  const d = s.diffs
+    .filter((x) => x.metric === 'policyReward' && x.diff.mean !== null)
     .map((x) => ({ x: x.round, series: `${x.arm} − ${x.versus}`, ...band(x.diff, 'ci') }));
   if (d.length) {
-    blocks.push({ kind: 'figure', figure: { name: 'policy-difference', title: 'Paired difference in policy reward with its 95% interval',
-      spec: errorBarChart({ title: 'Policy reward difference', x: 'round', y: 'difference', values: d }) } });
+    blocks.push({
+      kind: 'figure',
+      figure: {
+        name: 'policy-difference',
+        title: 'Paired difference in policy reward with its 95% interval',
+        spec: errorBarChart({
+          title: 'Policy reward difference',
+          x: 'round',
+          y: 'difference',
+          values: d,
+        }),
+      },
+    });
   }
   if (history.length) {
-    blocks.push({ kind: 'heading', text: 'History (studies in this storage root, oldest first)' }, { kind: 'table', table: historyTable(history) });
-    const trend = history.flatMap((e, i) => Object.entries(e.diff).filter(([, x]) => x.mean !== null)
-      .map(([arm, x]) => ({ x: i + 1, series: `${arm} − ${x.versus}`, ...band(x, 'ci') })));
+    blocks.push(
+      { kind: 'heading', text: 'History (studies in this storage root, oldest first)' },
+      { kind: 'table', table: historyTable(history) },
+    );
+    const trend = history.flatMap((e, i) =>
+      Object.entries(e.diff)
+        .filter(([, x]) => x.mean !== null)
+        .map(([arm, x]) => ({ x: i + 1, series: `${arm} − ${x.versus}`, ...band(x, 'ci') })),
+    );
     if (trend.length) {
-      blocks.push({ kind: 'figure', figure: { name: 'history', title: 'Last-round policy reward difference per study, with 95% intervals',
-        spec: errorBarChart({ title: 'Trend over studies', x: 'study (oldest first)', y: 'difference', values: trend }) } });
+      blocks.push({
+        kind: 'figure',
+        figure: {
+          name: 'history',
+          title: 'Last-round policy reward difference per study, with 95% intervals',
+          spec: errorBarChart({
+            title: 'Trend over studies',
+            x: 'study (oldest first)',
+            y: 'difference',
+            values: trend,
+          }),
+        },
+      });
     }
   }
   return { title: `opsr ablation ${result.studyId}`, blocks };
 }
 
 // Writes the study's report and its history line; `opsr report` rebuilds from report.json alone.
-export async function writeStudyReportFiles(storage: string, result: AblationResult, finishedAt: string | null) {
-  const summary = result.summary ?? summarizeStudy(result.arms.map((a) => ({ name: a.name, seed: a.seed ?? null, result: a.result })));
-  const history = finishedAt === null ? historyFile(storage) : await appendHistory(storage, historyEntry(result, summary, finishedAt));
+export async function writeStudyReportFiles(
+  storage: string,
+  result: AblationResult,
+  finishedAt: string | null,
+) {
+  const summary =
+    result.summary ??
+    summarizeStudy(
+      result.arms.map((a) => ({ name: a.name, seed: a.seed ?? null, result: a.result })),
+    );
+  const history =
+    finishedAt === null
+      ? historyFile(storage)
+      : await appendHistory(storage, historyEntry(result, summary, finishedAt));
   const dir = studyDir(storage, result.studyId);
   const entries = await readHistory(storage);
   const arms = summary.arms.join('\0');

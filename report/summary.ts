@@ -1,7 +1,13 @@
 // A seeded ablation's summary (the paper's Table 2 shape: arms as rows, rounds as columns): per arm
 // and round the mean and standard deviation over seeds of each metric, and each arm's paired
 // difference from the first arm with a 95% confidence interval. Pure: the workflow computes it.
-import { STUDY_METRICS, type RunResult, type Stats, type StudyMetric, type StudySummary } from '../contracts/workflows.ts';
+import {
+  STUDY_METRICS,
+  type RunResult,
+  type Stats,
+  type StudyMetric,
+  type StudySummary,
+} from '../contracts/workflows.ts';
 import { meanSd, pairedDiff } from './stats.ts';
 
 function metricValue(r: RunResult, round: number, m: StudyMetric): number | null {
@@ -10,7 +16,9 @@ function metricValue(r: RunResult, round: number, m: StudyMetric): number | null
   return x ? x[m] : null;
 }
 
-export function summarizeStudy(runs: { name: string; seed: number | null; result: RunResult }[]): StudySummary {
+export function summarizeStudy(
+  runs: { name: string; seed: number | null; result: RunResult }[],
+): StudySummary {
   const arms = [...new Set(runs.map((r) => r.name))];
   const seeds = [...new Set(runs.map((r) => r.seed))];
   const maxRound = Math.max(0, ...runs.map((r) => r.result.rounds.length));
@@ -28,9 +36,15 @@ export function summarizeStudy(runs: { name: string; seed: number | null; result
   const diffs: StudySummary['diffs'] = [];
   for (const arm of arms) {
     for (const round of rounds) {
-      const stats = Object.fromEntries(STUDY_METRICS.map((m) => [m, meanSd([...values(arm, round, m).values()])])) as Record<StudyMetric, Stats>;
+      const stats = Object.fromEntries(
+        STUDY_METRICS.map((m) => [m, meanSd([...values(arm, round, m).values()])]),
+      ) as Record<StudyMetric, Stats>;
       if (STUDY_METRICS.every((m) => stats[m].n === 0)) continue;
-      const scores = runs.filter((r) => r.name === arm).flatMap((r) => r.result.rounds.filter((x) => x.round === round).map((x) => x.rejectedScore));
+      const scores = runs
+        .filter((r) => r.name === arm)
+        .flatMap((r) =>
+          r.result.rounds.filter((x) => x.round === round).map((x) => x.rejectedScore),
+        );
       cells.push({ arm, round, rejectedScores: [...new Set(scores)], stats });
       if (arm === arms[0] || round === 0) continue;
       for (const metric of STUDY_METRICS) {

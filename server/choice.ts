@@ -154,12 +154,13 @@ export function runChoice(engine: EngineSink, tok: LoadedTokenizer, o: ChoiceOpt
             start(); // deterministic by seed: a rerun produces the answer the lost run would have
             return;
           }
-          settle(() => reject(e.kind === 'bad_request' ? new ApiError(400, e.message) : new ApiError(503, `engine failed: ${e.message}`)));
+          // The engine's own reason stays in the server log; the client learns only that it failed.
+          settle(() => reject(e.kind === 'bad_request' ? new ApiError(400, e.message) : new ApiError(503, 'the engine failed while answering; see the server log')));
         },
       }).then((id) => {
         engineId = id;
         if (settled && !stopHit) engine.cancel(id);
-      }, (err: Error) => settle(() => reject(err instanceof ApiError ? err : new ApiError(503, err.message))));
+      }, (err: Error) => settle(() => reject(err instanceof ApiError ? err : new ApiError(503, 'the engine is not available; see the server log'))));
     };
     start();
   });

@@ -61,6 +61,8 @@ export interface EngineOptions {
   maxBatch?: number;
   /** Matrix products in fp32 (default: exact) or bf16 on AMX (faster; see engine/README.md). */
   dtype?: EngineDtype;
+  /** An engine that has not reported ready by then is killed and start() fails (default 120 s). */
+  readyTimeoutMs?: number;
 }
 
 export class EngineProcess {
@@ -104,6 +106,13 @@ export class EngineProcess {
     child.stdin.on('error', () => {}); // a dead engine is reported through 'exit'
     return new Promise((resolve, reject) => {
       let settled = false;
+      const readyMs = this.opts.readyTimeoutMs ?? 120_000;
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        child.kill('SIGKILL');
+        reject(new Error(`the engine did not become ready within ${readyMs / 1000} s (loading ${this.opts.modelDir})${this.lastError()}`));
+      }, readyMs);
       this.exited = new Promise((done) => {
         child.on('exit', (code, signal) => {
           const reason = `engine exited (${signal ?? `code ${code}`})${this.lastError()}`;
@@ -111,6 +120,7 @@ export class EngineProcess {
           this.child = null;
           this.info = null;
           this.failAll(reason);
+          clearTimeout(timer);
           if (!settled) { settled = true; reject(new Error(reason)); }
           else if (wasReady && this.onExit) this.onExit(reason);
           done();
@@ -129,6 +139,7 @@ export class EngineProcess {
         }
         if (ev.event === 'ready') {
           this.info = { nCtx: ev.n_ctx as number, vocabSize: ev.vocab_size as number, maxBatch: ev.max_batch as number, dtype: ev.dtype as EngineDtype };
+          clearTimeout(timer);
           if (!settled) { settled = true; resolve(this.info); }
           return;
         }

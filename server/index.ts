@@ -7,7 +7,9 @@ import { basename, join, resolve } from 'node:path';
 import { loadTokenizer, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import { EngineProcess, type EngineDtype, type EngineInfo } from './engine-supervisor.ts';
 import { runChoice, choiceSeed, type ChoiceResult, type EngineSink, type TokenLogprob } from './choice.ts';
-import { ApiError, bad, parseMessages, parsePrompts, parseSampling, type GenerationDefaults, type Sampling } from './params.ts';
+import {
+  ApiError, bad, MAX_JSON_DEPTH, parseMessages, parsePrompts, parseSampling, preview, type GenerationDefaults, type Message, type Sampling,
+} from './params.ts';
 
 export interface ServerOptions {
   modelDir: string;
@@ -21,6 +23,12 @@ export interface ServerOptions {
   enginePath?: string;
   /** Logs one line per engine restart (default: stderr). */
   log?: (line: string) => void;
+  /** Sequences (prompts x n) one request may ask for (default 256): more is a 400. */
+  maxSequencesPerRequest?: number;
+  /** Sequences all open requests may hold at once (default 4096): more is a 429. */
+  maxQueuedSequences?: number;
+  /** Start-up fails when the engine is not ready by then (default 120 s). */
+  readyTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -46,7 +54,10 @@ class Supervisor implements EngineSink {
   lastFailure = '';
 
   constructor(private readonly opts: ServerOptions, private readonly log: (l: string) => void) {
-    this.engine = new EngineProcess({ modelDir: opts.modelDir, enginePath: opts.enginePath, threads: opts.threads, maxBatch: opts.maxBatch, dtype: opts.dtype });
+    this.engine = new EngineProcess({
+      modelDir: opts.modelDir, enginePath: opts.enginePath, threads: opts.threads, maxBatch: opts.maxBatch, dtype: opts.dtype,
+      readyTimeoutMs: opts.readyTimeoutMs,
+    });
   }
 
   get up(): boolean {
@@ -80,7 +91,8 @@ class Supervisor implements EngineSink {
         this.lastFailure = (err as Error).message;
         this.log(`opsr serve: engine restart failed: ${this.lastFailure}`);
         if (this.restarts >= FAIL_WAITERS_AFTER) {
-          const e = new ApiError(503, `the engine is down and ${this.restarts} restarts failed: ${this.lastFailure}`);
+          // The reason goes to the log; responses carry no engine internals or paths.
+          const e = new ApiError(503, `the engine is down and ${this.restarts} restarts failed; see the server log`);
           for (const w of this.upWaiters.splice(0)) w.reject(e);
         }
       }
@@ -130,16 +142,51 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const eosIds = tok.stopTokenIds;
   const engine = new Supervisor({ ...opts, modelDir }, log);
   const info = await engine.start();
+  const host = opts.host ?? '127.0.0.1';
+  if (!/^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(host)) {
+    log(`opsr serve: warning: listening on ${host} makes the server reachable from other machines, without authentication`);
+  }
+  const maxPerRequest = opts.maxSequencesPerRequest ?? 256;
+  const maxQueued = opts.maxQueuedSequences ?? 4096;
+  let queued = 0; // sequences of the open requests
+  // A text longer than this many characters cannot fit the context whatever it tokenizes to:
+  // refused without tokenizing it, so a huge prompt does not hold up the other requests.
+  let maxTokenChars = 1;
+  for (let id = 0; id < info.vocabSize; id++) maxTokenChars = Math.max(maxTokenChars, tok.decode([id]).length);
+  const maxPromptChars = 2 * info.nCtx * maxTokenChars;
+  const tooLong = (param: string, chars: number) => bad(`This model's maximum context length is ${info.nCtx} tokens; the ${param} `
+    + `has ${chars} characters, more than that many tokens can hold.`, param, 'context_length_exceeded');
+  const admit = (count: number, param: string) => {
+    if (count > maxPerRequest) {
+      throw bad(`this request asks for ${count} sequences (prompts x n); the server takes at most ${maxPerRequest} per request`, param, 'too_many_sequences');
+    }
+    if (queued + count > maxQueued) {
+      throw new ApiError(429, `the server holds ${queued} sequences; with this request's ${count} it would exceed its queue of ${maxQueued}; retry later`, null, 'queue_full', 'rate_limit_error');
+    }
+  };
+  const applyTemplate = (messages: Message[], addGenerationPrompt: boolean): string => {
+    const chars = messages.reduce((a, m) => a + m.content.length, 0);
+    if (chars > maxPromptChars) throw tooLong('messages', chars);
+    try {
+      return tok.applyChatTemplate(messages, { addGenerationPrompt });
+    } catch (err) {
+      throw bad(`the chat template of ${name} refuses these messages: ${(err as Error).message}`, 'messages', 'chat_template_error');
+    }
+  };
   const created = Math.floor(Date.now() / 1000);
   const openResponses = new Set<ServerResponse>();
 
   const checkModel = (body: Record<string, unknown>) => {
     if (body.model !== undefined && body.model !== null && body.model !== name) {
-      throw new ApiError(400, `The model \`${String(body.model)}\` does not exist; this server serves "${name}".`, 'model', 'model_not_found');
+      throw new ApiError(400, `The model \`${typeof body.model === 'string' ? body.model.slice(0, 100) : preview(body.model)}\` does not exist; this server serves "${name}".`, 'model', 'model_not_found');
     }
   };
 
   const encodePrompt = (p: string | number[], param: string, specials: boolean): number[] => {
+    if (typeof p === 'string' && p.length > maxPromptChars) throw tooLong(param, p.length);
+    if (typeof p !== 'string' && p.length >= info.nCtx) {
+      throw bad(`This model's maximum context length is ${info.nCtx} tokens; the ${param} has ${p.length} tokens.`, param, 'context_length_exceeded');
+    }
     const ids = typeof p === 'string' ? tok.encode(p, { addSpecialTokens: specials }) : p;
     if (ids.length === 0) throw bad(`${param} encodes to no tokens`, param);
     const badId = ids.find((t) => t >= info.vocabSize);
@@ -168,6 +215,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     const stop = () => group.abort();
     signal.addEventListener('abort', stop);
     const jobs: Promise<ChoiceResult>[] = [];
+    const count = prompts.length * s.n;
+    queued += count;
     prompts.forEach((prompt, j) => {
       for (let i = 0; i < s.n; i++) {
         const index = j * s.n + i;
@@ -177,7 +226,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         }).then((r) => { onChoice?.(index, r); return r; }));
       }
     });
-    return Promise.all(jobs).catch((err) => { stop(); throw err; }).finally(() => signal.removeEventListener('abort', stop));
+    return Promise.all(jobs).catch((err) => { stop(); throw err; }).finally(() => {
+      queued -= count;
+      signal.removeEventListener('abort', stop);
+    });
   };
 
   const tokenText = (id: number) => tok.decode([id]);
@@ -213,12 +265,19 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   async function completions(body: Record<string, unknown>, req: IncomingMessage, res: ServerResponse, signal: AbortSignal) {
     checkModel(body);
     const s = parseSampling(body, gen.defaults, false);
-    const prompts = parsePrompts(body).map((p, i, all) => encodePrompt(p, all.length > 1 ? `prompt[${i}]` : 'prompt', true));
+    const raw = parsePrompts(body);
+    admit(raw.length * s.n, raw.length > 1 ? 'prompt' : 'n');
+    const prompts: number[][] = [];
+    for (const [i, p] of raw.entries()) {
+      if (i > 0) await new Promise((r) => setImmediate(r)); // other requests (and /health) between prompts
+      prompts.push(encodePrompt(p, raw.length > 1 ? `prompt[${i}]` : 'prompt', true));
+    }
+    admit(prompts.length * s.n, 'n'); // the queue may have filled while this tokenized
     const maxTokens = prompts.map((ids) => budget(ids, s, 'max_tokens'));
     const id = `cmpl-${randomBytes(12).toString('hex')}`;
     const head = { id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: name };
     if (s.stream) {
-      const sse = openStream(res);
+      const sse = openStream(res, log);
       const results = await runAll(prompts, s, maxTokens, signal,
         (index, text, lps) => sse.send({ ...head, choices: [{ index, text, logprobs: completionLogprobs(lps.length ? lps : null, 0), finish_reason: null, stop_reason: null }] }),
         (index, r) => sse.send({ ...head, choices: [{ index, text: '', logprobs: null, finish_reason: r.finishReason, stop_reason: r.stopReason }] }),
@@ -238,14 +297,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     checkModel(body);
     const messages = parseMessages(body);
     const s = parseSampling(body, gen.defaults, true);
-    if (!tok.hasChatTemplate) throw bad(`the model at ${modelDir} has no chat_template in tokenizer_config.json; use /v1/completions`, 'messages', 'chat_template_missing');
+    if (!tok.hasChatTemplate) throw bad(`the model ${name} has no chat_template in tokenizer_config.json; use /v1/completions`, 'messages', 'chat_template_missing');
+    admit(s.n, 'n');
     const addGenerationPrompt = body.add_generation_prompt === undefined ? true : body.add_generation_prompt === true;
-    const prompt = encodePrompt(tok.applyChatTemplate(messages, { addGenerationPrompt }), 'messages', false);
+    const prompt = encodePrompt(applyTemplate(messages, addGenerationPrompt), 'messages', false);
     const maxTokens = [budget(prompt, s, body.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens')];
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     const head = { id, created: Math.floor(Date.now() / 1000), model: name };
     if (s.stream) {
-      const sse = openStream(res);
+      const sse = openStream(res, log);
       const chunk = (index: number, delta: object, extra: object = {}) =>
         sse.send({ ...head, object: 'chat.completion.chunk', choices: [{ index, delta, logprobs: null, finish_reason: null, ...extra }] });
       for (let i = 0; i < s.n; i++) chunk(i, { role: 'assistant', content: '' });
@@ -270,11 +330,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     checkModel(body);
     let tokens: number[];
     if (body.messages !== undefined) {
-      if (!tok.hasChatTemplate) throw bad(`the model at ${modelDir} has no chat_template in tokenizer_config.json`, 'messages', 'chat_template_missing');
-      const text = tok.applyChatTemplate(parseMessages(body), { addGenerationPrompt: body.add_generation_prompt !== false });
+      if (!tok.hasChatTemplate) throw bad(`the model ${name} has no chat_template in tokenizer_config.json`, 'messages', 'chat_template_missing');
+      const text = applyTemplate(parseMessages(body), body.add_generation_prompt !== false);
       tokens = tok.encode(text, { addSpecialTokens: body.add_special_tokens === true });
     } else {
       if (typeof body.prompt !== 'string') throw bad('prompt must be a string (or give messages)', 'prompt', 'missing_required_parameter');
+      if (body.prompt.length > maxPromptChars) throw tooLong('prompt', body.prompt.length);
       tokens = tok.encode(body.prompt, { addSpecialTokens: body.add_special_tokens !== false });
     }
     sendJson(res, 200, { tokens, count: tokens.length, max_model_len: info.nCtx });
@@ -305,11 +366,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       if (path === '/health') {
         if (req.method !== 'GET') throw new ApiError(405, 'use GET /health');
         if (engine.up) { res.writeHead(200).end(); return; }
-        throw new ApiError(503, `the engine is down (${engine.lastFailure || 'starting'}); it is being restarted`);
+        throw new ApiError(503, 'the engine is down; it is being restarted');
       }
       if (path === '/v1/models') {
         if (req.method !== 'GET') throw new ApiError(405, 'use GET /v1/models');
-        sendJson(res, 200, { object: 'list', data: [{ id: name, object: 'model', created, owned_by: 'opsr', root: modelDir, parent: null, max_model_len: info.nCtx }] });
+        sendJson(res, 200, { object: 'list', data: [{ id: name, object: 'model', created, owned_by: 'opsr', root: name, parent: null, max_model_len: info.nCtx }] });
         return;
       }
       const route = routes[path];
@@ -320,9 +381,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await handler(body, req, res, abort.signal);
     } catch (err) {
       if (abort.signal.aborted) return; // the client is gone
-      const e = err instanceof ApiError ? err : new ApiError(500, `internal error: ${(err as Error).message}`, null, null, 'internal_error');
-      if (res.headersSent) res.end();
-      else sendJson(res, e.status, e.body());
+      const e = err instanceof ApiError ? err : internalError(err, log);
+      if (!res.headersSent) sendJson(res, e.status, e.body());
+      else if (!res.writableEnded) res.end(`data: ${JSON.stringify(e.body())}\n\ndata: [DONE]\n\n`); // a stream ends with the error
     }
   });
 
@@ -334,7 +395,6 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     throw err;
   });
   const port = (server.address() as { port: number }).port;
-  const host = opts.host ?? '127.0.0.1';
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
   return {
     url: `http://${urlHost}:${port}/v1`,
@@ -350,6 +410,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   };
 }
 
+// An unexpected failure: its detail (paths, engine internals) goes to the log, not the client.
+function internalError(err: unknown, log: (l: string) => void): ApiError {
+  log(`opsr serve: internal error: ${(err as Error)?.stack ?? String(err)}`);
+  return new ApiError(500, 'internal error; see the server log', null, 'internal_error', 'server_error');
+}
+
 function wantsUsage(body: Record<string, unknown>): boolean {
   const o = body.stream_options as { include_usage?: unknown } | undefined;
   return !!o && o.include_usage === true;
@@ -362,12 +428,12 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
 }
 
 // Server-sent events as the OpenAI streaming API writes them, ending with [DONE].
-function openStream(res: ServerResponse) {
+function openStream(res: ServerResponse, log: (l: string) => void) {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
   return {
     send: (v: unknown) => { res.write(`data: ${JSON.stringify(v)}\n\n`); },
     fail: (err: unknown) => {
-      const e = err instanceof ApiError ? err : new ApiError(500, (err as Error).message);
+      const e = err instanceof ApiError ? err : internalError(err, log);
       res.write(`data: ${JSON.stringify(e.body())}\n\n`);
       return null;
     },
@@ -391,5 +457,13 @@ async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknow
     throw bad(`malformed JSON body: ${(err as Error).message}`, null, 'invalid_json');
   }
   if (!body || typeof body !== 'object' || Array.isArray(body)) throw bad('the JSON body must be an object', null, 'invalid_json');
+  // Deeply nested values would overflow the stack of whatever walks them later.
+  const stack: [unknown, number][] = [[body, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (!v || typeof v !== 'object') continue;
+    if (depth > MAX_JSON_DEPTH) throw bad(`the JSON body is nested deeper than ${MAX_JSON_DEPTH} levels`, null, 'invalid_json');
+    for (const x of Object.values(v)) stack.push([x, depth + 1]);
+  }
   return body as Record<string, unknown>;
 }

@@ -18,6 +18,21 @@ export class ApiError extends Error {
 
 export const bad = (message: string, param: string | null = null, code: string | null = null) => new ApiError(400, message, param, code);
 
+// A request value as messages show it: bounded in depth and length, whatever the client sent.
+export function preview(v: unknown): string {
+  const walk = (x: unknown, depth: number): unknown =>
+    depth > 3 ? '...' : Array.isArray(x) ? x.slice(0, 8).map((y) => walk(y, depth + 1))
+      : x && typeof x === 'object' ? Object.fromEntries(Object.entries(x).slice(0, 8).map(([k, y]) => [k, walk(y, depth + 1)])) : x;
+  const s = JSON.stringify(walk(v, 0)) ?? String(v);
+  return s.length > 100 ? `${s.slice(0, 97)}...` : s;
+}
+
+// What one request may hold: stop strings (matched against every generated token) and the
+// nesting of any JSON value in the body.
+export const MAX_STOP = 64;
+export const MAX_STOP_CHARS = 1024;
+export const MAX_JSON_DEPTH = 32;
+
 export interface Sampling {
   n: number;
   maxTokens: number | null; // null: whatever the context leaves
@@ -49,13 +64,13 @@ const present = (body: Body, key: string) => body[key] !== undefined && body[key
 function num(body: Body, key: string, dflt: number, ok: (v: number) => boolean, allowed: string): number {
   if (!present(body, key)) return dflt;
   const v = body[key];
-  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw bad(`${key} must be ${allowed}; got ${JSON.stringify(v)}`, key);
+  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw bad(`${key} must be ${allowed}; got ${preview(v)}`, key);
   return v;
 }
 
 function bool(body: Body, key: string, dflt: boolean): boolean {
   if (!present(body, key)) return dflt;
-  if (typeof body[key] !== 'boolean') throw bad(`${key} must be true or false; got ${JSON.stringify(body[key])}`, key);
+  if (typeof body[key] !== 'boolean') throw bad(`${key} must be true or false; got ${preview(body[key])}`, key);
   return body[key] as boolean;
 }
 
@@ -91,11 +106,15 @@ export function parseSampling(body: Body, defaults: GenerationDefaults, chat: bo
       return x;
     }) : (() => { throw bad('stop must be a string or a list of strings', 'stop'); })();
     if (stop.includes('')) throw bad('stop must not be the empty string', 'stop');
+    if (stop.length > MAX_STOP) throw bad(`stop holds ${stop.length} strings; at most ${MAX_STOP} are allowed`, 'stop');
+    const long = stop.findIndex((x) => x.length > MAX_STOP_CHARS);
+    if (long >= 0) throw bad(`stop[${long}] has ${stop[long].length} characters; at most ${MAX_STOP_CHARS} are allowed`, 'stop');
   }
   let stopTokenIds: number[] = [];
   if (present(body, 'stop_token_ids')) {
     const s = body.stop_token_ids;
     if (!Array.isArray(s) || !s.every((x) => isInt(x) && x >= 0)) throw bad('stop_token_ids must be a list of token ids', 'stop_token_ids');
+    if (s.length > MAX_STOP) throw bad(`stop_token_ids holds ${s.length} ids; at most ${MAX_STOP} are allowed`, 'stop_token_ids');
     stopTokenIds = s as number[];
   }
 

@@ -6,6 +6,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { RoundInput, RoundSummary, RunProgress } from '../contracts/workflows.ts';
+import type { RoundCost, RoundSamplingCost } from '../contracts/activities.ts';
 import { progressQuery, SEARCH_ATTRIBUTES } from '../contracts/workflows.ts';
 import { activityProgressSignal, roundPhaseSignal, type Phase } from '../contracts/progress.ts';
 import { opsrActivities } from './activities.ts';
@@ -30,7 +31,10 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
   });
 
   const parent = input.parentWorkflowId ? getExternalWorkflowHandle(input.parentWorkflowId) : null;
+  // Wall time per phase from workflow time (replay-safe): a phase ends where the next begins.
+  const began: [Phase, number][] = [];
   async function enter(phase: Phase): Promise<void> {
+    began.push([phase, Date.now()]);
     progress.phase = phase;
     upsertSearchAttributes([
       { key: SEARCH_ATTRIBUTES.round, value: round },
@@ -48,13 +52,27 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
   const endpoint = await CancellationScope.nonCancellable(
     () => act.ensureSampler({ runId, modelDir: input.referenceModelDir, sampling: config.sampling }));
 
-  let samples;
+  let samples: { samplesFile: string; count: number; cost?: RoundSamplingCost };
+  let dropped: RoundSummary['dropped'];
   try {
     await enter('sampling');
-    samples = await act.samplePairs({
-      runId, round, roundDir, promptsFile: input.promptsFile, endpoint, sampling: config.sampling,
-      prefixes: config.prefixes, chosenScore: config.prefixes.chosenScore, rejectedScore, notify,
-    });
+    // `pairs` is absent from configs recorded before self-judge pairs: those are prefix rounds.
+    const pairsCfg = config.pairs as RoundInput['config']['pairs'] | undefined;
+    if (pairsCfg?.source === 'self-judge') {
+      const judged = await act.sampleSelfJudgedPairs({
+        runId, round, roundDir, promptsFile: input.promptsFile, endpoint, sampling: config.sampling,
+        pairs: pairsCfg,
+        judge: pairsCfg.judge === 'policy' ? null : config.judges[pairsCfg.judge],
+        cacheDir: `${config.storage}/judge-cache`, notify,
+      });
+      dropped = judged.dropped;
+      samples = judged;
+    } else {
+      samples = await act.samplePairs({
+        runId, round, roundDir, promptsFile: input.promptsFile, endpoint, sampling: config.sampling,
+        prefixes: config.prefixes, chosenScore: config.prefixes.chosenScore, rejectedScore, notify,
+      });
+    }
   } finally {
     // The reference's server is done once its answers are in; free its memory for training.
     await CancellationScope.nonCancellable(() => act.releaseSampler({ runId, endpoint }));
@@ -94,17 +112,36 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
     model: trained.modelDir, // hashed as a directory: weights, config and tokenizer files
   };
   if (rewards) artifacts.rewards = rewards.rewardsFile;
+  const cost = roundCost(samples.cost, began, Date.now(), pairs.kept);
   const manifest = await act.writeRoundManifest({
     runId, round, roundDir, configHash: input.configHash, referenceModelDir: input.referenceModelDir, rejectedScore,
     artifacts,
     counts: { prompts: samples.count, kept: pairs.kept, filtered: pairs.filtered, records: dataset.records,
-      truncated: dataset.truncated, steps: trained.steps },
-    metrics: trained.metrics,
+      truncated: dataset.truncated, steps: trained.steps, ...(dropped ? { droppedTie: dropped.tie,
+        droppedUnparsable: dropped.unparsable } : {}) },
+    metrics: trained.metrics, cost,
   });
   await enter('done');
   return {
     round, rejectedScore, pairsKept: pairs.kept, pairsFiltered: pairs.filtered, filteredBy: pairs.filteredBy,
     chosenReward: rewards?.chosenMean ?? null, rejectedReward: rewards?.rejectedMean ?? null, policyReward: null,
-    train: trained.metrics, modelDir: trained.modelDir, manifest: manifest.manifest,
+    train: trained.metrics, modelDir: trained.modelDir, manifest: manifest.manifest, cost,
+    ...(dropped ? { dropped } : {}),
   };
+}
+
+// Tokens and requests of the round's pairs, wall time per phase (each until the next began, the
+// last until `end`), and tokens per pair kept after filtering: OPSR's 2 generations and no judge
+// against the self-rewarding baseline's N candidates and N judgements.
+function roundCost(
+  s: RoundSamplingCost | undefined, began: [Phase, number][], end: number, kept: number,
+): RoundCost {
+  const sampling = s?.sampling ?? { requests: 0, tokens: 0 };
+  const judging = s?.judging ?? { requests: 0, cached: 0, tokens: 0 };
+  const wallS: Record<string, number> = {};
+  began.forEach(([phase, t], i) => {
+    wallS[phase] = ((i + 1 < began.length ? began[i + 1][1] : end) - t) / 1000;
+  });
+  const tokensPerKeptPair = kept ? (sampling.tokens + judging.tokens) / kept : null;
+  return { sampling, judging, wallS, tokensPerKeptPair };
 }

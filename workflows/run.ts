@@ -6,7 +6,9 @@ import {
   upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import { ConfigError, isSafeId, parseRunConfig, SAFE_ID, type RunConfig } from '../config/schema.ts';
-import type { EvaluatePolicyResult, SamplerEndpoint } from '../contracts/activities.ts';
+import type {
+  EvaluatePolicyResult, JudgedEvalResult, SamplerEndpoint,
+} from '../contracts/activities.ts';
 import type { RoundSummary, RunProgress, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
 import {
   progressQuery, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES,
@@ -92,6 +94,27 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
     });
   };
 
+  // Judge-based evaluations (config evals) of the policy after round k (0: before round 1).
+  // Only runs with evals schedule them, so histories recorded before them replay unchanged.
+  const judged: JudgedEvalResult[] = [];
+  let basePolicy = policy; // the policy before round 1: what a pairwise reference "base" means
+  const judgeEval = async (k: number, label: string, modelDir: string): Promise<void> => {
+    const evals = config.evals;
+    if (!evals || (evals.rounds !== 'all' && !evals.rounds.includes(k))) return;
+    show('evaluating');
+    endpoint = await CancellationScope.nonCancellable(
+      () => act.ensureSampler({ runId, modelDir, sampling: config.sampling }));
+    for (const configured of evals.sets) {
+      const set = configured.kind === 'pairwise' && configured.reference === 'base'
+        ? { ...configured, reference: { model: basePolicy } } : configured;
+      judged.push(await act.evaluateJudged({
+        runId, label, runDir: prep.runDir, cacheDir: `${config.storage}/judge-cache`, endpoint,
+        sampling: config.sampling,
+        set, judgeName: set.judge, judge: config.judges[set.judge], notify: [self],
+      }));
+    }
+  };
+
   const rounds: RoundSummary[] = [];
   let stopped = false;
   let prefixCurve: RunResult['prefixCurve'] = null;
@@ -109,6 +132,8 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
       baseReward = base?.meanReward ?? null;
       prefixCurve = base?.prefixCurve ?? null;
     }
+    basePolicy = policy;
+    await judgeEval(0, 'base', policy);
 
     for (let k = 1; k <= config.rounds; k++) {
       progress.round = k;
@@ -130,6 +155,7 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
         show('evaluating');
         summary.policyReward = (await evaluate(`round-${k}`, policy, false))?.meanReward ?? null;
       }
+      await judgeEval(k, `round-${k}`, policy);
       rounds.push(summary);
       progress.completed = rounds.slice();
       if (progress.stopRequested && k < config.rounds) {
@@ -146,8 +172,12 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
     if (served) await CancellationScope.nonCancellable(() => act.releaseSampler({ runId, endpoint: served }));
   }
 
+  // LC win rates refitted over every evaluated policy together (instruction difficulty).
+  const judgedRows = judged.length
+    ? await act.summarizeJudgedEvals({ runDir: prep.runDir, results: judged }) : null;
   const result: RunResult = {
     runId, runDir: prep.runDir, configHash: prep.configHash, rounds, finalModel: policy, baseReward, prefixCurve, stopped,
+    ...(judgedRows ? { judged: judgedRows } : {}),
   };
   await act.writeRunReport({ runDir: prep.runDir, result });
   show(stopped ? 'stopped' : 'done');

@@ -1,6 +1,6 @@
-// AdamW with PyTorch semantics and global-norm gradient clipping for GPT2 parameters.
+// AdamW with PyTorch semantics and global-norm gradient clipping for a model's parameters.
 #pragma once
-#include "gpt2.h"
+#include "model.h"
 
 typedef struct {
     float beta1, beta2, eps;  // 0.9, 0.999, 1e-8
@@ -14,6 +14,6 @@ float clip_grad_norm(float *grads, size_t n, float max_norm);
 
 // One torch.optim.AdamW step (step = 1 for the first update) on m->params with m->grads.
 // mom1/mom2 are flat arrays of m->num_params floats (zero before the first step). Weight decay
-// applies to WTE, WPE, QKVW, ATTPROJW, FCW and FCPROJW (the HF Trainer's rule: no decay on
-// biases and LayerNorm weights).
-void adamw_step(GPT2 *m, float *mom1, float *mom2, const AdamWConfig *cfg, float lr, long step);
+// applies to the tensors the parameter table marks (the HF Trainer's rule: no decay on biases
+// and norm weights).
+void adamw_step(Model *m, float *mom1, float *mom2, const AdamWConfig *cfg, float lr, long step);

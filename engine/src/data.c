@@ -10,7 +10,7 @@ static uint32_t rd32(const char *p) {
 
 #define BAD(...) do { err_set(EXIT_BAD_INPUT, "bad_data", __VA_ARGS__); data_free(d); return -1; } while (0)
 
-int data_load(const char *path, const GPT2Config *cfg, DataFile *d) {
+int data_load(const char *path, const ModelConfig *cfg, DataFile *d) {
     memset(d, 0, sizeof *d);
     size_t size;
     if (read_file(path, &d->buf, &size)) return -1;

@@ -7,7 +7,7 @@
 // Losses and log-probs count response tokens only.
 #pragma once
 #include <stdint.h>
-#include "gpt2.h"
+#include "model.h"
 
 enum { DATA_SFT = 1, DATA_PREF = 2 };
 
@@ -29,7 +29,7 @@ typedef struct {
 // Reads and validates a data file against a model config: magic, version, kind, lengths vs
 // file size, ids < vocab_size, 1 <= prompt_len, 1 <= response_len, prompt + response <=
 // n_positions. Errors name the file and the record index. Returns 0 or -1 (error recorded).
-int data_load(const char *path, const GPT2Config *cfg, DataFile *d);
+int data_load(const char *path, const ModelConfig *cfg, DataFile *d);
 void data_free(DataFile *d);
 
 // Builds one padded micro-batch of sequences (prompt + response, minus the last token as

@@ -1,10 +1,10 @@
-// Batched sampling for GPT-2 with a KV cache (llm.c style: flat buffers, plain loops; matrix
-// products on weights packed once, packed.h).
+// Batched sampling with a KV cache per sequence for any architecture of the model seam (the
+// model's gen_forward runs a step's rows; its matrix products use weights packed once).
 // A step's rows are the prompt tokens of newly admitted requests plus one token per decoding
 // slot; every row attends only to its own slot's cache, so prefill and decode share one pass.
 #include "generate.h"
-#include "packed.h"
 #include "cpu/kernels.h"
+#include "cpu/vec.h"
 #include "util.h"
 #include <math.h>
 #include <omp.h>
@@ -26,31 +26,26 @@ typedef struct {
     int generated;      // tokens sampled so far (stop token included)
     int next_token;     // sampled, not yet in the cache
     int cap;            // cache capacity in positions
-    float *kv;          // per layer: keys [NH][cap/16][hs][16], then values [cap][C]
+    float *kv;          // the KV cache of all layers (cpu/kernels.h, kvcache_*)
 } Slot;
 
 struct Generator {
-    GPT2 *m;
+    Model *m;
     PackFormat fmt;
-    PackedMatrix *mats;            // see pack_model
-    int nmats;
-    void *scratch;                 // packed_matmul's, sized with the rows
+    void *state;                   // the architecture's packed weights and row buffers
     int max_batch, prefill_budget, nthreads;
     Slot *slots;
     Request *queue_head, *queue_tail;
     int queued;
     // per-step rows, sized for cap_rows
     size_t cap_rows;
-    int *row_slot, *row_pos, *row_tok;
-    float *x, *ln, *qkv, *atty, *proj, *fch;
+    int *row_slot, *row_pos, *row_tok, *row_cap;
+    float **row_cache;
     // sampling rows: one per slot that samples this step
     int *sample_slot, *sample_row, *sample_tok;
     float *sample_lp, *sample_top_lp;
     int *sample_top_ids;
-    float *head_in;     // [max_batch, C]
     float *logits;      // [max_batch, V]
-    float *att_scratch; // [nthreads, att_stride]
-    size_t att_stride;  // n_positions rounded up to 16
     float *cand_val;    // [nthreads, V]
     int *cand_idx;      // [nthreads, V]
     int *cand_order;    // [nthreads, V]
@@ -64,89 +59,10 @@ static uint64_t rng_next(uint64_t *s) {  // splitmix64
 }
 static double rng_uniform(uint64_t *s) { return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
 
-// ---- 16-lane vector helpers (GCC vector extensions: AVX-512 here, narrower vectors elsewhere).
-// Every result is a fixed sequence of operations per element, so rows stay batch-independent.
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t vi16 __attribute__((vector_size(64)));
-static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline v16 select16(vi16 mask, v16 a, v16 b) { return (v16)(((vi16)a & mask) | ((vi16)b & ~mask)); }
-// exp on 16 lanes: Cephes expf's range reduction and degree-6 polynomial (about 1 ulp), the
-// same scheme as kernels.c's scalar exp_approx, written on vectors so softmax over the
-// vocabulary and over cached positions runs 16 lanes at a time.
-static inline v16 exp16(v16 x) {
-    const v16 hi = (v16){0} + 88.0f, lo = (v16){0} - 88.0f;
-    x = select16(x > hi, hi, x);
-    x = select16(x < lo, lo, x);
-    v16 t = x * 1.44269504088896341f + 0.5f;
-    vi16 ni = __builtin_convertvector(t, vi16);
-    v16 nf = __builtin_convertvector(ni, v16);
-    vi16 above = nf > t;  // truncation went up for negative t: floor is one less
-    ni += above;
-    nf += __builtin_convertvector(above, v16);
-    v16 r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-    v16 p = (v16){0} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    v16 y = p * r * r + r + 1.0f;
-    return y * (v16)((ni + 127) << 23);
-}
-
-// dst[i] = exp(src[i] - mx) for i < n (dst may be NULL); returns the sum, in a fixed order.
-static float exp_shift_sum(float *dst, const float *src, int n, float mx) {
-    v16 acc = {0};
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        v16 e = exp16(load16(src + i) - mx);
-        if (dst) memcpy(dst + i, &e, sizeof e);
-        acc += e;
-    }
-    float sum = 0.0f;
-    for (int t = 0; t < 16; t++) sum += acc[t];
-    if (i < n) {
-        v16 x = {0};
-        memcpy(&x, src + i, (size_t)(n - i) * sizeof(float));
-        v16 e = exp16(x - mx);
-        if (dst) memcpy(dst + i, &e, (size_t)(n - i) * sizeof(float));
-        for (int t = 0; t < n - i; t++) sum += e[t];
-    }
-    return sum;
-}
-
-
-// Every weight matrix packed once: per layer qkv, attention projection, fc, fc projection; then
-// the tied LM head (wte transposed).
-enum { MAT_QKV, MAT_ATTPROJ, MAT_FC, MAT_FCPROJ, MATS_PER_LAYER };
-
-static int pack_model(Generator *g, PackFormat fmt) {
-    const GPT2 *m = g->m;
-    const GPT2Config *c = &m->cfg;
-    int L = c->n_layer, C = c->n_embd, F = c->n_inner;
-    g->nmats = L * MATS_PER_LAYER + 1;
-    g->mats = calloc(g->nmats, sizeof(PackedMatrix));
-    if (!g->mats) return err_set(EXIT_IO, "out_of_memory", "cannot allocate packed weights");
-    for (int l = 0; l < L; l++) {
-        PackedMatrix *pm = g->mats + l * MATS_PER_LAYER;
-        if (packed_make(pm + MAT_QKV, fmt, m->param[P_QKVW] + (size_t)l * C * 3 * C, C, 3 * C, 3 * C, 1) ||
-            packed_make(pm + MAT_ATTPROJ, fmt, m->param[P_ATTPROJW] + (size_t)l * C * C, C, C, C, 1) ||
-            packed_make(pm + MAT_FC, fmt, m->param[P_FCW] + (size_t)l * C * F, C, F, F, 1) ||
-            packed_make(pm + MAT_FCPROJ, fmt, m->param[P_FCPROJW] + (size_t)l * F * C, F, C, C, 1))
-            return -1;
-    }
-    // logits = x @ wte^T: element (k = c, j = v) is wte[v*C + c]
-    return packed_make(g->mats + L * MATS_PER_LAYER, fmt, m->param[P_WTE], C, c->vocab_size, 1, C);
-}
-
-static void linear(Generator *g, float *out, const float *in, int mat, const float *bias, int M) {
-    packed_matmul(out, in, &g->mats[mat], bias, M, g->scratch);
-}
-
-Generator *gen_create(GPT2 *m, int max_batch, int prefill_budget, int bf16) {
+Generator *gen_create(Model *m, int max_batch, int prefill_budget, int bf16) {
     Generator *g = calloc(1, sizeof(Generator));
     if (!g) return NULL;
-    const GPT2Config *c = &m->cfg;
+    const ModelConfig *c = &m->cfg;
     size_t B = max_batch, V = c->vocab_size;
     g->m = m;
     g->max_batch = max_batch;
@@ -159,22 +75,21 @@ Generator *gen_create(GPT2 *m, int max_batch, int prefill_budget, int bf16) {
     g->sample_lp = malloc(B * sizeof(float));
     g->sample_top_lp = malloc(B * GEN_MAX_TOP_LOGPROBS * sizeof(float));
     g->sample_top_ids = malloc(B * GEN_MAX_TOP_LOGPROBS * sizeof(int));
-    g->head_in = calloc(B * c->n_embd, sizeof(float));
     g->logits = malloc(B * V * sizeof(float));
-    g->att_stride = (c->max_seq_len + 15) / 16 * 16;
-    g->att_scratch = malloc((size_t)g->nthreads * g->att_stride * sizeof(float));
     g->cand_val = malloc((size_t)g->nthreads * V * sizeof(float));
     g->cand_idx = malloc((size_t)g->nthreads * V * sizeof(int));
     g->cand_order = malloc((size_t)g->nthreads * V * sizeof(int));
     if (!g->slots || !g->sample_slot || !g->sample_row || !g->sample_tok || !g->sample_lp ||
-        !g->sample_top_lp || !g->sample_top_ids || !g->head_in || !g->logits || !g->att_scratch ||
-        !g->cand_val || !g->cand_idx || !g->cand_order) {
+        !g->sample_top_lp || !g->sample_top_ids || !g->logits || !g->cand_val || !g->cand_idx || !g->cand_order) {
         err_set(EXIT_IO, "out_of_memory", "cannot allocate the generator for %d sequences", max_batch);
         gen_free(g);
         return NULL;
     }
-    g->fmt = bf16 ? PACK_BF16 : PACK_FP32;
-    if ((bf16 && !packed_bf16_available()) || pack_model(g, g->fmt)) { gen_free(g); return NULL; }
+    g->fmt = PACK_FP32;
+    if ((bf16 && packed_bf16_format(&g->fmt)) || !(g->state = m->ops->gen_create(m, g->fmt))) {
+        gen_free(g);
+        return NULL;
+    }
     return g;
 }
 
@@ -186,73 +101,38 @@ void gen_free(Generator *g) {
     if (!g) return;
     for (int s = 0; g->slots && s < g->max_batch; s++) { free(g->slots[s].kv); free_request(g->slots[s].req); }
     for (Request *r = g->queue_head, *next; r; r = next) { next = r->next; free_request(r); }
-    for (int i = 0; g->mats && i < g->nmats; i++) packed_free(&g->mats[i]);
-    void *ps[] = {g->mats, g->scratch, g->slots, g->row_slot, g->row_pos, g->row_tok, g->x, g->ln, g->qkv, g->atty,
-                  g->proj, g->fch, g->sample_slot, g->sample_row, g->sample_tok, g->sample_lp,
-                  g->sample_top_lp, g->sample_top_ids, g->head_in, g->logits, g->att_scratch,
-                  g->cand_val, g->cand_idx, g->cand_order};
+    if (g->state) g->m->ops->gen_free(g->state);
+    void *ps[] = {g->slots, g->row_slot, g->row_pos, g->row_tok, g->row_cap, g->row_cache,
+                  g->sample_slot, g->sample_row, g->sample_tok, g->sample_lp, g->sample_top_lp,
+                  g->sample_top_ids, g->logits, g->cand_val, g->cand_idx, g->cand_order};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) free(ps[i]);
     free(g);
 }
 
 static int ensure_rows(Generator *g, size_t n) {
     if (n <= g->cap_rows) return 0;
-    const GPT2Config *c = &g->m->cfg;
-    size_t C = c->n_embd, F = c->n_inner;
     void **bufs[] = {(void **)&g->row_slot, (void **)&g->row_pos, (void **)&g->row_tok,
-                     (void **)&g->x, (void **)&g->ln, (void **)&g->qkv, (void **)&g->atty,
-                     (void **)&g->proj, (void **)&g->fch};
-    size_t sizes[] = {sizeof(int), sizeof(int), sizeof(int), C * 4, C * 4, 3 * C * 4, C * 4,
-                      C * 4, F * 4};
+                     (void **)&g->row_cap, (void **)&g->row_cache};
+    size_t sizes[] = {sizeof(int), sizeof(int), sizeof(int), sizeof(int), sizeof(float *)};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
         void *p = realloc(*bufs[i], n * sizes[i]);
         if (!p) return err_set(EXIT_IO, "out_of_memory", "cannot allocate activations for %zu rows", n);
         *bufs[i] = p;
     }
-    size_t sb = packed_scratch_bytes(g->fmt, (int)n, F > C ? (int)F : (int)C);
-    if (sb) {
-        void *p = realloc(g->scratch, sb);
-        if (!p) return err_set(EXIT_IO, "out_of_memory", "cannot allocate activations for %zu rows", n);
-        g->scratch = p;
-    }
     g->cap_rows = n;
     return 0;
 }
 
-// Keys are stored per head in blocks of 16 positions, transposed inside a block
-// ([NH][cap/16][hs][16]): one head's scores for 16 positions are 16-lane products over one
-// contiguous 4 KB block (for hs 64). Values stay [cap][C].
-static float *slot_kt(const Generator *g, const Slot *s, int l) {
-    return s->kv + (size_t)(2 * l) * s->cap * g->m->cfg.n_embd;
-}
-static float *slot_v(const Generator *g, const Slot *s, int l) {
-    return s->kv + (size_t)(2 * l + 1) * s->cap * g->m->cfg.n_embd;
-}
-static void store_key(const Generator *g, Slot *s, int l, int pos, const float *k) {
-    const GPT2Config *c = &g->m->cfg;
-    int hs = c->n_embd / c->n_head;
-    float *kt = slot_kt(g, s, l) + (size_t)(pos / 16) * hs * 16 + pos % 16;
-    for (int h = 0; h < c->n_head; h++)
-        for (int i = 0; i < hs; i++) kt[(size_t)h * s->cap * hs + (size_t)i * 16] = k[h * hs + i];
-}
-
-// Grows a slot's cache to hold n positions (doubling, a multiple of 16 up to n_positions rounded
+// Grows a slot's cache to hold n positions (doubling, a multiple of 16 up to the context rounded
 // up), keeping its contents; unused positions are zero.
 static int ensure_cache(Generator *g, Slot *s, int n) {
     if (n <= s->cap) return 0;
-    const GPT2Config *c = &g->m->cfg;
+    const ModelConfig *c = &g->m->cfg;
     int most = (c->max_seq_len + 15) / 16 * 16, cap = s->cap ? s->cap : 64;
     while (cap < n) cap *= 2;
     if (cap > most) cap = most;
-    size_t C = c->n_embd, hs = C / c->n_head, blocks = (size_t)(s->len + 15) / 16;
-    float *kv = calloc((size_t)2 * c->n_layer * cap * C, sizeof(float));
+    float *kv = kvcache_grow(s->kv, s->cap, s->len, cap, c->n_layer, c->n_kv_head, c->head_dim);
     if (!kv) return err_set(EXIT_IO, "out_of_memory", "cannot allocate a KV cache of %d positions", cap);
-    for (int l = 0; l < c->n_layer && s->len > 0; l++) {
-        const float *kt = slot_kt(g, s, l);
-        for (int h = 0; h < c->n_head; h++)
-            memcpy(kv + 2 * l * C * cap + h * cap * hs, kt + h * s->cap * hs, blocks * hs * 16 * sizeof(float));
-        memcpy(kv + (size_t)(2 * l + 1) * cap * C, slot_v(g, s, l), (size_t)s->len * C * sizeof(float));
-    }
     free(s->kv);
     s->kv = kv;
     s->cap = cap;
@@ -260,7 +140,7 @@ static int ensure_cache(Generator *g, Slot *s, int n) {
 }
 
 int gen_submit(Generator *g, int64_t id, const int *prompt, int prompt_len, const GenParams *p) {
-    const GPT2Config *c = &g->m->cfg;
+    const ModelConfig *c = &g->m->cfg;
     if (id < 0) return err_set(EXIT_BAD_INPUT, "bad_request", "id must be a non-negative integer");
     if (prompt_len < 1) return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: prompt must hold at least one token", (long long)id);
     if (prompt_len >= c->max_seq_len)
@@ -331,86 +211,6 @@ int gen_pending(const Generator *g) {
     int n = g->queued;
     for (int i = 0; i < g->max_batch; i++) n += g->slots[i].req != NULL;
     return n;
-}
-
-// One row's causal attention over its slot's cache, positions 0..pos.
-static void attend_rows(Generator *g, int l, int nrows) {
-    const GPT2Config *c = &g->m->cfg;
-    int C = c->n_embd, NH = c->n_head, hs = C / NH;
-    float scale = 1.0f / sqrtf((float)hs);
-    #pragma omp parallel for schedule(dynamic)
-    for (int rh = 0; rh < nrows * NH; rh++) {
-        int r = rh / NH, h = rh % NH, npos = g->row_pos[r] + 1;
-        const Slot *s = &g->slots[g->row_slot[r]];
-        const float *q = g->qkv + (size_t)r * 3 * C + h * hs;
-        const float *kt = slot_kt(g, s, l) + (size_t)h * s->cap * hs, *v = slot_v(g, s, l) + h * hs;
-        float *p = g->att_scratch + (size_t)omp_get_thread_num() * g->att_stride;
-        for (int j0 = 0; j0 < npos; j0 += 16) {  // the cache holds whole 16-position blocks
-            const float *blk = kt + (size_t)j0 * hs;
-            v16 acc = {0};
-            for (int i = 0; i < hs; i++) acc += q[i] * load16(blk + i * 16);
-            acc *= scale;
-            memcpy(p + j0, &acc, sizeof acc);
-        }
-        float mx = -INFINITY;
-        for (int j = 0; j < npos; j++) if (p[j] > mx) mx = p[j];
-        float inv = 1.0f / exp_shift_sum(p, p, npos, mx);
-        float *out = g->atty + (size_t)r * C + h * hs;
-        if (hs % 16 == 0 && hs <= 256) {  // accumulate in registers rather than through out
-            v16 o[16] = {{0}};
-            for (int j = 0; j < npos; j++) {
-                const float *vj = v + (size_t)j * C;
-                float a = p[j] * inv;
-                for (int t = 0; t < hs / 16; t++) o[t] += a * load16(vj + 16 * t);
-            }
-            memcpy(out, o, (size_t)hs * sizeof(float));
-        } else {
-            for (int i = 0; i < hs; i++) out[i] = 0.0f;
-            for (int j = 0; j < npos; j++) {
-                const float *vj = v + (size_t)j * C;
-                float a = p[j] * inv;
-                for (int i = 0; i < hs; i++) out[i] += a * vj[i];
-            }
-        }
-    }
-}
-
-// Forward of nrows rows (tokens at positions, written into their slots' caches), then logits
-// for the nsample rows listed in sample_row.
-static void forward_rows(Generator *g, int nrows, int nsample) {
-    GPT2 *m = g->m;
-    const GPT2Config *c = &m->cfg;
-    int C = c->n_embd, F = c->n_inner, n = nrows;
-    for (int r = 0; r < n; r++) {
-        const float *te = m->param[P_WTE] + (size_t)g->row_tok[r] * C;
-        const float *pe = m->param[P_WPE] + (size_t)g->row_pos[r] * C;
-        for (int i = 0; i < C; i++) g->x[(size_t)r * C + i] = te[i] + pe[i];
-    }
-    for (int l = 0; l < c->n_layer; l++) {
-        layernorm_forward(g->ln, NULL, NULL, g->x, m->param[P_LN1W] + (size_t)l * C,
-                          m->param[P_LN1B] + (size_t)l * C, n, C, c->ln_eps);
-        linear(g, g->qkv, g->ln, l * MATS_PER_LAYER + MAT_QKV, m->param[P_QKVB] + (size_t)l * 3 * C, n);
-        for (int r = 0; r < n; r++) {
-            Slot *s = &g->slots[g->row_slot[r]];
-            const float *kv = g->qkv + (size_t)r * 3 * C;
-            store_key(g, s, l, g->row_pos[r], kv + C);
-            memcpy(slot_v(g, s, l) + (size_t)g->row_pos[r] * C, kv + 2 * C, C * sizeof(float));
-        }
-        attend_rows(g, l, n);
-        linear(g, g->proj, g->atty, l * MATS_PER_LAYER + MAT_ATTPROJ, m->param[P_ATTPROJB] + (size_t)l * C, n);
-        residual_forward(g->x, g->x, g->proj, n * C);
-        layernorm_forward(g->ln, NULL, NULL, g->x, m->param[P_LN2W] + (size_t)l * C,
-                          m->param[P_LN2B] + (size_t)l * C, n, C, c->ln_eps);
-        linear(g, g->fch, g->ln, l * MATS_PER_LAYER + MAT_FC, m->param[P_FCB] + (size_t)l * F, n);
-        gelu_forward(g->fch, g->fch, n * F);
-        linear(g, g->proj, g->fch, l * MATS_PER_LAYER + MAT_FCPROJ, m->param[P_FCPROJB] + (size_t)l * C, n);
-        residual_forward(g->x, g->x, g->proj, n * C);
-    }
-    for (int i = 0; i < nsample; i++)
-        memcpy(g->head_in + (size_t)i * C, g->x + (size_t)g->sample_row[i] * C, C * sizeof(float));
-    layernorm_forward(g->head_in, NULL, NULL, g->head_in, m->param[P_LNFW], m->param[P_LNFB],
-                      nsample, C, c->ln_eps);
-    linear(g, g->logits, g->head_in, c->n_layer * MATS_PER_LAYER, NULL, nsample);  // tied LM head
 }
 
 // Ranking of candidates: higher value first, lower id on ties (as torch.argmax / topk pick).
@@ -506,7 +306,7 @@ static void finish(Generator *g, Slot *s, GenFinish f, int stop_token, gen_done_
 }
 
 int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx) {
-    const GPT2Config *c = &g->m->cfg;
+    const ModelConfig *c = &g->m->cfg;
     int V = c->vocab_size, nrows = 0, nsample = 0, prefill = 0;
     // Decoding slots first, then admissions in queue order (at least one per step when a slot is
     // free, more while the prefill budget lasts).
@@ -539,7 +339,13 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
         prefill += r->prompt_len;
     }
     if (nsample == 0) return 0;
-    forward_rows(g, nrows, nsample);
+    for (int r = 0; r < nrows; r++) {
+        const Slot *s = &g->slots[g->row_slot[r]];
+        g->row_cache[r] = s->kv;
+        g->row_cap[r] = s->cap;
+    }
+    GenRows rows = {nrows, g->row_tok, g->row_pos, g->row_cache, g->row_cap};
+    if (g->m->ops->gen_forward(g->m, g->state, &rows, g->sample_row, nsample, g->logits)) return -1;
 
     #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < nsample; i++) {
@@ -571,3 +377,5 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
     }
     return nsample;
 }
+
+const char *gen_isa(const Generator *g) { return packed_format_name(g->fmt); }

@@ -6,7 +6,7 @@
 // only on its prompt, parameters and seed.
 #pragma once
 #include <stdint.h>
-#include "gpt2.h"
+#include "model.h"
 
 #define GEN_MAX_STOP_IDS 64
 #define GEN_MAX_TOP_LOGPROBS 20
@@ -38,10 +38,12 @@ typedef void (*gen_done_fn)(void *ctx, int64_t id, GenFinish finish, int stop_to
 typedef struct Generator Generator;
 
 // max_batch: slots generating at once. prefill_budget: most prompt tokens prefilled in one step
-// (a longer prompt is admitted alone). bf16: matrix products in bf16 on AMX (faster, not exact
-// fp32; see packed.h). Returns NULL with err_set() on failure.
-Generator *gen_create(GPT2 *model, int max_batch, int prefill_budget, int bf16);
+// (a longer prompt is admitted alone). bf16: matrix products with bf16 weights on the best path
+// this CPU has (faster, not exact fp32; see packed.h). Returns NULL with err_set() on failure.
+Generator *gen_create(Model *model, int max_batch, int prefill_budget, int bf16);
 void gen_free(Generator *g);
+// The matrix-product path in use: fp32, amx, avx512bf16 or avx2 (see packed.h).
+const char *gen_isa(const Generator *g);
 // Queues a request (the prompt is copied). Returns 0, or -1 with err_set() for a bad request
 // (empty prompt, id out of range, prompt not shorter than n_positions, bad parameters).
 int gen_submit(Generator *g, int64_t id, const int *prompt, int prompt_len, const GenParams *p);

@@ -1,4 +1,5 @@
-// opsr-engine init: a randomly initialized GPT-2 of a given shape as an HF directory.
+// opsr-engine init: a randomly initialized model (any architecture of model.h) of a given shape
+// as an HF directory.
 #include <stdlib.h>
 #include <string.h>
 #include "args.h"
@@ -31,23 +32,24 @@ int cmd_init(int argc, char **argv) {
     if (args_parse("init", argc, argv, specs, 3)) err_exit();
     if (!config || !out) die(EXIT_BAD_INPUT, "usage", "init: --config and --out are required");
     if (seed < 0) die(EXIT_BAD_INPUT, "usage", "init: --seed must be >= 0");
-    GPT2Config cfg;
+    ModelConfig cfg;
     if (hf_load_config(config, &cfg)) err_exit();
     int bos, eos;
     token_ids(config, &bos, &eos);
     if (bos >= cfg.vocab_size || eos >= cfg.vocab_size)
         die(EXIT_BAD_INPUT, "bad_config", "%s: bos_token_id/eos_token_id must be < vocab_size (%d)", config, cfg.vocab_size);
-    GPT2 m;
-    if (gpt2_build(&m, &cfg)) die(EXIT_IO, "out_of_memory", "init: cannot allocate the model of %s", config);
-    gpt2_init_random(&m, (uint64_t)seed);
+    Model m;
+    if (model_build(&m, &cfg)) die(EXIT_IO, "out_of_memory", "init: cannot allocate the model of %s", config);
+    model_init_random(&m, (uint64_t)seed);
     char path[4200];
-    char *json = hf_config_json(&cfg, bos, eos);
+    char *json = m.ops->config_json(&cfg, bos, eos);
+    if (!json) die(EXIT_IO, "out_of_memory", "init: cannot allocate config.json");
     snprintf(path, sizeof path, "%s/config.json", out);
     int rc = mkdir_p(out) || write_file_atomic(path, json, strlen(json));
     free(json);
     rc = rc || hf_save_weights(&m, out, "F32", 0);
     size_t num_params = m.num_params;
-    gpt2_free(&m);
+    model_free(&m);
     if (rc) err_exit();
     printf("{\"event\":\"done\",\"path\":");
     json_write_string(stdout, out);

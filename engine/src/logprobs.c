@@ -13,18 +13,18 @@
 
 #define LOGPROB_BATCH 8  // sequences per forward
 
-int logprobs_compute(GPT2 *m, const DataFile *d, float *lp, int *nt, volatile sig_atomic_t *stop) {
+int logprobs_compute(Model *m, const DataFile *d, float *lp, int *nt, volatile sig_atomic_t *stop) {
     if (d->kind == DATA_PREF) {
         // Each pair's prompt computed once; the output layout is already [2i] chosen, [2i+1] rejected.
-        GPT2Pair pairs[LOGPROB_BATCH / 2];
+        ModelPair pairs[LOGPROB_BATCH / 2];
         for (int i0 = 0; i0 < d->count; i0 += LOGPROB_BATCH / 2) {
             if (stop && *stop) return 1;
             int n = d->count - i0 < LOGPROB_BATCH / 2 ? d->count - i0 : LOGPROB_BATCH / 2;
             for (int k = 0; k < n; k++) {
                 const DataRecord *r = &d->rec[i0 + k];
-                pairs[k] = (GPT2Pair){r->prompt, r->resp[0], r->resp[1], r->prompt_len, r->resp_len[0], r->resp_len[1]};
+                pairs[k] = (ModelPair){r->prompt, r->resp[0], r->resp[1], r->prompt_len, r->resp_len[0], r->resp_len[1]};
             }
-            gpt2_forward_pairs(m, pairs, n, lp + 2 * i0, nt + 2 * i0);
+            model_forward_pairs(m, pairs, n, lp + 2 * i0, nt + 2 * i0);
         }
         return 0;
     }
@@ -43,7 +43,7 @@ int logprobs_compute(GPT2 *m, const DataFile *d, float *lp, int *nt, volatile si
         for (int b = 0; b < B; b++) recs[b] = &d->rec[i0 + b];
         float sums[LOGPROB_BATCH];
         int counts[LOGPROB_BATCH];
-        gpt2_forward(m, tokens, targets, B, data_batch(recs, side, B, tokens, targets), sums, counts);
+        model_forward(m, tokens, targets, B, data_batch(recs, side, B, tokens, targets), sums, counts);
         for (int b = 0; b < B; b++) {
             lp[2 * (i0 + b)] = sums[b];
             nt[2 * (i0 + b)] = counts[b];
@@ -130,7 +130,7 @@ int cmd_logprobs(int argc, char **argv) {
     if (args_parse("logprobs", argc, argv, specs, 4)) err_exit();
     if (!model || !data) die(EXIT_BAD_INPUT, "usage", "logprobs: --model and --data are required");
     set_threads(threads);
-    GPT2 m;
+    Model m;
     DataFile d;
     if (hf_load_model(model, &m)) err_exit();
     if (data_load(data, &m.cfg, &d)) err_exit();
@@ -141,7 +141,7 @@ int cmd_logprobs(int argc, char **argv) {
     free(lp);
     free(nt);
     data_free(&d);
-    gpt2_free(&m);
+    model_free(&m);
     if (rc) err_exit();
     return 0;
 }

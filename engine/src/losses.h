@@ -1,6 +1,6 @@
 // Training objectives on per-sequence response log-probs (TRL semantics, computed in double).
 // The model gives logp_sum per sequence; these functions give the loss and d loss / d logp_sum,
-// which gpt2_backward takes as dlogp.
+// which model_backward takes as dlogp.
 #pragma once
 
 typedef enum { LOSS_SFT, LOSS_DPO, LOSS_SIMPO, LOSS_IPO, LOSS_HINGE } LossKind;

@@ -144,11 +144,12 @@ int cmd_serve(int argc, char **argv) {
     if (max_batch < 1 || max_batch > 4096) die(EXIT_BAD_INPUT, "usage", "serve: --max-batch must be in [1, 4096], got %ld", max_batch);
     if (prefill_budget < 0) die(EXIT_BAD_INPUT, "usage", "serve: --prefill-tokens must be >= 1 (0 = the context length)");
     set_threads(threads);
-    GPT2 m;
+    Model m;
     if (hf_load_model(model, &m)) err_exit();
     Generator *g = gen_create(&m, (int)max_batch, prefill_budget ? (int)prefill_budget : m.cfg.max_seq_len, !strcmp(dtype, "bf16"));
     if (!g) err_exit();
-    printf("{\"event\":\"ready\",\"n_ctx\":%d,\"vocab_size\":%d,\"max_batch\":%ld,\"dtype\":\"%s\"}\n", m.cfg.max_seq_len, m.cfg.vocab_size, max_batch, dtype);
+    printf("{\"event\":\"ready\",\"n_ctx\":%d,\"vocab_size\":%d,\"max_batch\":%ld,\"dtype\":\"%s\",\"isa\":\"%s\"}\n",
+           m.cfg.max_seq_len, m.cfg.vocab_size, max_batch, dtype, gen_isa(g));
     fflush(stdout);
 
     size_t cap = 1 << 16, have = 0;
@@ -187,6 +188,6 @@ int cmd_serve(int argc, char **argv) {
     }
     free(buf);
     gen_free(g);
-    gpt2_free(&m);
+    model_free(&m);
     return 0;
 }

@@ -35,7 +35,7 @@ typedef struct {
     LossConfig loss;
     AdamWConfig opt;
     int sched;
-    GPT2 m;
+    Model m;
     DataFile d;
     float *mom1, *mom2;
     float *ref;   // reference log-prob sums [2 * records] (dpo/ipo/hinge)
@@ -199,15 +199,15 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-// Preference micro-batch: each pair's prompt is computed once (gpt2_forward_pairs); recs holds
+// Preference micro-batch: each pair's prompt is computed once (model_forward_pairs); recs holds
 // every record twice (chosen, rejected), as for the padded path.
-static void forward_pairs(GPT2 *m, const DataRecord *const *recs, int n, float *lp, int *cnt) {
-    GPT2Pair pairs[4096];
+static void forward_pairs(Model *m, const DataRecord *const *recs, int n, float *lp, int *cnt) {
+    ModelPair pairs[4096];
     for (int i = 0; i < n; i++) {
         const DataRecord *r = recs[2 * i];
-        pairs[i] = (GPT2Pair){r->prompt, r->resp[0], r->resp[1], r->prompt_len, r->resp_len[0], r->resp_len[1]};
+        pairs[i] = (ModelPair){r->prompt, r->resp[0], r->resp[1], r->prompt_len, r->resp_len[0], r->resp_len[1]};
     }
-    gpt2_forward_pairs(m, pairs, n, lp, cnt);
+    model_forward_pairs(m, pairs, n, lp, cnt);
 }
 
 // One optimizer step (step counts from 1): forward/backward over its micro-batches, then clip
@@ -224,7 +224,7 @@ static void train_step(Trainer *t, long step) {
         for (int i = lo; i < hi; i++) norm += t->d.rec[t->perm[i]].resp_len[0];
     }
     PrefMetrics sum = {0};
-    gpt2_zero_grad(&t->m);
+    model_zero_grad(&t->m);
     for (int mb = lo; mb < hi; mb += bs) {
         int nb = hi - mb < bs ? hi - mb : bs, B = pref ? 2 * nb : nb;
         const DataRecord *recs[2 * 4096];
@@ -236,7 +236,7 @@ static void train_step(Trainer *t, long step) {
             tokens += recs[b]->prompt_len + recs[b]->resp_len[side[b]];
         }
         if (pref) forward_pairs(&t->m, recs, nb, lp, cnt);
-        else gpt2_forward(&t->m, t->tokens, t->targets, B, data_batch(recs, side, B, t->tokens, t->targets), lp, cnt);
+        else model_forward(&t->m, t->tokens, t->targets, B, data_batch(recs, side, B, t->tokens, t->targets), lp, cnt);
         if (!pref) loss += sft_loss(B, lp, norm, dlogp);
         else {
             float pc[4096], pr[4096], rc[4096], rr[4096], dc[4096], dr[4096];
@@ -254,7 +254,7 @@ static void train_step(Trainer *t, long step) {
             sum.margin += pm.margin; sum.accuracy += pm.accuracy;
             sum.logp_chosen += pm.logp_chosen; sum.logp_rejected += pm.logp_rejected;
         }
-        gpt2_backward(&t->m, dlogp);
+        model_backward(&t->m, dlogp);
     }
     loss /= norm;
     if (!isfinite(loss)) die(EXIT_NONFINITE, "non_finite_loss", "train: loss is %g at step %ld (lower --lr, check the data)", loss, step);
@@ -487,7 +487,7 @@ int cmd_train(int argc, char **argv) {
     t->tokens = malloc(cap * sizeof(int));
     t->targets = malloc(cap * sizeof(int));
     t->perm_epoch = -1;
-    if (!t->mom1 || !t->mom2 || !t->perm || !t->tokens || !t->targets || gpt2_alloc_grads(&t->m))
+    if (!t->mom1 || !t->mom2 || !t->perm || !t->tokens || !t->targets || model_alloc_grads(&t->m))
         die(EXIT_IO, "out_of_memory", "train: cannot allocate the optimizer state for %zu parameters", np);
 
     char ckdir[4200];
@@ -527,6 +527,6 @@ int cmd_train(int argc, char **argv) {
     fflush(stdout);
     free(t->mom1); free(t->mom2); free(t->perm); free(t->tokens); free(t->targets); free(t->ref); free(t->ref_n);
     data_free(&t->d);
-    gpt2_free(&t->m);
+    model_free(&t->m);
     return 0;
 }

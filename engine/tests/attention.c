@@ -80,9 +80,10 @@ int main(void) {
     int failures = 0;
     for (int mode = 0; mode < 2; mode++) {
         const int *br = mode ? branch : NULL;
-        attention_forward(out, lse, qkv, scratch, br, B, T, C, NH);
+        AttnDims d = {B, T, NH, NH, HS, 0};
+        attention_forward(out, lse, qkv, scratch, br, &d);
         for (size_t i = 0; i < nq; i++) dqkv[i] = 0;
-        attention_backward(dqkv, g, qkv, lse, scratch, br, B, T, C, NH);
+        attention_backward(dqkv, g, qkv, lse, scratch, br, &d);
         reference(qkv, g, br, rout, rdqkv);
         double eo = max_rel(out, rout, no), ed = max_rel(dqkv, rdqkv, nq);
         int bad = eo > 1e-5 || ed > 1e-4;

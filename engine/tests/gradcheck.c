@@ -1,9 +1,11 @@
-// Finite-difference check of every loss's gradient through the whole GPT-2 (tiny model).
+// Finite-difference check of every loss's gradient through whole tiny models of each
+// architecture: GPT-2; Llama with GQA, biases, untied head and llama3 RoPE scaling; Qwen2 (q/k/v
+// biases, tied, one KV head); Mistral with a sliding window shorter than the sequences.
 // For each loss and each parameter tensor: central differences on a sample of entries (always
-// including the entry with the largest analytic gradient) against gpt2_backward. Exits 1 on
+// including the entry with the largest analytic gradient) against model_backward. Exits 1 on
 // any mismatch with a summary of the failing (loss, tensor) pairs.
 #include "adamw.h"
-#include "gpt2.h"
+#include "tiny.h"
 #include "losses.h"
 #include <math.h>
 #include <stdio.h>
@@ -11,8 +13,6 @@
 #include <string.h>
 
 enum { NPAIRS = 2, T = 12, SAMPLES = 5 };
-static const char *TENSOR[NUM_PARAM_TENSORS] = {"wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb",
-    "attprojw", "attprojb", "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
 
 static uint64_t rng = 42;
 static uint32_t rnd(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return (uint32_t)rng; }
@@ -36,11 +36,11 @@ static void make_batch(Batch *bt, int V) {
 }
 
 // Objective and (optionally) its dlogp for one loss on the batch.
-static double objective(GPT2 *m, const Batch *bt, const LossConfig *cfg, float *dlogp) {
+static double objective(Model *m, const Batch *bt, const LossConfig *cfg, float *dlogp) {
     int B = 2 * NPAIRS;
     float lp[2 * NPAIRS], dtmp[2 * NPAIRS];
     int nt[2 * NPAIRS];
-    gpt2_forward(m, bt->tokens, bt->targets, B, T, lp, nt);
+    model_forward(m, bt->tokens, bt->targets, B, T, lp, nt);
     float *d = dlogp ? dlogp : dtmp;
     if (cfg->kind == LOSS_SFT) {
         double ntot = 0;
@@ -52,19 +52,19 @@ static double objective(GPT2 *m, const Batch *bt, const LossConfig *cfg, float *
                            NPAIRS, d, d + NPAIRS, &pm) / NPAIRS;
 }
 
-// gpt2_forward_pairs (prompt shared, rejected branch masked) against gpt2_forward on the
+// model_forward_pairs (prompt shared, rejected branch masked) against model_forward on the
 // separate sequences: same log-probs and gradients. Returns the number of mismatches.
-static int check_pairs(GPT2 *m) {
+static int check_pairs(Model *m) {
     enum { N = 3, MAXL = 7 };
     int plen[N] = {3, 1, 5}, clen[N] = {4, 1, 2}, rlen[N] = {2, 5, 1};
     uint32_t pr[N][MAXL], ch[N][MAXL], rj[N][MAXL];
-    GPT2Pair pairs[N];
+    ModelPair pairs[N];
     int tokens[2 * N * 2 * MAXL], targets[2 * N * 2 * MAXL], T = 1;
     for (int i = 0; i < N; i++) {
         for (int k = 0; k < MAXL; k++) {
             pr[i][k] = rnd() % m->cfg.vocab_size; ch[i][k] = rnd() % m->cfg.vocab_size; rj[i][k] = rnd() % m->cfg.vocab_size;
         }
-        pairs[i] = (GPT2Pair){pr[i], ch[i], rj[i], plen[i], clen[i], rlen[i]};
+        pairs[i] = (ModelPair){pr[i], ch[i], rj[i], plen[i], clen[i], rlen[i]};
         int lc = plen[i] + clen[i] - 1, lr = plen[i] + rlen[i] - 1;
         if (lc > T) T = lc;
         if (lr > T) T = lr;
@@ -82,27 +82,27 @@ static int check_pairs(GPT2 *m) {
     int n1[2 * N], n2[2 * N], bad = 0;
     for (int b = 0; b < 2 * N; b++) dlogp[b] = 0.25f * (b + 1) * (b % 2 ? -1 : 1);
     float *g1 = malloc(m->num_params * sizeof(float));
-    gpt2_zero_grad(m);
-    gpt2_forward(m, tokens, targets, 2 * N, T, lp1, n1);
-    gpt2_backward(m, dlogp);
+    model_zero_grad(m);
+    model_forward(m, tokens, targets, 2 * N, T, lp1, n1);
+    model_backward(m, dlogp);
     memcpy(g1, m->grads, m->num_params * sizeof(float));
-    gpt2_zero_grad(m);
-    gpt2_forward_pairs(m, pairs, N, lp2, n2);
-    gpt2_backward(m, dlogp);
+    model_zero_grad(m);
+    model_forward_pairs(m, pairs, N, lp2, n2);
+    model_backward(m, dlogp);
     for (int b = 0; b < 2 * N; b++)
         if (n1[b] != n2[b] || fabsf(lp1[b] - lp2[b]) > 1e-5f * fabsf(lp1[b])) {
             printf("FAIL pairs: sequence %d log-prob %.7g (%d tokens) vs separate %.7g (%d)\n", b, lp2[b], n2[b], lp1[b], n1[b]);
             bad++;
         }
     size_t off = 0;
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+    for (int t = 0; t < m->ntensors; t++) {
         double err = 0, mx = 0;
         for (size_t i = off; i < off + m->param_sizes[t]; i++) {
             err = fmax(err, fabs(g1[i] - m->grads[i]));
             mx = fmax(mx, fabs(g1[i]));
         }
         if (err > 1e-4 * mx || mx == 0) {
-            printf("FAIL pairs: gradient of %s differs by %.3e (max %.3e)\n", TENSOR[t], err, mx);
+            printf("FAIL pairs: gradient of %s differs by %.3e (max %.3e)\n", m->tensor[t].name, err, mx);
             bad++;
         }
         off += m->param_sizes[t];
@@ -112,19 +112,18 @@ static int check_pairs(GPT2 *m) {
     return bad;
 }
 
-int main(void) {
-    GPT2Config c = {.vocab_size = 29, .max_seq_len = 16, .n_layer = 2, .n_head = 2, .n_embd = 16,
-                    .n_inner = 24, .ln_eps = 1e-5f};
-    GPT2 m;
-    if (gpt2_build(&m, &c) || gpt2_alloc_grads(&m)) { fprintf(stderr, "gradcheck: out of memory\n"); return 1; }
-    gpt2_init_random(&m, 7);
+static int run(const char *label, const char *json) {
+    ModelConfig c = tiny_config(json);
+    Model m;
+    if (model_build(&m, &c) || model_alloc_grads(&m)) { fprintf(stderr, "gradcheck: out of memory\n"); return 1; }
+    model_init_random(&m, 7);
     // non-trivial LayerNorm affine and biases so their gradients are exercised
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++)
-        if (t != P_WTE && t != P_WPE && t != P_QKVW && t != P_ATTPROJW && t != P_FCW && t != P_FCPROJW)
+    for (int t = 0; t < m.ntensors; t++)
+        if (!m.tensor[t].decay)
             for (size_t i = 0; i < m.param_sizes[t]; i++) m.param[t][i] += ((int)(rnd() % 200) - 100) * 1e-3f;
     // larger weights than the 0.02 init so that the log-probs depend visibly on every tensor
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++)
-        if (t == P_WTE || t == P_WPE || t == P_QKVW || t == P_ATTPROJW || t == P_FCW || t == P_FCPROJW)
+    for (int t = 0; t < m.ntensors; t++)
+        if (m.tensor[t].decay)
             for (size_t i = 0; i < m.param_sizes[t]; i++) m.param[t][i] *= 10.0f;
     Batch bt;
     make_batch(&bt, c.vocab_size);
@@ -144,10 +143,10 @@ int main(void) {
     for (size_t li = 0; li < sizeof(losses) / sizeof(losses[0]); li++) {
         const LossConfig *cfg = &losses[li].cfg;
         float dlogp[2 * NPAIRS];
-        gpt2_zero_grad(&m);
+        model_zero_grad(&m);
         objective(&m, &bt, cfg, dlogp);
-        gpt2_backward(&m, dlogp);
-        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        model_backward(&m, dlogp);
+        for (int t = 0; t < m.ntensors; t++) {
             size_t n = m.param_sizes[t], idx[SAMPLES + 1];
             float gmax = 0;
             idx[0] = 0;
@@ -169,8 +168,8 @@ int main(void) {
             double rel = err / fmax(gmax, 1e-6);
             if (rel > worst) worst = rel;
             if (rel > 5e-3 || gmax == 0.0f) {
-                printf("FAIL %-8s %-9s max|fd-an| = %.3e, max|grad| = %.3e, rel = %.3e\n",
-                       losses[li].name, TENSOR[t], err, gmax, rel);
+                printf("FAIL %s %-8s %-9s max|fd-an| = %.3e, max|grad| = %.3e, rel = %.3e\n",
+                       label, losses[li].name, m.tensor[t].name, err, gmax, rel);
                 failures++;
             }
         }
@@ -181,9 +180,9 @@ int main(void) {
         float dlogp[2 * NPAIRS];
         float *g1 = malloc(m.num_params * sizeof(float));
         for (int rep = 0; rep < 2; rep++) {
-            gpt2_zero_grad(&m);
+            model_zero_grad(&m);
             objective(&m, &bt, &losses[1].cfg, dlogp);
-            gpt2_backward(&m, dlogp);
+            model_backward(&m, dlogp);
             if (rep == 0) memcpy(g1, m.grads, m.num_params * sizeof(float));
         }
         if (memcmp(g1, m.grads, m.num_params * sizeof(float))) {
@@ -204,8 +203,8 @@ int main(void) {
     {
         float lp[2 * NPAIRS];
         int nt[2 * NPAIRS];
-        for (int j = 0; j < c.n_embd; j++) m.param[P_LNFW][j] *= 1e4f;
-        gpt2_forward(&m, bt.tokens, bt.targets, 2 * NPAIRS, T, lp, nt);
+        for (size_t j = 0; j < m.param_sizes[m.head]; j++) m.param[m.head][j] *= 1e4f;
+        model_forward(&m, bt.tokens, bt.targets, 2 * NPAIRS, T, lp, nt);
         double lowest = 0;
         int finite = 1;
         for (int b = 0; b < 2 * NPAIRS; b++) { finite &= isfinite(lp[b]) != 0; lowest = fmin(lowest, lp[b]); }
@@ -214,9 +213,26 @@ int main(void) {
             failures++;
         }
     }
-    gpt2_free(&m);
-    printf("gradcheck: %d checks over %zu losses x %d tensors, worst relative error %.2e: %s\n",
-           checks, sizeof(losses) / sizeof(losses[0]), NUM_PARAM_TENSORS, worst,
-           failures ? "FAILED" : "ok");
+    printf("gradcheck %s: %d checks over %zu losses x %d tensors, worst relative error %.2e: %s\n",
+           label, checks, sizeof(losses) / sizeof(losses[0]), m.ntensors, worst, failures ? "FAILED" : "ok");
+    model_free(&m);
+    return failures;
+}
+
+int main(void) {
+    int failures = run("gpt2", "{\"model_type\": \"gpt2\", \"vocab_size\": 29, \"n_positions\": 16, \"n_layer\": 2, "
+                       "\"n_head\": 2, \"n_embd\": 16, \"n_inner\": 24}");
+    failures += run("llama", "{\"model_type\": \"llama\", \"vocab_size\": 29, \"max_position_embeddings\": 16, "
+                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"hidden_size\": 16, "
+                    "\"head_dim\": 6, \"intermediate_size\": 24, \"rms_norm_eps\": 1e-5, \"attention_bias\": true, "
+                    "\"mlp_bias\": true, \"tie_word_embeddings\": false, \"rope_parameters\": {\"rope_type\": \"llama3\", "
+                    "\"rope_theta\": 100.0, \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+                    "\"original_max_position_embeddings\": 8}}");
+    failures += run("qwen2", "{\"model_type\": \"qwen2\", \"vocab_size\": 29, \"max_position_embeddings\": 16, "
+                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"hidden_size\": 16, "
+                    "\"intermediate_size\": 24, \"rms_norm_eps\": 1e-6, \"tie_word_embeddings\": true, \"rope_theta\": 1000.0}");
+    failures += run("mistral", "{\"model_type\": \"mistral\", \"vocab_size\": 29, \"max_position_embeddings\": 16, "
+                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 1, \"hidden_size\": 16, "
+                    "\"intermediate_size\": 24, \"rms_norm_eps\": 1e-5, \"sliding_window\": 4, \"rope_theta\": 1000.0}");
     return failures ? 1 : 0;
 }

@@ -2,6 +2,7 @@
 // preference-loss metrics against their TRL definitions on hand-picked numbers.
 #include "adamw.h"
 #include "gpt2.h"
+#include "tiny.h"
 #include "losses.h"
 #include <math.h>
 #include <stdio.h>
@@ -14,11 +15,11 @@ static void expect(const char *what, double got, double want, double tol) {
 }
 
 static void test_adamw(void) {
-    GPT2Config c = {.vocab_size = 11, .max_seq_len = 8, .n_layer = 2, .n_head = 2, .n_embd = 8,
-                    .n_inner = 12, .ln_eps = 1e-5f};
-    GPT2 m;
-    if (gpt2_build(&m, &c) || gpt2_alloc_grads(&m)) { printf("optim: out of memory\n"); exit(1); }
-    gpt2_init_random(&m, 1);
+    ModelConfig c = tiny_config("{\"vocab_size\": 11, \"n_positions\": 8, \"n_layer\": 2, \"n_head\": 2, "
+                                   "\"n_embd\": 8, \"n_inner\": 12}");
+    Model m;
+    if (model_build(&m, &c) || model_alloc_grads(&m)) { printf("optim: out of memory\n"); exit(1); }
+    model_init_random(&m, 1);
     size_t n = m.num_params;
     float *m1 = calloc(n, 4), *m2 = calloc(n, 4);
     double *p = malloc(n * 8), *a = calloc(n, 8), *b = calloc(n, 8);
@@ -29,7 +30,7 @@ static void test_adamw(void) {
         for (size_t i = 0; i < n; i++) m.grads[i] = (float)sin(0.37 * i + step) * (i % 5 == 0 ? 1e-4f : 0.5f);
         adamw_step(&m, m1, m2, &cfg, (float)lrs[step - 1], step);
         size_t off = 0;
-        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        for (int t = 0; t < m.ntensors; t++) {
             int decay = t == P_WTE || t == P_WPE || t == P_QKVW || t == P_ATTPROJW || t == P_FCW || t == P_FCPROJW;
             for (size_t i = off; i < off + m.param_sizes[t]; i++) {  // torch.optim.AdamW, step by step
                 double g = m.grads[i], lr = lrs[step - 1];
@@ -46,7 +47,7 @@ static void test_adamw(void) {
     printf("adamw: 3 steps, max |engine - reference| = %.2e\n", err);
     expect("adamw weights", err, 0, 1e-6);
     free(m1); free(m2); free(p); free(a); free(b);
-    gpt2_free(&m);
+    model_free(&m);
 }
 
 static double logsig(double x) { return -log(1 + exp(-x)); }

@@ -14,13 +14,10 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
 import { SamplerPool } from '../../activities/index.ts';
 import { initPolicy } from '../../activities/train.ts';
-import {
-  runJudgedEval,
-  summarizeJudgedEvals,
-  type EvaluateJudgedInput,
-  type GradingEvalResult,
-  type PairwiseEvalResult,
-} from '../../activities/evaluate-judged.ts';
+import { judgedSummary, runJudgedEval } from '../../activities/evaluate-judged.ts';
+import type {
+  EvaluateJudgedInput, GradingEvalResult, PairwiseEvalResult,
+} from '../../contracts/activities.ts';
 import {
   labelProbability,
   parsePairText,
@@ -254,7 +251,7 @@ test('pairwise, embedded judge: label log-probs, both orders, cached on resume',
   assert.deepEqual(JSON.parse(await readFile(res.file, 'utf8')), res);
 
   // Joint LC over the two labels: instruction difficulty fitted, and said so next to the number.
-  const summary = await summarizeJudgedEvals([res, again]);
+  const summary = await judgedSummary([res, again]);
   assert.equal(summary.length, 2);
   for (const row of summary) assert.match(row.lcVariant!, /instruction difficulty/);
 });

@@ -24,39 +24,76 @@ after(() => rm(root, { recursive: true, force: true }));
 
 type Scalars = Record<string, Record<string, [number, number][]>>;
 const readBack = (logdir: string): Scalars =>
-  JSON.parse(execFileSync(PYTHON, [join(REPO, 'test', 'helpers', 'tensorboard_scalars.py'), logdir], { encoding: 'utf8' }));
+  JSON.parse(
+    execFileSync(PYTHON, [join(REPO, 'test', 'helpers', 'tensorboard_scalars.py'), logdir], {
+      encoding: 'utf8',
+    }),
+  );
 
 test('CRC32C and its TFRecord mask match the published check values', () => {
   assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283); // RFC 3720 check value
-  assert.equal(crc32c(Buffer.alloc(32)), 0x8a9136aa);         // RFC 3720 B.4: 32 bytes of zeros
+  assert.equal(crc32c(Buffer.alloc(32)), 0x8a9136aa); // RFC 3720 B.4: 32 bytes of zeros
   const c = 0x8a9136aa;
-  assert.equal(maskedCrc32c(Buffer.alloc(32)), ((((c >>> 15) | (c << 17)) >>> 0) + 0xa282ead8) >>> 0);
+  assert.equal(
+    maskedCrc32c(Buffer.alloc(32)),
+    ((((c >>> 15) | (c << 17)) >>> 0) + 0xa282ead8) >>> 0,
+  );
 });
 
-test('trainer metrics in TensorBoard equal the engine JSON lines, each step once after a resume', async () => {
+test('TensorBoard trainer metrics equal the engine JSON lines, each step once after a resume', async () => {
   const modelDir = join(root, 'model');
   const vocab = await writeTinyTokenizer(modelDir);
   const cfg = join(root, 'gpt2.json');
-  await writeFile(cfg, JSON.stringify({
-    n_embd: 32, n_layer: 1, n_head: 2, n_positions: 64, vocab_size: vocab, layer_norm_epsilon: 1e-5,
-    n_inner: null, activation_function: 'gelu_new',
-  }));
-  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '2'], { stdio: 'pipe' });
+  await writeFile(
+    cfg,
+    JSON.stringify({
+      n_embd: 32,
+      n_layer: 1,
+      n_head: 2,
+      n_positions: 64,
+      vocab_size: vocab,
+      layer_norm_epsilon: 1e-5,
+      n_inner: null,
+      activation_function: 'gelu_new',
+    }),
+  );
+  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '2'], {
+    stdio: 'pipe',
+  });
   const RECORDS = 400;
-  const ids = (n: number, s: number) => Array.from({ length: n }, (_, i) => (s * 7919 + i * 104729) % vocab);
+  const ids = (n: number, s: number) =>
+    Array.from({ length: n }, (_, i) => (s * 7919 + i * 104729) % vocab);
   const dataFile = join(root, 'pairs.bin');
   await writeTokData(dataFile, {
     kind: 'preference',
-    records: Array.from({ length: RECORDS }, (_, i) => ({ prompt: ids(8, i + 1), chosen: ids(10, 500 + i), rejected: ids(9, 900 + i) })),
+    records: Array.from({ length: RECORDS }, (_, i) => ({
+      prompt: ids(8, i + 1),
+      chosen: ids(10, 500 + i),
+      rejected: ids(9, 900 + i),
+    })),
   });
   const training = parseRunConfig({
-    model: modelDir, prompts: { file: '/unused.jsonl' },
-    training: { loss: 'simpo', learningRate: 1e-3, checkpointEvery: 10, seed: 1, engine: { threads: 1 } },
+    model: modelDir,
+    prompts: { file: '/unused.jsonl' },
+    training: {
+      loss: 'simpo',
+      learningRate: 1e-3,
+      checkpointEvery: 10,
+      seed: 1,
+      engine: { threads: 1 },
+    },
   }).training;
   const runDir = join(root, 'runs', 'tb-run');
   const roundDir = join(runDir, 'round-1');
   const input: TrainPolicyInput = {
-    runId: 'tb-run', round: 1, roundDir, referenceModelDir: modelDir, dataFile, training, learningRate: 1e-3, notify: [],
+    runId: 'tb-run',
+    round: 1,
+    roundDir,
+    referenceModelDir: modelDir,
+    dataFile,
+    training,
+    learningRate: 1e-3,
+    notify: [],
   };
 
   // Cancelled after a checkpoint; the retry resumes from it.
@@ -72,13 +109,22 @@ test('trainer metrics in TensorBoard equal the engine JSON lines, each step once
   assert.ok(cancelledAt >= 15, 'cancelled mid-run');
   // A killed worker's engine logs steps after its newest checkpoint; the retry redoes them.
   const newest = (await newestCheckpoint(join(roundDir, 'train')))!;
-  await appendFile(join(roundDir, 'train', 'metrics.jsonl'), `${JSON.stringify({ event: 'step', step: newest + 1, loss: 999 })}\n`);
-  const done = await new MockActivityEnvironment().run(trainPolicy, input) as TrainPolicyResult;
+  await appendFile(
+    join(roundDir, 'train', 'metrics.jsonl'),
+    `${JSON.stringify({ event: 'step', step: newest + 1, loss: 999 })}\n`,
+  );
+  const done = (await new MockActivityEnvironment().run(trainPolicy, input)) as TrainPolicyResult;
   assert.equal(done.resumedFrom, newest);
 
-  const lines = (await readFile(join(roundDir, 'train', 'metrics.jsonl'), 'utf8')).trim().split('\n')
+  const lines = (await readFile(join(roundDir, 'train', 'metrics.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
     .map((l) => JSON.parse(l) as Record<string, number>);
-  assert.deepEqual(lines.map((e) => e.step), Array.from({ length: RECORDS }, (_, i) => i + 1), 'steps 1..N once each');
+  assert.deepEqual(
+    lines.map((e) => e.step),
+    Array.from({ length: RECORDS }, (_, i) => i + 1),
+    'steps 1..N once each',
+  );
   const { tokens_per_s: _t, ...last } = lines[RECORDS - 1];
   const { tokens_per_s: _u, ...final } = done.metrics;
   assert.deepEqual(Object.fromEntries(Object.entries(last).filter(([k]) => k in final)), final);
@@ -86,12 +132,28 @@ test('trainer metrics in TensorBoard equal the engine JSON lines, each step once
   const tb = readBack(join(root, 'runs'));
   const run = tb[join('tb-run', 'tensorboard', 'round-1')];
   assert.ok(run, `runs found: ${Object.keys(tb).join(', ')}`);
-  for (const tag of ['loss', 'grad_norm', 'learning_rate', 'rewards/chosen', 'rewards/rejected', 'rewards/margins',
-    'rewards/accuracies', 'logps/chosen', 'logps/rejected', 'epoch']) {
+  for (const tag of [
+    'loss',
+    'grad_norm',
+    'learning_rate',
+    'rewards/chosen',
+    'rewards/rejected',
+    'rewards/margins',
+    'rewards/accuracies',
+    'logps/chosen',
+    'logps/rejected',
+    'epoch',
+  ]) {
     const got = run[`train/${tag}`];
     assert.ok(got, `train/${tag} in TensorBoard`);
-    assert.deepEqual(got.map(([s]) => s), lines.map((e) => e.step), `train/${tag}: one point per step`);
+    assert.deepEqual(
+      got.map(([s]) => s),
+      lines.map((e) => e.step),
+      `train/${tag}: one point per step`,
+    );
     // simple_value is a float32: the engine's value rounded to float32, exactly.
-    got.forEach(([s, v], i) => assert.equal(v, Math.fround(lines[i][tag]), `train/${tag} at step ${s}`));
+    got.forEach(([s, v], i) =>
+      assert.equal(v, Math.fround(lines[i][tag]), `train/${tag} at step ${s}`),
+    );
   }
 });

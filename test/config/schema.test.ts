@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   ConfigError, DEFAULT_CHOSEN_TEMPLATE, PRESETS_DIR, loadAblationConfig, loadRunConfig, parseAblationConfig,
-  parseRunConfig,
+  parseRunConfig, withSeed,
 } from '../../config/index.ts';
 
 const MIN = { model: 'model', prompts: { file: 'prompts.jsonl' } };
@@ -67,6 +67,19 @@ describe('presets', () => {
     assert.equal(config.arms[0].config.model, join(PRESETS_DIR, 'models/zephyr-7b-sft-full'));
     // The workflow input (base inlined, absolute paths) parses to the same arms.
     assert.deepEqual(parseAblationConfig(JSON.parse(JSON.stringify(input))), config);
+    assert.deepEqual(config.seeds, [0, 1, 2]);
+  });
+
+  test('ablation seeds: distinct, and one seed drives sampling, training, init and the run id', () => {
+    const base = { ...MIN, runId: 'abl', init: { sft: { data: 'sft.jsonl', seed: 9 } } };
+    assert.throws(() => parseAblationConfig({ base, arms: [{ name: 'a' }], seeds: [0, 1, 0] }),
+      (e: Error) => e.message.includes('seeds[2]: is used twice (got 0; allowed distinct seeds)'));
+    assert.throws(() => parseAblationConfig({ base, arms: [{ name: 'a' }], seeds: [-1] }), /seeds\[0\]/);
+    const arm = parseAblationConfig({ base, arms: [{ name: 'a' }], seeds: [4] }, { baseDir: '/cfg' }).arms[0].config;
+    const seeded = withSeed(arm, 4);
+    assert.deepEqual([seeded.runId, seeded.sampling.seed, seeded.training.seed, seeded.init!.sft!.seed], ['abl-seed-4', 4, 4, 4]);
+    assert.deepEqual(withSeed(arm, 4), withSeed(arm, 4));
+    assert.equal(arm.sampling.seed, 0, 'the arm itself is unchanged');
   });
 });
 

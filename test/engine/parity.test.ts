@@ -1,7 +1,9 @@
-// Engine vs PyTorch parity (issue 3): a random GPT2LMHeadModel saved by transformers, loaded by
-// the engine; logits, log-probs, every loss, all gradients (test/parity/parity_dump.c) and the
-// weights after 3 AdamW steps of the real `opsr-engine train` against PyTorch eager fp32.
-// Relative error of a tensor = max|engine - torch| / max|torch| (test/parity/gpt2_parity.py).
+// Engine vs PyTorch parity (issues 3 and 8): for each architecture a random model saved by
+// transformers (GPT2LMHeadModel; LlamaForCausalLM with GQA, biases, an untied head and llama3
+// RoPE scaling; MistralForCausalLM with a sliding window; Qwen2ForCausalLM with q/k/v biases),
+// loaded by the engine; logits, log-probs, every loss, all gradients (test/parity/parity_dump.c)
+// and the weights after 3 AdamW steps of the real `opsr-engine train` against PyTorch eager fp32.
+// Relative error of a tensor = max|engine - torch| / max|torch| (test/parity/parity.py).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -12,7 +14,13 @@ import { linkWithEngine, repoRoot as root } from '../parity/link.ts';
 
 const engine = path.join(root, 'engine/build/opsr-engine');
 const python = path.join(root, '.venv/bin/python');
-const harness = path.join(root, 'test/parity/gpt2_parity.py');
+const harness = path.join(root, 'test/parity/parity.py');
+// parameter tensors of each tiny model (the engine's table; biases and an untied head included)
+const TENSORS = { gpt2: 16, llama: 19, mistral: 11, qwen2: 14 } as const;
+// bound on the relative error of the 3-step update (w3 - w0): Adam scales near-zero gradients up
+// to full steps, and the Llama family has more of them (key biases, heads shared by GQA), which
+// costs up to about 2.3e-2 there; dropping decay moves it by > 0.2 (the sft_wd test below)
+const UPDATE_BOUND = (arch: string) => (arch === 'gpt2' ? 2e-2 : 5e-2);
 
 interface TrainRun { name: string; loss: string; kind: string; beta: number; gamma: number; weight_decay: number; micro?: number; accum?: number }
 interface Spec { losses: [string, string, number, number, number][]; train: TrainRun[]; lr: number; weight_decay: number; grad_clip: number; steps: number; pairs: number; sft_records: number }
@@ -30,15 +38,16 @@ function worst(errs: Record<string, number>): [string, number] {
   return Object.entries(errs).reduce((a, b) => (b[1] > a[1] ? b : a));
 }
 
-describe('engine parity with PyTorch (fp32)', () => {
+for (const [arch, ntensors] of Object.entries(TENSORS))
+describe(`engine parity with PyTorch (fp32): ${arch}`, () => {
   let dir: string;
   let errs: Errors;
   let spec: Spec;
 
   before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'opsr-parity-'));
+    dir = await mkdtemp(path.join(tmpdir(), `opsr-parity-${arch}-`));
     const env = { OMP_NUM_THREADS: '2' };
-    await execa(python, [harness, 'make', dir], { env });
+    await execa(python, [harness, 'make', dir, arch], { env });
     spec = JSON.parse(await readFile(path.join(dir, 'spec.json'), 'utf8')) as Spec;
     const dump = await linkWithEngine(path.join(root, 'test/parity/parity_dump.c'), path.join(dir, 'parity_dump'));
     await execa(dump, [path.join(dir, 'model'), path.join(dir, 'pref.bin'), path.join(dir, 'sft.bin'),
@@ -73,7 +82,7 @@ describe('engine parity with PyTorch (fp32)', () => {
   test('all parameter gradients of every loss within 1e-3 (dpo also through shared prompts)', () => {
     assert.deepEqual(Object.keys(errs.grads).sort(), [...spec.losses.map((l) => l[0]), 'dpo_pairs'].sort());
     for (const [loss, tensors] of Object.entries(errs.grads)) {
-      assert.equal(Object.keys(tensors).length, 16, `${loss}: every parameter tensor compared`);
+      assert.equal(Object.keys(tensors).length, ntensors, `${loss}: every parameter tensor compared`);
       const [name, e] = worst(tensors);
       assert.ok(e <= 1e-3, `${loss} gradient of ${name}: relative error ${e}`);
     }
@@ -87,7 +96,7 @@ describe('engine parity with PyTorch (fp32)', () => {
       // the change itself (w3 - w0), which a small decay or bias-correction bug would move by
       // far more; Adam's sign sensitivity on near-zero gradients costs a few 1e-3 here
       const [uname, ue] = worst(errs.updates[loss]!);
-      assert.ok(ue <= 2e-2, `${loss} update of ${uname}: relative error ${ue}`);
+      assert.ok(ue <= UPDATE_BOUND(arch), `${loss} update of ${uname}: relative error ${ue}`);
     }
   });
 

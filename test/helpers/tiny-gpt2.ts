@@ -41,8 +41,8 @@ export async function makeTinyModel(dir: string, spec: TinySpec = {}): Promise<v
 
 const GREEDY = `
 import json, sys, torch
-from transformers import GPT2LMHeadModel
-m = GPT2LMHeadModel.from_pretrained(sys.argv[1]).eval()
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
 m.generation_config.eos_token_id = None
 m.generation_config.pad_token_id = 0
 out = []
@@ -56,7 +56,7 @@ for p in json.loads(sys.argv[2]):
 print(json.dumps(out))
 `;
 
-/** Hugging Face transformers' greedy generate (no EOS stop) for each prompt. */
+/** Hugging Face transformers' greedy generate (no EOS stop) for each prompt, any architecture. */
 export function transformersGreedy(dir: string, prompts: number[][], maxNewTokens: number): { tokens: number[]; logprobs: number[] }[] {
   const out = execFileSync(PYTHON, ['-c', GREEDY, dir, JSON.stringify(prompts), String(maxNewTokens)], {
     encoding: 'utf8',

@@ -11,6 +11,7 @@ import type { OpsrActivities, RewardSummary } from '../../contracts/activities.t
 import { progressNotifier } from '../../activities/progress.ts';
 import { writeRoundManifest, writeRunReport } from '../../activities/report.ts';
 import { findFinishedRun, writeStudyReport } from '../../activities/study.ts';
+import { summarizeJudgedEvals } from '../../activities/evaluate-judged.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../../lib/atomic.ts';
 import { hashJson, sha256, sha256File } from '../../lib/hash.ts';
 import { readJsonl, writeJsonlAtomic } from '../../lib/jsonl.ts';
@@ -195,6 +196,51 @@ export function testActivities(c: TestControls): OpsrActivities {
       return result;
     },
 
+    // Pairwise win rate 0.5 + 0.1 per round of training behind the policy, over 6 instructions.
+    async evaluateJudged(input) {
+      const text = await readFile(path.join(input.endpoint.modelDir, 'model.safetensors'), 'utf8');
+      const round = Number(/trained round (\d+)/.exec(text)?.[1] ?? 0);
+      const dir = path.join(input.runDir, 'eval', input.label);
+      const file = path.join(dir, `${input.set.name}.json`);
+      const annotationsFile = path.join(dir, `${input.set.name}.jsonl`);
+      const pref = Math.min(1, 0.5 + 0.1 * round);
+      await writeJsonlAtomic(annotationsFile, [0, 1, 2, 3, 4, 5].map((index) => ({
+        index, preference: index % 2 ? pref : Math.max(0, 2 * pref - 1), modelLength: 10 + index, referenceLength: 10,
+      })));
+      const usage = { requests: 12, cached: 0, promptTokens: 1200, completionTokens: 12 };
+      const result = {
+        kind: 'pairwise' as const, name: input.set.name, label: input.label, modelDir: input.endpoint.modelDir,
+        judge: input.judgeName, count: 6, unparsable: 0, sources: { builtin: 6 }, winRate: pref, standardError: 0,
+        lc: null, orderBias: { firstPositionWins: 0.5, flipRate: 0, swappedWinRate: pref, pairs: 6 },
+        cost: { answerRequests: 6, answerTokens: 60, judge: usage, wallS: { answering: 0, judging: 0 } },
+        file, annotationsFile,
+      };
+      await writeJsonAtomic(file, result);
+      return result;
+    },
+
+    // Four candidates per prompt scored 0-5 by a stand-in rubric; every fourth prompt ties.
+    async sampleSelfJudgedPairs(input) {
+      await attempt('sampleSelfJudgedPairs', input.round);
+      const prompts = await readJsonl<{ index: number; prompt: string }>(input.promptsFile);
+      const tag = await modelTag(input.endpoint.modelDir);
+      const kept = prompts.filter((p) => p.index % 4 !== 3).map((p) => ({
+        index: p.index, prompt: p.prompt, chosenScore: 5, rejectedScore: 1,
+        chosen: `${tag} candidate for "${p.prompt}" scored 5`, rejected: `${tag} candidate for "${p.prompt}" scored 1`,
+      }));
+      const samplesFile = path.join(input.roundDir, 'samples.jsonl');
+      const candidatesFile = path.join(input.roundDir, 'candidates.jsonl');
+      await writeJsonlAtomic(samplesFile, kept);
+      await writeJsonlAtomic(candidatesFile, kept);
+      const n = prompts.length * input.pairs.candidates;
+      return {
+        samplesFile, candidatesFile, prompts: prompts.length, count: kept.length,
+        dropped: { tie: prompts.length - kept.length, unparsable: 0 },
+        cost: { sampling: { requests: n, tokens: 10 * n }, judging: { requests: n, cached: 0, tokens: 100 * n } },
+      };
+    },
+
+    summarizeJudgedEvals,
     writeRoundManifest,
     writeRunReport,
     findFinishedRun,

@@ -1,13 +1,14 @@
-// Engine side of the parity test (test/engine/parity.test.ts): loads an HF GPT-2 dir with the
-// engine's loader and dumps raw float32 results for test/parity/gpt2_parity.py to compare.
+// Engine side of the parity test (test/engine/parity.test.ts): loads an HF model dir of any
+// architecture with the engine's loader and dumps raw float32 results for test/parity/parity.py.
 //   parity_dump MODEL_DIR PREF_DATA SFT_DATA REF_BIN OUT_DIR
 // Writes logits_pref.bin [2n, T, V] (chosen rows, then rejected), logp_pref.bin [2n],
 // logp_sft.bin [m], grad_<loss>.bin [num_params] per loss, and meta.json (T, losses); plus
 // logp_pairs.bin [2n] (chosen, rejected interleaved) and grad_dpo_pairs.bin from the
-// shared-prompt path gpt2_forward_pairs.
+// shared-prompt path model_forward_pairs. meta.json also lists the parameter table (the order of
+// the gradient dumps).
 #include "checkpoint.h"
 #include "data.h"
-#include "gpt2.h"
+#include "model.h"
 #include "losses.h"
 #include "util.h"
 #include <stdio.h>
@@ -34,10 +35,10 @@ static int batch(const DataFile *d, int pref, int *tokens, int *targets) {
 int main(int argc, char **argv) {
     if (argc != 6) { fprintf(stderr, "usage: parity_dump MODEL_DIR PREF_DATA SFT_DATA REF_BIN OUT_DIR\n"); return 2; }
     const char *out = argv[5];
-    GPT2 m;
+    Model m;
     DataFile pd, sd;
     if (hf_load_model(argv[1], &m) || data_load(argv[2], &m.cfg, &pd) || data_load(argv[3], &m.cfg, &sd) ||
-        gpt2_alloc_grads(&m) || mkdir_p(out)) {
+        model_alloc_grads(&m) || mkdir_p(out)) {
         fprintf(stderr, "parity_dump: %s\n", err_message());
         return 1;
     }
@@ -55,9 +56,9 @@ int main(int argc, char **argv) {
 
     int T = batch(&pd, 1, tokens, targets);
     float *logits = malloc((size_t)2 * n * T * V * sizeof(float));
-    gpt2_logits(&m, tokens, 2 * n, T, logits);
+    model_logits(&m, tokens, 2 * n, T, logits);
     dump(out, "logits_pref.bin", logits, (size_t)2 * n * T * V * sizeof(float));
-    gpt2_forward(&m, tokens, targets, 2 * n, T, lp, nt);
+    model_forward(&m, tokens, targets, 2 * n, T, lp, nt);
     dump(out, "logp_pref.bin", lp, 2 * n * sizeof(float));
 
     struct { const char *name; LossConfig cfg; } losses[] = {
@@ -70,8 +71,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nl; i++) {
         int pref = losses[i].cfg.kind != LOSS_SFT, B = pref ? 2 * n : sd.count;
         int Ti = batch(pref ? &pd : &sd, pref, tokens, targets);
-        gpt2_zero_grad(&m);
-        gpt2_forward(&m, tokens, targets, B, Ti, lp, nt);
+        model_zero_grad(&m);
+        model_forward(&m, tokens, targets, B, Ti, lp, nt);
         if (pref) {
             PrefMetrics pm;
             value[i] = preference_loss(&losses[i].cfg, n, lp, nt, lp + n, nt + n, ref, ref + n, n,
@@ -82,33 +83,36 @@ int main(int argc, char **argv) {
             value[i] = sft_loss(B, lp, ntok, dlogp) / ntok;
             dump(out, "logp_sft.bin", lp, B * sizeof(float));
         }
-        gpt2_backward(&m, dlogp);
+        model_backward(&m, dlogp);
         snprintf(name, sizeof name, "grad_%s.bin", losses[i].name);
         dump(out, name, m.grads, m.num_params * sizeof(float));
     }
-    // dpo again through gpt2_forward_pairs
-    GPT2Pair *pairs = malloc(n * sizeof *pairs);
+    // dpo again through model_forward_pairs
+    ModelPair *pairs = malloc(n * sizeof *pairs);
     for (int i = 0; i < n; i++)
-        pairs[i] = (GPT2Pair){pd.rec[i].prompt, pd.rec[i].resp[0], pd.rec[i].resp[1], pd.rec[i].prompt_len,
+        pairs[i] = (ModelPair){pd.rec[i].prompt, pd.rec[i].resp[0], pd.rec[i].resp[1], pd.rec[i].prompt_len,
                               pd.rec[i].resp_len[0], pd.rec[i].resp_len[1]};
     float *pc = malloc(n * sizeof(float)), *pr = malloc(n * sizeof(float)), *dc = malloc(n * sizeof(float)),
           *dr = malloc(n * sizeof(float));
     int *nc = malloc(n * sizeof(int)), *nr = malloc(n * sizeof(int));
-    gpt2_zero_grad(&m);
-    gpt2_forward_pairs(&m, pairs, n, lp, nt);
+    model_zero_grad(&m);
+    model_forward_pairs(&m, pairs, n, lp, nt);
     dump(out, "logp_pairs.bin", lp, 2 * n * sizeof(float));
     for (int i = 0; i < n; i++) { pc[i] = lp[2 * i]; pr[i] = lp[2 * i + 1]; nc[i] = nt[2 * i]; nr[i] = nt[2 * i + 1]; }
     PrefMetrics pm;
     preference_loss(&losses[0].cfg, n, pc, nc, pr, nr, ref, ref + n, n, dc, dr, &pm);
     for (int i = 0; i < n; i++) { dlogp[2 * i] = dc[i]; dlogp[2 * i + 1] = dr[i]; }
-    gpt2_backward(&m, dlogp);
+    model_backward(&m, dlogp);
     dump(out, "grad_dpo_pairs.bin", m.grads, m.num_params * sizeof(float));
 
-    char meta[1024];
+    char meta[8192];
     int len = snprintf(meta, sizeof meta, "{\"pref_T\": %d, \"loss\": {", T);
     for (int i = 0; i < nl; i++)
         len += snprintf(meta + len, sizeof meta - len, "%s\"%s\": %.9g", i ? ", " : "", losses[i].name, value[i]);
-    len += snprintf(meta + len, sizeof meta - len, "}}\n");
+    len += snprintf(meta + len, sizeof meta - len, "}, \"tensors\": [");
+    for (int t = 0; t < m.ntensors; t++)
+        len += snprintf(meta + len, sizeof meta - len, "%s[\"%s\", %d]", t ? ", " : "", m.tensor[t].name, m.tensor[t].per_layer);
+    len += snprintf(meta + len, sizeof meta - len, "]}\n");
     dump(out, "meta.json", meta, len);
     return 0;
 }

@@ -11,14 +11,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { Client, Connection } from '@temporalio/client';
-import { SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../../contracts/workflows.ts';
+import {
+  SEARCH_ATTRIBUTES,
+  TASK_QUEUES,
+  WORKFLOW_TYPES,
+  type RunResult,
+} from '../../contracts/workflows.ts';
 import { freePort, startDevServer, type DevServer } from '../../lib/temporal.ts';
 import { createWorkers, installWorkerLogging, type OpsrWorkers } from '../../workers/index.ts';
 import { opsr } from '../helpers/opsr-cli.ts';
 import { testActivities } from '../helpers/workflow-activities.ts';
 
 installWorkerLogging();
-const CHROMIUM = process.env.OPSR_CHROMIUM ?? '/usr/bin/chromium'; // scripts/setup.sh test installs it
+// scripts/setup.sh test installs it.
+const CHROMIUM = process.env.OPSR_CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = process.env.OPSR_SCREENSHOTS;
 const root = await mkdtemp(join(tmpdir(), 'opsr-browser-'));
 let server: DevServer;
@@ -35,17 +41,33 @@ async function shot(page: Page, name: string): Promise<void> {
 }
 
 // A run config file as a user writes it, with relative paths; `opsr validate` resolves it.
-async function validatedInput(name: string, rounds: number, rejectedScores = 'progressive'): Promise<string> {
+async function validatedInput(
+  name: string,
+  rounds: number,
+  rejectedScores = 'progressive',
+): Promise<string> {
   const dir = join(root, name);
   await mkdir(join(dir, 'base-model'), { recursive: true });
   await writeFile(join(dir, 'base-model', 'config.json'), '{"model_type": "gpt2"}\n');
   await writeFile(join(dir, 'base-model', 'model.safetensors'), 'base weights\n');
-  await writeFile(join(dir, 'prompts.jsonl'), Array.from({ length: 6 }, (_, i) => `{"prompt": "add ${i} and ${i + 1}"}\n`).join(''));
-  await writeFile(join(dir, 'run.json'), JSON.stringify({
-    storage: 'storage', model: 'base-model', prompts: { file: 'prompts.jsonl' }, rounds, prefixes: { rejectedScores },
-    sampling: { shardSize: 2 }, training: { loss: 'simpo', learningRate: 1e-6 },
-    rewardModel: { type: 'builtin', name: 'digits' }, evaluation: { prompts: { file: 'prompts.jsonl' } },
-  }));
+  await writeFile(
+    join(dir, 'prompts.jsonl'),
+    Array.from({ length: 6 }, (_, i) => `{"prompt": "add ${i} and ${i + 1}"}\n`).join(''),
+  );
+  await writeFile(
+    join(dir, 'run.json'),
+    JSON.stringify({
+      storage: 'storage',
+      model: 'base-model',
+      prompts: { file: 'prompts.jsonl' },
+      rounds,
+      prefixes: { rejectedScores },
+      sampling: { shardSize: 2 },
+      training: { loss: 'simpo', learningRate: 1e-6 },
+      rewardModel: { type: 'builtin', name: 'digits' },
+      evaluation: { prompts: { file: 'prompts.jsonl' } },
+    }),
+  );
   const r = await opsr(['validate', '--config', join(dir, 'run.json')]);
   assert.equal(r.code, 0, r.stderr);
   return r.stdout.trim();
@@ -53,20 +75,33 @@ async function validatedInput(name: string, rounds: number, rejectedScores = 'pr
 
 before(async () => {
   server = await startDevServer({
-    port: await freePort(), uiPort: await freePort(), searchAttributes: Object.values(SEARCH_ATTRIBUTES),
+    port: await freePort(),
+    uiPort: await freePort(),
+    searchAttributes: Object.values(SEARCH_ATTRIBUTES),
     logFile: join(root, 'server.log'),
   });
   // Each round takes seconds, as if sampling and training took time.
   workers = await createWorkers({
-    address: server.address, activities: testActivities({ log: join(root, 'events.jsonl'), shardDelayMs: 500, trainStepDelayMs: 500 }),
+    address: server.address,
+    activities: testActivities({
+      log: join(root, 'events.jsonl'),
+      shardDelayMs: 500,
+      trainStepDelayMs: 500,
+    }),
   });
   running = workers.run();
   connection = await Connection.connect({ address: server.address });
   client = new Client({ connection });
   browser = await puppeteer.launch({
-    executablePath: CHROMIUM, headless: true,
+    executablePath: CHROMIUM,
+    headless: true,
     // No network beyond the dev server; the container runs as root, which needs --no-sandbox.
-    args: ['--no-sandbox', '--disable-dev-shm-usage', '--no-first-run', '--disable-background-networking'],
+    args: [
+      '--no-sandbox',
+      '--disable-dev-shm-usage',
+      '--no-first-run',
+      '--disable-background-networking',
+    ],
   });
 });
 
@@ -99,8 +134,13 @@ async function startFromUi(page: Page, workflowId: string, json: string): Promis
   // One insertText, as a paste: typed key by key the editor would close brackets itself.
   await page.keyboard.sendCharacter(json);
   const compact = json.replace(/\s/g, '');
-  await page.waitForFunction((want) => document.querySelector('.cm-content[aria-label="Data"]')!.textContent!
-    .replace(/\s/g, '') === want, {}, compact);
+  await page.waitForFunction(
+    (want) =>
+      document.querySelector('.cm-content[aria-label="Data"]')!.textContent!.replace(/\s/g, '') ===
+      want,
+    {},
+    compact,
+  );
   await shot(page, 'start-workflow-form');
   await page.click('[data-testid="start-workflow-button"]');
 }
@@ -117,7 +157,9 @@ async function clickVisible(page: Page, selector: string): Promise<void> {
 // What the page shows, frames included (the UI renders workflow details in a sandboxed iframe);
 // innerText applies CSS text-transform, as a reader sees it.
 async function text(page: Page): Promise<string> {
-  const parts = await Promise.all(page.frames().map((f) => f.evaluate(() => document.body?.innerText ?? '').catch(() => '')));
+  const parts = await Promise.all(
+    page.frames().map((f) => f.evaluate(() => document.body?.innerText ?? '').catch(() => '')),
+  );
   return parts.join('\n');
 }
 
@@ -126,17 +168,24 @@ async function shows(page: Page, s: string, timeoutMs = 60_000): Promise<string>
   for (;;) {
     const t = await text(page);
     if (t.includes(s)) return t;
-    if (Date.now() > until) throw new Error(`the page does not show "${s}" after ${timeoutMs} ms; it shows:\n${t.slice(0, 2000)}`);
+    if (Date.now() > until)
+      throw new Error(
+        `the page does not show "${s}" after ${timeoutMs} ms; it shows:\n${t.slice(0, 2000)}`,
+      );
     await new Promise((r) => setTimeout(r, 250));
   }
 }
 
-test('Start Workflow in the Web UI with the documented queue, type and validate output; the run page shows details and search attributes', async () => {
+test('Start Workflow in the Web UI with the documented queue, type and validate output; the run page '
+  + 'shows details and search attributes', async () => {
   const json = await validatedInput('ui-run', 2);
   const page = await newPage();
   await startFromUi(page, 'ui-run', json);
-  const result = await client.workflow.getHandle('ui-run').result() as RunResult;
-  assert.deepEqual(result.rounds.map((r) => r.rejectedScore), [3, 5]);
+  const result = (await client.workflow.getHandle('ui-run').result()) as RunResult;
+  assert.deepEqual(
+    result.rounds.map((r) => r.rejectedScore),
+    [3, 5],
+  );
   await page.goto(ui('/workflows/ui-run'), { waitUntil: 'networkidle0' });
   await shows(page, 'COMPLETED');
   await shot(page, 'run-page');
@@ -148,8 +197,16 @@ test('Start Workflow in the Web UI with the documented queue, type and validate 
   assert.match(details, /round 2\D2, phase done, rejected score 5/);
   // The details table, row by row, as the run returned it.
   for (const r of result.rounds) {
-    const cells = [r.round, r.rejectedScore, r.pairsKept, r.pairsFiltered, r.chosenReward!.toFixed(4),
-      r.rejectedReward!.toFixed(4), r.policyReward!.toFixed(4), r.train.loss.toFixed(4)];
+    const cells = [
+      r.round,
+      r.rejectedScore,
+      r.pairsKept,
+      r.pairsFiltered,
+      r.chosenReward!.toFixed(4),
+      r.rejectedReward!.toFixed(4),
+      r.policyReward!.toFixed(4),
+      r.train.loss.toFixed(4),
+    ];
     assert.ok(details.split('\n').includes(cells.join('\t')), `details row ${cells.join(' ')}`);
   }
   await page.click('::-p-text(Search Attributes)');
@@ -165,7 +222,9 @@ test('stopAfterRound sent from the Web UI ends the run after its current round',
   // Many rounds, so the run is still going however long the UI takes to load on a busy machine.
   const json = await validatedInput('ui-stop', 30, 'fixed');
   const handle = await client.workflow.start(WORKFLOW_TYPES.run, {
-    taskQueue: TASK_QUEUES.control, workflowId: 'ui-stop', args: [JSON.parse(json)],
+    taskQueue: TASK_QUEUES.control,
+    workflowId: 'ui-stop',
+    args: [JSON.parse(json)],
   });
   const page = await newPage();
   await page.goto(ui('/workflows/ui-stop'), { waitUntil: 'domcontentloaded' });
@@ -176,19 +235,35 @@ test('stopAfterRound sent from the Web UI ends the run after its current round',
   await clickVisible(page, '[data-testid="signal-select-button"]');
   await clickVisible(page, '[role="option"]::-p-text(stopAfterRound)');
   await shot(page, 'send-signal');
-  await clickVisible(page, 'button[data-testid="confirm-modal-button"]:not([disabled])::-p-text(Submit)');
-  await page.waitForFunction(() => !document.body.innerText.includes('Single JSON payload supported'), { timeout: 60_000 });
-  const result = await handle.result() as RunResult;
+  await clickVisible(
+    page,
+    'button[data-testid="confirm-modal-button"]:not([disabled])::-p-text(Submit)',
+  );
+  await page.waitForFunction(
+    () => !document.body.innerText.includes('Single JSON payload supported'),
+    { timeout: 60_000 },
+  );
+  const result = (await handle.result()) as RunResult;
   await shows(page, 'COMPLETED');
   await shot(page, 'stopped-run');
 
   // The signal came from the UI once; the run finished the round it was in, then stopped.
   const events = (await handle.fetchHistory()).events ?? [];
-  const signalAt = events.findIndex((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'stopAfterRound');
+  const signalAt = events.findIndex(
+    (e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'stopAfterRound',
+  );
   assert.ok(signalAt > 0, 'stopAfterRound is in the history');
-  const roundsStarted = events.slice(0, signalAt).filter((e) => e.startChildWorkflowExecutionInitiatedEventAttributes).length;
-  assert.ok(roundsStarted >= 1 && roundsStarted < 30, `the signal arrived during round ${roundsStarted} of 30`);
+  const roundsStarted = events
+    .slice(0, signalAt)
+    .filter((e) => e.startChildWorkflowExecutionInitiatedEventAttributes).length;
+  assert.ok(
+    roundsStarted >= 1 && roundsStarted < 30,
+    `the signal arrived during round ${roundsStarted} of 30`,
+  );
   assert.equal(result.stopped, true);
-  assert.deepEqual(result.rounds.map((r) => r.round), Array.from({ length: roundsStarted }, (_, i) => i + 1));
+  assert.deepEqual(
+    result.rounds.map((r) => r.round),
+    Array.from({ length: roundsStarted }, (_, i) => i + 1),
+  );
   await page.close();
 });

@@ -258,7 +258,7 @@ test('an engine crash: /health goes 503, the engine restarts; in-flight requests
     const tail = rest.slice(0, -1).map((e) => JSON.parse(e));
     assert.ok(tail.slice(0, -1).every((e) => e.choices[0].finish_reason === null), 'A never finished');
     assert.deepEqual(tail.at(-1), { error: { message: tail.at(-1).error.message, type: 'service_unavailable_error', param: null, code: null } });
-    assert.match(tail.at(-1).error.message, /^engine failed: engine exited \(SIGKILL\)/);
+    assert.match(tail.at(-1).error.message, /^the engine failed while answering; see the server log$/); // no engine internals
     // B had streamed nothing: it was rerun on the new engine and gives the seeded answer in full.
     const got = await b;
     assert.ok(got.choices, `B was not retried: ${JSON.stringify(got)}`);
@@ -280,7 +280,7 @@ test('while restarts keep failing, waiting requests get 503; once the engine can
     process.kill(s.enginePid()!, 'SIGKILL');
     const res = await post2(s.url, { model: 'copy', prompt: 'the', max_tokens: 3 });
     assert.equal(res.status, 503);
-    assert.match((await res.json()).error.message, /restarts failed: .*model\.safetensors/);
+    assert.match((await res.json()).error.message, /restarts failed; see the server log$/);
     assert.equal((await fetch(base + '/health')).status, 503);
     await rename(join(copy, 'moved.safetensors'), join(copy, 'model.safetensors'));
     let up = false;

@@ -174,6 +174,37 @@ describe('preferenceRun on a dev server', () => {
     await recordHistories('full', ['full', 'full/round-1', 'full/round-2', 'full/round-3']);
   });
 
+  test('self-judge pairs (the SR baseline) and judge evaluations after chosen rounds', async () => {
+    const log = logFile('sr');
+    const config = runConfig('sr', {
+      rounds: 2, training: { loss: 'simpo', learningRate: [3e-7, 1e-7] },
+      judges: { verifier: { type: 'builtin', name: 'test' } },
+      pairs: { source: 'self-judge', candidates: 4 },
+      evals: { rounds: [0, 2], sets: [{ kind: 'pairwise', name: 'wr', judge: 'verifier', file: promptsFile }] },
+    });
+    const result = await withWorker({ log }, () => startRun('sr', config).then((h) => h.result())) as RunResult;
+    const events = await readEvents(log);
+    const attempts = (a: string) => events.filter((e) => e.event === 'attempt' && e.activity === a).length;
+    assert.equal(attempts('samplePairs'), 0);
+    assert.equal(attempts('sampleSelfJudgedPairs'), 2);
+    // 8 prompts, every 4th a tie: 6 pairs per round; 4 candidates and 4 judgements per prompt.
+    assert.deepEqual(result.rounds.map((r) => [r.pairsKept, r.dropped?.tie]), [[6, 2], [6, 2]]);
+    for (const r of result.rounds) {
+      assert.deepEqual([r.cost?.sampling, r.cost?.judging], [{ requests: 32, tokens: 320 }, { requests: 32, cached: 0, tokens: 3200 }]);
+      assert.equal(r.cost?.tokensPerKeptPair, 3520 / 6);
+      assert.ok(['sampling', 'filtering', 'dataset', 'training'].every((p) => r.cost!.wallS[p] >= 0));
+      const m = await readJson<{ cost: unknown; counts: Record<string, number> }>(r.manifest);
+      assert.deepEqual(m.cost, r.cost);
+      assert.equal(m.counts.droppedTie, 2);
+    }
+    // Evaluated before round 1 and after round 2 only; LC refitted over both with difficulty.
+    assert.deepEqual(result.judged?.map((j) => [j.set, j.label, j.winRate]), [['wr', 'base', 0.5], ['wr', 'round-2', 0.7]]);
+    for (const j of result.judged!) assert.match(j.lcVariant!, /instruction difficulty/);
+    const runDir = path.dirname(path.dirname(result.rounds[0].manifest));
+    assert.deepEqual(await readJson(path.join(runDir, 'eval', 'summary.json')), result.judged);
+    assert.match(await readFile(path.join(runDir, 'report.md'), 'utf8'), /\| wr \| round-2 \| 0\.700 ± 0\.000 \|/);
+  });
+
   test('a failing activity is retried and the rest of the round is not redone', async () => {
     const log = logFile('retry');
     const result = await withWorker({ log, failFilterAttempts: 2 }, async () =>
@@ -321,12 +352,14 @@ describe('preferenceRun on a dev server', () => {
     const sampleAttempts = events.filter((e) => e.event === 'attempt' && e.activity === 'samplePairs' && e.round === 1);
     assert.ok(sampleAttempts.length >= 2, 'sampling was retried after the kill');
 
-    // Same files, same bytes as the uninterrupted run (both were written under the same runDir).
+    // Same files, same bytes as the uninterrupted run (both were written under the same runDir),
+    // but for the measured wall time per phase.
     const listA = await listFiles(cleanDir);
     const listB = await listFiles(runDir);
     assert.deepEqual(listB, listA);
+    const read = async (p: string) => (await readFile(p, 'utf8')).replace(/"wallS": \{[^}]*\}/g, '"wallS": {}');
     for (const f of listA) {
-      assert.equal(await readFile(path.join(runDir, f), 'utf8'), await readFile(path.join(cleanDir, f), 'utf8'), `${f} differs`);
+      assert.equal(await read(path.join(runDir, f)), await read(path.join(cleanDir, f)), `${f} differs`);
     }
   });
 

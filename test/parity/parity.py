@@ -1,9 +1,13 @@
-"""PyTorch side of the engine parity test (test/engine/parity.test.ts).
+"""PyTorch side of the engine parity test (test/engine/parity.test.ts), for each architecture.
 
-  make DIR     random GPT2LMHeadModel (fp32, dropout 0) saved to DIR/model, preference and SFT
-               data files in the engine's format, reference log-probs DIR/ref.bin
-  compare DIR  reads the engine's dumps (DIR/engine/) and trained models (DIR/train-<loss>/final),
-               recomputes everything in PyTorch and prints one JSON object of relative errors
+  make DIR ARCH  a random model (fp32, dropout 0) of ARCH saved to DIR/model, preference and SFT
+                 data files in the engine's format, reference log-probs DIR/ref.bin. ARCH:
+                 gpt2; llama (GQA, untied head, attention and MLP biases, llama3 RoPE scaling,
+                 head_dim != hidden/heads); mistral (GQA with one KV head, tied, a sliding window
+                 shorter than the sequences); qwen2 (q/k/v biases, tied, GQA)
+  compare DIR    reads the engine's dumps (DIR/engine/, its parameter table in meta.json) and
+                 trained models (DIR/train-<loss>/final), recomputes everything in PyTorch and
+                 prints one JSON object of relative errors
 
 Relative error of a tensor: max|engine - torch| / max(max|torch|, 1e-30).
 """
@@ -16,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 V, P, L, C, NH = 101, 64, 2, 64, 4
 SEED = 1234
@@ -34,17 +39,6 @@ TRAIN = [{"name": "sft", "loss": "sft"}, {"name": "dpo", "loss": "dpo"},
          # engine that skipped decay (or decayed other tensors) fails both the weights and the change
          {"name": "sft_wd", "loss": "sft", "weight_decay": 10.0}]
 LR, WD, CLIP, STEPS = 1e-3, 0.1, 1.0, 3
-# engine tensor order (engine/src/gpt2.h) -> HF names; {} = layer index
-TENSORS = [("wte", "transformer.wte.weight"), ("wpe", "transformer.wpe.weight"),
-           ("ln1w", "transformer.h.{}.ln_1.weight"), ("ln1b", "transformer.h.{}.ln_1.bias"),
-           ("qkvw", "transformer.h.{}.attn.c_attn.weight"), ("qkvb", "transformer.h.{}.attn.c_attn.bias"),
-           ("attprojw", "transformer.h.{}.attn.c_proj.weight"), ("attprojb", "transformer.h.{}.attn.c_proj.bias"),
-           ("ln2w", "transformer.h.{}.ln_2.weight"), ("ln2b", "transformer.h.{}.ln_2.bias"),
-           ("fcw", "transformer.h.{}.mlp.c_fc.weight"), ("fcb", "transformer.h.{}.mlp.c_fc.bias"),
-           ("fcprojw", "transformer.h.{}.mlp.c_proj.weight"), ("fcprojb", "transformer.h.{}.mlp.c_proj.bias"),
-           ("lnfw", "transformer.ln_f.weight"), ("lnfb", "transformer.ln_f.bias")]
-
-
 def rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
@@ -70,14 +64,38 @@ def dataset(seed):
     return pref, sft
 
 
-def build_model():
+def build_model(arch):
     torch.manual_seed(SEED)
-    cfg = GPT2Config(vocab_size=V, n_positions=P, n_embd=C, n_layer=L, n_head=NH, resid_pdrop=0.0,
-                     embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
-                     activation_function="gelu_new", attn_implementation="eager",
-                     bos_token_id=V - 1, eos_token_id=V - 1)
-    model = GPT2LMHeadModel(cfg)
-    with torch.no_grad():  # non-trivial LayerNorm affine and biases, as after some training
+    if arch == "gpt2":
+        cfg = GPT2Config(vocab_size=V, n_positions=P, n_embd=C, n_layer=L, n_head=NH, resid_pdrop=0.0,
+                         embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+                         activation_function="gelu_new", attn_implementation="eager",
+                         bos_token_id=V - 1, eos_token_id=V - 1)
+        model = GPT2LMHeadModel(cfg)
+    else:
+        common = dict(vocab_size=V, max_position_embeddings=P, hidden_size=C, intermediate_size=96,
+                      num_hidden_layers=L, num_attention_heads=NH, attn_implementation="eager",
+                      bos_token_id=V - 1, eos_token_id=V - 1)
+        if arch == "llama":
+            cfg = LlamaConfig(**common, num_key_value_heads=2, head_dim=24, rms_norm_eps=1e-5,
+                              attention_bias=True, mlp_bias=True, tie_word_embeddings=False,
+                              rope_parameters={"rope_type": "llama3", "rope_theta": 500.0, "factor": 8.0,
+                                               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                               "original_max_position_embeddings": 16})
+            model = LlamaForCausalLM(cfg)
+        elif arch == "mistral":
+            cfg = MistralConfig(**common, num_key_value_heads=1, rms_norm_eps=1e-5, sliding_window=6,
+                                tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e4})
+            model = MistralForCausalLM(cfg)
+        else:
+            cfg = Qwen2Config(**common, num_key_value_heads=2, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                              rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+            model = Qwen2ForCausalLM(cfg)
+        with torch.no_grad():  # weights larger than the 0.02 init, so every tensor moves the logits
+            for p in model.parameters():
+                if p.dim() == 2:
+                    p.mul_(5.0)
+    with torch.no_grad():  # non-trivial norm weights and biases, as after some training
         for name, p in model.named_parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
@@ -85,7 +103,7 @@ def build_model():
 
 
 def load_model(d):
-    model = GPT2LMHeadModel.from_pretrained(d, attn_implementation="eager", torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
     model.eval()
     return model
 
@@ -147,18 +165,19 @@ def loss_of(model, spec, pref, sft, ref):
     return pref_loss(kind, beta, gamma, ls, pc, pr, nc, nr, ref[:len(pref)], ref[len(pref):])
 
 
-def flat_tensors(state):
-    """Engine-ordered tensors from an HF state dict: {short name: np.array flattened}."""
+def flat_tensors(state, tensors):
+    """Engine-ordered tensors (its table: [HF name with %d for the layer, per-layer]) from an HF
+    state dict: {name: np.array flattened}."""
     out = {}
-    for short, hf in TENSORS:
-        parts = [state[hf.format(i)] for i in range(L)] if "{}" in hf else [state[hf]]
-        out[short] = np.concatenate([p.detach().float().numpy().ravel() for p in parts])
+    for name, per_layer in tensors:
+        parts = [state[name % i] for i in range(L)] if per_layer else [state[name]]
+        out[name] = np.concatenate([p.detach().float().numpy().ravel() for p in parts])
     return out
 
 
-def make(d):
+def make(d, arch):
     d = Path(d)
-    model = build_model()
+    model = build_model(arch)
     model.save_pretrained(d / "model", safe_serialization=True)
     pref, sft = dataset(SEED)
     write_data(d / "pref.bin", 2, pref)
@@ -170,7 +189,7 @@ def make(d):
     for run in TRAIN:  # the engine flags of each run
         spec = next(x for x in LOSSES if x[0] == run["loss"])
         run.update({"kind": spec[1], "beta": spec[2], "gamma": spec[3], "weight_decay": run.get("weight_decay", WD)})
-    json.dump({"losses": [list(x) for x in LOSSES], "train": TRAIN, "lr": LR, "weight_decay": WD,
+    json.dump({"arch": arch, "losses": [list(x) for x in LOSSES], "train": TRAIN, "lr": LR, "weight_decay": WD,
                "grad_clip": CLIP, "steps": STEPS, "pairs": len(pref), "sft_records": len(sft)},
               open(d / "spec.json", "w"))
 
@@ -199,6 +218,7 @@ def compare(d):
     d = Path(d)
     e = d / "engine"
     meta = json.load(open(e / "meta.json"))
+    tensors = meta["tensors"]
     pref, sft = dataset(SEED)
     model = load_model(d / "model")
     ref = torch.from_numpy(np.fromfile(d / "ref.bin", "<f4"))
@@ -222,10 +242,10 @@ def compare(d):
         loss = loss_of(model, spec, pref, sft, ref)
         loss.backward()
         res["loss"][name] = rel([meta["loss"][name]], [loss.item()])
-        grads = flat_tensors({n: p.grad for n, p in model.named_parameters()})
+        grads = flat_tensors({n: p.grad for n, p in model.named_parameters()}, tensors)
         eg = np.fromfile(e / f"grad_{name}.bin", "<f4")
         res["grads"][name], off = {}, 0
-        for short, _ in TENSORS:
+        for short in grads:
             n = grads[short].size
             res["grads"][name][short] = rel(eg[off:off + n], grads[short])
             off += n
@@ -233,22 +253,23 @@ def compare(d):
             raise SystemExit(f"grad_{name}.bin: {eg.size} floats, expected {off}")
         if name == "dpo":  # the shared-prompt path (gpt2_forward_pairs) against the same loss
             eg, res["grads"]["dpo_pairs"], off = np.fromfile(e / "grad_dpo_pairs.bin", "<f4"), {}, 0
-            for short, _ in TENSORS:
+            for short in grads:
                 n = grads[short].size
                 res["grads"]["dpo_pairs"][short] = rel(eg[off:off + n], grads[short])
                 off += n
 
-    start = flat_tensors(load_file(d / "model" / "model.safetensors"))
+    start = flat_tensors(load_file(d / "model" / "model.safetensors"), tensors)
     for run in TRAIN:
         name = run["name"]
         spec = next(s for s in LOSSES if s[0] == run["loss"])
-        want = flat_tensors(dict(train_torch(d / "model", spec, pref, sft, run.get("weight_decay", WD)).named_parameters()))
-        got = flat_tensors(load_file(d / f"train-{name}" / "final" / "model.safetensors"))
+        want = flat_tensors(dict(train_torch(d / "model", spec, pref, sft, run.get("weight_decay", WD)).named_parameters()),
+                            tensors)
+        got = flat_tensors(load_file(d / f"train-{name}" / "final" / "model.safetensors"), tensors)
         res["weights"][name] = {k: rel(got[k], want[k]) for k in want}
         res["updates"][name] = {k: rel(got[k] - start[k], want[k] - start[k]) for k in want}
         if run.get("weight_decay", WD) != WD:  # how far the same run without decay lands: the
             # errors an engine that dropped decay would show, so the tolerances above can catch it
-            nod = flat_tensors(dict(train_torch(d / "model", spec, pref, sft, 0.0).named_parameters()))
+            nod = flat_tensors(dict(train_torch(d / "model", spec, pref, sft, 0.0).named_parameters()), tensors)
             res["no_decay"][name] = {"weights": max(rel(nod[k], want[k]) for k in want),
                                      "updates": max(rel(nod[k] - start[k], want[k] - start[k]) for k in want)}
     print(json.dumps(res))
@@ -256,4 +277,7 @@ def compare(d):
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    {"make": make, "compare": compare}[sys.argv[1]](sys.argv[2])
+    if sys.argv[1] == "make":
+        make(sys.argv[2], sys.argv[3])
+    else:
+        compare(sys.argv[2])

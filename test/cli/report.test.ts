@@ -1,0 +1,128 @@
+// Run reports: a preferenceRun (real workflows, the workflow-logic test activities, the real report
+// writer) leaves report.json / report.md / a self-contained report.html with its figures and the
+// per-round TensorBoard scalars, which the tensorboard package reads back equal to report.json;
+// `opsr report ID` rebuilds every file byte for byte from report.json alone.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../../contracts/workflows.ts';
+import { createWorkers, installWorkerLogging } from '../../workers/index.ts';
+import { createTestEnv } from '../helpers/temporal.ts';
+import { opsr, ROOT } from '../helpers/opsr-cli.ts';
+import { testActivities } from '../helpers/workflow-activities.ts';
+
+installWorkerLogging();
+const root = await mkdtemp(join(tmpdir(), 'opsr-report-'));
+after(() => rm(root, { recursive: true, force: true }));
+
+async function files(dir: string): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (e.isFile())
+      out.set(
+        join(e.parentPath, e.name).slice(dir.length),
+        await readFile(join(e.parentPath, e.name)),
+      );
+  }
+  return out;
+}
+
+test('a run writes report.html with figures and TensorBoard scalars; opsr report rebuilds them', async () => {
+  const model = join(root, 'model');
+  await mkdir(model, { recursive: true });
+  await writeFile(join(model, 'config.json'), '{}\n');
+  await writeFile(join(model, 'model.safetensors'), 'base weights\n');
+  const prompts = join(root, 'prompts.jsonl');
+  await writeFile(
+    prompts,
+    Array.from({ length: 6 }, (_, i) => `{"prompt": "add ${i} and ${i + 1}"}\n`).join(''),
+  );
+  const storage = join(root, 'storage');
+  const config = {
+    runId: 'rep',
+    storage,
+    model,
+    prompts: { file: prompts },
+    rounds: 3,
+    sampling: { shardSize: 2 },
+    training: { loss: 'simpo', learningRate: 1e-6 },
+    rewardModel: { type: 'builtin', name: 'digits' },
+    evaluation: { prompts: { file: prompts }, prefixCurve: true },
+  };
+  const env = await createTestEnv();
+  let result: RunResult;
+  try {
+    const w = await createWorkers({
+      connection: env.nativeConnection,
+      activities: testActivities({ log: join(root, 'events.jsonl') }),
+    });
+    const running = w.run();
+    try {
+      result = (await env.client.workflow.execute(WORKFLOW_TYPES.run, {
+        taskQueue: TASK_QUEUES.control,
+        workflowId: 'rep',
+        args: [config],
+      })) as RunResult;
+    } finally {
+      w.shutdown();
+      await running;
+    }
+  } finally {
+    await env.teardown();
+  }
+  const runDir = join(storage, 'runs', 'rep');
+  const html = await readFile(join(runDir, 'report.html'), 'utf8');
+  assert.equal(
+    (html.match(/<svg/g) ?? []).length,
+    3,
+    'policy reward, chosen/rejected and prefix curve figures inline',
+  );
+  assert.doesNotMatch(html, /<script|<link|<img|src="http/, 'self-contained: nothing to fetch');
+  for (const r of result.rounds)
+    assert.ok(
+      html.includes(`<td class="r">${r.policyReward!.toFixed(3)}</td>`),
+      `round ${r.round} in the table`,
+    );
+  const md = await readFile(join(runDir, 'report.md'), 'utf8');
+  assert.match(md, /!\[[^\]]+\]\(figures\/prefix-curve\.svg\)/);
+
+  // Per-round scalars as TensorBoard shows them: step = round, the base at step 0.
+  const tb = JSON.parse(
+    execFileSync(
+      join(ROOT, '.venv', 'bin', 'python'),
+      [join(ROOT, 'test', 'helpers', 'tensorboard_scalars.py'), join(storage, 'runs')],
+      { encoding: 'utf8' },
+    ),
+  ) as Record<string, Record<string, [number, number][]>>;
+  const run = tb[join('rep', 'tensorboard', 'run')];
+  assert.deepEqual(run['run/policy_reward'], [
+    [0, Math.fround(result.baseReward!)],
+    ...result.rounds.map((r) => [r.round, Math.fround(r.policyReward!)]),
+  ]);
+  assert.deepEqual(
+    run['run/rejected_score'],
+    result.rounds.map((r) => [r.round, r.rejectedScore]),
+  );
+  assert.deepEqual(
+    run['run/train/loss'],
+    result.rounds.map((r) => [r.round, Math.fround(r.train.loss)]),
+  );
+
+  const before = await files(runDir);
+  for (const f of ['report.md', 'report.html', 'figures', 'tensorboard/run'])
+    await rm(join(runDir, f), { recursive: true });
+  const rebuilt = await opsr(['report', 'rep', '--storage', storage]);
+  assert.equal(rebuilt.code, 0, rebuilt.stderr);
+  assert.match(rebuilt.stdout, /run rep: .*report\.html/);
+  assert.deepEqual(await files(runDir), before, 'the same files, byte for byte');
+
+  const missing = await opsr(['report', 'nope', '--storage', storage]);
+  assert.equal(missing.code, 1);
+  assert.match(
+    missing.stderr,
+    /no report for "nope": neither .*runs\/nope\/report\.json nor .*studies\/nope\/report\.json exists/,
+  );
+});

@@ -1,0 +1,40 @@
+"""transformers' answers on a real model directory, for the engine and server tests.
+Usage: smollm2_reference.py DIR REQUEST_JSON, where the request has
+  logprobs: [{"prompt": [ids], "response": [ids]}]  -> sum of log p(response token | before)
+  greedy: {"prompts": [[ids]], "max_new_tokens": N}  -> greedy continuation ids (EOS included)
+Prints JSON {"logprobs": [...], "greedy": [[ids]]}."""
+import json
+import sys
+
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+torch.manual_seed(0)
+# One thread: the tests share two cores with the engine and the server.
+torch.set_num_threads(1)
+
+
+def main():
+    d, req = sys.argv[1], json.loads(sys.argv[2])
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    out = {"logprobs": [], "greedy": []}
+    with torch.no_grad():
+        for case in req.get("logprobs", []):
+            ids = torch.tensor([case["prompt"] + case["response"]])
+            logp = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+            p = len(case["prompt"])
+            targets = ids[0, p:]
+            out["logprobs"].append(float(logp[p - 1:-1].gather(1, targets[:, None]).sum()))
+        g = req.get("greedy")
+        if g:
+            gen = GenerationConfig.from_pretrained(d)
+            for prompt in g["prompts"]:
+                ids = torch.tensor([prompt])
+                res = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                     max_new_tokens=g["max_new_tokens"], eos_token_id=gen.eos_token_id,
+                                     pad_token_id=gen.eos_token_id)
+                out["greedy"].append(res[0, len(prompt):].tolist())
+    print(json.dumps(out))
+
+
+main()
