@@ -55,7 +55,7 @@ export async function loadRunConfig(file: string, opts: LoadOptions = {}): Promi
   const config = parseRunConfig(obj, { baseDir: dirname(abs), cwd: opts.cwd ?? process.cwd(), source: abs });
   checkInstalled(config, abs);
   await checkModelOnDisk(config, abs);
-  const problems = await modelProblems(config);
+  const problems = await modelProblems(config, { lengths: true });
   if (problems.length) throw new ConfigError(abs, problems);
   return config;
 }
@@ -97,7 +97,7 @@ export async function loadAblationConfig(file: string, opts: LoadOptions = {}): 
   for (const arm of parsed.config.arms) {
     checkInstalled(arm.config, abs, `arms (${arm.name}): `);
     await checkModelOnDisk(arm.config, abs, `arms (${arm.name}): `);
-    const problems = await modelProblems(arm.config);
+    const problems = await modelProblems(arm.config, { lengths: true });
     if (problems.length) throw new ConfigError(abs, problems.map((l) => `arms (${arm.name}): ${l}`));
   }
   return parsed;

@@ -30,7 +30,9 @@ function longest(tok: LoadedTokenizer, items: PromptItem[], file: string, varian
   return best;
 }
 
-export async function modelProblems(c: RunConfig): Promise<string[]> {
+// `lengths`: also training's and the init stages' maxLength against the context (opsr validate;
+// a workflow's defaults for small test models stay allowed, the data is cut to the limits).
+export async function modelProblems(c: RunConfig, opts: { lengths?: boolean } = {}): Promise<string[]> {
   const dims = await readModelDims(c.model);
   if (!dims) return []; // the model directory check names what is missing
   const ctx = dims.context;
@@ -39,9 +41,11 @@ export async function modelProblems(c: RunConfig): Promise<string[]> {
   const atMost = (field: string, value: number) => {
     if (value > ctx) out.push(`${field}: ${value} exceeds ${where} (got ${value}; allowed at most ${ctx})`);
   };
-  atMost('training.maxLength', c.training.maxLength);
-  if (c.init?.sft?.maxLength !== undefined) atMost('init.sft.maxLength', c.init.sft.maxLength);
-  if (c.init?.offline?.maxLength !== undefined) atMost('init.offline.maxLength', c.init.offline.maxLength);
+  if (opts.lengths) {
+    atMost('training.maxLength', c.training.maxLength);
+    if (c.init?.sft?.maxLength !== undefined) atMost('init.sft.maxLength', c.init.sft.maxLength);
+    if (c.init?.offline?.maxLength !== undefined) atMost('init.offline.maxLength', c.init.offline.maxLength);
+  }
 
   // Sampling goes through a server for the policy in config.model (embedded, managed vLLM); an
   // external server's model is its own business.

@@ -53,7 +53,7 @@ export function lineChart(o: {
   };
 }
 
-// Means with error bars (mean ± sd) per series over an integer x, the series dodged apart.
+// Means with error bars (lo..hi: mean ± sd, or an interval) per series over an integer x.
 export function errorBarChart(o: {
   title: string;
   x: string;

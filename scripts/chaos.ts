@@ -16,6 +16,7 @@ import { loadRunConfig, parseRunConfig, presetPath, type RunConfig } from '../co
 import { progressQuery, SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../contracts/workflows.ts';
 import { prepareBaseModel, prepareDemoData } from '../cli/demo.ts';
 import { freePort, startDevServer, type DevServer } from '../lib/temporal.ts';
+import { rng } from '../tasks/digits.ts';
 
 const REPO = resolve(import.meta.dirname, '..');
 
@@ -53,18 +54,6 @@ async function resultFiles(dir: string, prefix = ''): Promise<string[]> {
 }
 
 const sha = async (file: string) => createHash('sha256').update(await readFile(file)).digest('hex');
-
-// mulberry32: the kill schedule is the same for the same seed.
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function spawnWorker(address: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'workers', 'main.ts'), '--address', address], {
@@ -243,7 +232,7 @@ async function main(): Promise<number> {
   });
   // Kill moments come from the seed, spread over the undisturbed run's length (measured first,
   // so they are drawn as fractions of it).
-  const rand = seededRandom(seed);
+  const rand = rng(seed); // the same kill schedule for the same seed
   const fractions = Array.from({ length: nKills }, () => 0.05 + 0.9 * rand()).sort((x, y) => x - y);
   const temporalFraction = 0.1 + 0.8 * rand();
   // The undisturbed run's length is not known before it runs: the demo's is about a minute here,

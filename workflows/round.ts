@@ -60,7 +60,8 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
     const pairsCfg = config.pairs as RoundInput['config']['pairs'] | undefined;
     if (pairsCfg?.source === 'self-judge') {
       const judged = await act.sampleSelfJudgedPairs({
-        runId, round, roundDir, promptsFile: input.promptsFile, endpoint, sampling: config.sampling, pairs: pairsCfg,
+        runId, round, roundDir, promptsFile: input.promptsFile, endpoint, sampling: config.sampling,
+        pairs: pairsCfg,
         judge: pairsCfg.judge === 'policy' ? null : config.judges[pairsCfg.judge],
         cacheDir: `${config.storage}/judge-cache`, notify,
       });
@@ -132,12 +133,15 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
 // Tokens and requests of the round's pairs, wall time per phase (each until the next began, the
 // last until `end`), and tokens per pair kept after filtering: OPSR's 2 generations and no judge
 // against the self-rewarding baseline's N candidates and N judgements.
-function roundCost(s: RoundSamplingCost | undefined, began: [Phase, number][], end: number, kept: number): RoundCost {
+function roundCost(
+  s: RoundSamplingCost | undefined, began: [Phase, number][], end: number, kept: number,
+): RoundCost {
   const sampling = s?.sampling ?? { requests: 0, tokens: 0 };
   const judging = s?.judging ?? { requests: 0, cached: 0, tokens: 0 };
   const wallS: Record<string, number> = {};
   began.forEach(([phase, t], i) => {
     wallS[phase] = ((i + 1 < began.length ? began[i + 1][1] : end) - t) / 1000;
   });
-  return { sampling, judging, wallS, tokensPerKeptPair: kept ? (sampling.tokens + judging.tokens) / kept : null };
+  const tokensPerKeptPair = kept ? (sampling.tokens + judging.tokens) / kept : null;
+  return { sampling, judging, wallS, tokensPerKeptPair };
 }

@@ -103,12 +103,14 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
     const evals = config.evals;
     if (!evals || (evals.rounds !== 'all' && !evals.rounds.includes(k))) return;
     show('evaluating');
-    endpoint = await CancellationScope.nonCancellable(() => act.ensureSampler({ runId, modelDir, sampling: config.sampling }));
+    endpoint = await CancellationScope.nonCancellable(
+      () => act.ensureSampler({ runId, modelDir, sampling: config.sampling }));
     for (const configured of evals.sets) {
       const set = configured.kind === 'pairwise' && configured.reference === 'base'
         ? { ...configured, reference: { model: basePolicy } } : configured;
       judged.push(await act.evaluateJudged({
-        runId, label, runDir: prep.runDir, cacheDir: `${config.storage}/judge-cache`, endpoint, sampling: config.sampling,
+        runId, label, runDir: prep.runDir, cacheDir: `${config.storage}/judge-cache`, endpoint,
+        sampling: config.sampling,
         set, judgeName: set.judge, judge: config.judges[set.judge], notify: [self],
       }));
     }
@@ -172,7 +174,8 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
   }
 
   // LC win rates refitted over every evaluated policy together (instruction difficulty).
-  const judgedRows = judged.length ? await act.summarizeJudgedEvals({ runDir: prep.runDir, results: judged }) : null;
+  const judgedRows = judged.length
+    ? await act.summarizeJudgedEvals({ runDir: prep.runDir, results: judged }) : null;
   const result: RunResult = {
     runId, runDir: prep.runDir, configHash: prep.configHash, rounds, finalModel: policy, baseReward, prefixCurve, stopped,
     ...(judgedRows ? { judged: judgedRows } : {}),

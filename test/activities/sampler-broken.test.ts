@@ -32,7 +32,7 @@ before(async () => {
   const vocab = await writeTinyTokenizer(modelDir, { chatTemplate: true });
   const cfg = join(root, 'gpt2.json');
   await writeFile(cfg, JSON.stringify({
-    n_embd: 16, n_layer: 1, n_head: 2, n_positions: 64, vocab_size: vocab, layer_norm_epsilon: 1e-5,
+    n_embd: 16, n_layer: 1, n_head: 2, n_positions: 256, vocab_size: vocab, layer_norm_epsilon: 1e-5,
     n_inner: null, activation_function: 'gelu_new',
   }));
   execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '1'], { stdio: 'pipe' });
@@ -41,7 +41,10 @@ before(async () => {
   await chmod(fakeVllm, 0o755);
   const prompts = join(root, 'prompts.jsonl');
   await writeFile(prompts, '{"prompt": "a"}\n{"prompt": "b"}\n');
-  config = parseRunConfig({ model: modelDir, storage: join(root, 'store'), prompts: { file: prompts } });
+  config = parseRunConfig({
+    model: modelDir, storage: join(root, 'store'), prompts: { file: prompts },
+    training: { maxLength: 256, maxPromptLength: 128 }, sampling: { maxTokens: 2 }, // tiny context
+  });
   promptsFile = (await prepareRun({ runId: 'broken', config })).promptsFile;
 });
 after(async () => {

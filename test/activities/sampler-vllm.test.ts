@@ -54,6 +54,7 @@ before(async () => {
   port = await freePort();
   config = parseRunConfig({
     model: base, storage: join(root, 'store'), prompts: { file: prompts },
+    training: { maxLength: 256, maxPromptLength: 192 }, // within the tiny model's context
     sampling: {
       lifecycle: 'managed-vllm', perRequestSeeds: false, maxTokens: NEW_TOKENS, temperature: 1, topP: 1,
       concurrency: 4, shardSize: 2, vllm: cpuVllm(port),

@@ -62,6 +62,9 @@ test('demo pipeline: three rounds raise the held-out reward; the prefix curve ri
   };
   const run = await runDemo(config, { runId: 'demo-test', port: await freePort(), uiPort: null, print: false });
   const r = run.result;
+  // report.html: policy reward, chosen/rejected, prefix curve and per-step training, all inline.
+  const html = await readFile(run.report.html, 'utf8');
+  assert.equal((html.match(/<svg/g) ?? []).length, 4, 'four figures inline in report.html');
 
   assert.deepEqual(r.rounds.map((x) => x.round), [1, 2, 3]);
   assert.deepEqual(r.rounds.map((x) => x.rejectedScore), [3, 5, 7]);
