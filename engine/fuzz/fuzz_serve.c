@@ -5,11 +5,13 @@
 #include "../src/serve.c"
 
 static Generator *g_gen;
-static GPT2 g_model;
+static Model g_model;
 
 static void setup(void) {
-    GPT2Config cfg = {.vocab_size = 16, .max_seq_len = 12, .n_layer = 1, .n_head = 2, .n_embd = 8, .n_inner = 32, .ln_eps = 1e-5f};
-    if (gpt2_build(&g_model, &cfg)) abort();
+    ModelConfig cfg = {.arch = ARCH_GPT2, .model_type = "gpt2", .vocab_size = 16, .max_seq_len = 12,
+                       .n_layer = 1, .n_head = 2, .n_kv_head = 2, .head_dim = 4, .n_embd = 8,
+                       .n_inner = 32, .norm_eps = 1e-5f};
+    if (model_build(&g_model, &cfg)) abort();
     uint64_t x = 88172645463325252ULL;
     for (size_t i = 0; i < g_model.num_params; i++) {  // xorshift: deterministic small weights
         x ^= x << 13; x ^= x >> 7; x ^= x << 17;
