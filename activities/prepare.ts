@@ -7,7 +7,7 @@ import { hashJson } from '../lib/hash.ts';
 import { toJsonl } from '../lib/jsonl.ts';
 import { checkModelDir, ModelDirError } from '../lib/modeldir.ts';
 import type { PrepareRunInput, PrepareRunResult } from '../contracts/activities.ts';
-import { modelProblems } from '../config/model-checks.ts';
+import { modelProblems } from './model-checks.ts';
 import { badInput } from './errors.ts';
 import { loadPromptsFor } from './prompts.ts';
 

@@ -6,7 +6,8 @@
 import { copyFile, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadRunConfig, presetPath } from '../config/index.ts';
+import { presetPath } from '../config/index.ts';
+import { loadRunConfig } from '../activities/load-config.ts';
 import { prepareBaseModel, prepareDemoData } from '../cli/demo.ts';
 import {
   SEARCH_ATTRIBUTES,

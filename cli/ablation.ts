@@ -2,7 +2,8 @@
 // progressive [3,5,7]), follows each arm and prints their per-round metrics side by side.
 import { resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
-import { loadAblationConfig, parseAblationConfigWithInput } from '../config/index.ts';
+import { parseAblationConfigWithInput } from '../config/index.ts';
+import { loadAblationConfig } from '../activities/load-config.ts';
 import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { historyFile, historyTable, readHistory } from '../report/study.ts';
 import {

@@ -2,7 +2,8 @@
 // Web UI links, progress bars and the per-round table.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
-import { ConfigError, loadRunConfig, type RunConfig } from '../config/index.ts';
+import { ConfigError, type RunConfig } from '../config/index.ts';
+import { loadRunConfig } from '../activities/load-config.ts';
 import type { RoundSummary, RunProgress } from '../contracts/workflows.ts';
 
 // Exit codes of every subcommand.

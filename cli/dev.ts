@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { startDevServer } from '../lib/temporal.ts';
 import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../contracts/workflows.ts';
 import { EXIT, UsageError, guard, parseFlags } from './common.ts';
-import { loadRunConfig } from '../config/index.ts';
+import { loadRunConfig } from '../activities/load-config.ts';
 
 const USAGE = `Usage: opsr dev [--storage DIR] [--config FILE] [--port 7233] [--ui-port 8233] [--ip 127.0.0.1]
                 [--namespace default] [--queues control,sampler,trainer] [--no-worker]

@@ -2,7 +2,7 @@
 // by its judges) of one model, in this process and without Temporal: the same code the run's
 // evaluation activities use, with the same verdict cache, so a repeated evaluation is free.
 import { basename, join, resolve } from 'node:path';
-import { loadRunConfig } from '../config/index.ts';
+import { loadRunConfig } from '../activities/load-config.ts';
 import { judgedSummary, runJudgedEval } from '../activities/evaluate-judged.ts';
 import { SamplerPool } from '../activities/sampler-pool.ts';
 import { writeJsonAtomic } from '../lib/atomic.ts';

@@ -1,7 +1,8 @@
 // opsr run --config FILE: starts preferenceRun with the resolved config as its one JSON input,
 // shows progress bars, prints the per-round table and the Web UI link.
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
-import { loadRunConfig, parseRunConfig } from '../config/index.ts';
+import { parseRunConfig } from '../config/index.ts';
+import { loadRunConfig } from '../activities/load-config.ts';
 import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { CONNECTION_HELP, EXIT, guard, parseStartFlags, temporalTarget, timestampId, workflowLink } from './common.ts';
 import { followAndReport, openTarget, runProgressRenderer } from './runs.ts';

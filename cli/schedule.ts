@@ -1,7 +1,8 @@
 // opsr schedule create|list|delete|trigger: Temporal Schedules that start preferenceRun or
 // ablationStudy on a cron spec, e.g. the nightly ablation of fixed vs progressive rejected scores.
 import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleSummary } from '@temporalio/client';
-import { loadAblationConfig, loadRunConfig, type RunConfig } from '../config/index.ts';
+import { type RunConfig } from '../config/index.ts';
+import { loadAblationConfig, loadRunConfig } from '../activities/load-config.ts';
 import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { CONNECTION_FLAGS, CONNECTION_HELP, EXIT, UsageError, guard, parseFlags, table, temporalFromConfigFlag, temporalTarget } from './common.ts';
 import { openTarget, type Target } from './runs.ts';

@@ -1,6 +1,7 @@
 // opsr validate --config FILE: the resolved config on stdout, or every problem on stderr (exit 2).
 import { EXIT, UsageError, guard, parseFlags } from './common.ts';
-import { loadAblationConfig, loadRunConfig, readJsonFile } from '../config/index.ts';
+import { readJsonFile } from '../config/index.ts';
+import { loadAblationConfig, loadRunConfig } from '../activities/load-config.ts';
 
 const USAGE = `Usage: opsr validate --config FILE [--ablation]
 

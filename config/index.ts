@@ -4,4 +4,4 @@ export * from './schema.ts';
 export * from './defaults.ts';
 export { ConfigError, formatIssues, formatPath } from './errors.ts';
 export { PATH_FIELDS, resolveConfigPaths, resolvePath } from './paths.ts';
-export { loadRunConfig, loadAblationConfig, readJsonFile, presetPath, PRESETS_DIR } from './load.ts';
+export { readJsonFile, presetPath, PRESETS_DIR, type LoadOptions } from './load.ts';

@@ -37,6 +37,8 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'opsr-cli-temporal-'));
   await mkdir(join(dir, 'base-model'));
   await writeFile(join(dir, 'base-model', 'model.safetensors'), 'base weights\n');
+  // Test activities never read the weights, but a run refuses a model directory opsr cannot train.
+  await writeFile(join(dir, 'base-model', 'config.json'), JSON.stringify({ model_type: 'gpt2', n_positions: 1024 }));
   await writeFile(join(dir, 'prompts.jsonl'), Array.from({ length: 8 }, (_, i) => `${JSON.stringify({ prompt: `add ${i} and ${i + 1}` })}\n`).join(''));
   // Relative paths: the CLI resolves them against this file's directory.
   await writeFile(join(dir, 'run.json'), JSON.stringify({

@@ -3,10 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  ConfigError, DEFAULT_CHOSEN_TEMPLATE, PRESETS_DIR, loadAblationConfig, loadRunConfig, parseAblationConfig,
-  parseRunConfig, withSeed,
-} from '../../config/index.ts';
+import { ConfigError, DEFAULT_CHOSEN_TEMPLATE, PRESETS_DIR, parseAblationConfig, parseRunConfig, withSeed } from '../../config/index.ts';
+import { loadAblationConfig, loadRunConfig } from '../../activities/load-config.ts';
 
 const MIN = { model: 'model', prompts: { file: 'prompts.jsonl' } };
 

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { loadRunConfig, parseRunConfig, presetPath } from '../../config/index.ts';
+import { parseRunConfig, presetPath } from '../../config/index.ts';
+import { loadRunConfig } from '../../activities/load-config.ts';
 import { CHAOS_ACTIVITIES, killsByPhase, runChaos } from '../../scripts/chaos.ts';
 
 const storage = await mkdtemp(path.join(os.tmpdir(), 'opsr-chaos-'));

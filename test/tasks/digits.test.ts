@@ -151,7 +151,8 @@ test('tokenizer: exact round trip and chat template through lib/tokenizer.ts, sa
 });
 
 test('demo set-up: the tiny preset validates; data paths that are not side by side are refused by name', async () => {
-  const { loadRunConfig, presetPath } = await import('../../config/index.ts');
+  const { presetPath } = await import('../../config/index.ts');
+  const { loadRunConfig } = await import('../../activities/load-config.ts');
   const { prepareDemoData } = await import('../../cli/demo.ts');
   const preset = await loadRunConfig(presetPath('tiny'));
   assert.equal(preset.rewardModel?.type === 'builtin' && preset.rewardModel.name, 'digits');

@@ -11,7 +11,8 @@ import {
 } from '../../tasks/instructions.ts';
 import { writeInstructionData } from '../../tasks/files.ts';
 import { loadPromptsFor } from '../../activities/prompts.ts';
-import { loadRunConfig, presetPath } from '../../config/index.ts';
+import { presetPath } from '../../config/index.ts';
+import { loadRunConfig } from '../../activities/load-config.ts';
 import { shortenRun } from '../../cli/demo.ts';
 
 test('a few hundred distinct prompts over five categories, split 1 in 8 by hash', () => {

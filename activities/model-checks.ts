@@ -3,12 +3,12 @@
 // (config.json), and the longest prompt, prefixed and rendered as the sampler sends it, plus
 // sampling.maxTokens (evaluation.maxTokens) against it too. `opsr validate`, `opsr run` and
 // prepareRun (the first activity of a run, before anything is sampled) refuse what this finds.
-import { promptIds } from '../activities/dataset.ts';
-import { loadPrompts, type PromptItem } from '../activities/prompts.ts';
-import { prefixed } from '../activities/sample-pairs.ts';
+import { promptIds } from './dataset.ts';
+import { loadPrompts, type PromptItem } from './prompts.ts';
+import { prefixed } from './sample-pairs.ts';
 import { readModelDims } from '../lib/model-config.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
-import type { RunConfig } from './schema.ts';
+import type { RunConfig } from '../config/schema.ts';
 
 interface Longest { tokens: number; index: number; problem: string | null }
 
