@@ -4,7 +4,8 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'engine/', '.venv/', '.opsr/', 'bench/results/'] },
+  // Python environments (.venv, .venv-vllm) ship JavaScript of their own.
+  { ignores: ['node_modules/', 'engine/', '.venv*/', '.opsr/', 'bench/results/'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {
