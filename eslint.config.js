@@ -13,11 +13,14 @@ export default tseslint.config(
     },
     rules: {
       // node:test's test() and describe() return promises the runner itself awaits.
-      '@typescript-eslint/no-floating-promises': ['error', {
-        allowForKnownSafeCalls: [
-          { from: 'package', package: 'node:test', name: ['test', 'describe', 'it', 'suite'] },
-        ],
-      }],
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        {
+          allowForKnownSafeCalls: [
+            { from: 'package', package: 'node:test', name: ['test', 'describe', 'it', 'suite'] },
+          ],
+        },
+      ],
       '@typescript-eslint/no-misused-promises': 'error',
       '@typescript-eslint/await-thenable': 'error',
       // JSON from files, HTTP bodies and child processes is checked where it is read and then
@@ -31,9 +34,14 @@ export default tseslint.config(
       // (interface implementations such as the builtin judge rely on that).
       '@typescript-eslint/require-await': 'off',
       // `_`-prefixed names are destructured only to leave them out of a rest object.
-      '@typescript-eslint/no-unused-vars': ['error', {
-        varsIgnorePattern: '^_', argsIgnorePattern: '^_', ignoreRestSiblings: true,
-      }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        {
+          varsIgnorePattern: '^_',
+          argsIgnorePattern: '^_',
+          ignoreRestSiblings: true,
+        },
+      ],
     },
   },
   // Tests edit the JSON headers of binary files (safetensors, engine data) field by field.

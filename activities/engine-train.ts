@@ -25,7 +25,7 @@ export interface EngineRun {
 export interface EngineTrainOptions {
   enginePath?: string;
   modelDir: string; // --model: the starting weights
-  args: string[];  // the rest after `train --model M --out OUT` (data, loss, hyperparameters)
+  args: string[]; // the rest after `train --model M --out OUT` (data, loss, hyperparameters)
   outDir: string;
   onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
   onEvent?: (line: string, e: Record<string, unknown>) => void; // every JSON line, as printed
@@ -40,7 +40,11 @@ export async function newestCheckpoint(outDir: string): Promise<number | null> {
   } catch {
     return null;
   }
-  const steps = names.map((n) => /^step-(\d{8})$/.exec(n)).filter((m) => m !== null).map((m) => Number(m[1])).sort((a, b) => b - a);
+  const steps = names
+    .map((n) => /^step-(\d{8})$/.exec(n))
+    .filter((m) => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => b - a);
   for (const s of steps) {
     try {
       await stat(join(outDir, 'checkpoints', `step-${String(s).padStart(8, '0')}`, 'DONE'));
@@ -54,7 +58,8 @@ export async function newestCheckpoint(outDir: string): Promise<number | null> {
 
 function numericMetrics(e: Record<string, unknown>): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(e)) if (typeof v === 'number' && k !== 'step' && k !== 'total_steps') out[k] = v;
+  for (const [k, v] of Object.entries(e))
+    if (typeof v === 'number' && k !== 'step' && k !== 'total_steps') out[k] = v;
   return out;
 }
 
@@ -67,9 +72,11 @@ async function refuseOversizedModel(modelDir: string, errorLine: string): Promis
   const need = trainingBytes(dims);
   if (need <= totalmem()) return;
   const gib = (b: number) => (b / 2 ** 30).toFixed(1);
-  throw badInput(`${dims.file}: training this model needs at least ${gib(need)} GiB (n_embd ${dims.nEmbd}, `
-    + `n_layer ${dims.nLayer}, vocab_size ${dims.vocabSize}, ${dims.contextField} ${dims.context}); this machine has `
-    + `${gib(totalmem())} GiB. The engine said: ${errorLine}`);
+  throw badInput(
+    `${dims.file}: training this model needs at least ${gib(need)} GiB (n_embd ${dims.nEmbd}, ` +
+      `n_layer ${dims.nLayer}, vocab_size ${dims.vocabSize}, ${dims.contextField} ${dims.context}); this machine has ` +
+      `${gib(totalmem())} GiB. The engine said: ${errorLine}`,
+  );
 }
 
 export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRun> {
@@ -84,11 +91,27 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
   await mkdir(opts.outDir, { recursive: true });
   await stopRecorded(pidFile, [engine, opts.outDir], opts.killGraceMs ?? KILL_GRACE_MS);
   const resumedFrom = await newestCheckpoint(opts.outDir);
-  const args = ['train', '--model', opts.modelDir, ...opts.args, '--out', opts.outDir, ...(resumedFrom !== null ? ['--resume'] : [])];
+  const args = [
+    'train',
+    '--model',
+    opts.modelDir,
+    ...opts.args,
+    '--out',
+    opts.outDir,
+    ...(resumedFrom !== null ? ['--resume'] : []),
+  ];
   const signal = cancellationSignal();
   const child = execa(engine, args, {
-    stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', reject: false, buffer: { stdout: false, stderr: false }, env: engineEnv(), extendEnv: false,
-    cancelSignal: signal, killSignal: 'SIGTERM', forceKillAfterDelay: opts.killGraceMs ?? KILL_GRACE_MS,
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    reject: false,
+    buffer: { stdout: false, stderr: false },
+    env: engineEnv(),
+    extendEnv: false,
+    cancelSignal: signal,
+    killSignal: 'SIGTERM',
+    forceKillAfterDelay: opts.killGraceMs ?? KILL_GRACE_MS,
   });
   let steps = resumedFrom ?? 0;
   let checkpoint: string | null = null;
@@ -131,19 +154,45 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
   if (child.pid !== undefined) await recordPid(pidFile, child.pid);
   let result;
   try {
-    result = await withKeepAlive(() => ({ step: steps, checkpoint, pid: child.pid }), () => child);
+    result = await withKeepAlive(
+      () => ({ step: steps, checkpoint, pid: child.pid }),
+      () => child,
+    );
   } catch (err) {
     throw new Error(`cannot run the engine ${engine}: ${(err as Error).message}`);
   }
   if (signal.aborted) throw signal.reason ?? new Error('training cancelled');
-  const errorLine = stderrTail.trim().split('\n').filter((l) => l.startsWith('{"error"')).pop() ?? stderrTail.trim().split('\n').pop() ?? '';
+  const errorLine =
+    stderrTail
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{"error"'))
+      .pop() ??
+    stderrTail.trim().split('\n').pop() ??
+    '';
   const code = result.exitCode;
-  if (code === 4 && errorLine.includes('"out_of_memory"')) await refuseOversizedModel(opts.modelDir, errorLine);
+  if (code === 4 && errorLine.includes('"out_of_memory"'))
+    await refuseOversizedModel(opts.modelDir, errorLine);
   if (code === 0 && finalDir) return { finalDir, steps, resumedFrom, metrics };
-  if (code === 0) throw new Error(`engine ${engine} exited 0 without a "done" event; stderr: ${errorLine}`);
+  if (code === 0)
+    throw new Error(`engine ${engine} exited 0 without a "done" event; stderr: ${errorLine}`);
   if (code === 2) throw badInput(`engine rejected its input (exit 2): ${errorLine}`);
-  if (code === 3) throw ApplicationFailure.create({ type: 'NonFiniteLoss', nonRetryable: true, message: `engine stopped on a non-finite loss (exit 3): ${errorLine}` });
+  if (code === 3)
+    throw ApplicationFailure.create({
+      type: 'NonFiniteLoss',
+      nonRetryable: true,
+      message: `engine stopped on a non-finite loss (exit 3): ${errorLine}`,
+    });
   // 4 (I/O, transient), 143 (stopped after checkpointing), other signals: retry resumes.
-  const how = code !== undefined ? `exit ${code}` : result.signal ? `signal ${result.signal}` : `not started: ${result.shortMessage}`;
-  throw ApplicationFailure.create({ type: 'EngineInterrupted', nonRetryable: false, message: `engine stopped (${how}) at step ${steps}, checkpoint ${checkpoint ?? 'none'}: ${errorLine}` });
+  const how =
+    code !== undefined
+      ? `exit ${code}`
+      : result.signal
+        ? `signal ${result.signal}`
+        : `not started: ${result.shortMessage}`;
+  throw ApplicationFailure.create({
+    type: 'EngineInterrupted',
+    nonRetryable: false,
+    message: `engine stopped (${how}) at step ${steps}, checkpoint ${checkpoint ?? 'none'}: ${errorLine}`,
+  });
 }

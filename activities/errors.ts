@@ -2,7 +2,12 @@
 import { ApplicationFailure } from '@temporalio/common';
 
 export function badInput(message: string, details?: unknown): ApplicationFailure {
-  return ApplicationFailure.create({ type: 'BadInput', message, nonRetryable: true, details: details === undefined ? undefined : [details] });
+  return ApplicationFailure.create({
+    type: 'BadInput',
+    message,
+    nonRetryable: true,
+    details: details === undefined ? undefined : [details],
+  });
 }
 
 // An HTTP answer that says the request itself is wrong (bad model name, URL, key, body): retrying

@@ -26,9 +26,15 @@ import {
   winRate,
 } from '../lib/winrate.ts';
 import type {
-  EvalSetConfig, EvaluateJudgedInput, GradingEvalResult, JudgedEvalResult, JudgedSummaryRow,
+  EvalSetConfig,
+  EvaluateJudgedInput,
+  GradingEvalResult,
+  JudgedEvalResult,
+  JudgedSummaryRow,
   OrderBias,
-  PairwiseEvalResult, SamplingConfig, SummarizeJudgedInput,
+  PairwiseEvalResult,
+  SamplingConfig,
+  SummarizeJudgedInput,
 } from '../contracts/activities.ts';
 import { badInput } from './errors.ts';
 import { type Judge, makeJudge } from './judge.ts';
@@ -66,7 +72,8 @@ const LC_NOTE = {
 
 // The activity: Temporal's cancellation and heartbeats around runJudgedEval.
 export async function evaluateJudged(
-  samplers: SamplerPool, input: EvaluateJudgedInput,
+  samplers: SamplerPool,
+  input: EvaluateJudgedInput,
 ): Promise<JudgedEvalResult> {
   return runJudgedEval(input, { samplers, signal: cancellationSignal(), keepAlive: withKeepAlive });
 }
@@ -98,8 +105,10 @@ export async function runJudgedEval(
   };
   const ref = input.set.kind === 'pairwise' ? input.set.reference : 'file';
   if (ref === 'base') {
-    throw badInput(`evals.sets (${input.set.name}).reference "base" means a run's policy before round 1; `
-      + 'outside a run, give {"model": DIR}');
+    throw badInput(
+      `evals.sets (${input.set.name}).reference "base" means a run's policy before round 1; ` +
+        'outside a run, give {"model": DIR}',
+    );
   }
   if (typeof ref === 'object') inputs.reference = await modelHash(ref.model);
   const done = await loadValidManifest(manifestPath, {
@@ -478,8 +487,14 @@ async function grading(
 // Per pairwise set: instruction difficulty from all labels' verdicts together, then each label's
 // LC win rate with it (with one label, the single-model fit it already has).
 const EMPTY_ROW = {
-  winRate: null, standardError: null, lcWinRate: null, lcStandardError: null, lcVariant: null,
-  firstPositionWins: null, flipRate: null, mean: null,
+  winRate: null,
+  standardError: null,
+  lcWinRate: null,
+  lcStandardError: null,
+  lcVariant: null,
+  firstPositionWins: null,
+  flipRate: null,
+  mean: null,
 };
 
 export async function summarizeJudgedEvals(

@@ -18,17 +18,25 @@ export function compilePatterns(patterns: string[], flags = 'i'): RegExp[] {
     try {
       return new RegExp(p, flags);
     } catch (err) {
-      throw badInput(`filter.scoreTalkPatterns[${i}] ${JSON.stringify(p)} is not a valid regular expression: ${(err as Error).message}`);
+      throw badInput(
+        `filter.scoreTalkPatterns[${i}] ${JSON.stringify(p)} is not a valid regular expression: ${(err as Error).message}`,
+      );
     }
   });
 }
 
 // Patterns are matched case-insensitively by default (filter.patternFlags "i").
 // The first reason a pair is dropped for, or null when it is kept.
-export function dropReason(rec: SampleRecord, filter: FilterConfig, patterns: RegExp[]): FilterReason | null {
-  const c = rec.chosen, r = rec.rejected;
+export function dropReason(
+  rec: SampleRecord,
+  filter: FilterConfig,
+  patterns: RegExp[],
+): FilterReason | null {
+  const c = rec.chosen,
+    r = rec.rejected;
   if (filter.dropEmpty && (c.text.trim() === '' || r.text.trim() === '')) return 'empty';
-  if (filter.dropTruncated && (c.finish_reason === 'length' || r.finish_reason === 'length')) return 'truncated';
+  if (filter.dropTruncated && (c.finish_reason === 'length' || r.finish_reason === 'length'))
+    return 'truncated';
   if (filter.dropIdentical && c.text.trim() === r.text.trim()) return 'identical';
   if (patterns.some((re) => re.test(c.text) || re.test(r.text))) return 'scoreTalk';
   return null;
@@ -40,7 +48,13 @@ export async function filterPairs(input: FilterPairsInput): Promise<FilterPairsR
   const configHash = hashJson({ filter: input.filter });
   const inputs = { samples: await sha256File(input.samplesFile) };
   const done = await loadValidManifest(manifestPath, { step: 'filter', configHash, inputs });
-  if (done) return { pairsFile, kept: done.counts.kept, filtered: done.counts.filtered, filteredBy: done.data!.filteredBy as Record<string, number> };
+  if (done)
+    return {
+      pairsFile,
+      kept: done.counts.kept,
+      filtered: done.counts.filtered,
+      filteredBy: done.data!.filteredBy as Record<string, number>,
+    };
 
   const patterns = compilePatterns(input.filter.scoreTalkPatterns, input.filter.patternFlags);
   const samples = await readJsonl<SampleRecord>(input.samplesFile);
@@ -55,8 +69,12 @@ export async function filterPairs(input: FilterPairsInput): Promise<FilterPairsR
   await writeFileAtomic(pairsFile, toJsonl(kept));
   const filtered = samples.length - kept.length;
   await writeManifest(manifestPath, {
-    step: 'filter', configHash, inputs, outputs: { pairs: pairsFile },
-    counts: { samples: samples.length, kept: kept.length, filtered }, data: { filteredBy },
+    step: 'filter',
+    configHash,
+    inputs,
+    outputs: { pairs: pairsFile },
+    counts: { samples: samples.length, kept: kept.length, filtered },
+    data: { filteredBy },
   });
   return { pairsFile, kept: kept.length, filtered, filteredBy };
 }

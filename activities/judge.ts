@@ -44,7 +44,6 @@ export interface ScoreVerdict {
   text: string;
 }
 
-
 export interface Judge {
   name: string;
   concurrency: number;

@@ -23,14 +23,37 @@ export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResu
   });
   // Lengths the engine and the server would refuse mid-round, refused before anything is spent.
   const problems = await modelProblems(config);
-  if (problems.length) throw badInput(`the config does not fit the model:\n  ${problems.join('\n  ')}`);
-  const previous = await readFile(configFile, 'utf8').then((t) => JSON.parse(t) as unknown, () => null);
+  if (problems.length)
+    throw badInput(`the config does not fit the model:\n  ${problems.join('\n  ')}`);
+  const previous = await readFile(configFile, 'utf8').then(
+    (t) => JSON.parse(t) as unknown,
+    () => null,
+  );
   if (previous !== null && hashJson(previous) !== configHash) {
-    throw badInput(`run ${input.runId} already exists in ${runDir} with a different config (${configFile}); choose another runId or restore that config`);
+    throw badInput(
+      `run ${input.runId} already exists in ${runDir} with a different config (${configFile}); choose another runId or restore that config`,
+    );
   }
   const prompts = await loadPromptsFor('prompts.file', config.prompts);
   await mkdir(runDir, { recursive: true });
   if (previous === null) await writeFileAtomic(configFile, JSON.stringify(config, null, 2) + '\n');
-  await writeFileAtomic(promptsFile, toJsonl(prompts.map((p) => (p.messages ? { index: p.index, messages: p.messages } : { index: p.index, prompt: p.prompt }))));
-  return { runId: input.runId, runDir, configHash, configFile, promptsFile, promptCount: prompts.length, baseModel: config.model };
+  await writeFileAtomic(
+    promptsFile,
+    toJsonl(
+      prompts.map((p) =>
+        p.messages
+          ? { index: p.index, messages: p.messages }
+          : { index: p.index, prompt: p.prompt },
+      ),
+    ),
+  );
+  return {
+    runId: input.runId,
+    runDir,
+    configHash,
+    configFile,
+    promptsFile,
+    promptCount: prompts.length,
+    baseModel: config.model,
+  };
 }

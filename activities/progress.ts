@@ -9,9 +9,18 @@ import { activityProgressSignal, type ActivityProgress } from '../contracts/prog
 // the full count: force sends a final value past the interval.
 export const PROGRESS_STEPS = 20;
 const fractionOf = (p: ActivityProgress) =>
-  p.kind === 'sampling' ? (p.total > 0 ? p.done / p.total : 0) : p.totalSteps > 0 ? p.step / p.totalSteps : 0;
+  p.kind === 'sampling'
+    ? p.total > 0
+      ? p.done / p.total
+      : 0
+    : p.totalSteps > 0
+      ? p.step / p.totalSteps
+      : 0;
 
-export function progressNotifier(notify: string[], minIntervalMs = 1000): (p: ActivityProgress, force?: boolean) => void {
+export function progressNotifier(
+  notify: string[],
+  minIntervalMs = 1000,
+): (p: ActivityProgress, force?: boolean) => void {
   let last = 0;
   let sent = -1; // the last twentieth signalled
   return (p, force = false) => {
@@ -26,7 +35,11 @@ export function progressNotifier(notify: string[], minIntervalMs = 1000): (p: Ac
     } catch {
       return; // no client (MockActivityEnvironment): nothing to notify
     }
-    for (const id of notify) void client.workflow.getHandle(id).signal(activityProgressSignal, p).catch(() => {});
+    for (const id of notify)
+      void client.workflow
+        .getHandle(id)
+        .signal(activityProgressSignal, p)
+        .catch(() => {});
   };
 }
 
@@ -41,7 +54,10 @@ export async function withKeepAlive<T>(details: () => unknown, work: () => Promi
     return work();
   }
   heartbeat(details());
-  const timer = setInterval(() => heartbeat(details()), Math.min(10_000, timeoutMs > 0 ? timeoutMs / 3 : 10_000));
+  const timer = setInterval(
+    () => heartbeat(details()),
+    Math.min(10_000, timeoutMs > 0 ? timeoutMs / 3 : 10_000),
+  );
   try {
     return await work();
   } finally {
@@ -52,7 +68,11 @@ export async function withKeepAlive<T>(details: () => unknown, work: () => Promi
 // An activity that heartbeats for as long as it runs (light file work that may still take a while
 // on a paper-scale run: prompt lists, filtering, tokenizing, hashing models, servers starting).
 export function heartbeating<I, O>(fn: (input: I) => Promise<O>): (input: I) => Promise<O> {
-  return (input) => withKeepAlive(() => undefined, () => fn(input));
+  return (input) =>
+    withKeepAlive(
+      () => undefined,
+      () => fn(input),
+    );
 }
 
 // Lets timers (the keep-alive heartbeat) run during a long synchronous loop: await it every few

@@ -12,16 +12,20 @@ export interface PromptItem {
 }
 
 function checkPrompt(rec: unknown): string | null {
-  if (!rec || typeof rec !== 'object' || Array.isArray(rec)) return 'record must be a JSON object with "prompt" (string) or "messages" (list of {role, content})';
+  if (!rec || typeof rec !== 'object' || Array.isArray(rec))
+    return 'record must be a JSON object with "prompt" (string) or "messages" (list of {role, content})';
   const r = rec as Record<string, unknown>;
-  if (typeof r.prompt === 'string') return r.prompt.length > 0 ? null : '"prompt" must be a non-empty string';
+  if (typeof r.prompt === 'string')
+    return r.prompt.length > 0 ? null : '"prompt" must be a non-empty string';
   if (Array.isArray(r.messages)) {
     if (r.messages.length === 0) return '"messages" must not be empty';
     for (let i = 0; i < r.messages.length; i++) {
       const m = r.messages[i] as Record<string, unknown>;
-      if (!m || typeof m.role !== 'string' || typeof m.content !== 'string') return `"messages[${i}]" must be {role: string, content: string}`;
+      if (!m || typeof m.role !== 'string' || typeof m.content !== 'string')
+        return `"messages[${i}]" must be {role: string, content: string}`;
     }
-    if (!r.messages.some((m) => (m as ChatMessage).role === 'user')) return '"messages" must contain a "user" turn (the prefix goes in front of the last one)';
+    if (!r.messages.some((m) => (m as ChatMessage).role === 'user'))
+      return '"messages" must contain a "user" turn (the prefix goes in front of the last one)';
     return null;
   }
   return 'record needs "prompt" (string) or "messages" (list of {role, content})';
@@ -45,22 +49,32 @@ export function seededShuffle<T>(items: T[], seed: number): T[] {
   return out;
 }
 
-export async function loadPrompts(spec: { file: string; limit?: number; shuffleSeed?: number }): Promise<PromptItem[]> {
+export async function loadPrompts(spec: {
+  file: string;
+  limit?: number;
+  shuffleSeed?: number;
+}): Promise<PromptItem[]> {
   let recs = await readJsonl<{ prompt?: string; messages?: ChatMessage[] }>(spec.file, checkPrompt);
   if (spec.shuffleSeed !== undefined) recs = seededShuffle(recs, spec.shuffleSeed);
   if (spec.limit !== undefined) recs = recs.slice(0, spec.limit);
-  return recs.map((r, index) => (typeof r.prompt === 'string'
-    ? { index, prompt: r.prompt }
-    : { index, messages: r.messages!.map((m) => ({ role: m.role, content: m.content })) }));
+  return recs.map((r, index) =>
+    typeof r.prompt === 'string'
+      ? { index, prompt: r.prompt }
+      : { index, messages: r.messages!.map((m) => ({ role: m.role, content: m.content })) },
+  );
 }
 
 // loadPrompts for a config field: a missing file, a bad line or no prompts is bad input (not retried).
-export async function loadPromptsFor(field: string, spec: { file: string; limit?: number; shuffleSeed?: number }): Promise<PromptItem[]> {
+export async function loadPromptsFor(
+  field: string,
+  spec: { file: string; limit?: number; shuffleSeed?: number },
+): Promise<PromptItem[]> {
   let prompts;
   try {
     prompts = await loadPrompts(spec);
   } catch (err) {
-    if (err instanceof JsonlError || (err as NodeJS.ErrnoException).code === 'ENOENT') throw badInput(`${field}: ${(err as Error).message}`);
+    if (err instanceof JsonlError || (err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw badInput(`${field}: ${(err as Error).message}`);
     throw err;
   }
   if (prompts.length === 0) throw badInput(`${field} ${spec.file} holds no prompts`);

@@ -4,7 +4,12 @@ import { join, relative } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { writeRunReportFiles } from '../report/run.ts';
 import { hashJson, sha256, sha256File } from '../lib/hash.ts';
-import type { WriteRoundManifestInput, WriteRoundManifestResult, WriteRunReportInput, WriteRunReportResult } from '../contracts/activities.ts';
+import type {
+  WriteRoundManifestInput,
+  WriteRoundManifestResult,
+  WriteRunReportInput,
+  WriteRunReportResult,
+} from '../contracts/activities.ts';
 
 // A file's hash and size; a directory's hash covers its files' relative names and hashes.
 async function describe(path: string): Promise<{ path: string; sha256: string; bytes: number }> {
@@ -21,14 +26,27 @@ async function describe(path: string): Promise<{ path: string; sha256: string; b
   return { path, sha256: hashJson(files), bytes };
 }
 
-export async function writeRoundManifest(input: WriteRoundManifestInput): Promise<WriteRoundManifestResult> {
+export async function writeRoundManifest(
+  input: WriteRoundManifestInput,
+): Promise<WriteRoundManifestResult> {
   const artifacts: Record<string, { path: string; sha256: string; bytes: number }> = {};
   for (const [name, p] of Object.entries(input.artifacts)) artifacts[name] = await describe(p);
-  const body = JSON.stringify({
-    runId: input.runId, round: input.round, configHash: input.configHash, referenceModelDir: input.referenceModelDir,
-    rejectedScore: input.rejectedScore, artifacts, counts: input.counts, metrics: input.metrics,
-    ...(input.cost ? { cost: input.cost } : {}),
-  }, null, 2) + '\n';
+  const body =
+    JSON.stringify(
+      {
+        runId: input.runId,
+        round: input.round,
+        configHash: input.configHash,
+        referenceModelDir: input.referenceModelDir,
+        rejectedScore: input.rejectedScore,
+        artifacts,
+        counts: input.counts,
+        metrics: input.metrics,
+        ...(input.cost ? { cost: input.cost } : {}),
+      },
+      null,
+      2,
+    ) + '\n';
   const manifest = join(input.roundDir, 'manifest.json');
   await writeFileAtomic(manifest, body);
   return { manifest, sha256: sha256(body) };

@@ -16,7 +16,10 @@ import { mapLimit } from '../lib/pool.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import { applyTemplate } from '../config/schema.ts';
 import type {
-  RoundSamplingCost, SamplePairsInput, SamplePairsResult, SamplingConfig,
+  RoundSamplingCost,
+  SamplePairsInput,
+  SamplePairsResult,
+  SamplingConfig,
 } from '../contracts/activities.ts';
 import { badInput, isRequestError } from './errors.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
@@ -25,7 +28,11 @@ import type { SampleRecord } from './records.ts';
 import { apiKeyOf, type SamplerPool } from './sampler-pool.ts';
 
 // The prefix goes in front of a plain prompt, or in front of the last user turn of a chat.
-export function prefixed(item: PromptItem, template: string, score: number): string | ChatMessage[] {
+export function prefixed(
+  item: PromptItem,
+  template: string,
+  score: number,
+): string | ChatMessage[] {
   if (!item.messages) return applyTemplate(template, score, item.prompt!);
   const msgs = item.messages.map((m) => ({ ...m }));
   const last = msgs.map((m) => m.role).lastIndexOf('user');
@@ -44,14 +51,21 @@ export function openaiClient(sampling: SamplingConfig, baseURL: string): OpenAI 
   return new OpenAI({ baseURL, apiKey: apiKeyOf(sampling), maxRetries: 0, timeout: 600_000 });
 }
 
-export type Generate = (input: string | ChatMessage[], seed: number, opts?: { maxTokens?: number }) =>
-  Promise<{ text: string; finish_reason: string; tokens: number }>;
+export type Generate = (
+  input: string | ChatMessage[],
+  seed: number,
+  opts?: { maxTokens?: number },
+) => Promise<{ text: string; finish_reason: string; tokens: number }>;
 
 // One answer per call, through the chat or completions API as configured. With the completions
 // API, prompts go through the served model's own chat template when it has one (a plain prompt
 // as one user turn), as the chat API would, and as buildDataset tokenizes them for training:
 // the policy is trained on the context it answered in.
-export async function generator(sampling: SamplingConfig, endpoint: { baseURL: string; model: string; modelDir: string }, signal?: AbortSignal): Promise<Generate> {
+export async function generator(
+  sampling: SamplingConfig,
+  endpoint: { baseURL: string; model: string; modelDir: string },
+  signal?: AbortSignal,
+): Promise<Generate> {
   const client = openaiClient(sampling, endpoint.baseURL);
   if (signal) setMaxListeners(sampling.concurrency + 10, signal); // one listener per request in flight
   let tok: Promise<LoadedTokenizer> | null = null;
@@ -59,40 +73,72 @@ export async function generator(sampling: SamplingConfig, endpoint: { baseURL: s
     const t = await (tok ??= loadTokenizer(endpoint.modelDir));
     if (!t.hasChatTemplate) {
       if (typeof input === 'string') return input;
-      throw badInput(`chat prompts ("messages") with sampling.api "completions" need a chat_template in ${endpoint.modelDir}/tokenizer_config.json`);
+      throw badInput(
+        `chat prompts ("messages") with sampling.api "completions" need a chat_template in ${endpoint.modelDir}/tokenizer_config.json`,
+      );
     }
     const messages = typeof input === 'string' ? [{ role: 'user', content: input }] : input;
     return t.applyChatTemplate(messages, { addGenerationPrompt: true });
   };
-  return (input, seed, opts = {}) => linked(signal, async (signal) => {
-    const body = {
-      model: endpoint.model, n: 1, ...(sampling.perRequestSeeds ? { seed } : {}),
-      temperature: sampling.temperature, top_p: sampling.topP,
-      max_tokens: opts.maxTokens ?? sampling.maxTokens, ...sampling.extra,
-    };
-    if (sampling.api === 'chat') {
-      const messages = typeof input === 'string' ? [{ role: 'user', content: input }] : input;
-      const res = await client.chat.completions.create({ ...body, messages } as OpenAI.ChatCompletionCreateParamsNonStreaming, { signal });
-      return answerOf(res, endpoint.baseURL, 'chat/completions', (c) => (c.message as { content?: unknown } | undefined)?.content);
-    }
-    const prompt = await render(input);
-    const res = await client.completions.create({ ...body, prompt } as OpenAI.CompletionCreateParamsNonStreaming, { signal });
-    return answerOf(res, endpoint.baseURL, 'completions', (c) => c.text);
-  });
+  return (input, seed, opts = {}) =>
+    linked(signal, async (signal) => {
+      const body = {
+        model: endpoint.model,
+        n: 1,
+        ...(sampling.perRequestSeeds ? { seed } : {}),
+        temperature: sampling.temperature,
+        top_p: sampling.topP,
+        max_tokens: opts.maxTokens ?? sampling.maxTokens,
+        ...sampling.extra,
+      };
+      if (sampling.api === 'chat') {
+        const messages = typeof input === 'string' ? [{ role: 'user', content: input }] : input;
+        const res = await client.chat.completions.create(
+          { ...body, messages } as OpenAI.ChatCompletionCreateParamsNonStreaming,
+          { signal },
+        );
+        return answerOf(
+          res,
+          endpoint.baseURL,
+          'chat/completions',
+          (c) => (c.message as { content?: unknown } | undefined)?.content,
+        );
+      }
+      const prompt = await render(input);
+      const res = await client.completions.create(
+        { ...body, prompt } as OpenAI.CompletionCreateParamsNonStreaming,
+        { signal },
+      );
+      return answerOf(res, endpoint.baseURL, 'completions', (c) => c.text);
+    });
 }
 
 // The one answer of a response, checked: a server that answers another shape (not OpenAI's,
 // several choices, a stream) answers it on every retry, so that is bad input, named once.
-function answerOf(res: unknown, baseURL: string, route: string, textOf: (c: Record<string, unknown>) => unknown):
-  { text: string; finish_reason: string; tokens: number } {
+function answerOf(
+  res: unknown,
+  baseURL: string,
+  route: string,
+  textOf: (c: Record<string, unknown>) => unknown,
+): { text: string; finish_reason: string; tokens: number } {
   const r = res as { choices?: unknown; usage?: { completion_tokens?: unknown } } | null;
-  const c = Array.isArray(r?.choices) && r.choices.length === 1 ? (r.choices[0] as Record<string, unknown> | null) : null;
+  const c =
+    Array.isArray(r?.choices) && r.choices.length === 1
+      ? (r.choices[0] as Record<string, unknown> | null)
+      : null;
   const text = c ? textOf(c) : undefined;
   const tokens = r?.usage?.completion_tokens ?? 0;
-  if (!c || typeof text !== 'string' || typeof c.finish_reason !== 'string' || !Number.isSafeInteger(tokens)) {
+  if (
+    !c ||
+    typeof text !== 'string' ||
+    typeof c.finish_reason !== 'string' ||
+    !Number.isSafeInteger(tokens)
+  ) {
     const got = JSON.stringify(res) ?? String(res);
-    throw badInput(`${baseURL}/${route} answered an unexpected shape (allowed: one choice with a string answer and `
-      + `finish_reason; check sampling.baseURL and sampling.extra): ${got.slice(0, 200)}`);
+    throw badInput(
+      `${baseURL}/${route} answered an unexpected shape (allowed: one choice with a string answer and ` +
+        `finish_reason; check sampling.baseURL and sampling.extra): ${got.slice(0, 200)}`,
+    );
   }
   return { text, finish_reason: c.finish_reason, tokens: tokens as number };
 }
@@ -100,7 +146,10 @@ function answerOf(res: unknown, baseURL: string, route: string, textOf: (c: Reco
 // Each request gets its own signal that follows the activity's: the client leaves its abort
 // listener on the signal it is given, so handing it the activity's one would pile up a listener
 // per request for the activity's whole life.
-async function linked<T>(outer: AbortSignal | undefined, body: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+async function linked<T>(
+  outer: AbortSignal | undefined,
+  body: (signal: AbortSignal | undefined) => Promise<T>,
+): Promise<T> {
   if (!outer) return body(undefined);
   const inner = new AbortController();
   const forward = () => inner.abort(outer.reason);
@@ -136,7 +185,8 @@ async function readShard(file: string, lo: number, hi: number): Promise<SampleRe
 }
 
 export async function samplePairs(
-  samplers: SamplerPool, input: SamplePairsInput,
+  samplers: SamplerPool,
+  input: SamplePairsInput,
 ): Promise<SamplePairsResult> {
   const s = input.sampling;
   const items = await readJsonl<PromptItem>(input.promptsFile);
@@ -146,10 +196,22 @@ export async function samplePairs(
   // What the samples depend on; a change discards earlier shards (API key and concurrency don't count).
   // The policy counts by content: a model directory replaced in place must not reuse old answers.
   const configHash = hashJson({
-    round: input.round, items, prefixes: input.prefixes, chosenScore: input.chosenScore, rejectedScore: input.rejectedScore,
-    model: input.endpoint.model, modelDir: input.endpoint.modelDir, weights: await modelHash(input.endpoint.modelDir), api: s.api, temperature: s.temperature, topP: s.topP,
-    maxTokens: s.maxTokens, seed: s.seed, ...(s.perRequestSeeds ? {} : { unseeded: true }),
-    extra: s.extra, shardSize: s.shardSize,
+    round: input.round,
+    items,
+    prefixes: input.prefixes,
+    chosenScore: input.chosenScore,
+    rejectedScore: input.rejectedScore,
+    model: input.endpoint.model,
+    modelDir: input.endpoint.modelDir,
+    weights: await modelHash(input.endpoint.modelDir),
+    api: s.api,
+    temperature: s.temperature,
+    topP: s.topP,
+    maxTokens: s.maxTokens,
+    seed: s.seed,
+    ...(s.perRequestSeeds ? {} : { unseeded: true }),
+    extra: s.extra,
+    shardSize: s.shardSize,
   });
   const nShards = Math.ceil(total / s.shardSize);
   const done = await loadValidManifest(manifestPath, { step: 'sample', configHash });
@@ -161,21 +223,28 @@ export async function samplePairs(
   const shardDir = join(input.roundDir, 'samples');
   await mkdir(shardDir, { recursive: true });
   const specFile = join(shardDir, 'spec.json');
-  const spec = await readFile(specFile, 'utf8').then((t) => JSON.parse(t) as { configHash?: string }, () => null);
+  const spec = await readFile(specFile, 'utf8').then(
+    (t) => JSON.parse(t) as { configHash?: string },
+    () => null,
+  );
   if (spec?.configHash !== configHash) {
     // Shards of another config (other model, prompts or settings) must not leak into this one.
-    for (const f of await readdir(shardDir)) if (f.startsWith('shard-')) await rm(join(shardDir, f), { force: true });
+    for (const f of await readdir(shardDir))
+      if (f.startsWith('shard-')) await rm(join(shardDir, f), { force: true });
     await writeJsonAtomic(specFile, { configHash });
   }
 
   const rangeOf = (k: number) => [k * s.shardSize, Math.min(total, (k + 1) * s.shardSize)] as const;
   const shards: (SampleRecord[] | null)[] = [];
-  for (let k = 0; k < nShards; k++) shards.push(await readShard(join(shardDir, shardName(k)), ...rangeOf(k)));
+  for (let k = 0; k < nShards; k++)
+    shards.push(await readShard(join(shardDir, shardName(k)), ...rangeOf(k)));
   const resumedShards = shards.filter(Boolean).length;
   const previous = activityInfo().heartbeatDetails as { shardsDone?: number } | undefined;
   if (previous?.shardsDone !== undefined && previous.shardsDone > resumedShards) {
     // The earlier attempt ran on a machine whose disk this one does not see: redo what is missing.
-    log.warn(`samplePairs round ${input.round}: heartbeat reported ${previous.shardsDone} shards, ${resumedShards} found on disk`);
+    log.warn(
+      `samplePairs round ${input.round}: heartbeat reported ${previous.shardsDone} shards, ${resumedShards} found on disk`,
+    );
   }
   let shardsDone = resumedShards;
   let samplesDone = shards.reduce((n, x) => n + (x?.length ?? 0), 0);
@@ -190,52 +259,74 @@ export async function samplePairs(
   const missing = items.filter((it) => shards[Math.floor(it.index / s.shardSize)] === null);
   const pending = new Map<number, SampleRecord[]>();
   // Heartbeats cover starting a server here too (a restarted worker may need a new one).
-  if (missing.length > 0) await withKeepAlive(() => ({ shardsDone, samplesDone }), () => samplers.with(s, input.endpoint.modelDir, async (endpoint) => {
-    const generate = await generator(s, endpoint, cancelled);
-    const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
-      const seeds = { chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'), rejected: deriveSeed(s.seed, input.round, item.index, 'rejected') };
-      const [c, r] = await Promise.all([
-        generate(prefixed(item, input.prefixes.chosenTemplate, input.chosenScore), seeds.chosen),
-        generate(prefixed(item, input.prefixes.rejectedTemplate, input.rejectedScore), seeds.rejected),
-      ]).catch((err) => {
-        throw requestFailure(err, `sampling prompt ${item.index} of ${input.promptsFile}`);
-      });
-      return {
-        index: item.index, round: input.round, ...(item.messages ? { messages: item.messages } : { prompt: item.prompt }),
-        chosen: { ...c, seed: seeds.chosen }, rejected: { ...r, seed: seeds.rejected },
-        chosenScore: input.chosenScore, rejectedScore: input.rejectedScore, seed: s.seed,
-      };
-    };
+  if (missing.length > 0)
+    await withKeepAlive(
+      () => ({ shardsDone, samplesDone }),
+      () =>
+        samplers.with(s, input.endpoint.modelDir, async (endpoint) => {
+          const generate = await generator(s, endpoint, cancelled);
+          const sampleOne = async (item: PromptItem): Promise<SampleRecord> => {
+            const seeds = {
+              chosen: deriveSeed(s.seed, input.round, item.index, 'chosen'),
+              rejected: deriveSeed(s.seed, input.round, item.index, 'rejected'),
+            };
+            const [c, r] = await Promise.all([
+              generate(
+                prefixed(item, input.prefixes.chosenTemplate, input.chosenScore),
+                seeds.chosen,
+              ),
+              generate(
+                prefixed(item, input.prefixes.rejectedTemplate, input.rejectedScore),
+                seeds.rejected,
+              ),
+            ]).catch((err) => {
+              throw requestFailure(err, `sampling prompt ${item.index} of ${input.promptsFile}`);
+            });
+            return {
+              index: item.index,
+              round: input.round,
+              ...(item.messages ? { messages: item.messages } : { prompt: item.prompt }),
+              chosen: { ...c, seed: seeds.chosen },
+              rejected: { ...r, seed: seeds.rejected },
+              chosenScore: input.chosenScore,
+              rejectedScore: input.rejectedScore,
+              seed: s.seed,
+            };
+          };
 
-    // Each prompt is two requests, so sampling.concurrency requests means half as many prompts.
-    await mapLimit(missing, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
-      const rec = await sampleOne(item);
-      const k = Math.floor(item.index / s.shardSize);
-      const [lo, hi] = rangeOf(k);
-      const got = pending.get(k) ?? [];
-      got.push(rec);
-      pending.set(k, got);
-      if (got.length < hi - lo) return;
-      got.sort((a, b) => a.index - b.index);
-      await writeFileAtomic(join(shardDir, shardName(k)), toJsonl(got));
-      shards[k] = got;
-      pending.delete(k);
-      shardsDone++;
-      samplesDone += got.length;
-      report();
-    }).catch((err) => {
-      // Aborted requests fail with the client's abort error; report the cancellation itself.
-      throw cancelled.aborted ? cancelled.reason : err;
-    });
-  }));
+          // Each prompt is two requests, so sampling.concurrency requests means half as many prompts.
+          await mapLimit(missing, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
+            const rec = await sampleOne(item);
+            const k = Math.floor(item.index / s.shardSize);
+            const [lo, hi] = rangeOf(k);
+            const got = pending.get(k) ?? [];
+            got.push(rec);
+            pending.set(k, got);
+            if (got.length < hi - lo) return;
+            got.sort((a, b) => a.index - b.index);
+            await writeFileAtomic(join(shardDir, shardName(k)), toJsonl(got));
+            shards[k] = got;
+            pending.delete(k);
+            shardsDone++;
+            samplesDone += got.length;
+            report();
+          }).catch((err) => {
+            // Aborted requests fail with the client's abort error; report the cancellation itself.
+            throw cancelled.aborted ? cancelled.reason : err;
+          });
+        }),
+    );
 
   report(true); // past the throttle: the display ends on the full count
   await writeFileAtomic(samplesFile, toJsonl(shards.flatMap((x) => x!)));
   // Without per-request seeds a resampled shard differs from the lost one: say so where it counts.
   const data = { reproducible: s.perRequestSeeds };
   await writeManifest(manifestPath, {
-    step: 'sample', configHash, outputs: { samples: samplesFile },
-    counts: { samples: total, shards: nShards }, data,
+    step: 'sample',
+    configHash,
+    outputs: { samples: samplesFile },
+    counts: { samples: total, shards: nShards },
+    data,
   });
   const cost = samplingCost(shards.flatMap((x) => x!));
   return { samplesFile, count: total, shards: nShards, resumedShards, cost };

@@ -22,7 +22,12 @@ import OpenAI from 'openai';
 import { forgetPid, recordPid, stopRecorded } from '../lib/pidfile.ts';
 import { startServer } from '../server/index.ts';
 import { badInput, isRequestError } from './errors.ts';
-import type { EnsureSamplerInput, ReleaseSamplerInput, SamplerEndpoint, SamplingConfig } from '../contracts/activities.ts';
+import type {
+  EnsureSamplerInput,
+  ReleaseSamplerInput,
+  SamplerEndpoint,
+  SamplingConfig,
+} from '../contracts/activities.ts';
 
 interface Running {
   key: string;
@@ -61,7 +66,12 @@ async function external(sampling: SamplingConfig, modelDir: string): Promise<Sam
 
 const keyOf = (sampling: SamplingConfig, modelDir: string) =>
   JSON.stringify([
-    sampling.lifecycle, modelDir, servedName(sampling), sampling.vllm, sampling.embedded, sampling.perRequestSeeds,
+    sampling.lifecycle,
+    modelDir,
+    servedName(sampling),
+    sampling.vllm,
+    sampling.embedded,
+    sampling.perRequestSeeds,
   ]);
 
 export class SamplerPool {
@@ -78,7 +88,8 @@ export class SamplerPool {
     if (r) await this.closeServer(r);
     if (this.restarted.delete(key)) {
       return ApplicationFailure.create({
-        type: 'SamplerBroken', nonRetryable: true,
+        type: 'SamplerBroken',
+        nonRetryable: true,
         message: `sampling.vllm: the managed vLLM server failed again after a restart: ${message}`,
       });
     }
@@ -106,14 +117,23 @@ export class SamplerPool {
     if (have) return have;
     const start = async (): Promise<Running> => {
       if (sampling.lifecycle === 'managed-vllm') {
-        for (const r of [...this.servers.values()]) if (r.endpoint.lifecycle === 'managed-vllm') await this.closeServer(r);
+        for (const r of [...this.servers.values()])
+          if (r.endpoint.lifecycle === 'managed-vllm') await this.closeServer(r);
         return startVllm(sampling, modelDir, key);
       }
       const server = await startServer({
-        modelDir, servedModelName: servedName(sampling), threads: sampling.embedded.threads, maxBatch: sampling.embedded.maxBatch,
+        modelDir,
+        servedModelName: servedName(sampling),
+        threads: sampling.embedded.threads,
+        maxBatch: sampling.embedded.maxBatch,
         dtype: sampling.embedded.dtype,
       });
-      const endpoint: SamplerEndpoint = { lifecycle: 'embedded', baseURL: server.url, model: servedName(sampling), modelDir };
+      const endpoint: SamplerEndpoint = {
+        lifecycle: 'embedded',
+        baseURL: server.url,
+        model: servedName(sampling),
+        modelDir,
+      };
       return { key, endpoint, close: () => server.close(), holds: new Set(), active: 0 };
     };
     const pending = start();
@@ -138,7 +158,11 @@ export class SamplerPool {
   }
 
   // Runs fn against a server for (sampling, modelDir), starting one here if this pool has none.
-  async with<T>(sampling: SamplingConfig, modelDir: string, fn: (e: SamplerEndpoint) => Promise<T>): Promise<T> {
+  async with<T>(
+    sampling: SamplingConfig,
+    modelDir: string,
+    fn: (e: SamplerEndpoint) => Promise<T>,
+  ): Promise<T> {
     if (sampling.lifecycle === 'external') return fn(await external(sampling, modelDir));
     return this.guarded(sampling, keyOf(sampling, modelDir), async () => {
       const r = await this.acquire(sampling, modelDir);
@@ -155,7 +179,9 @@ export class SamplerPool {
   async ensure(input: EnsureSamplerInput): Promise<SamplerEndpoint> {
     if (input.sampling.lifecycle === 'external') return external(input.sampling, input.modelDir);
     const { sampling, modelDir } = input;
-    const r = await this.guarded(sampling, keyOf(sampling, modelDir), () => this.acquire(sampling, modelDir));
+    const r = await this.guarded(sampling, keyOf(sampling, modelDir), () =>
+      this.acquire(sampling, modelDir),
+    );
     r.holds.add(input.runId);
     for (const other of [...this.servers.values()]) {
       if (other === r || !other.holds.delete(input.runId)) continue;
@@ -181,7 +207,9 @@ export class SamplerPool {
 async function checkModels(baseURL: string, model: string, apiKey: string): Promise<void> {
   let res: Response;
   try {
-    res = await fetch(`${baseURL.replace(/\/$/, '')}/models`, { headers: { authorization: `Bearer ${apiKey}` } });
+    res = await fetch(`${baseURL.replace(/\/$/, '')}/models`, {
+      headers: { authorization: `Bearer ${apiKey}` },
+    });
   } catch (err) {
     throw new Error(`sampling.baseURL ${baseURL}: GET /models failed: ${(err as Error).message}`);
   }
@@ -191,7 +219,10 @@ async function checkModels(baseURL: string, model: string, apiKey: string): Prom
   }
   const body = (await res.json()) as { data?: { id?: string }[] };
   const ids = (body.data ?? []).map((m) => m.id);
-  if (!ids.includes(model)) throw badInput(`sampling.model "${model}" is not served at ${baseURL} (served: ${ids.join(', ') || 'none'})`);
+  if (!ids.includes(model))
+    throw badInput(
+      `sampling.model "${model}" is not served at ${baseURL} (served: ${ids.join(', ') || 'none'})`,
+    );
 }
 
 // The command line that starts vLLM: `vllm serve DIR` (the GPU default) or, with a module,
@@ -200,8 +231,15 @@ export function vllmArgs(sampling: SamplingConfig, modelDir: string): string[] {
   const v = sampling.vllm;
   return [
     ...(v.module ? ['-m', v.module, '--model', modelDir] : ['serve', modelDir]),
-    '--served-model-name', servedName(sampling), '--host', v.host, '--port', String(v.port),
-    '--generation-config', 'vllm', ...v.args,
+    '--served-model-name',
+    servedName(sampling),
+    '--host',
+    v.host,
+    '--port',
+    String(v.port),
+    '--generation-config',
+    'vllm',
+    ...v.args,
   ];
 }
 
@@ -209,16 +247,20 @@ export function vllmArgs(sampling: SamplingConfig, modelDir: string): string[] {
 // generation fails (the CPU build dies on its first seeded request) is caught before sampling.
 async function probe(sampling: SamplingConfig, baseURL: string): Promise<void> {
   const body = {
-    model: servedName(sampling), prompt: [0], max_tokens: 1, temperature: 0,
+    model: servedName(sampling),
+    prompt: [0],
+    max_tokens: 1,
+    temperature: 0,
     ...(sampling.perRequestSeeds ? { seed: 0 } : {}),
   };
   const res = await fetch(`${baseURL}/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
   });
   if (res.ok) return;
   const text = (await res.text()).slice(0, 500);
-  const message =
-    `sampling.vllm: GET /health passes but a 1-token completion answered HTTP ${res.status}: ${text}`;
+  const message = `sampling.vllm: GET /health passes but a 1-token completion answered HTTP ${res.status}: ${text}`;
   throw res.status >= 500 ? new BrokenServer(message) : badInput(message);
 }
 
@@ -230,18 +272,32 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
   // mistake another process's server for the one started here.
   const pidFile = join(tmpdir(), `opsr-vllm-${v.port}.pid`);
   await stopRecorded(pidFile, ['--port', String(v.port)], 30_000);
-  if (await fetch(`${origin}/health`).then(() => true, () => false)) {
-    throw new Error(`sampling.vllm.port ${v.port} is already served by another process; stop it or choose another port`);
+  if (
+    await fetch(`${origin}/health`).then(
+      () => true,
+      () => false,
+    )
+  ) {
+    throw new Error(
+      `sampling.vllm.port ${v.port} is already served by another process; stop it or choose another port`,
+    );
   }
   // setpriv: the server gets SIGTERM when this worker dies, even by SIGKILL, so none is orphaned.
   const child = execa('setpriv', ['--pdeathsig', 'TERM', '--', v.executable, ...args], {
-    stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, forceKillAfterDelay: 10_000,
-    env: v.env, cleanup: true,
+    stdin: 'ignore',
+    stdout: 'ignore',
+    stderr: 'pipe',
+    reject: false,
+    forceKillAfterDelay: 10_000,
+    env: v.env,
+    cleanup: true,
   });
   let stderrTail = '';
   child.stderr?.on('data', (d: Buffer) => (stderrTail = (stderrTail + d.toString()).slice(-4000)));
   let exited = false;
-  const finished = child.then(() => { exited = true; });
+  const finished = child.then(() => {
+    exited = true;
+  });
   if (child.pid !== undefined) await recordPid(pidFile, child.pid);
   const stop = async () => {
     if (!exited) child.kill('SIGTERM');
@@ -252,7 +308,9 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
   for (;;) {
     if (exited) {
       await forgetPid(pidFile);
-      throw new Error(`sampling.vllm.executable ${v.executable} exited (code ${child.exitCode}) before serving: ${stderrTail.trim().split('\n').slice(-5).join(' | ')}`);
+      throw new Error(
+        `sampling.vllm.executable ${v.executable} exited (code ${child.exitCode}) before serving: ${stderrTail.trim().split('\n').slice(-5).join(' | ')}`,
+      );
     }
     try {
       if ((await fetch(`${origin}/health`)).ok) break;
@@ -261,7 +319,9 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`sampling.vllm: ${v.executable} did not answer GET /health on port ${v.port} within ${v.startupTimeoutS}s`);
+      throw new Error(
+        `sampling.vllm: ${v.executable} did not answer GET /health on port ${v.port} within ${v.startupTimeoutS}s`,
+      );
     }
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -272,6 +332,11 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     await stop();
     throw err;
   }
-  const endpoint: SamplerEndpoint = { lifecycle: 'managed-vllm', baseURL, model: servedName(sampling), modelDir };
+  const endpoint: SamplerEndpoint = {
+    lifecycle: 'managed-vllm',
+    baseURL,
+    model: servedName(sampling),
+    modelDir,
+  };
   return { key, endpoint, close: stop, holds: new Set<string>(), active: 0 };
 }

@@ -12,40 +12,84 @@ import { execa } from 'execa';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { linkWithEngine, repoRoot } from '../test/parity/link.ts';
 
-interface EngineRun { mode: string; step_s: number; best_step_s: number; tokens_per_s: number; gflops: number; sgemm_gflops: number; loss: number; threads: number }
-interface PeerRun { step_s: number; best_step_s: number; tokens_per_s: number; loss: number; threads: number; attn_implementation: string; torch: string }
+interface EngineRun {
+  mode: string;
+  step_s: number;
+  best_step_s: number;
+  tokens_per_s: number;
+  gflops: number;
+  sgemm_gflops: number;
+  loss: number;
+  threads: number;
+}
+interface PeerRun {
+  step_s: number;
+  best_step_s: number;
+  tokens_per_s: number;
+  loss: number;
+  threads: number;
+  attn_implementation: string;
+  torch: string;
+}
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`bench:train: --${name} must be a positive integer, got "${value}"`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new Error(`bench:train: --${name} must be a positive integer, got "${value}"`);
   return n;
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { steps: { type: 'string' }, threads: { type: 'string' }, pairs: { type: 'string' }, prompt: { type: 'string' }, response: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: {
+      steps: { type: 'string' },
+      threads: { type: 'string' },
+      pairs: { type: 'string' },
+      prompt: { type: 'string' },
+      response: { type: 'string' },
+    },
+  });
   const steps = positiveInt('steps', values.steps, 2);
   const threads = positiveInt('threads', values.threads, 2);
   const PAIRS = positiveInt('pairs', values.pairs, 4);
   const PROMPT = positiveInt('prompt', values.prompt, 128);
   const RESPONSE = positiveInt('response', values.response, 128);
-  if (PROMPT + RESPONSE > 1024) throw new Error('bench:train: --prompt + --response must be <= 1024 (n_positions)');
-  const env = { OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) };
+  if (PROMPT + RESPONSE > 1024)
+    throw new Error('bench:train: --prompt + --response must be <= 1024 (n_positions)');
+  const env = {
+    OMP_NUM_THREADS: String(threads),
+    MKL_NUM_THREADS: String(threads),
+    OPENBLAS_NUM_THREADS: String(threads),
+  };
   const dir = await mkdtemp(path.join(tmpdir(), 'opsr-bench-train-'));
   try {
-    const exe = await linkWithEngine(path.join(repoRoot, 'bench/train_step.c'), path.join(dir, 'train_step'));
+    const exe = await linkWithEngine(
+      path.join(repoRoot, 'bench/train_step.c'),
+      path.join(dir, 'train_step'),
+    );
     const shape = [String(PAIRS), String(PROMPT), String(RESPONSE), String(steps)];
     const engine: Record<string, EngineRun> = {};
     for (const mode of ['pairs', 'separate']) {
       const { stdout } = await execa(exe, [mode, ...shape], { env });
       engine[mode] = JSON.parse(stdout) as EngineRun;
     }
-    const { stdout } = await execa(path.join(repoRoot, '.venv/bin/python'),
-      [path.join(repoRoot, 'bench/train_peer.py'), ...shape, String(threads)], { env });
+    const { stdout } = await execa(
+      path.join(repoRoot, '.venv/bin/python'),
+      [path.join(repoRoot, 'bench/train_peer.py'), ...shape, String(threads)],
+      { env },
+    );
     const peer = JSON.parse(stdout) as PeerRun;
     const main = engine.pairs;
     const result = {
-      shape: { model: 'gpt2-124M (V 50257, P 1024, L 12, C 768, NH 12)', pairs: PAIRS, prompt_tokens: PROMPT, response_tokens: RESPONSE, threads, timed_steps: steps },
+      shape: {
+        model: 'gpt2-124M (V 50257, P 1024, L 12, C 768, NH 12)',
+        pairs: PAIRS,
+        prompt_tokens: PROMPT,
+        response_tokens: RESPONSE,
+        threads,
+        timed_steps: steps,
+      },
       engine_tokens_per_s: main.tokens_per_s,
       pytorch_tokens_per_s: peer.tokens_per_s,
       ratio: main.tokens_per_s / peer.tokens_per_s,
@@ -58,12 +102,19 @@ async function main(): Promise<void> {
       pytorch: { version: peer.torch, attn_implementation: peer.attn_implementation },
       measured_at: new Date().toISOString(),
     };
-    const row = (name: string, s: number, tps: number) => console.log(`${name.padEnd(34)} ${s.toFixed(2).padStart(8)} s  ${tps.toFixed(1).padStart(8)} tokens/s`);
-    console.log(`DPO step, GPT-2 124M, ${PAIRS} pairs x (${PROMPT} + ${RESPONSE}) tokens, ${threads} threads, mean of ${steps} steps`);
+    const row = (name: string, s: number, tps: number) =>
+      console.log(
+        `${name.padEnd(34)} ${s.toFixed(2).padStart(8)} s  ${tps.toFixed(1).padStart(8)} tokens/s`,
+      );
+    console.log(
+      `DPO step, GPT-2 124M, ${PAIRS} pairs x (${PROMPT} + ${RESPONSE}) tokens, ${threads} threads, mean of ${steps} steps`,
+    );
     row('engine (shared prompts)', main.step_s, main.tokens_per_s);
     row('engine (separate sequences)', engine.separate.step_s, engine.separate.tokens_per_s);
     row(`pytorch ${peer.torch} eager fp32`, peer.step_s, peer.tokens_per_s);
-    console.log(`ratio ${result.ratio.toFixed(2)} (separate: ${result.ratio_separate.toFixed(2)}); engine ${main.gflops.toFixed(1)} GFLOP/s, sgemm ${main.sgemm_gflops.toFixed(1)} GFLOP/s`);
+    console.log(
+      `ratio ${result.ratio.toFixed(2)} (separate: ${result.ratio_separate.toFixed(2)}); engine ${main.gflops.toFixed(1)} GFLOP/s, sgemm ${main.sgemm_gflops.toFixed(1)} GFLOP/s`,
+    );
     const out = path.join(repoRoot, 'bench/results/train.json');
     await writeJsonAtomic(out, result);
     console.log(`wrote ${path.relative(process.cwd(), out)}`);

@@ -7,7 +7,15 @@ import { loadAblationConfig } from '../activities/load-config.ts';
 import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { historyFile, historyTable, readHistory } from '../report/study.ts';
 import {
-  CONNECTION_HELP, EXIT, guard, parseFlags, parseStartFlags, table, temporalTarget, timestampId, workflowLink,
+  CONNECTION_HELP,
+  EXIT,
+  guard,
+  parseFlags,
+  parseStartFlags,
+  table,
+  temporalTarget,
+  timestampId,
+  workflowLink,
 } from './common.ts';
 import { ablationProgressRenderer, armNames, followAndReport, openTarget } from './runs.ts';
 
@@ -28,7 +36,9 @@ async function history(argv: string[]): Promise<number> {
   const storage = resolve(values.storage ?? '.opsr');
   const entries = await readHistory(storage);
   if (!entries.length) {
-    process.stdout.write(`no ablation study has finished in ${storage} yet (${historyFile(storage)})\n`);
+    process.stdout.write(
+      `no ablation study has finished in ${storage} yet (${historyFile(storage)})\n`,
+    );
     return EXIT.ok;
   }
   const t = historyTable(entries);
@@ -43,22 +53,38 @@ export async function main(argv: string[]): Promise<number> {
     const loaded = await loadAblationConfig(values.config);
     const studyId = values.id ?? loaded.config.studyId ?? timestampId('opsr-ablation');
     // Validated again with the id as studyId: the arms' run ids follow from it.
-    const { config, input } = parseAblationConfigWithInput({ ...loaded.input, studyId }, { source: values.id ? '--id' : values.config });
+    const { config, input } = parseAblationConfigWithInput(
+      { ...loaded.input, studyId },
+      { source: values.id ? '--id' : values.config },
+    );
     const t = await openTarget(temporalTarget(values, config.arms[0].config.temporal));
     try {
       try {
-        await t.client.workflow.start(WORKFLOW_TYPES.ablation, { taskQueue: TASK_QUEUES.control, workflowId: studyId, args: [input] });
+        await t.client.workflow.start(WORKFLOW_TYPES.ablation, {
+          taskQueue: TASK_QUEUES.control,
+          workflowId: studyId,
+          args: [input],
+        });
       } catch (e) {
         if (e instanceof WorkflowExecutionAlreadyStartedError) {
-          process.stderr.write(`opsr: ablation ${studyId} is already running; follow it with: opsr status ${studyId} --watch\n`);
+          process.stderr.write(
+            `opsr: ablation ${studyId} is already running; follow it with: opsr status ${studyId} --watch\n`,
+          );
           return EXIT.failed;
         }
         throw e;
       }
-      process.stdout.write(`started ablation ${studyId}: ${config.arms.map((a) => `${a.name} [${a.config.prefixes.rejectedScores.join(',')}]`).join(' vs ')}\n`
-        + `Web UI: ${workflowLink(t.ui, t.namespace, studyId)}\n`);
+      process.stdout.write(
+        `started ablation ${studyId}: ${config.arms.map((a) => `${a.name} [${a.config.prefixes.rejectedScores.join(',')}]`).join(' vs ')}\n` +
+          `Web UI: ${workflowLink(t.ui, t.namespace, studyId)}\n`,
+      );
       if (values.detach) return EXIT.ok;
-      return await followAndReport(t, WORKFLOW_TYPES.ablation, studyId, ablationProgressRenderer(t, studyId, armNames(input)));
+      return await followAndReport(
+        t,
+        WORKFLOW_TYPES.ablation,
+        studyId,
+        ablationProgressRenderer(t, studyId, armNames(input)),
+      );
     } finally {
       await t.close();
     }

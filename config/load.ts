@@ -10,7 +10,8 @@ export const PRESETS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'preset
 
 // A preset name ("tiny") or a path; names resolve to config/presets/<name>.json.
 export function presetPath(nameOrPath: string, baseDir = process.cwd()): string {
-  if (/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(nameOrPath) && !nameOrPath.endsWith('.json')) return join(PRESETS_DIR, `${nameOrPath}.json`);
+  if (/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(nameOrPath) && !nameOrPath.endsWith('.json'))
+    return join(PRESETS_DIR, `${nameOrPath}.json`);
   return resolve(baseDir, nameOrPath);
 }
 
@@ -38,9 +39,12 @@ export async function readJsonFile(file: string): Promise<unknown> {
       const lines = text.split('\n');
       where = `line ${lines.length}, column ${lines[lines.length - 1].length + 1}: `;
     }
-    throw new ConfigError(file, [`${where}invalid JSON (${msg.replace(/ in JSON at position \d+.*$/, '')})`]);
+    throw new ConfigError(file, [
+      `${where}invalid JSON (${msg.replace(/ in JSON at position \d+.*$/, '')})`,
+    ]);
   }
 }
 
-export interface LoadOptions { cwd?: string }
-
+export interface LoadOptions {
+  cwd?: string;
+}

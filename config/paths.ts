@@ -3,9 +3,18 @@
 // Path fields of a run config (dotted), resolved against the config file's directory.
 // A '*' stands for every key of an object or every item of a list.
 export const PATH_FIELDS = [
-  'storage', 'model', 'prompts.file', 'training.engine.path', 'init.sft.data', 'init.offline.data',
-  'evaluation.prompts.file', 'sampling.vllm.executable', 'judges.*.prompts.*', 'pairs.rubricPrompt',
-  'evals.sets.*.file', 'evals.sets.*.reference.model',
+  'storage',
+  'model',
+  'prompts.file',
+  'training.engine.path',
+  'init.sft.data',
+  'init.offline.data',
+  'evaluation.prompts.file',
+  'sampling.vllm.executable',
+  'judges.*.prompts.*',
+  'pairs.rubricPrompt',
+  'evals.sets.*.file',
+  'evals.sets.*.reference.model',
 ] as const;
 
 function isAbsolute(p: string) {

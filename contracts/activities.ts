@@ -37,12 +37,12 @@ export interface PrepareRunInput {
 }
 export interface PrepareRunResult {
   runId: string;
-  runDir: string;      // <storage>/runs/<runId> (absolute)
-  configHash: string;  // sha256 of the canonical resolved config; recorded in every manifest
-  configFile: string;  // <runDir>/config.json
+  runDir: string; // <storage>/runs/<runId> (absolute)
+  configHash: string; // sha256 of the canonical resolved config; recorded in every manifest
+  configFile: string; // <runDir>/config.json
   promptsFile: string; // <runDir>/prompts.jsonl: {"index","prompt"} or {"index","messages"}
   promptCount: number;
-  baseModel: string;   // config.model, checked by lib/modeldir.ts checkModelDir
+  baseModel: string; // config.model, checked by lib/modeldir.ts checkModelDir
 }
 
 // ---- initPolicy (paper 3.2: SFT on seed data, then offline preference optimization) ----------
@@ -54,10 +54,10 @@ export interface InitPolicyInput extends ProgressTarget {
   training: TrainingConfig; // engine path/threads and defaults for fields the init stage leaves out
 }
 export interface InitStageResult {
-  modelDir: string;                // the stage's trained model (engine OUT/final)
+  modelDir: string; // the stage's trained model (engine OUT/final)
   records: number;
   metrics: Record<string, number>; // last logged engine metrics
-  cached: boolean;                 // reused from a previous run with the same content hash
+  cached: boolean; // reused from a previous run with the same content hash
 }
 export interface InitPolicyResult {
   modelDir: string; // the policy that round 1 samples from and uses as reference
@@ -73,11 +73,11 @@ export interface EnsureSamplerInput {
 }
 export interface SamplerEndpoint {
   lifecycle: SamplingConfig['lifecycle'];
-  baseURL: string;  // OpenAI-compatible, ends with /v1
-  model: string;    // served model name to put in requests
+  baseURL: string; // OpenAI-compatible, ends with /v1
+  model: string; // served model name to put in requests
   modelDir: string; // what it serves. 'embedded' servers live in the sampler worker's process:
-                    // activities that use the endpoint re-ensure it locally for modelDir when
-                    // they run in another process or after a worker restart.
+  // activities that use the endpoint re-ensure it locally for modelDir when
+  // they run in another process or after a worker restart.
 }
 export interface ReleaseSamplerInput {
   runId: string;
@@ -88,19 +88,19 @@ export interface ReleaseSamplerInput {
 export interface SamplePairsInput extends ProgressTarget {
   runId: string;
   round: number;
-  roundDir: string;          // <runDir>/round-<k>
+  roundDir: string; // <runDir>/round-<k>
   promptsFile: string;
   endpoint: SamplerEndpoint;
   sampling: SamplingConfig;
   prefixes: RunConfig['prefixes'];
   chosenScore: number;
-  rejectedScore: number;     // this round's score
+  rejectedScore: number; // this round's score
 }
 export interface SamplePairsResult {
   samplesFile: string; // <roundDir>/samples.jsonl: one line per prompt index, in order:
-                       // {index, prompt|messages, chosen:{text,finish_reason,tokens}, rejected:{...},
-                       //  chosenScore, rejectedScore, seed}
-  count: number;       // = number of prompts
+  // {index, prompt|messages, chosen:{text,finish_reason,tokens}, rejected:{...},
+  //  chosenScore, rejectedScore, seed}
+  count: number; // = number of prompts
   shards: number;
   resumedShards: number; // shards reused from an earlier attempt
   cost?: RoundSamplingCost; // absent in results recorded before cost accounting
@@ -115,7 +115,7 @@ export interface FilterPairsInput {
   filter: FilterConfig;
 }
 export interface FilterPairsResult {
-  pairsFile: string;                  // <roundDir>/pairs.jsonl (kept samples, same line shape)
+  pairsFile: string; // <roundDir>/pairs.jsonl (kept samples, same line shape)
   kept: number;
   filtered: number;
   filteredBy: Record<string, number>; // reason -> count: scoreTalk, empty, truncated, identical
@@ -130,11 +130,11 @@ export interface AnalyzeRewardsInput extends ProgressTarget {
   rewardModel: RewardModelConfig;
 }
 export interface RewardSummary {
-  rewardsFile: string;      // <roundDir>/rewards.jsonl: {index, chosen, rejected}
+  rewardsFile: string; // <roundDir>/rewards.jsonl: {index, chosen, rejected}
   count: number;
-  chosenMean: number | null;  // null when count = 0
+  chosenMean: number | null; // null when count = 0
   rejectedMean: number | null;
-  gap: number | null;         // chosenMean - rejectedMean
+  gap: number | null; // chosenMean - rejectedMean
   chosenBetter: number | null; // fraction of pairs with chosen > rejected
 }
 
@@ -144,11 +144,11 @@ export interface BuildDatasetInput {
   round: number;
   roundDir: string;
   pairsFile: string;
-  modelDir: string;        // tokenizer and chat template come from here
+  modelDir: string; // tokenizer and chat template come from here
   training: TrainingConfig; // maxLength / maxPromptLength
 }
 export interface BuildDatasetResult {
-  trlFile: string;  // <roundDir>/dataset.jsonl: TRL {prompt, chosen, rejected} + provenance
+  trlFile: string; // <roundDir>/dataset.jsonl: TRL {prompt, chosen, rejected} + provenance
   dataFile: string; // <roundDir>/dataset.bin: engine preference data (lib/tokdata.ts)
   records: number;
   truncated: number; // pairs whose prompt or responses were cut to the max lengths
@@ -162,11 +162,11 @@ export interface TrainPolicyInput extends ProgressTarget {
   referenceModelDir: string; // the round's reference = the policy that sampled it
   dataFile: string;
   training: TrainingConfig;
-  learningRate: number;      // this round's (the config may give one per round)
+  learningRate: number; // this round's (the config may give one per round)
 }
 export interface TrainPolicyResult {
-  modelDir: string;          // <roundDir>/train/final: next round's reference and sampler
-  outDir: string;            // <roundDir>/train
+  modelDir: string; // <roundDir>/train/final: next round's reference and sampler
+  outDir: string; // <roundDir>/train
   steps: number;
   resumedFrom: number | null; // checkpoint step a retry resumed from
   metrics: Record<string, number>; // last step's TRL-named metrics
@@ -175,14 +175,14 @@ export interface TrainPolicyResult {
 // ---- evaluatePolicy --------------------------------------------------------------------------
 export interface EvaluatePolicyInput extends ProgressTarget {
   runId: string;
-  label: string;             // 'base' or 'round-<k>'; output under <runDir>/eval/<label>/
+  label: string; // 'base' or 'round-<k>'; output under <runDir>/eval/<label>/
   runDir: string;
   endpoint: SamplerEndpoint; // serving the model to evaluate
   evaluation: EvaluationConfig;
   sampling: SamplingConfig;
   prefixes: RunConfig['prefixes'];
   rewardModel: RewardModelConfig;
-  prefixCurve: boolean;      // also score answers to prompts prefixed with each of prefixScores
+  prefixCurve: boolean; // also score answers to prompts prefixed with each of prefixScores
 }
 export interface PrefixCurvePoint {
   score: number;
@@ -192,9 +192,9 @@ export interface EvaluatePolicyResult {
   label: string;
   modelDir: string;
   count: number;
-  meanReward: number;             // unprefixed answers to the held-out prompts
+  meanReward: number; // unprefixed answers to the held-out prompts
   prefixCurve: PrefixCurvePoint[] | null;
-  file: string;                   // <runDir>/eval/<label>/results.json
+  file: string; // <runDir>/eval/<label>/results.json
 }
 
 // ---- writeRoundManifest ----------------------------------------------------------------------
@@ -206,9 +206,9 @@ export interface WriteRoundManifestInput {
   referenceModelDir: string;
   rejectedScore: number;
   artifacts: Record<string, string>; // name -> path (samples, pairs, rewards, dataset, model, ...)
-  counts: Record<string, number>;    // name -> count
+  counts: Record<string, number>; // name -> count
   metrics: Record<string, number>;
-  cost?: RoundCost;                  // tokens, requests and wall time per phase
+  cost?: RoundCost; // tokens, requests and wall time per phase
 }
 export interface WriteRoundManifestResult {
   manifest: string; // <roundDir>/manifest.json: {runId, round, configHash, artifacts: {name: {path, sha256, bytes}}, counts, metrics}
@@ -234,15 +234,15 @@ export interface FindFinishedRunInput {
   config: RunConfig; // the run's config; a finished run counts only if it ran this config
 }
 export interface WriteStudyReportInput {
-  storage: string;    // <storage>/studies/<studyId>/ and <storage>/ablation-history.jsonl
+  storage: string; // <storage>/studies/<studyId>/ and <storage>/ablation-history.jsonl
   result: AblationResult;
   finishedAt: string; // ISO time, the history's x axis
 }
 export interface WriteStudyReportResult {
-  json: string;     // <storage>/studies/<studyId>/report.json (the AblationResult)
+  json: string; // <storage>/studies/<studyId>/report.json (the AblationResult)
   markdown: string; // report.md: Table 2 with error bars, paired differences, figures linked
-  html: string;     // report.html: the same, figures inline
-  history: string;  // <storage>/ablation-history.jsonl: one summary line per study id
+  html: string; // report.html: the same, figures inline
+  history: string; // <storage>/ablation-history.jsonl: one summary line per study id
 }
 
 // ---- judge-based evaluation (evaluateJudged, summarizeJudgedEvals) ----------------------------

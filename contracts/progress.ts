@@ -12,13 +12,26 @@ export interface ProgressTarget {
 export type ActivityProgress =
   | { kind: 'sampling'; round: number; done: number; total: number }
   | {
-      kind: 'training'; round: number; step: number; totalSteps: number;
+      kind: 'training';
+      round: number;
+      step: number;
+      totalSteps: number;
       metrics?: Record<string, number>;
     };
 
 export type Phase =
-  | 'pending' | 'init' | 'serving' | 'sampling' | 'filtering' | 'analysis'
-  | 'dataset' | 'training' | 'evaluating' | 'done' | 'stopped' | 'failed';
+  | 'pending'
+  | 'init'
+  | 'serving'
+  | 'sampling'
+  | 'filtering'
+  | 'analysis'
+  | 'dataset'
+  | 'training'
+  | 'evaluating'
+  | 'done'
+  | 'stopped'
+  | 'failed';
 
 // Long activities (sampling, training) report progress to these workflows by signal; the round
 // workflow forwards them to its parent so the run's `progress` query shows live counts.
@@ -27,4 +40,3 @@ export const activityProgressSignal = defineSignal<[ActivityProgress]>('activity
 // A round tells its parent run which phase it is in (the run's query and search attributes
 // follow).
 export const roundPhaseSignal = defineSignal<[{ round: number; phase: Phase }]>('roundPhase');
-

@@ -24,21 +24,21 @@ export interface RoundSummary {
   pairsKept: number;
   pairsFiltered: number;
   filteredBy: Record<string, number>;
-  chosenReward: number | null;   // mean reward-model score of chosen answers (analysis, optional)
+  chosenReward: number | null; // mean reward-model score of chosen answers (analysis, optional)
   rejectedReward: number | null;
-  policyReward: number | null;   // mean reward of the trained policy's unprefixed answers (eval, optional)
+  policyReward: number | null; // mean reward of the trained policy's unprefixed answers (eval, optional)
   train: Record<string, number>; // last logged engine metrics (TRL names)
-  modelDir: string;              // the round's trained policy
-  manifest: string;              // path of the round manifest
-  cost?: RoundCost;              // absent in rounds recorded before cost accounting
+  modelDir: string; // the round's trained policy
+  manifest: string; // path of the round manifest
+  cost?: RoundCost; // absent in rounds recorded before cost accounting
   dropped?: { tie: number; unparsable: number }; // self-judge pairs: prompts without a pair
 }
 
 export interface RunProgress {
   runId: string;
   phase: Phase;
-  round: number;                 // current round, 0 during init
-  rounds: number;                // M
+  round: number; // current round, 0 during init
+  rounds: number; // M
   rejectedScore: number | null;
   sampled: { done: number; total: number };
   train: { step: number; totalSteps: number };
@@ -63,23 +63,39 @@ export interface RunResult {
   configHash: string;
   rounds: RoundSummary[];
   finalModel: string;
-  baseReward: number | null;                                  // held-out reward before round 1
+  baseReward: number | null; // held-out reward before round 1
   prefixCurve: { score: number; meanReward: number }[] | null; // round-1 reference, prefix scores
-  stopped: boolean;                                           // stopAfterRound ended it early
+  stopped: boolean; // stopAfterRound ended it early
   judged?: JudgedSummaryRow[] | null; // judge-based evaluations (evals), LC refitted jointly
 }
 
 // One arm's per-round metrics in an ablation study, side by side with the others.
 export interface AblationResult {
   studyId: string;
-  seeds?: number[];     // absent: one run per arm with the arm's own seeds (studies before seeds)
+  seeds?: number[]; // absent: one run per arm with the arm's own seeds (studies before seeds)
   // One entry per arm and seed (seed null without `seeds`); `reused`: a finished run of an
   // earlier attempt of this study, not run again.
-  arms: { name: string; seed?: number | null; workflowId: string; result: RunResult; reused?: boolean }[];
-  table: {              // the first seed's runs side by side
+  arms: {
+    name: string;
+    seed?: number | null;
+    workflowId: string;
+    result: RunResult;
+    reused?: boolean;
+  }[];
+  table: {
+    // the first seed's runs side by side
     round: number;
-    arms: Record<string, { rejectedScore: number; pairsKept: number; chosenReward: number | null;
-      rejectedReward: number | null; policyReward: number | null; loss: number | null }>;
+    arms: Record<
+      string,
+      {
+        rejectedScore: number;
+        pairsKept: number;
+        chosenReward: number | null;
+        rejectedReward: number | null;
+        policyReward: number | null;
+        loss: number | null;
+      }
+    >;
   }[];
   summary?: StudySummary; // over seeds (absent in studies before seeds)
   report?: { json: string; markdown: string; html: string; history: string }; // writeStudyReport's files
@@ -97,20 +113,28 @@ export interface Interval extends Stats {
   hi: number | null;
 }
 
-export const STUDY_METRICS = ['policyReward', 'chosenReward', 'rejectedReward', 'pairsKept', 'pairsFiltered'] as const;
+export const STUDY_METRICS = [
+  'policyReward',
+  'chosenReward',
+  'rejectedReward',
+  'pairsKept',
+  'pairsFiltered',
+] as const;
 export type StudyMetric = (typeof STUDY_METRICS)[number];
 
 export interface StudySummary {
   arms: string[];
   seeds: (number | null)[];
-  rounds: number[];           // 0 = the base policy (policy reward only), then 1..M
-  cells: {                    // one per arm and round
+  rounds: number[]; // 0 = the base policy (policy reward only), then 1..M
+  cells: {
+    // one per arm and round
     arm: string;
     round: number;
     rejectedScores: number[]; // distinct scores over seeds (one, unless an arm's schedule varies)
     stats: Record<StudyMetric, Stats>;
   }[];
-  diffs: {                    // arm minus the first arm, paired by seed
+  diffs: {
+    // arm minus the first arm, paired by seed
     arm: string;
     versus: string;
     round: number;

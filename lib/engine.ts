@@ -1,7 +1,13 @@
 // Where the engine binary is and how every engine process is started (trainer and sampler alike).
 import { join } from 'node:path';
 
-export const DEFAULT_ENGINE_PATH = join(import.meta.dirname, '..', 'engine', 'build', 'opsr-engine');
+export const DEFAULT_ENGINE_PATH = join(
+  import.meta.dirname,
+  '..',
+  'engine',
+  'build',
+  'opsr-engine',
+);
 
 /**
  * Environment for engine processes: OpenMP threads sleep at barriers instead of spinning

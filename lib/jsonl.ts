@@ -3,7 +3,11 @@ import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic.ts';
 
 export class JsonlError extends Error {
-  constructor(readonly file: string, readonly line: number, message: string) {
+  constructor(
+    readonly file: string,
+    readonly line: number,
+    message: string,
+  ) {
     super(`${file}:${line}: ${message}`);
     this.name = 'JsonlError';
   }

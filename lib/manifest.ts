@@ -7,7 +7,7 @@ import { writeJsonAtomic } from './atomic.ts';
 import { sha256File } from './hash.ts';
 
 export interface ManifestFile {
-  path: string;   // relative to the manifest's directory
+  path: string; // relative to the manifest's directory
   sha256: string;
   bytes: number;
 }
@@ -16,17 +16,17 @@ export interface Manifest {
   version: 1;
   step: string;
   configHash: string;
-  inputs: Record<string, string>;        // name -> content hash of what the step read
+  inputs: Record<string, string>; // name -> content hash of what the step read
   outputs: Record<string, ManifestFile>; // name -> file it wrote
   counts: Record<string, number>;
-  data?: Record<string, unknown>;        // step results worth returning on reuse (metrics, ...)
+  data?: Record<string, unknown>; // step results worth returning on reuse (metrics, ...)
 }
 
 export interface ManifestSpec {
   step: string;
   configHash: string;
   inputs?: Record<string, string>;
-  outputs: Record<string, string>;       // name -> absolute path or path relative to the manifest
+  outputs: Record<string, string>; // name -> absolute path or path relative to the manifest
   counts?: Record<string, number>;
   data?: Record<string, unknown>;
 }
@@ -40,7 +40,8 @@ async function describeFile(file: string, baseDir: string): Promise<ManifestFile
 export async function writeManifest(manifestPath: string, spec: ManifestSpec): Promise<Manifest> {
   const base = dirname(manifestPath);
   const outputs: Record<string, ManifestFile> = {};
-  for (const [name, file] of Object.entries(spec.outputs)) outputs[name] = await describeFile(file, base);
+  for (const [name, file] of Object.entries(spec.outputs))
+    outputs[name] = await describeFile(file, base);
   const manifest: Manifest = {
     version: 1,
     step: spec.step,

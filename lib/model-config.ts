@@ -6,8 +6,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface ModelDims {
-  file: string;         // <modelDir>/config.json
-  context: number;      // the longest sequence the model takes
+  file: string; // <modelDir>/config.json
+  context: number; // the longest sequence the model takes
   contextField: string; // the config.json field it comes from
   nEmbd: number;
   nLayer: number;
@@ -27,7 +27,8 @@ export async function readModelDims(modelDir: string): Promise<ModelDims | null>
   }
   if (!cfg || typeof cfg !== 'object') return null;
   const dim = (...keys: string[]): [number, string] | null => {
-    for (const k of keys) if (Number.isSafeInteger(cfg[k]) && (cfg[k] as number) > 0) return [cfg[k] as number, k];
+    for (const k of keys)
+      if (Number.isSafeInteger(cfg[k]) && (cfg[k] as number) > 0) return [cfg[k] as number, k];
     return null;
   };
   const context = dim('n_positions', 'max_position_embeddings');
@@ -36,7 +37,12 @@ export async function readModelDims(modelDir: string): Promise<ModelDims | null>
   const vocab = dim('vocab_size');
   if (!context || !nEmbd || !nLayer || !vocab) return null;
   return {
-    file, context: context[0], contextField: context[1], nEmbd: nEmbd[0], nLayer: nLayer[0], vocabSize: vocab[0],
+    file,
+    context: context[0],
+    contextField: context[1],
+    nEmbd: nEmbd[0],
+    nLayer: nLayer[0],
+    vocabSize: vocab[0],
     intermediate: dim('intermediate_size')?.[0] ?? null,
   };
 }

@@ -13,7 +13,10 @@ export const SHARD_INDEX = 'model.safetensors.index.json';
 export class ModelDirError extends Error {}
 
 async function isFile(p: string): Promise<boolean> {
-  return stat(p).then((s) => s.isFile(), () => false);
+  return stat(p).then(
+    (s) => s.isFile(),
+    () => false,
+  );
 }
 
 async function readJsonObject(file: string): Promise<Record<string, unknown>> {
@@ -47,8 +50,10 @@ export async function weightFileNames(dir: string): Promise<string[]> {
   const shards = new Set<string>();
   for (const [tensor, shard] of Object.entries(map)) {
     if (typeof shard !== 'string' || shard === '' || /[/\\]/.test(shard)) {
-      throw new ModelDirError(`${index}: weight_map["${tensor}"] must name a file in the `
-        + `directory; got ${JSON.stringify(shard)}`);
+      throw new ModelDirError(
+        `${index}: weight_map["${tensor}"] must name a file in the ` +
+          `directory; got ${JSON.stringify(shard)}`,
+      );
     }
     shards.add(shard);
   }
@@ -64,7 +69,12 @@ export interface ModelDirInfo {
 
 /** Throws a ModelDirError naming the file for anything opsr cannot train or sample. */
 export async function checkModelDir(dir: string): Promise<ModelDirInfo> {
-  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
+  if (
+    !(await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  ) {
     throw new ModelDirError(`${dir} is not a directory (a Hugging Face model directory expected)`);
   }
   const configFile = join(dir, 'config.json');
@@ -72,20 +82,26 @@ export async function checkModelDir(dir: string): Promise<ModelDirInfo> {
   const modelType = config.model_type;
   const supported: readonly string[] = SUPPORTED_MODEL_TYPES;
   if (typeof modelType !== 'string' || !supported.includes(modelType)) {
-    throw new ModelDirError(`${configFile}: model_type ${JSON.stringify(modelType)} is not `
-      + `supported; allowed: ${SUPPORTED_MODEL_TYPES.join(', ')}`);
+    throw new ModelDirError(
+      `${configFile}: model_type ${JSON.stringify(modelType)} is not ` +
+        `supported; allowed: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
+    );
   }
   if (config.quantization_config !== undefined && config.quantization_config !== null) {
-    throw new ModelDirError(`${configFile}: has a quantization_config; opsr trains full-precision `
-      + 'checkpoints (F32, BF16 or F16 safetensors): use the unquantized model');
+    throw new ModelDirError(
+      `${configFile}: has a quantization_config; opsr trains full-precision ` +
+        'checkpoints (F32, BF16 or F16 safetensors): use the unquantized model',
+    );
   }
   const sharded = await isFile(join(dir, SHARD_INDEX));
   const names = await weightFileNames(dir);
   for (const name of names) {
     if (!(await isFile(join(dir, name)))) {
-      throw new ModelDirError(sharded
-        ? `${join(dir, name)} is missing (a shard named by ${join(dir, SHARD_INDEX)})`
-        : `${join(dir, SINGLE_WEIGHTS)} is missing (nor is there a ${SHARD_INDEX} with shards)`);
+      throw new ModelDirError(
+        sharded
+          ? `${join(dir, name)} is missing (a shard named by ${join(dir, SHARD_INDEX)})`
+          : `${join(dir, SINGLE_WEIGHTS)} is missing (nor is there a ${SHARD_INDEX} with shards)`,
+      );
     }
   }
   return { modelType, weights: names.map((n) => join(dir, n)), sharded };

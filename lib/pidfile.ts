@@ -16,8 +16,15 @@ export async function forgetPid(file: string): Promise<void> {
 // Stops the recorded process if it still runs here and its command line holds every string in
 // `mustInclude` (so a recycled pid of some other program is left alone). Returns whether it
 // found one to stop.
-export async function stopRecorded(file: string, mustInclude: string[], graceMs: number): Promise<boolean> {
-  const rec = await readFile(file, 'utf8').then((t) => JSON.parse(t) as { pid: number; host: string }, () => null);
+export async function stopRecorded(
+  file: string,
+  mustInclude: string[],
+  graceMs: number,
+): Promise<boolean> {
+  const rec = await readFile(file, 'utf8').then(
+    (t) => JSON.parse(t) as { pid: number; host: string },
+    () => null,
+  );
   if (!rec || rec.host !== hostname() || rec.pid === process.pid) return false;
   const argv = (await readFile(`/proc/${rec.pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
   if (!mustInclude.every((s) => argv.includes(s))) return false;

@@ -1,6 +1,10 @@
 // Bounded concurrency: fn over items with at most `limit` calls in flight, results in input
 // order. The first failure stops handing out new items and is rethrown once in-flight calls end.
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   let failed = false;
@@ -15,8 +19,10 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
       }
     }
   };
-  const results = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  const results = await Promise.allSettled(
+    Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker),
+  );
   const bad = results.find((r) => r.status === 'rejected');
-  if (bad) throw (bad).reason;
+  if (bad) throw bad.reason;
   return out;
 }

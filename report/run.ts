@@ -69,26 +69,63 @@ export function runDoc(r: RunResult, steps: Map<number, Record<string, number>[]
   const costed = r.rounds.filter((x) => x.cost);
   if (costed.length) {
     // The paper's efficiency argument, measured: generated tokens per kept pair.
-    blocks.push({ kind: 'table', table: {
-      // Wall time per phase is in report.json and each round's manifest (a measurement, not
-      // a function of the result, so the rendered report leaves it out).
-      head: ['round', 'sampling requests', 'sampling tokens', 'judging requests', 'judging tokens', 'tokens per kept pair'],
-      rows: costed.map((x) => {
-        const c = x.cost!;
-        return [String(x.round), String(c.sampling.requests), String(c.sampling.tokens), String(c.judging.requests),
-          String(c.judging.tokens), fmt(c.tokensPerKeptPair, 1)];
-      }),
-    } });
+    blocks.push({
+      kind: 'table',
+      table: {
+        // Wall time per phase is in report.json and each round's manifest (a measurement, not
+        // a function of the result, so the rendered report leaves it out).
+        head: [
+          'round',
+          'sampling requests',
+          'sampling tokens',
+          'judging requests',
+          'judging tokens',
+          'tokens per kept pair',
+        ],
+        rows: costed.map((x) => {
+          const c = x.cost!;
+          return [
+            String(x.round),
+            String(c.sampling.requests),
+            String(c.sampling.tokens),
+            String(c.judging.requests),
+            String(c.judging.tokens),
+            fmt(c.tokensPerKeptPair, 1),
+          ];
+        }),
+      },
+    });
   }
   if (r.judged?.length) {
-    blocks.push({ kind: 'table', table: {
-      head: ['evaluation', 'policy', 'win rate ± SE', 'LC win rate ± SE', 'LC model', 'first position wins', 'order flips',
-        'grade', 'unparsable', 'judge tokens'],
-      rows: r.judged.map((j) => [j.set, j.label,
-        j.winRate === null ? '' : `${fmt(j.winRate)} ± ${fmt(j.standardError)}`,
-        j.lcWinRate === null ? '' : `${fmt(j.lcWinRate)} ± ${fmt(j.lcStandardError)}`, j.lcVariant ?? '',
-        fmt(j.firstPositionWins), fmt(j.flipRate), fmt(j.mean, 2), String(j.unparsable), String(j.judgeTokens)]),
-    } });
+    blocks.push({
+      kind: 'table',
+      table: {
+        head: [
+          'evaluation',
+          'policy',
+          'win rate ± SE',
+          'LC win rate ± SE',
+          'LC model',
+          'first position wins',
+          'order flips',
+          'grade',
+          'unparsable',
+          'judge tokens',
+        ],
+        rows: r.judged.map((j) => [
+          j.set,
+          j.label,
+          j.winRate === null ? '' : `${fmt(j.winRate)} ± ${fmt(j.standardError)}`,
+          j.lcWinRate === null ? '' : `${fmt(j.lcWinRate)} ± ${fmt(j.lcStandardError)}`,
+          j.lcVariant ?? '',
+          fmt(j.firstPositionWins),
+          fmt(j.flipRate),
+          fmt(j.mean, 2),
+          String(j.unparsable),
+          String(j.judgeTokens),
+        ]),
+      },
+    });
   }
   const policy = [
     ...(r.baseReward === null ? [] : [{ x: 0, y: r.baseReward, series: 'policy' }]),

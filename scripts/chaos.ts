@@ -14,7 +14,13 @@ import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { parseRunConfig, presetPath, type RunConfig } from '../config/index.ts';
 import { loadRunConfig } from '../activities/load-config.ts';
-import { progressQuery, SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../contracts/workflows.ts';
+import {
+  progressQuery,
+  SEARCH_ATTRIBUTES,
+  TASK_QUEUES,
+  WORKFLOW_TYPES,
+  type RunResult,
+} from '../contracts/workflows.ts';
 import { prepareBaseModel, prepareDemoData } from '../cli/demo.ts';
 import { freePort, startDevServer, type DevServer } from '../lib/temporal.ts';
 import { rng } from '../tasks/digits.ts';
@@ -26,15 +32,15 @@ const REPO = resolve(import.meta.dirname, '..');
 export type KillPlan = { atMs: number } | { phase: 'sampling' | 'training' };
 
 export interface ChaosOptions {
-  config: RunConfig;      // storage: where both runs write
+  config: RunConfig; // storage: where both runs write
   workerKills: KillPlan[];
   temporalKillAtMs?: number; // SIGKILL the Temporal server once, then restart it on the same SQLite file
   log?: (line: string) => void;
 }
 
 export interface ChaosResult {
-  compared: number;                // artifacts compared
-  different: string[];             // relative paths whose bytes differ, or that only one run has
+  compared: number; // artifacts compared
+  different: string[]; // relative paths whose bytes differ, or that only one run has
   kills: { phase: string; atMs: number }[];
   temporalKilledIn: string | null; // the phase the Temporal server was killed in
   cleanMs: number;
@@ -42,24 +48,33 @@ export interface ChaosResult {
 }
 
 // The files that carry a run's results; manifests and reports name the run id and are left out.
-const RESULT_FILE = /(^|\/)(samples|pairs|dataset|rewards|answers)\.jsonl$|(^|\/)dataset\.bin$|\/final\/model\.safetensors$|^prompts\.jsonl$/;
+const RESULT_FILE =
+  /(^|\/)(samples|pairs|dataset|rewards|answers)\.jsonl$|(^|\/)dataset\.bin$|\/final\/model\.safetensors$|^prompts\.jsonl$/;
 
 async function resultFiles(dir: string, prefix = ''): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(join(dir, prefix), { withFileTypes: true })) {
     const rel = prefix ? `${prefix}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...await resultFiles(dir, rel));
+    if (e.isDirectory()) out.push(...(await resultFiles(dir, rel)));
     else if (RESULT_FILE.test(rel)) out.push(rel);
   }
   return out.sort();
 }
 
-const sha = async (file: string) => createHash('sha256').update(await readFile(file)).digest('hex');
+const sha = async (file: string) =>
+  createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
 
 function spawnWorker(address: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'workers', 'main.ts'), '--address', address], {
-    cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(REPO, 'workers', 'main.ts'), '--address', address],
+    {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   return new Promise((res, rej) => {
     let out = '';
     const seen = (b: Buffer) => {
@@ -79,16 +94,24 @@ function killed(child: ChildProcess): Promise<void> {
   return gone;
 }
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // Whether a phase-triggered kill is due: the run's files show it is inside that phase's work.
 async function phaseReached(runDir: string, phase: 'sampling' | 'training'): Promise<boolean> {
-  const rounds = (await readdir(runDir).catch(() => [] as string[])).filter((n) => n.startsWith('round-'));
+  const rounds = (await readdir(runDir).catch(() => [] as string[])).filter((n) =>
+    n.startsWith('round-'),
+  );
   for (const r of rounds) {
     const dir = join(runDir, r);
     if (phase === 'sampling') {
-      const shards = (await readdir(join(dir, 'samples')).catch(() => [] as string[])).filter((n) => n.startsWith('shard-'));
+      const shards = (await readdir(join(dir, 'samples')).catch(() => [] as string[])).filter((n) =>
+        n.startsWith('shard-'),
+      );
       if (shards.length > 0 && !(await exists(join(dir, 'samples.manifest.json')))) return true;
     } else {
       const cks = await readdir(join(dir, 'train', 'checkpoints')).catch(() => [] as string[]);
@@ -107,9 +130,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   await rm(tdir, { recursive: true, force: true });
   await mkdir(tdir, { recursive: true });
   const port = await freePort();
-  const startServer = () => startDevServer({
-    dbFile: join(tdir, 'chaos.sqlite'), logFile: join(tdir, 'server.log'), port, searchAttributes: Object.values(SEARCH_ATTRIBUTES),
-  });
+  const startServer = () =>
+    startDevServer({
+      dbFile: join(tdir, 'chaos.sqlite'),
+      logFile: join(tdir, 'server.log'),
+      port,
+      searchAttributes: Object.values(SEARCH_ATTRIBUTES),
+    });
   let server: DevServer = await startServer();
   const connection = await Connection.connect({ address: server.address });
   const client = new Client({ connection });
@@ -124,15 +151,25 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const tag = Date.now().toString(36);
   const ids = { clean: `chaos-${tag}-clean`, chaos: `chaos-${tag}-chaos` };
   const start = (id: string) =>
-    client.workflow.start(WORKFLOW_TYPES.run, { taskQueue: TASK_QUEUES.control, workflowId: id, args: [parseRunConfig({ ...config, runId: id })] });
-  const phaseOf = (id: string) => client.workflow.getHandle(id).query(progressQuery)
-    .then((p) => `round ${p.round} ${p.phase}`, () => 'unknown (no answer)');
+    client.workflow.start(WORKFLOW_TYPES.run, {
+      taskQueue: TASK_QUEUES.control,
+      workflowId: id,
+      args: [parseRunConfig({ ...config, runId: id })],
+    });
+  const phaseOf = (id: string) =>
+    client.workflow
+      .getHandle(id)
+      .query(progressQuery)
+      .then(
+        (p) => `round ${p.round} ${p.phase}`,
+        () => 'unknown (no answer)',
+      );
 
   try {
     // 1. Undisturbed.
     let w = await worker();
     const t0 = Date.now();
-    await (await start(ids.clean)).result() as RunResult;
+    (await (await start(ids.clean)).result()) as RunResult;
     const cleanMs = Date.now() - t0;
     log(`undisturbed run ${ids.clean}: ${(cleanMs / 1000).toFixed(1)} s`);
     await killed(w);
@@ -142,7 +179,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     const t1 = Date.now();
     const handle = await start(ids.chaos);
     let finished = false;
-    const done = handle.result().finally(() => { finished = true; });
+    const done = handle.result().finally(() => {
+      finished = true;
+    });
     done.catch(() => {});
     const kills: ChaosResult['kills'] = [];
     let temporalKilledIn: string | null = null;
@@ -160,7 +199,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
         continue;
       }
       const next = plans[0];
-      const due = next && ('atMs' in next ? now >= next.atMs : await phaseReached(runDir(ids.chaos), next.phase));
+      const due =
+        next &&
+        ('atMs' in next ? now >= next.atMs : await phaseReached(runDir(ids.chaos), next.phase));
       if (due) {
         plans.shift();
         const phase = await phaseOf(ids.chaos);
@@ -181,9 +222,17 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     const b = await resultFiles(runDir(ids.chaos));
     const different = [...new Set([...a, ...b])].filter((f) => !a.includes(f) || !b.includes(f));
     for (const f of a.filter((x) => b.includes(x))) {
-      if (await sha(join(runDir(ids.clean), f)) !== await sha(join(runDir(ids.chaos), f))) different.push(f);
+      if ((await sha(join(runDir(ids.clean), f))) !== (await sha(join(runDir(ids.chaos), f))))
+        different.push(f);
     }
-    return { compared: a.length, different: different.sort(), kills, temporalKilledIn, cleanMs, chaosMs };
+    return {
+      compared: a.length,
+      different: different.sort(),
+      kills,
+      temporalKilledIn,
+      cleanMs,
+      chaosMs,
+    };
   } finally {
     await Promise.all([...workers].map(killed));
     await connection.close().catch(() => {});
@@ -207,13 +256,16 @@ export const CHAOS_ACTIVITIES = {
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
-      seed: { type: 'string', default: '1' }, kills: { type: 'string', default: '6' },
-      rounds: { type: 'string', default: '3' }, storage: { type: 'string', default: join(REPO, '.opsr', 'chaos') },
+      seed: { type: 'string', default: '1' },
+      kills: { type: 'string', default: '6' },
+      rounds: { type: 'string', default: '3' },
+      storage: { type: 'string', default: join(REPO, '.opsr', 'chaos') },
     },
   });
   const int = (name: string, v: string, min: number) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} "${v}": allowed an integer >= ${min}`);
+    if (!Number.isInteger(n) || n < min)
+      throw new Error(`--${name} "${v}": allowed an integer >= ${min}`);
     return n;
   };
   const seed = int('seed', values.seed, 0);
@@ -223,12 +275,25 @@ async function main(): Promise<number> {
   const storage = resolve(values.storage);
   const moved = (p: string) => join(storage, relative(preset.storage, p));
   const config = parseRunConfig({
-    ...preset, storage, model: moved(preset.model), rounds,
-    prefixes: { ...preset.prefixes, rejectedScores: preset.prefixes.rejectedScores.slice(0, rounds) },
+    ...preset,
+    storage,
+    model: moved(preset.model),
+    rounds,
+    prefixes: {
+      ...preset.prefixes,
+      rejectedScores: preset.prefixes.rejectedScores.slice(0, rounds),
+    },
     prompts: { ...preset.prompts, file: moved(preset.prompts.file) },
-    training: { ...preset.training, learningRate: preset.training.learningRate.slice(0, rounds), checkpointEvery: 5 },
+    training: {
+      ...preset.training,
+      learningRate: preset.training.learningRate.slice(0, rounds),
+      checkpointEvery: 5,
+    },
     init: { sft: { ...preset.init!.sft!, data: moved(preset.init!.sft!.data) } },
-    evaluation: { ...preset.evaluation!, prompts: { ...preset.evaluation!.prompts, file: moved(preset.evaluation!.prompts.file) } },
+    evaluation: {
+      ...preset.evaluation!,
+      prompts: { ...preset.evaluation!.prompts, file: moved(preset.evaluation!.prompts.file) },
+    },
     activities: CHAOS_ACTIVITIES,
   });
   // Kill moments come from the seed, spread over the undisturbed run's length (measured first,
@@ -238,26 +303,37 @@ async function main(): Promise<number> {
   const temporalFraction = 0.1 + 0.8 * rand();
   // The undisturbed run's length is not known before it runs: the demo's is about a minute here,
   // and kills that fall after the end are reported.
-  const expectedMs = 60_000 * rounds / 3 + 15_000;
+  const expectedMs = (60_000 * rounds) / 3 + 15_000;
   const r = await runChaos({
     config,
     workerKills: fractions.map((f) => ({ atMs: Math.round(f * expectedMs) })),
     temporalKillAtMs: Math.round(temporalFraction * expectedMs),
   });
-  console.log(`\nseed ${seed}: ${r.kills.length} worker kills, Temporal server killed ${r.temporalKilledIn ? `once (${r.temporalKilledIn})` : 'never'}`);
+  console.log(
+    `\nseed ${seed}: ${r.kills.length} worker kills, Temporal server killed ${r.temporalKilledIn ? `once (${r.temporalKilledIn})` : 'never'}`,
+  );
   for (const [phase, n] of Object.entries(killsByPhase(r.kills))) console.log(`  ${n} x ${phase}`);
-  console.log(`undisturbed ${(r.cleanMs / 1000).toFixed(1)} s, under kills ${(r.chaosMs / 1000).toFixed(1)} s`);
+  console.log(
+    `undisturbed ${(r.cleanMs / 1000).toFixed(1)} s, under kills ${(r.chaosMs / 1000).toFixed(1)} s`,
+  );
   if (r.different.length) {
-    console.log(`DIFFERENT (${r.different.length} of ${r.compared}):\n  ${r.different.join('\n  ')}`);
+    console.log(
+      `DIFFERENT (${r.different.length} of ${r.compared}):\n  ${r.different.join('\n  ')}`,
+    );
     return 1;
   }
-  console.log(`${r.compared} artifacts byte-identical (samples, pairs, datasets, rewards, weights, evaluation answers)`);
+  console.log(
+    `${r.compared} artifacts byte-identical (samples, pairs, datasets, rewards, weights, evaluation answers)`,
+  );
   return 0;
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main().then((code) => process.exit(code), (err: unknown) => {
-    console.error(`chaos: ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(1);
-  });
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(`chaos: ${err instanceof Error ? err.message : String(err)}`);
+      process.exit(1);
+    },
+  );
 }

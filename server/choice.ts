@@ -23,7 +23,14 @@ export interface ChoiceResult {
 
 /** The engine as the choice sees it: the supervisor in index.ts (waits for restarts). */
 export interface EngineSink {
-  submit(req: EngineRequest, h: { onToken: (t: { token: number; logprob?: number; topLogprobs?: [number, number][] }) => void; onDone: (d: EngineDone) => void; onError: (e: EngineError) => void }): Promise<number>;
+  submit(
+    req: EngineRequest,
+    h: {
+      onToken: (t: { token: number; logprob?: number; topLogprobs?: [number, number][] }) => void;
+      onDone: (d: EngineDone) => void;
+      onError: (e: EngineError) => void;
+    },
+  ): Promise<number>;
   cancel(id: number): void;
 }
 
@@ -33,7 +40,10 @@ class Detokenizer {
   private prefix = 0;
   private read = 0;
   text = '';
-  constructor(private readonly tok: LoadedTokenizer, private readonly skipSpecial: boolean) {}
+  constructor(
+    private readonly tok: LoadedTokenizer,
+    private readonly skipSpecial: boolean,
+  ) {}
   // vLLM's incremental scheme: decode a short window and keep only a complete extension, so a
   // multi-byte character split over tokens is emitted once whole.
   push(id: number): void {
@@ -74,12 +84,22 @@ export interface ChoiceOptions {
 
 const MAX_ATTEMPTS = 3;
 
-export function runChoice(engine: EngineSink, tok: LoadedTokenizer, o: ChoiceOptions): Promise<ChoiceResult> {
+export function runChoice(
+  engine: EngineSink,
+  tok: LoadedTokenizer,
+  o: ChoiceOptions,
+): Promise<ChoiceResult> {
   const s = o.sampling;
   const req: EngineRequest = {
-    prompt: o.prompt, maxTokens: o.maxTokens, temperature: s.temperature, topP: s.topP, topK: s.topK, seed: o.seed,
+    prompt: o.prompt,
+    maxTokens: o.maxTokens,
+    temperature: s.temperature,
+    topP: s.topP,
+    topK: s.topK,
+    seed: o.seed,
     stopTokenIds: [...new Set([...s.stopTokenIds, ...(s.ignoreEos ? [] : o.eosIds)])],
-    logprobs: s.logprobs !== null, topLogprobs: s.logprobs ?? 0,
+    logprobs: s.logprobs !== null,
+    topLogprobs: s.logprobs ?? 0,
   };
   const maxStop = Math.max(0, ...s.stop.map((x) => x.length));
   const needText = s.stop.length > 0 || o.onDelta !== undefined;
@@ -88,10 +108,19 @@ export function runChoice(engine: EngineSink, tok: LoadedTokenizer, o: ChoiceOpt
     let streamed = 0; // characters of text handed to onDelta
     let pendingLp: TokenLogprob[] = [];
     let settled = false;
-    const settle = (fn: () => void) => { if (!settled) { settled = true; o.signal.removeEventListener('abort', onAbort); fn(); } };
+    const settle = (fn: () => void) => {
+      if (!settled) {
+        settled = true;
+        o.signal.removeEventListener('abort', onAbort);
+        fn();
+      }
+    };
     let engineId: number | null = null;
     let cancelled = false;
-    const onAbort = () => { if (engineId !== null) engine.cancel(engineId); settle(() => reject(new ApiError(499, 'client closed the request'))); };
+    const onAbort = () => {
+      if (engineId !== null) engine.cancel(engineId);
+      settle(() => reject(new ApiError(499, 'client closed the request')));
+    };
     o.signal.addEventListener('abort', onAbort);
 
     const start = () => {
@@ -102,7 +131,14 @@ export function runChoice(engine: EngineSink, tok: LoadedTokenizer, o: ChoiceOpt
       let stopHit: { index: number; stop: string } | null = null;
       const stopped = (): ChoiceResult => {
         const end = stopHit!.index + (s.includeStopStrInOutput ? stopHit!.stop.length : 0);
-        return { text: detok.text.slice(0, end), finishReason: 'stop', stopReason: stopHit!.stop, tokens, logprobs: lps, completionTokens: tokens.length };
+        return {
+          text: detok.text.slice(0, end),
+          finishReason: 'stop',
+          stopReason: stopHit!.stop,
+          tokens,
+          logprobs: lps,
+          completionTokens: tokens.length,
+        };
       };
       const flush = (text: string) => {
         if (!o.onDelta) return;
@@ -111,56 +147,96 @@ export function runChoice(engine: EngineSink, tok: LoadedTokenizer, o: ChoiceOpt
         streamed = text.length;
         pendingLp = [];
       };
-      engine.submit(req, {
-        onToken: (t) => {
-          if (stopHit) return; // tokens racing the cancel
-          tokens.push(t.token);
-          if (lps) {
-            const lp = { token: t.token, logprob: t.logprob!, top: t.topLogprobs ?? [] };
-            lps.push(lp);
-            pendingLp.push(lp);
-          }
-          if (!needText) return;
-          const before = detok.text.length;
-          detok.push(t.token);
-          for (const stop of s.stop) {
-            const k = detok.text.indexOf(stop, Math.max(0, before - stop.length + 1));
-            if (k >= 0 && (!stopHit || k < stopHit.index)) stopHit = { index: k, stop };
-          }
-          if (stopHit) {
-            cancelled = true;
-            if (engineId !== null) engine.cancel(engineId);
-            const r = stopped();
-            flush(r.text);
-            settle(() => resolve(r));
-          } else if (o.onDelta) {
-            flush(detok.text.slice(0, Math.max(streamed, detok.text.length - Math.max(0, maxStop - 1))));
-          }
-        },
-        onDone: (d) => {
-          if (stopHit || settled) return;
-          if (d.finishReason === 'cancelled' && !cancelled) {
-            settle(() => reject(new ApiError(503, 'the request was cancelled in the engine')));
-            return;
-          }
-          const text = needText ? detok.full() : tok.decode(tokens, { skipSpecialTokens: s.skipSpecialTokens });
-          flush(text);
-          const stopReason = d.stopToken !== null && !o.eosIds.includes(d.stopToken) ? d.stopToken : null;
-          settle(() => resolve({ text, finishReason: d.finishReason === 'stop' ? 'stop' : 'length', stopReason, tokens, logprobs: lps, completionTokens: d.completionTokens }));
-        },
-        onError: (e) => {
-          if (settled) return;
-          if (e.kind === 'engine_down' && streamed === 0 && attempt < MAX_ATTEMPTS && !o.signal.aborted) {
-            start(); // deterministic by seed: a rerun produces the answer the lost run would have
-            return;
-          }
-          // The engine's own reason stays in the server log; the client learns only that it failed.
-          settle(() => reject(e.kind === 'bad_request' ? new ApiError(400, e.message) : new ApiError(503, 'the engine failed while answering; see the server log')));
-        },
-      }).then((id) => {
-        engineId = id;
-        if (settled && !stopHit) engine.cancel(id);
-      }, (err: Error) => settle(() => reject(err instanceof ApiError ? err : new ApiError(503, 'the engine is not available; see the server log'))));
+      engine
+        .submit(req, {
+          onToken: (t) => {
+            if (stopHit) return; // tokens racing the cancel
+            tokens.push(t.token);
+            if (lps) {
+              const lp = { token: t.token, logprob: t.logprob!, top: t.topLogprobs ?? [] };
+              lps.push(lp);
+              pendingLp.push(lp);
+            }
+            if (!needText) return;
+            const before = detok.text.length;
+            detok.push(t.token);
+            for (const stop of s.stop) {
+              const k = detok.text.indexOf(stop, Math.max(0, before - stop.length + 1));
+              if (k >= 0 && (!stopHit || k < stopHit.index)) stopHit = { index: k, stop };
+            }
+            if (stopHit) {
+              cancelled = true;
+              if (engineId !== null) engine.cancel(engineId);
+              const r = stopped();
+              flush(r.text);
+              settle(() => resolve(r));
+            } else if (o.onDelta) {
+              flush(
+                detok.text.slice(
+                  0,
+                  Math.max(streamed, detok.text.length - Math.max(0, maxStop - 1)),
+                ),
+              );
+            }
+          },
+          onDone: (d) => {
+            if (stopHit || settled) return;
+            if (d.finishReason === 'cancelled' && !cancelled) {
+              settle(() => reject(new ApiError(503, 'the request was cancelled in the engine')));
+              return;
+            }
+            const text = needText
+              ? detok.full()
+              : tok.decode(tokens, { skipSpecialTokens: s.skipSpecialTokens });
+            flush(text);
+            const stopReason =
+              d.stopToken !== null && !o.eosIds.includes(d.stopToken) ? d.stopToken : null;
+            settle(() =>
+              resolve({
+                text,
+                finishReason: d.finishReason === 'stop' ? 'stop' : 'length',
+                stopReason,
+                tokens,
+                logprobs: lps,
+                completionTokens: d.completionTokens,
+              }),
+            );
+          },
+          onError: (e) => {
+            if (settled) return;
+            if (
+              e.kind === 'engine_down' &&
+              streamed === 0 &&
+              attempt < MAX_ATTEMPTS &&
+              !o.signal.aborted
+            ) {
+              start(); // deterministic by seed: a rerun produces the answer the lost run would have
+              return;
+            }
+            // The engine's own reason stays in the server log; the client learns only that it failed.
+            settle(() =>
+              reject(
+                e.kind === 'bad_request'
+                  ? new ApiError(400, e.message)
+                  : new ApiError(503, 'the engine failed while answering; see the server log'),
+              ),
+            );
+          },
+        })
+        .then(
+          (id) => {
+            engineId = id;
+            if (settled && !stopHit) engine.cancel(id);
+          },
+          (err: Error) =>
+            settle(() =>
+              reject(
+                err instanceof ApiError
+                  ? err
+                  : new ApiError(503, 'the engine is not available; see the server log'),
+              ),
+            ),
+        );
     };
     start();
   });

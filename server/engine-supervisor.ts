@@ -40,7 +40,10 @@ export interface EngineHandlers {
 }
 
 export class EngineError extends Error {
-  constructor(message: string, readonly kind: 'bad_request' | 'engine_down') {
+  constructor(
+    message: string,
+    readonly kind: 'bad_request' | 'engine_down',
+  ) {
     super(message);
   }
 }
@@ -89,7 +92,9 @@ export class EngineProcess {
   start(): Promise<EngineInfo> {
     const enginePath = this.opts.enginePath ?? DEFAULT_ENGINE_PATH;
     if (!existsSync(enginePath)) {
-      return Promise.reject(new Error(`engine binary not found at ${enginePath}; build it with: make -C engine`));
+      return Promise.reject(
+        new Error(`engine binary not found at ${enginePath}; build it with: make -C engine`),
+      );
     }
     const args = ['serve', '--model', this.opts.modelDir];
     if (this.opts.threads) args.push('--threads', String(this.opts.threads));
@@ -111,7 +116,11 @@ export class EngineProcess {
         if (settled) return;
         settled = true;
         child.kill('SIGKILL');
-        reject(new Error(`the engine did not become ready within ${readyMs / 1000} s (loading ${this.opts.modelDir})${this.lastError()}`));
+        reject(
+          new Error(
+            `the engine did not become ready within ${readyMs / 1000} s (loading ${this.opts.modelDir})${this.lastError()}`,
+          ),
+        );
       }, readyMs);
       this.exited = new Promise((done) => {
         child.on('exit', (code, signal) => {
@@ -121,13 +130,18 @@ export class EngineProcess {
           this.info = null;
           this.failAll(reason);
           clearTimeout(timer);
-          if (!settled) { settled = true; reject(new Error(reason)); }
-          else if (wasReady && this.onExit) this.onExit(reason);
+          if (!settled) {
+            settled = true;
+            reject(new Error(reason));
+          } else if (wasReady && this.onExit) this.onExit(reason);
           done();
         });
       });
       child.on('error', (err) => {
-        if (!settled) { settled = true; reject(new Error(`cannot start ${enginePath}: ${err.message}`)); }
+        if (!settled) {
+          settled = true;
+          reject(new Error(`cannot start ${enginePath}: ${err.message}`));
+        }
       });
       createInterface({ input: child.stdout }).on('line', (line) => {
         let ev: Record<string, unknown>;
@@ -138,9 +152,17 @@ export class EngineProcess {
           return;
         }
         if (ev.event === 'ready') {
-          this.info = { nCtx: ev.n_ctx as number, vocabSize: ev.vocab_size as number, maxBatch: ev.max_batch as number, dtype: ev.dtype as EngineDtype };
+          this.info = {
+            nCtx: ev.n_ctx as number,
+            vocabSize: ev.vocab_size as number,
+            maxBatch: ev.max_batch as number,
+            dtype: ev.dtype as EngineDtype,
+          };
           clearTimeout(timer);
-          if (!settled) { settled = true; resolve(this.info); }
+          if (!settled) {
+            settled = true;
+            resolve(this.info);
+          }
           return;
         }
         this.dispatch(ev);
@@ -194,15 +216,25 @@ export class EngineProcess {
   generate(req: EngineRequest, handlers: EngineHandlers): number {
     const id = this.nextId++;
     if (!this.child || !this.info) {
-      queueMicrotask(() => handlers.onError(new EngineError('engine is not running', 'engine_down')));
+      queueMicrotask(() =>
+        handlers.onError(new EngineError('engine is not running', 'engine_down')),
+      );
       return id;
     }
     this.inflight.set(id, handlers);
     this.child.stdin.write(
       JSON.stringify({
-        op: 'generate', id, prompt: req.prompt, max_tokens: req.maxTokens, temperature: req.temperature,
-        top_p: req.topP, top_k: req.topK, seed: req.seed, stop_token_ids: req.stopTokenIds,
-        logprobs: req.logprobs, top_logprobs: req.topLogprobs,
+        op: 'generate',
+        id,
+        prompt: req.prompt,
+        max_tokens: req.maxTokens,
+        temperature: req.temperature,
+        top_p: req.topP,
+        top_k: req.topK,
+        seed: req.seed,
+        stop_token_ids: req.stopTokenIds,
+        logprobs: req.logprobs,
+        top_logprobs: req.topLogprobs,
       }) + '\n',
     );
     return id;
@@ -210,7 +242,8 @@ export class EngineProcess {
 
   /** Ends a request early; its onDone comes with finishReason 'cancelled' (or the real end if it raced). */
   cancel(id: number): void {
-    if (this.child && this.inflight.has(id)) this.child.stdin.write(JSON.stringify({ op: 'cancel', id }) + '\n');
+    if (this.child && this.inflight.has(id))
+      this.child.stdin.write(JSON.stringify({ op: 'cancel', id }) + '\n');
   }
 
   /** Stops the process (in-flight requests fail) and waits for it to exit. */

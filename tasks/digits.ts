@@ -18,10 +18,18 @@ export interface DigitsOptions {
   ops: readonly Operation[];
 }
 
-export const DEFAULT_DIGITS_OPTIONS: DigitsOptions = { minLength: 3, maxLength: 6, ops: OPERATIONS };
+export const DEFAULT_DIGITS_OPTIONS: DigitsOptions = {
+  minLength: 3,
+  maxLength: 6,
+  ops: OPERATIONS,
+};
 
-const ORDER: Record<Operation, string> = { ascending: 'from smallest to largest', descending: 'from largest to smallest' };
-const PROMPT_RE = /Sort the digits (from smallest to largest|from largest to smallest): ((?:\d )*\d)\s*$/;
+const ORDER: Record<Operation, string> = {
+  ascending: 'from smallest to largest',
+  descending: 'from largest to smallest',
+};
+const PROMPT_RE =
+  /Sort the digits (from smallest to largest|from largest to smallest): ((?:\d )*\d)\s*$/;
 
 export function promptText(p: DigitsProblem): string {
   return `Sort the digits ${ORDER[p.op]}: ${p.digits.join(' ')}`;
@@ -53,9 +61,13 @@ export function parsePrompt(prompt: string): DigitsProblem {
 // so an answer of the wrong length can never score 1.
 export function scoreDigits(prompt: string, response: string): number {
   const want = answerDigits(parsePrompt(prompt));
-  const got = response.trim().split(/\s+/).filter((t) => t.length > 0);
+  const got = response
+    .trim()
+    .split(/\s+/)
+    .filter((t) => t.length > 0);
   let right = 0;
-  for (let i = 0; i < Math.min(want.length, got.length); i++) if (got[i] === String(want[i])) right++;
+  for (let i = 0; i < Math.min(want.length, got.length); i++)
+    if (got[i] === String(want[i])) right++;
   return right / Math.max(want.length, got.length);
 }
 
@@ -90,20 +102,29 @@ export function makeProblems(
   opts: DigitsOptions = DEFAULT_DIGITS_OPTIONS,
 ): DigitsProblem[] {
   if (!(opts.minLength >= 1 && opts.maxLength >= opts.minLength && opts.maxLength <= 10)) {
-    throw new Error(`digits task: lengths ${opts.minLength}..${opts.maxLength} invalid; allowed 1 <= minLength <= maxLength <= 10 (distinct digits)`);
+    throw new Error(
+      `digits task: lengths ${opts.minLength}..${opts.maxLength} invalid; allowed 1 <= minLength <= maxLength <= 10 (distinct digits)`,
+    );
   }
-  if (opts.ops.length === 0) throw new Error(`digits task: ops is empty; allowed: ${OPERATIONS.join(', ')}`);
+  if (opts.ops.length === 0)
+    throw new Error(`digits task: ops is empty; allowed: ${OPERATIONS.join(', ')}`);
   const rand = rng(seed * 2 + (split === 'heldout' ? 1 : 0));
   const out: DigitsProblem[] = [];
   for (let guard = 0; out.length < count; guard++) {
-    if (guard > count * 100) throw new Error(`digits task: cannot draw ${count} ${split} problems of length ${opts.minLength}..${opts.maxLength}`);
+    if (guard > count * 100)
+      throw new Error(
+        `digits task: cannot draw ${count} ${split} problems of length ${opts.minLength}..${opts.maxLength}`,
+      );
     const n = randInt(rand, opts.minLength, opts.maxLength);
     const pool = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
     for (let i = 0; i < n; i++) {
       const j = randInt(rand, i, 9);
       [pool[i], pool[j]] = [pool[j], pool[i]];
     }
-    const p: DigitsProblem = { op: opts.ops[randInt(rand, 0, opts.ops.length - 1)], digits: pool.slice(0, n) };
+    const p: DigitsProblem = {
+      op: opts.ops[randInt(rand, 0, opts.ops.length - 1)],
+      digits: pool.slice(0, n),
+    };
     if (isHeldOut(p) === (split === 'heldout')) out.push(p);
   }
   return out;

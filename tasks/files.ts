@@ -15,7 +15,11 @@ export interface DigitsDataFiles {
 
 export async function writeDigitsData(dir: string, spec: DigitsDataSpec): Promise<DigitsDataFiles> {
   await mkdir(dir, { recursive: true });
-  const files = { sft: join(dir, 'sft.jsonl'), prompts: join(dir, 'prompts.jsonl'), heldout: join(dir, 'heldout.jsonl') };
+  const files = {
+    sft: join(dir, 'sft.jsonl'),
+    prompts: join(dir, 'prompts.jsonl'),
+    heldout: join(dir, 'heldout.jsonl'),
+  };
   await writeJsonlAtomic(files.sft, sftRecords(spec));
   await writeJsonlAtomic(files.prompts, promptRecords('train', spec.trainPrompts, spec));
   await writeJsonlAtomic(files.heldout, promptRecords('heldout', spec.heldoutPrompts, spec));
@@ -24,13 +28,17 @@ export async function writeDigitsData(dir: string, spec: DigitsDataSpec): Promis
 
 // The instruction prompts' two splits as prompt files ({"prompt", "category"} per line).
 export const INSTRUCTION_FILES = {
-  train: 'instructions-train.jsonl', heldout: 'instructions-heldout.jsonl',
+  train: 'instructions-train.jsonl',
+  heldout: 'instructions-heldout.jsonl',
 } as const;
 
-export async function writeInstructionData(dir: string): Promise<{ train: string; heldout: string }> {
+export async function writeInstructionData(
+  dir: string,
+): Promise<{ train: string; heldout: string }> {
   await mkdir(dir, { recursive: true });
   const files = {
-    train: join(dir, INSTRUCTION_FILES.train), heldout: join(dir, INSTRUCTION_FILES.heldout),
+    train: join(dir, INSTRUCTION_FILES.train),
+    heldout: join(dir, INSTRUCTION_FILES.heldout),
   };
   await writeJsonlAtomic(files.train, instructionPrompts('train'));
   await writeJsonlAtomic(files.heldout, instructionPrompts('heldout'));

@@ -13,4 +13,3 @@ const SCORERS: Record<BuiltinScorerName, BuiltinScorer> = {
 export function getBuiltinScorer(name: string): BuiltinScorer | undefined {
   return Object.hasOwn(SCORERS, name) ? SCORERS[name as BuiltinScorerName] : undefined;
 }
-

@@ -11,7 +11,13 @@
 //   heldout.jsonl  evaluation prompts {"prompt"} (held-out split, disjoint from training).
 import { applyTemplate } from '../config/schema.ts';
 import {
-  answerDigits, answerText, DEFAULT_DIGITS_OPTIONS, makeProblems, promptText, randInt, rng,
+  answerDigits,
+  answerText,
+  DEFAULT_DIGITS_OPTIONS,
+  makeProblems,
+  promptText,
+  randInt,
+  rng,
   type DigitsOptions,
 } from './digits.ts';
 
@@ -24,7 +30,7 @@ export interface DigitsDataSpec {
   perfectShare: number;
   trainPrompts: number;
   heldoutPrompts: number;
-  chosenTemplate: string;     // "{score}" and "{prompt}" are filled in, as the sampler does
+  chosenTemplate: string; // "{score}" and "{prompt}" are filled in, as the sampler does
   rejectedTemplate: string;
   digits?: DigitsOptions;
 }
@@ -32,19 +38,25 @@ export interface DigitsDataSpec {
 function checkSpec(spec: DigitsDataSpec): void {
   const counts = ['sftExamples', 'trainPrompts', 'heldoutPrompts', 'seed'] as const;
   for (const k of counts) {
-    if (!Number.isInteger(spec[k]) || spec[k] < 0) throw new Error(`digits data: ${k} = ${spec[k]}; allowed: an integer >= 0`);
+    if (!Number.isInteger(spec[k]) || spec[k] < 0)
+      throw new Error(`digits data: ${k} = ${spec[k]}; allowed: an integer >= 0`);
   }
   for (const k of ['unprefixedFraction', 'perfectShare'] as const) {
-    if (!(spec[k] >= 0 && spec[k] <= 1)) throw new Error(`digits data: ${k} = ${spec[k]}; allowed: a number in 0..1`);
+    if (!(spec[k] >= 0 && spec[k] <= 1))
+      throw new Error(`digits data: ${k} = ${spec[k]}; allowed: a number in 0..1`);
   }
   for (const k of ['chosenTemplate', 'rejectedTemplate'] as const) {
     if (!spec[k].includes('{score}') || !spec[k].includes('{prompt}')) {
-      throw new Error(`digits data: ${k} ${JSON.stringify(spec[k])} must contain "{score}" and "{prompt}"`);
+      throw new Error(
+        `digits data: ${k} ${JSON.stringify(spec[k])} must contain "{score}" and "{prompt}"`,
+      );
     }
   }
 }
 
-export function sftRecords(spec: DigitsDataSpec): { messages: { role: string; content: string }[] }[] {
+export function sftRecords(
+  spec: DigitsDataSpec,
+): { messages: { role: string; content: string }[] }[] {
   checkSpec(spec);
   const opts = spec.digits ?? DEFAULT_DIGITS_OPTIONS;
   const rand = rng(spec.seed * 7919 + 17);
@@ -72,8 +84,14 @@ export function sftRecords(spec: DigitsDataSpec): { messages: { role: string; co
   });
 }
 
-export function promptRecords(split: 'train' | 'heldout', count: number, spec: DigitsDataSpec): { prompt: string }[] {
+export function promptRecords(
+  split: 'train' | 'heldout',
+  count: number,
+  spec: DigitsDataSpec,
+): { prompt: string }[] {
   checkSpec(spec);
   const seed = spec.seed * 3 + (split === 'train' ? 2 : 3);
-  return makeProblems(split, count, seed, spec.digits ?? DEFAULT_DIGITS_OPTIONS).map((p) => ({ prompt: promptText(p) }));
+  return makeProblems(split, count, seed, spec.digits ?? DEFAULT_DIGITS_OPTIONS).map((p) => ({
+    prompt: promptText(p),
+  }));
 }

@@ -11,9 +11,30 @@ const UNK_TOKEN = '[UNK]';
 // Every word of the paper's prefix templates, the task's instructions, and a few words of score
 // talk ("here is a 10 out of 10 answer"), so such text tokenizes without [UNK].
 const WORDS = [
-  'Please', 'produce', 'a', 'top-notch', 'good', 'response', 'that', 'merits', 'perfect', 'score', 'of', 'out',
-  'Sort', 'the', 'digits', 'from', 'smallest', 'largest', 'to',
-  'Here', 'here', 'is', 'answer', 'an',
+  'Please',
+  'produce',
+  'a',
+  'top-notch',
+  'good',
+  'response',
+  'that',
+  'merits',
+  'perfect',
+  'score',
+  'of',
+  'out',
+  'Sort',
+  'the',
+  'digits',
+  'from',
+  'smallest',
+  'largest',
+  'to',
+  'Here',
+  'here',
+  'is',
+  'answer',
+  'an',
 ];
 const DIGITS = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
 const PUNCT = ['.', ',', ':', ';', '!', '?', '-'];
@@ -29,7 +50,13 @@ export const CHAT_TEMPLATE =
 export function vocabulary(): string[] {
   const seen = new Set<string>();
   const out: string[] = [];
-  for (const t of [...SPECIAL_TOKENS, ...WORDS, ...DIGITS, ...PUNCT, ...[...DIGITS, ...PUNCT].map((c) => `##${c}`)]) {
+  for (const t of [
+    ...SPECIAL_TOKENS,
+    ...WORDS,
+    ...DIGITS,
+    ...PUNCT,
+    ...[...DIGITS, ...PUNCT].map((c) => `##${c}`),
+  ]) {
     if (!seen.has(t)) {
       seen.add(t);
       out.push(t);
@@ -43,7 +70,13 @@ export function tokenizerFiles(maxLength: number): Record<string, unknown> {
   const ids = Object.fromEntries(vocab.map((t, i) => [t, i]));
   const eos = ids[EOS_TOKEN];
   const added = SPECIAL_TOKENS.map((t) => ({
-    id: ids[t], content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+    id: ids[t],
+    content: t,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
   }));
   return {
     'tokenizer.json': {
@@ -72,11 +105,14 @@ export function tokenizerFiles(maxLength: number): Record<string, unknown> {
       model_max_length: maxLength,
       clean_up_tokenization_spaces: false,
       chat_template: CHAT_TEMPLATE,
-      added_tokens_decoder: Object.fromEntries(
-        added.map(({ id, ...rest }) => [String(id), rest]),
-      ),
+      added_tokens_decoder: Object.fromEntries(added.map(({ id, ...rest }) => [String(id), rest])),
     },
-    'special_tokens_map.json': { bos_token: EOS_TOKEN, eos_token: EOS_TOKEN, pad_token: EOS_TOKEN, unk_token: UNK_TOKEN },
+    'special_tokens_map.json': {
+      bos_token: EOS_TOKEN,
+      eos_token: EOS_TOKEN,
+      pad_token: EOS_TOKEN,
+      unk_token: UNK_TOKEN,
+    },
     'generation_config.json': { bos_token_id: eos, eos_token_id: eos, pad_token_id: eos },
   };
 }

@@ -30,11 +30,17 @@ if (values.help) {
 }
 
 installWorkerLogging('INFO');
-const taskQueues = values.queues.split(',').map((q) => q.trim()).filter(Boolean) as QueueName[];
+const taskQueues = values.queues
+  .split(',')
+  .map((q) => q.trim())
+  .filter(Boolean) as QueueName[];
 try {
   await runWorker({
-    address: values.address, namespace: values.namespace, tls: values.tls,
-    apiKeyEnv: values['api-key-env'], taskQueues,
+    address: values.address,
+    namespace: values.namespace,
+    tls: values.tls,
+    apiKeyEnv: values['api-key-env'],
+    taskQueues,
   });
 } catch (err) {
   console.error(`opsr worker: ${(err as Error).message}`);

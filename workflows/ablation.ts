@@ -3,7 +3,13 @@
 // (`<studyId>/<arm>/seed-<s>` once per seed with `seeds`), their per-round metrics side by side,
 // and over seeds: means, standard deviations and paired differences (report/summary.ts), a report
 // with figures and a line in the storage root's ablation history.
-import { ApplicationFailure, executeChild, patched, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  executeChild,
+  patched,
+  setCurrentDetails,
+  workflowInfo,
+} from '@temporalio/workflow';
 import { ConfigError } from '../config/errors.ts';
 import { parseAblationConfig, withSeed, type AblationConfig } from '../config/schema.ts';
 import { summarizeStudy } from '../report/summary.ts';
@@ -16,12 +22,16 @@ function validateAblationConfig(input: unknown): AblationConfig {
   try {
     return parseAblationConfig(input, { source: 'workflow input' });
   } catch (err) {
-    if (err instanceof ConfigError) throw ApplicationFailure.nonRetryable(err.message, 'ConfigError', ...err.issues);
+    if (err instanceof ConfigError)
+      throw ApplicationFailure.nonRetryable(err.message, 'ConfigError', ...err.issues);
     throw ApplicationFailure.nonRetryable(`workflow input: ${String(err)}`, 'ConfigError');
   }
 }
 
-export async function ablationStudy(input: unknown, tuning: WorkflowTuning = {}): Promise<AblationResult> {
+export async function ablationStudy(
+  input: unknown,
+  tuning: WorkflowTuning = {},
+): Promise<AblationResult> {
   const study = validateAblationConfig(input);
   const studyId = study.studyId ?? workflowInfo().workflowId;
   // Studies recorded before seeds and reports replay on the old command sequence.
@@ -34,39 +44,75 @@ export async function ablationStudy(input: unknown, tuning: WorkflowTuning = {})
   // sampler worker serves one policy at a time.
   for (const seed of seeds) {
     for (const arm of study.arms) {
-      const workflowId = seed === null ? `${studyId}/${arm.name}` : `${studyId}/${arm.name}/seed-${seed}`;
+      const workflowId =
+        seed === null ? `${studyId}/${arm.name}` : `${studyId}/${arm.name}/seed-${seed}`;
       const config = seed === null ? arm.config : withSeed(arm.config, seed);
-      setCurrentDetails(`### ablation \`${studyId}\`\nrunning arm **${arm.name}**${seed === null ? '' : ` seed **${seed}**`}`
-        + ` (${runs.length + 1}/${seeds.length * study.arms.length})`);
+      setCurrentDetails(
+        `### ablation \`${studyId}\`\nrunning arm **${arm.name}**${seed === null ? '' : ` seed **${seed}**`}` +
+          ` (${runs.length + 1}/${seeds.length * study.arms.length})`,
+      );
       const done = await files.findFinishedRun({ runId: runIdOf(config, workflowId), config });
-      const result = done ?? await executeChild(preferenceRun, { workflowId, taskQueue: TASK_QUEUES.control, args: [config, tuning] });
+      const result =
+        done ??
+        (await executeChild(preferenceRun, {
+          workflowId,
+          taskQueue: TASK_QUEUES.control,
+          args: [config, tuning],
+        }));
       runs.push({ name: arm.name, seed, workflowId, result, reused: done !== null });
     }
   }
-  const summary = summarizeStudy(runs.map((r) => ({ name: r.name, seed: r.seed ?? null, result: r.result })));
+  const summary = summarizeStudy(
+    runs.map((r) => ({ name: r.name, seed: r.seed ?? null, result: r.result })),
+  );
   const first = runs.filter((r) => r.seed === seeds[0]);
   const result: AblationResult = {
-    studyId, ...(study.seeds ? { seeds: study.seeds } : {}), arms: runs, table: sideBySide(first), summary,
+    studyId,
+    ...(study.seeds ? { seeds: study.seeds } : {}),
+    arms: runs,
+    table: sideBySide(first),
+    summary,
   };
   result.report = await files.writeStudyReport({
-    storage: study.arms[0].config.storage, result, finishedAt: new Date(Date.now()).toISOString(),
+    storage: study.arms[0].config.storage,
+    result,
+    finishedAt: new Date(Date.now()).toISOString(),
   });
-  setCurrentDetails(`### ablation \`${studyId}\` done\n${tableMarkdown(result.table, study.arms.map((a) => a.name))}`
-    + `\n\nreport: \`${result.report.html}\``);
+  setCurrentDetails(
+    `### ablation \`${studyId}\` done\n${tableMarkdown(
+      result.table,
+      study.arms.map((a) => a.name),
+    )}` + `\n\nreport: \`${result.report.html}\``,
+  );
   return result;
 }
 
 // Before seeds: each arm once, no report activity.
-async function armsOnce(study: AblationConfig, studyId: string, tuning: WorkflowTuning): Promise<AblationResult> {
+async function armsOnce(
+  study: AblationConfig,
+  studyId: string,
+  tuning: WorkflowTuning,
+): Promise<AblationResult> {
   const arms: AblationResult['arms'] = [];
   for (const arm of study.arms) {
     const workflowId = `${studyId}/${arm.name}`;
-    setCurrentDetails(`### ablation \`${studyId}\`\nrunning arm **${arm.name}** (${arms.length + 1}/${study.arms.length})`);
-    const result = await executeChild(preferenceRun, { workflowId, taskQueue: TASK_QUEUES.control, args: [arm.config, tuning] });
+    setCurrentDetails(
+      `### ablation \`${studyId}\`\nrunning arm **${arm.name}** (${arms.length + 1}/${study.arms.length})`,
+    );
+    const result = await executeChild(preferenceRun, {
+      workflowId,
+      taskQueue: TASK_QUEUES.control,
+      args: [arm.config, tuning],
+    });
     arms.push({ name: arm.name, workflowId, result });
   }
   const table = sideBySide(arms);
-  setCurrentDetails(`### ablation \`${studyId}\` done\n${tableMarkdown(table, arms.map((a) => a.name))}`);
+  setCurrentDetails(
+    `### ablation \`${studyId}\` done\n${tableMarkdown(
+      table,
+      arms.map((a) => a.name),
+    )}`,
+  );
   return { studyId, arms, table };
 }
 
@@ -77,20 +123,32 @@ export function sideBySide(arms: { name: string; result: RunResult }[]): Ablatio
     for (const a of arms) {
       const r = a.result.rounds[i];
       if (!r) continue;
-      row.arms[a.name] = { rejectedScore: r.rejectedScore, pairsKept: r.pairsKept, chosenReward: r.chosenReward,
-        rejectedReward: r.rejectedReward, policyReward: r.policyReward, loss: r.train.loss ?? null };
+      row.arms[a.name] = {
+        rejectedScore: r.rejectedScore,
+        pairsKept: r.pairsKept,
+        chosenReward: r.chosenReward,
+        rejectedReward: r.rejectedReward,
+        policyReward: r.policyReward,
+        loss: r.train.loss ?? null,
+      };
     }
     return row;
   });
 }
 
 function tableMarkdown(table: AblationResult['table'], names: string[]): string {
-  const fmt = (x: number | null | undefined) => (x === null || x === undefined ? '–' : x.toFixed(4));
+  const fmt = (x: number | null | undefined) =>
+    x === null || x === undefined ? '–' : x.toFixed(4);
   const head = `| round | ${names.map((n) => `${n} rejected | ${n} policy reward | ${n} loss`).join(' | ')} |`;
   const sep = `|---|${names.map(() => '---|---|---').join('|')}|`;
-  const rows = table.map((row) => `| ${row.round} | ${names.map((n) => {
-    const c = row.arms[n];
-    return c ? `${c.rejectedScore} | ${fmt(c.policyReward)} | ${fmt(c.loss)}` : '– | – | –';
-  }).join(' | ')} |`);
+  const rows = table.map(
+    (row) =>
+      `| ${row.round} | ${names
+        .map((n) => {
+          const c = row.arms[n];
+          return c ? `${c.rejectedScore} | ${fmt(c.policyReward)} | ${fmt(c.loss)}` : '– | – | –';
+        })
+        .join(' | ')} |`,
+  );
   return [head, sep, ...rows].join('\n');
 }

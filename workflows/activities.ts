@@ -30,19 +30,30 @@ export function opsrActivities(policy: ActivityPolicy | undefined, tuning: Workf
   // Every activity heartbeats, so a worker that dies inside one is noticed within its queue's
   // heartbeat timeout; the start-to-close bounds only catch a live worker that hangs.
   const control = proxyActivities<OpsrActivities>({
-    taskQueue: TASK_QUEUES.control, startToCloseTimeout: '30m', retry, heartbeatTimeout: heartbeat('control'),
+    taskQueue: TASK_QUEUES.control,
+    startToCloseTimeout: '30m',
+    retry,
+    heartbeatTimeout: heartbeat('control'),
   });
   // Starting vLLM on a big model takes minutes: it heartbeats while it waits for /health.
   const samplerLifecycle = proxyActivities<OpsrActivities>({
-    taskQueue: TASK_QUEUES.sampler, startToCloseTimeout: '30m', retry, heartbeatTimeout: heartbeat('sampler'),
+    taskQueue: TASK_QUEUES.sampler,
+    startToCloseTimeout: '30m',
+    retry,
+    heartbeatTimeout: heartbeat('sampler'),
   });
   const sampler = proxyActivities<OpsrActivities>({
-    taskQueue: TASK_QUEUES.sampler, startToCloseTimeout: '24h', retry, heartbeatTimeout: heartbeat('sampler'),
+    taskQueue: TASK_QUEUES.sampler,
+    startToCloseTimeout: '24h',
+    retry,
+    heartbeatTimeout: heartbeat('sampler'),
   });
   // Waiting for the cancellation to complete lets the activity stop the engine (SIGTERM, it
   // checkpoints the last step) before the workflow closes.
   const trainer = proxyActivities<OpsrActivities>({
-    taskQueue: TASK_QUEUES.trainer, startToCloseTimeout: '7d', retry,
+    taskQueue: TASK_QUEUES.trainer,
+    startToCloseTimeout: '7d',
+    retry,
     heartbeatTimeout: heartbeat('trainer'),
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   });

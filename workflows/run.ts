@@ -2,17 +2,34 @@
 // the optional init stage (paper 3.2), then rounds 1..M as child workflows, each trained policy
 // becoming the next round's reference and sampler. Held-out evaluation when configured.
 import {
-  ApplicationFailure, CancellationScope, executeChild, isCancellation, patched, setCurrentDetails, setHandler,
-  upsertSearchAttributes, workflowInfo,
+  ApplicationFailure,
+  CancellationScope,
+  executeChild,
+  isCancellation,
+  patched,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
 } from '@temporalio/workflow';
 import { ConfigError } from '../config/errors.ts';
 import { isSafeId, parseRunConfig, SAFE_ID, type RunConfig } from '../config/schema.ts';
 import type {
-  EvaluatePolicyResult, JudgedEvalResult, SamplerEndpoint,
+  EvaluatePolicyResult,
+  JudgedEvalResult,
+  SamplerEndpoint,
 } from '../contracts/activities.ts';
-import type { RoundSummary, RunProgress, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
+import type {
+  RoundSummary,
+  RunProgress,
+  RunResult,
+  WorkflowTuning,
+} from '../contracts/workflows.ts';
 import {
-  progressQuery, SEARCH_ATTRIBUTES, stopAfterRoundSignal, TASK_QUEUES,
+  progressQuery,
+  SEARCH_ATTRIBUTES,
+  stopAfterRoundSignal,
+  TASK_QUEUES,
 } from '../contracts/workflows.ts';
 import { activityProgressSignal, roundPhaseSignal, type Phase } from '../contracts/progress.ts';
 import { opsrActivities } from './activities.ts';
@@ -23,7 +40,8 @@ export function validateRunConfig(input: unknown): RunConfig {
   try {
     return parseRunConfig(input, { source: 'workflow input' });
   } catch (err) {
-    if (err instanceof ConfigError) throw ApplicationFailure.nonRetryable(err.message, 'ConfigError', ...err.issues);
+    if (err instanceof ConfigError)
+      throw ApplicationFailure.nonRetryable(err.message, 'ConfigError', ...err.issues);
     throw ApplicationFailure.nonRetryable(`workflow input: ${String(err)}`, 'ConfigError');
   }
 }
@@ -35,14 +53,20 @@ export function runIdOf(config: RunConfig, workflowId: string): string {
   if (config.runId !== undefined) return config.runId;
   const id = workflowId.replaceAll('/', '-');
   if (!isSafeId(id)) {
-    throw ApplicationFailure.nonRetryable(`workflow id ${JSON.stringify(workflowId.slice(0, 200))} becomes the run id `
-      + `${JSON.stringify(id.slice(0, 200))}, a directory name: allowed ${SAFE_ID}; set runId in the config or start `
-      + 'the workflow with such an id', 'ConfigError');
+    throw ApplicationFailure.nonRetryable(
+      `workflow id ${JSON.stringify(workflowId.slice(0, 200))} becomes the run id ` +
+        `${JSON.stringify(id.slice(0, 200))}, a directory name: allowed ${SAFE_ID}; set runId in the config or start ` +
+        'the workflow with such an id',
+      'ConfigError',
+    );
   }
   return id;
 }
 
-export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {}): Promise<RunResult> {
+export async function preferenceRun(
+  input: unknown,
+  tuning: WorkflowTuning = {},
+): Promise<RunResult> {
   const config = validateRunConfig(input);
   const self = workflowInfo().workflowId;
   const runId = runIdOf(config, self);
@@ -50,8 +74,15 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
   const schedule = config.prefixes.rejectedScores;
 
   const progress: RunProgress = {
-    runId, phase: 'pending', round: 0, rounds: config.rounds, rejectedScore: null,
-    sampled: { done: 0, total: 0 }, train: { step: 0, totalSteps: 0 }, completed: [], stopRequested: false,
+    runId,
+    phase: 'pending',
+    round: 0,
+    rounds: config.rounds,
+    rejectedScore: null,
+    sampled: { done: 0, total: 0 },
+    train: { step: 0, totalSteps: 0 },
+    completed: [],
+    stopRequested: false,
   };
   let baseReward: number | null = null;
   const show = (phase: Phase): void => {
@@ -59,7 +90,9 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
     upsertSearchAttributes([
       { key: SEARCH_ATTRIBUTES.round, value: progress.round },
       { key: SEARCH_ATTRIBUTES.phase, value: phase },
-      ...(progress.rejectedScore === null ? [] : [{ key: SEARCH_ATTRIBUTES.rejectedScore, value: progress.rejectedScore }]),
+      ...(progress.rejectedScore === null
+        ? []
+        : [{ key: SEARCH_ATTRIBUTES.rejectedScore, value: progress.rejectedScore }]),
     ]);
     setCurrentDetails(runDetails(progress, baseReward));
   };
@@ -71,7 +104,8 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
   setHandler(roundPhaseSignal, ({ round, phase }) => {
     // A round's 'done' is not the run's: the run evaluates and reports after it. Patched, so runs
     // recorded before the change still replay.
-    if (round === progress.round && (phase !== 'done' || !patched('run-ignores-round-done'))) show(phase);
+    if (round === progress.round && (phase !== 'done' || !patched('run-ignores-round-done')))
+      show(phase);
   });
   setHandler(activityProgressSignal, (p) => {
     if (p.round !== progress.round) return;
@@ -85,13 +119,27 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
   let policy = prep.baseModel;
   let endpoint: SamplerEndpoint | null = null;
   // Serves `modelDir` (replacing what was served) and evaluates it on the held-out prompts.
-  const evaluate = async (label: string, modelDir: string, prefixCurve: boolean): Promise<EvaluatePolicyResult | null> => {
+  const evaluate = async (
+    label: string,
+    modelDir: string,
+    prefixCurve: boolean,
+  ): Promise<EvaluatePolicyResult | null> => {
     if (!config.evaluation || !config.rewardModel) return null;
     // Not cancellable while it starts, so the finally below can release what it started.
-    endpoint = await CancellationScope.nonCancellable(() => act.ensureSampler({ runId, modelDir, sampling: config.sampling }));
+    endpoint = await CancellationScope.nonCancellable(() =>
+      act.ensureSampler({ runId, modelDir, sampling: config.sampling }),
+    );
     return act.evaluatePolicy({
-      runId, label, runDir: prep.runDir, endpoint, evaluation: config.evaluation, sampling: config.sampling,
-      prefixes: config.prefixes, rewardModel: config.rewardModel, prefixCurve, notify: [self],
+      runId,
+      label,
+      runDir: prep.runDir,
+      endpoint,
+      evaluation: config.evaluation,
+      sampling: config.sampling,
+      prefixes: config.prefixes,
+      rewardModel: config.rewardModel,
+      prefixCurve,
+      notify: [self],
     });
   };
 
@@ -103,16 +151,28 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
     const evals = config.evals;
     if (!evals || (evals.rounds !== 'all' && !evals.rounds.includes(k))) return;
     show('evaluating');
-    endpoint = await CancellationScope.nonCancellable(
-      () => act.ensureSampler({ runId, modelDir, sampling: config.sampling }));
+    endpoint = await CancellationScope.nonCancellable(() =>
+      act.ensureSampler({ runId, modelDir, sampling: config.sampling }),
+    );
     for (const configured of evals.sets) {
-      const set = configured.kind === 'pairwise' && configured.reference === 'base'
-        ? { ...configured, reference: { model: basePolicy } } : configured;
-      judged.push(await act.evaluateJudged({
-        runId, label, runDir: prep.runDir, cacheDir: `${config.storage}/judge-cache`, endpoint,
-        sampling: config.sampling,
-        set, judgeName: set.judge, judge: config.judges[set.judge], notify: [self],
-      }));
+      const set =
+        configured.kind === 'pairwise' && configured.reference === 'base'
+          ? { ...configured, reference: { model: basePolicy } }
+          : configured;
+      judged.push(
+        await act.evaluateJudged({
+          runId,
+          label,
+          runDir: prep.runDir,
+          cacheDir: `${config.storage}/judge-cache`,
+          endpoint,
+          sampling: config.sampling,
+          set,
+          judgeName: set.judge,
+          judge: config.judges[set.judge],
+          notify: [self],
+        }),
+      );
     }
   };
 
@@ -123,7 +183,12 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
     if (config.init && (config.init.sft || config.init.offline)) {
       show('init');
       const init = await act.initPolicy({
-        runId, runDir: prep.runDir, baseModel: prep.baseModel, init: config.init, training: config.training, notify: [self],
+        runId,
+        runDir: prep.runDir,
+        baseModel: prep.baseModel,
+        init: config.init,
+        training: config.training,
+        notify: [self],
       });
       policy = init.modelDir;
     }
@@ -145,11 +210,21 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
       const summary = await executeChild(preferenceRound, {
         workflowId: `${runId}/round-${k}`,
         taskQueue: TASK_QUEUES.control,
-        args: [{
-          runId, round: k, runDir: prep.runDir, configHash: prep.configHash, promptsFile: prep.promptsFile, config,
-          referenceModelDir: policy, rejectedScore: schedule[k - 1], learningRate: config.training.learningRate[k - 1],
-          parentWorkflowId: self, tuning,
-        }],
+        args: [
+          {
+            runId,
+            round: k,
+            runDir: prep.runDir,
+            configHash: prep.configHash,
+            promptsFile: prep.promptsFile,
+            config,
+            referenceModelDir: policy,
+            rejectedScore: schedule[k - 1],
+            learningRate: config.training.learningRate[k - 1],
+            parentWorkflowId: self,
+            tuning,
+          },
+        ],
       });
       policy = summary.modelDir;
       if (config.evaluation) {
@@ -170,14 +245,23 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
   } finally {
     // Also on failure and cancellation: a managed vLLM server must not outlive the run.
     const served = endpoint as SamplerEndpoint | null;
-    if (served) await CancellationScope.nonCancellable(() => act.releaseSampler({ runId, endpoint: served }));
+    if (served)
+      await CancellationScope.nonCancellable(() => act.releaseSampler({ runId, endpoint: served }));
   }
 
   // LC win rates refitted over every evaluated policy together (instruction difficulty).
   const judgedRows = judged.length
-    ? await act.summarizeJudgedEvals({ runDir: prep.runDir, results: judged }) : null;
+    ? await act.summarizeJudgedEvals({ runDir: prep.runDir, results: judged })
+    : null;
   const result: RunResult = {
-    runId, runDir: prep.runDir, configHash: prep.configHash, rounds, finalModel: policy, baseReward, prefixCurve, stopped,
+    runId,
+    runDir: prep.runDir,
+    configHash: prep.configHash,
+    rounds,
+    finalModel: policy,
+    baseReward,
+    prefixCurve,
+    stopped,
     ...(judgedRows ? { judged: judgedRows } : {}),
   };
   await act.writeRunReport({ runDir: prep.runDir, result });
@@ -187,21 +271,27 @@ export async function preferenceRun(input: unknown, tuning: WorkflowTuning = {})
 
 // Markdown for the Web UI's "current details".
 function runDetails(p: RunProgress, baseReward: number | null): string {
-  const fmt = (x: number | null | undefined) => (x === null || x === undefined ? '–' : x.toFixed(4));
+  const fmt = (x: number | null | undefined) =>
+    x === null || x === undefined ? '–' : x.toFixed(4);
   const lines = [
     `### opsr run \`${p.runId}\``,
-    `round **${p.round}/${p.rounds}**, phase **${p.phase}**`
-      + (p.rejectedScore === null ? '' : `, rejected score **${p.rejectedScore}**`)
-      + (p.stopRequested ? ' (stop requested after this round)' : ''),
-    `sampled ${p.sampled.done}/${p.sampled.total} · train step ${p.train.step}/${p.train.totalSteps}`
-      + ` · base reward ${fmt(baseReward)}`,
+    `round **${p.round}/${p.rounds}**, phase **${p.phase}**` +
+      (p.rejectedScore === null ? '' : `, rejected score **${p.rejectedScore}**`) +
+      (p.stopRequested ? ' (stop requested after this round)' : ''),
+    `sampled ${p.sampled.done}/${p.sampled.total} · train step ${p.train.step}/${p.train.totalSteps}` +
+      ` · base reward ${fmt(baseReward)}`,
   ];
   if (p.completed.length) {
-    lines.push('', '| round | rejected | kept | filtered | chosen | rejected reward | policy | loss |',
-      '|---|---|---|---|---|---|---|---|');
+    lines.push(
+      '',
+      '| round | rejected | kept | filtered | chosen | rejected reward | policy | loss |',
+      '|---|---|---|---|---|---|---|---|',
+    );
     for (const r of p.completed) {
-      lines.push(`| ${r.round} | ${r.rejectedScore} | ${r.pairsKept} | ${r.pairsFiltered} | ${fmt(r.chosenReward)} `
-        + `| ${fmt(r.rejectedReward)} | ${fmt(r.policyReward)} | ${fmt(r.train.loss)} |`);
+      lines.push(
+        `| ${r.round} | ${r.rejectedScore} | ${r.pairsKept} | ${r.pairsFiltered} | ${fmt(r.chosenReward)} ` +
+          `| ${fmt(r.rejectedReward)} | ${fmt(r.policyReward)} | ${fmt(r.train.loss)} |`,
+      );
     }
   }
   return lines.join('\n');

@@ -30,14 +30,25 @@ const root = await mkdtemp(join(tmpdir(), 'opsr-determ-'));
 after(() => rm(root, { recursive: true, force: true }));
 
 const answer = (text: string) => ({ text, finish_reason: 'stop', tokens: 1, seed: 1 });
-const pair = (index: number, prompt: unknown) =>
-  ({ index, round: 1, ...(typeof prompt === 'string' ? { prompt } : { messages: prompt }), chosen: answer('a b'), rejected: answer('c'), chosenScore: 10, rejectedScore: 3, seed: 0 });
+const pair = (index: number, prompt: unknown) => ({
+  index,
+  round: 1,
+  ...(typeof prompt === 'string' ? { prompt } : { messages: prompt }),
+  chosen: answer('a b'),
+  rejected: answer('c'),
+  chosenScore: 10,
+  rejectedScore: 3,
+  seed: 0,
+});
 
 async function model(name: string, opts: { chatTemplate?: boolean } = {}): Promise<string> {
   const dir = join(root, name);
   const vocab = await writeTinyTokenizer(dir, opts);
   const cfg = join(root, `${name}.json`);
-  await writeFile(cfg, JSON.stringify({ n_embd: 16, n_layer: 1, n_head: 2, n_positions: 64, vocab_size: vocab }));
+  await writeFile(
+    cfg,
+    JSON.stringify({ n_embd: 16, n_layer: 1, n_head: 2, n_positions: 64, vocab_size: vocab }),
+  );
   execFileSync(ENGINE, ['init', '--config', cfg, '--out', dir, '--seed', '1'], { stdio: 'pipe' });
   return dir;
 }
@@ -52,7 +63,9 @@ async function assertBadInput(p: Promise<unknown>, pattern: RegExp): Promise<voi
   });
 }
 
-async function serve(handler: (url: string, body: string) => { status?: number; body: string }): Promise<Server> {
+async function serve(
+  handler: (url: string, body: string) => { status?: number; body: string },
+): Promise<Server> {
   const server = createServer((req, res) => {
     let raw = '';
     req.on('data', (d) => (raw += d));
@@ -72,13 +85,27 @@ test('buildDataset: a chat prompt without a chat template and a prompt of no tok
   const plain = await model('plain', { chatTemplate: false });
   const dir = join(root, 'ds');
   const pairsFile = join(root, 'pairs-chat.jsonl');
-  await writeFile(pairsFile, toJsonl([pair(0, 'fine'), pair(7, [{ role: 'user', content: 'hi' }])]));
-  await assertBadInput(buildDataset({ runId: 'r', round: 1, roundDir: dir, pairsFile, modelDir: plain, training }),
-    /pairs-chat\.jsonl: prompt index 7: a chat prompt \("messages"\) needs a model with a chat_template/);
+  await writeFile(
+    pairsFile,
+    toJsonl([pair(0, 'fine'), pair(7, [{ role: 'user', content: 'hi' }])]),
+  );
+  await assertBadInput(
+    buildDataset({ runId: 'r', round: 1, roundDir: dir, pairsFile, modelDir: plain, training }),
+    /pairs-chat\.jsonl: prompt index 7: a chat prompt \("messages"\) needs a model with a chat_template/,
+  );
   const emptyFile = join(root, 'pairs-empty.jsonl');
   await writeFile(emptyFile, toJsonl([pair(0, 'fine'), pair(3, '')]));
-  await assertBadInput(buildDataset({ runId: 'r', round: 1, roundDir: dir, pairsFile: emptyFile, modelDir: plain, training }),
-    /pairs-empty\.jsonl: prompt index 3: the prompt tokenizes to nothing/);
+  await assertBadInput(
+    buildDataset({
+      runId: 'r',
+      round: 1,
+      roundDir: dir,
+      pairsFile: emptyFile,
+      modelDir: plain,
+      training,
+    }),
+    /pairs-empty\.jsonl: prompt index 3: the prompt tokenizes to nothing/,
+  );
 });
 
 test('samplePairs: a server answering an unexpected shape is bad input, not retried', async () => {
@@ -89,19 +116,36 @@ test('samplePairs: a server answering an unexpected shape is bad input, not retr
     JSON.stringify({ result: 'hello' }),
   ];
   for (const shape of shapes) {
-    const server = await serve((url) => (url.endsWith('/models') ? { body: JSON.stringify({ data: [{ id: 'm' }] }) } : { body: shape }));
+    const server = await serve((url) =>
+      url.endsWith('/models') ? { body: JSON.stringify({ data: [{ id: 'm' }] }) } : { body: shape },
+    );
     try {
       const baseURL = `${urlOf(server)}/v1`;
       const promptsFile = join(root, 'prompts.jsonl');
       await writeFile(promptsFile, toJsonl([{ index: 0, prompt: 'x' }]));
-      const sampling = parseRunConfig({ model: '/m', prompts: { file: '/p' }, sampling: { lifecycle: 'external', baseURL, model: 'm' } }).sampling;
+      const sampling = parseRunConfig({
+        model: '/m',
+        prompts: { file: '/p' },
+        sampling: { lifecycle: 'external', baseURL, model: 'm' },
+      }).sampling;
       const input: SamplePairsInput = {
-        runId: 'r', round: 1, roundDir: join(root, `sample-${shapes.indexOf(shape)}`), promptsFile,
-        endpoint: { lifecycle: 'external', baseURL, model: 'm', modelDir }, sampling,
-        prefixes: parseRunConfig({ model: '/m', prompts: { file: '/p' } }).prefixes, chosenScore: 10, rejectedScore: 3, notify: [],
+        runId: 'r',
+        round: 1,
+        roundDir: join(root, `sample-${shapes.indexOf(shape)}`),
+        promptsFile,
+        endpoint: { lifecycle: 'external', baseURL, model: 'm', modelDir },
+        sampling,
+        prefixes: parseRunConfig({ model: '/m', prompts: { file: '/p' } }).prefixes,
+        chosenScore: 10,
+        rejectedScore: 3,
+        notify: [],
       };
-      await assertBadInput(new MockActivityEnvironment().run(samplePairs, input),
-        new RegExp(`${baseURL}/completions answered an unexpected shape .*${shape.slice(0, 12).replace(/[[\]{}]/g, '\\$&')}`));
+      await assertBadInput(
+        new MockActivityEnvironment().run(samplePairs, input),
+        new RegExp(
+          `${baseURL}/completions answered an unexpected shape .*${shape.slice(0, 12).replace(/[[\]{}]/g, '\\$&')}`,
+        ),
+      );
     } finally {
       server.close();
     }
@@ -120,9 +164,17 @@ test('analyzeRewards: a reward model answering non-JSON or the wrong shape is ba
   for (const [i, [body, pattern]] of cases.entries()) {
     const server = await serve(() => ({ body }));
     try {
-      await assertBadInput(new MockActivityEnvironment().run(analyzeRewards, {
-        runId: 'r', round: 1, roundDir: join(root, `rm-${i}`), pairsFile, rewardModel: { type: 'http' as const, url: `${urlOf(server)}/score` }, notify: [],
-      }), pattern);
+      await assertBadInput(
+        new MockActivityEnvironment().run(analyzeRewards, {
+          runId: 'r',
+          round: 1,
+          roundDir: join(root, `rm-${i}`),
+          pairsFile,
+          rewardModel: { type: 'http' as const, url: `${urlOf(server)}/score` },
+          notify: [],
+        }),
+        pattern,
+      );
     } finally {
       server.close();
     }
@@ -133,10 +185,33 @@ test('trainPolicy: an engine out of memory on a model too large for this machine
   const big = await model('big');
   const cfgFile = join(big, 'config.json');
   const cfg = JSON.parse(await readFile(cfgFile, 'utf8')) as Record<string, unknown>;
-  await writeFile(cfgFile, JSON.stringify({ ...cfg, n_embd: 16384, n_head: 16, n_layer: 200, n_positions: 8192, vocab_size: 50257 }));
+  await writeFile(
+    cfgFile,
+    JSON.stringify({
+      ...cfg,
+      n_embd: 16384,
+      n_head: 16,
+      n_layer: 200,
+      n_positions: 8192,
+      vocab_size: 50257,
+    }),
+  );
   const dataFile = join(root, 'train.bin');
-  await writeTokData(dataFile, { kind: 'preference', records: [{ prompt: [1, 2], chosen: [3], rejected: [4] }] });
-  await assertBadInput(new MockActivityEnvironment().run(trainPolicy, {
-    runId: 'r', round: 1, roundDir: join(root, 'train'), referenceModelDir: big, dataFile, training, learningRate: 1e-3, notify: [],
-  }), /big\/config\.json: training this model needs at least \d+\.\d GiB \(n_embd 16384, n_layer 200.*this machine has \d/);
+  await writeTokData(dataFile, {
+    kind: 'preference',
+    records: [{ prompt: [1, 2], chosen: [3], rejected: [4] }],
+  });
+  await assertBadInput(
+    new MockActivityEnvironment().run(trainPolicy, {
+      runId: 'r',
+      round: 1,
+      roundDir: join(root, 'train'),
+      referenceModelDir: big,
+      dataFile,
+      training,
+      learningRate: 1e-3,
+      notify: [],
+    }),
+    /big\/config\.json: training this model needs at least \d+\.\d GiB \(n_embd 16384, n_layer 200.*this machine has \d/,
+  );
 });

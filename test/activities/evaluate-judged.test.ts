@@ -16,7 +16,9 @@ import { SamplerPool } from '../../activities/index.ts';
 import { initPolicy } from '../../activities/train.ts';
 import { judgedSummary, runJudgedEval } from '../../activities/evaluate-judged.ts';
 import type {
-  EvaluateJudgedInput, GradingEvalResult, PairwiseEvalResult,
+  EvaluateJudgedInput,
+  GradingEvalResult,
+  PairwiseEvalResult,
 } from '../../contracts/activities.ts';
 import {
   labelProbability,
@@ -201,10 +203,9 @@ test('pairwise, embedded judge: label log-probs, both orders, cached on resume',
     maxTokens: 16,
     prompts: { pairwise: judgePrompt },
   });
-  const res = (await runJudgedEval(
-    await input('base', pairwiseSet, judge),
-    { samplers },
-  )) as PairwiseEvalResult;
+  const res = (await runJudgedEval(await input('base', pairwiseSet, judge), {
+    samplers,
+  })) as PairwiseEvalResult;
   assert.equal(res.count, 6);
   assert.deepEqual(res.sources, { logprobs: 6 });
   assert.equal(res.unparsable, 0);
@@ -239,10 +240,9 @@ test('pairwise, embedded judge: label log-probs, both orders, cached on resume',
   );
 
   // Another label with the same answers (same model): every verdict comes from the cache.
-  const again = (await runJudgedEval(
-    await input('round-1', pairwiseSet, judge),
-    { samplers },
-  )) as PairwiseEvalResult;
+  const again = (await runJudgedEval(await input('round-1', pairwiseSet, judge), {
+    samplers,
+  })) as PairwiseEvalResult;
   assert.equal(again.cost.judge.requests, 0);
   assert.equal(again.cost.judge.cached, 12);
   assert.equal(again.winRate, res.winRate);
@@ -261,46 +261,49 @@ test('pairwise, embedded judge: label log-probs, both orders, cached on resume',
 async function hostedJudge() {
   const seen: { auth?: string; prompt: string }[] = [];
   let failNext = true;
-  const server = createServer((req: IncomingMessage, res) => void (async () => {
-    let body = '';
-    for await (const c of req) body += c;
-    const { messages } = JSON.parse(body) as { messages: { content: string }[] };
-    const prompt = messages[0].content;
-    seen.push({ auth: req.headers.authorization, prompt });
-    if (req.headers.authorization !== 'Bearer sekret') {
-      res
-        .writeHead(401, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ error: { message: 'bad key' } }));
-      return;
-    }
-    if (failNext) {
-      failNext = false;
-      res.writeHead(503).end('busy');
-      return;
-    }
-    let text: string;
-    const pair = /Answer A:\n([\s\S]*?)\n\nAnswer B:\n([\s\S]*?)\n\nReply/.exec(prompt);
-    if (pair) text = pair[2].length > pair[1].length ? 'B' : 'A';
-    else if (prompt.includes('no rating here')) text = 'I cannot rate this.';
-    else text = `Fine work. Rating: [[${prompt.includes('Reference answer') ? 3 : 7}]]`;
-    res.writeHead(200, { 'content-type': 'application/json' }).end(
-      JSON.stringify({
-        id: 'x',
-        object: 'chat.completion',
-        created: 0,
-        model: 'judge',
-        choices: [
-          {
-            index: 0,
-            message: { role: 'assistant', content: text },
-            finish_reason: 'stop',
-            logprobs: null,
-          },
-        ],
-        usage: { prompt_tokens: 100, completion_tokens: 5, total_tokens: 105 },
-      }),
-    );
-  })());
+  const server = createServer(
+    (req: IncomingMessage, res) =>
+      void (async () => {
+        let body = '';
+        for await (const c of req) body += c;
+        const { messages } = JSON.parse(body) as { messages: { content: string }[] };
+        const prompt = messages[0].content;
+        seen.push({ auth: req.headers.authorization, prompt });
+        if (req.headers.authorization !== 'Bearer sekret') {
+          res
+            .writeHead(401, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ error: { message: 'bad key' } }));
+          return;
+        }
+        if (failNext) {
+          failNext = false;
+          res.writeHead(503).end('busy');
+          return;
+        }
+        let text: string;
+        const pair = /Answer A:\n([\s\S]*?)\n\nAnswer B:\n([\s\S]*?)\n\nReply/.exec(prompt);
+        if (pair) text = pair[2].length > pair[1].length ? 'B' : 'A';
+        else if (prompt.includes('no rating here')) text = 'I cannot rate this.';
+        else text = `Fine work. Rating: [[${prompt.includes('Reference answer') ? 3 : 7}]]`;
+        res.writeHead(200, { 'content-type': 'application/json' }).end(
+          JSON.stringify({
+            id: 'x',
+            object: 'chat.completion',
+            created: 0,
+            model: 'judge',
+            choices: [
+              {
+                index: 0,
+                message: { role: 'assistant', content: text },
+                finish_reason: 'stop',
+                logprobs: null,
+              },
+            ],
+            usage: { prompt_tokens: 100, completion_tokens: 5, total_tokens: 105 },
+          }),
+        );
+      })(),
+  );
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/v1`;
   return { url, seen, close: () => new Promise((r) => server.close(r)) };
@@ -351,10 +354,9 @@ test('hosted judge, no logprobs: text verdicts, retried 503, env key, grading', 
       file: questions,
       temperatures: {},
     };
-    const g = (await runJudgedEval(
-      await input('base', grading, judge),
-      { samplers },
-    )) as GradingEvalResult;
+    const g = (await runJudgedEval(await input('base', grading, judge), {
+      samplers,
+    })) as GradingEvalResult;
     assert.equal(g.questions, 3);
     assert.equal(g.turns, 3);
     assert.equal(g.unparsable, 1);
@@ -372,10 +374,9 @@ test('hosted judge, no logprobs: text verdicts, retried 503, env key, grading', 
     process.env.OPSR_TEST_JUDGE_KEY = 'wrong';
     // A new set name: new answers, so verdicts the cache does not hold.
     await assert.rejects(
-      runJudgedEval(
-        await input('round-2', { ...pairwiseSet, name: 'hosted-2' }, judge),
-        { samplers },
-      ),
+      runJudgedEval(await input('round-2', { ...pairwiseSet, name: 'hosted-2' }, judge), {
+        samplers,
+      }),
       (err: Error & { type?: string }) =>
         err.type === 'BadInput' && /judge j .* answered HTTP 401/.test(err.message),
     );

@@ -55,15 +55,32 @@ before(async () => {
   expected = JSON.parse(execFileSync(PYTHON, args, { encoding: 'utf8' }));
   const port = await freePort();
   const v = cpuVllm(port, ['--runner', 'pooling', '--served-model-name', 'rm']);
-  const serve = ['-m', v.module, '--model', rmDir, '--host', v.host, '--port', String(port), ...v.args];
+  const serve = [
+    '-m',
+    v.module,
+    '--model',
+    rmDir,
+    '--host',
+    v.host,
+    '--port',
+    String(port),
+    ...v.args,
+  ];
   server = spawn(v.executable, serve, {
-    env: { ...process.env, ...v.env }, stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...v.env },
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
   let tail = '';
   server.stderr!.on('data', (d: Buffer) => (tail = (tail + d.toString()).slice(-3000)));
   baseURL = `http://127.0.0.1:${port}/v1`;
   for (const deadline = Date.now() + v.startupTimeoutS * 1000; ;) {
-    if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
+    if (
+      await fetch(`http://127.0.0.1:${port}/health`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      break;
     if (server.exitCode !== null || Date.now() > deadline) {
       throw new Error(`vLLM (pooling) did not start: ${tail}`);
     }
@@ -84,10 +101,21 @@ async function score(rewardModel: RewardModelConfig, dir: string) {
   await mkdir(roundDir);
   const pairsFile = join(roundDir, 'pairs.jsonl');
   const answer = (text: string) => ({ text, finish_reason: 'stop', tokens: 3, seed: 0 });
-  await writeFile(pairsFile, PAIRS.map((p, index) => JSON.stringify({
-    index, round: 1, prompt: p.prompt, chosen: answer(p.chosen), rejected: answer(p.rejected),
-    chosenScore: 10, rejectedScore: 3, seed: 0,
-  })).join('\n') + '\n');
+  await writeFile(
+    pairsFile,
+    PAIRS.map((p, index) =>
+      JSON.stringify({
+        index,
+        round: 1,
+        prompt: p.prompt,
+        chosen: answer(p.chosen),
+        rejected: answer(p.rejected),
+        chosenScore: 10,
+        rejectedScore: 3,
+        seed: 0,
+      }),
+    ).join('\n') + '\n',
+  );
   const input = { runId: 'rm', round: 1, roundDir, pairsFile, rewardModel, notify: [] };
   const env = new MockActivityEnvironment();
   const summary = await (env.run(analyzeRewards, input) as Promise<RewardSummary>);
@@ -95,11 +123,21 @@ async function score(rewardModel: RewardModelConfig, dir: string) {
   return readJsonl<{ chosen: number; rejected: number }>(summary.rewardsFile);
 }
 
-test('analyzeRewards through vLLM /classify and /pooling: transformers\' scores', async () => {
-  assert.equal(new Set(expected.map((x) => x.toFixed(3))).size, expected.length, `distinct: ${expected.join(',')}`);
-  for (const [type, dir] of [['vllm-classify', 'classify'], ['vllm-pooling', 'pooling']] as const) {
+test("analyzeRewards through vLLM /classify and /pooling: transformers' scores", async () => {
+  assert.equal(
+    new Set(expected.map((x) => x.toFixed(3))).size,
+    expected.length,
+    `distinct: ${expected.join(',')}`,
+  );
+  for (const [type, dir] of [
+    ['vllm-classify', 'classify'],
+    ['vllm-pooling', 'pooling'],
+  ] as const) {
     const activation = type === 'vllm-classify' ? { useActivation: false } : {};
-    const rows = await score({ type, baseURL, model: 'rm', ...activation } as RewardModelConfig, dir);
+    const rows = await score(
+      { type, baseURL, model: 'rm', ...activation } as RewardModelConfig,
+      dir,
+    );
     const got = rows.flatMap((r) => [r.chosen, r.rejected]);
     for (let i = 0; i < got.length; i++) {
       const tolerance = 1e-3 * Math.max(1, Math.abs(expected[i]));

@@ -22,7 +22,8 @@ const samplers = new SamplerPool();
 const { samplePairs } = createActivities({ samplers });
 
 // MockActivityEnvironment.run does not infer the result type from the activity.
-const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) => env.run(fn, i) as Promise<O>;
+const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) =>
+  env.run(fn, i) as Promise<O>;
 const REPO = join(import.meta.dirname, '..', '..');
 const ENGINE = join(REPO, 'engine', 'build', 'opsr-engine');
 const root = await mkdtemp(join(tmpdir(), 'opsr-act-sample-'));
@@ -35,13 +36,43 @@ before(async () => {
   const modelDir = join(root, 'model');
   const vocab = await writeTinyTokenizer(modelDir);
   const cfg = join(root, 'gpt2.json');
-  await writeFile(cfg, JSON.stringify({ n_embd: 32, n_layer: 2, n_head: 2, n_positions: 128, vocab_size: vocab, layer_norm_epsilon: 1e-5, n_inner: null, activation_function: 'gelu_new' }));
-  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '3'], { stdio: 'pipe' });
+  await writeFile(
+    cfg,
+    JSON.stringify({
+      n_embd: 32,
+      n_layer: 2,
+      n_head: 2,
+      n_positions: 128,
+      vocab_size: vocab,
+      layer_norm_epsilon: 1e-5,
+      n_inner: null,
+      activation_function: 'gelu_new',
+    }),
+  );
+  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '3'], {
+    stdio: 'pipe',
+  });
   const prompts = join(root, 'prompts.jsonl');
-  await writeFile(prompts, Array.from({ length: N }, (_, i) => JSON.stringify({ prompt: `Sort the digits: ${i} ${9 - i} 4` })).join('\n') + '\n');
+  await writeFile(
+    prompts,
+    Array.from({ length: N }, (_, i) =>
+      JSON.stringify({ prompt: `Sort the digits: ${i} ${9 - i} 4` }),
+    ).join('\n') + '\n',
+  );
   config = parseRunConfig({
-    model: modelDir, storage: join(root, 'store'), prompts: { file: prompts },
-    sampling: { lifecycle: 'embedded', maxTokens: 6, temperature: 1.0, topP: 1, seed: 11, shardSize: 3, concurrency: 4, embedded: { threads: 1 } },
+    model: modelDir,
+    storage: join(root, 'store'),
+    prompts: { file: prompts },
+    sampling: {
+      lifecycle: 'embedded',
+      maxTokens: 6,
+      temperature: 1.0,
+      topP: 1,
+      seed: 11,
+      shardSize: 3,
+      concurrency: 4,
+      embedded: { threads: 1 },
+    },
   });
   const prep = await prepareRun({ runId: 'sample-test', config });
   promptsFile = prep.promptsFile;
@@ -53,8 +84,16 @@ after(async () => {
 });
 
 const input = (roundDir: string): SamplePairsInput => ({
-  runId: 'sample-test', round: 1, roundDir, promptsFile, endpoint, sampling: config.sampling,
-  prefixes: config.prefixes, chosenScore: 10, rejectedScore: 3, notify: [],
+  runId: 'sample-test',
+  round: 1,
+  roundDir,
+  promptsFile,
+  endpoint,
+  sampling: config.sampling,
+  prefixes: config.prefixes,
+  chosenScore: 10,
+  rejectedScore: 3,
+  notify: [],
 });
 
 test('an interrupted sampling attempt resumes from its shards: same pairs as an uninterrupted run', async () => {
@@ -63,7 +102,10 @@ test('an interrupted sampling attempt resumes from its shards: same pairs as an 
   assert.equal(full.shards, 4);
   assert.equal(full.resumedShards, 0);
   const want = await readJsonl<SampleRecord>(full.samplesFile);
-  assert.deepEqual(want.map((r) => r.index), [...Array(N).keys()]);
+  assert.deepEqual(
+    want.map((r) => r.index),
+    [...Array(N).keys()],
+  );
   for (const r of want) {
     assert.equal(r.chosen.seed, deriveSeed(11, 1, r.index, 'chosen'));
     assert.equal(r.rejected.seed, deriveSeed(11, 1, r.index, 'rejected'));
@@ -86,8 +128,14 @@ test('an interrupted sampling attempt resumes from its shards: same pairs as an 
   });
   await assert.rejects(runIn(env, samplePairs, input(dir)));
   const lastDetails = last as { shardsDone: number; samplesDone: number };
-  assert.ok(lastDetails.shardsDone >= 2 && lastDetails.shardsDone < 4, `interrupted after ${lastDetails.shardsDone} shards`);
-  await assert.rejects(stat(join(dir, 'samples.jsonl')), 'no final file from an interrupted attempt');
+  assert.ok(
+    lastDetails.shardsDone >= 2 && lastDetails.shardsDone < 4,
+    `interrupted after ${lastDetails.shardsDone} shards`,
+  );
+  await assert.rejects(
+    stat(join(dir, 'samples.jsonl')),
+    'no final file from an interrupted attempt',
+  );
   const shard0 = join(dir, 'samples', 'shard-00000.jsonl');
   const mtime0 = (await stat(shard0)).mtimeMs;
   const body0 = await readFile(shard0, 'utf8');
@@ -98,11 +146,19 @@ test('an interrupted sampling attempt resumes from its shards: same pairs as an 
   retry.on('heartbeat', (d: { shardsDone: number }) => beats.push(d));
   const resumed = await runIn(retry, samplePairs, input(dir));
   assert.ok(resumed.resumedShards >= 2, `reused ${resumed.resumedShards} shards`);
-  assert.equal(beats[0].shardsDone, resumed.resumedShards, 'the retry starts counting from the shards on disk');
+  assert.equal(
+    beats[0].shardsDone,
+    resumed.resumedShards,
+    'the retry starts counting from the shards on disk',
+  );
   assert.equal((await stat(shard0)).mtimeMs, mtime0, 'a finished shard is not rewritten');
   assert.equal(await readFile(shard0, 'utf8'), body0);
   const got = await readJsonl<SampleRecord>(resumed.samplesFile);
-  assert.deepEqual(got.map((r) => r.index), [...Array(N).keys()], 'no duplicates, no gaps');
+  assert.deepEqual(
+    got.map((r) => r.index),
+    [...Array(N).keys()],
+    'no duplicates, no gaps',
+  );
   assert.deepEqual(got, want);
 
   // A third call finds the manifest and reuses the whole result.
@@ -113,11 +169,32 @@ test('an interrupted sampling attempt resumes from its shards: same pairs as an 
 
 test('prefixes: the template goes in front of a plain prompt or of the last user turn', () => {
   const t = config.prefixes.chosenTemplate;
-  assert.equal(prefixed({ index: 0, prompt: 'Sort the digits: 1 2' }, t, 10),
-    'Please produce a top-notch response that merits a perfect score of 10 out of 10. Sort the digits: 1 2');
-  const chat = prefixed({ index: 0, messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }, { role: 'assistant', content: 'd' }] }, config.prefixes.rejectedTemplate, 3);
-  assert.deepEqual(chat, [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' },
-    { role: 'user', content: 'Please produce a good response that merits a perfect score of 3 out of 10. c' }, { role: 'assistant', content: 'd' }]);
+  assert.equal(
+    prefixed({ index: 0, prompt: 'Sort the digits: 1 2' }, t, 10),
+    'Please produce a top-notch response that merits a perfect score of 10 out of 10. Sort the digits: 1 2',
+  );
+  const chat = prefixed(
+    {
+      index: 0,
+      messages: [
+        { role: 'user', content: 'a' },
+        { role: 'assistant', content: 'b' },
+        { role: 'user', content: 'c' },
+        { role: 'assistant', content: 'd' },
+      ],
+    },
+    config.prefixes.rejectedTemplate,
+    3,
+  );
+  assert.deepEqual(chat, [
+    { role: 'user', content: 'a' },
+    { role: 'assistant', content: 'b' },
+    {
+      role: 'user',
+      content: 'Please produce a good response that merits a perfect score of 3 out of 10. c',
+    },
+    { role: 'assistant', content: 'd' },
+  ]);
 });
 
 test('a run holds one embedded server, replaced when its policy changes; other runs keep theirs', async () => {
@@ -128,18 +205,33 @@ test('a run holds one embedded server, replaced when its policy changes; other r
   assert.equal(e2.modelDir, other);
   assert.notEqual(e2.baseURL, endpoint.baseURL);
   for (const e of [endpoint, e2]) {
-    const models = (await (await fetch(`${e.baseURL}/models`)).json()) as { data: { id: string }[] };
-    assert.deepEqual(models.data.map((m) => m.id), ['opsr-policy']);
+    const models = (await (await fetch(`${e.baseURL}/models`)).json()) as {
+      data: { id: string }[];
+    };
+    assert.deepEqual(
+      models.data.map((m) => m.id),
+      ['opsr-policy'],
+    );
   }
   // Runs on the same policy share its server; it closes after the last of them releases it.
-  assert.deepEqual(await samplers.ensure({ runId: 'arm-c', modelDir: other, sampling: config.sampling }), e2);
+  assert.deepEqual(
+    await samplers.ensure({ runId: 'arm-c', modelDir: other, sampling: config.sampling }),
+    e2,
+  );
   await samplers.release({ runId: 'arm-b', endpoint: e2 });
   assert.equal((await fetch(`${e2.baseURL}/models`)).status, 200);
   await samplers.release({ runId: 'arm-c', endpoint: e2 });
   await assert.rejects(fetch(`${e2.baseURL}/models`));
   // The first run moves on to the new policy: its old server is replaced.
-  const e3 = await samplers.ensure({ runId: 'sample-test', modelDir: other, sampling: config.sampling });
-  await assert.rejects(fetch(`${endpoint.baseURL}/models`), 'the previous policy\'s server is closed');
+  const e3 = await samplers.ensure({
+    runId: 'sample-test',
+    modelDir: other,
+    sampling: config.sampling,
+  });
+  await assert.rejects(
+    fetch(`${endpoint.baseURL}/models`),
+    "the previous policy's server is closed",
+  );
   assert.equal((await fetch(`${e3.baseURL}/models`)).status, 200);
   await samplers.release({ runId: 'sample-test', endpoint: e3 });
   await assert.rejects(fetch(`${e3.baseURL}/models`));

@@ -31,19 +31,33 @@ let promptsFile: string;
 before(async () => {
   const vocab = await writeTinyTokenizer(modelDir, { chatTemplate: true });
   const cfg = join(root, 'gpt2.json');
-  await writeFile(cfg, JSON.stringify({
-    n_embd: 16, n_layer: 1, n_head: 2, n_positions: 256, vocab_size: vocab, layer_norm_epsilon: 1e-5,
-    n_inner: null, activation_function: 'gelu_new',
-  }));
-  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '1'], { stdio: 'pipe' });
+  await writeFile(
+    cfg,
+    JSON.stringify({
+      n_embd: 16,
+      n_layer: 1,
+      n_head: 2,
+      n_positions: 256,
+      vocab_size: vocab,
+      layer_norm_epsilon: 1e-5,
+      n_inner: null,
+      activation_function: 'gelu_new',
+    }),
+  );
+  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '1'], {
+    stdio: 'pipe',
+  });
   const fake = join(REPO, 'test', 'helpers', 'fake-vllm.ts');
   await writeFile(fakeVllm, `#!/bin/sh\nexec "${process.execPath}" --import tsx "${fake}" "$@"\n`);
   await chmod(fakeVllm, 0o755);
   const prompts = join(root, 'prompts.jsonl');
   await writeFile(prompts, '{"prompt": "a"}\n{"prompt": "b"}\n');
   config = parseRunConfig({
-    model: modelDir, storage: join(root, 'store'), prompts: { file: prompts },
-    training: { maxLength: 256, maxPromptLength: 128 }, sampling: { maxTokens: 2 }, // tiny context
+    model: modelDir,
+    storage: join(root, 'store'),
+    prompts: { file: prompts },
+    training: { maxLength: 256, maxPromptLength: 128 },
+    sampling: { maxTokens: 2 }, // tiny context
   });
   promptsFile = (await prepareRun({ runId: 'broken', config })).promptsFile;
 });
@@ -56,9 +70,14 @@ after(async () => {
 // through sampling.vllm.env.
 async function brokenSampling(good: number, log: string): Promise<SamplingConfig> {
   return {
-    ...config.sampling, lifecycle: 'managed-vllm', maxTokens: 2,
+    ...config.sampling,
+    lifecycle: 'managed-vllm',
+    maxTokens: 2,
     vllm: {
-      ...config.sampling.vllm, executable: fakeVllm, port: await freePort(), startupTimeoutS: 60,
+      ...config.sampling.vllm,
+      executable: fakeVllm,
+      port: await freePort(),
+      startupTimeoutS: 60,
       env: { FAKE_VLLM_BROKEN: MESSAGE, FAKE_VLLM_GOOD: String(good), FAKE_VLLM_LOG: log },
     },
   };
@@ -80,8 +99,12 @@ const final = (e: Failure) => {
 test('health passes but generation fails: caught at start, restarted once, then final', async () => {
   const log = join(root, 'start.log');
   const sampling = await brokenSampling(0, log);
-  await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }),
-    retryable(/1-token completion answered HTTP 500: .*CPU Generator does not use offset.*next attempt/));
+  await assert.rejects(
+    samplers.ensure({ runId: 'r', modelDir, sampling }),
+    retryable(
+      /1-token completion answered HTTP 500: .*CPU Generator does not use offset.*next attempt/,
+    ),
+  );
   await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }), final);
   const launches = await readJsonl<{ pid: number }>(log);
   assert.equal(launches.length, 2, 'one restart, no retry loop');
@@ -93,11 +116,21 @@ test('a server that breaks while sampling fails the attempt; the restarted one f
   const sampling = await brokenSampling(1, log); // the probe passes, sampling gets 500s
   const endpoint = await samplers.ensure({ runId: 'r', modelDir, sampling });
   const input = {
-    runId: 'broken', round: 1, roundDir: join(root, 'round-1'), promptsFile, endpoint, sampling,
-    prefixes: config.prefixes, chosenScore: 10, rejectedScore: 3, notify: [],
+    runId: 'broken',
+    round: 1,
+    roundDir: join(root, 'round-1'),
+    promptsFile,
+    endpoint,
+    sampling,
+    prefixes: config.prefixes,
+    chosenScore: 10,
+    rejectedScore: 3,
+    notify: [],
   };
-  await assert.rejects(new MockActivityEnvironment().run(samplePairs, input),
-    retryable(/server failed \(500 .*CPU Generator does not use offset\); stopped/));
+  await assert.rejects(
+    new MockActivityEnvironment().run(samplePairs, input),
+    retryable(/server failed \(500 .*CPU Generator does not use offset\); stopped/),
+  );
   await assert.rejects(new MockActivityEnvironment().run(samplePairs, input), final);
   const launches = await readJsonl<{ pid: number }>(log);
   assert.equal(launches.length, 2);

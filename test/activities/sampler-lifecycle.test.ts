@@ -25,7 +25,8 @@ const samplers = new SamplerPool();
 const { evaluatePolicy, samplePairs } = createActivities({ samplers });
 
 // MockActivityEnvironment.run does not infer the result type from the activity.
-const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) => env.run(fn, i) as Promise<O>;
+const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) =>
+  env.run(fn, i) as Promise<O>;
 const REPO = join(import.meta.dirname, '..', '..');
 const ENGINE = join(REPO, 'engine', 'build', 'opsr-engine');
 const root = await mkdtemp(join(tmpdir(), 'opsr-act-sampler-'));
@@ -33,7 +34,11 @@ const modelDir = join(root, 'model');
 const vllmLog = join(root, 'vllm.log');
 const fakeVllm = join(root, 'vllm');
 let base: RunConfig;
-const PROMPTS = [[3, 1, 2], [1, 2, 3, 4], [5, 6, 7]].map((digits, i) => promptText({ op: OPERATIONS[i % OPERATIONS.length], digits }));
+const PROMPTS = [
+  [3, 1, 2],
+  [1, 2, 3, 4],
+  [5, 6, 7],
+].map((digits, i) => promptText({ op: OPERATIONS[i % OPERATIONS.length], digits }));
 
 async function freePort(): Promise<number> {
   const srv = createServer();
@@ -42,20 +47,53 @@ async function freePort(): Promise<number> {
   await new Promise((r) => srv.close(r));
   return port;
 }
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 before(async () => {
   const vocab = await writeTinyTokenizer(modelDir, { chatTemplate: true });
   const cfg = join(root, 'gpt2.json');
-  await writeFile(cfg, JSON.stringify({ n_embd: 32, n_layer: 2, n_head: 2, n_positions: 256, vocab_size: vocab, layer_norm_epsilon: 1e-5, n_inner: null, activation_function: 'gelu_new' }));
-  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '9'], { stdio: 'pipe' });
-  await writeFile(fakeVllm, `#!/bin/sh\nexec "${process.execPath}" --import tsx "${join(REPO, 'test', 'helpers', 'fake-vllm.ts')}" "$@"\n`);
+  await writeFile(
+    cfg,
+    JSON.stringify({
+      n_embd: 32,
+      n_layer: 2,
+      n_head: 2,
+      n_positions: 256,
+      vocab_size: vocab,
+      layer_norm_epsilon: 1e-5,
+      n_inner: null,
+      activation_function: 'gelu_new',
+    }),
+  );
+  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '9'], {
+    stdio: 'pipe',
+  });
+  await writeFile(
+    fakeVllm,
+    `#!/bin/sh\nexec "${process.execPath}" --import tsx "${join(REPO, 'test', 'helpers', 'fake-vllm.ts')}" "$@"\n`,
+  );
   await chmod(fakeVllm, 0o755);
   const prompts = join(root, 'eval.jsonl');
   await writeFile(prompts, PROMPTS.map((p) => JSON.stringify({ prompt: p })).join('\n') + '\n');
   base = parseRunConfig({
-    model: modelDir, prompts: { file: prompts }, storage: join(root, 'store'),
-    sampling: { lifecycle: 'embedded', api: 'chat', maxTokens: 5, temperature: 0, seed: 2, embedded: { threads: 1 } },
+    model: modelDir,
+    prompts: { file: prompts },
+    storage: join(root, 'store'),
+    sampling: {
+      lifecycle: 'embedded',
+      api: 'chat',
+      maxTokens: 5,
+      temperature: 0,
+      seed: 2,
+      embedded: { threads: 1 },
+    },
     rewardModel: { type: 'builtin', name: 'digits' },
     evaluation: { prompts: { file: prompts }, prefixCurve: true, prefixScores: [1, 10] },
   });
@@ -67,16 +105,46 @@ after(async () => {
 
 test('managed-vllm: vllm serve with the policy dir, replaced when the policy changes, stopped on release', async () => {
   const port = await freePort();
-  const sampling = { ...base.sampling, lifecycle: 'managed-vllm' as const, vllm: { ...base.sampling.vllm, executable: fakeVllm, port, args: ['--max-model-len', '256'], startupTimeoutS: 60 } };
+  const sampling = {
+    ...base.sampling,
+    lifecycle: 'managed-vllm' as const,
+    vllm: {
+      ...base.sampling.vllm,
+      executable: fakeVllm,
+      port,
+      args: ['--max-model-len', '256'],
+      startupTimeoutS: 60,
+    },
+  };
   process.env.FAKE_VLLM_LOG = vllmLog;
   const e1 = await samplers.ensure({ runId: 'r', modelDir, sampling });
   assert.equal(e1.baseURL, `http://127.0.0.1:${port}/v1`);
   assert.equal(e1.lifecycle, 'managed-vllm');
   const [first] = await readJsonl<{ pid: number; argv: string[] }>(vllmLog);
-  assert.deepEqual(first.argv, ['serve', modelDir, '--served-model-name', 'opsr-policy', '--host', '127.0.0.1', '--port', String(port), '--generation-config', 'vllm', '--max-model-len', '256']);
+  assert.deepEqual(first.argv, [
+    'serve',
+    modelDir,
+    '--served-model-name',
+    'opsr-policy',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--generation-config',
+    'vllm',
+    '--max-model-len',
+    '256',
+  ]);
   const models = (await (await fetch(`${e1.baseURL}/models`)).json()) as { data: { id: string }[] };
-  assert.deepEqual(models.data.map((m) => m.id), ['opsr-policy']);
-  assert.deepEqual(await samplers.ensure({ runId: 'r', modelDir, sampling }), e1, 'same policy: same server');
+  assert.deepEqual(
+    models.data.map((m) => m.id),
+    ['opsr-policy'],
+  );
+  assert.deepEqual(
+    await samplers.ensure({ runId: 'r', modelDir, sampling }),
+    e1,
+    'same policy: same server',
+  );
   assert.equal((await readJsonl(vllmLog)).length, 1);
 
   const next = join(root, 'model-next');
@@ -85,7 +153,7 @@ test('managed-vllm: vllm serve with the policy dir, replaced when the policy cha
   const launches = await readJsonl<{ pid: number; argv: string[] }>(vllmLog);
   assert.equal(launches.length, 2);
   assert.equal(launches[1].argv[1], next);
-  assert.equal(alive(first.pid), false, 'the previous policy\'s server was stopped');
+  assert.equal(alive(first.pid), false, "the previous policy's server was stopped");
   assert.equal(e2.modelDir, next);
   await samplers.release({ runId: 'r', endpoint: e2 });
   assert.equal(alive(launches[1].pid), false, 'released');
@@ -93,10 +161,36 @@ test('managed-vllm: vllm serve with the policy dir, replaced when the policy cha
 
 test('managed-vllm: a server a dead worker left on the port is stopped; a foreign one is refused', async () => {
   const port = await freePort();
-  const sampling = { ...base.sampling, lifecycle: 'managed-vllm' as const, vllm: { ...base.sampling.vllm, executable: fakeVllm, port, startupTimeoutS: 60 } };
+  const sampling = {
+    ...base.sampling,
+    lifecycle: 'managed-vllm' as const,
+    vllm: { ...base.sampling.vllm, executable: fakeVllm, port, startupTimeoutS: 60 },
+  };
   // What a worker killed with SIGKILL leaves behind: its vLLM still serving, and the pid file.
-  const leftover = spawn(fakeVllm, ['serve', modelDir, '--served-model-name', 'opsr-policy', '--host', '127.0.0.1', '--port', String(port)], { stdio: 'ignore' });
-  for (let i = 0; i < 200 && !(await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
+  const leftover = spawn(
+    fakeVllm,
+    [
+      'serve',
+      modelDir,
+      '--served-model-name',
+      'opsr-policy',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+    ],
+    { stdio: 'ignore' },
+  );
+  for (
+    let i = 0;
+    i < 200 &&
+    !(await fetch(`http://127.0.0.1:${port}/health`).then(
+      (r) => r.ok,
+      () => false,
+    ));
+    i++
+  )
+    await new Promise((r) => setTimeout(r, 100));
   await recordPid(join(tmpdir(), `opsr-vllm-${port}.pid`), leftover.pid!);
   const e = await samplers.ensure({ runId: 'r', modelDir, sampling });
   assert.equal(alive(leftover.pid!), false, 'the leftover server was stopped');
@@ -107,7 +201,10 @@ test('managed-vllm: a server a dead worker left on the port is stopped; a foreig
   const foreign = createHttpServer((_, res) => res.end('ok'));
   await new Promise<void>((r) => foreign.listen(port, '127.0.0.1', r));
   try {
-    await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }), /sampling.vllm.port \d+ is already served by another process/);
+    await assert.rejects(
+      samplers.ensure({ runId: 'r', modelDir, sampling }),
+      /sampling.vllm.port \d+ is already served by another process/,
+    );
   } finally {
     await new Promise((r) => foreign.close(r));
   }
@@ -117,17 +214,39 @@ test('managed-vllm that exits at once fails with its stderr', async () => {
   const broken = join(root, 'broken-vllm');
   await writeFile(broken, '#!/bin/sh\necho "CUDA not available" >&2\nexit 1\n');
   await chmod(broken, 0o755);
-  const sampling = { ...base.sampling, lifecycle: 'managed-vllm' as const, vllm: { ...base.sampling.vllm, executable: broken, port: await freePort(), startupTimeoutS: 30 } };
-  await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }), /exited.*CUDA not available/);
+  const sampling = {
+    ...base.sampling,
+    lifecycle: 'managed-vllm' as const,
+    vllm: {
+      ...base.sampling.vllm,
+      executable: broken,
+      port: await freePort(),
+      startupTimeoutS: 30,
+    },
+  };
+  await assert.rejects(
+    samplers.ensure({ runId: 'r', modelDir, sampling }),
+    /exited.*CUDA not available/,
+  );
 });
 
 test('external: the configured server must serve the configured model', async () => {
   const server = await startServer({ modelDir, servedModelName: 'tiny', threads: 1 });
   try {
-    const ok = await samplers.ensure({ runId: 'r', modelDir, sampling: { ...base.sampling, lifecycle: 'external', baseURL: server.url, model: 'tiny' } });
+    const ok = await samplers.ensure({
+      runId: 'r',
+      modelDir,
+      sampling: { ...base.sampling, lifecycle: 'external', baseURL: server.url, model: 'tiny' },
+    });
     assert.deepEqual(ok, { lifecycle: 'external', baseURL: server.url, model: 'tiny', modelDir });
-    await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling: { ...base.sampling, lifecycle: 'external', baseURL: server.url, model: 'other' } }),
-      /sampling.model "other" is not served .*served: tiny/);
+    await assert.rejects(
+      samplers.ensure({
+        runId: 'r',
+        modelDir,
+        sampling: { ...base.sampling, lifecycle: 'external', baseURL: server.url, model: 'other' },
+      }),
+      /sampling.model "other" is not served .*served: tiny/,
+    );
   } finally {
     await server.close();
   }
@@ -137,18 +256,36 @@ test('evaluatePolicy: greedy chat answers scored by the builtin scorer, prefix c
   const endpoint = await samplers.ensure({ runId: 'r', modelDir, sampling: base.sampling });
   const runDir = join(root, 'store', 'runs', 'r');
   const inp = {
-    runId: 'r', label: 'base', runDir, endpoint, evaluation: base.evaluation!, sampling: base.sampling,
-    prefixes: base.prefixes, rewardModel: base.rewardModel!, prefixCurve: true, notify: [],
+    runId: 'r',
+    label: 'base',
+    runDir,
+    endpoint,
+    evaluation: base.evaluation!,
+    sampling: base.sampling,
+    prefixes: base.prefixes,
+    rewardModel: base.rewardModel!,
+    prefixCurve: true,
+    notify: [],
   };
   const res = await runIn(new MockActivityEnvironment(), evaluatePolicy, inp);
   assert.equal(res.count, 3);
   assert.equal(res.file, join(runDir, 'eval', 'base', 'results.json'));
-  const rows = await readJsonl<{ index: number; side: string; text: string; reward: number }>(join(runDir, 'eval', 'base', 'answers.jsonl'));
+  const rows = await readJsonl<{ index: number; side: string; text: string; reward: number }>(
+    join(runDir, 'eval', 'base', 'answers.jsonl'),
+  );
   assert.equal(rows.length, 9);
-  for (const r of rows) assert.equal(r.reward, getBuiltinScorer('digits')!(PROMPTS[r.index], r.text), 'scored against the unprefixed prompt');
+  for (const r of rows)
+    assert.equal(
+      r.reward,
+      getBuiltinScorer('digits')!(PROMPTS[r.index], r.text),
+      'scored against the unprefixed prompt',
+    );
   const plain = rows.filter((r) => r.side === 'plain');
   assert.equal(res.meanReward, plain.reduce((a, r) => a + r.reward, 0) / 3);
-  assert.deepEqual(res.prefixCurve!.map((p) => p.score), [1, 10]);
+  assert.deepEqual(
+    res.prefixCurve!.map((p) => p.score),
+    [1, 10],
+  );
   for (const p of res.prefixCurve!) {
     const side = rows.filter((r) => r.side === `prefix-${p.score}`);
     assert.equal(side.length, 3);
@@ -162,25 +299,57 @@ test('evaluatePolicy: greedy chat answers scored by the builtin scorer, prefix c
 test('with a chat template, the completions API renders prompts exactly as the chat API does', async () => {
   const prompts = join(root, 'chat-prompts.jsonl');
   const chats = [
-    [{ role: 'system', content: 'Answer with digits.' }, { role: 'user', content: PROMPTS[0] }],
-    [{ role: 'user', content: PROMPTS[1] }, { role: 'assistant', content: '1 2' }, { role: 'user', content: PROMPTS[2] }],
+    [
+      { role: 'system', content: 'Answer with digits.' },
+      { role: 'user', content: PROMPTS[0] },
+    ],
+    [
+      { role: 'user', content: PROMPTS[1] },
+      { role: 'assistant', content: '1 2' },
+      { role: 'user', content: PROMPTS[2] },
+    ],
   ];
   // Chats, and a plain prompt (one user turn through the template).
-  await writeFile(prompts, [...chats.map((messages) => ({ messages })), { prompt: PROMPTS[1] }].map((r) => JSON.stringify(r)).join('\n') + '\n');
+  await writeFile(
+    prompts,
+    [...chats.map((messages) => ({ messages })), { prompt: PROMPTS[1] }]
+      .map((r) => JSON.stringify(r))
+      .join('\n') + '\n',
+  );
   const { prepareRun } = await import('../../activities/prepare.ts');
   const results: SampleRecord[][] = [];
   for (const api of ['chat', 'completions'] as const) {
-    const config = parseRunConfig({ ...base, runId: undefined, prompts: { file: prompts }, sampling: { ...base.sampling, api } });
+    const config = parseRunConfig({
+      ...base,
+      runId: undefined,
+      prompts: { file: prompts },
+      sampling: { ...base.sampling, api },
+    });
     const prep = await prepareRun({ runId: `chat-${api}`, config });
     const endpoint = await samplers.ensure({ runId: 'r', modelDir, sampling: config.sampling });
     const out = await runIn(new MockActivityEnvironment(), samplePairs, {
-      runId: `chat-${api}`, round: 2, roundDir: join(prep.runDir, 'round-2'), promptsFile: prep.promptsFile, endpoint,
-      sampling: config.sampling, prefixes: config.prefixes, chosenScore: 10, rejectedScore: 5, notify: [],
+      runId: `chat-${api}`,
+      round: 2,
+      roundDir: join(prep.runDir, 'round-2'),
+      promptsFile: prep.promptsFile,
+      endpoint,
+      sampling: config.sampling,
+      prefixes: config.prefixes,
+      chosenScore: 10,
+      rejectedScore: 5,
+      notify: [],
     });
     results.push(await readJsonl<SampleRecord>(out.samplesFile));
   }
   const [viaChat, viaCompletions] = results;
-  assert.deepEqual(viaChat.map((r) => r.messages ?? r.prompt), [...chats, PROMPTS[1]], 'samples keep the original prompt, without prefix');
-  assert.deepEqual(viaCompletions.map((r) => [r.chosen.text, r.rejected.text]), viaChat.map((r) => [r.chosen.text, r.rejected.text]));
+  assert.deepEqual(
+    viaChat.map((r) => r.messages ?? r.prompt),
+    [...chats, PROMPTS[1]],
+    'samples keep the original prompt, without prefix',
+  );
+  assert.deepEqual(
+    viaCompletions.map((r) => [r.chosen.text, r.rejected.text]),
+    viaChat.map((r) => [r.chosen.text, r.rejected.text]),
+  );
   assert.ok(viaChat.every((r) => r.chosen.tokens >= 1));
 });

@@ -28,7 +28,11 @@ import { cpuVllm, freePort, greedy, processTree, waitGone } from '../helpers/vll
 const root = await mkdtemp(join(tmpdir(), 'opsr-vllm-'));
 const base = join(root, 'base');
 const trained = join(root, 'train', 'final');
-const PROMPTS = [[72, 101, 108], [40, 32, 97, 109], [84, 104, 101, 32, 99]];
+const PROMPTS = [
+  [72, 101, 108],
+  [40, 32, 97, 109],
+  [84, 104, 101, 32, 99],
+];
 const NEW_TOKENS = 8;
 let config: RunConfig;
 let promptsFile: string;
@@ -37,27 +41,69 @@ let port: number;
 before(async () => {
   const vocab = await writeTinyTokenizer(base, { chatTemplate: true });
   const cfg = join(root, 'gpt2.json');
-  await writeFile(cfg, JSON.stringify({
-    n_embd: 64, n_layer: 2, n_head: 2, n_positions: 256, vocab_size: vocab, layer_norm_epsilon: 1e-5,
-    n_inner: null, activation_function: 'gelu_new',
-  }));
+  await writeFile(
+    cfg,
+    JSON.stringify({
+      n_embd: 64,
+      n_layer: 2,
+      n_head: 2,
+      n_positions: 256,
+      vocab_size: vocab,
+      layer_norm_epsilon: 1e-5,
+      n_inner: null,
+      activation_function: 'gelu_new',
+    }),
+  );
   execFileSync(ENGINE, ['init', '--config', cfg, '--out', base, '--seed', '5'], { stdio: 'pipe' });
   // Round k's training: SFT that moves the weights far enough to change every log-prob.
   const data = join(root, 'sft.bin');
-  await writeSftData(data, PROMPTS.map((p, i) => ({ prompt: p, response: [100 + i, 110, 120 + i, 46] })));
-  execFileSync(ENGINE, [
-    'train', '--model', base, '--data', data, '--out', join(root, 'train'), '--loss', 'sft', '--lr', '3e-3',
-    '--max-steps', '20', '--threads', '1',
-  ], { stdio: 'pipe' });
+  await writeSftData(
+    data,
+    PROMPTS.map((p, i) => ({ prompt: p, response: [100 + i, 110, 120 + i, 46] })),
+  );
+  execFileSync(
+    ENGINE,
+    [
+      'train',
+      '--model',
+      base,
+      '--data',
+      data,
+      '--out',
+      join(root, 'train'),
+      '--loss',
+      'sft',
+      '--lr',
+      '3e-3',
+      '--max-steps',
+      '20',
+      '--threads',
+      '1',
+    ],
+    { stdio: 'pipe' },
+  );
   const prompts = join(root, 'prompts.jsonl');
-  await writeFile(prompts, ['Sort 3 1 2', 'Add 4 5', 'Name a colour'].map((p) => JSON.stringify({ prompt: p })).join('\n') + '\n');
+  await writeFile(
+    prompts,
+    ['Sort 3 1 2', 'Add 4 5', 'Name a colour']
+      .map((p) => JSON.stringify({ prompt: p }))
+      .join('\n') + '\n',
+  );
   port = await freePort();
   config = parseRunConfig({
-    model: base, storage: join(root, 'store'), prompts: { file: prompts },
+    model: base,
+    storage: join(root, 'store'),
+    prompts: { file: prompts },
     training: { maxLength: 256, maxPromptLength: 192 }, // within the tiny model's context
     sampling: {
-      lifecycle: 'managed-vllm', perRequestSeeds: false, maxTokens: NEW_TOKENS, temperature: 1, topP: 1,
-      concurrency: 4, shardSize: 2, vllm: cpuVllm(port),
+      lifecycle: 'managed-vllm',
+      perRequestSeeds: false,
+      maxTokens: NEW_TOKENS,
+      temperature: 1,
+      topP: 1,
+      concurrency: 4,
+      shardSize: 2,
+      vllm: cpuVllm(port),
     },
   });
   promptsFile = (await prepareRun({ runId: 'vllm-test', config })).promptsFile;
@@ -71,9 +117,17 @@ after(async () => {
 let files = 0;
 async function engineLogps(dir: string, answers: number[][]): Promise<number[]> {
   const file = join(root, `lp-${files++}.bin`);
-  await writeSftData(file, PROMPTS.map((p, i) => ({ prompt: p, response: answers[i] })));
-  const out = execFileSync(ENGINE, ['logprobs', '--model', dir, '--data', file, '--threads', '1'], { encoding: 'utf8' });
-  return out.trim().split('\n').map((l) => JSON.parse(l).logp_sum as number);
+  await writeSftData(
+    file,
+    PROMPTS.map((p, i) => ({ prompt: p, response: answers[i] })),
+  );
+  const out = execFileSync(ENGINE, ['logprobs', '--model', dir, '--data', file, '--threads', '1'], {
+    encoding: 'utf8',
+  });
+  return out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l).logp_sum as number);
 }
 
 // The served weights are `dir`'s and not `other`'s: vLLM's greedy log-prob sums on the fixed
@@ -81,36 +135,73 @@ async function engineLogps(dir: string, answers: number[][]): Promise<number[]> 
 async function assertServes(e: SamplerEndpoint, dir: string, other: string) {
   const answers = await Promise.all(PROMPTS.map((p) => greedy(e.baseURL, e.model, p, NEW_TOKENS)));
   const served = answers.map((a) => a.logprobs.reduce((x, y) => x + y, 0));
-  const mine = await engineLogps(dir, answers.map((a) => a.tokens));
-  const theirs = await engineLogps(other, answers.map((a) => a.tokens));
+  const mine = await engineLogps(
+    dir,
+    answers.map((a) => a.tokens),
+  );
+  const theirs = await engineLogps(
+    other,
+    answers.map((a) => a.tokens),
+  );
   for (let i = 0; i < PROMPTS.length; i++) {
-    assert.ok(Math.abs(served[i] - mine[i]) < 1e-3, `prompt ${i}: vLLM ${served[i]} vs engine on ${dir} ${mine[i]}`);
-    assert.ok(Math.abs(served[i] - theirs[i]) > 0.05, `prompt ${i}: vLLM ${served[i]} vs engine on ${other} ${theirs[i]}`);
+    assert.ok(
+      Math.abs(served[i] - mine[i]) < 1e-3,
+      `prompt ${i}: vLLM ${served[i]} vs engine on ${dir} ${mine[i]}`,
+    );
+    assert.ok(
+      Math.abs(served[i] - theirs[i]) > 0.05,
+      `prompt ${i}: vLLM ${served[i]} vs engine on ${other} ${theirs[i]}`,
+    );
   }
 }
 
-const pidOf = async () => (JSON.parse(await readFile(join(tmpdir(), `opsr-vllm-${port}.pid`), 'utf8')) as { pid: number }).pid;
-const healthy = (baseURL: string) => fetch(baseURL.replace(/\/v1$/, '/health')).then((r) => r.ok, () => false);
+const pidOf = async () =>
+  (JSON.parse(await readFile(join(tmpdir(), `opsr-vllm-${port}.pid`), 'utf8')) as { pid: number })
+    .pid;
+const healthy = (baseURL: string) =>
+  fetch(baseURL.replace(/\/v1$/, '/health')).then(
+    (r) => r.ok,
+    () => false,
+  );
 
 test('managed vLLM: health, served name, samplePairs, hand-off to trained weights, no orphans', async () => {
   const e1 = await samplers.ensure({ runId: 'r', modelDir: base, sampling: config.sampling });
   assert.equal(e1.baseURL, `http://127.0.0.1:${port}/v1`);
   assert.equal(await healthy(e1.baseURL), true);
   const models = (await (await fetch(`${e1.baseURL}/models`)).json()) as { data: { id: string }[] };
-  assert.deepEqual(models.data.map((m) => m.id), ['opsr-policy']);
+  assert.deepEqual(
+    models.data.map((m) => m.id),
+    ['opsr-policy'],
+  );
   const tree1 = await processTree(await pidOf());
 
   const roundDir = join(root, 'store', 'runs', 'vllm-test', 'round-1');
   const res = await (new MockActivityEnvironment().run(samplePairs, {
-    runId: 'vllm-test', round: 1, roundDir, promptsFile, endpoint: e1, sampling: config.sampling,
-    prefixes: config.prefixes, chosenScore: 10, rejectedScore: 3, notify: [],
+    runId: 'vllm-test',
+    round: 1,
+    roundDir,
+    promptsFile,
+    endpoint: e1,
+    sampling: config.sampling,
+    prefixes: config.prefixes,
+    chosenScore: 10,
+    rejectedScore: 3,
+    notify: [],
   }) as Promise<SamplePairsResult>);
   assert.deepEqual([res.count, res.shards], [3, 2]);
   const recs = await readJsonl<SampleRecord>(res.samplesFile);
-  assert.deepEqual(recs.map((r) => r.index), [0, 1, 2]);
-  for (const r of recs) for (const side of [r.chosen, r.rejected]) assert.equal(side.tokens, NEW_TOKENS);
+  assert.deepEqual(
+    recs.map((r) => r.index),
+    [0, 1, 2],
+  );
+  for (const r of recs)
+    for (const side of [r.chosen, r.rejected]) assert.equal(side.tokens, NEW_TOKENS);
   const manifest = JSON.parse(await readFile(join(roundDir, 'samples.manifest.json'), 'utf8'));
-  assert.equal(manifest.data.reproducible, false, 'unseeded sampling is recorded as not reproducible');
+  assert.equal(
+    manifest.data.reproducible,
+    false,
+    'unseeded sampling is recorded as not reproducible',
+  );
 
   await assertServes(e1, base, trained);
   // Round k+1: the policy is round k's trained checkpoint; the old server goes, whole.
@@ -126,9 +217,13 @@ test('managed vLLM: health, served name, samplePairs, hand-off to trained weight
 
 test('a worker SIGKILLed while holding a managed vLLM server takes the server with it', async () => {
   const input = { runId: 'k', modelDir: trained, sampling: config.sampling };
-  const worker = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'test', 'helpers', 'hold-sampler.ts'), JSON.stringify(input)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const worker = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(REPO, 'test', 'helpers', 'hold-sampler.ts'), JSON.stringify(input)],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   const line = await new Promise<string>((resolve, reject) => {
     let out = '';
     worker.stdout.on('data', (d: Buffer) => {
@@ -162,27 +257,56 @@ print(json.dumps({"prompt": ids[0].tolist(), "tokens": toks, "logprobs": [torch.
 const samplers = new SamplerPool();
 const { samplePairs } = createActivities({ samplers });
 
-test('SmolLM2-135M-Instruct on vLLM: greedy log-probs equal transformers\', chat answers through samplePairs', {
-  skip: !existsSync(join(SMOLLM, 'config.json')) && `${SMOLLM} is absent (scripts/setup.sh test fetches it)`,
-}, async () => {
-  const sampling = { ...config.sampling, api: 'chat' as const, maxTokens: 12, temperature: 0.7, topP: 0.95 };
-  const endpoint = await samplers.ensure({ runId: 's', modelDir: SMOLLM, sampling });
-  try {
-    const hf = JSON.parse(execFileSync(PYTHON, ['-c', HF_GREEDY, SMOLLM, 'The capital of France is', '8'], { encoding: 'utf8' }));
-    const served = await greedy(endpoint.baseURL, endpoint.model, hf.prompt, 8);
-    assert.deepEqual(served.tokens, hf.tokens);
-    for (let i = 0; i < hf.tokens.length; i++) {
-      assert.ok(Math.abs(served.logprobs[i] - hf.logprobs[i]) < 2e-3, `token ${i}: vLLM ${served.logprobs[i]} vs transformers ${hf.logprobs[i]}`);
+test(
+  "SmolLM2-135M-Instruct on vLLM: greedy log-probs equal transformers', chat answers through samplePairs",
+  {
+    skip:
+      !existsSync(join(SMOLLM, 'config.json')) &&
+      `${SMOLLM} is absent (scripts/setup.sh test fetches it)`,
+  },
+  async () => {
+    const sampling = {
+      ...config.sampling,
+      api: 'chat' as const,
+      maxTokens: 12,
+      temperature: 0.7,
+      topP: 0.95,
+    };
+    const endpoint = await samplers.ensure({ runId: 's', modelDir: SMOLLM, sampling });
+    try {
+      const hf = JSON.parse(
+        execFileSync(PYTHON, ['-c', HF_GREEDY, SMOLLM, 'The capital of France is', '8'], {
+          encoding: 'utf8',
+        }),
+      );
+      const served = await greedy(endpoint.baseURL, endpoint.model, hf.prompt, 8);
+      assert.deepEqual(served.tokens, hf.tokens);
+      for (let i = 0; i < hf.tokens.length; i++) {
+        assert.ok(
+          Math.abs(served.logprobs[i] - hf.logprobs[i]) < 2e-3,
+          `token ${i}: vLLM ${served.logprobs[i]} vs transformers ${hf.logprobs[i]}`,
+        );
+      }
+      const roundDir = join(root, 'smollm-round');
+      const res = await (new MockActivityEnvironment().run(samplePairs, {
+        runId: 'vllm-test',
+        round: 1,
+        roundDir,
+        promptsFile,
+        endpoint,
+        sampling,
+        prefixes: config.prefixes,
+        chosenScore: 10,
+        rejectedScore: 3,
+        notify: [],
+      }) as Promise<SamplePairsResult>);
+      const recs = await readJsonl<SampleRecord>(res.samplesFile);
+      assert.equal(recs.length, 3);
+      for (const r of recs)
+        for (const side of [r.chosen, r.rejected])
+          assert.ok(side.text.trim().length > 0 && side.tokens > 0);
+    } finally {
+      await samplers.release({ runId: 's', endpoint });
     }
-    const roundDir = join(root, 'smollm-round');
-    const res = await (new MockActivityEnvironment().run(samplePairs, {
-      runId: 'vllm-test', round: 1, roundDir, promptsFile, endpoint, sampling,
-      prefixes: config.prefixes, chosenScore: 10, rejectedScore: 3, notify: [],
-    }) as Promise<SamplePairsResult>);
-    const recs = await readJsonl<SampleRecord>(res.samplesFile);
-    assert.equal(recs.length, 3);
-    for (const r of recs) for (const side of [r.chosen, r.rejected]) assert.ok(side.text.trim().length > 0 && side.tokens > 0);
-  } finally {
-    await samplers.release({ runId: 's', endpoint });
-  }
-});
+  },
+);

@@ -13,24 +13,34 @@ import { ROOT, opsr } from '../helpers/opsr-cli.ts';
 let dir: string;
 const children: ChildProcess[] = [];
 
-before(async () => { dir = await mkdtemp(join(tmpdir(), 'opsr-cli-dev-')); });
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'opsr-cli-dev-'));
+});
 after(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await rm(dir, { recursive: true, force: true });
 });
 
 function startDev(args: string[]) {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'opsr.mjs'), 'dev', ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'opsr.mjs'), 'dev', ...args], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(child);
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (b) => { stdout += b; });
-  child.stderr.on('data', (b) => { stderr += b; });
+  child.stdout.on('data', (b) => {
+    stdout += b;
+  });
+  child.stderr.on('data', (b) => {
+    stderr += b;
+  });
   const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
   const waitFor = async (text: string, timeoutMs = 120_000) => {
     const end = Date.now() + timeoutMs;
     while (!stdout.includes(text)) {
-      if (child.exitCode !== null) throw new Error(`opsr dev exited ${child.exitCode}:\n${stdout}\n${stderr}`);
+      if (child.exitCode !== null)
+        throw new Error(`opsr dev exited ${child.exitCode}:\n${stdout}\n${stderr}`);
       if (Date.now() > end) throw new Error(`no "${text}" from opsr dev:\n${stdout}\n${stderr}`);
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -38,16 +48,29 @@ function startDev(args: string[]) {
   return { child, exited, waitFor, out: () => stdout, err: () => stderr };
 }
 
-const portOpen = (port: number) => new Promise<boolean>((res) => {
-  const s = connect(port, '127.0.0.1');
-  s.once('connect', () => { s.destroy(); res(true); });
-  s.once('error', () => res(false));
-});
+const portOpen = (port: number) =>
+  new Promise<boolean>((res) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      res(true);
+    });
+    s.once('error', () => res(false));
+  });
 
 test('opsr dev: server + UI + worker, Ctrl-C stops both, data survives a restart', async () => {
   const [port, uiPort] = [await freePort(), await freePort()];
   const storage = join(dir, 'store');
-  const dev = startDev(['--storage', storage, '--port', String(port), '--ui-port', String(uiPort), '--queues', 'control']);
+  const dev = startDev([
+    '--storage',
+    storage,
+    '--port',
+    String(port),
+    '--ui-port',
+    String(uiPort),
+    '--queues',
+    'control',
+  ]);
   await dev.waitFor('worker polling opsr-control');
   assert.match(dev.out(), new RegExp(`Temporal Web UI: http://127\\.0\\.0\\.1:${uiPort}\\n`));
   await access(join(storage, 'temporal', 'dev.sqlite'));
@@ -55,8 +78,20 @@ test('opsr dev: server + UI + worker, Ctrl-C stops both, data survives a restart
   assert.equal(ui.status, 200);
 
   const address = ['--address', `127.0.0.1:${port}`];
-  await writeFile(join(dir, 'run.json'), JSON.stringify({ model: 'm', prompts: { file: 'p.jsonl' } }));
-  const created = await opsr(['schedule', 'create', '--id', 'kept', '--config', join(dir, 'run.json'), '--paused', ...address]);
+  await writeFile(
+    join(dir, 'run.json'),
+    JSON.stringify({ model: 'm', prompts: { file: 'p.jsonl' } }),
+  );
+  const created = await opsr([
+    'schedule',
+    'create',
+    '--id',
+    'kept',
+    '--config',
+    join(dir, 'run.json'),
+    '--paused',
+    ...address,
+  ]);
   assert.equal(created.code, 0, created.stderr);
   const resume = await opsr(['resume', 'nothing-here', ...address]);
   assert.equal(resume.code, 1);
@@ -67,7 +102,15 @@ test('opsr dev: server + UI + worker, Ctrl-C stops both, data survives a restart
   assert.equal(await portOpen(port), false, 'the dev server still listens after Ctrl-C');
 
   // Same storage root: the SQLite file still holds the schedule.
-  const again = startDev(['--storage', storage, '--port', String(port), '--ui-port', String(uiPort), '--no-worker']);
+  const again = startDev([
+    '--storage',
+    storage,
+    '--port',
+    String(port),
+    '--ui-port',
+    String(uiPort),
+    '--no-worker',
+  ]);
   await again.waitFor('no worker started');
   let listed = '';
   for (let i = 0; i < 40 && !listed.includes('kept'); i++) {

@@ -11,8 +11,13 @@ import { defaultModelDir, fetchModel } from '../../cli/models.ts';
 import { opsr } from '../helpers/opsr-cli.ts';
 
 const SMOL = defaultModelDir('smollm2-135m-instruct');
-const FILES = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json',
-  'tokenizer_config.json'];
+const FILES = [
+  'config.json',
+  'generation_config.json',
+  'model.safetensors',
+  'tokenizer.json',
+  'tokenizer_config.json',
+];
 
 async function readJson(file: string) {
   return JSON.parse(await readFile(file, 'utf8'));
@@ -39,10 +44,20 @@ test('the fetched SmolLM2 is a plain fp32 Llama directory with its chat template
   const config = await readJson(join(SMOL, 'config.json'));
   assert.equal(config.model_type, 'llama');
   assert.equal(config.quantization_config, undefined);
-  assert.deepEqual([config.num_hidden_layers, config.hidden_size, config.intermediate_size,
-    config.num_attention_heads, config.num_key_value_heads, config.vocab_size, config.rope_theta,
-    config.rms_norm_eps, config.tie_word_embeddings],
-  [30, 576, 1536, 9, 3, 49152, 1e5, 1e-5, true]);
+  assert.deepEqual(
+    [
+      config.num_hidden_layers,
+      config.hidden_size,
+      config.intermediate_size,
+      config.num_attention_heads,
+      config.num_key_value_heads,
+      config.vocab_size,
+      config.rope_theta,
+      config.rms_norm_eps,
+      config.tie_word_embeddings,
+    ],
+    [30, 576, 1536, 9, 3, 49152, 1e5, 1e-5, true],
+  );
   const header = await safetensorsHeader(join(SMOL, 'model.safetensors'));
   const tensors = Object.entries(header).filter(([k]) => k !== '__metadata__');
   assert.equal(tensors.length, 1 + 30 * 9 + 1); // embeddings, 9 per layer, final norm; lm_head tied

@@ -7,14 +7,28 @@ import { join } from 'node:path';
 import { opsr } from '../helpers/opsr-cli.ts';
 
 let dir: string;
-before(async () => { dir = await mkdtemp(join(tmpdir(), 'opsr-cli-')); });
-after(async () => { await rm(dir, { recursive: true, force: true }); });
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'opsr-cli-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
 
 describe('opsr', () => {
   test('--help lists every command', async () => {
     const r = await opsr(['--help']);
     assert.equal(r.code, 0, r.stderr);
-    for (const c of ['dev', 'run', 'status', 'resume', 'validate', 'ablation', 'schedule', 'serve', 'demo']) {
+    for (const c of [
+      'dev',
+      'run',
+      'status',
+      'resume',
+      'validate',
+      'ablation',
+      'schedule',
+      'serve',
+      'demo',
+    ]) {
       assert.match(r.stdout, new RegExp(`^  ${c} +\\S`, 'm'), `${c} missing from --help`);
     }
   });
@@ -22,11 +36,22 @@ describe('opsr', () => {
   test('an unknown command exits 2 and names the allowed ones', async () => {
     const r = await opsr(['trian']);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /unknown command "trian"; allowed: dev, run, status, resume, validate, ablation, schedule/);
+    assert.match(
+      r.stderr,
+      /unknown command "trian"; allowed: dev, run, status, resume, validate, ablation, schedule/,
+    );
   });
 
   test('validate: a good config prints the resolved JSON and exits 0', async () => {
-    await writeFile(join(dir, 'run.json'), JSON.stringify({ model: 'models/m', prompts: { file: 'p.jsonl' }, rounds: 2, prefixes: { rejectedScores: 'fixed' } }));
+    await writeFile(
+      join(dir, 'run.json'),
+      JSON.stringify({
+        model: 'models/m',
+        prompts: { file: 'p.jsonl' },
+        rounds: 2,
+        prefixes: { rejectedScores: 'fixed' },
+      }),
+    );
     const r = await opsr(['validate', '--config', join(dir, 'run.json')], { cwd: dir });
     assert.equal(r.code, 0, r.stderr);
     const c = JSON.parse(r.stdout);
@@ -37,22 +62,50 @@ describe('opsr', () => {
   });
 
   test('validate: the ablation preset resolves to its arms', async () => {
-    const r = await opsr(['validate', '--config', 'config/presets/ablation-fixed-vs-progressive.json']);
+    const r = await opsr([
+      'validate',
+      '--config',
+      'config/presets/ablation-fixed-vs-progressive.json',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const a = JSON.parse(r.stdout);
-    assert.deepEqual(a.arms.map((x: { name: string; config: { prefixes: { rejectedScores: number[] } } }) => [x.name, x.config.prefixes.rejectedScores]),
-      [['fixed', [3, 3, 3]], ['progressive', [3, 5, 7]]]);
+    assert.deepEqual(
+      a.arms.map((x: { name: string; config: { prefixes: { rejectedScores: number[] } } }) => [
+        x.name,
+        x.config.prefixes.rejectedScores,
+      ]),
+      [
+        ['fixed', [3, 3, 3]],
+        ['progressive', [3, 5, 7]],
+      ],
+    );
   });
 
   test('validate: every problem on stderr, nothing on stdout, exit 2', async () => {
     const file = join(dir, 'bad.json');
-    await writeFile(file, JSON.stringify({ model: 'm', prompts: { file: 'p' }, rounds: 3, prefixes: { rejectedScores: [3, 5] }, training: { loss: 'kto' }, sampling: { lifecycle: 'external' } }));
+    await writeFile(
+      file,
+      JSON.stringify({
+        model: 'm',
+        prompts: { file: 'p' },
+        rounds: 3,
+        prefixes: { rejectedScores: [3, 5] },
+        training: { loss: 'kto' },
+        sampling: { lifecycle: 'external' },
+      }),
+    );
     const r = await opsr(['validate', '--config', file]);
     assert.equal(r.code, 2);
     assert.equal(r.stdout, '');
     assert.match(r.stderr, /bad\.json: \d+ problems/);
-    assert.match(r.stderr, /training\.loss: is not an allowed value \(got "kto"; allowed one of "simpo", "dpo", "ipo", "hinge"\)/);
-    assert.match(r.stderr, /sampling\.baseURL: is required with lifecycle "external" \(got nothing; allowed/);
+    assert.match(
+      r.stderr,
+      /training\.loss: is not an allowed value \(got "kto"; allowed one of "simpo", "dpo", "ipo", "hinge"\)/,
+    );
+    assert.match(
+      r.stderr,
+      /sampling\.baseURL: is required with lifecycle "external" \(got nothing; allowed/,
+    );
   });
 
   test('validate: a JSON syntax error names file, line and column', async () => {
@@ -69,13 +122,46 @@ describe('opsr', () => {
       [['validate'], /--config FILE is required/],
       [['validate', '--cfg', 'x'], /Unknown option '--cfg'/],
       [['run'], /--config FILE is required/],
-      [['run', '--config', join(dir, 'missing.json')], /missing\.json: 1 problem\n {2}cannot read the file \(ENOENT\)/],
+      [
+        ['run', '--config', join(dir, 'missing.json')],
+        /missing\.json: 1 problem\n {2}cannot read the file \(ENOENT\)/,
+      ],
       [['status'], /RUN \(a workflow id\) is required/],
       [['resume', 'a', 'b'], /unexpected argument "b"/],
-      [['schedule', 'remove', 'x'], /unknown schedule command "remove"; allowed: create, list, delete, trigger/],
-      [['schedule', 'create', '--id', 'n', '--config', 'config/presets/mistral-7b-base-paper.json', '--overlap', 'sometimes'], /--overlap "sometimes" is not allowed; allowed: skip, buffer_one/],
-      [['schedule', 'create', '--id', 'n', '--config', 'config/presets/mistral-7b-base-paper.json', '--cron', '2am'], /--cron "2am" is not a cron spec/],
-      [['schedule', 'create', '--id', 'n'], /give exactly one of --config \(a run\) and --ablation \(a study\)/],
+      [
+        ['schedule', 'remove', 'x'],
+        /unknown schedule command "remove"; allowed: create, list, delete, trigger/,
+      ],
+      [
+        [
+          'schedule',
+          'create',
+          '--id',
+          'n',
+          '--config',
+          'config/presets/mistral-7b-base-paper.json',
+          '--overlap',
+          'sometimes',
+        ],
+        /--overlap "sometimes" is not allowed; allowed: skip, buffer_one/,
+      ],
+      [
+        [
+          'schedule',
+          'create',
+          '--id',
+          'n',
+          '--config',
+          'config/presets/mistral-7b-base-paper.json',
+          '--cron',
+          '2am',
+        ],
+        /--cron "2am" is not a cron spec/,
+      ],
+      [
+        ['schedule', 'create', '--id', 'n'],
+        /give exactly one of --config \(a run\) and --ablation \(a study\)/,
+      ],
       [['dev', '--port', 'x'], /--port "x" is not a port; allowed 1-65535/],
     ];
     for (const [args, want] of cases) {

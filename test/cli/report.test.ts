@@ -131,9 +131,24 @@ test('a run writes report.html with figures and TensorBoard scalars; opsr report
 test('opsr ablation history prints every study in the storage root, oldest first', async () => {
   const storage = join(root, 'history');
   const entry = (studyId: string, diff: number) => ({
-    studyId, finishedAt: `2026-11-2${studyId.at(-1)}T02:00:00.000Z`, seeds: [0, 1, 2], round: 3,
-    policy: { fixed: { n: 3, mean: 0.9, sd: 0.02 }, progressive: { n: 3, mean: 0.9 + diff, sd: 0.01 } },
-    diff: { progressive: { n: 3, mean: diff, sd: 0.01, lo: diff - 0.025, hi: diff + 0.025, versus: 'fixed' } },
+    studyId,
+    finishedAt: `2026-11-2${studyId.at(-1)}T02:00:00.000Z`,
+    seeds: [0, 1, 2],
+    round: 3,
+    policy: {
+      fixed: { n: 3, mean: 0.9, sd: 0.02 },
+      progressive: { n: 3, mean: 0.9 + diff, sd: 0.01 },
+    },
+    diff: {
+      progressive: {
+        n: 3,
+        mean: diff,
+        sd: 0.01,
+        lo: diff - 0.025,
+        hi: diff + 0.025,
+        versus: 'fixed',
+      },
+    },
   });
   await appendHistory(storage, entry('night-1', 0.05));
   await appendHistory(storage, entry('night-2', -0.04));
@@ -141,7 +156,10 @@ test('opsr ablation history prints every study in the storage root, oldest first
   const r = await opsr(['ablation', 'history', '--storage', storage]);
   assert.equal(r.code, 0, r.stderr);
   const rows = r.stdout.trim().split('\n').slice(2);
-  assert.deepEqual(rows.map((l) => l.split(/\s{2,}/)[0]), ['night-2', 'night-1']);
+  assert.deepEqual(
+    rows.map((l) => l.split(/\s{2,}/)[0]),
+    ['night-2', 'night-1'],
+  );
   assert.match(rows[0], /0\.900 ± 0\.020 +0\.860 ± 0\.010 +-0\.040 \[-0\.065, -0\.015\]$/);
   assert.match(rows[1], /0\.030 \[0\.005, 0\.055\]$/);
   const empty = await opsr(['ablation', 'history', '--storage', join(root, 'none')]);

@@ -20,16 +20,37 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function run(args: string[]): { child: ChildProcess; stderr: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [OPSR, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function run(args: string[]): {
+  child: ChildProcess;
+  stderr: () => string;
+  exited: Promise<number | null>;
+} {
+  const child = spawn(process.execPath, [OPSR, 'serve', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(child);
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
-  return { child, stderr: () => err, exited: new Promise((r) => child.on('exit', (code) => r(code))) };
+  return {
+    child,
+    stderr: () => err,
+    exited: new Promise((r) => child.on('exit', (code) => r(code))),
+  };
 }
 
 test('opsr serve prints its URL, serves the model under the given name and stops on SIGTERM', async () => {
-  const p = run(['--model', join(dir, 'm'), '--port', '0', '--served-model-name', 'tiny', '--threads', '1', '--max-batch', '2']);
+  const p = run([
+    '--model',
+    join(dir, 'm'),
+    '--port',
+    '0',
+    '--served-model-name',
+    'tiny',
+    '--threads',
+    '1',
+    '--max-batch',
+    '2',
+  ]);
   let url = '';
   for (let i = 0; i < 600 && !url; i++) {
     url = p.stderr().match(/at (http:\/\/127\.0\.0\.1:\d+\/v1)/)?.[1] ?? '';
@@ -39,8 +60,15 @@ test('opsr serve prints its URL, serves the model under the given name and stops
   const models = await (await fetch(`${url}/models`)).json();
   assert.equal(models.data[0].id, 'tiny');
   const res = await fetch(`${url}/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'tiny', prompt: 'the', max_tokens: 4, temperature: 0, ignore_eos: true }),
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model: 'tiny',
+      prompt: 'the',
+      max_tokens: 4,
+      temperature: 0,
+      ignore_eos: true,
+    }),
   });
   const body = await res.json();
   assert.equal(body.usage.completion_tokens, 4);

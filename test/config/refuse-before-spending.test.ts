@@ -30,10 +30,25 @@ function problems(over: Record<string, unknown>): string[] {
   }
   assert.fail(`accepted ${JSON.stringify(over)}`);
 }
-const has = (lines: string[], pattern: RegExp) => assert.ok(lines.some((l) => pattern.test(l)), `${pattern} not in\n${lines.join('\n')}`);
+const has = (lines: string[], pattern: RegExp) =>
+  assert.ok(
+    lines.some((l) => pattern.test(l)),
+    `${pattern} not in\n${lines.join('\n')}`,
+  );
 
 test('engine caps, float32 range and the label smoothing bound', () => {
-  const lines = problems({ training: { loss: 'dpo', batchSize: 4097, gradAccum: 2 ** 20 + 1, epochs: 2 ** 20 + 1, maxSteps: 1e8, labelSmoothing: 0.5, beta: 1e39, learningRate: 1e-50 } });
+  const lines = problems({
+    training: {
+      loss: 'dpo',
+      batchSize: 4097,
+      gradAccum: 2 ** 20 + 1,
+      epochs: 2 ** 20 + 1,
+      maxSteps: 1e8,
+      labelSmoothing: 0.5,
+      beta: 1e39,
+      learningRate: 1e-50,
+    },
+  });
   has(lines, /^training\.batchSize: is too large \(got 4097; allowed an integer <= 4096\)/);
   has(lines, /^training\.gradAccum: is too large \(got 1048577; allowed an integer <= 1048576\)/);
   has(lines, /^training\.epochs: is too large/);
@@ -41,33 +56,72 @@ test('engine caps, float32 range and the label smoothing bound', () => {
   has(lines, /^training\.labelSmoothing: is too large \(got 0\.5; allowed a number < 0\.5\)/);
   has(lines, /^training\.beta: is too large \(got 1e\+39; allowed a positive number .*float32/);
   has(lines, /^training\.learningRate: is too small \(got 1e-50;/);
-  has(problems({ training: { beta: 1e38, gammaBetaRatio: 10 } }), /^training\.gammaBetaRatio: times beta 1e\+38 overflows float32/);
+  has(
+    problems({ training: { beta: 1e38, gammaBetaRatio: 10 } }),
+    /^training\.gammaBetaRatio: times beta 1e\+38 overflows float32/,
+  );
   has(problems({ training: { weightDecay: 1e300 } }), /^training\.weightDecay: is too large/);
-  has(problems({ init: { offline: { data: '/d', learningRate: 5e38 } } }), /^init\.offline\.learningRate: is too large/);
+  has(
+    problems({ init: { offline: { data: '/d', learningRate: 5e38 } } }),
+    /^init\.offline\.learningRate: is too large/,
+  );
 });
 
 test('lengths against each other, regexes with their flags, response-shape fields in extra', () => {
-  const lens = problems({ init: { sft: { data: '/d', maxLength: 100 }, offline: { data: '/d', maxLength: 50, maxPromptLength: 60 } } });
-  has(lens, /^init\.sft\.maxLength: leaves no room for a response: prompts up to 512 tokens \(training\.maxPromptLength\) in sequences of 100/);
-  has(lens, /^init\.offline\.maxPromptLength: leaves no room for a response: prompts up to 60 tokens/);
+  const lens = problems({
+    init: {
+      sft: { data: '/d', maxLength: 100 },
+      offline: { data: '/d', maxLength: 50, maxPromptLength: 60 },
+    },
+  });
+  has(
+    lens,
+    /^init\.sft\.maxLength: leaves no room for a response: prompts up to 512 tokens \(training\.maxPromptLength\) in sequences of 100/,
+  );
+  has(
+    lens,
+    /^init\.offline\.maxPromptLength: leaves no room for a response: prompts up to 60 tokens/,
+  );
   const re = problems({ filter: { scoreTalkPatterns: ['\\-x', 'ok'], patternFlags: 'u' } });
   assert.deepEqual(re.length, 1);
   has(re, /^filter\.scoreTalkPatterns\[0\]: does not compile with flags "u": .*Invalid escape/);
-  has(problems({ filter: { patternFlags: 'ii' } }), /^filter\.patternFlags: has an unsupported or repeated flag/);
-  const extra = problems({ sampling: { extra: { stream: true, echo: true, logprobs: 2, max_completion_tokens: 5, top_k: 4 } } });
-  for (const k of ['stream', 'echo', 'logprobs']) has(extra, new RegExp(`^sampling\\.extra\\.${k}: changes the shape of the response`));
-  has(extra, /^sampling\.extra\.max_completion_tokens: is set by opsr itself .*sampling\.maxTokens/);
+  has(
+    problems({ filter: { patternFlags: 'ii' } }),
+    /^filter\.patternFlags: has an unsupported or repeated flag/,
+  );
+  const extra = problems({
+    sampling: {
+      extra: { stream: true, echo: true, logprobs: 2, max_completion_tokens: 5, top_k: 4 },
+    },
+  });
+  for (const k of ['stream', 'echo', 'logprobs'])
+    has(extra, new RegExp(`^sampling\\.extra\\.${k}: changes the shape of the response`));
+  has(
+    extra,
+    /^sampling\.extra\.max_completion_tokens: is set by opsr itself .*sampling\.maxTokens/,
+  );
   assert.equal(extra.length, 4); // top_k passes
-  has(problems({ activities: { retry: { initialIntervalS: 5, maximumIntervalS: 1 } } }), /^activities\.retry\.maximumIntervalS: is below initialIntervalS 5/);
+  has(
+    problems({ activities: { retry: { initialIntervalS: 5, maximumIntervalS: 1 } } }),
+    /^activities\.retry\.maximumIntervalS: is below initialIntervalS 5/,
+  );
 });
 
 test('secrets in sampling.extra and unknown fields are never echoed', () => {
   const lines = problems({
-    sampling: { extra: { api_key: 'sk-live-123', stream: 'Bearer abc.def', headers: { Authorization: 'Bearer zzz' } } },
-    openai_api_key: 'sk-live-456', temporal: { apiKeyEnv: 'sk-live-789' },
+    sampling: {
+      extra: {
+        api_key: 'sk-live-123',
+        stream: 'Bearer abc.def',
+        headers: { Authorization: 'Bearer zzz' },
+      },
+    },
+    openai_api_key: 'sk-live-456',
+    temporal: { apiKeyEnv: 'sk-live-789' },
   });
   const text = lines.join('\n');
-  for (const secret of ['sk-live-123', 'abc.def', 'sk-live-456', 'sk-live-789']) assert.ok(!text.includes(secret), `${secret} echoed:\n${text}`);
+  for (const secret of ['sk-live-123', 'abc.def', 'sk-live-456', 'sk-live-789'])
+    assert.ok(!text.includes(secret), `${secret} echoed:\n${text}`);
   has(lines, /^sampling\.extra\.api_key: is set by opsr itself \(got a value, not shown;/);
   has(lines, /^sampling\.extra\.stream: changes the shape .*\(got "\(a value, not shown\)"/);
 });
@@ -77,40 +131,98 @@ test('a workflow id that is not a safe directory name is refused when it becomes
   assert.equal(runIdOf(config, 'study/arm'), 'study-arm');
   assert.equal(runIdOf(parseRunConfig({ ...base, runId: 'mine' }), '../../etc'), 'mine');
   for (const bad of ['../../etc', 'a b', '.hidden', 'x'.repeat(200), 'tab\there']) {
-    assert.throws(() => runIdOf(config, bad), (e: unknown) =>
-      e instanceof ApplicationFailure && e.type === 'ConfigError' && e.nonRetryable && /becomes the run id .*a directory name: allowed 1-128 characters/.test(e.message));
+    assert.throws(
+      () => runIdOf(config, bad),
+      (e: unknown) =>
+        e instanceof ApplicationFailure &&
+        e.type === 'ConfigError' &&
+        e.nonRetryable &&
+        /becomes the run id .*a directory name: allowed 1-128 characters/.test(e.message),
+    );
   }
 });
 
-test('lengths and the longest prompt against the model\'s context: opsr validate and prepareRun', async () => {
+test("lengths and the longest prompt against the model's context: opsr validate and prepareRun", async () => {
   const model = join(root, 'model');
   const vocab = await writeTinyTokenizer(model);
-  await writeFile(join(root, 'gpt2.json'), JSON.stringify({ n_embd: 16, n_layer: 1, n_head: 2, n_positions: 200, vocab_size: vocab }));
-  execFileSync(ENGINE, ['init', '--config', join(root, 'gpt2.json'), '--out', model, '--seed', '1'], { stdio: 'pipe' });
+  await writeFile(
+    join(root, 'gpt2.json'),
+    JSON.stringify({ n_embd: 16, n_layer: 1, n_head: 2, n_positions: 200, vocab_size: vocab }),
+  );
+  execFileSync(
+    ENGINE,
+    ['init', '--config', join(root, 'gpt2.json'), '--out', model, '--seed', '1'],
+    { stdio: 'pipe' },
+  );
   const prompts = join(root, 'prompts.jsonl');
-  await writeFile(prompts, ['short', 'a much longer prompt that takes many more tokens than the others do', 'mid size'].map((p) => JSON.stringify({ prompt: p })).join('\n') + '\n');
+  await writeFile(
+    prompts,
+    ['short', 'a much longer prompt that takes many more tokens than the others do', 'mid size']
+      .map((p) => JSON.stringify({ prompt: p }))
+      .join('\n') + '\n',
+  );
   const write = async (name: string, over: Record<string, unknown>) => {
     const file = join(root, name);
-    await writeFile(file, JSON.stringify({ model, prompts: { file: prompts }, storage: join(root, 'store'), ...over }));
+    await writeFile(
+      file,
+      JSON.stringify({ model, prompts: { file: prompts }, storage: join(root, 'store'), ...over }),
+    );
     return file;
   };
-  const refused = async (file: string, pattern: RegExp) => assert.rejects(loadRunConfig(file), (e: unknown) => {
-    assert.ok(e instanceof ConfigError, String(e));
-    assert.match(e.message, pattern);
-    return true;
+  const refused = async (file: string, pattern: RegExp) =>
+    assert.rejects(loadRunConfig(file), (e: unknown) => {
+      assert.ok(e instanceof ConfigError, String(e));
+      assert.match(e.message, pattern);
+      return true;
+    });
+  await refused(
+    await write('long.json', { training: { maxLength: 256, maxPromptLength: 64 } }),
+    /training\.maxLength: 256 exceeds the model's context \(200 tokens, n_positions in .*model\/config\.json\)/,
+  );
+  await refused(
+    await write('sft.json', {
+      training: { maxLength: 200, maxPromptLength: 64 },
+      init: { sft: { data: prompts, maxLength: 300 } },
+    }),
+    /init\.sft\.maxLength: 300 exceeds the model's context/,
+  );
+  await refused(
+    await write('tokens.json', {
+      training: { maxLength: 200, maxPromptLength: 64 },
+      sampling: { maxTokens: 200 },
+    }),
+    /sampling\.maxTokens: 200 leaves no room for a prompt/,
+  );
+  const tight = await write('tight.json', {
+    training: { maxLength: 200, maxPromptLength: 64 },
+    sampling: { maxTokens: 70 },
   });
-  await refused(await write('long.json', { training: { maxLength: 256, maxPromptLength: 64 } }),
-    /training\.maxLength: 256 exceeds the model's context \(200 tokens, n_positions in .*model\/config\.json\)/);
-  await refused(await write('sft.json', { training: { maxLength: 200, maxPromptLength: 64 }, init: { sft: { data: prompts, maxLength: 300 } } }),
-    /init\.sft\.maxLength: 300 exceeds the model's context/);
-  await refused(await write('tokens.json', { training: { maxLength: 200, maxPromptLength: 64 }, sampling: { maxTokens: 200 } }),
-    /sampling\.maxTokens: 200 leaves no room for a prompt/);
-  const tight = await write('tight.json', { training: { maxLength: 200, maxPromptLength: 64 }, sampling: { maxTokens: 70 } });
-  await refused(tight, /sampling\.maxTokens: 70 new tokens after the longest prompt \(index 1 of .*prompts\.jsonl: \d+ tokens with its prefix\) exceed the model's context \(200 tokens/);
+  await refused(
+    tight,
+    /sampling\.maxTokens: 70 new tokens after the longest prompt \(index 1 of .*prompts\.jsonl: \d+ tokens with its prefix\) exceed the model's context \(200 tokens/,
+  );
   // The same config given to a workflow: prepareRun refuses it before anything is sampled.
-  const config = parseRunConfig({ model, prompts: { file: prompts }, storage: join(root, 'store'), training: { maxLength: 200, maxPromptLength: 64 }, sampling: { maxTokens: 70 } });
-  await assert.rejects(prepareRun({ runId: 'tight', config }), (e: unknown) =>
-    e instanceof ApplicationFailure && e.type === 'BadInput' && /does not fit the model:\n {2}sampling\.maxTokens: 70 new tokens after the longest prompt/.test(e.message));
+  const config = parseRunConfig({
+    model,
+    prompts: { file: prompts },
+    storage: join(root, 'store'),
+    training: { maxLength: 200, maxPromptLength: 64 },
+    sampling: { maxTokens: 70 },
+  });
+  await assert.rejects(
+    prepareRun({ runId: 'tight', config }),
+    (e: unknown) =>
+      e instanceof ApplicationFailure &&
+      e.type === 'BadInput' &&
+      /does not fit the model:\n {2}sampling\.maxTokens: 70 new tokens after the longest prompt/.test(
+        e.message,
+      ),
+  );
   // Room enough: accepted.
-  await loadRunConfig(await write('fits.json', { training: { maxLength: 200, maxPromptLength: 64 }, sampling: { maxTokens: 8 } }));
+  await loadRunConfig(
+    await write('fits.json', {
+      training: { maxLength: 200, maxPromptLength: 64 },
+      sampling: { maxTokens: 8 },
+    }),
+  );
 });

@@ -9,7 +9,8 @@ import { createServer } from 'node:http';
 import { startServer } from '../../server/index.ts';
 
 const argv = process.argv.slice(2);
-if (process.env.FAKE_VLLM_LOG) appendFileSync(process.env.FAKE_VLLM_LOG, JSON.stringify({ pid: process.pid, argv }) + '\n');
+if (process.env.FAKE_VLLM_LOG)
+  appendFileSync(process.env.FAKE_VLLM_LOG, JSON.stringify({ pid: process.pid, argv }) + '\n');
 const flag = (name: string) => {
   const i = argv.indexOf(name);
   if (i < 0 || i + 1 >= argv.length) throw new Error(`fake vllm: missing ${name}`);
@@ -18,9 +19,15 @@ const flag = (name: string) => {
 if (argv[0] !== 'serve') throw new Error(`fake vllm: expected "serve", got ${argv[0]}`);
 const broken = process.env.FAKE_VLLM_BROKEN;
 let good = Number(process.env.FAKE_VLLM_GOOD ?? 0);
-const server = broken ? await serveBroken(broken) : await startServer({
-  modelDir: argv[1], servedModelName: flag('--served-model-name'), host: flag('--host'), port: Number(flag('--port')), threads: 1,
-});
+const server = broken
+  ? await serveBroken(broken)
+  : await startServer({
+      modelDir: argv[1],
+      servedModelName: flag('--served-model-name'),
+      host: flag('--host'),
+      port: Number(flag('--port')),
+      threads: 1,
+    });
 const stop = () => void server.close().then(() => process.exit(0));
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

@@ -35,8 +35,17 @@ m.save_pretrained(sys.argv[1])
 /** Writes config.json, model.safetensors, generation_config.json and the tokenizer files into dir. */
 export async function makeTinyModel(dir: string, spec: TinySpec = {}): Promise<void> {
   const vocab = await writeTinyTokenizer(dir);
-  const s = { vocab, pos: spec.nPositions ?? 64, embd: spec.nEmbd ?? 32, layer: spec.nLayer ?? 2, head: spec.nHead ?? 4, seed: spec.seed ?? 0 };
-  execFileSync(PYTHON, ['-c', MAKE_MODEL, dir, JSON.stringify(s)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const s = {
+    vocab,
+    pos: spec.nPositions ?? 64,
+    embd: spec.nEmbd ?? 32,
+    layer: spec.nLayer ?? 2,
+    head: spec.nHead ?? 4,
+    seed: spec.seed ?? 0,
+  };
+  execFileSync(PYTHON, ['-c', MAKE_MODEL, dir, JSON.stringify(s)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
 }
 
 const GREEDY = `
@@ -57,10 +66,18 @@ print(json.dumps(out))
 `;
 
 /** Hugging Face transformers' greedy generate (no EOS stop) for each prompt, any architecture. */
-export function transformersGreedy(dir: string, prompts: number[][], maxNewTokens: number): { tokens: number[]; logprobs: number[] }[] {
-  const out = execFileSync(PYTHON, ['-c', GREEDY, dir, JSON.stringify(prompts), String(maxNewTokens)], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+export function transformersGreedy(
+  dir: string,
+  prompts: number[][],
+  maxNewTokens: number,
+): { tokens: number[]; logprobs: number[] }[] {
+  const out = execFileSync(
+    PYTHON,
+    ['-c', GREEDY, dir, JSON.stringify(prompts), String(maxNewTokens)],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   return JSON.parse(out);
 }

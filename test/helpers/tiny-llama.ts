@@ -36,10 +36,14 @@ m.save_pretrained(sys.argv[1])
 
 /** Writes config.json, model.safetensors, generation_config.json and the tokenizer files. */
 export async function makeTinyLlama(
-  dir: string, arch: LlamaArch, nPositions = 128, seed = 0,
+  dir: string,
+  arch: LlamaArch,
+  nPositions = 128,
+  seed = 0,
 ): Promise<void> {
   const vocab = await writeTinyTokenizer(dir);
   const s = { arch, vocab, pos: nPositions, seed };
-  execFileSync(PYTHON, ['-c', MAKE_MODEL, dir, JSON.stringify(s)],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync(PYTHON, ['-c', MAKE_MODEL, dir, JSON.stringify(s)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
 }

@@ -13,14 +13,30 @@ function byteSymbols(): string[] {
   const symbols: string[] = new Array(256);
   let extra = 0;
   for (let b = 0; b < 256; b++) {
-    symbols[b] = printable.includes(b) ? String.fromCodePoint(b) : String.fromCodePoint(256 + extra++);
+    symbols[b] = printable.includes(b)
+      ? String.fromCodePoint(b)
+      : String.fromCodePoint(256 + extra++);
   }
   return symbols;
 }
 
 const MERGES: [string, string][] = [
-  ['Ġ', 't'], ['h', 'e'], ['Ġt', 'he'], ['i', 'n'], ['e', 'r'], ['a', 'n'], ['Ġ', 'a'], ['o', 'n'],
-  ['r', 'e'], ['Ġ', 's'], ['Ġ', 'o'], ['o', 'u'], ['Ġ', 'w'], ['Ġ', 'c'], ['i', 's'], ['e', 'n'],
+  ['Ġ', 't'],
+  ['h', 'e'],
+  ['Ġt', 'he'],
+  ['i', 'n'],
+  ['e', 'r'],
+  ['a', 'n'],
+  ['Ġ', 'a'],
+  ['o', 'n'],
+  ['r', 'e'],
+  ['Ġ', 's'],
+  ['Ġ', 'o'],
+  ['o', 'u'],
+  ['Ġ', 'w'],
+  ['Ġ', 'c'],
+  ['i', 's'],
+  ['e', 'n'],
 ];
 
 export const TINY_CHAT_TEMPLATE =
@@ -33,7 +49,10 @@ export const TINY_EOS = '<|endoftext|>';
  * vocabSize (default 273) larger than the fixed merges adds two-byte merges until it is reached, for
  * benchmarks at GPT-2's 50257.
  */
-export async function writeTinyTokenizer(dir: string, opts: { chatTemplate?: boolean; vocabSize?: number } = {}): Promise<number> {
+export async function writeTinyTokenizer(
+  dir: string,
+  opts: { chatTemplate?: boolean; vocabSize?: number } = {},
+): Promise<number> {
   await mkdir(dir, { recursive: true });
   const vocab: Record<string, number> = {};
   const symbols = byteSymbols();
@@ -55,14 +74,42 @@ export async function writeTinyTokenizer(dir: string, opts: { chatTemplate?: boo
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: [{ id: eosId, content: TINY_EOS, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
+    added_tokens: [
+      {
+        id: eosId,
+        content: TINY_EOS,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: true,
+      },
+    ],
     normalizer: null,
-    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
-    post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
+    pre_tokenizer: {
+      type: 'ByteLevel',
+      add_prefix_space: false,
+      trim_offsets: true,
+      use_regex: true,
+    },
+    post_processor: {
+      type: 'ByteLevel',
+      add_prefix_space: true,
+      trim_offsets: false,
+      use_regex: true,
+    },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '',
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: merges.map(([a, b]) => `${a} ${b}`),
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '',
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges: merges.map(([a, b]) => `${a} ${b}`),
     },
   };
   const config: Record<string, unknown> = {
@@ -75,6 +122,9 @@ export async function writeTinyTokenizer(dir: string, opts: { chatTemplate?: boo
   if (opts.chatTemplate ?? true) config.chat_template = TINY_CHAT_TEMPLATE;
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
   await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(config, null, 2));
-  await writeFile(join(dir, 'special_tokens_map.json'), JSON.stringify({ eos_token: TINY_EOS, bos_token: TINY_EOS }));
+  await writeFile(
+    join(dir, 'special_tokens_map.json'),
+    JSON.stringify({ eos_token: TINY_EOS, bos_token: TINY_EOS }),
+  );
   return eosId + 1;
 }

@@ -13,9 +13,14 @@ export const VLLM_PYTHON = join(REPO, '.venv-vllm', 'bin', 'python');
 // fp32 so its log-probs compare with the engine's, eager (torch.compile adds minutes to a start).
 export function cpuVllm(port: number, args: string[] = []) {
   return {
-    executable: VLLM_PYTHON, module: 'vllm.entrypoints.openai.api_server', host: '127.0.0.1', port,
+    executable: VLLM_PYTHON,
+    module: 'vllm.entrypoints.openai.api_server',
+    host: '127.0.0.1',
+    port,
     env: {
-      VLLM_CPU_KVCACHE_SPACE: '1', VLLM_CPU_OMP_THREADS_BIND: '0-1', VLLM_CPU_NUM_OF_RESERVED_CPU: '0',
+      VLLM_CPU_KVCACHE_SPACE: '1',
+      VLLM_CPU_OMP_THREADS_BIND: '0-1',
+      VLLM_CPU_NUM_OF_RESERVED_CPU: '0',
     },
     args: ['--dtype', 'float32', '--max-model-len', '256', '--enforce-eager', ...args],
     startupTimeoutS: 600,
@@ -33,9 +38,15 @@ export async function freePort(): Promise<number> {
 /** Greedy completion of token-id prompts: the generated ids and their log-probs. */
 export async function greedy(baseURL: string, model: string, prompt: number[], maxTokens: number) {
   const res = await fetch(`${baseURL}/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
-      model, prompt, max_tokens: maxTokens, temperature: 0, logprobs: 0, ignore_eos: true,
+      model,
+      prompt,
+      max_tokens: maxTokens,
+      temperature: 0,
+      logprobs: 0,
+      ignore_eos: true,
       return_tokens_as_token_ids: true,
     }),
   });

@@ -6,7 +6,10 @@ import { testActivities, type TestControls } from './workflow-activities.ts';
 
 installWorkerLogging();
 const controls = JSON.parse(process.env.OPSR_TEST_CONTROLS ?? '{}') as TestControls;
-const w = await createWorkers({ address: process.env.OPSR_TEST_ADDRESS, activities: testActivities(controls) });
+const w = await createWorkers({
+  address: process.env.OPSR_TEST_ADDRESS,
+  activities: testActivities(controls),
+});
 const running = w.run();
 console.log('ready');
 await running;

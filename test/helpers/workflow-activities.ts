@@ -17,11 +17,11 @@ import { hashJson, sha256, sha256File } from '../../lib/hash.ts';
 import { readJsonl, writeJsonlAtomic } from '../../lib/jsonl.ts';
 
 export interface TestControls {
-  log: string;                 // events file (JSONL)
-  shardDelayMs?: number;       // time per sampling shard
-  trainStepDelayMs?: number;   // time per training step
+  log: string; // events file (JSONL)
+  shardDelayMs?: number; // time per sampling shard
+  trainStepDelayMs?: number; // time per training step
   failFilterAttempts?: number; // filterPairs fails this many attempts before succeeding
-  filterErrorType?: string;    // filterPairs fails with an ApplicationFailure of this type (not marked non-retryable)
+  filterErrorType?: string; // filterPairs fails with an ApplicationFailure of this type (not marked non-retryable)
 }
 
 export type TestEvent =
@@ -40,7 +40,14 @@ export async function readEvents(log: string): Promise<TestEvent[]> {
   }
 }
 
-interface Sample { index: number; prompt: string; chosen: string; rejected: string; chosenScore: number; rejectedScore: number }
+interface Sample {
+  index: number;
+  prompt: string;
+  chosen: string;
+  rejected: string;
+  chosenScore: number;
+  rejectedScore: number;
+}
 
 // A "model" here is a directory whose model.safetensors names how it was made, so the chain of
 // references is visible in the files.
@@ -51,29 +58,61 @@ async function modelTag(dir: string): Promise<string> {
 export function testActivities(c: TestControls): OpsrActivities {
   const record = (e: TestEvent) => appendFile(c.log, JSON.stringify(e) + '\n');
   const attempt = (activity: string, round: number) =>
-    record({ event: 'attempt', activity, round, attempt: activityInfo().attempt, pid: process.pid });
+    record({
+      event: 'attempt',
+      activity,
+      round,
+      attempt: activityInfo().attempt,
+      pid: process.pid,
+    });
   const sleep = (ms: number | undefined) => (ms ? Context.current().sleep(ms) : Promise.resolve());
 
   return {
     async prepareRun({ runId, config }) {
       const runDir = path.join(config.storage, 'runs', runId);
-      const prompts = (await readJsonl<{ prompt: string }>(config.prompts.file)).slice(0, config.prompts.limit);
+      const prompts = (await readJsonl<{ prompt: string }>(config.prompts.file)).slice(
+        0,
+        config.prompts.limit,
+      );
       const promptsFile = path.join(runDir, 'prompts.jsonl');
-      await writeJsonlAtomic(promptsFile, prompts.map((p, index) => ({ index, prompt: p.prompt })));
+      await writeJsonlAtomic(
+        promptsFile,
+        prompts.map((p, index) => ({ index, prompt: p.prompt })),
+      );
       const configFile = path.join(runDir, 'config.json');
       await writeJsonAtomic(configFile, config);
-      return { runId, runDir, configHash: hashJson(config), configFile, promptsFile, promptCount: prompts.length, baseModel: config.model };
+      return {
+        runId,
+        runDir,
+        configHash: hashJson(config),
+        configFile,
+        promptsFile,
+        promptCount: prompts.length,
+        baseModel: config.model,
+      };
     },
 
     async initPolicy({ runDir, baseModel }) {
       const modelDir = path.join(runDir, 'init', 'final');
-      await writeFileAtomic(path.join(modelDir, 'model.safetensors'), `init from ${await modelTag(baseModel)}\n`);
-      return { modelDir, sft: { modelDir, records: 1, metrics: { loss: 1 }, cached: false }, offline: null };
+      await writeFileAtomic(
+        path.join(modelDir, 'model.safetensors'),
+        `init from ${await modelTag(baseModel)}\n`,
+      );
+      return {
+        modelDir,
+        sft: { modelDir, records: 1, metrics: { loss: 1 }, cached: false },
+        offline: null,
+      };
     },
 
     async ensureSampler({ modelDir, sampling }) {
       await record({ event: 'serve', modelDir, pid: process.pid });
-      return { lifecycle: sampling.lifecycle, baseURL: 'http://127.0.0.1:1/v1', model: 'test-policy', modelDir };
+      return {
+        lifecycle: sampling.lifecycle,
+        baseURL: 'http://127.0.0.1:1/v1',
+        model: 'test-policy',
+        modelDir,
+      };
     },
 
     async releaseSampler({ endpoint }) {
@@ -87,7 +126,8 @@ export function testActivities(c: TestControls): OpsrActivities {
       const nShards = Math.ceil(prompts.length / size);
       const tag = await modelTag(input.endpoint.modelDir);
       const notify = progressNotifier(input.notify, 0);
-      const shardFile = (k: number) => path.join(input.roundDir, 'samples', `shard-${String(k).padStart(5, '0')}.jsonl`);
+      const shardFile = (k: number) =>
+        path.join(input.roundDir, 'samples', `shard-${String(k).padStart(5, '0')}.jsonl`);
       const all: Sample[] = [];
       let resumedShards = 0;
       for (let k = 0; k < nShards; k++) {
@@ -98,10 +138,15 @@ export function testActivities(c: TestControls): OpsrActivities {
         } catch {
           await sleep(c.shardDelayMs);
           shard = prompts.slice(k * size, (k + 1) * size).map((p) => ({
-            index: p.index, prompt: p.prompt, chosenScore: input.chosenScore, rejectedScore: input.rejectedScore,
+            index: p.index,
+            prompt: p.prompt,
+            chosenScore: input.chosenScore,
+            rejectedScore: input.rejectedScore,
             chosen: `${tag} answers "${p.prompt}" for ${input.chosenScore}`,
-            rejected: p.index % 4 === 3 ? `${tag} answers "${p.prompt}" for ${input.chosenScore}`
-              : `${tag} answers "${p.prompt}" for ${input.rejectedScore}`,
+            rejected:
+              p.index % 4 === 3
+                ? `${tag} answers "${p.prompt}" for ${input.chosenScore}`
+                : `${tag} answers "${p.prompt}" for ${input.rejectedScore}`,
           }));
           await writeJsonlAtomic(shardFile(k), shard);
           await record({ event: 'shard', round: input.round, shard: k, pid: process.pid });
@@ -120,7 +165,11 @@ export function testActivities(c: TestControls): OpsrActivities {
       if (activityInfo().attempt <= (c.failFilterAttempts ?? 0)) {
         throw new Error(`injected failure on attempt ${activityInfo().attempt}`);
       }
-      if (c.filterErrorType) throw ApplicationFailure.retryable(`filter.scoreTalkPatterns: injected ${c.filterErrorType}`, c.filterErrorType);
+      if (c.filterErrorType)
+        throw ApplicationFailure.retryable(
+          `filter.scoreTalkPatterns: injected ${c.filterErrorType}`,
+          c.filterErrorType,
+        );
       const samples = await readJsonl<Sample>(input.samplesFile);
       const kept = samples.filter((s) => !(input.filter.dropIdentical && s.chosen === s.rejected));
       const pairsFile = path.join(input.roundDir, 'pairs.jsonl');
@@ -131,21 +180,38 @@ export function testActivities(c: TestControls): OpsrActivities {
 
     async analyzeRewards(input): Promise<RewardSummary> {
       const pairs = await readJsonl<Sample>(input.pairsFile);
-      const rows = pairs.map((p) => ({ index: p.index, chosen: p.chosenScore / 10, rejected: p.rejectedScore / 10 }));
+      const rows = pairs.map((p) => ({
+        index: p.index,
+        chosen: p.chosenScore / 10,
+        rejected: p.rejectedScore / 10,
+      }));
       const rewardsFile = path.join(input.roundDir, 'rewards.jsonl');
       await writeJsonlAtomic(rewardsFile, rows);
       const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
       const chosenMean = mean(rows.map((r) => r.chosen));
       const rejectedMean = mean(rows.map((r) => r.rejected));
-      return { rewardsFile, count: rows.length, chosenMean, rejectedMean,
+      return {
+        rewardsFile,
+        count: rows.length,
+        chosenMean,
+        rejectedMean,
         gap: chosenMean === null || rejectedMean === null ? null : chosenMean - rejectedMean,
-        chosenBetter: mean(rows.map((r) => (r.chosen > r.rejected ? 1 : 0))) };
+        chosenBetter: mean(rows.map((r) => (r.chosen > r.rejected ? 1 : 0))),
+      };
     },
 
     async buildDataset(input) {
       const pairs = await readJsonl<Sample>(input.pairsFile);
       const trlFile = path.join(input.roundDir, 'dataset.jsonl');
-      await writeJsonlAtomic(trlFile, pairs.map((p) => ({ prompt: p.prompt, chosen: p.chosen, rejected: p.rejected, round: input.round })));
+      await writeJsonlAtomic(
+        trlFile,
+        pairs.map((p) => ({
+          prompt: p.prompt,
+          chosen: p.chosen,
+          rejected: p.rejected,
+          round: input.round,
+        })),
+      );
       const dataFile = path.join(input.roundDir, 'dataset.bin');
       await writeFileAtomic(dataFile, pairs.map((p) => `${p.index}\n`).join(''));
       return { trlFile, dataFile, records: pairs.length, truncated: 0 };
@@ -158,7 +224,9 @@ export function testActivities(c: TestControls): OpsrActivities {
       const ckDir = path.join(outDir, 'checkpoints');
       await mkdir(ckDir, { recursive: true });
       const steps = (await readFile(input.dataFile, 'utf8')).split('\n').filter(Boolean).length;
-      const done = (await readdir(ckDir)).map((n) => Number(n.replace('step-', ''))).filter(Number.isFinite);
+      const done = (await readdir(ckDir))
+        .map((n) => Number(n.replace('step-', '')))
+        .filter(Number.isFinite);
       const resumedFrom = done.length ? Math.max(...done) : null;
       const notify = progressNotifier(input.notify, 0);
       for (let step = (resumedFrom ?? 0) + 1; step <= steps; step++) {
@@ -166,10 +234,18 @@ export function testActivities(c: TestControls): OpsrActivities {
           await sleep(c.trainStepDelayMs);
         } catch (err) {
           // Cancelled: the engine would checkpoint the last completed step on SIGTERM.
-          await record({ event: 'cancelled', round: input.round, step: step - 1, pid: process.pid });
+          await record({
+            event: 'cancelled',
+            round: input.round,
+            step: step - 1,
+            pid: process.pid,
+          });
           throw err;
         }
-        await writeFileAtomic(path.join(ckDir, `step-${String(step).padStart(8, '0')}`), `${step}\n`);
+        await writeFileAtomic(
+          path.join(ckDir, `step-${String(step).padStart(8, '0')}`),
+          `${step}\n`,
+        );
         await record({ event: 'step', round: input.round, step, pid: process.pid });
         heartbeat({ step });
         notify({ kind: 'training', round: input.round, step, totalSteps: steps });
@@ -177,9 +253,17 @@ export function testActivities(c: TestControls): OpsrActivities {
       const modelDir = path.join(outDir, 'final');
       const ref = await modelTag(input.referenceModelDir);
       const data = sha256(await readFile(input.dataFile));
-      await writeFileAtomic(path.join(modelDir, 'model.safetensors'),
-        `trained round ${input.round} from ${ref} lr ${input.learningRate} data ${data}\n`);
-      return { modelDir, outDir, steps, resumedFrom, metrics: { loss: 1 / input.round, 'rewards/accuracies': 1 - 1 / (input.round + 1) } };
+      await writeFileAtomic(
+        path.join(modelDir, 'model.safetensors'),
+        `trained round ${input.round} from ${ref} lr ${input.learningRate} data ${data}\n`,
+      );
+      return {
+        modelDir,
+        outDir,
+        steps,
+        resumedFrom,
+        metrics: { loss: 1 / input.round, 'rewards/accuracies': 1 - 1 / (input.round + 1) },
+      };
     },
 
     async evaluatePolicy(input) {
@@ -187,9 +271,13 @@ export function testActivities(c: TestControls): OpsrActivities {
       const round = Number(/trained round (\d+)/.exec(text)?.[1] ?? 0);
       const file = path.join(input.runDir, 'eval', input.label, 'results.json');
       const result = {
-        label: input.label, modelDir: input.endpoint.modelDir, count: 4,
+        label: input.label,
+        modelDir: input.endpoint.modelDir,
+        count: 4,
         meanReward: 0.2 + 0.1 * round + 0.01 * input.sampling.seed, // seeds spread the reward
-        prefixCurve: input.prefixCurve ? input.evaluation.prefixScores.map((score) => ({ score, meanReward: score / 10 })) : null,
+        prefixCurve: input.prefixCurve
+          ? input.evaluation.prefixScores.map((score) => ({ score, meanReward: score / 10 }))
+          : null,
         file,
       };
       await writeJsonAtomic(file, result);
@@ -204,16 +292,37 @@ export function testActivities(c: TestControls): OpsrActivities {
       const file = path.join(dir, `${input.set.name}.json`);
       const annotationsFile = path.join(dir, `${input.set.name}.jsonl`);
       const pref = Math.min(1, 0.5 + 0.1 * round);
-      await writeJsonlAtomic(annotationsFile, [0, 1, 2, 3, 4, 5].map((index) => ({
-        index, preference: index % 2 ? pref : Math.max(0, 2 * pref - 1), modelLength: 10 + index, referenceLength: 10,
-      })));
+      await writeJsonlAtomic(
+        annotationsFile,
+        [0, 1, 2, 3, 4, 5].map((index) => ({
+          index,
+          preference: index % 2 ? pref : Math.max(0, 2 * pref - 1),
+          modelLength: 10 + index,
+          referenceLength: 10,
+        })),
+      );
       const usage = { requests: 12, cached: 0, promptTokens: 1200, completionTokens: 12 };
       const result = {
-        kind: 'pairwise' as const, name: input.set.name, label: input.label, modelDir: input.endpoint.modelDir,
-        judge: input.judgeName, count: 6, unparsable: 0, sources: { builtin: 6 }, winRate: pref, standardError: 0,
-        lc: null, orderBias: { firstPositionWins: 0.5, flipRate: 0, swappedWinRate: pref, pairs: 6 },
-        cost: { answerRequests: 6, answerTokens: 60, judge: usage, wallS: { answering: 0, judging: 0 } },
-        file, annotationsFile,
+        kind: 'pairwise' as const,
+        name: input.set.name,
+        label: input.label,
+        modelDir: input.endpoint.modelDir,
+        judge: input.judgeName,
+        count: 6,
+        unparsable: 0,
+        sources: { builtin: 6 },
+        winRate: pref,
+        standardError: 0,
+        lc: null,
+        orderBias: { firstPositionWins: 0.5, flipRate: 0, swappedWinRate: pref, pairs: 6 },
+        cost: {
+          answerRequests: 6,
+          answerTokens: 60,
+          judge: usage,
+          wallS: { answering: 0, judging: 0 },
+        },
+        file,
+        annotationsFile,
       };
       await writeJsonAtomic(file, result);
       return result;
@@ -224,19 +333,31 @@ export function testActivities(c: TestControls): OpsrActivities {
       await attempt('sampleSelfJudgedPairs', input.round);
       const prompts = await readJsonl<{ index: number; prompt: string }>(input.promptsFile);
       const tag = await modelTag(input.endpoint.modelDir);
-      const kept = prompts.filter((p) => p.index % 4 !== 3).map((p) => ({
-        index: p.index, prompt: p.prompt, chosenScore: 5, rejectedScore: 1,
-        chosen: `${tag} candidate for "${p.prompt}" scored 5`, rejected: `${tag} candidate for "${p.prompt}" scored 1`,
-      }));
+      const kept = prompts
+        .filter((p) => p.index % 4 !== 3)
+        .map((p) => ({
+          index: p.index,
+          prompt: p.prompt,
+          chosenScore: 5,
+          rejectedScore: 1,
+          chosen: `${tag} candidate for "${p.prompt}" scored 5`,
+          rejected: `${tag} candidate for "${p.prompt}" scored 1`,
+        }));
       const samplesFile = path.join(input.roundDir, 'samples.jsonl');
       const candidatesFile = path.join(input.roundDir, 'candidates.jsonl');
       await writeJsonlAtomic(samplesFile, kept);
       await writeJsonlAtomic(candidatesFile, kept);
       const n = prompts.length * input.pairs.candidates;
       return {
-        samplesFile, candidatesFile, prompts: prompts.length, count: kept.length,
+        samplesFile,
+        candidatesFile,
+        prompts: prompts.length,
+        count: kept.length,
         dropped: { tie: prompts.length - kept.length, unparsable: 0 },
-        cost: { sampling: { requests: n, tokens: 10 * n }, judging: { requests: n, cached: 0, tokens: 100 * n } },
+        cost: {
+          sampling: { requests: n, tokens: 10 * n },
+          judging: { requests: n, cached: 0, tokens: 100 * n },
+        },
       };
     },
 
@@ -247,4 +368,3 @@ export function testActivities(c: TestControls): OpsrActivities {
     writeStudyReport,
   };
 }
-

@@ -13,8 +13,19 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 // never import each other; both reach each other only through contracts/.
 // A new top folder needs a rank here.
 const RANK: Record<string, number> = {
-  lib: 0, config: 1, tasks: 2, contracts: 3, server: 3, report: 4, workflows: 5, activities: 5,
-  workers: 6, cli: 7, scripts: 8, test: 9, bench: 10,
+  lib: 0,
+  config: 1,
+  tasks: 2,
+  contracts: 3,
+  server: 3,
+  report: 4,
+  workflows: 5,
+  activities: 5,
+  workers: 6,
+  cli: 7,
+  scripts: 8,
+  test: 9,
+  bench: 10,
 };
 
 function tsFiles(dir: string): string[] {
@@ -31,7 +42,9 @@ function importGraph(): Map<string, string[]> {
   const graph = new Map<string, string[]>();
   for (const abs of tsFiles(ROOT)) {
     const info = ts.preProcessFile(readFileSync(abs, 'utf8'), true, true);
-    const deps = info.importedFiles.map((f) => f.fileName).filter((s) => s.startsWith('.'))
+    const deps = info.importedFiles
+      .map((f) => f.fileName)
+      .filter((s) => s.startsWith('.'))
       .map((s) => path.relative(ROOT, path.resolve(path.dirname(abs), s)));
     graph.set(path.relative(ROOT, abs), deps);
   }
@@ -76,8 +89,14 @@ const top = (file: string) => file.split(path.sep)[0];
 
 test('cycles() finds a cycle through a type-only edge and a self-import, not a diamond', () => {
   const g = new Map([
-    ['a.ts', ['b.ts', 'c.ts']], ['b.ts', ['d.ts']], ['c.ts', ['d.ts']], ['d.ts', []],
-    ['x.ts', ['y.ts']], ['y.ts', ['z.ts']], ['z.ts', ['x.ts']], ['s.ts', ['s.ts']],
+    ['a.ts', ['b.ts', 'c.ts']],
+    ['b.ts', ['d.ts']],
+    ['c.ts', ['d.ts']],
+    ['d.ts', []],
+    ['x.ts', ['y.ts']],
+    ['y.ts', ['z.ts']],
+    ['z.ts', ['x.ts']],
+    ['s.ts', ['s.ts']],
   ]);
   assert.deepEqual(cycles(g), [['x.ts', 'y.ts', 'z.ts'], ['s.ts']]);
 });
@@ -85,8 +104,10 @@ test('cycles() finds a cycle through a type-only edge and a self-import, not a d
 test('no import cycles among the .ts files', () => {
   const graph = importGraph();
   assert.ok(graph.size > 80, `walked ${graph.size} files`);
-  assert.ok(graph.get(path.join('workflows', 'round.ts'))!.includes(
-    path.join('contracts', 'workflows.ts')), 'the walk resolves relative imports');
+  assert.ok(
+    graph.get(path.join('workflows', 'round.ts'))!.includes(path.join('contracts', 'workflows.ts')),
+    'the walk resolves relative imports',
+  );
   assert.deepEqual(cycles(graph), []);
 });
 

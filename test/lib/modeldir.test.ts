@@ -13,7 +13,9 @@ import { parseRunConfig } from '../../config/index.ts';
 import { opsr } from '../helpers/opsr-cli.ts';
 
 let root: string;
-before(async () => { root = await mkdtemp(join(tmpdir(), 'opsr-modeldir-')); });
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'opsr-modeldir-'));
+});
 after(async () => rm(root, { recursive: true, force: true }));
 
 const INDEX = 'model.safetensors.index.json';
@@ -44,8 +46,11 @@ const SHARDED = { [INDEX]: shardIndex, [S1]: 'a', [S2]: 'b' };
 test('single-file and sharded directories of each supported model_type are accepted', async () => {
   for (const type of ['gpt2', 'llama', 'mistral', 'qwen2']) {
     const single = await modelDir(`single-${type}`, { model_type: type }, WEIGHTS);
-    assert.deepEqual(await checkModelDir(single),
-      { modelType: type, weights: [join(single, 'model.safetensors')], sharded: false });
+    assert.deepEqual(await checkModelDir(single), {
+      modelType: type,
+      weights: [join(single, 'model.safetensors')],
+      sharded: false,
+    });
   }
   const sharded = await modelDir('sharded', { model_type: 'llama' }, SHARDED);
   const info = await checkModelDir(sharded);
@@ -55,30 +60,58 @@ test('single-file and sharded directories of each supported model_type are accep
 
 test('refusals name the file and what is allowed', async () => {
   const refuses = async (dir: string, re: RegExp) =>
-    assert.rejects(checkModelDir(dir),
-      (e: Error) => e instanceof ModelDirError && re.test(e.message));
-  await refuses(await modelDir('bert', { model_type: 'bert' }, WEIGHTS),
+    assert.rejects(
+      checkModelDir(dir),
+      (e: Error) => e instanceof ModelDirError && re.test(e.message),
+    );
+  await refuses(
+    await modelDir('bert', { model_type: 'bert' }, WEIGHTS),
     /bert\/config\.json: model_type "bert" is not supported; allowed: gpt2, llama, mistral, qwen2/,
   );
-  await refuses(await modelDir('untyped', {}, WEIGHTS),
-    /config\.json: model_type undefined is not supported/);
+  await refuses(
+    await modelDir('untyped', {}, WEIGHTS),
+    /config\.json: model_type undefined is not supported/,
+  );
   const quantized = { model_type: 'llama', quantization_config: { quant_method: 'gguf' } };
-  await refuses(await modelDir('gguf', quantized, WEIGHTS),
-    /gguf\/config\.json: has a quantization_config/);
-  await refuses(await modelDir('noweights', { model_type: 'llama' }, {}),
-    /noweights\/model\.safetensors is missing \(nor is there a model\.safetensors\.index\.json/);
-  await refuses(await modelDir('noshard', { model_type: 'qwen2' }, {
-    [INDEX]: shardIndex, [S1]: 'a',
-  }), /noshard\/model-00002-of-00002\.safetensors is missing \(a shard named by .*\.index\.json\)/);
-  await refuses(await modelDir('badmap', { model_type: 'llama' }, {
-    [INDEX]: { weight_map: { 'model.norm.weight': '../elsewhere.safetensors' } },
-  }), /index\.json: weight_map\["model\.norm\.weight"\] must name a file in the directory/);
+  await refuses(
+    await modelDir('gguf', quantized, WEIGHTS),
+    /gguf\/config\.json: has a quantization_config/,
+  );
+  await refuses(
+    await modelDir('noweights', { model_type: 'llama' }, {}),
+    /noweights\/model\.safetensors is missing \(nor is there a model\.safetensors\.index\.json/,
+  );
+  await refuses(
+    await modelDir(
+      'noshard',
+      { model_type: 'qwen2' },
+      {
+        [INDEX]: shardIndex,
+        [S1]: 'a',
+      },
+    ),
+    /noshard\/model-00002-of-00002\.safetensors is missing \(a shard named by .*\.index\.json\)/,
+  );
+  await refuses(
+    await modelDir(
+      'badmap',
+      { model_type: 'llama' },
+      {
+        [INDEX]: { weight_map: { 'model.norm.weight': '../elsewhere.safetensors' } },
+      },
+    ),
+    /index\.json: weight_map\["model\.norm\.weight"\] must name a file in the directory/,
+  );
   const emptyMap = { [INDEX]: { weight_map: {} } };
-  await refuses(await modelDir('emptymap', { model_type: 'llama' }, emptyMap),
-    /weight_map must be a non-empty object/);
+  await refuses(
+    await modelDir('emptymap', { model_type: 'llama' }, emptyMap),
+    /weight_map must be a non-empty object/,
+  );
   await refuses(join(root, 'absent'), /absent is not a directory/);
-  await refuses(await modelDir('badjson', { model_type: 'llama' }, { [INDEX]: '{oops' }),
-    /badjson\/model\.safetensors\.index\.json is not readable JSON/);
+  await refuses(
+    await modelDir('badjson', { model_type: 'llama' }, { [INDEX]: '{oops' }),
+    /badjson\/model\.safetensors\.index\.json is not readable JSON/,
+  );
 });
 
 test('modelHash covers every shard and the index; absent extras do not count', async () => {
@@ -104,14 +137,18 @@ test('opsr validate and prepareRun refuse an unsupported model before a run star
   await writeFile(configFile, JSON.stringify(run));
   const v = await opsr(['validate', '--config', configFile]);
   assert.equal(v.code, 2);
-  assert.match(v.stderr,
-    /model: .*val-bert\/config\.json: model_type "bert" is not supported; allowed: gpt2/);
+  assert.match(
+    v.stderr,
+    /model: .*val-bert\/config\.json: model_type "bert" is not supported; allowed: gpt2/,
+  );
 
   const cfg = parseRunConfig({ ...run, storage: join(root, 'store') });
   type Failure = Error & { type?: string; nonRetryable?: boolean };
   const named = /model: .*val-bert\/config\.json: model_type "bert"/;
-  await assert.rejects(prepareRun({ runId: 'r', config: cfg }), (e: Failure) =>
-    e.type === 'BadInput' && e.nonRetryable === true && named.test(e.message));
+  await assert.rejects(
+    prepareRun({ runId: 'r', config: cfg }),
+    (e: Failure) => e.type === 'BadInput' && e.nonRetryable === true && named.test(e.message),
+  );
   // Sharded and good: prepareRun goes on to write the run directory.
   const sharded = await modelDir('val-sharded', { model_type: 'mistral' }, SHARDED);
   const ok = await prepareRun({ runId: 'r2', config: { ...cfg, model: sharded } });

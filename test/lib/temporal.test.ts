@@ -31,14 +31,23 @@ const alive = (pid: number) => {
 };
 
 test('findTemporalCli: TEMPORAL_CLI_PATH, then PATH, then .venv', async () => {
-  assert.throws(() => findTemporalCli({ TEMPORAL_CLI_PATH: path.join(tmp, 'missing') }), /TEMPORAL_CLI_PATH=.*missing is not an executable file/);
+  assert.throws(
+    () => findTemporalCli({ TEMPORAL_CLI_PATH: path.join(tmp, 'missing') }),
+    /TEMPORAL_CLI_PATH=.*missing is not an executable file/,
+  );
   const bin = path.join(tmp, 'bin');
   await rm(bin, { recursive: true, force: true });
   await mkdir(bin);
   await writeFile(path.join(bin, 'temporal'), '#!/bin/sh\n');
   await chmod(path.join(bin, 'temporal'), 0o755);
-  assert.equal(findTemporalCli({ PATH: `/nonexistent${path.delimiter}${bin}` }), path.join(bin, 'temporal'));
-  assert.equal(findTemporalCli({ TEMPORAL_CLI_PATH: path.join(bin, 'temporal'), PATH: '' }), path.join(bin, 'temporal'));
+  assert.equal(
+    findTemporalCli({ PATH: `/nonexistent${path.delimiter}${bin}` }),
+    path.join(bin, 'temporal'),
+  );
+  assert.equal(
+    findTemporalCli({ TEMPORAL_CLI_PATH: path.join(bin, 'temporal'), PATH: '' }),
+    path.join(bin, 'temporal'),
+  );
   assert.equal(findTemporalCli({ PATH: '' }), path.join(REPO, '.venv', 'bin', 'temporal'));
 });
 
@@ -60,7 +69,11 @@ test('startDevServer: search attributes, Web UI, SQLite persistence across a res
   assert.equal(custom[SEARCH_ATTRIBUTES.rejectedScore.name], 3);
   assert.equal(custom[SEARCH_ATTRIBUTES.phase.name], 2);
   // A run started with no worker yet must still be there after the server restarts.
-  await new Client({ connection: conn }).workflow.start('preferenceRun', { taskQueue: TASK_QUEUES.control, workflowId: 'persisted', args: [{}] });
+  await new Client({ connection: conn }).workflow.start('preferenceRun', {
+    taskQueue: TASK_QUEUES.control,
+    workflowId: 'persisted',
+    args: [{}],
+  });
   await conn.close();
   await first.stop();
   assert.equal(alive(first.pid), false);
@@ -79,21 +92,40 @@ test('workers/main.ts polls its queues and exits 0 on SIGTERM; a bad queue name 
   servers.push(server);
   const main = path.join(REPO, 'workers', 'main.ts');
 
-  const bad = spawn(process.execPath, ['--import', 'tsx', main, '--address', server.address, '--queues', 'control,gpu'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const bad = spawn(
+    process.execPath,
+    ['--import', 'tsx', main, '--address', server.address, '--queues', 'control,gpu'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let badErr = '';
-  bad.stderr.on('data', (b: Buffer) => { badErr += b.toString(); });
+  bad.stderr.on('data', (b: Buffer) => {
+    badErr += b.toString();
+  });
   assert.equal(await new Promise((r) => bad.once('exit', r)), 1);
   assert.match(badErr, /task queue "gpu": allowed control, sampler, trainer/);
 
-  const worker = spawn(process.execPath, ['--import', 'tsx', main, '--address', server.address, '--queues', 'control,trainer'], { stdio: 'ignore' });
+  const worker = spawn(
+    process.execPath,
+    ['--import', 'tsx', main, '--address', server.address, '--queues', 'control,trainer'],
+    { stdio: 'ignore' },
+  );
   const exited = new Promise<number | null>((r) => worker.once('exit', (code) => r(code)));
   try {
     const conn = await Connection.connect({ address: server.address });
     const client = new Client({ connection: conn });
-    const pollers = async (queue: string, type: 1 | 2) => (await client.workflowService.describeTaskQueue({
-      namespace: 'default', taskQueue: { name: queue }, taskQueueType: type })).pollers?.length ?? 0;
+    const pollers = async (queue: string, type: 1 | 2) =>
+      (
+        await client.workflowService.describeTaskQueue({
+          namespace: 'default',
+          taskQueue: { name: queue },
+          taskQueueType: type,
+        })
+      ).pollers?.length ?? 0;
     const deadline = Date.now() + 60_000;
-    while ((await pollers(TASK_QUEUES.control, 1)) === 0 || (await pollers(TASK_QUEUES.trainer, 2)) === 0) {
+    while (
+      (await pollers(TASK_QUEUES.control, 1)) === 0 ||
+      (await pollers(TASK_QUEUES.trainer, 2)) === 0
+    ) {
       assert.ok(Date.now() < deadline, 'worker never polled');
       assert.equal(worker.exitCode, null, 'worker exited early');
       await new Promise((r) => setTimeout(r, 200));

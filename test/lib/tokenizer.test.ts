@@ -17,7 +17,13 @@ before(async () => {
 });
 after(async () => rm(dir, { recursive: true, force: true }));
 
-const TEXTS = ['Hello world', ' the answer is in the water', 'naïve café — 3.14!\n\tnew line', '', 'ouen ' + TINY_EOS + ' tail'];
+const TEXTS = [
+  'Hello world',
+  ' the answer is in the water',
+  'naïve café — 3.14!\n\tnew line',
+  '',
+  'ouen ' + TINY_EOS + ' tail',
+];
 const MESSAGES = [
   { role: 'system', content: 'Be brief.' },
   { role: 'user', content: 'What is the answer?' },
@@ -34,9 +40,21 @@ ids = [t.encode(x) for x in texts]
 print(json.dumps({"ids": ids, "decoded": [t.decode(i) for i in ids], "eos": t.eos_token_id, "bos": t.bos_token_id,
   "chat": t.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True),
   "chat_nogen": t.apply_chat_template(msgs, tokenize=False)}))`;
-  const py = JSON.parse(execFileSync(PYTHON, ['-c', script, join(dir, 'model'), JSON.stringify(TEXTS), JSON.stringify(MESSAGES)], { encoding: 'utf8' }));
-  assert.deepEqual(TEXTS.map((t) => tok.encode(t)), py.ids);
-  assert.deepEqual(py.ids.map((ids: number[]) => tok.decode(ids)), py.decoded);
+  const py = JSON.parse(
+    execFileSync(
+      PYTHON,
+      ['-c', script, join(dir, 'model'), JSON.stringify(TEXTS), JSON.stringify(MESSAGES)],
+      { encoding: 'utf8' },
+    ),
+  );
+  assert.deepEqual(
+    TEXTS.map((t) => tok.encode(t)),
+    py.ids,
+  );
+  assert.deepEqual(
+    py.ids.map((ids: number[]) => tok.decode(ids)),
+    py.decoded,
+  );
   assert.equal(tok.eosTokenId, py.eos);
   assert.equal(tok.bosTokenId, py.bos);
   assert.equal(tok.hasChatTemplate, true);
@@ -45,7 +63,10 @@ print(json.dumps({"ids": ids, "decoded": [t.decode(i) for i in ids], "eos": t.eo
   // Merges are applied (fewer tokens than bytes) and decoding round-trips.
   assert.ok(tok.encode(' the').length === 1);
   assert.equal(tok.decode(tok.encode(TEXTS[2])), TEXTS[2]);
-  assert.equal(tok.decode([...tok.encode('hi'), tok.eosTokenId!], { skipSpecialTokens: true }), 'hi');
+  assert.equal(
+    tok.decode([...tok.encode('hi'), tok.eosTokenId!], { skipSpecialTokens: true }),
+    'hi',
+  );
   assert.ok(tok.specialTokenIds.has(tok.eosTokenId!));
 });
 
@@ -54,19 +75,29 @@ test('missing chat template and bad files give clear errors', async () => {
   await writeTinyTokenizer(plain, { chatTemplate: false });
   const tok = await loadTokenizer(plain);
   assert.equal(tok.hasChatTemplate, false);
-  assert.throws(() => tok.applyChatTemplate(MESSAGES), (e: Error) => e instanceof TokenizerError && /no chat_template/.test(e.message));
+  assert.throws(
+    () => tok.applyChatTemplate(MESSAGES),
+    (e: Error) => e instanceof TokenizerError && /no chat_template/.test(e.message),
+  );
 
-  await assert.rejects(loadTokenizer(join(dir, 'nowhere')), (e: Error) => e instanceof TokenizerError && /tokenizer\.json/.test(e.message));
+  await assert.rejects(
+    loadTokenizer(join(dir, 'nowhere')),
+    (e: Error) => e instanceof TokenizerError && /tokenizer\.json/.test(e.message),
+  );
 
   const badEos = join(dir, 'bad-eos');
   await writeTinyTokenizer(badEos);
   const cfg = JSON.parse(await readFile(join(badEos, 'tokenizer_config.json'), 'utf8'));
   cfg.eos_token = '<|missing|>';
   await writeFile(join(badEos, 'tokenizer_config.json'), JSON.stringify(cfg));
-  await assert.rejects(loadTokenizer(badEos), (e: Error) => /eos_token "<\|missing\|>" is not in the vocabulary/.test(e.message));
+  await assert.rejects(loadTokenizer(badEos), (e: Error) =>
+    /eos_token "<\|missing\|>" is not in the vocabulary/.test(e.message),
+  );
 
   const broken = join(dir, 'broken');
   await writeTinyTokenizer(broken);
   await writeFile(join(broken, 'tokenizer_config.json'), '{not json');
-  await assert.rejects(loadTokenizer(broken), (e: Error) => /tokenizer_config\.json is not a JSON object/.test(e.message));
+  await assert.rejects(loadTokenizer(broken), (e: Error) =>
+    /tokenizer_config\.json is not a JSON object/.test(e.message),
+  );
 });

@@ -14,11 +14,29 @@ export async function linkWithEngine(source: string, exe: string): Promise<strin
   await execa('make', ['-s', '-C', path.join(repoRoot, 'engine')]);
   const objDir = path.join(repoRoot, 'engine/build/obj');
   const objs = [
-    ...(await readdir(objDir)).filter((f) => f.endsWith('.o') && f !== 'main.o').map((f) => path.join(objDir, f)),
-    ...(await readdir(path.join(objDir, 'cpu'))).filter((f) => f.endsWith('.o')).map((f) => path.join(objDir, 'cpu', f)),
+    ...(await readdir(objDir))
+      .filter((f) => f.endsWith('.o') && f !== 'main.o')
+      .map((f) => path.join(objDir, f)),
+    ...(await readdir(path.join(objDir, 'cpu')))
+      .filter((f) => f.endsWith('.o'))
+      .map((f) => path.join(objDir, 'cpu', f)),
   ];
-  await execa('gcc', ['-std=c11', '-D_GNU_SOURCE', '-O3', '-march=native', '-fopenmp', `-I${BLAS_INC}`,
-    `-I${path.join(repoRoot, 'engine/src')}`, source, ...objs, `-L${BLAS_LIB}`, `-Wl,-rpath,${BLAS_LIB}`,
-    '-lopenblas', '-lm', '-o', exe]);
+  await execa('gcc', [
+    '-std=c11',
+    '-D_GNU_SOURCE',
+    '-O3',
+    '-march=native',
+    '-fopenmp',
+    `-I${BLAS_INC}`,
+    `-I${path.join(repoRoot, 'engine/src')}`,
+    source,
+    ...objs,
+    `-L${BLAS_LIB}`,
+    `-Wl,-rpath,${BLAS_LIB}`,
+    '-lopenblas',
+    '-lm',
+    '-o',
+    exe,
+  ]);
   return exe;
 }

@@ -176,47 +176,50 @@ async function shows(page: Page, s: string, timeoutMs = 60_000): Promise<string>
   }
 }
 
-test('Start Workflow in the Web UI with the documented queue, type and validate output; the run page '
-  + 'shows details and search attributes', async () => {
-  const json = await validatedInput('ui-run', 2);
-  const page = await newPage();
-  await startFromUi(page, 'ui-run', json);
-  const result = (await client.workflow.getHandle('ui-run').result()) as RunResult;
-  assert.deepEqual(
-    result.rounds.map((r) => r.rejectedScore),
-    [3, 5],
-  );
-  await page.goto(ui('/workflows/ui-run'), { waitUntil: 'networkidle0' });
-  await shows(page, 'COMPLETED');
-  await shot(page, 'run-page');
+test(
+  'Start Workflow in the Web UI with the documented queue, type and validate output; the run page ' +
+    'shows details and search attributes',
+  async () => {
+    const json = await validatedInput('ui-run', 2);
+    const page = await newPage();
+    await startFromUi(page, 'ui-run', json);
+    const result = (await client.workflow.getHandle('ui-run').result()) as RunResult;
+    assert.deepEqual(
+      result.rounds.map((r) => r.rejectedScore),
+      [3, 5],
+    );
+    await page.goto(ui('/workflows/ui-run'), { waitUntil: 'networkidle0' });
+    await shows(page, 'COMPLETED');
+    await shot(page, 'run-page');
 
-  // The run's "current details" (workflows/run.ts runDetails) under User Metadata.
-  await page.click('::-p-text(User Metadata)');
-  const details = await shows(page, 'opsr run ui-run');
-  await shot(page, 'run-details');
-  assert.match(details, /round 2\D2, phase done, rejected score 5/);
-  // The details table, row by row, as the run returned it.
-  for (const r of result.rounds) {
-    const cells = [
-      r.round,
-      r.rejectedScore,
-      r.pairsKept,
-      r.pairsFiltered,
-      r.chosenReward!.toFixed(4),
-      r.rejectedReward!.toFixed(4),
-      r.policyReward!.toFixed(4),
-      r.train.loss.toFixed(4),
-    ];
-    assert.ok(details.split('\n').includes(cells.join('\t')), `details row ${cells.join(' ')}`);
-  }
-  await page.click('::-p-text(Search Attributes)');
-  const attributes = await shows(page, 'OpsrPhase');
-  await shot(page, 'run-search-attributes');
-  assert.match(attributes, /"OpsrPhase": "done"/);
-  assert.match(attributes, /"OpsrRound": 2\b/);
-  assert.match(attributes, /"OpsrRejectedScore": 5\b/);
-  await page.close();
-});
+    // The run's "current details" (workflows/run.ts runDetails) under User Metadata.
+    await page.click('::-p-text(User Metadata)');
+    const details = await shows(page, 'opsr run ui-run');
+    await shot(page, 'run-details');
+    assert.match(details, /round 2\D2, phase done, rejected score 5/);
+    // The details table, row by row, as the run returned it.
+    for (const r of result.rounds) {
+      const cells = [
+        r.round,
+        r.rejectedScore,
+        r.pairsKept,
+        r.pairsFiltered,
+        r.chosenReward!.toFixed(4),
+        r.rejectedReward!.toFixed(4),
+        r.policyReward!.toFixed(4),
+        r.train.loss.toFixed(4),
+      ];
+      assert.ok(details.split('\n').includes(cells.join('\t')), `details row ${cells.join(' ')}`);
+    }
+    await page.click('::-p-text(Search Attributes)');
+    const attributes = await shows(page, 'OpsrPhase');
+    await shot(page, 'run-search-attributes');
+    assert.match(attributes, /"OpsrPhase": "done"/);
+    assert.match(attributes, /"OpsrRound": 2\b/);
+    assert.match(attributes, /"OpsrRejectedScore": 5\b/);
+    await page.close();
+  },
+);
 
 test('stopAfterRound sent from the Web UI ends the run after its current round', async () => {
   // Many rounds, so the run is still going however long the UI takes to load on a busy machine.

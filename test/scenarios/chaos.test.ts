@@ -19,18 +19,41 @@ test('a worker SIGKILLed in sampling and in training: artifacts byte-identical t
   const preset = await loadRunConfig(presetPath('tiny'));
   const moved = (p: string) => path.join(storage, path.relative(preset.storage, p));
   const config = parseRunConfig({
-    ...preset, storage, model: moved(preset.model), rounds: 1, prefixes: { ...preset.prefixes, rejectedScores: [3] },
+    ...preset,
+    storage,
+    model: moved(preset.model),
+    rounds: 1,
+    prefixes: { ...preset.prefixes, rejectedScores: [3] },
     prompts: { file: moved(preset.prompts.file), limit: 24 },
     sampling: { ...preset.sampling, shardSize: 4, concurrency: 4 },
-    training: { ...preset.training, learningRate: [1e-4], batchSize: 1, epochs: 6, checkpointEvery: 4 },
+    training: {
+      ...preset.training,
+      learningRate: [1e-4],
+      batchSize: 1,
+      epochs: 6,
+      checkpointEvery: 4,
+    },
     init: { sft: { ...preset.init!.sft!, data: moved(preset.init!.sft!.data), maxSteps: 60 } },
     // Evaluation stays (the demo data writes its held-out file there), on 8 prompts.
-    evaluation: { ...preset.evaluation!, prompts: { file: moved(preset.evaluation!.prompts.file), limit: 8 }, prefixCurve: false },
+    evaluation: {
+      ...preset.evaluation!,
+      prompts: { file: moved(preset.evaluation!.prompts.file), limit: 8 },
+      prefixCurve: false,
+    },
     activities: CHAOS_ACTIVITIES,
   });
-  const r = await runChaos({ config, workerKills: [{ phase: 'sampling' }, { phase: 'training' }], log: (l) => console.log(l) });
-  console.log(`kills by phase: ${JSON.stringify(killsByPhase(r.kills))}; ${r.compared} artifacts compared`);
-  assert.deepEqual(r.kills.map((k) => k.phase.replace(/^round \d+ /, '')), ['sampling', 'training']);
+  const r = await runChaos({
+    config,
+    workerKills: [{ phase: 'sampling' }, { phase: 'training' }],
+    log: (l) => console.log(l),
+  });
+  console.log(
+    `kills by phase: ${JSON.stringify(killsByPhase(r.kills))}; ${r.compared} artifacts compared`,
+  );
+  assert.deepEqual(
+    r.kills.map((k) => k.phase.replace(/^round \d+ /, '')),
+    ['sampling', 'training'],
+  );
   assert.ok(r.compared >= 8, `${r.compared} artifacts`);
   assert.deepEqual(r.different, []);
 });

@@ -35,14 +35,22 @@ let skip: string | null = null;
 
 // Why these tests cannot run here, or null.
 async function unavailable(): Promise<string | null> {
-  if (!(await stat(join(SMOL, 'config.json')).then(() => true, () => false))) {
+  if (
+    !(await stat(join(SMOL, 'config.json')).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     return `needs ${SMOL}: \`opsr models fetch smollm2-135m-instruct\` (setup.sh test runs it)`;
   }
   const probe = join(dir, 'probe.bin');
   await writeSftData(probe, [{ prompt: [1, 2], response: [3] }]);
   try {
-    await run(DEFAULT_ENGINE_PATH, ['logprobs', '--model', SMOL, '--data', probe, '--threads', '1'],
-      { env: engineEnv() });
+    await run(
+      DEFAULT_ENGINE_PATH,
+      ['logprobs', '--model', SMOL, '--data', probe, '--threads', '1'],
+      { env: engineEnv() },
+    );
   } catch (e) {
     const msg = String((e as { stderr?: string }).stderr ?? e);
     if (/field model_type must be/.test(msg)) return 'the engine does not load Llama models yet';
@@ -61,8 +69,10 @@ after(async () => rm(dir, { recursive: true, force: true }));
 type Reference = { logprobs: number[]; greedy: number[][] };
 
 async function reference(request: object, model = SMOL): Promise<Reference> {
-  const { stdout } = await run(PYTHON, [REFERENCE, model, JSON.stringify(request)],
-    { maxBuffer: 1 << 26, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+  const { stdout } = await run(PYTHON, [REFERENCE, model, JSON.stringify(request)], {
+    maxBuffer: 1 << 26,
+    env: { ...process.env, HF_HUB_OFFLINE: '1' },
+  });
   return JSON.parse(stdout);
 }
 
@@ -74,18 +84,26 @@ test('engine log-probs of chat sequences are within 1e-4 of transformers', async
   if (skip) return t.skip(skip);
   const cases = [
     ['What is the capital of France?', 'The capital of France is Paris.'],
-    ['Write a haiku about autumn leaves.',
-      'Red leaves drift and fall\nwhispering to the cold ground\nautumn says goodbye'],
+    [
+      'Write a haiku about autumn leaves.',
+      'Red leaves drift and fall\nwhispering to the cold ground\nautumn says goodbye',
+    ],
     ['Write a Python function that reverses a string.', 'def reverse(s):\n    return s[::-1]'],
     ['What is 12 times 7?', '12 times 7 is 84.'],
   ].map(([q, a], i) => ({
-    prompt: promptIds(tok, chat(q), `case ${i}`), response: responseIds(tok, a, 'stop'),
+    prompt: promptIds(tok, chat(q), `case ${i}`),
+    response: responseIds(tok, a, 'stop'),
   }));
   const data = join(dir, 'chat.bin');
   await writeSftData(data, cases);
-  const { stdout } = await run(DEFAULT_ENGINE_PATH,
-    ['logprobs', '--model', SMOL, '--data', data, '--threads', '2'], { env: engineEnv() });
-  const engine = stdout.trim().split('\n')
+  const { stdout } = await run(
+    DEFAULT_ENGINE_PATH,
+    ['logprobs', '--model', SMOL, '--data', data, '--threads', '2'],
+    { env: engineEnv() },
+  );
+  const engine = stdout
+    .trim()
+    .split('\n')
     .map((l) => JSON.parse(l) as { index: number; logp_sum: number });
   const py = await reference({ logprobs: cases });
   assert.equal(engine.length, cases.length);
@@ -98,40 +116,91 @@ test('engine log-probs of chat sequences are within 1e-4 of transformers', async
 test('a trained checkpoint (f32 single, bf16 sharded) reloads in transformers', async (t) => {
   if (skip) return t.skip(skip);
   const records = [
-    ['Name a colour.', 'Blue.'], ['What is 2 plus 2?', '2 plus 2 is 4.'],
+    ['Name a colour.', 'Blue.'],
+    ['What is 2 plus 2?', '2 plus 2 is 4.'],
   ].map(([q, a], i) => ({
-    prompt: promptIds(tok, chat(q), `r${i}`), response: responseIds(tok, a, 'stop'),
+    prompt: promptIds(tok, chat(q), `r${i}`),
+    response: responseIds(tok, a, 'stop'),
   }));
   const data = join(dir, 'sft.bin');
   await writeSftData(data, records);
-  for (const [dtype, shard] of [['f32', null], ['bf16', '100MB']] as const) {
+  for (const [dtype, shard] of [
+    ['f32', null],
+    ['bf16', '100MB'],
+  ] as const) {
     const out = join(dir, `train-${dtype}`);
-    await run(DEFAULT_ENGINE_PATH, ['train', '--model', SMOL, '--data', data, '--out', out,
-      '--loss', 'sft', '--lr', '1e-4', '--max-steps', '1', '--threads', '2', '--save-dtype', dtype,
-      ...(shard ? ['--max-shard-size', shard] : [])], { env: engineEnv() });
+    await run(
+      DEFAULT_ENGINE_PATH,
+      [
+        'train',
+        '--model',
+        SMOL,
+        '--data',
+        data,
+        '--out',
+        out,
+        '--loss',
+        'sft',
+        '--lr',
+        '1e-4',
+        '--max-steps',
+        '1',
+        '--threads',
+        '2',
+        '--save-dtype',
+        dtype,
+        ...(shard ? ['--max-shard-size', shard] : []),
+      ],
+      { env: engineEnv() },
+    );
     const final = join(out, 'final');
     const info = await checkModelDir(final);
     assert.equal(info.sharded, shard !== null, `${dtype}: sharded`);
     if (shard) assert.ok(info.weights.length >= 2, `${info.weights.length} shards`);
-    const { stdout } = await run(DEFAULT_ENGINE_PATH,
-      ['logprobs', '--model', final, '--data', data, '--threads', '2'], { env: engineEnv() });
-    const engine = stdout.trim().split('\n').map((l) => JSON.parse(l).logp_sum as number);
+    const { stdout } = await run(
+      DEFAULT_ENGINE_PATH,
+      ['logprobs', '--model', final, '--data', data, '--threads', '2'],
+      { env: engineEnv() },
+    );
+    const engine = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).logp_sum as number);
     const py = (await reference({ logprobs: records }, final)).logprobs;
-    engine.forEach((e, i) => assert.ok(close(e, py[i]), `${dtype} record ${i}: engine ${e}, `
-      + `transformers ${py[i]}`));
+    engine.forEach((e, i) =>
+      assert.ok(close(e, py[i]), `${dtype} record ${i}: engine ${e}, ` + `transformers ${py[i]}`),
+    );
   }
 });
 
 // `opsr serve` in a child process, as a user runs it; resolves once /health answers 200.
 async function serve(port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'opsr.mjs'), 'serve', '--model', SMOL,
-    '--port', String(port), '--threads', '2', '--max-batch', '8'],
-  { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'bin', 'opsr.mjs'),
+      'serve',
+      '--model',
+      SMOL,
+      '--port',
+      String(port),
+      '--threads',
+      '2',
+      '--max-batch',
+      '8',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
-  child.stderr!.on('data', (b) => { stderr += b; });
+  child.stderr!.on('data', (b) => {
+    stderr += b;
+  });
   for (let i = 0; i < 600; i++) {
     if (child.exitCode !== null) throw new Error(`opsr serve exited ${child.exitCode}: ${stderr}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://127.0.0.1:${port}/health`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) return child;
     await new Promise((r) => setTimeout(r, 500));
   }
@@ -142,8 +211,10 @@ async function serve(port: number): Promise<ChildProcess> {
 test('greedy chat answers of opsr serve equal transformers generate on 20 prompts', async (t) => {
   if (skip) return t.skip(skip);
   const all = instructionPrompts('train');
-  const prompts = Array.from({ length: 20 },
-    (_, i) => all[Math.floor((i * all.length) / 20)].prompt);
+  const prompts = Array.from(
+    { length: 20 },
+    (_, i) => all[Math.floor((i * all.length) / 20)].prompt,
+  );
   const maxTokens = 32;
   const py = await reference({
     greedy: {
@@ -155,19 +226,25 @@ test('greedy chat answers of opsr serve equal transformers generate on 20 prompt
   const server = await serve(port);
   try {
     // All at once: the answers must not depend on what else is in the batch.
-    const answers = await Promise.all(prompts.map(async (p) => {
-      const r = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          model: 'smollm2-135m-instruct', messages: chat(p), temperature: 0, max_tokens: maxTokens,
-        }),
-      });
-      assert.equal(r.status, 200);
-      return await r.json() as {
-        choices: { message: { content: string }; finish_reason: string }[];
-        usage: { completion_tokens: number };
-      };
-    }));
+    const answers = await Promise.all(
+      prompts.map(async (p) => {
+        const r = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            model: 'smollm2-135m-instruct',
+            messages: chat(p),
+            temperature: 0,
+            max_tokens: maxTokens,
+          }),
+        });
+        assert.equal(r.status, 200);
+        return (await r.json()) as {
+          choices: { message: { content: string }; finish_reason: string }[];
+          usage: { completion_tokens: number };
+        };
+      }),
+    );
     answers.forEach((a, i) => {
       const ids = py.greedy[i];
       const stopped = ids.at(-1) === tok.eosTokenId;
@@ -186,18 +263,31 @@ test('a 1-round SmolLM2 run through Temporal (8 prompts) leaves checked artifact
   if (skip) return t.skip(skip);
   const preset = await loadRunConfig(presetPath('smollm2-135m-instruct'));
   const storage = join(dir, 'store');
-  const config = shortenRun(parseRunConfig({
-    ...preset, storage, model: SMOL,
-    prompts: { ...preset.prompts, file: join(storage, 'instructions', 'instructions-train.jsonl') },
-    sampling: { ...preset.sampling, maxTokens: 48 },
-    // Short answers are mostly cut: keep them so that a few pairs train.
-    filter: { ...preset.filter, dropTruncated: false },
-    training: {
-      ...preset.training, batchSize: 2, gradAccum: 1, maxLength: 192, checkpointEvery: 0,
-      // No warmup: with a step or two, warmup's first step (lr 0) would be all of training.
-      warmupRatio: 0,
-    },
-  }), 1, 8);
+  const config = shortenRun(
+    parseRunConfig({
+      ...preset,
+      storage,
+      model: SMOL,
+      prompts: {
+        ...preset.prompts,
+        file: join(storage, 'instructions', 'instructions-train.jsonl'),
+      },
+      sampling: { ...preset.sampling, maxTokens: 48 },
+      // Short answers are mostly cut: keep them so that a few pairs train.
+      filter: { ...preset.filter, dropTruncated: false },
+      training: {
+        ...preset.training,
+        batchSize: 2,
+        gradAccum: 1,
+        maxLength: 192,
+        checkpointEvery: 0,
+        // No warmup: with a step or two, warmup's first step (lr 0) would be all of training.
+        warmupRatio: 0,
+      },
+    }),
+    1,
+    8,
+  );
   const r = await runDemo(config, { port: await freePort(), uiPort: null, print: false });
   const [round] = r.result.rounds;
   assert.equal(r.result.rounds.length, 1);
@@ -209,8 +299,14 @@ test('a 1-round SmolLM2 run through Temporal (8 prompts) leaves checked artifact
   const pairs = await readJsonl<Pair>(join(roundDir, 'dataset.jsonl'));
   assert.equal(pairs.length, round.pairsKept);
   // TRL pairs: the prompt without the prefix, two non-empty answers.
-  assert.ok(pairs.every((p) => p.chosen.length > 0 && p.rejected.length > 0
-    && !JSON.stringify(p.prompt).includes('out of 10')));
+  assert.ok(
+    pairs.every(
+      (p) =>
+        p.chosen.length > 0 &&
+        p.rejected.length > 0 &&
+        !JSON.stringify(p.prompt).includes('out of 10'),
+    ),
+  );
   // The trained policy is a Llama checkpoint with new weights, and the round's final model.
   const trained = await checkModelDir(round.modelDir);
   assert.equal(trained.modelType, 'llama');
@@ -218,5 +314,8 @@ test('a 1-round SmolLM2 run through Temporal (8 prompts) leaves checked artifact
   assert.equal(r.result.finalModel, round.modelDir);
   assert.ok(Number.isFinite(round.train.loss), `loss ${round.train.loss}`);
   const report = JSON.parse(await readFile(r.report.json, 'utf8'));
-  assert.deepEqual(report.rounds.map((x: { pairsKept: number }) => x.pairsKept), [round.pairsKept]);
+  assert.deepEqual(
+    report.rounds.map((x: { pairsKept: number }) => x.pairsKept),
+    [round.pairsKept],
+  );
 });

@@ -22,7 +22,13 @@ before(async () => {
   model = join(dir, 'policy');
   await makeTinyModel(model, { nPositions: 128, nEmbd: 48, nHead: 4 });
   tok = await loadTokenizer(model);
-  server = await startServer({ modelDir: model, enginePath: ENGINE, threads: 2, maxBatch: 4, log: () => {} });
+  server = await startServer({
+    modelDir: model,
+    enginePath: ENGINE,
+    threads: 2,
+    maxBatch: 4,
+    log: () => {},
+  });
   client = new OpenAI({ baseURL: server.url, apiKey: 'EMPTY', maxRetries: 0 });
 });
 after(async () => {
@@ -31,19 +37,39 @@ after(async () => {
 });
 
 const post = (path: string, body: unknown, raw = false) =>
-  fetch(server.url.replace(/\/v1$/, '') + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw ? (body as string) : JSON.stringify(body) });
+  fetch(server.url.replace(/\/v1$/, '') + path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: raw ? (body as string) : JSON.stringify(body),
+  });
 
-const complete = (extra: Partial<OpenAI.CompletionCreateParamsNonStreaming> & Record<string, unknown> = {}) =>
-  client.completions.create({ model: 'policy', prompt: 'the answer is', max_tokens: 24, temperature: 1, seed: 7, ...extra } as OpenAI.CompletionCreateParamsNonStreaming);
+const complete = (
+  extra: Partial<OpenAI.CompletionCreateParamsNonStreaming> & Record<string, unknown> = {},
+) =>
+  client.completions.create({
+    model: 'policy',
+    prompt: 'the answer is',
+    max_tokens: 24,
+    temperature: 1,
+    seed: 7,
+    ...extra,
+  } as OpenAI.CompletionCreateParamsNonStreaming);
 
 test('models, health and tokenize', async () => {
   const models = await client.models.list();
-  assert.deepEqual(models.data.map((m) => m.id), ['policy']);
+  assert.deepEqual(
+    models.data.map((m) => m.id),
+    ['policy'],
+  );
   assert.equal((models.data[0] as unknown as { max_model_len: number }).max_model_len, 128);
   const health = await fetch(server.url.replace(/\/v1$/, '') + '/health');
   assert.equal(health.status, 200);
   const t = await (await post('/tokenize', { prompt: 'the water' })).json();
-  assert.deepEqual(t, { tokens: tok.encode('the water'), count: tok.encode('the water').length, max_model_len: 128 });
+  assert.deepEqual(t, {
+    tokens: tok.encode('the water'),
+    count: tok.encode('the water').length,
+    max_model_len: 128,
+  });
   const d = await (await post('/detokenize', { tokens: t.tokens })).json();
   assert.equal(d.prompt, 'the water');
 });
@@ -68,20 +94,38 @@ test('completions: schema, usage, seed determinism, n > 1, prompt lists', async 
 
   const many = await complete({ n: 3, max_tokens: 10, stop: undefined });
   assert.equal(many.choices.length, 3);
-  assert.deepEqual(many.choices.map((x) => x.index), [0, 1, 2]);
-  assert.equal(many.choices[0].text, (await complete({ max_tokens: 10 })).choices[0].text, 'choice 0 keeps the seed');
+  assert.deepEqual(
+    many.choices.map((x) => x.index),
+    [0, 1, 2],
+  );
+  assert.equal(
+    many.choices[0].text,
+    (await complete({ max_tokens: 10 })).choices[0].text,
+    'choice 0 keeps the seed',
+  );
   assert.equal(new Set(many.choices.map((x) => x.text)).size, 3, 'n answers differ');
   assert.equal(many.usage!.prompt_tokens, tok.encode('the answer is').length);
 
   const list = await complete({ prompt: ['the answer is', 'in the water'], n: 2, max_tokens: 6 });
   assert.equal(list.choices.length, 4);
   assert.equal(list.choices[0].text, (await complete({ max_tokens: 6 })).choices[0].text);
-  assert.equal(list.choices[2].text, (await complete({ prompt: 'in the water', max_tokens: 6 })).choices[0].text);
-  assert.equal(list.usage!.prompt_tokens, tok.encode('the answer is').length + tok.encode('in the water').length);
+  assert.equal(
+    list.choices[2].text,
+    (await complete({ prompt: 'in the water', max_tokens: 6 })).choices[0].text,
+  );
+  assert.equal(
+    list.usage!.prompt_tokens,
+    tok.encode('the answer is').length + tok.encode('in the water').length,
+  );
 });
 
 test('greedy with max_tokens ends with length and logprobs have the OpenAI shape', async () => {
-  const r = await complete({ temperature: 0, max_tokens: 12, logprobs: 2, ignore_eos: true } as never);
+  const r = await complete({
+    temperature: 0,
+    max_tokens: 12,
+    logprobs: 2,
+    ignore_eos: true,
+  } as never);
   const c = r.choices[0];
   assert.equal(c.finish_reason, 'length');
   assert.equal(r.usage!.completion_tokens, 12);
@@ -97,33 +141,68 @@ test('greedy with max_tokens ends with length and logprobs have the OpenAI shape
   });
   // Chat logprobs list alternatives by token: greedy's token is the most likely one.
   const chat = await client.chat.completions.create({
-    model: 'policy', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3,
+    model: 'policy',
+    messages: [{ role: 'user', content: 'hi' }],
+    max_tokens: 8,
+    temperature: 0,
+    logprobs: true,
+    top_logprobs: 3,
   });
   const content = chat.choices[0].logprobs!.content!;
   assert.equal(content.length, chat.usage!.completion_tokens);
   for (const t of content) {
     assert.equal(t.top_logprobs.length, 3);
-    assert.ok(Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6, 'greedy picks the most likely token');
-    assert.ok(t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob && t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob);
+    assert.ok(
+      Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6,
+      'greedy picks the most likely token',
+    );
+    assert.ok(
+      t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob &&
+        t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob,
+    );
   }
   // No seed given: a random one, and the request still works.
-  assert.equal((await client.completions.create({ model: 'policy', prompt: 'x', max_tokens: 2 })).choices.length, 1);
+  assert.equal(
+    (await client.completions.create({ model: 'policy', prompt: 'x', max_tokens: 2 })).choices
+      .length,
+    1,
+  );
 });
 
 test('stop strings end the text before the stop, with finish_reason stop', async () => {
-  const full = (await complete({ temperature: 0, max_tokens: 40, ignore_eos: true } as never)).choices[0].text;
+  const full = (await complete({ temperature: 0, max_tokens: 40, ignore_eos: true } as never))
+    .choices[0].text;
   const stop = full.slice(Math.floor(full.length / 2), Math.floor(full.length / 2) + 2);
   assert.equal(stop.length, 2);
-  const r = await complete({ temperature: 0, max_tokens: 40, ignore_eos: true, stop: [stop, 'never-there'] } as never);
+  const r = await complete({
+    temperature: 0,
+    max_tokens: 40,
+    ignore_eos: true,
+    stop: [stop, 'never-there'],
+  } as never);
   const c = r.choices[0] as OpenAI.CompletionChoice & { stop_reason: string };
   assert.equal(c.text, full.slice(0, full.indexOf(stop)));
   assert.equal(c.finish_reason, 'stop');
   assert.equal(c.stop_reason, stop);
   assert.ok(r.usage!.completion_tokens < 40);
-  const inc = await complete({ temperature: 0, max_tokens: 40, ignore_eos: true, stop, include_stop_str_in_output: true } as never);
+  const inc = await complete({
+    temperature: 0,
+    max_tokens: 40,
+    ignore_eos: true,
+    stop,
+    include_stop_str_in_output: true,
+  } as never);
   assert.equal(inc.choices[0].text, full.slice(0, full.indexOf(stop) + stop.length));
   // Streaming holds back text that could be the start of a stop string: no stop text leaks out.
-  const stream = await client.completions.create({ model: 'policy', prompt: 'the answer is', max_tokens: 40, temperature: 0, ignore_eos: true, stop, stream: true } as OpenAI.CompletionCreateParamsStreaming);
+  const stream = await client.completions.create({
+    model: 'policy',
+    prompt: 'the answer is',
+    max_tokens: 40,
+    temperature: 0,
+    ignore_eos: true,
+    stop,
+    stream: true,
+  } as OpenAI.CompletionCreateParamsStreaming);
   let streamed = '';
   let finish: string | null = null;
   for await (const chunk of stream) {
@@ -138,16 +217,39 @@ test('stop strings end the text before the stop, with finish_reason stop', async
 
 test('chat completions render the chat template; streaming deltas add up to the same text', async () => {
   const messages = [{ role: 'user' as const, content: 'What is in the water?' }];
-  const r = await client.chat.completions.create({ model: 'policy', messages, max_tokens: 20, seed: 3, temperature: 0.9 });
+  const r = await client.chat.completions.create({
+    model: 'policy',
+    messages,
+    max_tokens: 20,
+    seed: 3,
+    temperature: 0.9,
+  });
   assert.match(r.id, /^chatcmpl-/);
   assert.equal(r.object, 'chat.completion');
   assert.equal(r.choices[0].message.role, 'assistant');
   const rendered = tok.applyChatTemplate(messages, { addGenerationPrompt: true });
   assert.equal(r.usage!.prompt_tokens, tok.encode(rendered, { addSpecialTokens: false }).length);
-  const viaCompletions = await complete({ prompt: rendered, max_tokens: 20, seed: 3, temperature: 0.9 });
-  assert.equal(r.choices[0].message.content, viaCompletions.choices[0].text, 'chat = completions on the rendered template');
+  const viaCompletions = await complete({
+    prompt: rendered,
+    max_tokens: 20,
+    seed: 3,
+    temperature: 0.9,
+  });
+  assert.equal(
+    r.choices[0].message.content,
+    viaCompletions.choices[0].text,
+    'chat = completions on the rendered template',
+  );
 
-  const stream = await client.chat.completions.create({ model: 'policy', messages, max_tokens: 20, seed: 3, temperature: 0.9, stream: true, stream_options: { include_usage: true } });
+  const stream = await client.chat.completions.create({
+    model: 'policy',
+    messages,
+    max_tokens: 20,
+    seed: 3,
+    temperature: 0.9,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
   let text = '';
   let finish: string | null = null;
   let usage: OpenAI.CompletionUsage | undefined;
@@ -162,7 +264,14 @@ test('chat completions render the chat template; streaming deltas add up to the 
   assert.equal(finish, r.choices[0].finish_reason);
   assert.deepEqual(usage, r.usage);
 
-  const s2 = await client.completions.create({ model: 'policy', prompt: 'the answer is', max_tokens: 24, temperature: 1, seed: 7, stream: true });
+  const s2 = await client.completions.create({
+    model: 'policy',
+    prompt: 'the answer is',
+    max_tokens: 24,
+    temperature: 1,
+    seed: 7,
+    stream: true,
+  });
   let t2 = '';
   for await (const chunk of s2) t2 += chunk.choices.map((c) => c.text).join('');
   assert.equal(t2, (await complete()).choices[0].text);
@@ -170,7 +279,9 @@ test('chat completions render the chat template; streaming deltas add up to the 
 
 test('concurrent requests beyond the batch all succeed with their own seeded answers', async () => {
   const prompts = Array.from({ length: 12 }, (_, i) => `prompt number ${i} is in the`);
-  const together = await Promise.all(prompts.map((prompt, i) => complete({ prompt, seed: i, max_tokens: 16 + (i % 5) })));
+  const together = await Promise.all(
+    prompts.map((prompt, i) => complete({ prompt, seed: i, max_tokens: 16 + (i % 5) })),
+  );
   for (const i of [0, 5, 11]) {
     const alone = await complete({ prompt: prompts[i], seed: i, max_tokens: 16 + (i % 5) });
     assert.equal(together[i].choices[0].text, alone.choices[0].text);
@@ -181,9 +292,17 @@ test('concurrent requests beyond the batch all succeed with their own seeded ans
 test('bad requests get 400 with an OpenAI error body and the server keeps serving', async () => {
   const cases: [unknown, string | null, RegExp, boolean?][] = [
     [{ model: 'nope', prompt: 'x' }, 'model', /model `nope` does not exist/],
-    [{ model: 'policy', prompt: 'x', max_tokens: 500 }, 'max_tokens', /maximum context length is 128 tokens/],
+    [
+      { model: 'policy', prompt: 'x', max_tokens: 500 },
+      'max_tokens',
+      /maximum context length is 128 tokens/,
+    ],
     ['{"model": "policy", "prompt": ', null, /malformed JSON/, true],
-    [{ model: 'policy', prompt: 'x', temperature: -0.5 }, 'temperature', /temperature must be a number >= 0/],
+    [
+      { model: 'policy', prompt: 'x', temperature: -0.5 },
+      'temperature',
+      /temperature must be a number >= 0/,
+    ],
     [{ model: 'policy', prompt: 'x', n: 0 }, 'n', /n must be an integer in \[1, 128\]/],
     [{ model: 'policy' }, 'prompt', /prompt is required/],
     [{ model: 'policy', prompt: 'x', top_p: 1.5 }, 'top_p', /top_p must be a number in \(0, 1\]/],
@@ -198,10 +317,16 @@ test('bad requests get 400 with an OpenAI error body and the server keeps servin
     assert.equal(err.param, param);
     assert.match(err.message, msg);
   }
-  const chat = await fetch(server.url + '/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'policy' }) });
+  const chat = await fetch(server.url + '/chat/completions', {
+    method: 'POST',
+    body: JSON.stringify({ model: 'policy' }),
+  });
   assert.equal(chat.status, 400);
   assert.equal((await chat.json()).error.param, 'messages');
-  await assert.rejects(client.completions.create({ model: 'policy', prompt: 'x', n: 0 }), (e: Error) => e instanceof OpenAI.BadRequestError);
+  await assert.rejects(
+    client.completions.create({ model: 'policy', prompt: 'x', n: 0 }),
+    (e: Error) => e instanceof OpenAI.BadRequestError,
+  );
   assert.equal((await fetch(server.url + '/nothing')).status, 404);
   assert.equal((await complete({ max_tokens: 3 })).choices.length, 1);
 });
@@ -211,14 +336,28 @@ test('an engine crash: /health goes 503, the engine restarts; in-flight requests
   const longModel = join(dir, 'long');
   await makeTinyModel(longModel, { nPositions: 1024, nEmbd: 64, nLayer: 4, nHead: 4 });
   const logs: string[] = [];
-  const s = await startServer({ modelDir: longModel, enginePath: ENGINE, threads: 2, maxBatch: 4, log: (l) => logs.push(l) });
+  const s = await startServer({
+    modelDir: longModel,
+    enginePath: ENGINE,
+    threads: 2,
+    maxBatch: 4,
+    log: (l) => logs.push(l),
+  });
   try {
     const base = s.url.replace(/\/v1$/, '');
-    const body = { model: 'long', prompt: 'the answer is', max_tokens: 900, temperature: 1, seed: 99, ignore_eos: true };
+    const body = {
+      model: 'long',
+      prompt: 'the answer is',
+      max_tokens: 900,
+      temperature: 1,
+      seed: 99,
+      ignore_eos: true,
+    };
     const expected = await (await post2(s.url, body)).json();
     assert.equal(expected.usage.completion_tokens, 900);
     const pid = s.enginePid()!;
-    const bytesRead = () => Number(/^rchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))![1]);
+    const bytesRead = () =>
+      Number(/^rchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))![1]);
 
     // A streams: once its first text arrives the engine is generating it.
     const a = await post2(s.url, { ...body, seed: 5, stream: true });
@@ -256,13 +395,30 @@ test('an engine crash: /health goes 503, the engine restarts; in-flight requests
     for await (const ev of events) rest.push(ev);
     assert.equal(rest.at(-1), '[DONE]');
     const tail = rest.slice(0, -1).map((e) => JSON.parse(e));
-    assert.ok(tail.slice(0, -1).every((e) => e.choices[0].finish_reason === null), 'A never finished');
-    assert.deepEqual(tail.at(-1), { error: { message: tail.at(-1).error.message, type: 'service_unavailable_error', param: null, code: null } });
-    assert.match(tail.at(-1).error.message, /^the engine failed while answering; see the server log$/); // no engine internals
+    assert.ok(
+      tail.slice(0, -1).every((e) => e.choices[0].finish_reason === null),
+      'A never finished',
+    );
+    assert.deepEqual(tail.at(-1), {
+      error: {
+        message: tail.at(-1).error.message,
+        type: 'service_unavailable_error',
+        param: null,
+        code: null,
+      },
+    });
+    assert.match(
+      tail.at(-1).error.message,
+      /^the engine failed while answering; see the server log$/,
+    ); // no engine internals
     // B had streamed nothing: it was rerun on the new engine and gives the seeded answer in full.
     const got = await b;
     assert.ok(got.choices, `B was not retried: ${JSON.stringify(got)}`);
-    assert.equal(got.choices[0].text, expected.choices[0].text, 'the retried request gives the seeded answer');
+    assert.equal(
+      got.choices[0].text,
+      expected.choices[0].text,
+      'the retried request gives the seeded answer',
+    );
     assert.equal(got.choices[0].finish_reason, 'length');
     assert.deepEqual(got.usage, expected.usage);
   } finally {
@@ -273,7 +429,13 @@ test('an engine crash: /health goes 503, the engine restarts; in-flight requests
 test('while restarts keep failing, waiting requests get 503; once the engine can start again it serves', async () => {
   const copy = join(dir, 'copy');
   await cp(model, copy, { recursive: true });
-  const s = await startServer({ modelDir: copy, enginePath: ENGINE, threads: 1, maxBatch: 2, log: () => {} });
+  const s = await startServer({
+    modelDir: copy,
+    enginePath: ENGINE,
+    threads: 1,
+    maxBatch: 2,
+    log: () => {},
+  });
   try {
     const base = s.url.replace(/\/v1$/, '');
     await rename(join(copy, 'model.safetensors'), join(copy, 'moved.safetensors'));
@@ -289,7 +451,12 @@ test('while restarts keep failing, waiting requests get 503; once the engine can
       if (!up) await new Promise((r) => setTimeout(r, 50));
     }
     assert.ok(up, 'the engine came back');
-    const ok = await post2(s.url, { model: 'copy', prompt: 'the', max_tokens: 3, ignore_eos: true });
+    const ok = await post2(s.url, {
+      model: 'copy',
+      prompt: 'the',
+      max_tokens: 3,
+      ignore_eos: true,
+    });
     assert.equal((await ok.json()).usage.completion_tokens, 3);
   } finally {
     await s.close();
@@ -297,7 +464,11 @@ test('while restarts keep failing, waiting requests get 503; once the engine can
 });
 
 function post2(url: string, body: unknown) {
-  return fetch(url + '/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return fetch(url + '/completions', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
 }
 
 // The data payloads of a server-sent event stream, one by one.

@@ -7,7 +7,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  INSTRUCTIONS, instructionPrompts, isHeldOutInstruction,
+  INSTRUCTIONS,
+  instructionPrompts,
+  isHeldOutInstruction,
 } from '../../tasks/instructions.ts';
 import { writeInstructionData } from '../../tasks/files.ts';
 import { loadPromptsFor } from '../../activities/prompts.ts';
@@ -26,7 +28,10 @@ test('a few hundred distinct prompts over five categories, split 1 in 8 by hash'
   const heldout = instructionPrompts('heldout');
   assert.equal(train.length + heldout.length, INSTRUCTIONS.length);
   const trainSet = new Set(train.map((i) => i.prompt));
-  assert.ok(heldout.every((i) => !trainSet.has(i.prompt)), 'disjoint');
+  assert.ok(
+    heldout.every((i) => !trainSet.has(i.prompt)),
+    'disjoint',
+  );
   assert.ok(heldout.length >= 20 && heldout.length <= 60, `${heldout.length} held out`);
   // The split is a property of the text alone: sha256's first byte divisible by 8.
   for (const i of INSTRUCTIONS) {
@@ -44,7 +49,10 @@ test('writeInstructionData writes both splits as prompt files the run loader rea
     await writeInstructionData(dir);
     assert.equal(await readFile(files.train, 'utf8'), first, 'deterministic');
     const loaded = await loadPromptsFor('prompts.file', { file: files.train });
-    assert.deepEqual(loaded.map((p) => p.prompt), instructionPrompts('train').map((i) => i.prompt));
+    assert.deepEqual(
+      loaded.map((p) => p.prompt),
+      instructionPrompts('train').map((i) => i.prompt),
+    );
     const held = await loadPromptsFor('evaluation.prompts.file', { file: files.heldout });
     assert.equal(held.length, instructionPrompts('heldout').length);
   } finally {

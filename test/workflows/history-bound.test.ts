@@ -34,40 +34,66 @@ after(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
 
-interface Counts { run: number; round: number; progressSignals: number }
+interface Counts {
+  run: number;
+  round: number;
+  progressSignals: number;
+}
 
 async function eventCounts(runId: string, prompts: number, rounds: number): Promise<Counts> {
   const promptsFile = path.join(tmp, `${runId}.jsonl`);
-  await writeFile(promptsFile, Array.from({ length: prompts }, (_, i) => JSON.stringify({ prompt: `p${i}` }) + '\n').join(''));
+  await writeFile(
+    promptsFile,
+    Array.from({ length: prompts }, (_, i) => JSON.stringify({ prompt: `p${i}` }) + '\n').join(''),
+  );
   const config = {
-    runId, storage: path.join(tmp, 'storage'), model: baseModel, prompts: { file: promptsFile }, rounds,
-    prefixes: { rejectedScores: 'fixed' }, sampling: { shardSize: 1 }, training: { learningRate: 1e-6 },
-    rewardModel: { type: 'builtin', name: 'test' }, evaluation: { prompts: { file: promptsFile } },
+    runId,
+    storage: path.join(tmp, 'storage'),
+    model: baseModel,
+    prompts: { file: promptsFile },
+    rounds,
+    prefixes: { rejectedScores: 'fixed' },
+    sampling: { shardSize: 1 },
+    training: { learningRate: 1e-6 },
+    rewardModel: { type: 'builtin', name: 'test' },
+    evaluation: { prompts: { file: promptsFile } },
   };
-  const w = await createWorkers({ connection: env.nativeConnection, activities: testActivities({ log: path.join(tmp, `${runId}.log`) }) });
+  const w = await createWorkers({
+    connection: env.nativeConnection,
+    activities: testActivities({ log: path.join(tmp, `${runId}.log`) }),
+  });
   const running = w.run();
   try {
-    const result = await env.client.workflow.execute(WORKFLOW_TYPES.run, { taskQueue: TASK_QUEUES.control, workflowId: runId, args: [config] }) as RunResult;
+    const result = (await env.client.workflow.execute(WORKFLOW_TYPES.run, {
+      taskQueue: TASK_QUEUES.control,
+      workflowId: runId,
+      args: [config],
+    })) as RunResult;
     assert.equal(result.rounds.length, rounds);
   } finally {
     w.shutdown();
     await running;
   }
-  const events = async (id: string) => (await env.client.workflow.getHandle(id).fetchHistory()).events!;
+  const events = async (id: string) =>
+    (await env.client.workflow.getHandle(id).fetchHistory()).events!;
   const round = await events(`${runId}/round-1`);
-  const progressSignals = round.filter((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'activityProgress').length;
+  const progressSignals = round.filter(
+    (e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'activityProgress',
+  ).length;
   return { run: (await events(runId)).length, round: round.length, progressSignals };
 }
 
-test('history events of a long run stay bounded and far below Temporal\'s limits', async () => {
+test("history events of a long run stay bounded and far below Temporal's limits", async () => {
   // 1000 shards and 750 training steps per round (one shard per prompt, one step per pair).
   const one = await eventCounts('one', 1000, 1);
   const two = await eventCounts('two', 1000, 2);
   const perRound = two.run - one.run;
   const atMax = one.run + (MAX_ROUNDS - 1) * perRound;
-  console.log(`history events at 1000 shards and 750 training steps per round: round ${one.round} `
-    + `(${one.progressSignals} progress signals), run ${one.run} with 1 round, ${two.run} with 2: +${perRound} `
-    + `per round, ${atMax} for ${MAX_ROUNDS} rounds (Temporal warns at ${WARN_EVENTS}, fails at ${MAX_EVENTS})`);
+  console.log(
+    `history events at 1000 shards and 750 training steps per round: round ${one.round} ` +
+      `(${one.progressSignals} progress signals), run ${one.run} with 1 round, ${two.run} with 2: +${perRound} ` +
+      `per round, ${atMax} for ${MAX_ROUNDS} rounds (Temporal warns at ${WARN_EVENTS}, fails at ${MAX_EVENTS})`,
+  );
   // Sampling and training signal at most at each twentieth of their work: 21 each.
   assert.ok(one.progressSignals <= 2 * 21, `${one.progressSignals} progress signals in a round`);
   assert.ok(one.round < 400, `round history ${one.round}`);

@@ -18,18 +18,23 @@ test('recorded histories replay without nondeterminism', async () => {
   installWorkerLogging();
   const files = (await readdir(DIR)).filter((f) => f.endsWith('.binpb')).sort();
   const types = new Set<string>();
-  const histories = await Promise.all(files.map(async (f) => {
-    const history = temporal.api.history.v1.History.decode(await readFile(path.join(DIR, f)));
-    const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
-    types.add(started?.workflowType?.name ?? '?');
-    return { workflowId: f.replace(/\.binpb$/, ''), history };
-  }));
+  const histories = await Promise.all(
+    files.map(async (f) => {
+      const history = temporal.api.history.v1.History.decode(await readFile(path.join(DIR, f)));
+      const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+      types.add(started?.workflowType?.name ?? '?');
+      return { workflowId: f.replace(/\.binpb$/, ''), history };
+    }),
+  );
   // Every workflow type is covered, with completed, stopped and failed runs.
   assert.deepEqual([...types].sort(), ['ablationStudy', 'preferenceRound', 'preferenceRun']);
   assert.ok(files.length >= 8, files.join(', '));
 
   const replayed: string[] = [];
-  for await (const r of Worker.runReplayHistories({ workflowBundle: await workflowBundle() }, histories)) {
+  for await (const r of Worker.runReplayHistories(
+    { workflowBundle: await workflowBundle() },
+    histories,
+  )) {
     assert.equal(r.error, undefined, `${r.workflowId}: ${r.error}`);
     replayed.push(r.workflowId);
   }
