@@ -46,12 +46,13 @@ export function validateRunConfig(input: unknown): RunConfig {
   }
 }
 
-// A run's id (its directory name): the config's runId, else its workflow id with '/' as '-'.
-// The run id names the run's directory: one derived from a workflow id (whoever started it) must
-// be a safe directory name too, or the run fails once, saying so.
+// A run's id (its directory name): the config's runId, else its workflow id with '/' (opsr's
+// child ids) and ':' (the UTC time a Temporal Schedule appends: `<id>-2026-11-30T02:00:00Z`) as
+// '-'. One derived from a workflow id (whoever started it) must be a safe directory name too, or
+// the run fails once, saying so.
 export function runIdOf(config: RunConfig, workflowId: string): string {
   if (config.runId !== undefined) return config.runId;
-  const id = workflowId.replaceAll('/', '-');
+  const id = workflowId.replaceAll('/', '-').replaceAll(':', '-');
   if (!isSafeId(id)) {
     throw ApplicationFailure.nonRetryable(
       `workflow id ${JSON.stringify(workflowId.slice(0, 200))} becomes the run id ` +

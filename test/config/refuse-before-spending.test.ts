@@ -129,6 +129,8 @@ test('secrets in sampling.extra and unknown fields are never echoed', () => {
 test('a workflow id that is not a safe directory name is refused when it becomes the run id', () => {
   const config = parseRunConfig(base);
   assert.equal(runIdOf(config, 'study/arm'), 'study-arm');
+  // The id a Temporal Schedule gives each action it starts.
+  assert.equal(runIdOf(config, 'nightly-2026-11-30T02:00:00Z'), 'nightly-2026-11-30T02-00-00Z');
   assert.equal(runIdOf(parseRunConfig({ ...base, runId: 'mine' }), '../../etc'), 'mine');
   for (const bad of ['../../etc', 'a b', '.hidden', 'x'.repeat(200), 'tab\there']) {
     assert.throws(
