@@ -146,7 +146,8 @@ describe('opsr against a dev server', () => {
 
   test('resume: an open run is left alone; a terminated one restarts with its input and reuses finished rounds', async () => {
     controls.log = join(dir, 'events-resume.jsonl');
-    controls.shardDelayMs = 300;
+    // Slow enough that rounds 2 and 3 outlast the two CLI calls below on a quiet machine.
+    controls.shardDelayMs = 3000;
     const started = await opsr([
       'run',
       '--config',
