@@ -280,6 +280,7 @@ test('a 1-round SmolLM2 run through Temporal (8 prompts) leaves checked artifact
         batchSize: 2,
         gradAccum: 1,
         maxLength: 192,
+        maxPromptLength: 128,
         checkpointEvery: 0,
         // No warmup: with a step or two, warmup's first step (lr 0) would be all of training.
         warmupRatio: 0,
