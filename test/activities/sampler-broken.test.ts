@@ -4,7 +4,6 @@
 // when that one fails too the failure is final and names the server's own message.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,8 +13,7 @@ import { prepareRun } from '../../activities/prepare.ts';
 import { createActivities, SamplerPool } from '../../activities/index.ts';
 import type { SamplingConfig } from '../../contracts/activities.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
-import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
-import { ENGINE, REPO } from '../helpers/tiny-gpt2.ts';
+import { REPO, initTinyGpt2 } from '../helpers/tiny-gpt2.ts';
 import { alive, freePort } from '../helpers/vllm.ts';
 
 const samplers = new SamplerPool();
@@ -29,24 +27,7 @@ let config: RunConfig;
 let promptsFile: string;
 
 before(async () => {
-  const vocab = await writeTinyTokenizer(modelDir, { chatTemplate: true });
-  const cfg = join(root, 'gpt2.json');
-  await writeFile(
-    cfg,
-    JSON.stringify({
-      n_embd: 16,
-      n_layer: 1,
-      n_head: 2,
-      n_positions: 256,
-      vocab_size: vocab,
-      layer_norm_epsilon: 1e-5,
-      n_inner: null,
-      activation_function: 'gelu_new',
-    }),
-  );
-  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '1'], {
-    stdio: 'pipe',
-  });
+  await initTinyGpt2(modelDir, { nEmbd: 16, nLayer: 1, seed: 1 });
   const fake = join(REPO, 'test', 'helpers', 'fake-vllm.ts');
   await writeFile(fakeVllm, `#!/bin/sh\nexec "${process.execPath}" --import tsx "${fake}" "$@"\n`);
   await chmod(fakeVllm, 0o755);

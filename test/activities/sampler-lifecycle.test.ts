@@ -4,7 +4,7 @@
 // policy's answers with the builtin digits scorer through the chat API, with the prefix curve.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createServer as createHttpServer } from 'node:http';
 import { chmod, cp, mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -17,7 +17,7 @@ import { startServer } from '../../server/index.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { recordPid } from '../../lib/pidfile.ts';
 import type { SampleRecord } from '../../activities/records.ts';
-import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
+import { initTinyGpt2 } from '../helpers/tiny-gpt2.ts';
 import { getBuiltinScorer } from '../../tasks/index.ts';
 import { OPERATIONS, promptText } from '../../tasks/digits.ts';
 
@@ -28,7 +28,6 @@ const { evaluatePolicy, samplePairs } = createActivities({ samplers });
 const runIn = <I, O>(env: MockActivityEnvironment, fn: (i: I) => Promise<O>, i: I) =>
   env.run(fn, i) as Promise<O>;
 const REPO = join(import.meta.dirname, '..', '..');
-const ENGINE = join(REPO, 'engine', 'build', 'opsr-engine');
 const root = await mkdtemp(join(tmpdir(), 'opsr-act-sampler-'));
 const modelDir = join(root, 'model');
 const vllmLog = join(root, 'vllm.log');
@@ -57,24 +56,7 @@ const alive = (pid: number) => {
 };
 
 before(async () => {
-  const vocab = await writeTinyTokenizer(modelDir, { chatTemplate: true });
-  const cfg = join(root, 'gpt2.json');
-  await writeFile(
-    cfg,
-    JSON.stringify({
-      n_embd: 32,
-      n_layer: 2,
-      n_head: 2,
-      n_positions: 256,
-      vocab_size: vocab,
-      layer_norm_epsilon: 1e-5,
-      n_inner: null,
-      activation_function: 'gelu_new',
-    }),
-  );
-  execFileSync(ENGINE, ['init', '--config', cfg, '--out', modelDir, '--seed', '9'], {
-    stdio: 'pipe',
-  });
+  await initTinyGpt2(modelDir, { nEmbd: 32, nLayer: 2, seed: 9 });
   await writeFile(
     fakeVllm,
     `#!/bin/sh\nexec "${process.execPath}" --import tsx "${join(REPO, 'test', 'helpers', 'fake-vllm.ts')}" "$@"\n`,

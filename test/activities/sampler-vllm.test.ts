@@ -20,8 +20,7 @@ import type { SamplerEndpoint, SamplePairsResult } from '../../contracts/activit
 import type { SampleRecord } from '../../activities/records.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { writeSftData } from '../../lib/tokdata.ts';
-import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
-import { ENGINE, PYTHON, REPO } from '../helpers/tiny-gpt2.ts';
+import { ENGINE, PYTHON, REPO, initTinyGpt2 } from '../helpers/tiny-gpt2.ts';
 import { defaultModelDir } from '../../cli/models.ts';
 import { cpuVllm, freePort, greedy, processTree, waitGone } from '../helpers/vllm.ts';
 
@@ -39,22 +38,7 @@ let promptsFile: string;
 let port: number;
 
 before(async () => {
-  const vocab = await writeTinyTokenizer(base, { chatTemplate: true });
-  const cfg = join(root, 'gpt2.json');
-  await writeFile(
-    cfg,
-    JSON.stringify({
-      n_embd: 64,
-      n_layer: 2,
-      n_head: 2,
-      n_positions: 256,
-      vocab_size: vocab,
-      layer_norm_epsilon: 1e-5,
-      n_inner: null,
-      activation_function: 'gelu_new',
-    }),
-  );
-  execFileSync(ENGINE, ['init', '--config', cfg, '--out', base, '--seed', '5'], { stdio: 'pipe' });
+  await initTinyGpt2(base, { nEmbd: 64, nLayer: 2, seed: 5 });
   // Round k's training: SFT that moves the weights far enough to change every log-prob.
   const data = join(root, 'sft.bin');
   await writeSftData(

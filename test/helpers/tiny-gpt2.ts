@@ -2,6 +2,7 @@
 // engine tests compare against an independent implementation, plus the tiny tokenizer files.
 // Weights use a wide init (std 0.3) so greedy outputs vary from token to token.
 import { execFileSync } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeTinyTokenizer } from './tiny-tokenizer.ts';
 
@@ -46,6 +47,33 @@ export async function makeTinyModel(dir: string, spec: TinySpec = {}): Promise<v
   execFileSync(PYTHON, ['-c', MAKE_MODEL, dir, JSON.stringify(s)], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+}
+
+/**
+ * A tiny GPT-2 made by the engine itself (`opsr-engine init`, Hugging Face's initialization) with
+ * the chat-template tokenizer: the model the sampler tests serve. Returns the vocabulary size.
+ */
+export async function initTinyGpt2(dir: string, spec: TinySpec = {}): Promise<number> {
+  const vocab = await writeTinyTokenizer(dir, { chatTemplate: true });
+  const cfg = `${dir}.init-config.json`;
+  await writeFile(
+    cfg,
+    JSON.stringify({
+      n_embd: spec.nEmbd ?? 32,
+      n_layer: spec.nLayer ?? 2,
+      n_head: spec.nHead ?? 2,
+      n_positions: spec.nPositions ?? 256,
+      vocab_size: vocab,
+      layer_norm_epsilon: 1e-5,
+      n_inner: null,
+      activation_function: 'gelu_new',
+    }),
+  );
+  execFileSync(ENGINE, ['init', '--config', cfg, '--out', dir, '--seed', String(spec.seed ?? 0)], {
+    stdio: 'pipe',
+  });
+  await rm(cfg);
+  return vocab;
 }
 
 const GREEDY = `
