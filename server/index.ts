@@ -118,6 +118,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const openResponses = new Set<ServerResponse>();
   const server = createServer(dispatch(routes, openResponses, log));
 
+  // Node closes a keep-alive connection after 5 s idle by default, racing a client that reuses it
+  // at that moment (ECONNRESET); a busy machine left pooled connections idle that long and failed
+  // whole evaluations. Clients close first now (undici keeps idle connections 4 s).
+  server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 0, host, () => resolve());
