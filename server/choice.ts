@@ -213,7 +213,8 @@ export function runChoice(
               start(); // deterministic by seed: a rerun produces the answer the lost run would have
               return;
             }
-            // The engine's own reason stays in the server log; the client learns only that it failed.
+            // The engine's own reason stays in the server log; the client learns only that it
+            // failed.
             settle(() =>
               reject(
                 e.kind === 'bad_request'

@@ -119,7 +119,8 @@ export class EngineProcess {
         child.kill('SIGKILL');
         reject(
           new Error(
-            `the engine did not become ready within ${readyMs / 1000} s (loading ${this.opts.modelDir})${this.lastError()}`,
+            `the engine did not become ready within ${readyMs / 1000} s (loading ` +
+              `${this.opts.modelDir})${this.lastError()}`,
           ),
         );
       }, readyMs);
@@ -241,7 +242,10 @@ export class EngineProcess {
     return id;
   }
 
-  /** Ends a request early; its onDone comes with finishReason 'cancelled' (or the real end if it raced). */
+  /**
+   * Ends a request early; its onDone comes with finishReason 'cancelled' (or the real end if it
+   * raced).
+   */
   cancel(id: number): void {
     if (this.child && this.inflight.has(id))
       this.child.stdin.write(JSON.stringify({ op: 'cancel', id }) + '\n');

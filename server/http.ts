@@ -31,7 +31,8 @@ export function dispatch(routes: Routes, open: Set<ServerResponse>, log: (l: str
         const e = err instanceof ApiError ? err : internalError(err, log);
         if (!res.headersSent) sendJson(res, e.status, e.body());
         else if (!res.writableEnded)
-          res.end(`data: ${JSON.stringify(e.body())}\n\ndata: [DONE]\n\n`); // a stream ends with the error
+          // a stream ends with the error
+          res.end(`data: ${JSON.stringify(e.body())}\n\ndata: [DONE]\n\n`);
       }
     })();
 }

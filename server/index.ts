@@ -1,5 +1,6 @@
 // The embedded OpenAI-compatible server (vLLM's API shapes) on node:http, generating with one
-// long-lived `opsr-engine serve` child that it restarts when it dies. Endpoints in server/README.md.
+// long-lived `opsr-engine serve` child that it restarts when it dies. Endpoints in
+// server/README.md.
 // This file wires it: the engine supervisor, one serving class per endpoint family (they hold
 // the logic), the routing table, listening and shutdown.
 import { createServer, type ServerResponse } from 'node:http';

@@ -67,7 +67,9 @@ export interface Sampling {
   stream: boolean;
 }
 
-/** Defaults a checkpoint's generation_config.json may set (vLLM applies them unless told not to). */
+/**
+ * Defaults a checkpoint's generation_config.json may set (vLLM applies them unless told not to).
+ */
 export interface GenerationDefaults {
   temperature?: number;
   topP?: number;
@@ -214,7 +216,9 @@ const outputFields = {
 
 const isIds = (x: unknown): x is number[] =>
   Array.isArray(x) && x.length > 0 && x.every((t) => isInt(t) && t >= 0);
-/** Completions prompt: a string, a list of strings, a token id list, or a list of token id lists. */
+/**
+ * Completions prompt: a string, a list of strings, a token id list, or a list of token id lists.
+ */
 const promptField = z
   .unknown()
   .optional()

@@ -20,7 +20,8 @@ export class CompletionServing extends OpenAIServing {
       if (i > 0) await new Promise((r) => setImmediate(r));
       prompts.push(this.encodePrompt(p, raw.length > 1 ? `prompt[${i}]` : 'prompt', true));
     }
-    this.ctx.queue.admit(prompts.length * s.n, 'n'); // the queue may have filled while this tokenized
+    // the queue may have filled while this tokenized
+    this.ctx.queue.admit(prompts.length * s.n, 'n');
     const maxTokens = prompts.map((ids) => this.budget(ids, s, 'max_tokens'));
     const id = `cmpl-${randomBytes(12).toString('hex')}`;
     const head = {
