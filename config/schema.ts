@@ -33,7 +33,8 @@ const positive = (max = FLOAT32_MAX) =>
     .min(FLOAT32_MIN_NORMAL)
     .max(max)
     .describe(
-      `a positive number from ${FLOAT32_MIN_NORMAL.toPrecision(3)} to ${max === FLOAT32_MAX ? '3.40e38 (float32)' : max}`,
+      `a positive number from ${FLOAT32_MIN_NORMAL.toPrecision(3)} to ` +
+        `${max === FLOAT32_MAX ? '3.40e38 (float32)' : max}`,
     );
 const score = () => int(0, 10).describe('an integer score from 0 to 10');
 const envName = () =>
@@ -84,7 +85,8 @@ const Schedule = z.enum(['cosine', 'linear', 'constant']);
 const RejectedScores = z
   .union([z.enum(['progressive', 'fixed']), z.array(score()).min(1)])
   .describe(
-    '"progressive" (3, 5, 7, ...), "fixed" (fixedScore every round) or a list of integer scores, one per round',
+    '"progressive" (3, 5, 7, ...), "fixed" (fixedScore every round) or a list of ' +
+      'integer scores, one per round',
   );
 const LearningRate = z
   .union([positive(), z.array(positive()).min(1)])
@@ -315,7 +317,8 @@ const EvalSet = z.discriminatedUnion('kind', [
       .union([z.literal('file'), z.literal('base'), z.strictObject({ model: path() })])
       .default('file')
       .describe(
-        '"file" (each record\'s output), "base" (the run\'s policy before round 1) or {"model": DIR}',
+        '"file" (each record\'s output), "base" (the run\'s policy before round 1) or ' +
+          '{"model": DIR}',
       ),
     maxTokens: int(1).optional(),
   }),
@@ -340,6 +343,17 @@ const Evals = z.strictObject({
   sets: z.array(EvalSet).min(1),
 });
 
+// The digits task's problems (tasks/digits.ts; the demo and its studies generate data from it):
+// list lengths, and whether a digit may repeat (then sorting needs counting, not only finding the
+// next listed digit, which makes the testbed harder). Absent: the demo's default problems.
+export const DIGITS_TASK_DEFAULTS = { minLength: 3, maxLength: 6, repeats: false } as const;
+export const DIGITS_MAX_LENGTH = 12; // the demo model's 64 positions hold prefix, prompt and answer
+const DigitsTask = z.strictObject({
+  minLength: int(1, DIGITS_MAX_LENGTH).default(DIGITS_TASK_DEFAULTS.minLength),
+  maxLength: int(1, DIGITS_MAX_LENGTH).default(DIGITS_TASK_DEFAULTS.maxLength),
+  repeats: z.boolean().default(DIGITS_TASK_DEFAULTS.repeats),
+});
+
 const RunObject = z.strictObject({
   runId: id('run id').optional(),
   storage: path().default('.opsr'),
@@ -350,6 +364,7 @@ const RunObject = z.strictObject({
     shuffleSeed: int(0).optional(),
   }),
   rounds: int(1, 100).default(3),
+  task: z.strictObject({ digits: DigitsTask.prefault({}) }).optional(),
   prefixes: z
     .strictObject({
       chosenTemplate: template().default(DEFAULT_CHOSEN_TEMPLATE),
@@ -397,7 +412,8 @@ const RunObject = z.strictObject({
         .strictObject({
           control: num(1, 86_400).default(60), // prepare, filter, dataset, manifests
           sampler: num(1, 86_400).default(120), // servers starting, sampling, rewards, evaluation
-          trainer: num(1, 86_400).default(300), // the engine (a DPO reference pre-pass is one long step)
+          // the engine (a DPO reference pre-pass is one long step)
+          trainer: num(1, 86_400).default(300),
         })
         .prefault({}),
       retry: z
@@ -538,7 +554,9 @@ function samplingChecks(s: z.output<typeof SamplingObject>): Issue[] {
         path: ['extra', k],
         message: 'is set by opsr itself',
         input: s.extra[k],
-        allowed: `set ${OWNED_REQUEST_FIELDS[k]} instead; extra is for other request fields (top_k, min_p, repetition_penalty, ...)`,
+        allowed:
+          `set ${OWNED_REQUEST_FIELDS[k]} instead; extra is for other request fields ` +
+          `(top_k, min_p, repetition_penalty, ...)`,
       });
   }
   return out;
@@ -603,6 +621,40 @@ function judgingChecks(c: RunObjectOut): Issue[] {
   return out;
 }
 
+// A digits answer is one token per digit plus the end of text: shorter limits truncate every
+// longest answer, and the filter drops truncated pairs.
+function digitsTaskChecks(c: RunObjectOut, d: z.output<typeof DigitsTask>): Issue[] {
+  const out: Issue[] = [];
+  if (d.minLength > d.maxLength)
+    out.push({
+      path: ['task', 'digits', 'minLength'],
+      message: `is above maxLength ${d.maxLength}`,
+      input: d.minLength,
+      allowed: `an integer from 1 to task.digits.maxLength (${d.maxLength})`,
+    });
+  if (!d.repeats && d.maxLength > 10)
+    out.push({
+      path: ['task', 'digits', 'maxLength'],
+      message: 'asks for more than 10 distinct digits',
+      input: d.maxLength,
+      allowed: 'at most 10 without repeats, or "repeats": true',
+    });
+  const need = d.maxLength + 1;
+  for (const [path, v] of [
+    [['sampling', 'maxTokens'], c.sampling.maxTokens],
+    [['evaluation', 'maxTokens'], c.evaluation?.maxTokens],
+  ] as const) {
+    if (v !== undefined && v < need)
+      out.push({
+        path: [...path],
+        message: `cuts answers of ${d.maxLength} digits (task.digits.maxLength) short`,
+        input: v,
+        allowed: `at least ${need} (one token per digit and the end of text)`,
+      });
+  }
+  return out;
+}
+
 function crossChecks(c: RunObjectOut): Issue[] {
   const out: Issue[] = [];
   const p = c.prefixes;
@@ -639,9 +691,13 @@ function crossChecks(c: RunObjectOut): Issue[] {
     if (k >= 0)
       out.push({
         path: ['prefixes', 'rejectedScores'],
-        message: `gives round ${k + 1} the score ${3 + 2 * k} (3 + 2(k-1)), not below chosenScore ${p.chosenScore}`,
+        message:
+          `gives round ${k + 1} the score ${3 + 2 * k} (3 + 2(k-1)), not below ` +
+          `chosenScore ${p.chosenScore}`,
         input: rs,
-        allowed: `at most ${Math.max(0, Math.ceil((p.chosenScore - 3) / 2))} rounds with "progressive", or an explicit list`,
+        allowed:
+          `at most ${Math.max(0, Math.ceil((p.chosenScore - 3) / 2))} rounds with ` +
+          `"progressive", or an explicit list`,
       });
   }
   const lr = c.training.learningRate;
@@ -676,7 +732,8 @@ function crossChecks(c: RunObjectOut): Issue[] {
       });
     }
   });
-  // The init stages fall back to training's lengths; what they end up with must leave room for a response.
+  // The init stages fall back to training's lengths; what they end up with must leave room for a
+  // response.
   const t = c.training;
   const stages = [
     ['sft', c.init?.sft?.maxLength, undefined],
@@ -690,12 +747,18 @@ function crossChecks(c: RunObjectOut): Issue[] {
       const field = maxPromptLength !== undefined ? 'maxPromptLength' : 'maxLength';
       out.push({
         path: ['init', stage, field],
-        message: `leaves no room for a response: prompts up to ${plen} tokens (${maxPromptLength !== undefined ? `init.${stage}` : 'training'}.maxPromptLength) in sequences of ${len} (${maxLength !== undefined ? `init.${stage}` : 'training'}.maxLength)`,
+        message:
+          `leaves no room for a response: prompts up to ${plen} tokens ` +
+          `(${maxPromptLength !== undefined ? `init.${stage}` : 'training'}.maxPromptLength) ` +
+          `in sequences of ${len} ` +
+          `(${maxLength !== undefined ? `init.${stage}` : 'training'}.maxLength)`,
         input: field === 'maxLength' ? len : plen,
         allowed: `init.${stage}.maxLength above the prompt length ${plen}`,
       });
     }
   }
+  const d = c.task?.digits;
+  if (d) out.push(...digitsTaskChecks(c, d));
   const r = c.activities.retry;
   if (r.maximumIntervalS < r.initialIntervalS) {
     out.push({
@@ -840,7 +903,8 @@ export function parseAblationConfigWithInput(
   const a = r.data;
   if (typeof a.base === 'string')
     throw new ConfigError(source, [
-      `base: is a path (got ${show(a.base)}; allowed an object here; loadAblationConfig reads a path)`,
+      `base: is a path (got ${show(a.base)}; allowed an object here; ` +
+        `loadAblationConfig reads a path)`,
     ]);
   let base: Record<string, unknown> = a.base;
   const baseDir = opts.baseBaseDir ?? opts.baseDir;
@@ -864,7 +928,8 @@ export function parseAblationConfigWithInput(
   a.arms.forEach((arm, i) => {
     if (seen.has(arm.name))
       problems.push(
-        `arms[${i}].name: is used twice (got ${show(arm.name)}; allowed a name unique within the study)`,
+        `arms[${i}].name: is used twice (got ${show(arm.name)}; allowed a name unique ` +
+          `within the study)`,
       );
     seen.add(arm.name);
   });
