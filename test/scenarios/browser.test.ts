@@ -189,7 +189,8 @@ async function shows(page: Page, s: string, timeoutMs = 60_000): Promise<string>
 }
 
 test(
-  'Start Workflow in the Web UI with the documented queue, type and validate output; the run page ' +
+  'Start Workflow in the Web UI with the documented queue, type and validate output; ' +
+    'the run page ' +
     'shows details and search attributes',
   async () => {
     const json = await validatedInput('ui-run', 2);
