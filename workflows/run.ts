@@ -18,11 +18,11 @@ import { isSafeId, parseRunConfig, SAFE_ID, type RunConfig } from '../config/sch
 import type {
   EvaluatePolicyResult,
   JudgedEvalResult,
+  PrepareRunResult,
   SamplerEndpoint,
 } from '../contracts/activities.ts';
 import type {
   RoundSummary,
-  RunCarry,
   RunProgress,
   RunResult,
   WorkflowTuning,
@@ -65,6 +65,19 @@ export function runIdOf(config: RunConfig, workflowId: string): string {
     );
   }
   return id;
+}
+
+// What a run carries into its next execution: what the later rounds and the final result need.
+export interface RunCarry {
+  prep: PrepareRunResult;
+  nextRound: number;
+  policy: string; // the latest trained policy: the next round's reference
+  basePolicy: string; // the policy before round 1 (pairwise evals against "base")
+  rounds: RoundSummary[];
+  baseReward: number | null;
+  prefixCurve: RunResult['prefixCurve'];
+  judged: JudgedEvalResult[];
+  stopRequested: boolean;
 }
 
 // A run's history stays bounded whatever its rounds: between rounds, once its history is long, it
