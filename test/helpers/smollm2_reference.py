@@ -1,8 +1,10 @@
 """transformers' answers on a real model directory, for the engine and server tests.
-Usage: smollm2_reference.py DIR REQUEST_JSON, where the request has
+Usage: smollm2_reference.py DIR REQUEST_JSON [DIR ...], where the request has
   logprobs: [{"prompt": [ids], "response": [ids]}]  -> sum of log p(response token | before)
   greedy: {"prompts": [[ids]], "max_new_tokens": N}  -> greedy continuation ids (EOS included)
-Prints JSON {"logprobs": [...], "greedy": [[ids]]}."""
+Prints JSON {"logprobs": [...], "greedy": [[ids]], "logprobs_per_dir": [[...] per DIR]}: the
+log-probs for every DIR given (one process: torch and transformers load once), greedy for the
+first."""
 import json
 import sys
 
@@ -14,25 +16,34 @@ torch.manual_seed(0)
 torch.set_num_threads(1)
 
 
-def main():
-    d, req = sys.argv[1], json.loads(sys.argv[2])
+def logprobs(d, cases):
     model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
-    out = {"logprobs": [], "greedy": []}
+    out = []
     with torch.no_grad():
-        for case in req.get("logprobs", []):
+        for case in cases:
             ids = torch.tensor([case["prompt"] + case["response"]])
             logp = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
             p = len(case["prompt"])
             targets = ids[0, p:]
-            out["logprobs"].append(float(logp[p - 1:-1].gather(1, targets[:, None]).sum()))
-        g = req.get("greedy")
-        if g:
+            out.append(float(logp[p - 1:-1].gather(1, targets[:, None]).sum()))
+    return out
+
+
+def main():
+    d, req = sys.argv[1], json.loads(sys.argv[2])
+    out = {"logprobs_per_dir": [logprobs(m, req.get("logprobs", [])) for m in [d] + sys.argv[3:]],
+           "greedy": []}
+    out["logprobs"] = out["logprobs_per_dir"][0]
+    g = req.get("greedy")
+    if g:
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        with torch.no_grad():
             gen = GenerationConfig.from_pretrained(d)
             for prompt in g["prompts"]:
                 ids = torch.tensor([prompt])
                 res = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                     max_new_tokens=g["max_new_tokens"], eos_token_id=gen.eos_token_id,
-                                     pad_token_id=gen.eos_token_id)
+                                     max_new_tokens=g["max_new_tokens"],
+                                     eos_token_id=gen.eos_token_id, pad_token_id=gen.eos_token_id)
                 out["greedy"].append(res[0, len(prompt):].tolist())
     print(json.dumps(out))
 

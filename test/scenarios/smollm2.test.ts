@@ -67,10 +67,12 @@ before(async () => {
 });
 after(async () => rm(dir, { recursive: true, force: true }));
 
-type Reference = { logprobs: number[]; greedy: number[][] };
+type Reference = { logprobs: number[]; greedy: number[][]; logprobs_per_dir: number[][] };
 
-async function reference(request: object, model = SMOL): Promise<Reference> {
-  const { stdout } = await run(PYTHON, [REFERENCE, model, JSON.stringify(request)], {
+// transformers' answers; log-probs for every model directory given (one Python process).
+async function reference(request: object, ...models: string[]): Promise<Reference> {
+  const [first, ...more] = models.length ? models : [SMOL];
+  const { stdout } = await run(PYTHON, [REFERENCE, first, JSON.stringify(request), ...more], {
     maxBuffer: 1 << 26,
     env: { ...process.env, HF_HUB_OFFLINE: '1' },
   });
@@ -114,7 +116,7 @@ test('engine log-probs of chat sequences are within 1e-4 of transformers', async
   });
 });
 
-test('a trained checkpoint (f32 single, bf16 sharded) reloads in transformers', async (t) => {
+test('a trained checkpoint (f32/bf16, single/sharded) reloads in transformers', async (t) => {
   if (skip) return t.skip(skip);
   const records = [
     ['Name a colour.', 'Blue.'],
@@ -125,11 +127,12 @@ test('a trained checkpoint (f32 single, bf16 sharded) reloads in transformers', 
   }));
   const data = join(dir, 'sft.bin');
   await writeSftData(data, records);
-  for (const [dtype, shard] of [
-    ['f32', null],
-    ['bf16', '100MB'],
-  ] as const) {
-    const out = join(dir, `train-${dtype}`);
+  // Each one-step run saves its fp32 checkpoint and its bf16 final model: a single-file run and a
+  // sharded one give the four layouts (the same weights: training is deterministic).
+  const saved: { name: string; dir: string; sharded: boolean }[] = [];
+  for (const sharded of [false, true]) {
+    const layout = sharded ? 'sharded' : 'single';
+    const out = join(dir, `train-${layout}`);
     await run(
       DEFAULT_ENGINE_PATH,
       [
@@ -149,29 +152,48 @@ test('a trained checkpoint (f32 single, bf16 sharded) reloads in transformers', 
         '--threads',
         '2',
         '--save-dtype',
-        dtype,
-        ...(shard ? ['--max-shard-size', shard] : []),
+        'bf16',
+        ...(sharded ? ['--max-shard-size', '100MB'] : []),
       ],
       { env: engineEnv() },
     );
-    const final = join(out, 'final');
-    const info = await checkModelDir(final);
-    assert.equal(info.sharded, shard !== null, `${dtype}: sharded`);
-    if (shard) assert.ok(info.weights.length >= 2, `${info.weights.length} shards`);
+    saved.push({ name: `f32 ${layout}`, dir: join(out, 'checkpoints', 'step-00000001'), sharded });
+    saved.push({ name: `bf16 ${layout}`, dir: join(out, 'final'), sharded });
+  }
+  const engine: number[][] = [];
+  for (const s of saved) {
+    const info = await checkModelDir(s.dir);
+    assert.equal(info.sharded, s.sharded, `${s.name}: sharded`);
+    if (s.sharded) assert.ok(info.weights.length >= 2, `${s.name}: ${info.weights.length} shards`);
     const { stdout } = await run(
       DEFAULT_ENGINE_PATH,
-      ['logprobs', '--model', final, '--data', data, '--threads', '2'],
+      ['logprobs', '--model', s.dir, '--data', data, '--threads', '2'],
       { env: engineEnv() },
     );
-    const engine = stdout
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l).logp_sum as number);
-    const py = (await reference({ logprobs: records }, final)).logprobs;
-    engine.forEach((e, i) =>
-      assert.ok(close(e, py[i]), `${dtype} record ${i}: engine ${e}, ` + `transformers ${py[i]}`),
+    engine.push(
+      stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).logp_sum as number),
     );
   }
+  const py = await reference({ logprobs: records }, SMOL, ...saved.map((s) => s.dir));
+  const [base, ...trained] = py.logprobs_per_dir;
+  saved.forEach((s, k) =>
+    engine[k].forEach((e, i) =>
+      assert.ok(
+        close(e, trained[k][i]),
+        `${s.name} record ${i}: engine ${e}, transformers ${trained[k][i]}`,
+      ),
+    ),
+  );
+  // Single-file and sharded hold the same weights; the step moved them away from the base.
+  assert.deepEqual(engine[2], engine[0], 'f32 single vs sharded');
+  assert.deepEqual(engine[3], engine[1], 'bf16 single vs sharded');
+  assert.ok(
+    trained[0].some((lp, i) => Math.abs(lp - base[i]) > 1e-2),
+    `one step changed nothing: ${trained[0].join(', ')} vs ${base.join(', ')}`,
+  );
 });
 
 // `opsr serve` in a child process, as a user runs it; resolves once /health answers 200.
