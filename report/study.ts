@@ -85,7 +85,7 @@ export function metricTable(s: StudySummary, m: StudyMetric): Table | null {
     const scores = rounds
       .filter((r) => r > 0)
       .map((r) => s.cells.find((c) => c.arm === arm && c.round === r)?.rejectedScores.join('/'));
-    return scores.every((x) => x === '')
+    return scores.length > 0 && scores.every((x) => x === '')
       ? `${arm} [self-judge]`
       : `${arm} [${scores.map((x) => x ?? '-').join(',')}]`;
   };

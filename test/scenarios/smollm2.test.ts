@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -22,7 +22,6 @@ import { freePort } from '../../lib/temporal.ts';
 import { writeSftData } from '../../lib/tokdata.ts';
 import { loadTokenizer, type LoadedTokenizer } from '../../lib/tokenizer.ts';
 import { instructionPrompts } from '../../tasks/instructions.ts';
-import { startServer } from '../../server/index.ts';
 import { ROOT } from '../helpers/opsr-cli.ts';
 
 const run = promisify(execFile);
@@ -342,138 +341,4 @@ test('a 1-round SmolLM2 run through Temporal (8 prompts) leaves checked artifact
     report.rounds.map((x: { pairsKept: number }) => x.pairsKept),
     [round.pairsKept],
   );
-});
-
-// The issue 11 path on the real model, whatever the numbers: self-judged pairs (the policy scores
-// its 2 candidates with the rubric), then after round 1 a pairwise set against the base and an
-// MT-Bench-style grading set, both judged by SmolLM2 served by opsr's own server as an
-// OpenAI-compatible endpoint, all in one preferenceRun through Temporal.
-test('SmolLM2: self-judge pairs, served pairwise judge and grading through Temporal', async (t) => {
-  if (skip) return t.skip(skip);
-  const preset = await loadRunConfig(presetPath('smollm2-135m-instruct'));
-  const storage = join(dir, 'judged');
-  await mkdir(storage, { recursive: true });
-  const instructions = join(storage, 'vs-base.jsonl');
-  await writeFile(
-    instructions,
-    ['Name a fruit.', 'What is 3 plus 4?', 'Say hello in French.']
-      .map((instruction) => `${JSON.stringify({ instruction })}\n`)
-      .join(''),
-  );
-  const questions = join(storage, 'mt.jsonl');
-  await writeFile(
-    questions,
-    [
-      { category: 'math', turns: ['What is 6 times 7?'], reference: ['42'] },
-      { category: 'writing', turns: ['Write one line about rain.', 'Now make it rhyme.'] },
-    ]
-      .map((q) => `${JSON.stringify(q)}\n`)
-      .join(''),
-  );
-  const judge = await startServer({
-    modelDir: SMOL,
-    servedModelName: 'smol-judge',
-    threads: 1,
-    log: () => {},
-  });
-  try {
-    const config = shortenRun(
-      parseRunConfig({
-        ...preset,
-        storage,
-        model: SMOL,
-        prompts: {
-          ...preset.prompts,
-          file: join(storage, 'instructions', 'instructions-train.jsonl'),
-        },
-        sampling: { ...preset.sampling, maxTokens: 24 },
-        filter: { ...preset.filter, dropTruncated: false },
-        training: {
-          ...preset.training,
-          batchSize: 1,
-          gradAccum: 1,
-          maxLength: 128,
-          maxPromptLength: 96,
-          checkpointEvery: 0,
-          warmupRatio: 0,
-        },
-        judges: {
-          served: { type: 'openai', baseURL: judge.url, model: 'smol-judge', maxTokens: 32 },
-        },
-        pairs: { source: 'self-judge', candidates: 2, judge: 'policy', judgeMaxTokens: 32 },
-        evals: {
-          rounds: [1],
-          sets: [
-            {
-              kind: 'pairwise',
-              name: 'vs-base',
-              judge: 'served',
-              file: instructions,
-              reference: 'base',
-            },
-            { kind: 'grading', name: 'mt', judge: 'served', file: questions, maxTokens: 24 },
-          ],
-        },
-      }),
-      1,
-      4,
-    );
-    const r = await runDemo(config, { port: await freePort(), uiPort: null, print: false });
-    const [round] = r.result.rounds;
-    process.stderr.write(
-      `SmolLM2 SR round: kept ${round.pairsKept}, dropped ${JSON.stringify(round.dropped)}, ` +
-        `cost ${JSON.stringify(round.cost)}\n` +
-        `judged: ${JSON.stringify(r.result.judged)}\n`,
-    );
-    // Every prompt ends as a kept or filtered pair, or dropped (tie / unparsable rubric score).
-    assert.equal(
-      round.pairsKept + round.pairsFiltered + round.dropped!.tie + round.dropped!.unparsable,
-      4,
-    );
-    assert.equal(round.cost!.sampling.requests, 2 * 4);
-    // The policy judged its 8 candidates with the rubric: judge tokens were generated.
-    assert.equal(round.cost!.judging.requests, 8);
-    assert.ok(round.cost!.judging.tokens > 0, `judging tokens ${round.cost!.judging.tokens}`);
-
-    const evalDir = join(r.result.runDir, 'eval', 'round-1');
-    const pw = JSON.parse(await readFile(join(evalDir, 'vs-base.json'), 'utf8'));
-    assert.equal(pw.count, 3);
-    const verdicts = await readJsonl<{ preference: number | null }>(join(evalDir, 'vs-base.jsonl'));
-    assert.equal(verdicts.length, 3);
-    assert.equal(verdicts.filter((v) => v.preference === null).length, pw.unparsable);
-    // The served judge exposes log-probabilities: verdicts come from the label tokens.
-    assert.equal((pw.sources.logprobs ?? 0) + (pw.sources.text ?? 0), 3 - pw.unparsable);
-    assert.ok(pw.cost.judge.requests >= 6, 'each instruction judged in both orders');
-    assert.ok(pw.cost.judge.promptTokens > 0);
-    const mt = JSON.parse(await readFile(join(evalDir, 'mt.json'), 'utf8'));
-    assert.equal(mt.questions, 2);
-    assert.equal(mt.turns, 3);
-    const rated = Object.values(
-      mt.perCategory as Record<string, { turns: number; unparsable: number }>,
-    );
-    assert.equal(
-      rated.reduce((s, c) => s + c.turns + c.unparsable, 0),
-      3,
-    );
-    assert.equal(
-      mt.unparsable,
-      rated.reduce((s, c) => s + c.unparsable, 0),
-    );
-    assert.ok(mt.cost.judge.completionTokens > 0);
-
-    const rows = r.result.judged!;
-    assert.deepEqual(
-      rows.map((j) => [j.set, j.label, j.kind]),
-      [
-        ['vs-base', 'round-1', 'pairwise'],
-        ['mt', 'round-1', 'grading'],
-      ],
-    );
-    assert.ok(rows.every((j) => j.judgeTokens > 0));
-    const md = await readFile(r.report.markdown, 'utf8');
-    assert.match(md, /\| vs-base \| round-1 \|/);
-    assert.match(md, /\| mt \| round-1 \|/);
-  } finally {
-    await judge.close();
-  }
 });
