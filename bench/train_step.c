@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
     double attn = 6.0 * 2.0 * rows * cfg->n_layer * rowlen * rowlen * QD;
     double head = 6.0 * scored * V * C;
     printf("{\"mode\": \"%s\", \"step_s\": %.4f, \"best_step_s\": %.4f, \"tokens_per_s\": %.2f, \"gflops\": %.2f, "
-           "\"sgemm_gflops\": %.2f, \"loss\": %.6f, \"threads\": %d, \"params\": %zu, \"loaded_rss_mb\": %.1f, "
+           "\"sgemm_gflops\": %.2f, \"loss\": %.9g, \"threads\": %d, \"params\": %zu, \"loaded_rss_mb\": %.1f, "
            "\"peak_rss_mb\": %.1f}\n",
            argv[2], step_s, best, NT / step_s, (body + attn + head) / step_s / 1e9, sgemm_gflops(2048), loss,
            omp_get_max_threads(), m.num_params, loaded_mb, peak_mb);

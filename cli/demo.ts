@@ -21,6 +21,7 @@ import {
 } from '../tasks/files.ts';
 import { vocabulary } from '../tasks/tokenizer.ts';
 import type { DigitsDataSpec } from '../tasks/seed.ts';
+import { OPERATIONS } from '../tasks/digits.ts';
 import {
   SEARCH_ATTRIBUTES,
   TASK_QUEUES,
@@ -103,6 +104,8 @@ export async function prepareDemoData(
     ...data,
     trainPrompts: config.prompts.limit ?? 128,
     heldoutPrompts: config.evaluation?.prompts.limit ?? 100,
+    // Only a config that sets the task changes the spec: the default demo's data stays cached.
+    ...(config.task && { digits: { ...config.task.digits, ops: OPERATIONS } }),
     chosenTemplate: config.prefixes.chosenTemplate,
     rejectedTemplate: config.prefixes.rejectedTemplate,
   };

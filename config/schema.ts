@@ -340,6 +340,17 @@ const Evals = z.strictObject({
   sets: z.array(EvalSet).min(1),
 });
 
+// The digits task's problems (tasks/digits.ts; the demo and its studies generate data from it):
+// list lengths, and whether a digit may repeat (then sorting needs counting, not only finding the
+// next listed digit, which makes the testbed harder). Absent: the demo's default problems.
+export const DIGITS_TASK_DEFAULTS = { minLength: 3, maxLength: 6, repeats: false } as const;
+export const DIGITS_MAX_LENGTH = 12; // the demo model's 64 positions hold prefix, prompt and answer
+const DigitsTask = z.strictObject({
+  minLength: int(1, DIGITS_MAX_LENGTH).default(DIGITS_TASK_DEFAULTS.minLength),
+  maxLength: int(1, DIGITS_MAX_LENGTH).default(DIGITS_TASK_DEFAULTS.maxLength),
+  repeats: z.boolean().default(DIGITS_TASK_DEFAULTS.repeats),
+});
+
 const RunObject = z.strictObject({
   runId: id('run id').optional(),
   storage: path().default('.opsr'),
@@ -350,6 +361,7 @@ const RunObject = z.strictObject({
     shuffleSeed: int(0).optional(),
   }),
   rounds: int(1, 100).default(3),
+  task: z.strictObject({ digits: DigitsTask.prefault({}) }).optional(),
   prefixes: z
     .strictObject({
       chosenTemplate: template().default(DEFAULT_CHOSEN_TEMPLATE),
@@ -603,6 +615,40 @@ function judgingChecks(c: RunObjectOut): Issue[] {
   return out;
 }
 
+// A digits answer is one token per digit plus the end of text: shorter limits truncate every
+// longest answer, and the filter drops truncated pairs.
+function digitsTaskChecks(c: RunObjectOut, d: z.output<typeof DigitsTask>): Issue[] {
+  const out: Issue[] = [];
+  if (d.minLength > d.maxLength)
+    out.push({
+      path: ['task', 'digits', 'minLength'],
+      message: `is above maxLength ${d.maxLength}`,
+      input: d.minLength,
+      allowed: `an integer from 1 to task.digits.maxLength (${d.maxLength})`,
+    });
+  if (!d.repeats && d.maxLength > 10)
+    out.push({
+      path: ['task', 'digits', 'maxLength'],
+      message: 'asks for more than 10 distinct digits',
+      input: d.maxLength,
+      allowed: 'at most 10 without repeats, or "repeats": true',
+    });
+  const need = d.maxLength + 1;
+  for (const [path, v] of [
+    [['sampling', 'maxTokens'], c.sampling.maxTokens],
+    [['evaluation', 'maxTokens'], c.evaluation?.maxTokens],
+  ] as const) {
+    if (v !== undefined && v < need)
+      out.push({
+        path: [...path],
+        message: `cuts answers of ${d.maxLength} digits (task.digits.maxLength) short`,
+        input: v,
+        allowed: `at least ${need} (one token per digit and the end of text)`,
+      });
+  }
+  return out;
+}
+
 function crossChecks(c: RunObjectOut): Issue[] {
   const out: Issue[] = [];
   const p = c.prefixes;
@@ -696,6 +742,8 @@ function crossChecks(c: RunObjectOut): Issue[] {
       });
     }
   }
+  const d = c.task?.digits;
+  if (d) out.push(...digitsTaskChecks(c, d));
   const r = c.activities.retry;
   if (r.maximumIntervalS < r.initialIntervalS) {
     out.push({

@@ -21,14 +21,15 @@ if [ ! -f /usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-openmp-dev >/dev/null
 fi
 
-# Usage: setup.sh [run|models|test]   (run: what the demo needs; models: plus model conversion;
-# test: plus the parity peers)
+# Usage: setup.sh [run|models|test|browser]   (run: what the demo needs; models: plus model
+# conversion; test: plus the parity peers; browser: run plus Chromium, for scripts/screenshots.sh)
 profile=${1:-run}
-case "$profile" in run|models|test) ;; *)
-  echo "setup: unknown profile '$profile' (allowed: run, models, test)" >&2; exit 2;; esac
-req=scripts/requirements-$profile.txt
+case "$profile" in run|models|test|browser) ;; *)
+  echo "setup: unknown profile '$profile' (allowed: run, models, test, browser)" >&2; exit 2;; esac
+py=${profile/browser/run} # the Python tools of the profile
+req=scripts/requirements-$py.txt
 hash=$(cat scripts/requirements-*.txt | sha256sum | cut -c1-16)
-stamp=".venv/.opsr-$profile-$hash"
+stamp=".venv/.opsr-$py-$hash"
 # test installs everything the other profiles do.
 if [ ! -f "$stamp" ] && [ ! -f ".venv/.opsr-test-$hash" ]; then
   log "installing Python tools into .venv ($req)"
@@ -41,7 +42,7 @@ if [ ! -f "$stamp" ] && [ ! -f ".venv/.opsr-test-$hash" ]; then
 fi
 
 # The browser tests drive Debian's Chromium (puppeteer-core is only the driver, no bundled browser).
-if [ "$profile" = test ] && ! command -v chromium >/dev/null; then
+if { [ "$profile" = test ] || [ "$profile" = browser ]; } && ! command -v chromium >/dev/null; then
   log "installing Chromium (chromium) with apt-get for the Web UI browser tests"
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: chromium is missing and this user cannot apt-get; run: sudo apt-get install chromium" >&2

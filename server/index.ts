@@ -620,6 +620,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       })(),
   );
 
+  // Node closes a keep-alive connection after 5 s idle by default, racing a client that reuses it
+  // at that moment (ECONNRESET); a busy machine left pooled connections idle that long and failed
+  // whole evaluations. Clients close first now (undici keeps idle connections 4 s).
+  server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());

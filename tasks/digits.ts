@@ -1,8 +1,10 @@
 // The demo's task family: sort a short list of distinct digits, up or down, asked in plain words.
 // Sorting distinct digits needs no positional bookkeeping (the next answer digit is the nearest
 // listed digit above or below the previous one), so a 1-2 layer GPT-2 learns it in about a
-// minute of CPU even from noisy seed data. The reward gives partial credit position by position,
-// so answer quality is a number, not pass/fail.
+// minute of CPU even from noisy seed data. The harder variant (config task.digits: longer lists,
+// repeats) needs counting too, so the same model stays further from solving it. The reward gives
+// partial credit position by position, so answer quality is a number, not pass/fail.
+import { DIGITS_MAX_LENGTH, DIGITS_TASK_DEFAULTS } from '../config/schema.ts';
 
 export const OPERATIONS = ['ascending', 'descending'] as const;
 export type Operation = (typeof OPERATIONS)[number];
@@ -15,14 +17,11 @@ export interface DigitsProblem {
 export interface DigitsOptions {
   minLength: number;
   maxLength: number;
+  repeats: boolean; // digits drawn with replacement (lists up to 12); else distinct (up to 10)
   ops: readonly Operation[];
 }
 
-export const DEFAULT_DIGITS_OPTIONS: DigitsOptions = {
-  minLength: 3,
-  maxLength: 6,
-  ops: OPERATIONS,
-};
+export const DEFAULT_DIGITS_OPTIONS: DigitsOptions = { ...DIGITS_TASK_DEFAULTS, ops: OPERATIONS };
 
 const ORDER: Record<Operation, string> = {
   ascending: 'from smallest to largest',
@@ -101,9 +100,11 @@ export function makeProblems(
   seed: number,
   opts: DigitsOptions = DEFAULT_DIGITS_OPTIONS,
 ): DigitsProblem[] {
-  if (!(opts.minLength >= 1 && opts.maxLength >= opts.minLength && opts.maxLength <= 10)) {
+  const most = opts.repeats ? DIGITS_MAX_LENGTH : 10;
+  if (!(opts.minLength >= 1 && opts.maxLength >= opts.minLength && opts.maxLength <= most)) {
     throw new Error(
-      `digits task: lengths ${opts.minLength}..${opts.maxLength} invalid; allowed 1 <= minLength <= maxLength <= 10 (distinct digits)`,
+      `digits task: lengths ${opts.minLength}..${opts.maxLength} invalid; allowed ` +
+        `1 <= minLength <= maxLength <= ${most} (${opts.repeats ? 'with repeats' : 'distinct digits'})`,
     );
   }
   if (opts.ops.length === 0)
@@ -117,13 +118,15 @@ export function makeProblems(
       );
     const n = randInt(rand, opts.minLength, opts.maxLength);
     const pool = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < n && !opts.repeats; i++) {
       const j = randInt(rand, i, 9);
       [pool[i], pool[j]] = [pool[j], pool[i]];
     }
     const p: DigitsProblem = {
       op: opts.ops[randInt(rand, 0, opts.ops.length - 1)],
-      digits: pool.slice(0, n),
+      digits: opts.repeats
+        ? Array.from({ length: n }, () => randInt(rand, 0, 9))
+        : pool.slice(0, n),
     };
     if (isHeldOut(p) === (split === 'heldout')) out.push(p);
   }

@@ -428,6 +428,41 @@ const BAD: [string, unknown, string, string, string][] = [
     'nothing',
     'a path',
   ],
+  [
+    'digits task lengths reversed',
+    { ...MIN, task: { digits: { minLength: 7, maxLength: 5 } } },
+    'task.digits.minLength',
+    '7',
+    'from 1 to task.digits.maxLength (5)',
+  ],
+  [
+    'digits task: 11 distinct digits',
+    { ...MIN, task: { digits: { maxLength: 11 } } },
+    'task.digits.maxLength',
+    '11',
+    'at most 10 without repeats, or "repeats": true',
+  ],
+  [
+    'digits task: longer than the model holds',
+    { ...MIN, task: { digits: { maxLength: 13, repeats: true } } },
+    'task.digits.maxLength',
+    '13',
+    '<= 12',
+  ],
+  [
+    'digits task: sampling cuts the longest answers',
+    { ...MIN, task: { digits: { maxLength: 9, repeats: true } }, sampling: { maxTokens: 8 } },
+    'sampling.maxTokens',
+    '8',
+    'at least 10 (one token per digit and the end of text)',
+  ],
+  [
+    'digits task: unknown option',
+    { ...MIN, task: { digits: { lenght: 9 } } },
+    'task.digits.lenght',
+    '9',
+    'minLength',
+  ],
 ];
 
 describe('bad fields', () => {

@@ -1,13 +1,16 @@
 // The embedded server under hostile requests: caps on sequences per request (400) and in the
 // queue (429) naming the limit, huge stop lists and deeply nested JSON as OpenAI-style 400s, a
 // huge prompt refused without holding up /health, chat-template errors as 400, an engine that
-// never becomes ready failing start-up, a warning for a non-loopback host, no paths in answers.
+// never becomes ready failing start-up, a warning for a non-loopback host, no paths in answers,
+// and idle keep-alive connections kept past Node's 5 s default (clients close them first).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect } from 'node:net';
+import { once } from 'node:events';
 import { startServer, type RunningServer } from '../../server/index.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 
@@ -208,4 +211,26 @@ test('an engine that never becomes ready fails start-up after the timeout; a non
     lines.join('\n'),
   );
   assert.ok(!logged.some((l) => /warning: listening/.test(l)), 'no warning on 127.0.0.1');
+});
+
+test('an idle keep-alive connection stays open past 5 s, so a client reusing it is answered', async () => {
+  const sock = connect(s.port, '127.0.0.1');
+  await once(sock, 'connect');
+  let got = '';
+  let closed = false;
+  sock.on('data', (d: Buffer) => (got += d.toString()));
+  sock.on('close', () => (closed = true));
+  const health = 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
+  const answered = async (n: number) => {
+    while ((got.match(/HTTP\/1\.1 200/g) ?? []).length < n && !closed)
+      await new Promise((r) => setTimeout(r, 20));
+  };
+  sock.write(health);
+  await answered(1);
+  await new Promise((r) => setTimeout(r, 6000)); // Node's default closes it at 5 s
+  assert.equal(closed, false, 'the server closed the idle connection');
+  sock.write(health);
+  await answered(2);
+  assert.equal((got.match(/HTTP\/1\.1 200/g) ?? []).length, 2, got);
+  sock.destroy();
 });

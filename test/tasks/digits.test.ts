@@ -12,6 +12,7 @@ import {
   answerDigits,
   answerText,
   makeProblems,
+  OPERATIONS,
   parsePrompt,
   promptText,
   scoreDigits,
@@ -81,8 +82,35 @@ test('splits: deterministic by seed, disjoint, distinct digits within the length
   }
   assert.ok(a.some((p) => p.op === 'ascending') && a.some((p) => p.op === 'descending'));
   assert.throws(
-    () => makeProblems('train', 1, 0, { minLength: 4, maxLength: 11, ops: ['ascending'] }),
-    /lengths 4..11 invalid; allowed 1 <= minLength <= maxLength <= 10/,
+    () =>
+      makeProblems('train', 1, 0, {
+        minLength: 4,
+        maxLength: 11,
+        repeats: false,
+        ops: ['ascending'],
+      }),
+    /lengths 4..11 invalid; allowed 1 <= minLength <= maxLength <= 10 \(distinct digits\)/,
+  );
+});
+
+test('the harder variant: 5-9 digits with repeats, seeded, still disjoint splits and scorable', () => {
+  const opts = { minLength: 5, maxLength: 9, repeats: true, ops: OPERATIONS };
+  const a = makeProblems('train', 400, 2, opts);
+  assert.deepEqual(a, makeProblems('train', 400, 2, opts));
+  const held = new Set(makeProblems('heldout', 200, 2, opts).map(promptText));
+  assert.ok(a.every((p) => !held.has(promptText(p))));
+  assert.ok(a.every((p) => p.digits.length >= 5 && p.digits.length <= 9));
+  const lengths = new Set(a.map((p) => p.digits.length));
+  assert.equal(lengths.size, 5, 'every length from 5 to 9 occurs');
+  const repeated = a.filter((p) => new Set(p.digits).size < p.digits.length).length;
+  assert.ok(repeated > 300, `most lists of 5-9 random digits repeat one (${repeated} of 400)`);
+  const p = { op: 'descending' as const, digits: [3, 9, 3, 0, 9] };
+  assert.deepEqual(parsePrompt(promptText(p)), p);
+  assert.equal(scoreDigits(promptText(p), '9 9 3 3 0'), 1);
+  assert.equal(scoreDigits(promptText(p), '9 3 3 0'), 2 / 5);
+  assert.throws(
+    () => makeProblems('train', 1, 0, { ...opts, maxLength: 13 }),
+    /lengths 5..13 invalid; allowed 1 <= minLength <= maxLength <= 12 \(with repeats\)/,
   );
 });
 
