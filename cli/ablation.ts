@@ -19,11 +19,13 @@ import {
 } from './common.ts';
 import { ablationProgressRenderer, armNames, followAndReport, openTarget } from './runs.ts';
 
-const USAGE = `Usage: opsr ablation --config FILE [--id STUDY_ID] [--detach] [--address HOST:PORT] [--namespace NS]
+const USAGE = `Usage: opsr ablation --config FILE [--id STUDY_ID] [--detach] [--address HOST:PORT] \
+[--namespace NS]
        opsr ablation history [--storage DIR]
 
 FILE: {"studyId"?, "base": <run config or the path of one, e.g. a preset>, "arms": [{"name",
-"rejectedScores"?, "overrides"?}], "seeds"?: [0, 1, 2]}. Starts ${WORKFLOW_TYPES.ablation} on ${TASK_QUEUES.control}
+"rejectedScores"?, "overrides"?}], "seeds"?: [0, 1, 2]}. Starts ${WORKFLOW_TYPES.ablation} on \
+${TASK_QUEUES.control}
 with id --id, else studyId, else opsr-ablation-<UTC timestamp>; arm <name> runs as child workflow
 <id>/<name>, or <id>/<name>/seed-<s> once per seed. A study started again with the same id reuses
 its finished runs. An arm with overrides {"pairs": {"source": "self-judge"}} is the SR baseline.
@@ -78,7 +80,8 @@ export async function main(argv: string[]): Promise<number> {
       } catch (e) {
         if (e instanceof WorkflowExecutionAlreadyStartedError) {
           process.stderr.write(
-            `opsr: ablation ${studyId} is already running; follow it with: opsr status ${studyId} --watch\n`,
+            `opsr: ablation ${studyId} is already running; follow it with: opsr status ` +
+              `${studyId} --watch\n`,
           );
           return EXIT.failed;
         }

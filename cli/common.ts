@@ -87,8 +87,10 @@ export const CONNECTION_FLAGS = {
   config: { type: 'string' },
 } as const satisfies Options;
 
-export const CONNECTION_HELP = `Connection: --address HOST:PORT and --namespace NS, else the config's temporal section (--config FILE),
-else TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE, else 127.0.0.1:7233 / default. TLS: temporal.tls or TEMPORAL_TLS=1;
+export const CONNECTION_HELP = `Connection: --address HOST:PORT and --namespace NS, else the \
+config's temporal section (--config FILE),
+else TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE, else 127.0.0.1:7233 / default. TLS: temporal.tls or \
+TEMPORAL_TLS=1;
 API key: the env var named by temporal.apiKeyEnv, else TEMPORAL_API_KEY.`;
 
 export interface TemporalTarget {
@@ -138,7 +140,8 @@ export async function connect(
     });
   } catch (e) {
     throw new Error(
-      `cannot reach the Temporal server at ${t.address} (${(e as Error).message}); start one with \`opsr dev\` or pass --address`,
+      `cannot reach the Temporal server at ${t.address} (${(e as Error).message}); ` +
+        `start one with \`opsr dev\` or pass --address`,
     );
   }
   return {
@@ -155,7 +158,8 @@ export function uiBase(address: string): string {
 }
 
 export function workflowLink(base: string, namespace: string, workflowId: string): string {
-  return `${base}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(workflowId)}`;
+  const ns = encodeURIComponent(namespace);
+  return `${base}/namespaces/${ns}/workflows/${encodeURIComponent(workflowId)}`;
 }
 
 export function timestampId(prefix: string, now = new Date()): string {
@@ -172,7 +176,10 @@ const color = (code: number, s: string, on: boolean) => (on ? `\x1b[${code}m${s}
 export function bar(done: number, total: number, width = 30): string {
   const f = total > 0 ? Math.min(1, Math.max(0, done / total)) : 0;
   const full = Math.round(f * width);
-  return `[${'#'.repeat(full)}${'.'.repeat(width - full)}] ${String(Math.round(f * 100)).padStart(3)}%`;
+  return (
+    `[${'#'.repeat(full)}${'.'.repeat(width - full)}] ` +
+    `${String(Math.round(f * 100)).padStart(3)}%`
+  );
 }
 
 // Three lines: the run's rounds, this round's sampling and training.
@@ -180,12 +187,15 @@ export function renderProgress(p: RunProgress, ansi = false): string {
   const doneRounds = p.completed.length;
   const head =
     `${color(1, p.runId, ansi)}  phase ${color(36, p.phase, ansi)}  round ${p.round}/${p.rounds}` +
-    `${p.rejectedScore === null ? '' : `  rejected score ${p.rejectedScore}`}${p.stopRequested ? '  (stop requested after this round)' : ''}`;
+    (p.rejectedScore === null ? '' : `  rejected score ${p.rejectedScore}`) +
+    (p.stopRequested ? '  (stop requested after this round)' : '');
   return [
     head,
     `  rounds    ${bar(doneRounds, p.rounds)}  ${doneRounds}/${p.rounds}`,
-    `  sampling  ${bar(p.sampled.done, p.sampled.total)}  ${p.sampled.done}/${p.sampled.total} prompts`,
-    `  training  ${bar(p.train.step, p.train.totalSteps)}  step ${p.train.step}/${p.train.totalSteps}`,
+    `  sampling  ${bar(p.sampled.done, p.sampled.total)}  ` +
+      `${p.sampled.done}/${p.sampled.total} prompts`,
+    `  training  ${bar(p.train.step, p.train.totalSteps)}  step ` +
+      `${p.train.step}/${p.train.totalSteps}`,
   ].join('\n');
 }
 
@@ -203,7 +213,8 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
 }
 
-// The per-round table: pairs kept/filtered, rewards (paper Fig. 4), policy reward, training metrics.
+// The per-round table: pairs kept/filtered, rewards (paper Fig. 4), policy reward, training
+// metrics.
 export function roundTable(rounds: RoundSummary[]): string {
   if (rounds.length === 0) return '(no round finished yet)';
   return table(

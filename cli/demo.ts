@@ -46,7 +46,8 @@ const USAGE = `Usage: opsr demo [--config FILE|PRESET] [--rounds N] [--prompts N
 Runs the paper's pipeline end to end on the digits task with config/presets/tiny.json (or
 --config): seed data, a tiny base model, a Temporal dev server with the Web UI (SQLite under the
 storage root), a worker, 3 rounds through the preferenceRun workflow, then the per-round table
-and report.html (figures) / report.md / report.json in the run directory. Ports default to 7233 / 8233 when free.
+and report.html (figures) / report.md / report.json in the run directory. Ports default to 7233 / \
+8233 when free.
 A config whose model is one \`opsr models\` knows (e.g. --config smollm2-135m-instruct) runs
 that real model instead: it is fetched if missing, and a prompts file named
 ${INSTRUCTION_FILES.train} gets the project's instruction prompts.
@@ -72,7 +73,8 @@ function demoPaths(config: RunConfig) {
   const heldout = config.evaluation?.prompts.file;
   if (!sft || !heldout) {
     throw new UsageError(
-      'the demo config needs init.sft.data and evaluation.prompts.file (the seed data and held-out prompts it generates)',
+      'the demo config needs init.sft.data and evaluation.prompts.file (the seed data ' +
+        'and held-out prompts it generates)',
     );
   }
   const dataDir = dirname(config.prompts.file);
@@ -83,7 +85,8 @@ function demoPaths(config: RunConfig) {
   ] as const) {
     if (p !== join(dataDir, name))
       throw new UsageError(
-        `${field} is ${p}; the demo writes its data to ${join(dataDir, name)} (keep the three data files side by side)`,
+        `${field} is ${p}; the demo writes its data to ${join(dataDir, name)} (keep ` +
+          `the three data files side by side)`,
       );
   }
   return dataDir;
@@ -273,7 +276,8 @@ export async function runDemo(
     const r = await follow<RunResult>(t, handle, render, 1000);
     if (r.detached)
       throw new Error(
-        `interrupted; ${runId} waits in ${join(tdir, 'demo.sqlite')}: \`npm run demo -- --id ${runId}\` picks it up where it stopped`,
+        `interrupted; ${runId} waits in ${join(tdir, 'demo.sqlite')}: \`npm run demo ` +
+          `-- --id ${runId}\` picks it up where it stopped`,
       );
     if (print) printRunResult(t, runId, r.result);
     if (opts.keepServer) {
@@ -352,9 +356,11 @@ export async function main(argv: string[]): Promise<number> {
       keepServer: values.keep,
     });
     process.stdout.write(
-      `report: ${run.report.html} (figures inline)\n        ${run.report.markdown}\n        ${run.report.json}\n` +
+      `report: ${run.report.html} (figures inline)\n        ${run.report.markdown}\n   ` +
+        `     ${run.report.json}\n` +
         `TensorBoard: tensorboard --logdir ${resolve(config.storage, 'runs')}\n` +
-        `demo finished in ${((Date.now() - t0) / 1000).toFixed(0)} s (config ${basename(file)}, storage ${resolve(config.storage)})\n`,
+        (`demo finished in ${((Date.now() - t0) / 1000).toFixed(0)} s (config ` +
+          `${basename(file)}, storage ${resolve(config.storage)})\n`),
     );
     return EXIT.ok;
   });

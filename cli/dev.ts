@@ -7,11 +7,13 @@ import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../contracts/workflows.ts';
 import { EXIT, UsageError, guard, parseFlags } from './common.ts';
 import { loadRunConfig } from '../activities/load-config.ts';
 
-const USAGE = `Usage: opsr dev [--storage DIR] [--config FILE] [--port 7233] [--ui-port 8233] [--ip 127.0.0.1]
+const USAGE = `Usage: opsr dev [--storage DIR] [--config FILE] [--port 7233] [--ui-port 8233] \
+[--ip 127.0.0.1]
                 [--namespace default] [--queues control,sampler,trainer] [--no-worker]
 
 Starts \`temporal server start-dev\` with its SQLite file at <storage>/temporal/dev.sqlite (runs
-survive a restart) and the Web UI, then a worker for the task queues (${Object.values(TASK_QUEUES).join(', ')}).
+survive a restart) and the Web UI, then a worker for the task queues \
+(${Object.values(TASK_QUEUES).join(', ')}).
 The storage root is --storage, else the config's storage, else ./.opsr. Ctrl-C stops the worker
 (running activities drain) and then the server.`;
 
@@ -81,7 +83,8 @@ export async function main(argv: string[]): Promise<number> {
         searchAttributes: Object.values(SEARCH_ATTRIBUTES),
       });
       process.stdout.write(
-        `Temporal dev server: ${server.address} (namespace ${namespace}, data ${join(dir, 'dev.sqlite')}, log ${join(dir, 'server.log')})\n` +
+        `Temporal dev server: ${server.address} (namespace ${namespace}, data ` +
+          `${join(dir, 'dev.sqlite')}, log ${join(dir, 'server.log')})\n` +
           `Temporal Web UI: ${server.uiUrl}\n`,
       );
       if (values['no-worker']) {
@@ -101,7 +104,9 @@ export async function main(argv: string[]): Promise<number> {
       if (signalled) workers.shutdown();
       else
         process.stdout.write(
-          `worker polling ${queues.map((q) => TASK_QUEUES[q as keyof typeof TASK_QUEUES]).join(', ')}; start a run with: opsr run --config FILE (Ctrl-C stops)\n`,
+          `worker polling ` +
+            `${queues.map((q) => TASK_QUEUES[q as keyof typeof TASK_QUEUES]).join(', ')}; ` +
+            `start a run with: opsr run --config FILE (Ctrl-C stops)\n`,
         );
       await workers.run();
       return EXIT.ok;

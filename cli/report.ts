@@ -25,7 +25,8 @@ export async function main(argv: string[]): Promise<number> {
     if (run !== null) {
       const r = await writeRunReportFiles(join(storage, 'runs', id), JSON.parse(run) as RunResult);
       process.stdout.write(
-        `run ${id}: ${r.html}\n  ${r.markdown}\n  ${r.figures.length} figures, TensorBoard ${r.tensorboard}\n`,
+        `run ${id}: ${r.html}\n  ${r.markdown}\n  ${r.figures.length} figures, ` +
+          `TensorBoard ${r.tensorboard}\n`,
       );
       return EXIT.ok;
     }

@@ -22,7 +22,8 @@ import {
 } from './runs.ts';
 import { pendingText } from './status.ts';
 
-const USAGE = `Usage: opsr resume RUN [--detach] [--address HOST:PORT] [--namespace NS] [--config FILE]
+const USAGE = `Usage: opsr resume RUN [--detach] [--address HOST:PORT] [--namespace NS] [--config \
+FILE]
 
 RUN is the workflow id of a run (${WORKFLOW_TYPES.run}) or an ablation (${WORKFLOW_TYPES.ablation}).
 If it is still open, says what is in flight and whether workers are polling. If it failed or was
@@ -57,7 +58,8 @@ export async function resume(t: Target, id: string, detach: boolean): Promise<nu
   if (desc.type === WORKFLOW_TYPES.round) {
     const parent = desc.parentExecution?.workflowId;
     process.stderr.write(
-      `opsr: ${id} is one round of a run; resume the run instead: opsr resume ${parent ?? id.replace(/\/round-\d+$/, '')}\n`,
+      `opsr: ${id} is one round of a run; resume the run instead: opsr resume ` +
+        `${parent ?? id.replace(/\/round-\d+$/, '')}\n`,
     );
     return EXIT.usage;
   }
@@ -65,10 +67,12 @@ export async function resume(t: Target, id: string, detach: boolean): Promise<nu
   if (state === 'RUNNING') {
     const pollers = await pollerCount(t, desc.taskQueue);
     process.stdout.write(
-      `${id} is still running: nothing to resume. Temporal continues it as soon as a worker polls ${desc.taskQueue}.\n` +
+      `${id} is still running: nothing to resume. Temporal continues it as soon as a ` +
+        `worker polls ${desc.taskQueue}.\n` +
         pendingText(desc.raw) +
         (pollers === 0
-          ? `no worker is polling ${desc.taskQueue}: start one (opsr dev, or node --import tsx workers/main.ts)\n`
+          ? `no worker is polling ${desc.taskQueue}: start one (opsr dev, or node ` +
+            `--import tsx workers/main.ts)\n`
           : `${pollers} worker${pollers === 1 ? '' : 's'} polling ${desc.taskQueue}\n`) +
         `Web UI: ${link}\n`,
     );
@@ -87,7 +91,8 @@ export async function resume(t: Target, id: string, detach: boolean): Promise<nu
     args: start.args,
   });
   process.stdout.write(
-    `resumed ${id} (${start.type}, was ${state.toLowerCase()}) with its original input; finished work is reused\nWeb UI: ${link}\n`,
+    `resumed ${id} (${start.type}, was ${state.toLowerCase()}) with its original ` +
+      `input; finished work is reused\nWeb UI: ${link}\n`,
   );
   if (detach) return EXIT.ok;
   const render =

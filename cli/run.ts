@@ -15,9 +15,11 @@ import {
 } from './common.ts';
 import { followAndReport, openTarget, runProgressRenderer } from './runs.ts';
 
-const USAGE = `Usage: opsr run --config FILE [--id RUN_ID] [--detach] [--address HOST:PORT] [--namespace NS]
+const USAGE = `Usage: opsr run --config FILE [--id RUN_ID] [--detach] [--address HOST:PORT] \
+[--namespace NS]
 
-Starts the workflow ${WORKFLOW_TYPES.run} on task queue ${TASK_QUEUES.control}. The workflow id (and the run
+Starts the workflow ${WORKFLOW_TYPES.run} on task queue ${TASK_QUEUES.control}. The workflow id \
+(and the run
 directory <storage>/runs/<id>) is --id, else the config's runId, else opsr-<UTC timestamp>.
 --detach returns once the run is started. Ctrl-C while following detaches; the run goes on.
 ${CONNECTION_HELP}`;
@@ -43,14 +45,16 @@ export async function main(argv: string[]): Promise<number> {
       } catch (e) {
         if (e instanceof WorkflowExecutionAlreadyStartedError) {
           process.stderr.write(
-            `opsr: run ${workflowId} is already running; follow it with: opsr status ${workflowId} --watch\n`,
+            `opsr: run ${workflowId} is already running; follow it with: opsr status ` +
+              `${workflowId} --watch\n`,
           );
           return EXIT.failed;
         }
         throw e;
       }
       process.stdout.write(
-        `started run ${workflowId} (${WORKFLOW_TYPES.run}, ${config.rounds} rounds, rejected scores ${config.prefixes.rejectedScores.join(', ')})\n` +
+        `started run ${workflowId} (${WORKFLOW_TYPES.run}, ${config.rounds} rounds, ` +
+          `rejected scores ${config.prefixes.rejectedScores.join(', ')})\n` +
           `Web UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`,
       );
       if (values.detach) return EXIT.ok;

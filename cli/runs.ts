@@ -167,13 +167,15 @@ export function ablationProgressRenderer(t: Target, studyId: string, arms: strin
 
 export function printRunResult(t: Target, workflowId: string, r: RunResult) {
   const out = [
-    `run ${r.runId}${r.stopped ? ' (stopped after a round on request)' : ''}: ${r.rounds.length} round${r.rounds.length === 1 ? '' : 's'}`,
+    `run ${r.runId}${r.stopped ? ' (stopped after a round on request)' : ''}: ` +
+      `${r.rounds.length} round${r.rounds.length === 1 ? '' : 's'}`,
     roundTable(r.rounds),
   ];
   if (r.baseReward !== null) out.push(`base policy reward: ${r.baseReward.toFixed(4)}`);
   if (r.prefixCurve)
     out.push(
-      `prefix curve (round-1 reference): ${r.prefixCurve.map((p) => `${p.score}:${p.meanReward.toFixed(3)}`).join(' ')}`,
+      `prefix curve (round-1 reference): ` +
+        `${r.prefixCurve.map((p) => `${p.score}:${p.meanReward.toFixed(3)}`).join(' ')}`,
     );
   out.push(
     `final model: ${r.finalModel}`,
@@ -262,7 +264,8 @@ export async function followAndReport(
     const r = await follow<unknown>(t, handle, render);
     if (r.detached) {
       process.stdout.write(
-        `\ndetached; the run goes on. Follow it with: opsr status ${workflowId} --watch\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`,
+        `\ndetached; the run goes on. Follow it with: opsr status ${workflowId} ` +
+          `--watch\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`,
       );
       return EXIT.ok;
     }
@@ -270,7 +273,8 @@ export async function followAndReport(
     return EXIT.ok;
   } catch (e) {
     process.stderr.write(
-      `opsr: ${workflowId} failed: ${failureText(e)}\nAfter fixing the cause: opsr resume ${workflowId}\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`,
+      `opsr: ${workflowId} failed: ${failureText(e)}\nAfter fixing the cause: opsr ` +
+        `resume ${workflowId}\nWeb UI: ${workflowLink(t.ui, t.namespace, workflowId)}\n`,
     );
     return EXIT.failed;
   }

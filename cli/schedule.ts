@@ -39,7 +39,8 @@ const USAGE = `Usage:
   opsr schedule trigger ID          (start one action now)
 
 create: every time the cron spec fires (default nightly at 02:00, UTC unless --timezone), starts
-${WORKFLOW_TYPES.run} (--config) or ${WORKFLOW_TYPES.ablation} (--ablation) on ${TASK_QUEUES.control} with the resolved
+${WORKFLOW_TYPES.run} (--config) or ${WORKFLOW_TYPES.ablation} (--ablation) on \
+${TASK_QUEUES.control} with the resolved
 config as its input. Each action's workflow id is ID-<scheduled time>, which also names its run
 directory, so the config must not fix runId / studyId. --overlap (default skip): what to do when the
 previous action is still running.
@@ -107,12 +108,14 @@ async function create(argv: string[]): Promise<number> {
   const overlap = values.overlap.toLowerCase();
   if (!(OVERLAP as readonly string[]).includes(overlap))
     throw new UsageError(
-      `schedule create: --overlap "${values.overlap}" is not allowed; allowed: ${OVERLAP.join(', ')}`,
+      `schedule create: --overlap "${values.overlap}" is not allowed; allowed: ` +
+        `${OVERLAP.join(', ')}`,
     );
   const fields = values.cron.trim().split(/\s+/);
   if (fields.length < 5 || fields.length > 6)
     throw new UsageError(
-      `schedule create: --cron "${values.cron}" is not a cron spec; allowed: 5 fields "minute hour day-of-month month day-of-week", e.g. "0 2 * * *"`,
+      `schedule create: --cron "${values.cron}" is not a cron spec; allowed: 5 fields ` +
+        `"minute hour day-of-month month day-of-week", e.g. "0 2 * * *"`,
     );
 
   let workflowType: string;
@@ -122,7 +125,9 @@ async function create(argv: string[]): Promise<number> {
     const config = await loadRunConfig(values.config);
     if (config.runId)
       throw new UsageError(
-        `schedule create: ${values.config} sets runId "${config.runId}": every scheduled run would share one run directory; remove runId (each run takes its workflow id)`,
+        `schedule create: ${values.config} sets runId "${config.runId}": every ` +
+          `scheduled run would share one run directory; remove runId (each run takes its ` +
+          `workflow id)`,
       );
     workflowType = WORKFLOW_TYPES.run;
     input = config;
@@ -131,7 +136,8 @@ async function create(argv: string[]): Promise<number> {
     const { config, input: ablationInput } = await loadAblationConfig(values.ablation!);
     if (config.studyId)
       throw new UsageError(
-        `schedule create: ${values.ablation} sets studyId "${config.studyId}": every scheduled study would share its arms' run directories; remove studyId`,
+        `schedule create: ${values.ablation} sets studyId "${config.studyId}": every ` +
+          `scheduled study would share its arms' run directories; remove studyId`,
       );
     workflowType = WORKFLOW_TYPES.ablation;
     input = ablationInput;
@@ -161,15 +167,19 @@ async function create(argv: string[]): Promise<number> {
     const desc = await t.client.schedule.getHandle(values.id).describe();
     const next = desc.info.nextActionTimes[0];
     process.stdout.write(
-      `created schedule ${values.id}: ${workflowType} at "${values.cron}"${values.timezone ? ` (${values.timezone})` : ' (UTC)'}, overlap ${overlap}` +
+      `created schedule ${values.id}: ${workflowType} at ` +
+        `"${values.cron}"${values.timezone ? ` (${values.timezone})` : ' (UTC)'}, ` +
+        `overlap ${overlap}` +
         `${values.paused ? ', paused' : `, next ${next ? next.toISOString() : 'never'}`}\n` +
-        `Web UI: ${t.ui}/namespaces/${encodeURIComponent(t.namespace)}/schedules/${encodeURIComponent(values.id)}\n`,
+        `Web UI: ${t.ui}/namespaces/${encodeURIComponent(t.namespace)}/schedules/` +
+        `${encodeURIComponent(values.id)}\n`,
     );
     return EXIT.ok;
   } catch (e) {
     if (e instanceof ScheduleAlreadyRunning) {
       process.stderr.write(
-        `opsr: schedule ${values.id} already exists; delete it first (opsr schedule delete ${values.id})\n`,
+        `opsr: schedule ${values.id} already exists; delete it first (opsr schedule ` +
+          `delete ${values.id})\n`,
       );
       return EXIT.failed;
     }

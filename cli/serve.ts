@@ -3,7 +3,8 @@
 import { parseArgs } from 'node:util';
 import { startServer, type ServerOptions } from '../server/index.ts';
 
-const USAGE = `usage: opsr serve --model DIR [--host 127.0.0.1] [--port 8000] [--served-model-name NAME]
+const USAGE = `usage: opsr serve --model DIR [--host 127.0.0.1] [--port 8000] [--served-model-name \
+NAME]
                   [--threads N] [--max-batch N] [--dtype fp32|bf16] [--engine PATH]`;
 
 function positiveInt(name: string, v: string | undefined, min: number): number | undefined {
@@ -63,7 +64,8 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   console.error(
-    `opsr serve: ${opts.servedModelName ?? opts.modelDir} at ${server.url} (OpenAI-compatible; GET /health, /v1/models)`,
+    `opsr serve: ${opts.servedModelName ?? opts.modelDir} at ${server.url} ` +
+      `(OpenAI-compatible; GET /health, /v1/models)`,
   );
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);

@@ -24,7 +24,8 @@ import {
   type Target,
 } from './runs.ts';
 
-const USAGE = `Usage: opsr status RUN [--watch] [--address HOST:PORT] [--namespace NS] [--config FILE]
+const USAGE = `Usage: opsr status RUN [--watch] [--address HOST:PORT] [--namespace NS] [--config \
+FILE]
 
 RUN is the workflow id (opsr run prints it). An open run shows its progress and finished rounds
 (--watch follows it to the end); a completed one its per-round table; a failed or terminated one
@@ -71,7 +72,8 @@ export async function status(t: Target, id: string, watch: boolean): Promise<num
     if (p) process.stdout.write(`${renderProgress(p)}\n${roundTable(p.completed)}\n`);
     else if (desc.type === WORKFLOW_TYPES.run)
       process.stdout.write(
-        'no worker answered the progress query: start one (opsr dev, or node --import tsx workers/main.ts)\n',
+        'no worker answered the progress query: start one (opsr dev, or node --import ' +
+          'tsx workers/main.ts)\n',
       );
     process.stdout.write(`${pendingText(desc.raw)}Web UI: ${link}\n`);
     return EXIT.ok;
@@ -80,6 +82,7 @@ export async function status(t: Target, id: string, watch: boolean): Promise<num
     printResult(t, desc.type, id, await handle.result());
     return EXIT.ok;
   }
+  const closed = desc.closeTime ? ` at ${desc.closeTime.toISOString()}` : '';
   let why = '';
   if (state === 'FAILED') {
     try {
@@ -89,7 +92,8 @@ export async function status(t: Target, id: string, watch: boolean): Promise<num
     }
   }
   process.stdout.write(
-    `${id}: ${desc.type} ${state.toLowerCase()}${desc.closeTime ? ` at ${desc.closeTime.toISOString()}` : ''}${why}\n` +
+    `${id}: ${desc.type} ` +
+      `${state.toLowerCase()}${closed}${why}\n` +
       `Resume it (finished work is reused): opsr resume ${id}\nWeb UI: ${link}\n`,
   );
   return EXIT.failed;
@@ -117,7 +121,8 @@ export function pendingText(raw: Raw): string {
             : 'pending';
     const fail = a.lastFailure?.message ? `; last failure: ${a.lastFailure.message}` : '';
     lines.push(
-      `  activity ${a.activityType?.name} ${state}, attempt ${a.attempt ?? 1}${a.lastWorkerIdentity ? ` on ${a.lastWorkerIdentity}` : ''}${fail}`,
+      `  activity ${a.activityType?.name} ${state}, attempt ` +
+        `${a.attempt ?? 1}${a.lastWorkerIdentity ? ` on ${a.lastWorkerIdentity}` : ''}${fail}`,
     );
   }
   return lines.length ? `in flight:\n${lines.join('\n')}\n` : '';

@@ -6,7 +6,8 @@ export const DEFAULT_REJECTED_TEMPLATE =
 
 // Responses that talk about the score they were asked for ("Okay, here is a 10-score answer").
 export const DEFAULT_SCORE_TALK_PATTERNS = [
-  '\\b(?:10|ten|[0-9]|one|two|three|four|five|six|seven|eight|nine)\\s*(?:/|out of)\\s*(?:10|ten)\\b',
+  '\\b(?:10|ten|[0-9]|one|two|three|four|five|six|seven|eight|nine)\\s*(?:/|out ' +
+    'of)\\s*(?:10|ten)\\b',
   '\\b(?:10|ten|[0-9])[- ](?:score|point|star)\\b',
   '\\b(?:perfect|top[- ]notch|good)\\s+(?:score|response|answer)\\b',
   '\\bmerits?\\s+a\\s+(?:perfect\\s+)?score\\b',

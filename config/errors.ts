@@ -24,7 +24,8 @@ export class ConfigError extends Error {
   readonly issues: string[];
   constructor(source: string, issues: string[]) {
     super(
-      `${source}: ${issues.length} problem${issues.length === 1 ? '' : 's'}\n${issues.map((i) => `  ${i}`).join('\n')}`,
+      `${source}: ${issues.length} ` +
+        `problem${issues.length === 1 ? '' : 's'}\n${issues.map((i) => `  ${i}`).join('\n')}`,
     );
     this.name = 'ConfigError';
     this.issues = issues;
@@ -176,12 +177,15 @@ function allowedFor(root: z.ZodType, i: z.core.$ZodIssue): string {
   }
 }
 
+const kindOf = (v: unknown) =>
+  Array.isArray(v) ? 'a list' : v === null ? 'null' : `a ${typeof v}`;
+
 function wrongFor(i: z.core.$ZodIssue): string {
   switch (i.code) {
     case 'invalid_type':
       return i.input === undefined
         ? 'is required'
-        : `is ${Array.isArray(i.input) ? 'a list' : i.input === null ? 'null' : `a ${typeof i.input}`}, not ${KIND[i.expected] ?? i.expected}`;
+        : `is ${kindOf(i.input)}, not ${KIND[i.expected] ?? i.expected}`;
     case 'too_small':
       return 'is too small';
     case 'too_big':
@@ -210,7 +214,9 @@ export function formatIssues(
       for (const k of i.keys) {
         const got = i.input?.[k];
         lines.push(
-          `${formatPath([...prefix, ...i.path, k])}: is not a known field (got ${SECRET_KEY.test(k) ? 'a value, not shown' : show(got)}; allowed ${known.join(', ')})`,
+          `${formatPath([...prefix, ...i.path, k])}: is not a known field (got ` +
+            `${SECRET_KEY.test(k) ? 'a value, not shown' : show(got)}; allowed ` +
+            `${known.join(', ')})`,
         );
       }
       continue;
@@ -223,7 +229,8 @@ export function formatIssues(
       'discriminator' in i && typeof i.discriminator === 'string' ? i.discriminator : null;
     const input = discriminator && isPlainObject(i.input) ? i.input[discriminator] : i.input;
     lines.push(
-      `${formatPath([...prefix, ...i.path])}: ${wrongFor(i)} (got ${secret ? 'a value, not shown' : show(input)}; allowed ${allowedFor(root, i)})`,
+      `${formatPath([...prefix, ...i.path])}: ${wrongFor(i)} (got ` +
+        `${secret ? 'a value, not shown' : show(input)}; allowed ${allowedFor(root, i)})`,
     );
   }
   return lines;

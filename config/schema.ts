@@ -33,7 +33,8 @@ const positive = (max = FLOAT32_MAX) =>
     .min(FLOAT32_MIN_NORMAL)
     .max(max)
     .describe(
-      `a positive number from ${FLOAT32_MIN_NORMAL.toPrecision(3)} to ${max === FLOAT32_MAX ? '3.40e38 (float32)' : max}`,
+      `a positive number from ${FLOAT32_MIN_NORMAL.toPrecision(3)} to ` +
+        `${max === FLOAT32_MAX ? '3.40e38 (float32)' : max}`,
     );
 const score = () => int(0, 10).describe('an integer score from 0 to 10');
 const envName = () =>
@@ -84,7 +85,8 @@ const Schedule = z.enum(['cosine', 'linear', 'constant']);
 const RejectedScores = z
   .union([z.enum(['progressive', 'fixed']), z.array(score()).min(1)])
   .describe(
-    '"progressive" (3, 5, 7, ...), "fixed" (fixedScore every round) or a list of integer scores, one per round',
+    '"progressive" (3, 5, 7, ...), "fixed" (fixedScore every round) or a list of ' +
+      'integer scores, one per round',
   );
 const LearningRate = z
   .union([positive(), z.array(positive()).min(1)])
@@ -315,7 +317,8 @@ const EvalSet = z.discriminatedUnion('kind', [
       .union([z.literal('file'), z.literal('base'), z.strictObject({ model: path() })])
       .default('file')
       .describe(
-        '"file" (each record\'s output), "base" (the run\'s policy before round 1) or {"model": DIR}',
+        '"file" (each record\'s output), "base" (the run\'s policy before round 1) or ' +
+          '{"model": DIR}',
       ),
     maxTokens: int(1).optional(),
   }),
@@ -409,7 +412,8 @@ const RunObject = z.strictObject({
         .strictObject({
           control: num(1, 86_400).default(60), // prepare, filter, dataset, manifests
           sampler: num(1, 86_400).default(120), // servers starting, sampling, rewards, evaluation
-          trainer: num(1, 86_400).default(300), // the engine (a DPO reference pre-pass is one long step)
+          // the engine (a DPO reference pre-pass is one long step)
+          trainer: num(1, 86_400).default(300),
         })
         .prefault({}),
       retry: z
@@ -550,7 +554,9 @@ function samplingChecks(s: z.output<typeof SamplingObject>): Issue[] {
         path: ['extra', k],
         message: 'is set by opsr itself',
         input: s.extra[k],
-        allowed: `set ${OWNED_REQUEST_FIELDS[k]} instead; extra is for other request fields (top_k, min_p, repetition_penalty, ...)`,
+        allowed:
+          `set ${OWNED_REQUEST_FIELDS[k]} instead; extra is for other request fields ` +
+          `(top_k, min_p, repetition_penalty, ...)`,
       });
   }
   return out;
@@ -685,9 +691,13 @@ function crossChecks(c: RunObjectOut): Issue[] {
     if (k >= 0)
       out.push({
         path: ['prefixes', 'rejectedScores'],
-        message: `gives round ${k + 1} the score ${3 + 2 * k} (3 + 2(k-1)), not below chosenScore ${p.chosenScore}`,
+        message:
+          `gives round ${k + 1} the score ${3 + 2 * k} (3 + 2(k-1)), not below ` +
+          `chosenScore ${p.chosenScore}`,
         input: rs,
-        allowed: `at most ${Math.max(0, Math.ceil((p.chosenScore - 3) / 2))} rounds with "progressive", or an explicit list`,
+        allowed:
+          `at most ${Math.max(0, Math.ceil((p.chosenScore - 3) / 2))} rounds with ` +
+          `"progressive", or an explicit list`,
       });
   }
   const lr = c.training.learningRate;
@@ -722,7 +732,8 @@ function crossChecks(c: RunObjectOut): Issue[] {
       });
     }
   });
-  // The init stages fall back to training's lengths; what they end up with must leave room for a response.
+  // The init stages fall back to training's lengths; what they end up with must leave room for a
+  // response.
   const t = c.training;
   const stages = [
     ['sft', c.init?.sft?.maxLength, undefined],
@@ -736,7 +747,11 @@ function crossChecks(c: RunObjectOut): Issue[] {
       const field = maxPromptLength !== undefined ? 'maxPromptLength' : 'maxLength';
       out.push({
         path: ['init', stage, field],
-        message: `leaves no room for a response: prompts up to ${plen} tokens (${maxPromptLength !== undefined ? `init.${stage}` : 'training'}.maxPromptLength) in sequences of ${len} (${maxLength !== undefined ? `init.${stage}` : 'training'}.maxLength)`,
+        message:
+          `leaves no room for a response: prompts up to ${plen} tokens ` +
+          `(${maxPromptLength !== undefined ? `init.${stage}` : 'training'}.maxPromptLength) ` +
+          `in sequences of ${len} ` +
+          `(${maxLength !== undefined ? `init.${stage}` : 'training'}.maxLength)`,
         input: field === 'maxLength' ? len : plen,
         allowed: `init.${stage}.maxLength above the prompt length ${plen}`,
       });
@@ -888,7 +903,8 @@ export function parseAblationConfigWithInput(
   const a = r.data;
   if (typeof a.base === 'string')
     throw new ConfigError(source, [
-      `base: is a path (got ${show(a.base)}; allowed an object here; loadAblationConfig reads a path)`,
+      `base: is a path (got ${show(a.base)}; allowed an object here; ` +
+        `loadAblationConfig reads a path)`,
     ]);
   let base: Record<string, unknown> = a.base;
   const baseDir = opts.baseBaseDir ?? opts.baseDir;
@@ -912,7 +928,8 @@ export function parseAblationConfigWithInput(
   a.arms.forEach((arm, i) => {
     if (seen.has(arm.name))
       problems.push(
-        `arms[${i}].name: is used twice (got ${show(arm.name)}; allowed a name unique within the study)`,
+        `arms[${i}].name: is used twice (got ${show(arm.name)}; allowed a name unique ` +
+          `within the study)`,
       );
     seen.add(arm.name);
   });

@@ -211,7 +211,9 @@ export interface WriteRoundManifestInput {
   cost?: RoundCost; // tokens, requests and wall time per phase
 }
 export interface WriteRoundManifestResult {
-  manifest: string; // <roundDir>/manifest.json: {runId, round, configHash, artifacts: {name: {path, sha256, bytes}}, counts, metrics}
+  // <roundDir>/manifest.json: {runId, round, configHash, artifacts: {name: {path, sha256, bytes}},
+  // counts, metrics}
+  manifest: string;
   sha256: string;
 }
 

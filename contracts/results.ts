@@ -1,5 +1,6 @@
 // Results that both the activities' and the workflows' contracts carry: a round's cost and the
-// run report's judge-based evaluation lines. A leaf, so neither contract imports the other for them.
+// run report's judge-based evaluation lines. A leaf, so neither contract imports the other for
+// them.
 
 // What a round's pairs cost: the paper's efficiency argument, measured.
 export interface RoundSamplingCost {

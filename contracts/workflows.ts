@@ -26,7 +26,8 @@ export interface RoundSummary {
   filteredBy: Record<string, number>;
   chosenReward: number | null; // mean reward-model score of chosen answers (analysis, optional)
   rejectedReward: number | null;
-  policyReward: number | null; // mean reward of the trained policy's unprefixed answers (eval, optional)
+  // mean reward of the trained policy's unprefixed answers (eval, optional)
+  policyReward: number | null;
   train: Record<string, number>; // last logged engine metrics (TRL names)
   modelDir: string; // the round's trained policy
   manifest: string; // path of the round manifest
@@ -98,7 +99,8 @@ export interface AblationResult {
     >;
   }[];
   summary?: StudySummary; // over seeds (absent in studies before seeds)
-  report?: { json: string; markdown: string; html: string; history: string }; // writeStudyReport's files
+  // writeStudyReport's files
+  report?: { json: string; markdown: string; html: string; history: string };
 }
 
 // A seeded study's summary (report/summary.ts computes it, report/stats.ts the statistics).

@@ -20,7 +20,9 @@ function isExecutable(file: string): boolean {
   }
 }
 
-/** TEMPORAL_CLI_PATH, else `temporal` on PATH, else <repo>/.venv/bin/temporal (scripts/setup.sh). */
+/**
+ * TEMPORAL_CLI_PATH, else `temporal` on PATH, else <repo>/.venv/bin/temporal (scripts/setup.sh).
+ */
 export function findTemporalCli(env: NodeJS.ProcessEnv = process.env): string {
   const fromEnv = env.TEMPORAL_CLI_PATH;
   if (fromEnv) {
@@ -130,7 +132,8 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     child.once('exit', (code, signal) =>
       reject(
         new Error(
-          `temporal dev server exited during start-up (code ${code}, signal ${signal}): ${stderrTail.trim()}`,
+          `temporal dev server exited during start-up (code ${code}, signal ` +
+            `${signal}): ${stderrTail.trim()}`,
         ),
       ),
     );

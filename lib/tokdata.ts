@@ -45,7 +45,9 @@ function fields(data: TokData, i: number): [string, number[]][] {
       ];
 }
 
-/** Encodes records into the file format; throws naming the record and field for bad ids or lengths. */
+/**
+ * Encodes records into the file format; throws naming the record and field for bad ids or lengths.
+ */
 export function encodeTokData(data: TokData, file = '<data>'): Uint8Array {
   if (data.kind !== 'sft' && data.kind !== 'preference') {
     throw new TokDataError(

@@ -10,7 +10,10 @@ import { Template } from '@huggingface/jinja';
 export type ChatMessage = { role: string; content: string };
 
 export interface LoadedTokenizer {
-  /** Token ids of text; special tokens of the post-processor (e.g. BOS) are added unless addSpecialTokens is false. */
+  /**
+   * Token ids of text; special tokens of the post-processor (e.g. BOS) are added unless
+   * addSpecialTokens is false.
+   */
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
   /** Text of ids; special tokens are kept unless skipSpecialTokens is true. */
   decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
@@ -81,7 +84,8 @@ async function chatTemplateOf(
       return (named as { template: string }).template;
   }
   throw new TokenizerError(
-    `${file}: chat_template must be a string or a list containing {"name":"default","template":...}`,
+    `${file}: chat_template must be a string or a list containing ` +
+      `{"name":"default","template":...}`,
   );
 }
 
@@ -118,7 +122,8 @@ export async function loadTokenizer(modelDir: string): Promise<LoadedTokenizer> 
     const id = tok.token_to_id(content);
     if (id === undefined)
       throw new TokenizerError(
-        `${configFile}: ${field} ${JSON.stringify(content)} is not in the vocabulary of ${tokenizerFile}`,
+        `${configFile}: ${field} ${JSON.stringify(content)} is not in the vocabulary ` +
+          `of ${tokenizerFile}`,
       );
     return id;
   };

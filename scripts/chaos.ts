@@ -34,7 +34,8 @@ export type KillPlan = { atMs: number } | { phase: 'sampling' | 'training' };
 export interface ChaosOptions {
   config: RunConfig; // storage: where both runs write
   workerKills: KillPlan[];
-  temporalKillAtMs?: number; // SIGKILL the Temporal server once, then restart it on the same SQLite file
+  // SIGKILL the Temporal server once, then restart it on the same SQLite file
+  temporalKillAtMs?: number;
   log?: (line: string) => void;
 }
 
@@ -310,11 +311,13 @@ async function main(): Promise<number> {
     temporalKillAtMs: Math.round(temporalFraction * expectedMs),
   });
   console.log(
-    `\nseed ${seed}: ${r.kills.length} worker kills, Temporal server killed ${r.temporalKilledIn ? `once (${r.temporalKilledIn})` : 'never'}`,
+    `\nseed ${seed}: ${r.kills.length} worker kills, Temporal server killed ` +
+      `${r.temporalKilledIn ? `once (${r.temporalKilledIn})` : 'never'}`,
   );
   for (const [phase, n] of Object.entries(killsByPhase(r.kills))) console.log(`  ${n} x ${phase}`);
   console.log(
-    `undisturbed ${(r.cleanMs / 1000).toFixed(1)} s, under kills ${(r.chaosMs / 1000).toFixed(1)} s`,
+    `undisturbed ${(r.cleanMs / 1000).toFixed(1)} s, under kills ` +
+      `${(r.chaosMs / 1000).toFixed(1)} s`,
   );
   if (r.different.length) {
     console.log(
@@ -323,7 +326,8 @@ async function main(): Promise<number> {
     return 1;
   }
   console.log(
-    `${r.compared} artifacts byte-identical (samples, pairs, datasets, rewards, weights, evaluation answers)`,
+    `${r.compared} artifacts byte-identical (samples, pairs, datasets, rewards, ` +
+      `weights, evaluation answers)`,
   );
   return 0;
 }

@@ -3,7 +3,7 @@
 // engine dies before anything was streamed.
 import type { LoadedTokenizer } from '../lib/tokenizer.ts';
 import { EngineError, type EngineDone, type EngineRequest } from './engine-supervisor.ts';
-import { ApiError, type Sampling } from './params.ts';
+import { ApiError, type Sampling } from './protocol.ts';
 
 export interface TokenLogprob {
   token: number;
@@ -21,7 +21,7 @@ export interface ChoiceResult {
   completionTokens: number;
 }
 
-/** The engine as the choice sees it: the supervisor in index.ts (waits for restarts). */
+/** The engine as the choice sees it: EngineSupervisor (waits for restarts). */
 export interface EngineSink {
   submit(
     req: EngineRequest,
@@ -213,7 +213,8 @@ export function runChoice(
               start(); // deterministic by seed: a rerun produces the answer the lost run would have
               return;
             }
-            // The engine's own reason stays in the server log; the client learns only that it failed.
+            // The engine's own reason stays in the server log; the client learns only that it
+            // failed.
             settle(() =>
               reject(
                 e.kind === 'bad_request'

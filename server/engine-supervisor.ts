@@ -4,6 +4,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
 import { DEFAULT_ENGINE_PATH, engineEnv } from '../lib/engine.ts';
+import { ApiError } from './protocol.ts';
 
 export { DEFAULT_ENGINE_PATH, engineEnv };
 
@@ -118,7 +119,8 @@ export class EngineProcess {
         child.kill('SIGKILL');
         reject(
           new Error(
-            `the engine did not become ready within ${readyMs / 1000} s (loading ${this.opts.modelDir})${this.lastError()}`,
+            `the engine did not become ready within ${readyMs / 1000} s (loading ` +
+              `${this.opts.modelDir})${this.lastError()}`,
           ),
         );
       }, readyMs);
@@ -240,7 +242,10 @@ export class EngineProcess {
     return id;
   }
 
-  /** Ends a request early; its onDone comes with finishReason 'cancelled' (or the real end if it raced). */
+  /**
+   * Ends a request early; its onDone comes with finishReason 'cancelled' (or the real end if it
+   * raced).
+   */
   cancel(id: number): void {
     if (this.child && this.inflight.has(id))
       this.child.stdin.write(JSON.stringify({ op: 'cancel', id }) + '\n');
@@ -253,5 +258,87 @@ export class EngineProcess {
     this.onExit = null;
     child.kill('SIGTERM');
     await this.exited;
+  }
+}
+
+const RESTART_DELAYS_MS = [100, 500, 1000, 2000, 5000];
+// After this many failed restarts in a row, waiting requests fail (503) instead of hanging;
+// restarts go on for the requests that come later.
+const FAIL_WAITERS_AFTER = 3;
+
+/** Keeps the engine process up for the server: requests wait while it restarts. */
+export class EngineSupervisor {
+  private engine: EngineProcess;
+  private upWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private closing = false;
+  private restarts = 0;
+  lastFailure = '';
+
+  constructor(
+    opts: EngineOptions,
+    private readonly log: (l: string) => void,
+  ) {
+    this.engine = new EngineProcess(opts);
+  }
+
+  get up(): boolean {
+    return this.engine.running;
+  }
+  get pid(): number | undefined {
+    return this.engine.pid;
+  }
+
+  async start(): Promise<EngineInfo> {
+    const info = await this.engine.start();
+    this.engine.onExit = (reason) => void this.restart(reason);
+    return info;
+  }
+
+  private async restart(reason: string): Promise<void> {
+    this.lastFailure = reason;
+    this.log(`opsr serve: ${reason}; restarting the engine`);
+    while (!this.closing) {
+      const delay = RESTART_DELAYS_MS[Math.min(this.restarts++, RESTART_DELAYS_MS.length - 1)];
+      await new Promise((r) => setTimeout(r, delay));
+      if (this.closing) return;
+      try {
+        await this.engine.start();
+        this.engine.onExit = (why) => void this.restart(why);
+        this.restarts = 0;
+        this.log('opsr serve: engine restarted');
+        for (const w of this.upWaiters.splice(0)) w.resolve();
+        return;
+      } catch (err) {
+        this.lastFailure = (err as Error).message;
+        this.log(`opsr serve: engine restart failed: ${this.lastFailure}`);
+        if (this.restarts >= FAIL_WAITERS_AFTER) {
+          // The reason goes to the log; responses carry no engine internals or paths.
+          const e = new ApiError(
+            503,
+            `the engine is down and ${this.restarts} restarts failed; see the server log`,
+          );
+          for (const w of this.upWaiters.splice(0)) w.reject(e);
+        }
+      }
+    }
+  }
+
+  async submit(req: EngineRequest, h: EngineHandlers): Promise<number> {
+    if (!this.engine.running) {
+      if (this.closing) throw new ApiError(503, 'the server is shutting down');
+      await new Promise<void>((resolve, reject) => this.upWaiters.push({ resolve, reject }));
+    }
+    return this.engine.generate(req, h);
+  }
+
+  cancel(id: number): void {
+    this.engine.cancel(id);
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const w of this.upWaiters.splice(0))
+      w.reject(new ApiError(503, 'the server is shutting down'));
+    await this.engine.stop();
   }
 }

@@ -49,7 +49,8 @@ export function parsePrompt(prompt: string): DigitsProblem {
   if (!m) {
     throw new Error(
       `digits task: prompt ${JSON.stringify(prompt.slice(0, 120))} is not a digits problem; ` +
-        `expected it to end with "Sort the digits from smallest to largest: d d d" (or "from largest to smallest"; single digits separated by spaces)`,
+        (`expected it to end with "Sort the digits from smallest to largest: d d d" (or ` +
+          `"from largest to smallest"; single digits separated by spaces)`),
     );
   }
   const op = OPERATIONS.find((o) => ORDER[o] === m[1])!;
@@ -104,7 +105,8 @@ export function makeProblems(
   if (!(opts.minLength >= 1 && opts.maxLength >= opts.minLength && opts.maxLength <= most)) {
     throw new Error(
       `digits task: lengths ${opts.minLength}..${opts.maxLength} invalid; allowed ` +
-        `1 <= minLength <= maxLength <= ${most} (${opts.repeats ? 'with repeats' : 'distinct digits'})`,
+        `1 <= minLength <= maxLength <= ${most} ` +
+        `(${opts.repeats ? 'with repeats' : 'distinct digits'})`,
     );
   }
   if (opts.ops.length === 0)
@@ -114,7 +116,8 @@ export function makeProblems(
   for (let guard = 0; out.length < count; guard++) {
     if (guard > count * 100)
       throw new Error(
-        `digits task: cannot draw ${count} ${split} problems of length ${opts.minLength}..${opts.maxLength}`,
+        `digits task: cannot draw ${count} ${split} problems of length ` +
+          `${opts.minLength}..${opts.maxLength}`,
       );
     const n = randInt(rand, opts.minLength, opts.maxLength);
     const pool = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];

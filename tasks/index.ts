@@ -1,5 +1,6 @@
 // Builtin tasks: verifiable reward scorers usable as a run's reward model (rewardModel.type
-// "builtin", rewardModel.name). The demo task's generators live in digits.ts, seed.ts, tokenizer.ts.
+// "builtin", rewardModel.name). The demo task's generators live in digits.ts, seed.ts,
+// tokenizer.ts.
 import type { BuiltinScorerName } from '../config/schema.ts';
 import { scoreDigits } from './digits.ts';
 

@@ -42,7 +42,8 @@ const PUNCT = ['.', ',', ':', ';', '!', '?', '-'];
 // Renders system/user turns as "<|role|> text " and an assistant turn as "<|assistant|> text<eos>",
 // so a prompt rendered with add_generation_prompt ends exactly where the answer starts.
 export const CHAT_TEMPLATE =
-  "{% for message in messages %}{% if message['role'] == 'assistant' %}<|assistant|> {{ message['content'] }}" +
+  "{% for message in messages %}{% if message['role'] == 'assistant' %}<|assistant|> " +
+  "{{ message['content'] }}" +
   EOS_TOKEN +
   "{% else %}<|{{ message['role'] }}|> {{ message['content'] }} {% endif %}{% endfor %}" +
   '{% if add_generation_prompt %}<|assistant|>{% endif %}';

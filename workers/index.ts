@@ -43,7 +43,8 @@ const quietLogger = {
 
 /**
  * The SDK's process-wide logging at `level` (call once, before any worker or connection). The
- * sampler and trainer workers carry no workflows by design; the SDK's warning about that is dropped.
+ * sampler and trainer workers carry no workflows by design; the SDK's warning about that is
+ * dropped.
  */
 export function installWorkerLogging(level: LogLevel = 'WARN'): void {
   const sink = new DefaultLogger(level);
@@ -63,13 +64,17 @@ export interface RunWorkerOptions {
   taskQueues?: QueueName[]; // default all three
   activities?: Partial<OpsrActivities>; // default createActivities' (activities/index.ts)
   connection?: NativeConnection; // reuse one (tests); otherwise one is opened and closed here
-  maxConcurrentActivities?: Partial<Record<QueueName, number>>; // defaults control 8, sampler 2, trainer 1
+  // defaults control 8, sampler 2, trainer 1
+  maxConcurrentActivities?: Partial<Record<QueueName, number>>;
   identity?: string;
 }
 
 export interface OpsrWorkers {
   workers: Worker[];
-  /** Runs until shutdown() or a shutdown signal (SIGINT/SIGTERM: Temporal's Runtime drains the workers). */
+  /**
+   * Runs until shutdown() or a shutdown signal (SIGINT/SIGTERM: Temporal's Runtime drains the
+   * workers).
+   */
   run(): Promise<void>;
   shutdown(): void;
 }

@@ -4,7 +4,8 @@
 import { parseArgs } from 'node:util';
 import { QUEUE_NAMES, installWorkerLogging, runWorker, type QueueName } from './index.ts';
 
-const USAGE = `Usage: node --import tsx workers/main.ts [--queues ${QUEUE_NAMES.join(',')}] [--address HOST:PORT]
+const USAGE = `Usage: node --import tsx workers/main.ts [--queues ${QUEUE_NAMES.join(',')}] \
+[--address HOST:PORT]
        [--namespace NS] [--tls] [--api-key-env NAME]
 One process serves the queues given (default all); a GPU machine runs --queues trainer.`;
 

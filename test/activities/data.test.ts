@@ -244,7 +244,8 @@ test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer
   const right = probs.map((p) => answerText(answerDigits(p)));
   const pairs = [
     { ...rec(0, right[0], '0 0 0'), prompt: promptText(probs[0]) }, // chosen 1, rejected 0
-    { ...rec(1, right[1], `${right[1]} 9`), prompt: promptText(probs[1]) }, // chosen 1, rejected 3/4
+    // chosen 1, rejected 3/4
+    { ...rec(1, right[1], `${right[1]} 9`), prompt: promptText(probs[1]) },
     { ...rec(2, '0', right[2]), prompt: promptText(probs[2]) }, // chosen 0, rejected 1
   ];
   const pairsFile = join(dir, 'pairs.jsonl');

@@ -143,7 +143,8 @@ test('samplePairs: a server answering an unexpected shape is bad input, not retr
       await assertBadInput(
         new MockActivityEnvironment().run(samplePairs, input),
         new RegExp(
-          `${baseURL}/completions answered an unexpected shape .*${shape.slice(0, 12).replace(/[[\]{}]/g, '\\$&')}`,
+          `${baseURL}/completions answered an unexpected shape ` +
+            `.*${shape.slice(0, 12).replace(/[[\]{}]/g, '\\$&')}`,
         ),
       );
     } finally {

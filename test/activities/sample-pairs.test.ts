@@ -171,7 +171,8 @@ test('prefixes: the template goes in front of a plain prompt or of the last user
   const t = config.prefixes.chosenTemplate;
   assert.equal(
     prefixed({ index: 0, prompt: 'Sort the digits: 1 2' }, t, 10),
-    'Please produce a top-notch response that merits a perfect score of 10 out of 10. Sort the digits: 1 2',
+    'Please produce a top-notch response that merits a perfect score of 10 out of 10. ' +
+      'Sort the digits: 1 2',
   );
   const chat = prefixed(
     {

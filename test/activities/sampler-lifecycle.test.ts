@@ -59,7 +59,8 @@ before(async () => {
   await initTinyGpt2(modelDir, { nEmbd: 32, nLayer: 2, seed: 9 });
   await writeFile(
     fakeVllm,
-    `#!/bin/sh\nexec "${process.execPath}" --import tsx "${join(REPO, 'test', 'helpers', 'fake-vllm.ts')}" "$@"\n`,
+    `#!/bin/sh\nexec "${process.execPath}" --import tsx ` +
+      `"${join(REPO, 'test', 'helpers', 'fake-vllm.ts')}" "$@"\n`,
   );
   await chmod(fakeVllm, 0o755);
   const prompts = join(root, 'eval.jsonl');

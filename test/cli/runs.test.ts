@@ -312,7 +312,8 @@ describe('opsr against a dev server', () => {
     );
     assert.match(listed, /^cli-nightly +ablationStudy +0 2 \* \* \* +paused /m);
 
-    // One action now: a whole run under a workflow id of the schedule's, with its own run directory.
+    // One action now: a whole run under a workflow id of the schedule's, with its own run
+    // directory.
     const trig = await opsr(['schedule', 'trigger', 'cli-hourly', ...addr]);
     assert.equal(trig.code, 0, trig.stderr);
     const wfId = await until(

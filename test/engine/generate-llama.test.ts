@@ -10,7 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  EngineProcess, type EngineRequest, type EngineDone, type EngineToken,
+  EngineProcess,
+  type EngineRequest,
+  type EngineDone,
+  type EngineToken,
 } from '../../server/engine-supervisor.ts';
 import { transformersGreedy, ENGINE } from '../helpers/tiny-gpt2.ts';
 import { makeTinyLlama, type LlamaArch } from '../helpers/tiny-llama.ts';
@@ -30,7 +33,11 @@ after(async () => {
 
 async function startEngine(arch: LlamaArch, maxBatch: number): Promise<EngineProcess> {
   const e = new EngineProcess({
-    modelDir: join(dir, arch), enginePath: ENGINE, threads: 2, maxBatch, dtype: 'fp32',
+    modelDir: join(dir, arch),
+    enginePath: ENGINE,
+    threads: 2,
+    maxBatch,
+    dtype: 'fp32',
   });
   engines.push(e);
   await e.start();
@@ -38,25 +45,38 @@ async function startEngine(arch: LlamaArch, maxBatch: number): Promise<EnginePro
 }
 
 const BASE: EngineRequest = {
-  prompt: [1, 2, 3], maxTokens: 16, temperature: 0, topP: 1, topK: 0, seed: 0, stopTokenIds: [],
-  logprobs: false, topLogprobs: 0,
+  prompt: [1, 2, 3],
+  maxTokens: 16,
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  seed: 0,
+  stopTokenIds: [],
+  logprobs: false,
+  topLogprobs: 0,
 };
 type Result = { tokens: EngineToken[]; done: EngineDone };
 
 function run(e: EngineProcess, req: Partial<EngineRequest>): Promise<Result> {
   return new Promise((resolve, reject) => {
     const tokens: EngineToken[] = [];
-    e.generate({ ...BASE, ...req }, {
-      onToken: (t) => tokens.push(t),
-      onDone: (done) => resolve({ tokens, done }),
-      onError: reject,
-    });
+    e.generate(
+      { ...BASE, ...req },
+      {
+        onToken: (t) => tokens.push(t),
+        onDone: (done) => resolve({ tokens, done }),
+        onError: reject,
+      },
+    );
   });
 }
 const ids = (r: Result) => r.tokens.map((t) => t.token);
 
 const PROMPTS = [
-  [1, 2, 3], [50, 60, 70, 80], [200], Array.from({ length: 30 }, (_, i) => (i * 37) % 272),
+  [1, 2, 3],
+  [50, 60, 70, 80],
+  [200],
+  Array.from({ length: 30 }, (_, i) => (i * 37) % 272),
 ];
 
 for (const arch of ARCHS) {
@@ -65,48 +85,73 @@ for (const arch of ARCHS) {
     // 4 prompts on 3 slots: one waits and is admitted mid-flight
     const e = await startEngine(arch, 3);
     const got = await Promise.all(
-      PROMPTS.map((prompt) => run(e, { prompt, maxTokens: 20, logprobs: true })));
+      PROMPTS.map((prompt) => run(e, { prompt, maxTokens: 20, logprobs: true })),
+    );
     for (let i = 0; i < PROMPTS.length; i++) {
       assert.deepEqual(ids(got[i]), ref[i].tokens, `prompt ${i}`);
-      assert.ok(new Set(ref[i].tokens).size > 2,
-        'the reference output varies (the test can tell models apart)');
+      assert.ok(
+        new Set(ref[i].tokens).size > 2,
+        'the reference output varies (the test can tell models apart)',
+      );
       got[i].tokens.forEach((t, j) =>
-        assert.ok(Math.abs(t.logprob! - ref[i].logprobs[j]) < 1e-4,
-          `prompt ${i} token ${j} logprob`));
+        assert.ok(
+          Math.abs(t.logprob! - ref[i].logprobs[j]) < 1e-4,
+          `prompt ${i} token ${j} logprob`,
+        ),
+      );
       assert.equal(got[i].done.completionTokens, 20);
     }
   });
 
   test(`${arch}: a sampled request is the same alone and in a busy batch`, async () => {
     const x: Partial<EngineRequest> = {
-      prompt: [5, 6, 7, 8, 9, 10, 11, 12, 13, 14], maxTokens: 40, temperature: 1.0, topP: 0.9,
+      prompt: [5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
+      maxTokens: 40,
+      temperature: 1.0,
+      topP: 0.9,
       seed: 42,
-      logprobs: true, topLogprobs: 2,
+      logprobs: true,
+      topLogprobs: 2,
     };
     const alone = await run(await startEngine(arch, 1), x);
     const busy = await startEngine(arch, 6);
     const others = [0, 1, 2, 3].map((i) =>
       run(busy, {
         prompt: Array.from({ length: 3 + 7 * i }, (_, k) => (k * 13 + i) % 250),
-        maxTokens: 30 + i, temperature: 0.8, seed: i,
-      }));
+        maxTokens: 30 + i,
+        temperature: 0.8,
+        seed: i,
+      }),
+    );
     const inBatch = await run(busy, x);
     await Promise.all(others);
     assert.equal(inBatch.tokens.length, 40);
     assert.deepEqual(inBatch.tokens, alone.tokens, 'tokens and log-probs bit-identical');
-    assert.notDeepEqual(ids(await run(busy, { ...x, seed: 43 })), ids(alone),
-      'another seed samples differently');
+    assert.notDeepEqual(
+      ids(await run(busy, { ...x, seed: 43 })),
+      ids(alone),
+      'another seed samples differently',
+    );
   });
 }
 
 // serve over stdin with an environment (OPSR_CPU_ISA); the token events of each request id.
 async function serveLines(
-  arch: LlamaArch, args: string[], reqs: object[], env: Record<string, string> = {},
+  arch: LlamaArch,
+  args: string[],
+  reqs: object[],
+  env: Record<string, string> = {},
 ) {
   const input = reqs.map((r) => JSON.stringify({ op: 'generate', ...r })).join('\n') + '\n';
-  const r = await execa(ENGINE, ['serve', '--model', join(dir, arch), '--threads', '2', ...args],
-    { input, env, reject: false });
-  const lines = r.stdout.trim().split('\n').filter(Boolean)
+  const r = await execa(ENGINE, ['serve', '--model', join(dir, arch), '--threads', '2', ...args], {
+    input,
+    env,
+    reject: false,
+  });
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
     .map((l) => JSON.parse(l) as Record<string, any>);
   const byId = new Map<number, Record<string, any>[]>();
   for (const e of lines.filter((l) => l.event === 'token')) {
@@ -121,11 +166,20 @@ for (const isa of ['amx', 'avx512bf16', 'avx2']) {
   const name = `bf16 on ${isa}: close to fp32; a request is the same alone and in a batch`;
   test(name, async (t) => {
     const x = {
-      id: 9, prompt: [5, 6, 7, 8, 9, 10], max_tokens: 24, temperature: 0.9, top_p: 0.95, seed: 7,
+      id: 9,
+      prompt: [5, 6, 7, 8, 9, 10],
+      max_tokens: 24,
+      temperature: 0.9,
+      top_p: 0.95,
+      seed: 7,
       logprobs: true,
     };
     const others = [0, 1, 2, 3].map((i) => ({
-      id: i, prompt: [20 + i, 30, 40 + i * 9], max_tokens: 30, temperature: 1, seed: i,
+      id: i,
+      prompt: [20 + i, 30, 40 + i * 9],
+      max_tokens: 30,
+      temperature: 1,
+      seed: i,
     }));
     const env = { OPSR_CPU_ISA: isa };
     const alone = await serveLines('llama', ['--dtype', 'bf16', '--max-batch', '1'], [x], env);
@@ -134,12 +188,23 @@ for (const isa of ['amx', 'avx512bf16', 'avx2']) {
     }
     assert.equal(alone.code, 0, alone.stderr);
     assert.deepEqual([alone.ready.dtype, alone.ready.isa], ['bf16', isa]);
-    const busy = await serveLines('llama', ['--dtype', 'bf16', '--max-batch', '6'], [...others, x],
-      env);
-    assert.deepEqual(busy.byId.get(9), alone.byId.get(9),
-      'tokens and log-probs bit-identical in a batch');
+    const busy = await serveLines(
+      'llama',
+      ['--dtype', 'bf16', '--max-batch', '6'],
+      [...others, x],
+      env,
+    );
+    assert.deepEqual(
+      busy.byId.get(9),
+      alone.byId.get(9),
+      'tokens and log-probs bit-identical in a batch',
+    );
     const greedy = PROMPTS.map((prompt, id) => ({
-      id, prompt, max_tokens: 1, temperature: 0, logprobs: true,
+      id,
+      prompt,
+      max_tokens: 1,
+      temperature: 0,
+      logprobs: true,
     }));
     const fp32 = await serveLines('llama', ['--max-batch', '4'], greedy);
     const bf16 = await serveLines('llama', ['--dtype', 'bf16', '--max-batch', '4'], greedy, env);

@@ -14,7 +14,8 @@ import { writeSftData } from '../../lib/tokdata.ts';
 import { ENGINE, PYTHON, REPO } from '../helpers/tiny-gpt2.ts';
 
 const MODEL = join(REPO, '.opsr', 'models', 'smollm2-135m-instruct');
-const absent = existsSync(join(MODEL, 'config.json')) ? false
+const absent = existsSync(join(MODEL, 'config.json'))
+  ? false
   : `${MODEL} is absent (run: opsr models fetch smollm2-135m-instruct)`;
 if (absent) console.log(`# skipping the SmolLM2 tests: ${absent}`);
 
@@ -56,35 +57,61 @@ let ref: Reference;
 before(async () => {
   if (absent) return;
   dir = await mkdtemp(join(tmpdir(), 'opsr-smollm2-'));
-  ref = JSON.parse(execFileSync(PYTHON, ['-c', REFERENCE, MODEL],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+  ref = JSON.parse(
+    execFileSync(PYTHON, ['-c', REFERENCE, MODEL], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }),
+  );
 });
 after(() => (dir ? rm(dir, { recursive: true, force: true }) : undefined));
 
-test('SmolLM2-135M: engine log-probs equal transformers within 1e-4', { skip: absent },
+test(
+  'SmolLM2-135M: engine log-probs equal transformers within 1e-4',
+  { skip: absent },
   async () => {
-  const data = join(dir, 'sft.bin');
-  await writeSftData(data, ref.records.map((r) => ({ prompt: r.prompt, response: r.response })));
-  const r = await execa(ENGINE, ['logprobs', '--model', MODEL, '--data', data, '--threads', '2']);
-  const got = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-  assert.equal(got.length, ref.records.length);
-  got.forEach((e, i) => {
-    const want = ref.records[i].logp;
-    assert.ok(Math.abs(e.logp_sum - want) <= 1e-4 * Math.abs(want),
-      `record ${i}: ${e.logp_sum} vs ${want}`);
-  });
-});
+    const data = join(dir, 'sft.bin');
+    await writeSftData(
+      data,
+      ref.records.map((r) => ({ prompt: r.prompt, response: r.response })),
+    );
+    const r = await execa(ENGINE, ['logprobs', '--model', MODEL, '--data', data, '--threads', '2']);
+    const got = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.equal(got.length, ref.records.length);
+    got.forEach((e, i) => {
+      const want = ref.records[i].logp;
+      assert.ok(
+        Math.abs(e.logp_sum - want) <= 1e-4 * Math.abs(want),
+        `record ${i}: ${e.logp_sum} vs ${want}`,
+      );
+    });
+  },
+);
 
-test('SmolLM2-135M: greedy tokens equal transformers generate (it answers Paris)',
-  { skip: absent }, async () => {
-  assert.match(ref.text, /Paris/);
-  const req = {
-    op: 'generate', id: 1, prompt: ref.records[0].prompt, max_tokens: ref.greedy.length,
-    temperature: 0,
-  };
-  const r = await execa(ENGINE, ['serve', '--model', MODEL, '--threads', '2'],
-    { input: `${JSON.stringify(req)}\n` });
-  const tokens = r.stdout.trim().split('\n').map((l) => JSON.parse(l))
-    .filter((e) => e.event === 'token').map((e) => e.token);
-  assert.deepEqual(tokens, ref.greedy);
-});
+test(
+  'SmolLM2-135M: greedy tokens equal transformers generate (it answers Paris)',
+  { skip: absent },
+  async () => {
+    assert.match(ref.text, /Paris/);
+    const req = {
+      op: 'generate',
+      id: 1,
+      prompt: ref.records[0].prompt,
+      max_tokens: ref.greedy.length,
+      temperature: 0,
+    };
+    const r = await execa(ENGINE, ['serve', '--model', MODEL, '--threads', '2'], {
+      input: `${JSON.stringify(req)}\n`,
+    });
+    const tokens = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.event === 'token')
+      .map((e) => e.token);
+    assert.deepEqual(tokens, ref.greedy);
+  },
+);

@@ -14,11 +14,25 @@ import { linkWithEngine, repoRoot } from '../parity/link.ts';
 const root = await mkdtemp(join(tmpdir(), 'opsr-train-step-'));
 after(() => rm(root, { recursive: true, force: true }));
 
-const C = 32, I = 48, L = 2, NH = 4, KVH = 2, V = 64, HD = C / NH;
+const C = 32,
+  I = 48,
+  L = 2,
+  NH = 4,
+  KVH = 2,
+  V = 64,
+  HD = C / NH;
 const config = {
-  model_type: 'llama', vocab_size: V, hidden_size: C, intermediate_size: I, num_hidden_layers: L,
-  num_attention_heads: NH, num_key_value_heads: KVH, max_position_embeddings: 64,
-  rms_norm_eps: 1e-5, tie_word_embeddings: true, initializer_range: 0.1,
+  model_type: 'llama',
+  vocab_size: V,
+  hidden_size: C,
+  intermediate_size: I,
+  num_hidden_layers: L,
+  num_attention_heads: NH,
+  num_key_value_heads: KVH,
+  max_position_embeddings: 64,
+  rms_norm_eps: 1e-5,
+  tie_word_embeddings: true,
+  initializer_range: 0.1,
 };
 
 test('bench train_step: shared-prompt and separate DPO steps agree on the loss', async () => {
@@ -26,12 +40,19 @@ test('bench train_step: shared-prompt and separate DPO steps agree on the loss',
   const model = join(root, 'model');
   await execa(ENGINE, ['init', '--config', join(root, 'config.json'), '--out', model]);
   const exe = await linkWithEngine(join(repoRoot, 'bench/train_step.c'), join(root, 'step'));
-  type Run = { mode: string; loss: number; params: number; loaded_rss_mb: number;
-    peak_rss_mb: number; tokens_per_s: number };
+  type Run = {
+    mode: string;
+    loss: number;
+    params: number;
+    loaded_rss_mb: number;
+    peak_rss_mb: number;
+    tokens_per_s: number;
+  };
   const runs: Run[] = [];
   for (const mode of ['pairs', 'separate']) {
-    const { stdout } = await execa(exe, [model, mode, '3', '5', '7', '1'],
-      { env: { OMP_NUM_THREADS: '1' } });
+    const { stdout } = await execa(exe, [model, mode, '3', '5', '7', '1'], {
+      env: { OMP_NUM_THREADS: '1' },
+    });
     runs.push(JSON.parse(stdout) as Run);
   }
   const [pairs, separate] = runs;
@@ -41,6 +62,8 @@ test('bench train_step: shared-prompt and separate DPO steps agree on the loss',
     assert.ok(r.peak_rss_mb >= r.loaded_rss_mb && r.loaded_rss_mb > 0, JSON.stringify(r));
     assert.ok(r.tokens_per_s > 0 && Number.isFinite(r.loss) && r.loss > 0, JSON.stringify(r));
   }
-  assert.ok(Math.abs(pairs.loss - separate.loss) <= 1e-5 * Math.abs(separate.loss),
-    `pairs ${pairs.loss} vs separate ${separate.loss}`);
+  assert.ok(
+    Math.abs(pairs.loss - separate.loss) <= 1e-5 * Math.abs(separate.loss),
+    `pairs ${pairs.loss} vs separate ${separate.loss}`,
+  );
 });

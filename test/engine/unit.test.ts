@@ -8,7 +8,10 @@ import { join } from 'node:path';
 const ENGINE_DIR = join(import.meta.dirname, '..', '..', 'engine');
 
 test('make -C engine test builds the sanitized engine and passes every C test', () => {
-  const r = spawnSync('make', ['-s', '-C', ENGINE_DIR, 'test'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync('make', ['-s', '-C', ENGINE_DIR, 'test'], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   assert.equal(r.status, 0, `make test failed:\n${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, /engine tests passed \(\d+ programs\)/);
   assert.doesNotMatch(r.stdout + r.stderr, /FAILED|runtime error|AddressSanitizer/);

@@ -52,7 +52,9 @@ export async function readSafetensors(path: string): Promise<{ header: StHeader;
   };
 }
 
-/** Writes header (as JSON text, or raw bytes for malformed headers) and data as a safetensors file. */
+/**
+ * Writes header (as JSON text, or raw bytes for malformed headers) and data as a safetensors file.
+ */
 export async function writeSafetensors(
   path: string,
   header: StHeader | Buffer,

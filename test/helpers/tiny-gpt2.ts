@@ -23,7 +23,8 @@ import sys, json, torch
 from transformers import GPT2Config, GPT2LMHeadModel
 s = json.loads(sys.argv[2])
 torch.manual_seed(s["seed"])
-cfg = GPT2Config(vocab_size=s["vocab"], n_positions=s["pos"], n_embd=s["embd"], n_layer=s["layer"], n_head=s["head"],
+cfg = GPT2Config(vocab_size=s["vocab"], n_positions=s["pos"], n_embd=s["embd"], \
+n_layer=s["layer"], n_head=s["head"],
                  bos_token_id=s["vocab"] - 1, eos_token_id=s["vocab"] - 1)
 m = GPT2LMHeadModel(cfg)
 with torch.no_grad():
@@ -33,7 +34,9 @@ with torch.no_grad():
 m.save_pretrained(sys.argv[1])
 `;
 
-/** Writes config.json, model.safetensors, generation_config.json and the tokenizer files into dir. */
+/**
+ * Writes config.json, model.safetensors, generation_config.json and the tokenizer files into dir.
+ */
 export async function makeTinyModel(dir: string, spec: TinySpec = {}): Promise<void> {
   const vocab = await writeTinyTokenizer(dir);
   const s = {
@@ -86,10 +89,12 @@ out = []
 for p in json.loads(sys.argv[2]):
     ids = torch.tensor([p])
     with torch.no_grad():
-        g = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(sys.argv[3]), do_sample=False,
+        g = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(sys.argv[3]), \
+do_sample=False,
                        output_logits=True, return_dict_in_generate=True)
     toks = g.sequences[0, len(p):].tolist()
-    out.append({"tokens": toks, "logprobs": [torch.log_softmax(l[0].float(), -1)[t].item() for l, t in zip(g.logits, toks)]})
+    out.append({"tokens": toks, "logprobs": [torch.log_softmax(l[0].float(), -1)[t].item() for l, \
+t in zip(g.logits, toks)]})
 print(json.dumps(out))
 `;
 

@@ -40,14 +40,15 @@ const MERGES: [string, string][] = [
 ];
 
 export const TINY_CHAT_TEMPLATE =
-  "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+  "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if " +
+  'add_generation_prompt %}<|assistant|>{% endif %}';
 
 export const TINY_EOS = '<|endoftext|>';
 
 /**
  * Writes the tokenizer files into dir and returns the vocabulary size (the EOS id is vocabSize-1).
- * vocabSize (default 273) larger than the fixed merges adds two-byte merges until it is reached, for
- * benchmarks at GPT-2's 50257.
+ * vocabSize (default 273) larger than the fixed merges adds two-byte merges until it is reached,
+ * for benchmarks at GPT-2's 50257.
  */
 export async function writeTinyTokenizer(
   dir: string,

@@ -1,7 +1,8 @@
 // Test activities for the workflow tests (Temporal's documented practice for workflow logic):
 // the same interface as activities/, small deterministic file work instead of servers and the
-// engine (the manifest and report writers are the real ones). They keep the real activities' durability rules (atomic files, shards and checkpoints
-// reused after a retry) so a killed worker's run can be compared file by file with a clean one.
+// engine (the manifest and report writers are the real ones). They keep the real activities'
+// durability rules (atomic files, shards and checkpoints reused after a retry) so a killed worker's
+// run can be compared file by file with a clean one.
 // Every unit of work appends an event to `log` (JSONL), which is how tests see duplicates.
 import { appendFile, mkdir, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -21,7 +22,8 @@ export interface TestControls {
   shardDelayMs?: number; // time per sampling shard
   trainStepDelayMs?: number; // time per training step
   failFilterAttempts?: number; // filterPairs fails this many attempts before succeeding
-  filterErrorType?: string; // filterPairs fails with an ApplicationFailure of this type (not marked non-retryable)
+  // filterPairs fails with an ApplicationFailure of this type (not marked non-retryable)
+  filterErrorType?: string;
 }
 
 export type TestEvent =

@@ -37,7 +37,8 @@ from transformers import AutoTokenizer
 t = AutoTokenizer.from_pretrained(sys.argv[1])
 texts = json.loads(sys.argv[2]); msgs = json.loads(sys.argv[3])
 ids = [t.encode(x) for x in texts]
-print(json.dumps({"ids": ids, "decoded": [t.decode(i) for i in ids], "eos": t.eos_token_id, "bos": t.bos_token_id,
+print(json.dumps({"ids": ids, "decoded": [t.decode(i) for i in ids], "eos": t.eos_token_id, "bos": \
+t.bos_token_id,
   "chat": t.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True),
   "chat_nogen": t.apply_chat_template(msgs, tokenize=False)}))`;
   const py = JSON.parse(

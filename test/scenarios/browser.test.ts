@@ -116,6 +116,9 @@ after(async () => {
 
 async function newPage(): Promise<Page> {
   const page = await browser.newPage();
+  // Puppeteer's 30 s defaults for navigation and selectors ran out on a loaded 2-core machine
+  // (load average 20-30) while the UI was still rendering; the checks themselves are unchanged.
+  page.setDefaultTimeout(120_000);
   await page.setViewport({ width: 1400, height: 1000 });
   return page;
 }
@@ -149,13 +152,18 @@ async function startFromUi(page: Page, workflowId: string, json: string): Promis
   await page.click('[data-testid="start-workflow-button"]');
 }
 
-// The UI renders some controls twice (narrow and wide layouts); clicks the one on screen.
-async function clickVisible(page: Page, selector: string): Promise<void> {
+// The UI renders some controls twice (narrow and wide layouts); clicks the one on screen. Menus
+// open with a transition: on a loaded machine their options exist a while before they show.
+async function clickVisible(page: Page, selector: string, timeoutMs = 120_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
   await page.waitForSelector(selector);
-  for (const el of await page.$$(selector)) {
-    if (await el.isVisible()) return el.click();
+  while (Date.now() < until) {
+    for (const el of await page.$$(selector)) {
+      if (await el.isVisible()) return el.click();
+    }
+    await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error(`no visible ${selector}`);
+  throw new Error(`no visible ${selector} after ${timeoutMs} ms`);
 }
 
 // What the page shows, frames included (the UI renders workflow details in a sandboxed iframe);
@@ -181,7 +189,8 @@ async function shows(page: Page, s: string, timeoutMs = 60_000): Promise<string>
 }
 
 test(
-  'Start Workflow in the Web UI with the documented queue, type and validate output; the run page ' +
+  'Start Workflow in the Web UI with the documented queue, type and validate output; ' +
+    'the run page ' +
     'shows details and search attributes',
   async () => {
     const json = await validatedInput('ui-run', 2);

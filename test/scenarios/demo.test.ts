@@ -1,8 +1,8 @@
-// End to end, nothing faked: the demo's pipeline (seed data, engine-initialized base model, seed SFT,
-// 3 rounds with rejected scores 3, 5, 7 through the real preferenceRun workflow on a Temporal dev
-// server, the embedded sampler, the engine, the builtin scorer), at the preset's sizes with fewer
-// prompts. The policy's held-out reward must beat the base model's by a margin well outside the
-// seed noise, and the prefix curve must rise with the prefix score.
+// End to end, nothing faked: the demo's pipeline (seed data, engine-initialized base model, seed
+// SFT, 3 rounds with rejected scores 3, 5, 7 through the real preferenceRun workflow on a Temporal
+// dev server, the embedded sampler, the engine, the builtin scorer), at the preset's sizes with
+// fewer prompts. The policy's held-out reward must beat the base model's by a margin well outside
+// the seed noise, and the prefix curve must rise with the prefix score.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';

@@ -221,7 +221,8 @@ test('two rounds through Temporal with the real activities, engine and embedded 
   assert.equal(d.typedSearchAttributes.get(SEARCH_ATTRIBUTES.phase), 'done');
   assert.equal(d.typedSearchAttributes.get(SEARCH_ATTRIBUTES.rejectedScore), 5);
 
-  // Running it again (a resumed or repeated run) reuses the finished work: same artifacts, same bytes.
+  // Running it again (a resumed or repeated run) reuses the finished work: same artifacts, same
+  // bytes.
   const again = await run('integration-again');
   assert.deepEqual(
     again.rounds.map((r) => r.modelDir),

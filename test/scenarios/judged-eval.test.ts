@@ -92,14 +92,17 @@ test(
     const say = (name: string, r: RunResult) => {
       for (const j of r.judged!) {
         process.stderr.write(
-          `${name} ${j.label}: win rate ${j.winRate!.toFixed(3)} ± ${j.standardError!.toFixed(3)}, ` +
-            `LC ${j.lcWinRate?.toFixed(3)} ± ${j.lcStandardError?.toFixed(3)} (${j.lcVariant}), first position ` +
+          `${name} ${j.label}: win rate ${j.winRate!.toFixed(3)} ± ` +
+            `${j.standardError!.toFixed(3)}, ` +
+            (`LC ${j.lcWinRate?.toFixed(3)} ± ${j.lcStandardError?.toFixed(3)} ` +
+              `(${j.lcVariant}), first position `) +
             `${j.firstPositionWins}, flips ${j.flipRate}\n`,
         );
       }
       for (const x of r.rounds)
         process.stderr.write(
-          `${name} round ${x.round}: ${JSON.stringify(x.cost)} ${JSON.stringify(x.dropped ?? {})}\n`,
+          `${name} round ${x.round}: ${JSON.stringify(x.cost)} ` +
+            `${JSON.stringify(x.dropped ?? {})}\n`,
         );
     };
     say('prefix', prefix);

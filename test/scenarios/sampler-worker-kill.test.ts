@@ -152,7 +152,8 @@ test('the worker holding the embedded sampler is SIGKILLed mid-sampling; the oth
   const result = (await handle.result()) as RunResult;
   const afterKill = (Date.now() - killedAt) / 1000;
   console.log(
-    `killed the sampler's worker with ${shardsAtKill}/12 shards on disk; the run finished ${afterKill.toFixed(1)} s later`,
+    `killed the sampler's worker with ${shardsAtKill}/12 shards on disk; the run ` +
+      `finished ${afterKill.toFixed(1)} s later`,
   );
   assert.equal(result.rounds.length, 1);
   assert.ok(

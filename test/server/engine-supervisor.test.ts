@@ -180,7 +180,8 @@ test('same seed and prompt give the same tokens and log-probs whatever else is i
   assert.deepEqual(ids(inBatch), ids(alone));
   assert.deepEqual(inBatch.tokens, alone.tokens, 'log-probs and top log-probs are bit-identical');
   assert.equal(alone.tokens[0].topLogprobs!.length, 3);
-  // Each row is computed by one thread with the same code, so the thread count does not matter either.
+  // Each row is computed by one thread with the same code, so the thread count does not matter
+  // either.
   assert.deepEqual((await run(await startEngine(2, 'fp32', 1), x)).tokens, alone.tokens);
   const other = await run(busy, { ...x, seed: 43 });
   assert.notDeepEqual(ids(other), ids(alone), 'another seed samples differently');
@@ -206,7 +207,8 @@ test('sampling filters: top_k 1 is greedy, temperature 0 ignores the seed', asyn
 test('stop token ids end with finish stop; the stop token is counted but not emitted', async () => {
   const e = await startEngine(2);
   const greedy = ids(await run(e, { maxTokens: 16 }));
-  const stopAt = greedy.findIndex((t, i) => i >= 2 && greedy.indexOf(t) === i); // first new token from index 2
+  // first new token from index 2
+  const stopAt = greedy.findIndex((t, i) => i >= 2 && greedy.indexOf(t) === i);
   const r = await run(e, { maxTokens: 16, stopTokenIds: [greedy[stopAt]] });
   assert.deepEqual(ids(r), greedy.slice(0, stopAt));
   assert.deepEqual(r.done, {

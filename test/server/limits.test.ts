@@ -35,7 +35,11 @@ before(async () => {
   const cfgFile = join(model, 'tokenizer_config.json');
   const cfg = JSON.parse(await readFile(cfgFile, 'utf8')) as Record<string, unknown>;
   cfg.chat_template =
-    "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+    "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ " +
+    "raise_exception('Conversation roles must alternate " +
+    "user/assistant/user/assistant/...') }}{% endif %}<|{{ m['role'] }}|>{{ " +
+    "m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif " +
+    '%}';
   await writeFile(cfgFile, JSON.stringify(cfg));
   s = await startServer({
     modelDir: model,

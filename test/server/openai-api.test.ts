@@ -135,7 +135,8 @@ test('greedy with max_tokens ends with length and logprobs have the OpenAI shape
   assert.equal(lp.text_offset![0], 0);
   lp.token_logprobs!.forEach((x, i) => {
     assert.ok(x! <= 0);
-    // Keys are token texts: distinct byte tokens may share one text, so only the size is checked here.
+    // Keys are token texts: distinct byte tokens may share one text, so only the size is checked
+    // here.
     const top = Object.values(lp.top_logprobs![i]);
     assert.ok(top.length >= 1 && top.length <= 2);
   });

@@ -243,7 +243,9 @@ test('tokenizer: exact round trip and chat template through lib/tokenizer.ts, sa
         'texts = json.loads(sys.argv[2]); convo = json.loads(sys.argv[3])',
         'print(json.dumps({"ids": [t(x, add_special_tokens=False)["input_ids"] for x in texts],',
         '  "decoded": [t.decode(t(x)["input_ids"]) for x in texts], "eos": t.eos_token_id,',
-        '  "chat": t.apply_chat_template(convo, tokenize=False), "gen": t.apply_chat_template(convo[:1], tokenize=False, add_generation_prompt=True)}))',
+        '  "chat": t.apply_chat_template(convo, tokenize=False), "gen": ' +
+          't.apply_chat_template(convo[:1], tokenize=False, ' +
+          'add_generation_prompt=True)}))',
       ].join('\n'),
       dir,
       JSON.stringify(texts),
@@ -283,7 +285,8 @@ test('demo set-up: the tiny preset validates; data paths that are not side by si
   await assert.rejects(
     prepareDemoData(config),
     new RegExp(
-      `init.sft.data is ${join(dir, 'elsewhere', 'sft.jsonl')}; the demo writes its data to ${join(dir, 'sft.jsonl')}`,
+      `init.sft.data is ${join(dir, 'elsewhere', 'sft.jsonl')}; the demo writes its ` +
+        `data to ${join(dir, 'sft.jsonl')}`,
     ),
   );
   await prepareDemoData({

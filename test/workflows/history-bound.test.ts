@@ -91,8 +91,10 @@ test("history events of a long run stay bounded and far below Temporal's limits"
   const atMax = one.run + (MAX_ROUNDS - 1) * perRound;
   console.log(
     `history events at 1000 shards and 750 training steps per round: round ${one.round} ` +
-      `(${one.progressSignals} progress signals), run ${one.run} with 1 round, ${two.run} with 2: +${perRound} ` +
-      `per round, ${atMax} for ${MAX_ROUNDS} rounds (Temporal warns at ${WARN_EVENTS}, fails at ${MAX_EVENTS})`,
+      (`(${one.progressSignals} progress signals), run ${one.run} with 1 round, ` +
+        `${two.run} with 2: +${perRound} `) +
+      (`per round, ${atMax} for ${MAX_ROUNDS} rounds (Temporal warns at ${WARN_EVENTS}, ` +
+        `fails at ${MAX_EVENTS})`),
   );
   // Sampling and training signal at most at each twentieth of their work: 21 each.
   assert.ok(one.progressSignals <= 2 * 21, `${one.progressSignals} progress signals in a round`);
