@@ -53,7 +53,9 @@ function checkInstalled(c: RunConfig, source: string, prefix = '') {
   const rm = c.rewardModel;
   if (rm?.type === 'builtin' && !(BUILTIN_SCORER_NAMES as readonly string[]).includes(rm.name)) {
     throw new ConfigError(source, [
-      `${prefix}rewardModel.name: is not a builtin scorer (got ${JSON.stringify(rm.name)}; allowed one of ${BUILTIN_SCORER_NAMES.map((n) => JSON.stringify(n)).join(', ')})`,
+      `${prefix}rewardModel.name: is not a builtin scorer (got ` +
+        `${JSON.stringify(rm.name)}; allowed one of ` +
+        `${BUILTIN_SCORER_NAMES.map((n) => JSON.stringify(n)).join(', ')})`,
     ]);
   }
 }

@@ -211,7 +211,9 @@ const engine_tokens_per_s = (await engineAlone('fp32'))!;
 console.error(`engine fp32: ${engine_tokens_per_s.toFixed(1)} tokens/s`);
 const engine_bf16_tokens_per_s = await engineAlone('bf16');
 console.error(
-  `engine bf16: ${engine_bf16_tokens_per_s === null ? 'no AMX' : engine_bf16_tokens_per_s.toFixed(1)} tokens/s`,
+  `engine bf16: ` +
+    `${engine_bf16_tokens_per_s === null ? 'no AMX' : engine_bf16_tokens_per_s.toFixed(1)} ` +
+    `tokens/s`,
 );
 const server_tokens_per_s = await server();
 console.error(`server: ${server_tokens_per_s.toFixed(1)} tokens/s`);
@@ -262,7 +264,8 @@ console.log(`\n${P} prompts x ${N} new tokens, ${threads} threads, GPT-2 124M sh
 console.log('| path | output tokens/s |\n|---|---|');
 console.log(`| opsr-engine serve fp32 (batch ${P}) | ${f(engine_tokens_per_s)} |`);
 console.log(
-  `| opsr-engine serve bf16 AMX (batch ${P}) | ${engine_bf16_tokens_per_s === null ? 'no AMX' : f(engine_bf16_tokens_per_s)} |`,
+  `| opsr-engine serve bf16 AMX (batch ${P}) | ` +
+    `${engine_bf16_tokens_per_s === null ? 'no AMX' : f(engine_bf16_tokens_per_s)} |`,
 );
 console.log(`| transformers generate (batch ${P}) | ${f(transformers_tokens_per_s)} |`);
 console.log(
@@ -272,11 +275,13 @@ console.log(
   `| vLLM CPU 0.32.0 fp32, openai client, concurrency ${concurrency} | ${f(vllm_tokens_per_s)} |`,
 );
 console.log(
-  `| vLLM CPU 0.32.0 bf16, openai client, concurrency ${concurrency} | ${f(vllm_bf16_tokens_per_s)} |`,
+  `| vLLM CPU 0.32.0 bf16, openai client, concurrency ${concurrency} | ` +
+    `${f(vllm_bf16_tokens_per_s)} |`,
 );
 const x = (r: number | null) => (r === null ? 'n/a' : `${r.toFixed(2)}x`);
 console.log(
-  `engine / transformers: fp32 ${x(ratio)}, bf16 ${x(ratio_bf16)} (target >= 3); HTTP / engine (fp32): ${(100 * result.server_vs_engine).toFixed(1)}% (target >= 90%)`,
+  `engine / transformers: fp32 ${x(ratio)}, bf16 ${x(ratio_bf16)} (target >= 3); HTTP ` +
+    `/ engine (fp32): ${(100 * result.server_vs_engine).toFixed(1)}% (target >= 90%)`,
 );
 console.log(`engine / vLLM CPU: fp32 ${x(vllm_ratio)}, bf16 ${x(vllm_ratio_bf16)} (target >= 1)`);
 await writeJsonAtomic(join(REPO, 'bench', 'results', 'generate.json'), result);
