@@ -24,40 +24,42 @@ export async function loadRunConfig(file: string, opts: LoadOptions = {}): Promi
     cwd: opts.cwd ?? process.cwd(),
     source: abs,
   });
-  checkInstalled(config, abs);
-  await checkModelOnDisk(config, abs);
-  const problems = await modelProblems(config, { lengths: true });
+  const problems = await runConfigProblems(config);
   if (problems.length) throw new ConfigError(abs, problems);
   return config;
 }
 
-// A model directory that exists already must be one opsr can train (one that does not yet may be
-// made before the run, as the demo does).
-async function checkModelOnDisk(c: RunConfig, source: string, prefix = '') {
-  if (
-    !(await stat(c.model).then(
-      () => true,
-      () => false,
-    ))
-  )
-    return;
-  await checkModelDir(c.model).catch((err: unknown) => {
-    const msg = `${prefix}model: ${(err as Error).message}`;
-    if (err instanceof ModelDirError) throw new ConfigError(source, [msg]);
-    throw err;
-  });
-}
-
-// What only this installation knows: the builtin reward scorers.
-function checkInstalled(c: RunConfig, source: string, prefix = '') {
+// Everything refused beyond the schema: the installation's builtin scorers, the model directory
+// and the model checks with lengths. One function for `opsr validate`, `opsr run` and prepareRun
+// (a workflow's first activity, whoever started it), so each refuses the same config with the
+// same lines. A model directory that does not exist yet may be made before the run (the demo
+// does); prepareRun requires it.
+export async function runConfigProblems(c: RunConfig, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
   const rm = c.rewardModel;
   if (rm?.type === 'builtin' && !(BUILTIN_SCORER_NAMES as readonly string[]).includes(rm.name)) {
-    throw new ConfigError(source, [
-      `${prefix}rewardModel.name: is not a builtin scorer (got ` +
-        `${JSON.stringify(rm.name)}; allowed one of ` +
-        `${BUILTIN_SCORER_NAMES.map((n) => JSON.stringify(n)).join(', ')})`,
-    ]);
+    const allowed = BUILTIN_SCORER_NAMES.map((n) => JSON.stringify(n)).join(', ');
+    out.push(
+      `rewardModel.name: is not a builtin scorer (got ${JSON.stringify(rm.name)}; ` +
+        `allowed one of ${allowed})`,
+    );
   }
+  const exists = await stat(c.model).then(
+    () => true,
+    () => false,
+  );
+  const dirProblem = exists
+    ? await checkModelDir(c.model).then(
+        () => null,
+        (err: unknown) => {
+          if (err instanceof ModelDirError) return `model: ${err.message}`;
+          throw err;
+        },
+      )
+    : null;
+  if (dirProblem) out.push(dirProblem);
+  else out.push(...(await modelProblems(c)));
+  return out.map((l) => prefix + l);
 }
 
 // The ablation file plus its base: an object, or a path/preset name read from disk. Returns the
@@ -83,15 +85,9 @@ export async function loadAblationConfig(
     cwd: opts.cwd ?? process.cwd(),
     source: abs,
   });
-  for (const arm of parsed.config.arms) {
-    checkInstalled(arm.config, abs, `arms (${arm.name}): `);
-    await checkModelOnDisk(arm.config, abs, `arms (${arm.name}): `);
-    const problems = await modelProblems(arm.config, { lengths: true });
-    if (problems.length)
-      throw new ConfigError(
-        abs,
-        problems.map((l) => `arms (${arm.name}): ${l}`),
-      );
-  }
+  const problems: string[] = [];
+  for (const arm of parsed.config.arms)
+    problems.push(...(await runConfigProblems(arm.config, `arms (${arm.name}): `)));
+  if (problems.length) throw new ConfigError(abs, problems);
   return parsed;
 }

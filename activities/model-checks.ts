@@ -1,8 +1,8 @@
 // Checks of a run config against its model and prompts (Node only): what the engine and the
 // server would refuse only after work is spent. Sequence lengths against the model's context
 // (config.json), and the longest prompt, prefixed and rendered as the sampler sends it, plus
-// sampling.maxTokens (evaluation.maxTokens) against it too. `opsr validate`, `opsr run` and
-// prepareRun (the first activity of a run, before anything is sampled) refuse what this finds.
+// sampling.maxTokens (evaluation.maxTokens) against it too. load-config.ts runConfigProblems
+// (opsr validate, opsr run, and prepareRun before anything is sampled) refuses what this finds.
 import { promptIds } from './dataset.ts';
 import { loadPrompts, type PromptItem } from './prompts.ts';
 import { prefixed } from './sample-pairs.ts';
@@ -39,12 +39,9 @@ function longest(
   return best;
 }
 
-// `lengths`: also training's and the init stages' maxLength against the context (opsr validate;
-// a workflow's defaults for small test models stay allowed, the data is cut to the limits).
-export async function modelProblems(
-  c: RunConfig,
-  opts: { lengths?: boolean } = {},
-): Promise<string[]> {
+// Training's and the init stages' maxLength against the context too: the engine refuses a
+// sequence longer than its context.
+export async function modelProblems(c: RunConfig): Promise<string[]> {
   const dims = await readModelDims(c.model);
   if (!dims) return []; // the model directory check names what is missing
   const ctx = dims.context;
@@ -54,12 +51,10 @@ export async function modelProblems(
     if (value > ctx)
       out.push(`${field}: ${value} exceeds ${where} (got ${value}; allowed at most ${ctx})`);
   };
-  if (opts.lengths) {
-    atMost('training.maxLength', c.training.maxLength);
-    if (c.init?.sft?.maxLength !== undefined) atMost('init.sft.maxLength', c.init.sft.maxLength);
-    if (c.init?.offline?.maxLength !== undefined)
-      atMost('init.offline.maxLength', c.init.offline.maxLength);
-  }
+  atMost('training.maxLength', c.training.maxLength);
+  if (c.init?.sft?.maxLength !== undefined) atMost('init.sft.maxLength', c.init.sft.maxLength);
+  if (c.init?.offline?.maxLength !== undefined)
+    atMost('init.offline.maxLength', c.init.offline.maxLength);
 
   // Sampling goes through a server for the policy in config.model (embedded, managed vLLM); an
   // external server's model is its own business.

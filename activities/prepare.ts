@@ -2,12 +2,14 @@
 // (limit and shuffle applied), after checking the base model directory.
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ApplicationFailure } from '@temporalio/common';
+import { ConfigError } from '../config/errors.ts';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson } from '../lib/hash.ts';
 import { toJsonl } from '../lib/jsonl.ts';
 import { checkModelDir, ModelDirError } from '../lib/modeldir.ts';
 import type { PrepareRunInput, PrepareRunResult } from '../contracts/activities.ts';
-import { modelProblems } from './model-checks.ts';
+import { runConfigProblems } from './load-config.ts';
 import { badInput } from './errors.ts';
 import { loadPromptsFor } from './prompts.ts';
 
@@ -21,10 +23,13 @@ export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResu
   await checkModelDir(config.model).catch((err: unknown) => {
     throw err instanceof ModelDirError ? badInput(`model: ${err.message}`) : err;
   });
-  // Lengths the engine and the server would refuse mid-round, refused before anything is spent.
-  const problems = await modelProblems(config);
-  if (problems.length)
-    throw badInput(`the config does not fit the model:\n  ${problems.join('\n  ')}`);
+  // What `opsr validate` refuses, refused with the same lines before anything is spent, however
+  // the workflow was started (a client that skipped validate, a schedule, an old config).
+  const problems = await runConfigProblems(config);
+  if (problems.length) {
+    const err = new ConfigError('workflow input', problems);
+    throw ApplicationFailure.nonRetryable(err.message, 'ConfigError', ...problems);
+  }
   const previous = await readFile(configFile, 'utf8').then(
     (t) => JSON.parse(t) as unknown,
     () => null,

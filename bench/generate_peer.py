@@ -1,16 +1,17 @@
 """Peer for bench/generate.ts: Hugging Face transformers on the same weights.
 
   make-model DIR        GPT-2 124M-shaped random model (HF init, seed 0) saved to DIR
-  generate DIR PROMPTS  batched sampling with model.generate (fp32, CPU, KV cache); PROMPTS is a
-                        JSON file {"prompts": [[ids]...], "new_tokens": N, "threads": T}; prints
-                        {"seconds": ..., "tokens": ...}
+  generate DIR PROMPTS  batched sampling with model.generate (fp32, CPU, KV cache) on any causal LM
+                        in DIR; PROMPTS is a JSON file {"prompts": [[ids]...], "new_tokens": N,
+                        "threads": T, "pad_id": P}: shorter prompts are padded on the left (masked
+                        out), EOS is ignored (min_new_tokens = N); prints {"seconds": ..., "tokens": ...}
 """
 import json
 import sys
 import time
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 
 def make_model(out):
@@ -23,14 +24,17 @@ def make_model(out):
 def generate(model_dir, spec_file):
     spec = json.load(open(spec_file))
     torch.set_num_threads(spec["threads"])
-    model = GPT2LMHeadModel.from_pretrained(model_dir, dtype=torch.float32).eval()
-    ids = torch.tensor(spec["prompts"])  # equal lengths: no padding
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    width = max(len(p) for p in spec["prompts"])
+    ids = torch.tensor([[spec["pad_id"]] * (width - len(p)) + p for p in spec["prompts"]])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in spec["prompts"]])
     n = spec["new_tokens"]
     torch.manual_seed(0)
     with torch.inference_mode():
         start = time.perf_counter()
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_p=1.0,
-                             top_k=0, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+        out = model.generate(ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0,
+                             top_k=0, max_new_tokens=n, min_new_tokens=n,
+                             pad_token_id=spec["pad_id"])
         seconds = time.perf_counter() - start
     tokens = (out.shape[1] - ids.shape[1]) * out.shape[0]
     print(json.dumps({"seconds": seconds, "tokens": tokens}))

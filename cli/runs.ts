@@ -23,6 +23,7 @@ import {
   workflowLink,
   type TemporalTarget,
 } from './common.ts';
+import { workflowResult } from '../lib/temporal.ts';
 
 export interface Target {
   client: Client;
@@ -96,9 +97,9 @@ export async function follow<T>(
   intervalMs = 1000,
 ): Promise<{ detached: true } | { detached: false; result: T }> {
   let closed: { ok: true; result: T } | { ok: false; error: unknown } | null = null;
-  const done = handle.result().then(
+  const done = workflowResult<T>(handle).then(
     (result) => {
-      closed = { ok: true, result: result as T };
+      closed = { ok: true, result };
     },
     (error) => {
       closed = { ok: false, error };

@@ -5,6 +5,7 @@ import { defineSearchAttributeKey } from '@temporalio/common';
 import type { RunConfig } from '../config/schema.ts';
 import type { Phase } from './progress.ts';
 import type { JudgedSummaryRow, RoundCost } from './results.ts';
+import type { JudgedEvalResult, PrepareRunResult } from './activities.ts';
 
 export const TASK_QUEUES = {
   control: 'opsr-control', // workflows and light activities (filter, dataset, manifests)
@@ -151,6 +152,28 @@ export interface StudySummary {
 export interface WorkflowTuning {
   heartbeatTimeoutS?: { control?: number; sampler?: number; trainer?: number };
   retry?: { initialIntervalMs?: number; maximumIntervalMs?: number; maximumAttempts?: number };
+  // History events after which a run continues as new between rounds (default
+  // RUN_HISTORY_EVENTS); tests lower it to exercise continue-as-new in a few rounds.
+  historyEvents?: number;
+}
+
+// A preferenceRun's execution continues as new between rounds once its history reaches this many
+// events (or Temporal suggests it): a round adds about 250 events to the run's own history
+// whatever its shards and steps, so every execution stays near 2,000 events, far below
+// Temporal's warning at 10,240, however many rounds the run has.
+export const RUN_HISTORY_EVENTS = 2000;
+
+// What a run carries into its next execution: what the later rounds and the final result need.
+export interface RunCarry {
+  prep: PrepareRunResult;
+  nextRound: number;
+  policy: string; // the latest trained policy: the next round's reference
+  basePolicy: string; // the policy before round 1 (pairwise evals against "base")
+  rounds: RoundSummary[];
+  baseReward: number | null;
+  prefixCurve: RunResult['prefixCurve'];
+  judged: JudgedEvalResult[];
+  stopRequested: boolean;
 }
 
 // preferenceRound's input: everything a round needs, resolved by the parent run.

@@ -6,7 +6,7 @@ import { accessSync, constants, openSync, closeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Connection } from '@temporalio/client';
+import { Connection, isGrpcServiceError, type WorkflowHandle } from '@temporalio/client';
 import type { SearchAttributeType } from '@temporalio/common';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -182,4 +182,26 @@ async function waitForSearchAttributes(
     await new Promise((r) => setTimeout(r, 250));
   }
   throw new Error(`temporal dev server at ${address} not ready in time: ${String(lastError)}`);
+}
+
+// gRPC codes a busy or restarting server answers with; the workflow itself is unaffected.
+const TRANSIENT_GRPC = new Set([4 /* DEADLINE_EXCEEDED */, 14 /* UNAVAILABLE */]);
+
+function isTransientGrpc(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause)
+    if (isGrpcServiceError(e) && TRANSIENT_GRPC.has(e.code)) return true;
+  return false;
+}
+
+// handle.result(), waiting on through a server that times out its long poll or restarts:
+// the client's own call fails then, not the run (seen on an overloaded 2-core machine).
+export async function workflowResult<T>(handle: WorkflowHandle, retryMs = 2000): Promise<T> {
+  for (;;) {
+    try {
+      return (await handle.result()) as T;
+    } catch (err) {
+      if (!isTransientGrpc(err)) throw err;
+      await new Promise((r) => setTimeout(r, retryMs));
+    }
+  }
 }

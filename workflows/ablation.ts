@@ -5,6 +5,7 @@
 // with figures and a line in the storage root's ablation history.
 import {
   ApplicationFailure,
+  continueAsNew,
   executeChild,
   patched,
   setCurrentDetails,
@@ -16,7 +17,7 @@ import { summarizeStudy } from '../report/summary.ts';
 import type { AblationResult, RunResult, WorkflowTuning } from '../contracts/workflows.ts';
 import { TASK_QUEUES } from '../contracts/workflows.ts';
 import { opsrActivities } from './activities.ts';
-import { preferenceRun, runIdOf } from './run.ts';
+import { historyIsLong, preferenceRun, runIdOf } from './run.ts';
 
 function validateAblationConfig(input: unknown): AblationConfig {
   try {
@@ -28,9 +29,12 @@ function validateAblationConfig(input: unknown): AblationConfig {
   }
 }
 
+// `done`: the runs finished by earlier executions of this study (it continues as new between runs
+// once its history is long, so a study of many arms and seeds stays bounded too).
 export async function ablationStudy(
   input: unknown,
   tuning: WorkflowTuning = {},
+  done: AblationResult['arms'] = [],
 ): Promise<AblationResult> {
   const study = validateAblationConfig(input);
   const studyId = study.studyId ?? workflowInfo().workflowId;
@@ -39,11 +43,14 @@ export async function ablationStudy(
 
   const files = opsrActivities(study.arms[0]?.config.activities, tuning);
   const seeds: (number | null)[] = study.seeds ?? [null];
-  const runs: NonNullable<AblationResult['arms']> = [];
+  const runs: NonNullable<AblationResult['arms']> = done.slice();
   // Seed by seed, one arm after the other: arms share the sampler and trainer workers, and a
   // sampler worker serves one policy at a time.
   for (const seed of seeds) {
     for (const arm of study.arms) {
+      if (runs.some((r) => r.name === arm.name && (r.seed ?? null) === seed)) continue;
+      if (runs.length > done.length && historyIsLong(tuning, 'ablation-continue-as-new'))
+        return continueAsNew<typeof ablationStudy>(input, tuning, runs);
       const workflowId =
         seed === null ? `${studyId}/${arm.name}` : `${studyId}/${arm.name}/seed-${seed}`;
       const config = seed === null ? arm.config : withSeed(arm.config, seed);
@@ -52,15 +59,18 @@ export async function ablationStudy(
           `**${arm.name}**${seed === null ? '' : ` seed **${seed}**`}` +
           ` (${runs.length + 1}/${seeds.length * study.arms.length})`,
       );
-      const done = await files.findFinishedRun({ runId: runIdOf(config, workflowId), config });
+      const finished = await files.findFinishedRun({
+        runId: runIdOf(config, workflowId),
+        config,
+      });
       const result =
-        done ??
+        finished ??
         (await executeChild(preferenceRun, {
           workflowId,
           taskQueue: TASK_QUEUES.control,
           args: [config, tuning],
         }));
-      runs.push({ name: arm.name, seed, workflowId, result, reused: done !== null });
+      runs.push({ name: arm.name, seed, workflowId, result, reused: finished !== null });
     }
   }
   const summary = summarizeStudy(

@@ -4,6 +4,7 @@
 import {
   ApplicationFailure,
   CancellationScope,
+  continueAsNew,
   executeChild,
   isCancellation,
   patched,
@@ -21,12 +22,14 @@ import type {
 } from '../contracts/activities.ts';
 import type {
   RoundSummary,
+  RunCarry,
   RunProgress,
   RunResult,
   WorkflowTuning,
 } from '../contracts/workflows.ts';
 import {
   progressQuery,
+  RUN_HISTORY_EVENTS,
   SEARCH_ATTRIBUTES,
   stopAfterRoundSignal,
   TASK_QUEUES,
@@ -65,9 +68,14 @@ export function runIdOf(config: RunConfig, workflowId: string): string {
   return id;
 }
 
+// A run's history stays bounded whatever its rounds: between rounds, once its history is long, it
+// continues as new with `carry` (what finished rounds left for the rest). Under the same workflow
+// id, so the progress query, the stopAfterRound signal, cancellation and the round workflows'
+// ids (`<runId>/round-<k>`) reach the same run.
 export async function preferenceRun(
   input: unknown,
   tuning: WorkflowTuning = {},
+  carry?: RunCarry,
 ): Promise<RunResult> {
   const config = validateRunConfig(input);
   const self = workflowInfo().workflowId;
@@ -83,10 +91,10 @@ export async function preferenceRun(
     rejectedScore: null,
     sampled: { done: 0, total: 0 },
     train: { step: 0, totalSteps: 0 },
-    completed: [],
-    stopRequested: false,
+    completed: carry?.rounds.slice() ?? [],
+    stopRequested: carry?.stopRequested ?? false,
   };
-  let baseReward: number | null = null;
+  let baseReward: number | null = carry?.baseReward ?? null;
   const show = (phase: Phase): void => {
     progress.phase = phase;
     upsertSearchAttributes([
@@ -116,9 +124,9 @@ export async function preferenceRun(
     setCurrentDetails(runDetails(progress, baseReward)); // not a command: costs no history events
   });
 
-  show('pending');
-  const prep = await act.prepareRun({ runId, config });
-  let policy = prep.baseModel;
+  if (!carry) show('pending');
+  const prep = carry?.prep ?? (await act.prepareRun({ runId, config }));
+  let policy = carry?.policy ?? prep.baseModel;
   let endpoint: SamplerEndpoint | null = null;
   // Serves `modelDir` (replacing what was served) and evaluates it on the held-out prompts.
   const evaluate = async (
@@ -147,8 +155,8 @@ export async function preferenceRun(
 
   // Judge-based evaluations (config evals) of the policy after round k (0: before round 1).
   // Only runs with evals schedule them, so histories recorded before them replay unchanged.
-  const judged: JudgedEvalResult[] = [];
-  let basePolicy = policy; // the policy before round 1: what a pairwise reference "base" means
+  const judged: JudgedEvalResult[] = carry?.judged.slice() ?? [];
+  let basePolicy = carry?.basePolicy ?? policy; // what a pairwise reference "base" means
   const judgeEval = async (k: number, label: string, modelDir: string): Promise<void> => {
     const evals = config.evals;
     if (!evals || (evals.rounds !== 'all' && !evals.rounds.includes(k))) return;
@@ -178,11 +186,12 @@ export async function preferenceRun(
     }
   };
 
-  const rounds: RoundSummary[] = [];
+  const rounds: RoundSummary[] = carry?.rounds.slice() ?? [];
   let stopped = false;
-  let prefixCurve: RunResult['prefixCurve'] = null;
+  let prefixCurve: RunResult['prefixCurve'] = carry?.prefixCurve ?? null;
+  let continueAt: number | null = null; // the round the next execution starts with
   try {
-    if (config.init && (config.init.sft || config.init.offline)) {
+    if (!carry && config.init && (config.init.sft || config.init.offline)) {
       show('init');
       const init = await act.initPolicy({
         runId,
@@ -194,16 +203,18 @@ export async function preferenceRun(
       });
       policy = init.modelDir;
     }
-    if (config.evaluation) {
+    if (!carry && config.evaluation) {
       show('evaluating');
       const base = await evaluate('base', policy, config.evaluation.prefixCurve);
       baseReward = base?.meanReward ?? null;
       prefixCurve = base?.prefixCurve ?? null;
     }
-    basePolicy = policy;
-    await judgeEval(0, 'base', policy);
+    if (!carry) {
+      basePolicy = policy;
+      await judgeEval(0, 'base', policy);
+    }
 
-    for (let k = 1; k <= config.rounds; k++) {
+    for (let k = carry?.nextRound ?? 1; k <= config.rounds; k++) {
       progress.round = k;
       progress.rejectedScore = schedule[k - 1];
       progress.sampled = { done: 0, total: 0 };
@@ -240,6 +251,10 @@ export async function preferenceRun(
         stopped = true;
         break;
       }
+      if (k < config.rounds && historyIsLong(tuning, 'run-continue-as-new')) {
+        continueAt = k + 1;
+        break;
+      }
     }
   } catch (err) {
     show(isCancellation(err) ? 'stopped' : 'failed'); // searchable: OpsrPhase="failed"
@@ -249,6 +264,22 @@ export async function preferenceRun(
     const served = endpoint as SamplerEndpoint | null;
     if (served)
       await CancellationScope.nonCancellable(() => act.releaseSampler({ runId, endpoint: served }));
+  }
+
+  // After the finally above released this execution's sampler: the next one starts its own.
+  if (continueAt !== null) {
+    const next: RunCarry = {
+      prep,
+      nextRound: continueAt,
+      policy,
+      basePolicy,
+      rounds,
+      baseReward,
+      prefixCurve,
+      judged,
+      stopRequested: progress.stopRequested,
+    };
+    return continueAsNew<typeof preferenceRun>(input, tuning, next);
   }
 
   // LC win rates refitted over every evaluated policy together (instruction difficulty).
@@ -269,6 +300,15 @@ export async function preferenceRun(
   await act.writeRunReport({ runDir: prep.runDir, result });
   show(stopped ? 'stopped' : 'done');
   return result;
+}
+
+// Whether this execution's history is long enough to continue as new (Temporal's suggestion or
+// the event budget). Patched, so workflows that went on past the budget before this replay
+// unchanged.
+export function historyIsLong(tuning: WorkflowTuning, patch: string): boolean {
+  const info = workflowInfo();
+  const budget = tuning.historyEvents ?? RUN_HISTORY_EVENTS;
+  return (info.continueAsNewSuggested || info.historyLength >= budget) && patched(patch);
 }
 
 // Markdown for the Web UI's "current details".

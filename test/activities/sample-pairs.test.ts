@@ -73,6 +73,7 @@ before(async () => {
       concurrency: 4,
       embedded: { threads: 1 },
     },
+    training: { maxLength: 128, maxPromptLength: 64 }, // within the model's context
   });
   const prep = await prepareRun({ runId: 'sample-test', config });
   promptsFile = prep.promptsFile;

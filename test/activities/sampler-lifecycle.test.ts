@@ -77,6 +77,7 @@ before(async () => {
       seed: 2,
       embedded: { threads: 1 },
     },
+    training: { maxLength: 256, maxPromptLength: 128 }, // within the tiny model's context
     rewardModel: { type: 'builtin', name: 'digits' },
     evaluation: { prompts: { file: prompts }, prefixCurve: true, prefixScores: [1, 10] },
   });

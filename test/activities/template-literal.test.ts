@@ -107,6 +107,7 @@ test('prompts with $ patterns reach the request body, the pairs file and the dat
       prompts: { file: promptsFile },
       sampling: { lifecycle: 'external', baseURL, model: 'm', shardSize: 2 },
       filter: { scoreTalkPatterns: [], dropIdentical: false },
+      training: { maxLength: 256, maxPromptLength: 128 }, // within the model's context
     });
     const prep = await prepareRun({ runId: 'literal', config });
     const roundDir = join(prep.runDir, 'round-1');

@@ -3,7 +3,7 @@
 // caps, float32 overflow, label smoothing at its bound, lengths against each other and against the
 // model's context, regexes with their flags, response-shape fields in sampling.extra, unsafe run
 // ids. Secrets are never echoed.
-import { test, after } from 'node:test';
+import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -14,6 +14,11 @@ import { ConfigError, parseRunConfig } from '../../config/index.ts';
 import { loadRunConfig } from '../../activities/load-config.ts';
 import { prepareRun } from '../../activities/prepare.ts';
 import { runIdOf } from '../../workflows/run.ts';
+import { WorkflowFailedError } from '@temporalio/client';
+import { createWorkers, installWorkerLogging } from '../../workers/index.ts';
+import { TASK_QUEUES, WORKFLOW_TYPES } from '../../contracts/workflows.ts';
+import { createTestEnv } from '../helpers/temporal.ts';
+import { readEvents, testActivities } from '../helpers/workflow-activities.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
 
 const ENGINE = join(import.meta.dirname, '..', '..', 'engine', 'build', 'opsr-engine');
@@ -144,25 +149,26 @@ test('a workflow id that is not a safe directory name is refused when it becomes
   }
 });
 
-test("lengths and the longest prompt against the model's context: opsr validate and prepareRun", async () => {
-  const model = join(root, 'model');
+// A real engine-made model with a 200-token context, and three prompts of different lengths.
+const model = join(root, 'model');
+const prompts = join(root, 'prompts.jsonl');
+before(async () => {
   const vocab = await writeTinyTokenizer(model);
   await writeFile(
     join(root, 'gpt2.json'),
     JSON.stringify({ n_embd: 16, n_layer: 1, n_head: 2, n_positions: 200, vocab_size: vocab }),
   );
-  execFileSync(
-    ENGINE,
-    ['init', '--config', join(root, 'gpt2.json'), '--out', model, '--seed', '1'],
-    { stdio: 'pipe' },
-  );
-  const prompts = join(root, 'prompts.jsonl');
+  const init = ['init', '--config', join(root, 'gpt2.json'), '--out', model, '--seed', '1'];
+  execFileSync(ENGINE, init, { stdio: 'pipe' });
   await writeFile(
     prompts,
     ['short', 'a much longer prompt that takes many more tokens than the others do', 'mid size']
       .map((p) => JSON.stringify({ prompt: p }))
       .join('\n') + '\n',
   );
+});
+
+test("lengths and the longest prompt against the model's context: opsr validate and prepareRun", async () => {
   const write = async (name: string, over: Record<string, unknown>) => {
     const file = join(root, name);
     await writeFile(
@@ -215,8 +221,9 @@ test("lengths and the longest prompt against the model's context: opsr validate 
     prepareRun({ runId: 'tight', config }),
     (e: unknown) =>
       e instanceof ApplicationFailure &&
-      e.type === 'BadInput' &&
-      /does not fit the model:\n {2}sampling\.maxTokens: 70 new tokens after the longest prompt/.test(
+      e.type === 'ConfigError' &&
+      e.nonRetryable &&
+      /^workflow input: 1 problem\n {2}sampling\.maxTokens: 70 new tokens after the longest prompt/.test(
         e.message,
       ),
   );
@@ -227,4 +234,61 @@ test("lengths and the longest prompt against the model's context: opsr validate 
       sampling: { maxTokens: 8 },
     }),
   );
+});
+
+// Started through the client, not `opsr validate`: the run fails in prepareRun with the lines
+// validate prints for the same config, and nothing is served or sampled.
+test('a workflow started with a config validate refuses fails before any sampling', async () => {
+  const over = {
+    training: { maxLength: 256, maxPromptLength: 64 }, // over the model's 200-token context
+    sampling: { maxTokens: 8 },
+    rewardModel: { type: 'builtin', name: 'no-such-scorer' },
+  };
+  const file = join(root, 'refused.json');
+  await writeFile(
+    file,
+    JSON.stringify({ model, prompts: { file: prompts }, storage: join(root, 'wf'), ...over }),
+  );
+  const validated = await loadRunConfig(file).then(
+    () => assert.fail('validate accepted it'),
+    (e: unknown) => (e as ConfigError).issues,
+  );
+  assert.equal(validated.length, 2, validated.join('\n'));
+  has(validated, /^training\.maxLength: 256 exceeds the model's context \(200 tokens/);
+  has(validated, /^rewardModel\.name: is not a builtin scorer \(got "no-such-scorer"/);
+
+  installWorkerLogging();
+  const env = await createTestEnv();
+  const log = join(root, 'wf-events.jsonl');
+  try {
+    const w = await createWorkers({
+      connection: env.nativeConnection,
+      activities: { ...testActivities({ log }), prepareRun },
+    });
+    const running = w.run();
+    try {
+      const err = await env.client.workflow
+        .execute(WORKFLOW_TYPES.run, {
+          taskQueue: TASK_QUEUES.control,
+          workflowId: 'refused',
+          args: [{ model, prompts: { file: prompts }, storage: join(root, 'wf'), ...over }],
+        })
+        .then(
+          () => assert.fail('the run started'),
+          (e: unknown) => e,
+        );
+      assert.ok(err instanceof WorkflowFailedError, String(err));
+      const cause = err.cause?.cause; // workflow failure <- activity failure <- ConfigError
+      assert.ok(cause instanceof ApplicationFailure, String(cause));
+      assert.equal(cause.type, 'ConfigError');
+      const lines = validated.map((l) => `  ${l}`).join('\n');
+      assert.equal(cause.message, `workflow input: 2 problems\n${lines}`);
+    } finally {
+      w.shutdown();
+      await running;
+    }
+  } finally {
+    await env.teardown();
+  }
+  assert.deepEqual(await readEvents(log), []); // not served, not sampled, nothing attempted
 });

@@ -7,8 +7,14 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Client, Connection } from '@temporalio/client';
-import { findTemporalCli, freePort, startDevServer, type DevServer } from '../../lib/temporal.ts';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import {
+  findTemporalCli,
+  freePort,
+  startDevServer,
+  workflowResult,
+  type DevServer,
+} from '../../lib/temporal.ts';
 import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../../contracts/workflows.ts';
 
 const searchAttributes = Object.values(SEARCH_ATTRIBUTES);
@@ -84,6 +90,40 @@ test('startDevServer: search attributes, Web UI, SQLite persistence across a res
   conn = await Connection.connect({ address: second.address });
   const d = await new Client({ connection: conn }).workflow.getHandle('persisted').describe();
   assert.equal(d.status.name, 'RUNNING');
+  await conn.close();
+});
+
+test("workflowResult waits through a server restart for the run's real outcome", async () => {
+  const dbFile = path.join(tmp, 'restart.sqlite');
+  const port = await freePort();
+  const first = await startDevServer({ port, dbFile, searchAttributes });
+  servers.push(first);
+  // No client-side gRPC retries, so the server's absence reaches the caller as it would after
+  // the client's own retries ran out (or at once for DEADLINE_EXCEEDED, which it never retries).
+  const conn = await Connection.connect({ address: first.address, interceptors: [] });
+  const handle = await new Client({ connection: conn }).workflow.start('preferenceRun', {
+    taskQueue: 'opsr-test-no-worker',
+    workflowId: 'waits-through-restart',
+    args: [{}],
+  });
+  const plain = handle.result().then(
+    () => 'completed',
+    (e: unknown) => e,
+  );
+  const waited = workflowResult(handle, 200).then(
+    () => 'completed',
+    (e: unknown) => e,
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  await first.stop();
+  const plainError = await plain; // the bare long poll fails with the server gone
+  assert.ok(plainError instanceof Error && !(plainError instanceof WorkflowFailedError));
+  const second = await startDevServer({ port, dbFile, searchAttributes });
+  servers.push(second);
+  await handle.terminate('test over');
+  const outcome = await waited;
+  assert.ok(outcome instanceof WorkflowFailedError, `got ${String(outcome)}`);
+  assert.match(String(outcome.cause), /terminated|test over/i);
   await conn.close();
 });
 

@@ -8,10 +8,19 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { History } from '@temporalio/common/lib/proto-utils.js';
+import proto from '@temporalio/proto';
+const { temporal } = proto;
 import { createTestEnv } from '../helpers/temporal.ts';
 import { testActivities } from '../helpers/workflow-activities.ts';
 import { createWorkers, installWorkerLogging } from '../../workers/index.ts';
-import { TASK_QUEUES, WORKFLOW_TYPES, type RunResult } from '../../contracts/workflows.ts';
+import {
+  progressQuery,
+  TASK_QUEUES,
+  WORKFLOW_TYPES,
+  type RunResult,
+  type WorkflowTuning,
+} from '../../contracts/workflows.ts';
 
 const WARN_EVENTS = 10_240;
 const MAX_EVENTS = 51_200;
@@ -101,4 +110,96 @@ test("history events of a long run stay bounded and far below Temporal's limits"
   assert.ok(one.round < 400, `round history ${one.round}`);
   assert.ok(atMax < MAX_EVENTS, `${MAX_ROUNDS} rounds would write ${atMax}`);
   assert.ok(one.run + 4 * perRound < WARN_EVENTS / 4, 'a 5-round run stays far from the warning');
+});
+
+// Every execution's history, following the run's continue-as-new chain from its first execution.
+// OPSR_RECORD_HISTORIES=1 writes them to test/fixtures/histories for the replay test.
+async function executionHistories(workflowId: string, firstRunId: string): Promise<History[]> {
+  const histories: History[] = [];
+  let runId: string | null | undefined = firstRunId;
+  while (runId) {
+    const history: History = await env.client.workflow.getHandle(workflowId, runId).fetchHistory();
+    histories.push(history);
+    const last = history.events?.[history.events.length - 1];
+    runId = last?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId;
+  }
+  if (process.env.OPSR_RECORD_HISTORIES === '1' && histories.length > 1) {
+    const dir = path.join(import.meta.dirname, '..', 'fixtures', 'histories');
+    for (const [i, h] of histories.entries()) {
+      const file = path.join(dir, `continued--${workflowId}-${i + 1}.binpb`);
+      await writeFile(file, temporal.api.history.v1.History.encode(h).finish());
+    }
+  }
+  return histories;
+}
+
+test('a long run continues as new: each execution bounded, the result as without it', async () => {
+  const promptsFile = path.join(tmp, 'can-prompts.jsonl');
+  await writeFile(
+    promptsFile,
+    Array.from({ length: 4 }, (_, i) => JSON.stringify({ prompt: `p${i}` }) + '\n').join(''),
+  );
+  const rounds = 6;
+  const run = async (storage: string, tuning: WorkflowTuning) => {
+    const config = {
+      runId: 'long',
+      storage: path.join(tmp, storage),
+      model: baseModel,
+      prompts: { file: promptsFile },
+      rounds,
+      prefixes: { rejectedScores: [3, 5, 7, 9, 3, 5] },
+      sampling: { shardSize: 1 },
+      training: { learningRate: 1e-6 },
+      rewardModel: { type: 'builtin', name: 'test' },
+      evaluation: { prompts: { file: promptsFile }, prefixCurve: true },
+    };
+    const w = await createWorkers({
+      connection: env.nativeConnection,
+      activities: testActivities({ log: path.join(tmp, `${storage}.log`) }),
+    });
+    const running = w.run();
+    try {
+      const h = await env.client.workflow.start(WORKFLOW_TYPES.run, {
+        taskQueue: TASK_QUEUES.control,
+        workflowId: storage,
+        args: [config, tuning],
+      });
+      const result = (await h.result()) as RunResult;
+      // The query reaches the last execution, which knows every round.
+      const progress = await env.client.workflow.getHandle(storage).query(progressQuery);
+      assert.equal(progress.completed.length, rounds);
+      assert.equal(progress.phase, 'done');
+      const histories = await executionHistories(storage, h.firstExecutionRunId);
+      return { result, lengths: histories.map((x) => x.events?.length ?? 0) };
+    } finally {
+      w.shutdown();
+      await running;
+    }
+  };
+  const budget = 120;
+  const plain = await run('plain', {});
+  const continued = await run('continued', { historyEvents: budget });
+  assert.equal(plain.lengths.length, 1);
+  const perRound = Math.ceil(plain.lengths[0] / rounds);
+  console.log(
+    `${rounds} rounds: one execution of ${plain.lengths[0]} events, or with a budget of ` +
+      `${budget} events ${continued.lengths.length} executions of ${continued.lengths.join(', ')}`,
+  );
+  // Bounded by the budget plus the round that crossed it, whatever the rounds.
+  assert.ok(continued.lengths.length >= 3, continued.lengths.join(', '));
+  for (const n of continued.lengths) assert.ok(n <= budget + perRound, `${n} events`);
+  assert.ok(plain.lengths[0] > budget + perRound);
+
+  // The same rounds, models and metrics; only where the files live (so the config's hash) and
+  // wall times differ.
+  const comparable = (r: RunResult, storage: string) =>
+    JSON.parse(
+      JSON.stringify({
+        ...r,
+        configHash: undefined,
+        rounds: r.rounds.map((s) => ({ ...s, cost: undefined })),
+      }).replaceAll(path.join(tmp, storage), '<storage>'),
+    ) as unknown;
+  assert.equal(continued.result.rounds.length, rounds);
+  assert.deepEqual(comparable(continued.result, 'continued'), comparable(plain.result, 'plain'));
 });
