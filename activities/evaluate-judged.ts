@@ -64,10 +64,13 @@ export interface EvalHooks {
 }
 
 // A judge outside the leaderboard's: LC numbers are not comparable to AlpacaEval's board.
-const LC_NOTE = {
+export const LC_NOTE = {
   minimal: 'LC (length + model term; one model, no instruction difficulty)',
   difficulty:
     'LC (length + instruction difficulty fitted over all evaluated policies + model term)',
+  study:
+    "LC (length + instruction difficulty fitted over the base and every round's policy of " +
+    'every arm and seed + model term)',
 };
 
 // The activity: Temporal's cancellation and heartbeats around runJudgedEval.
@@ -209,13 +212,17 @@ async function pairwise(
   keepAlive: KeepAlive,
 ): Promise<PairwiseEvalResult> {
   const fromFile = set.reference === 'file';
-  const items = await readSet<PairItem>(set, (r) => {
-    if (typeof r.instruction !== 'string' || r.instruction === '')
-      return '"instruction" must be a non-empty string';
-    if (fromFile && typeof r.output !== 'string')
-      return '"output" (the reference answer) must be a string with reference "file"';
-    return null;
-  });
+  // An opsr prompt file ({"prompt"}) serves as instructions too, e.g. a testbed's held-out split.
+  const items = (
+    await readSet<PairItem & { prompt?: string }>(set, (r) => {
+      const text = r.instruction ?? r.prompt;
+      if (typeof text !== 'string' || text === '')
+        return '"instruction" (or "prompt") must be a non-empty string';
+      if (fromFile && typeof r.output !== 'string')
+        return '"output" (the reference answer) must be a string with reference "file"';
+      return null;
+    })
+  ).map((r) => ({ instruction: r.instruction ?? r.prompt!, output: r.output }));
   const s = input.sampling;
   const maxTokens = set.maxTokens ?? s.maxTokens;
   const gen: Gen = { answered: 0, requests: 0, tokens: 0 };
@@ -497,6 +504,28 @@ const EMPTY_ROW = {
   mean: null,
 };
 
+// A pairwise evaluation's verdicts as LC fit input; unparsable verdicts (no preference) left out.
+export async function readAnnotations(file: string): Promise<Annotation[]> {
+  const recs = await readJsonl<{
+    index: number;
+    preference: number | null;
+    modelLength: number;
+    referenceLength: number;
+  }>(file);
+  return recs.flatMap((x) =>
+    x.preference === null
+      ? []
+      : [
+          {
+            instruction: x.index,
+            preference: x.preference,
+            modelLength: x.modelLength,
+            referenceLength: x.referenceLength,
+          },
+        ],
+  );
+}
+
 export async function summarizeJudgedEvals(
   input: SummarizeJudgedInput,
 ): Promise<JudgedSummaryRow[]> {
@@ -513,29 +542,7 @@ export async function judgedSummary(results: JudgedEvalResult[]): Promise<Judged
     const group = results.filter((r) => r.name === name);
     const pairs = group.filter((r): r is PairwiseEvalResult => r.kind === 'pairwise');
     const anns = new Map<string, Annotation[]>();
-    for (const r of pairs) {
-      const recs = await readJsonl<{
-        index: number;
-        preference: number | null;
-        modelLength: number;
-        referenceLength: number;
-      }>(r.annotationsFile);
-      anns.set(
-        r.label,
-        recs.flatMap((x) =>
-          x.preference === null
-            ? []
-            : [
-                {
-                  instruction: x.index,
-                  preference: x.preference,
-                  modelLength: x.modelLength,
-                  referenceLength: x.referenceLength,
-                },
-              ],
-        ),
-      );
-    }
+    for (const r of pairs) anns.set(r.label, await readAnnotations(r.annotationsFile));
     const joint = anns.size >= 2 ? jointDifficulty(anns) : undefined;
     for (const r of group) {
       if (r.kind === 'grading') {

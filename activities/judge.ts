@@ -216,6 +216,13 @@ async function endpointJudge(
     ),
     rubric: await loadPrompt('rubric', cfg.prompts.rubric, `${field}.rubric`),
   };
+  // A named key that is not there would only show as the API's 401 after the policy answered.
+  if (cfg.apiKeyEnv && !process.env[cfg.apiKeyEnv])
+    throw badInput(
+      `judges.${name}.apiKeyEnv: the environment variable ${cfg.apiKeyEnv} is not set ` +
+        "(it must hold the judge's API key; local servers need no apiKeyEnv)",
+    );
+  // Local servers accept any key; the openai client insists on one being set.
   const apiKey = (cfg.apiKeyEnv ? process.env[cfg.apiKeyEnv] : undefined) || 'EMPTY';
   // Retries are this judge's own (cfg.retries), with backoff; the client's would hide them.
   const client = new OpenAI({ baseURL: cfg.baseURL, apiKey, maxRetries: 0, timeout: 600_000 });

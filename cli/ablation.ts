@@ -2,7 +2,7 @@
 // progressive [3,5,7]), follows each arm and prints their per-round metrics side by side.
 import { resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
-import { parseAblationConfigWithInput } from '../config/index.ts';
+import { parseAblationConfigWithInput, type AblationConfig } from '../config/index.ts';
 import { loadAblationConfig } from '../activities/load-config.ts';
 import { TASK_QUEUES, WORKFLOW_TYPES } from '../contracts/workflows.ts';
 import { historyFile, historyTable, readHistory } from '../report/study.ts';
@@ -28,10 +28,20 @@ FILE: {"studyId"?, "base": <run config or the path of one, e.g. a preset>, "arms
 ${TASK_QUEUES.control}
 with id --id, else studyId, else opsr-ablation-<UTC timestamp>; arm <name> runs as child workflow
 <id>/<name>, or <id>/<name>/seed-<s> once per seed. A study started again with the same id reuses
-its finished runs. The end prints the arms per round over seeds (mean ± sd) and the paired
-differences with 95% intervals, and writes <storage>/studies/<id>/report.html.
+its finished runs. An arm with overrides {"pairs": {"source": "self-judge"}} is the SR baseline.
+The end prints the arms per round over seeds (mean ± sd): policy reward, win rate against the
+base (with SE) and LC win rate (variant named) where the runs have a pairwise eval set, tokens per
+kept pair, then the paired differences with 95% intervals, and writes
+<storage>/studies/<id>/report.html.
 history: every finished study in the storage root (default .opsr), oldest first.
 ${CONNECTION_HELP}`;
+
+// Prefix arms by their rejected scores; self-judge arms by their candidates and judge.
+const armLabel = (a: AblationConfig['arms'][number]) =>
+  a.config.pairs.source === 'self-judge'
+    ? `${a.name} [self-judge, ${a.config.pairs.candidates} candidates, ` +
+      `judge ${a.config.pairs.judge}]`
+    : `${a.name} [${a.config.prefixes.rejectedScores.join(',')}]`;
 
 async function history(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, { storage: { type: 'string' } }, USAGE);
@@ -77,11 +87,8 @@ export async function main(argv: string[]): Promise<number> {
         }
         throw e;
       }
-      const arms = config.arms.map(
-        (a) => `${a.name} [${a.config.prefixes.rejectedScores.join(',')}]`,
-      );
       process.stdout.write(
-        `started ablation ${studyId}: ${arms.join(' vs ')}\n` +
+        `started ablation ${studyId}: ${config.arms.map(armLabel).join(' vs ')}\n` +
           `Web UI: ${workflowLink(t.ui, t.namespace, studyId)}\n`,
       );
       if (values.detach) return EXIT.ok;

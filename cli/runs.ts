@@ -2,7 +2,13 @@
 // the per-round table (or an ablation's side-by-side table) once it is closed.
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { diffTable, metricTable } from '../report/study.ts';
+import {
+  DIFF_METRICS,
+  diffTable,
+  metricTable,
+  metricTitle,
+  STUDY_TABLES,
+} from '../report/study.ts';
 import {
   progressQuery,
   WORKFLOW_TYPES,
@@ -208,15 +214,13 @@ export function printAblationResult(t: Target, workflowId: string, r: AblationRe
       rows,
     ),
   );
-  if (r.summary && r.seeds) {
-    const policy = metricTable(r.summary, 'policyReward');
-    if (policy)
-      out.push(
-        '',
-        `policy reward over seeds ${r.seeds.join(', ')} (mean ± sd):`,
-        table(policy.head, policy.rows),
-      );
-    const diffs = diffTable(r.summary, ['policyReward', 'chosenReward', 'rejectedReward']);
+  if (r.summary) {
+    const over = r.seeds ? `over seeds ${r.seeds.join(', ')} (mean ± sd)` : '(one run per arm)';
+    for (const m of STUDY_TABLES.slice(0, 4)) {
+      const t = metricTable(r.summary, m);
+      if (t) out.push('', `${metricTitle(r.summary, m)} ${over}:`, table(t.head, t.rows));
+    }
+    const diffs = r.seeds ? diffTable(r.summary, DIFF_METRICS) : null;
     if (diffs) out.push('', 'paired differences (mean [95% CI]):', table(diffs.head, diffs.rows));
   }
   if (r.report) out.push(`report: ${r.report.html}`, `history: ${r.report.history}`);

@@ -18,7 +18,7 @@ import type { RunConfig } from '../config/schema.ts';
 import type { ProgressTarget } from './progress.ts';
 import type { JudgedSummaryRow, RoundCost, RoundSamplingCost } from './results.ts';
 export type { JudgedSummaryRow, RoundCost, RoundSamplingCost } from './results.ts';
-import type { AblationResult, RunResult, TASK_QUEUES } from './workflows.ts';
+import type { AblationResult, RunResult, StudySummary, TASK_QUEUES } from './workflows.ts';
 
 export type SamplingConfig = RunConfig['sampling'];
 export type FilterConfig = RunConfig['filter'];
@@ -245,6 +245,8 @@ export interface WriteStudyReportResult {
   markdown: string; // report.md: Table 2 with error bars, paired differences, figures linked
   html: string; // report.html: the same, figures inline
   history: string; // <storage>/ablation-history.jsonl: one summary line per study id
+  // The workflow's, LC win rates refitted over every arm's policies (absent: recorded before).
+  summary?: StudySummary;
 }
 
 // ---- judge-based evaluation (evaluateJudged, summarizeJudgedEvals) ----------------------------

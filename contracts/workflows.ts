@@ -122,6 +122,9 @@ export const STUDY_METRICS = [
   'rejectedReward',
   'pairsKept',
   'pairsFiltered',
+  'winRate', // judged against the base policy (the runs' first pairwise eval set)
+  'lcWinRate',
+  'tokensPerKeptPair', // sampling + judging tokens per kept pair
 ] as const;
 export type StudyMetric = (typeof STUDY_METRICS)[number];
 
@@ -135,7 +138,12 @@ export interface StudySummary {
     round: number;
     rejectedScores: number[]; // distinct scores over seeds (one, unless an arm's schedule varies)
     stats: Record<StudyMetric, Stats>;
+    // Mean over seeds of each run's own standard error (win rates; absent before win rates).
+    standardError?: { winRate: number | null; lcWinRate: number | null };
   }[];
+  // The pairwise set behind winRate / lcWinRate and which LC model gave lcWinRate (a study
+  // refits it jointly over the base and every round's policy of every arm and seed).
+  judged?: { set: string; lcVariant: string | null };
   diffs: {
     // arm minus the first arm, paired by seed
     arm: string;

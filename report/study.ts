@@ -35,7 +35,32 @@ const METRIC_TITLES: Record<StudyMetric, string> = {
   rejectedReward: 'rejected reward',
   pairsKept: 'pairs kept',
   pairsFiltered: 'pairs filtered',
+  winRate: 'win rate vs the base policy',
+  lcWinRate: 'LC win rate vs the base policy',
+  tokensPerKeptPair: 'tokens per kept pair (sampling + judging)',
 };
+
+// The metrics a study reports, in order, and those whose paired differences it shows.
+export const STUDY_TABLES = [
+  'policyReward',
+  'winRate',
+  'lcWinRate',
+  'tokensPerKeptPair',
+  'chosenReward',
+  'rejectedReward',
+  'pairsKept',
+  'pairsFiltered',
+] as const satisfies StudyMetric[];
+export const DIFF_METRICS: StudyMetric[] = ['policyReward', 'winRate', 'lcWinRate'];
+
+// Win rates name their evaluation set, LC win rates also the model that controlled for length.
+export function metricTitle(s: StudySummary, m: StudyMetric): string {
+  const t = METRIC_TITLES[m];
+  if (m === 'winRate' && s.judged)
+    return `${t} (set ${s.judged.set}; SE: the runs' mean standard error)`;
+  if (m === 'lcWinRate' && s.judged) return `${t} (set ${s.judged.set}; ${s.judged.lcVariant})`;
+  return t;
+}
 
 const pm = (s: Stats, digits = 3) =>
   s.mean === null
@@ -50,24 +75,30 @@ const ci = (d: Interval) =>
       ? fmt(d.mean, 3)
       : `${fmt(d.mean, 3)} [${fmt(d.lo, 3)}, ${fmt(d.hi, 3)}]`;
 
-// Table 2's shape: arms as rows, rounds as columns, mean ± sd over seeds.
+// Table 2's shape: arms as rows, rounds as columns, mean ± sd over seeds (win rates: and their
+// mean standard error). Self-judge arms have no rejected scores.
 export function metricTable(s: StudySummary, m: StudyMetric): Table | null {
   const rounds = s.rounds.filter((r) => s.cells.some((c) => c.round === r && c.stats[m].n > 0));
   if (!rounds.length) return null;
-  const digits = m === 'pairsKept' || m === 'pairsFiltered' ? 1 : 3;
+  const digits = m === 'pairsKept' || m === 'pairsFiltered' || m === 'tokensPerKeptPair' ? 1 : 3;
+  const label = (arm: string) => {
+    const scores = rounds
+      .filter((r) => r > 0)
+      .map((r) => s.cells.find((c) => c.arm === arm && c.round === r)?.rejectedScores.join('/'));
+    return scores.length > 0 && scores.every((x) => x === '')
+      ? `${arm} [self-judge]`
+      : `${arm} [${scores.map((x) => x ?? '-').join(',')}]`;
+  };
   return {
     head: ['arm', ...rounds.map((r) => (r === 0 ? 'base' : `round ${r}`))],
     rows: s.arms.map((arm) => [
-      `${arm} [${rounds
-        .filter((r) => r > 0)
-        .map(
-          (r) =>
-            s.cells.find((c) => c.arm === arm && c.round === r)?.rejectedScores.join('/') ?? '-',
-        )
-        .join(',')}]`,
+      label(arm),
       ...rounds.map((r) => {
         const c = s.cells.find((x) => x.arm === arm && x.round === r);
-        return c ? pm(c.stats[m], digits) : '-';
+        if (!c) return '-';
+        const se = m === 'winRate' || m === 'lcWinRate' ? c.standardError?.[m] : null;
+        const v = pm(c.stats[m], digits);
+        return se === null || se === undefined || v === '-' ? v : `${v} (SE ${fmt(se, 3)})`;
       }),
     ]),
   };
@@ -202,17 +233,11 @@ export function studyDoc(
         ` differences are paired by seed (same init and data), with a 95% Student-t interval.`,
     },
   ];
-  for (const m of [
-    'policyReward',
-    'chosenReward',
-    'rejectedReward',
-    'pairsKept',
-    'pairsFiltered',
-  ] as const) {
+  for (const m of STUDY_TABLES) {
     const t = metricTable(s, m);
-    if (t) blocks.push({ kind: 'heading', text: METRIC_TITLES[m] }, { kind: 'table', table: t });
+    if (t) blocks.push({ kind: 'heading', text: metricTitle(s, m) }, { kind: 'table', table: t });
   }
-  const diffs = diffTable(s, ['policyReward', 'chosenReward', 'rejectedReward']);
+  const diffs = diffTable(s, DIFF_METRICS);
   if (diffs)
     blocks.push({ kind: 'heading', text: 'Paired differences' }, { kind: 'table', table: diffs });
 

@@ -84,11 +84,14 @@ export async function ablationStudy(
     table: sideBySide(first),
     summary,
   };
-  result.report = await files.writeStudyReport({
+  // The activity refits LC win rates over every arm's policies; its summary replaces this one.
+  const { summary: refitted, ...report } = await files.writeStudyReport({
     storage: study.arms[0].config.storage,
     result,
     finishedAt: new Date(Date.now()).toISOString(),
   });
+  result.report = report;
+  if (refitted) result.summary = refitted;
   setCurrentDetails(
     `### ablation \`${studyId}\` done\n${tableMarkdown(
       result.table,

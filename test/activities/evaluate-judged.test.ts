@@ -22,6 +22,7 @@ import type {
 } from '../../contracts/activities.ts';
 import {
   labelProbability,
+  makeJudge,
   parsePairText,
   parseRating,
   parseRubric,
@@ -413,4 +414,13 @@ test('the builtin digits judge: the verdict is which answer scores higher', asyn
   assert.ok(res.winRate < 0.5, 'an untrained model loses to the correct answers');
   assert.deepEqual(res.sources, { builtin: 6 });
   assert.equal(res.cost.judge.requests, 0);
+});
+
+test('a judge whose apiKeyEnv names an unset variable fails before any request', async () => {
+  delete process.env.OPSR_TEST_UNSET_KEY;
+  const cfg = judgeCfg('http://127.0.0.1:9/v1', { apiKeyEnv: 'OPSR_TEST_UNSET_KEY' });
+  await assert.rejects(
+    makeJudge('hosted', cfg, { cacheDir: join(root, 'cache-unset') }),
+    /judges\.hosted\.apiKeyEnv: the environment variable OPSR_TEST_UNSET_KEY is not set/,
+  );
 });
