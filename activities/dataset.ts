@@ -42,7 +42,8 @@ export function promptIds(
     ids = tok.encode(text, { addSpecialTokens: false });
   } else if (typeof prompt !== 'string') {
     throw badInput(
-      `${where}: a chat prompt ("messages") needs a model with a chat_template in tokenizer_config.json`,
+      `${where}: a chat prompt ("messages") needs a model with a chat_template in ` +
+        `tokenizer_config.json`,
     );
   } else {
     ids = tok.encode(prompt);

@@ -1,6 +1,7 @@
 // Running the training engine (engine/build/opsr-engine) from an activity: argument arrays, its
 // JSON-lines progress on stdout, heartbeats, resume from the newest complete checkpoint, and
-// cancellation forwarded as SIGTERM (the engine checkpoints, then exits 143; SIGKILL after a grace).
+// cancellation forwarded as SIGTERM (the engine checkpoints, then exits 143; SIGKILL after a
+// grace).
 import { mkdir, readdir, stat } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +28,8 @@ export interface EngineTrainOptions {
   modelDir: string; // --model: the starting weights
   args: string[]; // the rest after `train --model M --out OUT` (data, loss, hyperparameters)
   outDir: string;
-  onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
+  // at start and each step
+  onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void;
   onEvent?: (line: string, e: Record<string, unknown>) => void; // every JSON line, as printed
   killGraceMs?: number;
 }
@@ -74,7 +76,8 @@ async function refuseOversizedModel(modelDir: string, errorLine: string): Promis
   const gib = (b: number) => (b / 2 ** 30).toFixed(1);
   throw badInput(
     `${dims.file}: training this model needs at least ${gib(need)} GiB (n_embd ${dims.nEmbd}, ` +
-      `n_layer ${dims.nLayer}, vocab_size ${dims.vocabSize}, ${dims.contextField} ${dims.context}); this machine has ` +
+      (`n_layer ${dims.nLayer}, vocab_size ${dims.vocabSize}, ${dims.contextField} ` +
+        `${dims.context}); this machine has `) +
       `${gib(totalmem())} GiB. The engine said: ${errorLine}`,
   );
 }
@@ -193,6 +196,8 @@ export async function runEngineTrain(opts: EngineTrainOptions): Promise<EngineRu
   throw ApplicationFailure.create({
     type: 'EngineInterrupted',
     nonRetryable: false,
-    message: `engine stopped (${how}) at step ${steps}, checkpoint ${checkpoint ?? 'none'}: ${errorLine}`,
+    message:
+      `engine stopped (${how}) at step ${steps}, checkpoint ${checkpoint ?? 'none'}: ` +
+      `${errorLine}`,
   });
 }

@@ -1,4 +1,5 @@
-// Failures the workflows must not retry (types listed in contracts/activities.ts NON_RETRYABLE_ERRORS).
+// Failures the workflows must not retry (types listed in contracts/activities.ts
+// NON_RETRYABLE_ERRORS).
 import { ApplicationFailure } from '@temporalio/common';
 
 export function badInput(message: string, details?: unknown): ApplicationFailure {

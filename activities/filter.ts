@@ -19,7 +19,8 @@ export function compilePatterns(patterns: string[], flags = 'i'): RegExp[] {
       return new RegExp(p, flags);
     } catch (err) {
       throw badInput(
-        `filter.scoreTalkPatterns[${i}] ${JSON.stringify(p)} is not a valid regular expression: ${(err as Error).message}`,
+        `filter.scoreTalkPatterns[${i}] ${JSON.stringify(p)} is not a valid regular ` +
+          `expression: ${(err as Error).message}`,
       );
     }
   });

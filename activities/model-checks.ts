@@ -67,7 +67,8 @@ export async function modelProblems(c: RunConfig): Promise<string[]> {
     if (field === 'evaluation.maxTokens' && !c.evaluation) continue;
     if (n >= ctx)
       out.push(
-        `${field}: ${n} leaves no room for a prompt in ${where} (got ${n}; allowed at most ${ctx - 1})`,
+        `${field}: ${n} leaves no room for a prompt in ${where} (got ${n}; allowed at ` +
+          `most ${ctx - 1})`,
       );
   }
   if (out.length) return out;
@@ -91,13 +92,16 @@ export async function modelProblems(c: RunConfig): Promise<string[]> {
     if (l.problem) out.push(l.problem);
     else if (l.index >= 0 && l.tokens >= ctx) {
       out.push(
-        `${file}: prompt index ${l.index} takes ${l.tokens} tokens with its prefix, which fills ${where}; ` +
+        `${file}: prompt index ${l.index} takes ${l.tokens} tokens with its prefix, ` +
+          `which fills ${where}; ` +
           'allowed: prompts that leave room for an answer (or a model with a longer context)',
       );
     } else if (l.index >= 0 && l.tokens + maxTokens > ctx) {
       out.push(
-        `${field}: ${maxTokens} new tokens after the longest prompt (index ${l.index} of ${file}: ${l.tokens} tokens ` +
-          `with its prefix) exceed ${where} (got ${maxTokens}; allowed at most ${ctx - l.tokens}, or shorter prompts)`,
+        `${field}: ${maxTokens} new tokens after the longest prompt (index ${l.index} ` +
+          `of ${file}: ${l.tokens} tokens ` +
+          (`with its prefix) exceed ${where} (got ${maxTokens}; allowed at most ` +
+            `${ctx - l.tokens}, or shorter prompts)`),
       );
     }
   };

@@ -36,7 +36,8 @@ export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResu
   );
   if (previous !== null && hashJson(previous) !== configHash) {
     throw badInput(
-      `run ${input.runId} already exists in ${runDir} with a different config (${configFile}); choose another runId or restore that config`,
+      `run ${input.runId} already exists in ${runDir} with a different config ` +
+        `(${configFile}); choose another runId or restore that config`,
     );
   }
   const prompts = await loadPromptsFor('prompts.file', config.prompts);

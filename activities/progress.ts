@@ -4,9 +4,9 @@ import { activityInfo, getClient, heartbeat } from '@temporalio/activity';
 import { activityProgressSignal, type ActivityProgress } from '../contracts/progress.ts';
 
 // Each signal is an event (and a workflow task) in the receiving workflow's history, so they are
-// sent at twentieths of the work (at most PROGRESS_STEPS + 1 per activity and workflow, however many
-// shards or steps a paper-scale round has), and no closer than minIntervalMs. The display ends on
-// the full count: force sends a final value past the interval.
+// sent at twentieths of the work (at most PROGRESS_STEPS + 1 per activity and workflow, however
+// many shards or steps a paper-scale round has), and no closer than minIntervalMs. The display ends
+// on the full count: force sends a final value past the interval.
 export const PROGRESS_STEPS = 20;
 const fractionOf = (p: ActivityProgress) =>
   p.kind === 'sampling'

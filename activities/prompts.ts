@@ -13,7 +13,10 @@ export interface PromptItem {
 
 function checkPrompt(rec: unknown): string | null {
   if (!rec || typeof rec !== 'object' || Array.isArray(rec))
-    return 'record must be a JSON object with "prompt" (string) or "messages" (list of {role, content})';
+    return (
+      'record must be a JSON object with "prompt" (string) or "messages" (list of {role, ' +
+      'content})'
+    );
   const r = rec as Record<string, unknown>;
   if (typeof r.prompt === 'string')
     return r.prompt.length > 0 ? null : '"prompt" must be a non-empty string';
@@ -31,7 +34,8 @@ function checkPrompt(rec: unknown): string | null {
   return 'record needs "prompt" (string) or "messages" (list of {role, content})';
 }
 
-// Deterministic permutation (mulberry32 + Fisher-Yates) so a shuffle seed always gives the same order.
+// Deterministic permutation (mulberry32 + Fisher-Yates) so a shuffle seed always gives the same
+// order.
 export function seededShuffle<T>(items: T[], seed: number): T[] {
   let a = seed >>> 0;
   const rand = () => {
@@ -64,7 +68,8 @@ export async function loadPrompts(spec: {
   );
 }
 
-// loadPrompts for a config field: a missing file, a bad line or no prompts is bad input (not retried).
+// loadPrompts for a config field: a missing file, a bad line or no prompts is bad input (not
+// retried).
 export async function loadPromptsFor(
   field: string,
   spec: { file: string; limit?: number; shuffleSeed?: number },

@@ -78,7 +78,8 @@ export function makeScorer(rm: RewardModelConfig): Scorer {
     const fn = getBuiltinScorer(rm.name);
     if (!fn)
       throw badInput(
-        `rewardModel.name "${rm.name}" is not a builtin scorer (allowed: ${BUILTIN_SCORER_NAMES.join(', ')})`,
+        `rewardModel.name "${rm.name}" is not a builtin scorer (allowed: ` +
+          `${BUILTIN_SCORER_NAMES.join(', ')})`,
       );
     return async (items) =>
       items.map((it, i) =>

@@ -67,14 +67,16 @@ export async function generator(
   signal?: AbortSignal,
 ): Promise<Generate> {
   const client = openaiClient(sampling, endpoint.baseURL);
-  if (signal) setMaxListeners(sampling.concurrency + 10, signal); // one listener per request in flight
+  // one listener per request in flight
+  if (signal) setMaxListeners(sampling.concurrency + 10, signal);
   let tok: Promise<LoadedTokenizer> | null = null;
   const render = async (input: string | ChatMessage[]): Promise<string> => {
     const t = await (tok ??= loadTokenizer(endpoint.modelDir));
     if (!t.hasChatTemplate) {
       if (typeof input === 'string') return input;
       throw badInput(
-        `chat prompts ("messages") with sampling.api "completions" need a chat_template in ${endpoint.modelDir}/tokenizer_config.json`,
+        `chat prompts ("messages") with sampling.api "completions" need a ` +
+          `chat_template in ${endpoint.modelDir}/tokenizer_config.json`,
       );
     }
     const messages = typeof input === 'string' ? [{ role: 'user', content: input }] : input;
@@ -136,7 +138,8 @@ function answerOf(
   ) {
     const got = JSON.stringify(res) ?? String(res);
     throw badInput(
-      `${baseURL}/${route} answered an unexpected shape (allowed: one choice with a string answer and ` +
+      `${baseURL}/${route} answered an unexpected shape (allowed: one choice with a ` +
+        `string answer and ` +
         `finish_reason; check sampling.baseURL and sampling.extra): ${got.slice(0, 200)}`,
     );
   }
@@ -193,7 +196,8 @@ export async function samplePairs(
   const total = items.length;
   const samplesFile = join(input.roundDir, 'samples.jsonl');
   const manifestPath = join(input.roundDir, 'samples.manifest.json');
-  // What the samples depend on; a change discards earlier shards (API key and concurrency don't count).
+  // What the samples depend on; a change discards earlier shards (API key and concurrency don't
+  // count).
   // The policy counts by content: a model directory replaced in place must not reuse old answers.
   const configHash = hashJson({
     round: input.round,
@@ -243,7 +247,8 @@ export async function samplePairs(
   if (previous?.shardsDone !== undefined && previous.shardsDone > resumedShards) {
     // The earlier attempt ran on a machine whose disk this one does not see: redo what is missing.
     log.warn(
-      `samplePairs round ${input.round}: heartbeat reported ${previous.shardsDone} shards, ${resumedShards} found on disk`,
+      `samplePairs round ${input.round}: heartbeat reported ${previous.shardsDone} ` +
+        `shards, ${resumedShards} found on disk`,
     );
   }
   let shardsDone = resumedShards;
@@ -294,7 +299,8 @@ export async function samplePairs(
             };
           };
 
-          // Each prompt is two requests, so sampling.concurrency requests means half as many prompts.
+          // Each prompt is two requests, so sampling.concurrency requests means half as many
+          // prompts.
           await mapLimit(missing, Math.max(1, Math.floor(s.concurrency / 2)), async (item) => {
             const rec = await sampleOne(item);
             const k = Math.floor(item.index / s.shardSize);

@@ -59,7 +59,8 @@ export function apiKeyOf(sampling: SamplingConfig): string {
 export const servedName = (sampling: SamplingConfig) => sampling.model ?? 'opsr-policy';
 
 async function external(sampling: SamplingConfig, modelDir: string): Promise<SamplerEndpoint> {
-  const { baseURL, model } = sampling as { baseURL: string; model: string }; // required by the schema for external
+  // required by the schema for external
+  const { baseURL, model } = sampling as { baseURL: string; model: string };
   await checkModels(baseURL, model, apiKeyOf(sampling));
   return { lifecycle: 'external', baseURL, model, modelDir };
 }
@@ -95,7 +96,8 @@ export class SamplerPool {
     }
     this.restarted.add(key);
     return new Error(
-      `sampling.vllm: the managed vLLM server failed (${message}); stopped, the next attempt starts it again`,
+      `sampling.vllm: the managed vLLM server failed (${message}); stopped, the next ` +
+        `attempt starts it again`,
     );
   }
 
@@ -260,7 +262,9 @@ async function probe(sampling: SamplingConfig, baseURL: string): Promise<void> {
   });
   if (res.ok) return;
   const text = (await res.text()).slice(0, 500);
-  const message = `sampling.vllm: GET /health passes but a 1-token completion answered HTTP ${res.status}: ${text}`;
+  const message =
+    `sampling.vllm: GET /health passes but a 1-token completion answered HTTP ` +
+    `${res.status}: ${text}`;
   throw res.status >= 500 ? new BrokenServer(message) : badInput(message);
 }
 
@@ -283,7 +287,8 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     )
   ) {
     throw new Error(
-      `sampling.vllm.port ${v.port} is already served by another process; stop it or choose another port`,
+      `sampling.vllm.port ${v.port} is already served by another process; stop it or ` +
+        `choose another port`,
     );
   }
   // setpriv: the server gets SIGTERM when this worker dies, even by SIGKILL, so none is orphaned.
@@ -317,7 +322,9 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     if (exited) {
       await forgetPid(pidFile);
       throw new Error(
-        `sampling.vllm.executable ${v.executable} exited (code ${child.exitCode}) before serving (log: ${logFile}): ${stderrTail.trim().split('\n').slice(-5).join(' | ')}`,
+        `sampling.vllm.executable ${v.executable} exited (code ${child.exitCode}) ` +
+          `before serving (log: ${logFile}): ` +
+          `${stderrTail.trim().split('\n').slice(-5).join(' | ')}`,
       );
     }
     try {
@@ -328,7 +335,8 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     if (Date.now() > deadline) {
       await stop();
       throw new Error(
-        `sampling.vllm: ${v.executable} did not answer GET /health on port ${v.port} within ${v.startupTimeoutS}s`,
+        `sampling.vllm: ${v.executable} did not answer GET /health on port ${v.port} ` +
+          `within ${v.startupTimeoutS}s`,
       );
     }
     await new Promise((r) => setTimeout(r, 250));

@@ -93,7 +93,8 @@ interface StageSpec {
   flags: string[]; // loss and optimizer flags
   enginePath?: string;
   inputs: Record<string, string>;
-  onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void; // at start and each step
+  // at start and each step
+  onProgress?: (e: { step: number; totalSteps: number; metrics: Record<string, number> }) => void;
   tensorboardDir?: string; // per-step metrics as TensorBoard scalars (and OUT/metrics.jsonl)
 }
 
@@ -192,12 +193,18 @@ function checkSft(rec: unknown): string | null {
   if (Array.isArray(r.messages)) {
     const m = r.messages as Conversation;
     if (m.length < 2 || m[m.length - 1]?.role !== 'assistant')
-      return '"messages" must end with an "assistant" turn (the completion) after at least one prompt turn';
+      return (
+        '"messages" must end with an "assistant" turn (the completion) after at least ' +
+        'one prompt turn'
+      );
     return m.every((x) => x && typeof x.role === 'string' && typeof x.content === 'string')
       ? null
       : '"messages" items must be {role: string, content: string}';
   }
-  return 'record needs "prompt" + "completion" strings, or "messages" (chat ending in an assistant turn)';
+  return (
+    'record needs "prompt" + "completion" strings, or "messages" (chat ending in an ' +
+    'assistant turn)'
+  );
 }
 
 const isText = (v: unknown) =>
@@ -209,7 +216,9 @@ function checkPair(rec: unknown): string | null {
   if (!r || typeof r !== 'object') return 'record must be an object {prompt, chosen, rejected}';
   for (const k of ['prompt', 'chosen', 'rejected']) {
     if (!isText(r[k]))
-      return `"${k}" must be a string or a list of {role, content} messages (TRL preference format)`;
+      return (
+        `"${k}" must be a string or a list of {role, content} messages (TRL preference ` + `format)`
+      );
   }
   return null;
 }
@@ -332,7 +341,8 @@ async function initStage(
   const dataFile = join(dir, 'data.bin');
   await mkdir(dir, { recursive: true });
   const notify = progressNotifier(input.notify);
-  // The directory is named by the content hash, so a data file already there came from these inputs.
+  // The directory is named by the content hash, so a data file already there came from these
+  // inputs.
   const countFile = join(dir, 'data.json');
   let records = await readFile(countFile, 'utf8').then(
     (t) => (JSON.parse(t) as { records: number }).records,

@@ -97,7 +97,8 @@ async function smollm2(): Promise<Bench> {
   const dir = values['smollm2-model'] ?? defaultModelDir('smollm2-135m-instruct');
   if (!existsSync(join(dir, 'config.json')))
     throw new Error(
-      `--smollm2-model ${dir} has no config.json; fetch it with: opsr models fetch smollm2-135m-instruct`,
+      `--smollm2-model ${dir} has no config.json; fetch it with: opsr models fetch ` +
+        `smollm2-135m-instruct`,
     );
   const tok = await loadTokenizer(dir);
   const all = instructionPrompts('train');
@@ -333,7 +334,8 @@ async function run(b: Bench) {
     `| vLLM CPU 0.32.0 fp32, openai client, concurrency ${concurrency} | ${f(vllm_tokens_per_s)} |`,
   );
   console.log(
-    `| vLLM CPU 0.32.0 bf16, openai client, concurrency ${concurrency} | ${f(vllm_bf16_tokens_per_s)} |`,
+    `| vLLM CPU 0.32.0 bf16, openai client, concurrency ${concurrency} | ` +
+      `${f(vllm_bf16_tokens_per_s)} |`,
   );
   console.log(
     `engine / transformers fp32: fp32 ${x(row.ratio)}, bf16 ${x(row.ratio_bf16)} (target >= 3); ` +

@@ -57,8 +57,9 @@ const inline = (s: string) =>
 
 function tableHtml(t: Table): string {
   const cls = (i: number) => ((t.align?.[i] ?? (i === 0 ? 'l' : 'r')) === 'r' ? ' class="r"' : '');
+  const head = t.head.map((h, i) => `<th${cls(i)}>${inline(h)}</th>`).join('');
   return (
-    `<table><thead><tr>${t.head.map((h, i) => `<th${cls(i)}>${inline(h)}</th>`).join('')}</tr></thead><tbody>` +
+    `<table><thead><tr>${head}</tr></thead><tbody>` +
     t.rows
       .map((r) => `<tr>${r.map((c, i) => `<td${cls(i)}>${inline(c)}</td>`).join('')}</tr>`)
       .join('') +
@@ -66,8 +67,10 @@ function tableHtml(t: Table): string {
   );
 }
 
-const STYLE = `body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px 8px}th{background:#f4f4f4}
+const STYLE = `body{font:14px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 \
+1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px \
+8px}th{background:#f4f4f4}
 .r{text-align:right;font-variant-numeric:tabular-nums}figure{margin:1em 0}figcaption{color:#555}
 code{background:#f4f4f4;padding:0 3px}`;
 
@@ -76,11 +79,14 @@ export function toHtml(doc: ReportDoc, svgs: Map<string, string>): string {
     if (b.kind === 'heading') return `<h2>${inline(b.text)}</h2>`;
     if (b.kind === 'text') return `<p>${inline(b.text)}</p>`;
     if (b.kind === 'table') return tableHtml(b.table);
-    return `<figure>${svgs.get(b.figure.name)}<figcaption>${inline(b.figure.title)}</figcaption></figure>`;
+    const caption = `<figcaption>${inline(b.figure.title)}</figcaption>`;
+    return `<figure>${svgs.get(b.figure.name)}${caption}</figure>`;
   });
   return (
-    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>${esc(doc.title)}</title>` +
-    `<style>${STYLE}</style></head>\n<body><h1>${inline(doc.title)}</h1>\n${body.join('\n')}\n</body></html>\n`
+    `<!doctype html>\n<html lang="en"><head><meta ` +
+    `charset="utf-8"><title>${esc(doc.title)}</title>` +
+    `<style>${STYLE}</style></head>\n<body><h1>${inline(doc.title)}</h1>\n` +
+    `${body.join('\n')}\n</body></html>\n`
   );
 }
 

@@ -35,7 +35,9 @@ export function runDoc(r: RunResult, steps: Map<number, Record<string, number>[]
   const blocks: Block[] = [
     {
       kind: 'text',
-      text: `Config hash: \`${r.configHash}\`. Final model: \`${r.finalModel}\`.${r.stopped ? ' Stopped early by request.' : ''}`,
+      text:
+        `Config hash: \`${r.configHash}\`. Final model: ` +
+        `\`${r.finalModel}\`.${r.stopped ? ' Stopped early by request.' : ''}`,
     },
     { kind: 'text', text: `Base policy reward (held-out, unprefixed): ${fmt(r.baseReward)}` },
     {
@@ -258,7 +260,8 @@ export async function writeRunReportFiles(runDir: string, r: RunResult): Promise
       kind: 'text',
       text:
         'Determinism: not guaranteed. The sampler does not honour ' +
-        'per-request seeds (sampling.perRequestSeeds is false), so a rerun samples different answers.',
+        ('per-request seeds (sampling.perRequestSeeds is false), so a rerun samples ' +
+          'different answers.'),
     });
   }
   const written = await writeReportFiles(runDir, doc);

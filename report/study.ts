@@ -225,8 +225,11 @@ export function studyDoc(
     {
       kind: 'text',
       text:
-        `Arms: ${s.arms.map((a) => `**${a}**`).join(' vs ')}; seeds: ${s.seeds.map((x) => x ?? "the config's").join(', ')}` +
-        ` (${result.arms.length} runs${reused ? `, ${reused} reused from an earlier attempt` : ''}). Cells are mean ± standard deviation over seeds;` +
+        `Arms: ${s.arms.map((a) => `**${a}**`).join(' vs ')}; seeds: ` +
+        `${s.seeds.map((x) => x ?? "the config's").join(', ')}` +
+        (` (${result.arms.length} ` +
+          `runs${reused ? `, ${reused} reused from an earlier attempt` : ''}). Cells are ` +
+          `mean ± standard deviation over seeds;`) +
         ` differences are paired by seed (same init and data), with a 95% Student-t interval.`,
     },
   ];

@@ -55,7 +55,8 @@ export async function ablationStudy(
         seed === null ? `${studyId}/${arm.name}` : `${studyId}/${arm.name}/seed-${seed}`;
       const config = seed === null ? arm.config : withSeed(arm.config, seed);
       setCurrentDetails(
-        `### ablation \`${studyId}\`\nrunning arm **${arm.name}**${seed === null ? '' : ` seed **${seed}**`}` +
+        `### ablation \`${studyId}\`\nrunning arm ` +
+          `**${arm.name}**${seed === null ? '' : ` seed **${seed}**`}` +
           ` (${runs.length + 1}/${seeds.length * study.arms.length})`,
       );
       const finished = await files.findFinishedRun({
@@ -110,7 +111,8 @@ async function armsOnce(
   for (const arm of study.arms) {
     const workflowId = `${studyId}/${arm.name}`;
     setCurrentDetails(
-      `### ablation \`${studyId}\`\nrunning arm **${arm.name}** (${arms.length + 1}/${study.arms.length})`,
+      `### ablation \`${studyId}\`\nrunning arm **${arm.name}** ` +
+        `(${arms.length + 1}/${study.arms.length})`,
     );
     const result = await executeChild(preferenceRun, {
       workflowId,
@@ -152,7 +154,9 @@ export function sideBySide(arms: { name: string; result: RunResult }[]): Ablatio
 function tableMarkdown(table: AblationResult['table'], names: string[]): string {
   const fmt = (x: number | null | undefined) =>
     x === null || x === undefined ? '–' : x.toFixed(4);
-  const head = `| round | ${names.map((n) => `${n} rejected | ${n} policy reward | ${n} loss`).join(' | ')} |`;
+  const head =
+    `| round | ` +
+    `${names.map((n) => `${n} rejected | ${n} policy reward | ${n} loss`).join(' | ')} |`;
   const sep = `|---|${names.map(() => '---|---|---').join('|')}|`;
   const rows = table.map(
     (row) =>

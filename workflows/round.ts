@@ -142,7 +142,8 @@ export async function preferenceRound(input: RoundInput): Promise<RoundSummary> 
   });
   if (dataset.records === 0) {
     throw ApplicationFailure.nonRetryable(
-      `round ${round}: no training pairs left (${samples.count} sampled, ${pairs.filtered} filtered: ` +
+      `round ${round}: no training pairs left (${samples.count} sampled, ` +
+        `${pairs.filtered} filtered: ` +
         `${JSON.stringify(pairs.filteredBy)}); loosen filter.* or raise sampling.maxTokens`,
       'NoTrainingData',
     );

@@ -59,7 +59,8 @@ export function runIdOf(config: RunConfig, workflowId: string): string {
   if (!isSafeId(id)) {
     throw ApplicationFailure.nonRetryable(
       `workflow id ${JSON.stringify(workflowId.slice(0, 200))} becomes the run id ` +
-        `${JSON.stringify(id.slice(0, 200))}, a directory name: allowed ${SAFE_ID}; set runId in the config or start ` +
+        (`${JSON.stringify(id.slice(0, 200))}, a directory name: allowed ${SAFE_ID}; ` +
+          `set runId in the config or start `) +
         'the workflow with such an id',
       'ConfigError',
     );
@@ -332,7 +333,8 @@ function runDetails(p: RunProgress, baseReward: number | null): string {
     `round **${p.round}/${p.rounds}**, phase **${p.phase}**` +
       (p.rejectedScore === null ? '' : `, rejected score **${p.rejectedScore}**`) +
       (p.stopRequested ? ' (stop requested after this round)' : ''),
-    `sampled ${p.sampled.done}/${p.sampled.total} · train step ${p.train.step}/${p.train.totalSteps}` +
+    `sampled ${p.sampled.done}/${p.sampled.total} · train step ` +
+      `${p.train.step}/${p.train.totalSteps}` +
       ` · base reward ${fmt(baseReward)}`,
   ];
   if (p.completed.length) {
@@ -343,7 +345,8 @@ function runDetails(p: RunProgress, baseReward: number | null): string {
     );
     for (const r of p.completed) {
       lines.push(
-        `| ${r.round} | ${r.rejectedScore} | ${r.pairsKept} | ${r.pairsFiltered} | ${fmt(r.chosenReward)} ` +
+        `| ${r.round} | ${r.rejectedScore} | ${r.pairsKept} | ${r.pairsFiltered} | ` +
+          `${fmt(r.chosenReward)} ` +
           `| ${fmt(r.rejectedReward)} | ${fmt(r.policyReward)} | ${fmt(r.train.loss)} |`,
       );
     }
