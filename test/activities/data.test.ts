@@ -68,7 +68,7 @@ function rec(
   };
 }
 
-test('filterPairs drops score talk, empty, truncated and identical pairs, counting each reason', async () => {
+test('filterPairs drops score talk, empty, truncated, identical pairs; counts each', async () => {
   const dir = join(root, 'filter');
   const samples = [
     rec(0, '1 2 3', '3 1 2'), // kept
@@ -127,7 +127,7 @@ test('filterPairs drops score talk, empty, truncated and identical pairs, counti
   );
 });
 
-test('buildDataset tokenizes with the chat template, appends EOS after stop, truncates to the limits, round-trips', async () => {
+test('buildDataset: chat template, EOS after stop, truncated to limits, round-trips', async () => {
   const modelDir = join(root, 'model');
   const vocab = await writeTinyTokenizer(modelDir, { chatTemplate: true });
   const tok = await loadTokenizer(modelDir);
@@ -327,7 +327,7 @@ test('analyzeRewards with the builtin digits scorer and with a local HTTP scorer
   assert.equal(seen.length, 6);
 });
 
-test('manifests: reused while outputs match, invalid after a change; round manifest hashes files and dirs', async () => {
+test('manifests: reused while outputs match, invalid after a change; hash files/dirs', async () => {
   const dir = join(root, 'man');
   const out = join(dir, 'out.txt');
   await writeFileAtomic(out, 'hello\n');
@@ -397,7 +397,7 @@ test('lib: stable JSON hashing, JSONL errors name file and line, bounded concurr
   assert.equal(peak, 2);
 });
 
-test('prepareRun: config snapshot and prompt list; bad model dir, bad prompt line and a changed config are BadInput', async () => {
+test('prepareRun: config snapshot, prompts; bad model dir/prompt, changed config', async () => {
   const m = join(root, 'prep-model');
   await writeFileAtomic(join(m, 'config.json'), '{"model_type": "gpt2"}');
   await writeFileAtomic(join(m, 'model.safetensors'), 'x');
@@ -486,7 +486,7 @@ test('writeRunReport: report.json holds the result, report.md a row per round', 
   assert.match(md, /\| 10 \| 0\.600 \|/);
 });
 
-test('vLLM reward models: /classify (raw scores or probabilities) and /pooling at the server root', async () => {
+test('vLLM reward models: /classify (raw scores or probabilities) and root /pooling', async () => {
   const requests: { url: string; body: Record<string, unknown>; auth?: string }[] = [];
   const server = createServer((req, res) => {
     let body = '';

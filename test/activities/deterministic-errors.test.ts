@@ -81,7 +81,7 @@ const urlOf = (s: Server) => `http://127.0.0.1:${(s.address() as AddressInfo).po
 
 const training = parseRunConfig({ model: '/m', prompts: { file: '/p' } }).training;
 
-test('buildDataset: a chat prompt without a chat template and a prompt of no tokens are bad input, named', async () => {
+test('buildDataset: chat prompt without chat template, empty prompt: bad input', async () => {
   const plain = await model('plain', { chatTemplate: false });
   const dir = join(root, 'ds');
   const pairsFile = join(root, 'pairs-chat.jsonl');
@@ -153,7 +153,7 @@ test('samplePairs: a server answering an unexpected shape is bad input, not retr
   }
 });
 
-test('analyzeRewards: a reward model answering non-JSON or the wrong shape is bad input', async () => {
+test('analyzeRewards: a reward model answering non-JSON or wrong shape is bad input', async () => {
   const pairsFile = join(root, 'pairs-rm.jsonl');
   await writeFile(pairsFile, toJsonl([pair(0, 'p')]));
   const cases: [string, RegExp][] = [
@@ -182,7 +182,7 @@ test('analyzeRewards: a reward model answering non-JSON or the wrong shape is ba
   }
 });
 
-test('trainPolicy: an engine out of memory on a model too large for this machine is bad input', async () => {
+test('trainPolicy: engine out of memory, model too large for the machine: bad input', async () => {
   const big = await model('big');
   const cfgFile = join(big, 'config.json');
   const cfg = JSON.parse(await readFile(cfgFile, 'utf8')) as Record<string, unknown>;

@@ -97,7 +97,7 @@ const input = (roundDir: string): SamplePairsInput => ({
   notify: [],
 });
 
-test('an interrupted sampling attempt resumes from its shards: same pairs as an uninterrupted run', async () => {
+test('interrupted sampling resumes from shards: same pairs as an uninterrupted run', async () => {
   const full = await runIn(new MockActivityEnvironment(), samplePairs, input(join(root, 'full')));
   assert.equal(full.count, N);
   assert.equal(full.shards, 4);
@@ -199,7 +199,7 @@ test('prefixes: the template goes in front of a plain prompt or of the last user
   ]);
 });
 
-test('a run holds one embedded server, replaced when its policy changes; other runs keep theirs', async () => {
+test('one embedded server per run, replaced on new policy; other runs keep theirs', async () => {
   const other = join(root, 'model2');
   execFileSync('cp', ['-r', join(root, 'model'), other]);
   // Another run (an ablation arm) samples another policy at the same time: its own server.

@@ -77,7 +77,7 @@ const final = (e: Failure) => {
   return true;
 };
 
-test('health passes but generation fails: caught at start, restarted once, then final', async () => {
+test('health passes, generation fails: caught at start, restarted once, then final', async () => {
   const log = join(root, 'start.log');
   const sampling = await brokenSampling(0, log);
   await assert.rejects(
@@ -92,7 +92,7 @@ test('health passes but generation fails: caught at start, restarted once, then 
   for (const l of launches) assert.equal(alive(l.pid), false, 'each broken server was stopped');
 });
 
-test('a server that breaks while sampling fails the attempt; the restarted one failing ends it', async () => {
+test('server breaking while sampling fails the attempt; a failing restart ends it', async () => {
   const log = join(root, 'sample.log');
   const sampling = await brokenSampling(1, log); // the probe passes, sampling gets 500s
   const endpoint = await samplers.ensure({ runId: 'r', modelDir, sampling });

@@ -87,7 +87,7 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-test('managed-vllm: vllm serve with the policy dir, replaced when the policy changes, stopped on release', async () => {
+test('managed-vllm: serves policy dir, replaced on new policy, stopped on release', async () => {
   const port = await freePort();
   const sampling = {
     ...base.sampling,
@@ -143,7 +143,7 @@ test('managed-vllm: vllm serve with the policy dir, replaced when the policy cha
   assert.equal(alive(launches[1].pid), false, 'released');
 });
 
-test('managed-vllm: a server a dead worker left on the port is stopped; a foreign one is refused', async () => {
+test('managed-vllm: a server left by a dead worker is stopped; a foreign one refused', async () => {
   const port = await freePort();
   const sampling = {
     ...base.sampling,
@@ -236,7 +236,7 @@ test('external: the configured server must serve the configured model', async ()
   }
 });
 
-test('evaluatePolicy: greedy chat answers scored by the builtin scorer, prefix curve, reused when done', async () => {
+test('evaluatePolicy: greedy chat answers, builtin scorer, prefix curve, reused', async () => {
   const endpoint = await samplers.ensure({ runId: 'r', modelDir, sampling: base.sampling });
   const runDir = join(root, 'store', 'runs', 'r');
   const inp = {
@@ -280,7 +280,7 @@ test('evaluatePolicy: greedy chat answers scored by the builtin scorer, prefix c
   assert.deepEqual(again, res);
 });
 
-test('with a chat template, the completions API renders prompts exactly as the chat API does', async () => {
+test('with a chat template, the completions API renders prompts as the chat API does', async () => {
   const prompts = join(root, 'chat-prompts.jsonl');
   const chats = [
     [

@@ -156,7 +156,7 @@ const healthy = (baseURL: string) =>
     () => false,
   );
 
-test('managed vLLM: health, served name, samplePairs, hand-off to trained weights, no orphans', async () => {
+test('managed vLLM: health, served name, samplePairs, weights hand-off, no orphans', async () => {
   const e1 = await samplers.ensure({ runId: 'r', modelDir: base, sampling: config.sampling });
   assert.equal(e1.baseURL, `http://127.0.0.1:${port}/v1`);
   assert.equal(await healthy(e1.baseURL), true);
@@ -207,7 +207,7 @@ test('managed vLLM: health, served name, samplePairs, hand-off to trained weight
   assert.equal(await healthy(e2.baseURL), false);
 });
 
-test('a worker SIGKILLed while holding a managed vLLM server takes the server with it', async () => {
+test('a worker SIGKILLed holding a managed vLLM server takes the server with it', async () => {
   const input = { runId: 'k', modelDir: trained, sampling: config.sampling };
   const worker = spawn(
     process.execPath,

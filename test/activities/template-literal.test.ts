@@ -49,7 +49,7 @@ test('applyTemplate and prefixed insert the prompt and the score literally, in o
   assert.equal(msgs[1].content, `Score 10. ${MESSAGES[1].content}`);
 });
 
-test('prompts with $ patterns reach the request body, the pairs file and the dataset unchanged', async () => {
+test('prompts with $ patterns reach request body, pairs file and dataset unchanged', async () => {
   // An OpenAI-compatible server that records each request and answers with the user's turn.
   const bodies: { prompt: string }[] = [];
   const server = createServer((req, res) => {

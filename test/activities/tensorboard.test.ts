@@ -40,7 +40,7 @@ test('CRC32C and its TFRecord mask match the published check values', () => {
   );
 });
 
-test('TensorBoard trainer metrics equal the engine JSON lines, each step once after a resume', async () => {
+test('TensorBoard trainer metrics equal engine JSON lines, each step once on resume', async () => {
   const modelDir = join(root, 'model');
   const vocab = await writeTinyTokenizer(modelDir);
   const cfg = join(root, 'gpt2.json');

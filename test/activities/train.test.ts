@@ -97,7 +97,7 @@ const alive = (pid: number) => {
   }
 };
 
-test('cancellation stops the engine and keeps its checkpoint; the retry resumes to the same weights', async () => {
+test('cancel stops the engine, keeps its checkpoint; retry resumes to same weights', async () => {
   const full = await runIn(new MockActivityEnvironment(), trainPolicy, input(join(root, 'full')));
   assert.equal(full.steps, RECORDS);
   assert.equal(full.resumedFrom, null);
@@ -156,7 +156,7 @@ test('cancellation stops the engine and keeps its checkpoint; the retry resumes 
   assert.deepEqual(again.metrics, resumed.metrics);
 });
 
-test('a retry stops the engine a dead attempt left running on the same directory, then resumes', async () => {
+test('a retry stops an engine a dead attempt left on the same dir, then resumes', async () => {
   const dir = join(root, 'orphan');
   const first = new MockActivityEnvironment();
   let pid = 0;
@@ -200,7 +200,7 @@ test('bad data is a non-retryable BadInput with the engine error line', async ()
   );
 });
 
-test('initPolicy runs SFT then offline SimPO once; a second run with the same inputs reuses the cache', async () => {
+test('initPolicy runs SFT then offline SimPO once; same inputs again reuse the cache', async () => {
   const sft = join(root, 'sft.jsonl');
   await writeFile(
     sft,

@@ -31,7 +31,7 @@ async function files(dir: string): Promise<Map<string, Buffer>> {
   return out;
 }
 
-test('a run writes report.html with figures and TensorBoard scalars; opsr report rebuilds them', async () => {
+test('a run writes report.html, figures, TensorBoard scalars; opsr report rebuilds', async () => {
   const model = join(root, 'model');
   await mkdir(model, { recursive: true });
   await writeFile(join(model, 'config.json'), '{}\n');

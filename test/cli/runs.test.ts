@@ -98,7 +98,7 @@ function rounds(stdout: string): number[][] {
 }
 
 describe('opsr against a dev server', () => {
-  test('run follows a run to its end and prints the per-round table; status shows it again', async () => {
+  test('run follows a run to its end, prints per-round table; status shows it again', async () => {
     const r = await opsr(['run', '--config', join(dir, 'run.json'), '--id', 'cli-run', ...addr], {
       cwd: dir,
     });
@@ -144,7 +144,7 @@ describe('opsr against a dev server', () => {
     assert.match(missing.stderr, /no run "no-such-run" in namespace default/);
   });
 
-  test('resume: an open run is left alone; a terminated one restarts with its input and reuses finished rounds', async () => {
+  test('resume: open run left alone; terminated one restarts, reuses finished rounds', async () => {
     controls.log = join(dir, 'events-resume.jsonl');
     // Slow enough that rounds 2 and 3 outlast the two CLI calls below on a quiet machine.
     controls.shardDelayMs = 3000;

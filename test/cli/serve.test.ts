@@ -38,7 +38,7 @@ function run(args: string[]): {
   };
 }
 
-test('opsr serve prints its URL, serves the model under the given name and stops on SIGTERM', async () => {
+test('opsr serve prints its URL, serves the model under given name, stops on SIGTERM', async () => {
   const p = run([
     '--model',
     join(dir, 'm'),

@@ -131,7 +131,7 @@ test('secrets in sampling.extra and unknown fields are never echoed', () => {
   has(lines, /^sampling\.extra\.stream: changes the shape .*\(got "\(a value, not shown\)"/);
 });
 
-test('a workflow id that is not a safe directory name is refused when it becomes the run id', () => {
+test('a workflow id that is not a safe directory name is refused when it becomes run id', () => {
   const config = parseRunConfig(base);
   assert.equal(runIdOf(config, 'study/arm'), 'study-arm');
   // The id a Temporal Schedule gives each action it starts.
@@ -168,7 +168,7 @@ before(async () => {
   );
 });
 
-test("lengths and the longest prompt against the model's context: opsr validate and prepareRun", async () => {
+test("lengths, longest prompt vs the model's context: opsr validate and prepareRun", async () => {
   const write = async (name: string, over: Record<string, unknown>) => {
     const file = join(root, name);
     await writeFile(

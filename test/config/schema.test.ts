@@ -91,7 +91,7 @@ describe('presets', () => {
     assert.deepEqual(config.seeds, [0, 1, 2]);
   });
 
-  test('ablation seeds: distinct, and one seed drives sampling, training, init and the run id', () => {
+  test('ablation seeds: distinct; one seed drives sampling, training, init and the run id', () => {
     const base = { ...MIN, runId: 'abl', init: { sft: { data: 'sft.jsonl', seed: 9 } } };
     assert.throws(
       () => parseAblationConfig({ base, arms: [{ name: 'a' }], seeds: [0, 1, 0] }),
@@ -173,7 +173,7 @@ describe('resolution', () => {
     }
   });
 
-  test('loadRunConfig: paths relative to the file, JSON syntax errors name file, line and column', async () => {
+  test('loadRunConfig: paths relative to file; JSON errors name file, line, column', async () => {
     const good = join(dir, 'run.json');
     await writeFile(good, JSON.stringify({ ...MIN, storage: 'store' }));
     const c = await loadRunConfig(good);

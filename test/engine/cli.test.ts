@@ -169,7 +169,7 @@ test('tokdata round trip and validation', async () => {
   );
 });
 
-test("init writes an HF GPT-2 dir that transformers loads with the engine's log-probs", async () => {
+test("init writes an HF GPT-2 dir transformers loads with the engine's log-probs", async () => {
   const cfg = JSON.parse(await readFile(join(model, 'config.json'), 'utf8'));
   assert.deepEqual(cfg.architectures, ['GPT2LMHeadModel']);
   assert.equal(cfg.model_type, 'gpt2');
@@ -348,7 +348,7 @@ function dataBytes(kind: number, count: number, words: number[]): Buffer {
   return b;
 }
 
-test('bad input: one JSON error line naming the file and problem, exit 2, also under ASan/UBSan', async () => {
+test('bad input: one JSON error line naming file and problem, exit 2, also ASan', async () => {
   const noConfig = join(root, 'bad', 'no-config');
   await mkdir(noConfig, { recursive: true });
   await cp(join(model, 'model.safetensors'), join(noConfig, 'model.safetensors'));
@@ -845,7 +845,7 @@ test('a non-finite loss stops with exit 3 naming the step', async () => {
   assert.match(err.message, /at step [2-9]/);
 });
 
-test('DPO: reference log-probs computed once, cached, equal to `logprobs`; rewards start at 0', async () => {
+test('DPO: reference log-probs once, cached, equal `logprobs`; rewards start at 0', async () => {
   const out = join(root, 'dpo');
   const args = [
     'train',
@@ -1002,7 +1002,7 @@ const simpoRun = (out: string, epochs: number, threads: number) => [
   String(threads),
 ];
 
-test('SIGTERM and SIGINT mid-run checkpoint and exit 143; resumed runs end bit-identical; half-written checkpoints are ignored', async () => {
+test('SIGTERM/INT checkpoint, exit 143; resumes bit-identical; half-written ignored', async () => {
   const args = (out: string) => simpoRun(out, 1000, 1);
   // Long enough (4000 steps) that a signal sent at step 100 lands mid-run even on a loaded machine.
   const ref = await engine(args(join(root, 'whole')));
@@ -1048,7 +1048,7 @@ test('SIGTERM and SIGINT mid-run checkpoint and exit 143; resumed runs end bit-i
   assert.equal(last(c), last(ref));
 });
 
-test('with --threads 2 too, a run stopped by SIGTERM and resumed ends bit-identical to an uninterrupted one', async () => {
+test('--threads 2: a run stopped by SIGTERM, resumed ends bit-identical to unstopped', async () => {
   // 2000 steps (a second or more) so the signal sent at step 100 lands long before the end
   const args = (out: string) => simpoRun(out, 500, 2);
   const ref = await engine(args(join(root, 'whole-t2')));

@@ -142,7 +142,7 @@ for (const [arch, ntensors] of Object.entries(TENSORS))
         assert.ok(v <= 1e-4, `loss ${k}: relative error ${v}`);
     });
 
-    test('all parameter gradients of every loss within 1e-3 (dpo also through shared prompts)', () => {
+    test('all parameter gradients of every loss within 1e-3 (dpo also via shared prompts)', () => {
       assert.deepEqual(
         Object.keys(errs.grads).sort(),
         [...spec.losses.map((l) => l[0]), 'dpo_pairs'].sort(),
@@ -170,7 +170,7 @@ for (const [arch, ntensors] of Object.entries(TENSORS))
       }
     });
 
-    test('weight decay is a large part of the sft_wd update: dropping it would fail both checks above', () => {
+    test('weight decay is a large part of the sft_wd update: without it both checks fail', () => {
       const run = spec.train.find((r) => r.name === 'sft_wd');
       assert.ok(run && run.weight_decay >= 10, 'a run with heavy weight decay');
       const d = errs.no_decay.sft_wd!;

@@ -73,7 +73,7 @@ function compare(specs: Record<string, string>): Record<string, Compared> {
   );
 }
 
-test('engine-saved F32/BF16/F16, single and sharded, load in transformers bit-identically', async () => {
+test('engine-saved F32/BF16/F16, single or sharded: transformers loads bit-identical', async () => {
   const runs: [string, string[], string, number][] = [
     ['f32', ['--save-dtype', 'f32'], 'f32', 1],
     ['f32-sharded', ['--save-dtype', 'f32', '--max-shard-size', '20KB'], 'f32', 8],

@@ -45,7 +45,7 @@ function serve(input: string, modelDir: string): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-test('NaN or infinite logits: each request is refused with an error naming it, serve keeps going', async () => {
+test('NaN or infinite logits: each request refused, error names it, serve goes on', async () => {
   // Finite weights whose final LayerNorm scale overflows float32 in the LM head.
   const broken = join(root, 'broken');
   execFileSync('cp', ['-r', model, broken]);

@@ -127,7 +127,7 @@ test("workflowResult waits through a server restart for the run's real outcome",
   await conn.close();
 });
 
-test('workers/main.ts polls its queues and exits 0 on SIGTERM; a bad queue name exits 1', async () => {
+test('workers/main.ts polls its queues, exits 0 on SIGTERM; a bad queue name exits 1', async () => {
   const server = await startDevServer({ searchAttributes });
   servers.push(server);
   const main = path.join(REPO, 'workers', 'main.ts');

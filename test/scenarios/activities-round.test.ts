@@ -30,7 +30,7 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-test('a round: sample, filter, rewards, dataset, train, manifest, evaluate the trained policy', async () => {
+test('a round: sample, filter, rewards, dataset, train, manifest, evaluate policy', async () => {
   const modelDir = join(root, 'base');
   const vocab = await writeTinyTokenizer(modelDir);
   const gpt2 = join(root, 'gpt2.json');

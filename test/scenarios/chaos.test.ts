@@ -15,7 +15,7 @@ import { CHAOS_ACTIVITIES, killsByPhase, runChaos } from '../../scripts/chaos.ts
 const storage = await mkdtemp(path.join(os.tmpdir(), 'opsr-chaos-'));
 after(() => rm(storage, { recursive: true, force: true }));
 
-test('a worker SIGKILLed in sampling and in training: artifacts byte-identical to an undisturbed run', async () => {
+test('worker SIGKILLed in sampling, training: artifacts byte-identical to unkilled', async () => {
   const preset = await loadRunConfig(presetPath('tiny'));
   const moved = (p: string) => path.join(storage, path.relative(preset.storage, p));
   const config = parseRunConfig({

@@ -132,7 +132,7 @@ interface RoundManifest {
   metrics: Record<string, number>;
 }
 
-test('two rounds through Temporal with the real activities, engine and embedded sampler', async () => {
+test('two rounds through Temporal with real activities, engine and embedded sampler', async () => {
   const result = await run('integration');
   const runDir = path.join(root, 'store', 'runs', 'integration');
   assert.equal(result.runDir, runDir);

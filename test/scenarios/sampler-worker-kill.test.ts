@@ -128,7 +128,7 @@ const shardsOnDisk = (runId: string) =>
     () => 0,
   );
 
-test('the worker holding the embedded sampler is SIGKILLed mid-sampling; the other worker finishes the run', async () => {
+test('worker holding the embedded sampler SIGKILLed mid-sampling; the other finishes', async () => {
   const a = await spawnWorker();
   const b = await spawnWorker();
   const handle = await env.client.workflow.start(WORKFLOW_TYPES.run, {

@@ -115,7 +115,7 @@ test('greedy output and log-probs equal transformers greedy generate', async () 
   }
 });
 
-test('same seed and prompt give the same tokens and log-probs whatever else is in the batch', async () => {
+test('same seed and prompt: same tokens and log-probs whatever else is in the batch', async () => {
   const x: Partial<EngineRequest> = {
     prompt: [5, 6, 7, 8],
     maxTokens: 300,
@@ -246,7 +246,7 @@ test('cancel ends a running request; the context limit ends with length', async 
   });
 });
 
-test('continuous batching: more requests than slots all finish with their own lengths', async () => {
+test('continuous batching: more requests than slots all finish with their own length', async () => {
   const e = await startEngine(2);
   const lens = [3, 9, 1, 14, 6, 2, 11];
   const rs = await Promise.all(

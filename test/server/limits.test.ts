@@ -189,7 +189,7 @@ test('a chat template that refuses the messages is a 400; answers carry no paths
   assert.ok(!models.includes(root), `/v1/models shows a path: ${models}`);
 });
 
-test('an engine that never becomes ready fails start-up after the timeout; a non-loopback host warns', async () => {
+test('engine never ready fails start-up after the timeout; non-loopback host warns', async () => {
   const fake = join(root, 'silent-engine.sh');
   await writeFile(fake, '#!/bin/sh\nexec sleep 60\n');
   await chmod(fake, 0o755);
@@ -217,7 +217,7 @@ test('an engine that never becomes ready fails start-up after the timeout; a non
   assert.ok(!logged.some((l) => /warning: listening/.test(l)), 'no warning on 127.0.0.1');
 });
 
-test('an idle keep-alive connection stays open past 5 s, so a client reusing it is answered', async () => {
+test('idle keep-alive connection stays open past 5 s; a client reusing it is served', async () => {
   const sock = connect(s.port, '127.0.0.1');
   await once(sock, 'connect');
   let got = '';

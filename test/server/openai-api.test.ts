@@ -216,7 +216,7 @@ test('stop strings end the text before the stop, with finish_reason stop', async
   assert.equal(finish, 'stop');
 });
 
-test('chat completions render the chat template; streaming deltas add up to the same text', async () => {
+test('chat completions render the chat template; streamed deltas add up to same text', async () => {
   const messages = [{ role: 'user' as const, content: 'What is in the water?' }];
   const r = await client.chat.completions.create({
     model: 'policy',
@@ -332,7 +332,7 @@ test('bad requests get 400 with an OpenAI error body and the server keeps servin
   assert.equal((await complete({ max_tokens: 3 })).choices.length, 1);
 });
 
-test('an engine crash: /health goes 503, the engine restarts; in-flight requests that streamed nothing are retried', async () => {
+test('engine crash: /health 503, restart; in-flight with nothing streamed retried', async () => {
   // Its own server on a model with a long context: 900-token answers keep the engine busy a while.
   const longModel = join(dir, 'long');
   await makeTinyModel(longModel, { nPositions: 1024, nEmbd: 64, nLayer: 4, nHead: 4 });
@@ -427,7 +427,7 @@ test('an engine crash: /health goes 503, the engine restarts; in-flight requests
   }
 });
 
-test('while restarts keep failing, waiting requests get 503; once the engine can start again it serves', async () => {
+test('while restarts fail, waiting requests get 503; once one succeeds, it serves', async () => {
   const copy = join(dir, 'copy');
   await cp(model, copy, { recursive: true });
   const s = await startServer({

@@ -43,7 +43,7 @@ const SPEC: DigitsDataSpec = {
 const UP = 'Sort the digits from smallest to largest: 3 1 2';
 const DOWN = 'Sort the digits from largest to smallest: 7 0 9 4';
 
-test('builtin scorer: position-wise partial credit, prefix ignored, clear error on a foreign prompt', () => {
+test('builtin scorer: position-wise partial credit, prefix ignored, foreign prompt error', () => {
   const score = getBuiltinScorer('digits');
   assert.ok(score);
   assert.equal(getBuiltinScorer('nope'), undefined);
@@ -93,7 +93,7 @@ test('splits: deterministic by seed, disjoint, distinct digits within the length
   );
 });
 
-test('the harder variant: 5-9 digits with repeats, seeded, still disjoint splits and scorable', () => {
+test('harder variant: 5-9 digits with repeats, seeded, still disjoint splits and scorable', () => {
   const opts = { minLength: 5, maxLength: 9, repeats: true, ops: OPERATIONS };
   const a = makeProblems('train', 400, 2, opts);
   assert.deepEqual(a, makeProblems('train', 400, 2, opts));
@@ -114,7 +114,7 @@ test('the harder variant: 5-9 digits with repeats, seeded, still disjoint splits
   );
 });
 
-test('seed SFT data: answer quality follows the asked-for score; unprefixed answers are mediocre', () => {
+test('seed SFT data: answer quality follows the asked score; unprefixed ones are mediocre', () => {
   const recs = sftRecords(SPEC);
   assert.equal(recs.length, 3000);
   assert.deepEqual(recs, sftRecords(SPEC));
@@ -189,7 +189,7 @@ test('data files: prompts and held-out prompts from their splits, written as JSO
   assert.equal((await lines(files.sft)).length, 3000);
 });
 
-test('tokenizer: exact round trip and chat template through lib/tokenizer.ts, same ids in transformers', async () => {
+test('tokenizer: round trip, chat template via lib/tokenizer.ts, same ids as HF', async () => {
   const dir = join(root, 'tok');
   await writeTokenizer(dir, 64);
   const tok = await loadTokenizer(dir);
@@ -264,7 +264,7 @@ test('tokenizer: exact round trip and chat template through lib/tokenizer.ts, sa
   assert.equal(r.gen, tok.applyChatTemplate(convo.slice(0, 1), { addGenerationPrompt: true }));
 });
 
-test('demo set-up: the tiny preset validates; data paths that are not side by side are refused by name', async () => {
+test('demo set-up: tiny preset validates; data paths not side by side refused', async () => {
   const { presetPath } = await import('../../config/index.ts');
   const { loadRunConfig } = await import('../../activities/load-config.ts');
   const { prepareDemoData } = await import('../../cli/demo.ts');

@@ -505,7 +505,7 @@ describe('preferenceRun on a dev server', () => {
     assert.ok(events.some((e) => e.event === 'release'));
   });
 
-  test('a worker killed mid-sampling: a second worker finishes with the same artifacts, nothing redone', async () => {
+  test('worker killed mid-sampling: a second finishes, same artifacts, none redone', async () => {
     const storage = path.join(tmp, 'storage');
     const config = runConfig('crash', { rounds: 2, training: { learningRate: [1e-6, 1e-7] } });
     const runDir = path.join(storage, 'runs', 'crash');
@@ -631,7 +631,7 @@ describe('preferenceRun on a dev server', () => {
     await recordHistories('ablation', ['abl', 'abl/fixed', 'abl-fixed/round-1']);
   });
 
-  test('a seeded ablation: runs per arm and seed, Table 2 over seeds, paired differences, report and history', async () => {
+  test('seeded ablation: arm x seed runs, Table 2, paired diffs, report, history', async () => {
     const base = runConfig('unused', {
       rounds: 2,
       training: { learningRate: [1e-6, 1e-7] },
