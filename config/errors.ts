@@ -40,8 +40,18 @@ export function formatPath(p: readonly PropertyKey[]): string {
 
 // Keys whose values are credentials, and values that look like one wherever they are (bearer
 // tokens, OpenAI/Hugging Face/GitHub keys): messages never echo them.
-const SECRET_KEY =
-  /api[-_]?key|secret|passw|authori[sz]ation|credential|cookie|(^|[-_])(access|auth|bearer|hf|refresh|session)?[-_]?token$/i;
+const SECRET_KEY = new RegExp(
+  [
+    'api[-_]?key',
+    'secret',
+    'passw',
+    'authori[sz]ation',
+    'credential',
+    'cookie',
+    '(^|[-_])(access|auth|bearer|hf|refresh|session)?[-_]?token$',
+  ].join('|'),
+  'i',
+);
 const SECRET_VALUE = /^(?:bearer\s|sk-|hf_|ghp_|gho_|github_pat_|xox[abp]-|AKIA)/i;
 const HIDDEN = '(a value, not shown)';
 export function maskSecrets(v: unknown, depth = 0): unknown {

@@ -49,8 +49,16 @@ export interface ChaosResult {
 }
 
 // The files that carry a run's results; manifests and reports name the run id and are left out.
-const RESULT_FILE =
-  /(^|\/)(samples|pairs|dataset|rewards|answers)\.jsonl$|(^|\/)dataset\.bin$|\/final\/model\.safetensors$|^prompts\.jsonl$/;
+const RESULT_FILE = new RegExp(
+  [
+    /(^|\/)(samples|pairs|dataset|rewards|answers)\.jsonl$/,
+    /(^|\/)dataset\.bin$/,
+    /\/final\/model\.safetensors$/,
+    /^prompts\.jsonl$/,
+  ]
+    .map((r) => r.source)
+    .join('|'),
+);
 
 async function resultFiles(dir: string, prefix = ''): Promise<string[]> {
   const out: string[] = [];

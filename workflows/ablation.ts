@@ -163,7 +163,9 @@ function tableMarkdown(table: AblationResult['table'], names: string[]): string 
       `| ${row.round} | ${names
         .map((n) => {
           const c = row.arms[n];
-          return c ? `${c.rejectedScore} | ${fmt(c.policyReward)} | ${fmt(c.loss)}` : '– | – | –';
+          if (!c) return '– | – | –';
+          const reward = fmt(c.policyReward);
+          return `${c.rejectedScore} | ${reward} | ${fmt(c.loss)}`;
         })
         .join(' | ')} |`,
   );

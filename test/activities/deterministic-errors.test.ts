@@ -91,7 +91,10 @@ test('buildDataset: chat prompt without chat template, empty prompt: bad input',
   );
   await assertBadInput(
     buildDataset({ runId: 'r', round: 1, roundDir: dir, pairsFile, modelDir: plain, training }),
-    /pairs-chat\.jsonl: prompt index 7: a chat prompt \("messages"\) needs a model with a chat_template/,
+    new RegExp(
+      /pairs-chat\.jsonl: prompt index 7: /.source +
+        /a chat prompt \("messages"\) needs a model with a chat_template/.source,
+    ),
   );
   const emptyFile = join(root, 'pairs-empty.jsonl');
   await writeFile(emptyFile, toJsonl([pair(0, 'fine'), pair(3, '')]));
@@ -213,6 +216,9 @@ test('trainPolicy: engine out of memory, model too large for the machine: bad in
       learningRate: 1e-3,
       notify: [],
     }),
-    /big\/config\.json: training this model needs at least \d+\.\d GiB \(n_embd 16384, n_layer 200.*this machine has \d/,
+    new RegExp(
+      /big\/config\.json: training this model needs at least \d+\.\d GiB /.source +
+        /\(n_embd 16384, n_layer 200.*this machine has \d/.source,
+    ),
   );
 });

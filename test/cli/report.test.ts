@@ -124,7 +124,10 @@ test('a run writes report.html, figures, TensorBoard scalars; opsr report rebuil
   assert.equal(missing.code, 1);
   assert.match(
     missing.stderr,
-    /no report for "nope": neither .*runs\/nope\/report\.json nor .*studies\/nope\/report\.json exists/,
+    new RegExp(
+      /no report for "nope": neither .*runs\/nope\/report\.json /.source +
+        /nor .*studies\/nope\/report\.json exists/.source,
+    ),
   );
 });
 

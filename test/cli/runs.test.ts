@@ -181,7 +181,10 @@ describe('opsr against a dev server', () => {
     assert.equal(st.code, 1);
     assert.match(
       st.stdout,
-      /cli-resume: preferenceRun terminated at .*\nResume it \(finished work is reused\): opsr resume cli-resume/,
+      new RegExp(
+        /cli-resume: preferenceRun terminated at .*/.source +
+          /\nResume it \(finished work is reused\): opsr resume cli-resume/.source,
+      ),
     );
 
     controls.shardDelayMs = 0;

@@ -81,7 +81,11 @@ test('lengths against each other, regexes with their flags, response-shape field
   });
   has(
     lens,
-    /^init\.sft\.maxLength: leaves no room for a response: prompts up to 512 tokens \(training\.maxPromptLength\) in sequences of 100/,
+    new RegExp(
+      /^init\.sft\.maxLength: leaves no room for a response: /.source +
+        /prompts up to 512 tokens /.source +
+        /\(training\.maxPromptLength\) in sequences of 100/.source,
+    ),
   );
   has(
     lens,
@@ -185,7 +189,10 @@ test("lengths, longest prompt vs the model's context: opsr validate and prepareR
     });
   await refused(
     await write('long.json', { training: { maxLength: 256, maxPromptLength: 64 } }),
-    /training\.maxLength: 256 exceeds the model's context \(200 tokens, n_positions in .*model\/config\.json\)/,
+    new RegExp(
+      /training\.maxLength: 256 exceeds the model's context /.source +
+        /\(200 tokens, n_positions in .*model\/config\.json\)/.source,
+    ),
   );
   await refused(
     await write('sft.json', {
@@ -207,7 +214,11 @@ test("lengths, longest prompt vs the model's context: opsr validate and prepareR
   });
   await refused(
     tight,
-    /sampling\.maxTokens: 70 new tokens after the longest prompt \(index 1 of .*prompts\.jsonl: \d+ tokens with its prefix\) exceed the model's context \(200 tokens/,
+    new RegExp(
+      /sampling\.maxTokens: 70 new tokens after the longest prompt /.source +
+        /\(index 1 of .*prompts\.jsonl: \d+ tokens with its prefix\)/.source +
+        / exceed the model's context \(200 tokens/.source,
+    ),
   );
   // The same config given to a workflow: prepareRun refuses it before anything is sampled.
   const config = parseRunConfig({
@@ -223,9 +234,10 @@ test("lengths, longest prompt vs the model's context: opsr validate and prepareR
       e instanceof ApplicationFailure &&
       e.type === 'ConfigError' &&
       e.nonRetryable &&
-      /^workflow input: 1 problem\n {2}sampling\.maxTokens: 70 new tokens after the longest prompt/.test(
-        e.message,
-      ),
+      new RegExp(
+        /^workflow input: 1 problem\n {2}/.source +
+          /sampling\.maxTokens: 70 new tokens after the longest prompt/.source,
+      ).test(e.message),
   );
   // Room enough: accepted.
   await loadRunConfig(

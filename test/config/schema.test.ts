@@ -125,7 +125,10 @@ describe('resolution', () => {
     assert.equal(c.prefixes.chosenTemplate, DEFAULT_CHOSEN_TEMPLATE);
     assert.match(
       c.prefixes.rejectedTemplate,
-      /^Please produce a good response that merits a perfect score of \{score\} out of 10\. \{prompt\}$/,
+      new RegExp(
+        /^Please produce a good response that /.source +
+          /merits a perfect score of \{score\} out of 10\. \{prompt\}$/.source,
+      ),
     );
     assert.deepEqual(c.prefixes.rejectedScores, [3, 5, 7]);
     assert.equal(c.training.loss, 'simpo');

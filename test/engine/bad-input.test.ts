@@ -121,7 +121,10 @@ test('bad safetensors, JSON and data files: one error line each, exit 2, no hang
         }),
       ),
       'bad_safetensors',
-      /model\.safetensors: tensor transformer\.wte\.weight: the product of its shape overflows 64 bits/,
+      new RegExp(
+        /model\.safetensors: tensor transformer\.wte\.weight: /.source +
+          /the product of its shape overflows 64 bits/.source,
+      ),
     ],
     [
       'byte size overflows',
@@ -168,7 +171,10 @@ test('bad safetensors, JSON and data files: one error line each, exit 2, no hang
         }),
       ),
       'bad_safetensors',
-      /tensor transformer\.wte\.weight: data_offsets span \d+ bytes, but shape \[16, 8\] of F32 needs 512/,
+      new RegExp(
+        /tensor transformer\.wte\.weight: data_offsets span \d+ bytes, /.source +
+          /but shape \[16, 8\] of F32 needs 512/.source,
+      ),
     ],
     [
       'begin after end',

@@ -440,7 +440,10 @@ test('bad input: one JSON error line naming file and problem, exit 2, also ASan'
       ['logprobs', '--model', shape, '--data', sftData],
       2,
       'bad_shape',
-      /tensor transformer\.h\.0\.attn\.c_attn\.weight has shape \[48, 16\]; config\.json requires \[16, 48\]/,
+      new RegExp(
+        /tensor transformer\.h\.0\.attn\.c_attn\.weight /.source +
+          /has shape \[48, 16\]; config\.json requires \[16, 48\]/.source,
+      ),
     ],
     [
       'unknown tensor',
@@ -475,7 +478,10 @@ test('bad input: one JSON error line naming file and problem, exit 2, also ASan'
       ['train', ...m, '--data', tooLong, '--out', join(root, 'bad', 'o'), '--loss', 'sft'],
       2,
       'bad_data',
-      /long\.bin: record 0: prompt_len \+ response_len = 25 exceeds the model's context n_positions = 24/,
+      new RegExp(
+        /long\.bin: record 0: prompt_len \+ response_len = 25 /.source +
+          /exceeds the model's context n_positions = 24/.source,
+      ),
     ],
     [
       'truncated data',

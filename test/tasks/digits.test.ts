@@ -119,8 +119,10 @@ test('seed SFT data: answer quality follows the asked score; unprefixed ones are
   assert.equal(recs.length, 3000);
   assert.deepEqual(recs, sftRecords(SPEC));
   const byScore = new Map<number | null, number[]>();
-  const re =
-    /^Please produce a (?:top-notch|good) response that merits a perfect score of (\d+) out of 10\. (.*)$/;
+  const re = new RegExp(
+    /^Please produce a (?:top-notch|good) response that /.source +
+      /merits a perfect score of (\d+) out of 10\. (.*)$/.source,
+  );
   const templates = new Set<string>();
   for (const r of recs) {
     const [user, answer] = r.messages;
