@@ -29,9 +29,9 @@ const REPO = resolve(import.meta.dirname, '..');
 
 // A kill at a seeded moment (ms after the start), or when the run reaches a phase: `sampling`
 // once a shard is on disk, `training` once a checkpoint is.
-export type KillPlan = { atMs: number } | { phase: 'sampling' | 'training' };
+type KillPlan = { atMs: number } | { phase: 'sampling' | 'training' };
 
-export interface ChaosOptions {
+interface ChaosOptions {
   config: RunConfig; // storage: where both runs write
   workerKills: KillPlan[];
   // SIGKILL the Temporal server once, then restart it on the same SQLite file
@@ -39,7 +39,7 @@ export interface ChaosOptions {
   log?: (line: string) => void;
 }
 
-export interface ChaosResult {
+interface ChaosResult {
   compared: number; // artifacts compared
   different: string[]; // relative paths whose bytes differ, or that only one run has
   kills: { phase: string; atMs: number }[];
