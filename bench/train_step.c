@@ -46,7 +46,8 @@ static double status_mb(const char *field) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7 || atoi(argv[3]) < 1 || atoi(argv[3]) > 4096 || (strcmp(argv[2], "pairs") && strcmp(argv[2], "separate"))) {
+    if (argc != 7 || atoi(argv[3]) < 1 || atoi(argv[3]) > 4096 ||
+        (strcmp(argv[2], "pairs") && strcmp(argv[2], "separate"))) {
         fprintf(stderr, "usage: train_step gpt2|MODEL_DIR pairs|separate PAIRS PROMPT_LEN RESPONSE_LEN STEPS\n");
         return 2;
     }
@@ -65,12 +66,18 @@ int main(int argc, char **argv) {
     }
     if (model_alloc_grads(&m)) { fprintf(stderr, "train_step: out of memory\n"); return 1; }
     const ModelConfig *cfg = &m.cfg;
-    if (plen + rlen > cfg->max_seq_len) { fprintf(stderr, "train_step: prompt + response exceeds the context\n"); return 2; }
+    if (plen + rlen > cfg->max_seq_len) {
+        fprintf(stderr, "train_step: prompt + response exceeds the context\n");
+        return 2;
+    }
     double loaded_mb = status_mb("VmRSS");
     int B = 2 * pairs, T = plen + rlen;
     int *tokens = malloc((size_t)B * T * sizeof(int)), *targets = malloc((size_t)B * T * sizeof(int));
     uint64_t s = 1;
-    for (int i = 0; i < B * T; i++) { s = s * 6364136223846793005ULL + 1442695040888963407ULL; tokens[i] = (int)((s >> 33) % cfg->vocab_size); }
+    for (int i = 0; i < B * T; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        tokens[i] = (int)((s >> 33) % cfg->vocab_size);
+    }
     for (int b = 0; b < B; b++)  // chosen and rejected of a pair share the prompt
         for (int t = 0; t < plen; t++) tokens[b * T + t] = tokens[(b % pairs) * T + t];
     for (int b = 0; b < B; b++)
@@ -80,7 +87,8 @@ int main(int argc, char **argv) {
     ModelPair *pp = malloc(pairs * sizeof(ModelPair));
     for (int i = 0; i < B * T; i++) ids[i] = (uint32_t)tokens[i];
     for (int i = 0; i < pairs; i++)
-        pp[i] = (ModelPair){ids + (size_t)i * T, ids + (size_t)i * T + plen, ids + (size_t)(pairs + i) * T + plen, plen, rlen, rlen};
+        pp[i] = (ModelPair){
+            ids + (size_t)i * T, ids + (size_t)i * T + plen, ids + (size_t)(pairs + i) * T + plen, plen, rlen, rlen};
     float *lp = malloc(B * sizeof(float)), *ref = malloc(B * sizeof(float)), *dlogp = malloc(B * sizeof(float));
     int *nt = malloc(B * sizeof(int));
     for (int b = 0; b < B; b++) ref[b] = -10.8f * rlen;  // precomputed reference log-probs
@@ -94,7 +102,12 @@ int main(int argc, char **argv) {
             float pc[4096], pr[4096], dc[4096], dr[4096];
             int nc[4096], nr[4096];
             model_forward_pairs(&m, pp, pairs, lp, nt);
-            for (int i = 0; i < pairs; i++) { pc[i] = lp[2 * i]; pr[i] = lp[2 * i + 1]; nc[i] = nt[2 * i]; nr[i] = nt[2 * i + 1]; }
+            for (int i = 0; i < pairs; i++) {
+                pc[i] = lp[2 * i];
+                pr[i] = lp[2 * i + 1];
+                nc[i] = nt[2 * i];
+                nr[i] = nt[2 * i + 1];
+            }
             loss = preference_loss(&lc, pairs, pc, nc, pr, nr, ref, ref + pairs, pairs, dc, dr, &pm) / pairs;
             for (int i = 0; i < pairs; i++) { dlogp[2 * i] = dc[i]; dlogp[2 * i + 1] = dr[i]; }
         } else {

@@ -15,7 +15,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fclose(f);
         // What the writer emits must parse again (numbers and strings round-trip).
         JsonValue again;
-        if (json_parse(out, len, &again, err, sizeof err) != 0) { fprintf(stderr, "rewritten JSON does not parse: %s\n", err); abort(); }
+        if (json_parse(out, len, &again, err, sizeof err) != 0) {
+            fprintf(stderr, "rewritten JSON does not parse: %s\n", err);
+            abort();
+        }
         json_free(&again);
         free(out);
         json_free(&v);

@@ -14,7 +14,9 @@ int args_parse(const char *cmd, int argc, char **argv, ArgSpec *specs, int n) {
         if (!strncmp(a, "--", 2))
             for (int k = 0; k < n && !s; k++)
                 if (!strcmp(a + 2, specs[k].name)) s = &specs[k];
-        if (!s) return err_set(EXIT_BAD_INPUT, "usage", "%s: unknown argument %s (see engine/README.md for the flags of %s)", cmd, a, cmd);
+        if (!s)
+            return err_set(EXIT_BAD_INPUT, "usage",
+                           "%s: unknown argument %s (see engine/README.md for the flags of %s)", cmd, a, cmd);
         if (s->set) return err_set(EXIT_BAD_INPUT, "usage", "%s: flag --%s is given twice", cmd, s->name);
         s->set = 1;
         if (s->kind == ARG_SWITCH) { *(int *)s->out = 1; continue; }
@@ -26,15 +28,19 @@ int args_parse(const char *cmd, int argc, char **argv, ArgSpec *specs, int n) {
         if (!*v) return err_set(EXIT_BAD_INPUT, "usage", "%s: --%s must not be empty", cmd, s->name);
         // Paths are built in 4200-byte buffers with suffixes: longer values would be cut silently.
         if (strlen(v) > ARG_MAX_LEN)
-            return err_set(EXIT_BAD_INPUT, "usage", "%s: --%s is %zu bytes long (at most %d)", cmd, s->name, strlen(v), ARG_MAX_LEN);
+            return err_set(EXIT_BAD_INPUT, "usage", "%s: --%s is %zu bytes long (at most %d)", cmd, s->name, strlen(v),
+                           ARG_MAX_LEN);
         if (s->kind == ARG_STR) *(const char **)s->out = v;
         else if (s->kind == ARG_INT) {
             long x = strtol(v, &end, 10);
-            if (!*v || *end || errno) return err_set(EXIT_BAD_INPUT, "usage", "%s: --%s must be an integer, got \"%s\"", cmd, s->name, v);
+            if (!*v || *end || errno)
+                return err_set(EXIT_BAD_INPUT, "usage", "%s: --%s must be an integer, got \"%s\"", cmd, s->name, v);
             *(long *)s->out = x;
         } else {
             double x = strtod(v, &end);
-            if (!*v || *end || errno || !isfinite(x)) return err_set(EXIT_BAD_INPUT, "usage", "%s: --%s must be a finite number, got \"%s\"", cmd, s->name, v);
+            if (!*v || *end || errno || !isfinite(x))
+                return err_set(EXIT_BAD_INPUT, "usage", "%s: --%s must be a finite number, got \"%s\"", cmd, s->name,
+                               v);
             *(double *)s->out = x;
         }
     }

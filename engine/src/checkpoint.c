@@ -63,8 +63,8 @@ int hf_load_weights(const char *dir, Model *m) {
     }
     for (const char *u; rc == 0 && (u = st_unused(st));)
         if (!m->ops->ignored(m, u))
-            rc = err_set(EXIT_BAD_INPUT, "unknown_tensor", "%s: unknown tensor %s (not a parameter of this %s model)", dir, u,
-                         m->cfg.model_type);
+            rc = err_set(EXIT_BAD_INPUT, "unknown_tensor", "%s: unknown tensor %s (not a parameter of this %s model)",
+                         dir, u, m->cfg.model_type);
     st_close(st);
     return rc;
 }
@@ -115,7 +115,9 @@ int hf_copy_tokenizer_files(const char *src_dir, const char *dst_dir) {
 // The source config.json with its dtype fields set to the saved weights' dtype (transformers
 // and vLLM pick their load dtype from the config).
 static int write_config(const char *src, const char *dir, const char *dtype) {
-    const char *torch = !strcmp(st_save_dtype(dtype), "BF16") ? "bfloat16" : !strcmp(st_save_dtype(dtype), "F16") ? "float16" : "float32";
+    const char *torch = !strcmp(st_save_dtype(dtype), "BF16")  ? "bfloat16"
+                        : !strcmp(st_save_dtype(dtype), "F16") ? "float16"
+                                                               : "float32";
     char *out = NULL, dst[4200];
     size_t len = 0;
     JsonValue root;
@@ -140,7 +142,8 @@ static int write_config(const char *src, const char *dir, const char *dtype) {
 
 int hf_save_dir(const Model *m, const char *src_dir, const char *dst, const char *dtype, size_t shard_bytes,
                 int (*extra)(const char *dir, void *ctx), void *ctx, int done) {
-    if (!st_save_dtype(dtype)) return err_set(EXIT_BAD_INPUT, "usage", "cannot save %s as dtype \"%s\" (allowed: f32, bf16, f16)", dst, dtype);
+    if (!st_save_dtype(dtype))
+        return err_set(EXIT_BAD_INPUT, "usage", "cannot save %s as dtype \"%s\" (allowed: f32, bf16, f16)", dst, dtype);
     char tmp[4200], path[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp-%d", dst, (int)getpid());
     if (remove_tree(tmp) || mkdir_p(tmp)) return -1;

@@ -22,7 +22,8 @@ int data_load(const char *path, const ModelConfig *cfg, DataFile *d) {
     if (kind != DATA_SFT && kind != DATA_PREF) BAD("%s: unknown kind %u (allowed: 1 sft, 2 preference)", path, kind);
     if (rd32(d->buf + 20) != 0) BAD("%s: reserved header field must be 0", path);
     if (count == 0) BAD("%s: holds no records", path);
-    if ((uint64_t)count > (size - 24) / 8) BAD("%s: record_count %u exceeds what the file's %zu bytes can hold (truncated?)", path, count, size);
+    if ((uint64_t)count > (size - 24) / 8)
+        BAD("%s: record_count %u exceeds what the file's %zu bytes can hold (truncated?)", path, count, size);
     d->kind = (int)kind;
     d->count = (int)count;
     if (count > INT32_MAX) BAD("%s: record_count %u exceeds the engine's limit of %d records", path, count, INT32_MAX);
@@ -35,8 +36,12 @@ int data_load(const char *path, const ModelConfig *cfg, DataFile *d) {
         if (off + hdr > size) BAD("%s: record %u: file ends inside the record header (truncated)", path, i);
         uint64_t len[3], total = 0;
         for (int k = 0; k <= nresp; k++) { len[k] = rd32(d->buf + off + 4 * (size_t)k); total += len[k]; }
-        if (off + hdr + 4 * total > size) BAD("%s: record %u: lengths need %llu token ids but the file ends first (truncated)", path, i, (unsigned long long)total);
-        if (len[0] < 1) BAD("%s: record %u: prompt_len is 0 (at least 1 token is required to predict the first response token)", path, i);
+        if (off + hdr + 4 * total > size)
+            BAD("%s: record %u: lengths need %llu token ids but the file ends first (truncated)", path, i,
+                (unsigned long long)total);
+        if (len[0] < 1)
+            BAD("%s: record %u: prompt_len is 0 (at least 1 token is required to predict the first response token)",
+                path, i);
         for (int k = 1; k <= nresp; k++) {
             const char *what = kind == DATA_SFT ? "response_len" : k == 1 ? "chosen_len" : "rejected_len";
             if (len[k] < 1) BAD("%s: record %u: %s is 0 (at least 1 token is required)", path, i, what);
@@ -56,7 +61,8 @@ int data_load(const char *path, const ModelConfig *cfg, DataFile *d) {
         if (nresp == 2) { r->resp_len[1] = (int)len[2]; r->resp[1] = ids + len[0] + len[1]; }
         off += hdr + 4 * total;
     }
-    if (off != size) BAD("%s: %zu bytes of trailing data after record %u (record_count is wrong?)", path, size - off, count - 1);
+    if (off != size)
+        BAD("%s: %zu bytes of trailing data after record %u (record_count is wrong?)", path, size - off, count - 1);
     return 0;
 }
 

@@ -142,29 +142,38 @@ static int ensure_cache(Generator *g, Slot *s, int n) {
 int gen_submit(Generator *g, int64_t id, const int *prompt, int prompt_len, const GenParams *p) {
     const ModelConfig *c = &g->m->cfg;
     if (id < 0) return err_set(EXIT_BAD_INPUT, "bad_request", "id must be a non-negative integer");
-    if (prompt_len < 1) return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: prompt must hold at least one token", (long long)id);
+    if (prompt_len < 1)
+        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: prompt must hold at least one token",
+                       (long long)id);
     if (prompt_len >= c->max_seq_len)
-        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: prompt has %d tokens; the context holds %d, so at most %d are allowed",
+        return err_set(EXIT_BAD_INPUT, "bad_request",
+                       "request %lld: prompt has %d tokens; the context holds %d, so at most %d are allowed",
                        (long long)id, prompt_len, c->max_seq_len, c->max_seq_len - 1);
     for (int i = 0; i < prompt_len; i++)
         if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
             return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: prompt[%d] = %d is not a token id in [0, %d)",
                            (long long)id, i, prompt[i], c->vocab_size);
     if (!(p->temperature >= 0.0f) || !isfinite(p->temperature))
-        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: temperature must be a finite number >= 0", (long long)id);
+        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: temperature must be a finite number >= 0",
+                       (long long)id);
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
         return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: top_p must be in (0, 1]", (long long)id);
-    if (p->top_k < 0) return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: top_k must be >= 0 (0 = off)", (long long)id);
-    if (p->max_tokens < 1) return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: max_tokens must be >= 1", (long long)id);
+    if (p->top_k < 0)
+        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: top_k must be >= 0 (0 = off)", (long long)id);
+    if (p->max_tokens < 1)
+        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: max_tokens must be >= 1", (long long)id);
     int max_top = GEN_MAX_TOP_LOGPROBS < c->vocab_size ? GEN_MAX_TOP_LOGPROBS : c->vocab_size;
     if (p->top_logprobs < 0 || p->top_logprobs > max_top)
-        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: top_logprobs must be in [0, %d]", (long long)id, max_top);
+        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: top_logprobs must be in [0, %d]", (long long)id,
+                       max_top);
     if (p->n_stop < 0 || p->n_stop > GEN_MAX_STOP_IDS)
-        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: at most %d stop token ids", (long long)id, GEN_MAX_STOP_IDS);
+        return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: at most %d stop token ids", (long long)id,
+                       GEN_MAX_STOP_IDS);
     for (int i = 0; i < p->n_stop; i++)
         if (p->stop_ids[i] < 0 || p->stop_ids[i] >= c->vocab_size)
-            return err_set(EXIT_BAD_INPUT, "bad_request", "request %lld: stop_token_ids[%d] = %d is not a token id in [0, %d)",
-                           (long long)id, i, p->stop_ids[i], c->vocab_size);
+            return err_set(EXIT_BAD_INPUT, "bad_request",
+                           "request %lld: stop_token_ids[%d] = %d is not a token id in [0, %d)", (long long)id, i,
+                           p->stop_ids[i], c->vocab_size);
     Request *r = calloc(1, sizeof(Request));
     if (!r || !(r->prompt = malloc((size_t)prompt_len * sizeof(int)))) {
         free(r);
@@ -355,10 +364,11 @@ int gen_step(Generator *g, gen_token_fn on_token, gen_done_fn on_done, void *ctx
         size_t t = (size_t)omp_get_thread_num() * V;
         int tok = sample_token(z, V, p, &s->rng, g->cand_val + t, g->cand_idx + t, g->cand_order + t);
         g->sample_tok[i] = tok;
-        g->sample_lp[i] = p->logprobs && tok >= 0 ? token_logprobs(z, V, tok, p->top_logprobs, g->cand_val + t, g->cand_idx + t,
-                                                       g->sample_top_ids + i * GEN_MAX_TOP_LOGPROBS,
-                                                       g->sample_top_lp + i * GEN_MAX_TOP_LOGPROBS)
-                                      : NAN;
+        g->sample_lp[i] = p->logprobs && tok >= 0
+                              ? token_logprobs(z, V, tok, p->top_logprobs, g->cand_val + t, g->cand_idx + t,
+                                               g->sample_top_ids + i * GEN_MAX_TOP_LOGPROBS,
+                                               g->sample_top_lp + i * GEN_MAX_TOP_LOGPROBS)
+                              : NAN;
     }
     for (int i = 0; i < nsample; i++) {
         Slot *s = &g->slots[g->sample_slot[i]];

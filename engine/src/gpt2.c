@@ -42,20 +42,23 @@ static int parse_config(const JsonValue *root, const char *path, ModelConfig *c)
         config_float(root, path, "initializer_range", 0.02f, &c->init_std))
         return -1;
     if (c->n_embd % c->n_head)
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field n_embd (%d) must be divisible by n_head (%d)", path, c->n_embd, c->n_head);
+        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field n_embd (%d) must be divisible by n_head (%d)", path,
+                       c->n_embd, c->n_head);
     c->n_kv_head = c->n_head;
     c->head_dim = c->n_embd / c->n_head;
     c->tied_embeddings = 1;
     // gelu_pytorch_tanh is the same tanh approximation as gelu_new.
     if (act && (act->type != JSON_STRING || (strcmp(act->str, "gelu_new") && strcmp(act->str, "gelu_pytorch_tanh"))))
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field activation_function must be \"gelu_new\" (or \"gelu_pytorch_tanh\")", path);
+        return err_set(EXIT_BAD_INPUT, "bad_config",
+                       "%s: field activation_function must be \"gelu_new\" (or \"gelu_pytorch_tanh\")", path);
     static const struct { const char *key; int supported; } flags[] = {
         {"scale_attn_weights", 1}, {"scale_attn_by_inverse_layer_idx", 0}, {"add_cross_attention", 0}};
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
         const JsonValue *v = json_get(root, flags[i].key);
         if (v && v->type == JSON_BOOL && v->boolean != flags[i].supported)
-            return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s must be %s (the engine implements standard GPT-2)", path,
-                           flags[i].key, flags[i].supported ? "true" : "false");
+            return err_set(EXIT_BAD_INPUT, "bad_config",
+                           "%s: field %s must be %s (the engine implements standard GPT-2)", path, flags[i].key,
+                           flags[i].supported ? "true" : "false");
     }
     return 0;
 }

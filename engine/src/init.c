@@ -37,7 +37,8 @@ int cmd_init(int argc, char **argv) {
     int bos, eos;
     token_ids(config, &bos, &eos);
     if (bos >= cfg.vocab_size || eos >= cfg.vocab_size)
-        die(EXIT_BAD_INPUT, "bad_config", "%s: bos_token_id/eos_token_id must be < vocab_size (%d)", config, cfg.vocab_size);
+        die(EXIT_BAD_INPUT, "bad_config", "%s: bos_token_id/eos_token_id must be < vocab_size (%d)", config,
+            cfg.vocab_size);
     Model m;
     if (model_build(&m, &cfg)) die(EXIT_IO, "out_of_memory", "init: cannot allocate the model of %s", config);
     model_init_random(&m, (uint64_t)seed);

@@ -69,17 +69,31 @@ static int parse_string(Parser *p, char **out) {
             if (cp >= 0xDC00 && cp < 0xE000) { free(buf); return fail(p, "unpaired low surrogate in \\u escape"); }
             if (cp >= 0xD800 && cp < 0xDC00) {
                 unsigned lo;
-                if (p->end - p->s < 6 || p->s[0] != '\\' || p->s[1] != 'u') { free(buf); return fail(p, "unpaired high surrogate in \\u escape"); }
+                if (p->end - p->s < 6 || p->s[0] != '\\' || p->s[1] != 'u') {
+                    free(buf);
+                    return fail(p, "unpaired high surrogate in \\u escape");
+                }
                 p->s += 2;
                 if (hex4(p, &lo)) { free(buf); return -1; }
-                if (lo < 0xDC00 || lo >= 0xE000) { free(buf); return fail(p, "high surrogate not followed by a low one in \\u escape"); }
+                if (lo < 0xDC00 || lo >= 0xE000) {
+                    free(buf);
+                    return fail(p, "high surrogate not followed by a low one in \\u escape");
+                }
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             }
             // UTF-8 encode (at most 4 bytes; the escape took at least 6 input bytes).
             if (cp < 0x80) *w++ = (char)cp;
-            else if (cp < 0x800) { *w++ = (char)(0xC0 | cp >> 6); *w++ = (char)(0x80 | (cp & 63)); }
-            else if (cp < 0x10000) { *w++ = (char)(0xE0 | cp >> 12); *w++ = (char)(0x80 | ((cp >> 6) & 63)); *w++ = (char)(0x80 | (cp & 63)); }
-            else { *w++ = (char)(0xF0 | cp >> 18); *w++ = (char)(0x80 | ((cp >> 12) & 63)); *w++ = (char)(0x80 | ((cp >> 6) & 63)); *w++ = (char)(0x80 | (cp & 63)); }
+            else if (cp < 0x800) { *w++ = (char)(0xC0 | cp >> 6); *w++ = (char)(0x80 | (cp & 63));
+            } else if (cp < 0x10000) {
+                *w++ = (char)(0xE0 | cp >> 12);
+                *w++ = (char)(0x80 | ((cp >> 6) & 63));
+                *w++ = (char)(0x80 | (cp & 63));
+            } else {
+                *w++ = (char)(0xF0 | cp >> 18);
+                *w++ = (char)(0x80 | ((cp >> 12) & 63));
+                *w++ = (char)(0x80 | ((cp >> 6) & 63));
+                *w++ = (char)(0x80 | (cp & 63));
+            }
             break;
         }
         default: free(buf); p->s--; return fail(p, "invalid escape in string");
@@ -163,7 +177,10 @@ static int parse_container(Parser *p, JsonValue *v, char close) {
             if (p->s >= p->end || *p->s != ':') { free(key); return fail(p, "expected ':' after key"); }
             p->s++;
         }
-        if (push(p, v, &cap, key)) { if (v->n == 0 || v->keys == NULL || v->keys[v->n - 1] != key) free(key); return -1; }
+        if (push(p, v, &cap, key)) {
+            if (v->n == 0 || v->keys == NULL || v->keys[v->n - 1] != key) free(key);
+            return -1;
+        }
         skip_ws(p);
         if (p->s < p->end && *p->s == ',') { p->s++; continue; }
         if (p->s < p->end && *p->s == close) { p->s++; p->depth--; return 0; }

@@ -70,31 +70,35 @@ static int parse_rope(const JsonValue *root, const char *path, ModelConfig *c) {
     const JsonValue *sc = rp && rp->type != JSON_NULL ? rp : rs;
     if (config_float(root, path, "rope_theta", 10000.0f, &c->rope_theta)) return -1;
     if (!sc || sc->type == JSON_NULL) return 0;
-    if (sc->type != JSON_OBJECT) return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s must be an object", path, field);
+    if (sc->type != JSON_OBJECT)
+        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s must be an object", path, field);
     char key[64];
     snprintf(key, sizeof key, "%s.rope_theta", field);
     const JsonValue *th = json_get(sc, "rope_theta");
     if (th) {
-        if (th->type != JSON_NUMBER || !(th->num > 0)) return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s must be a positive number", path, key);
+        if (th->type != JSON_NUMBER || !(th->num > 0))
+            return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s must be a positive number", path, key);
         c->rope_theta = (float)th->num;
     }
     const JsonValue *ty = json_get(sc, "rope_type");
     if (!ty) ty = json_get(sc, "type");
     if (!ty || (ty->type == JSON_STRING && !strcmp(ty->str, "default"))) return 0;
     if (ty->type != JSON_STRING || strcmp(ty->str, "llama3"))
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s.rope_type is %s; supported: default, llama3", path, field,
-                       ty->type == JSON_STRING ? ty->str : json_type_name(ty->type));
+        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s.rope_type is %s; supported: default, llama3", path,
+                       field, ty->type == JSON_STRING ? ty->str : json_type_name(ty->type));
     c->rope_llama3 = 1;
     static const char *keys[] = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"};
     float v[4];
     for (int i = 0; i < 4; i++) {
         const JsonValue *x = json_get(sc, keys[i]);
         if (!x || x->type != JSON_NUMBER || !(x->num > 0))
-            return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s.%s must be a positive number for rope_type llama3", path, field, keys[i]);
+            return err_set(EXIT_BAD_INPUT, "bad_config",
+                           "%s: field %s.%s must be a positive number for rope_type llama3", path, field, keys[i]);
         v[i] = (float)x->num;
     }
     if (!(v[2] > v[1]))
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s.high_freq_factor must be greater than low_freq_factor", path, field);
+        return err_set(EXIT_BAD_INPUT, "bad_config",
+                       "%s: field %s.high_freq_factor must be greater than low_freq_factor", path, field);
     c->rope_factor = v[0]; c->rope_low_freq_factor = v[1]; c->rope_high_freq_factor = v[2];
     c->rope_original_max_pos = (int)v[3];
     return 0;
@@ -117,16 +121,22 @@ static int parse_config(const JsonValue *root, const char *path, ModelConfig *c)
         config_int(root, path, "pad_token_id", 0, 0, -1, &c->pad_token_id) || parse_rope(root, path, c))
         return -1;
     if (c->n_head % c->n_kv_head)
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field num_attention_heads (%d) must be a multiple of num_key_value_heads (%d)",
-                       path, c->n_head, c->n_kv_head);
+        return err_set(EXIT_BAD_INPUT, "bad_config",
+                       "%s: field num_attention_heads (%d) must be a multiple of num_key_value_heads (%d)", path,
+                       c->n_head, c->n_kv_head);
     const JsonValue *hd = json_get(root, "head_dim");
     if ((!hd || hd->type == JSON_NULL) && c->n_embd % c->n_head)
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field hidden_size (%d) must be divisible by num_attention_heads (%d) when head_dim is not given",
-                       path, c->n_embd, c->n_head);
+        return err_set(
+            EXIT_BAD_INPUT, "bad_config",
+            "%s: field hidden_size (%d) must be divisible by num_attention_heads (%d) when head_dim is not given", path,
+            c->n_embd, c->n_head);
     if (config_int(root, path, "head_dim", 0, 2, c->n_embd / c->n_head, &c->head_dim)) return -1;
-    if (c->head_dim % 2) return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field head_dim (%d) must be even (rotary pairs)", path, c->head_dim);
+    if (c->head_dim % 2)
+        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field head_dim (%d) must be even (rotary pairs)", path,
+                       c->head_dim);
     if (c->pad_token_id >= c->vocab_size)
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field pad_token_id (%d) must be < vocab_size (%d)", path, c->pad_token_id, c->vocab_size);
+        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field pad_token_id (%d) must be < vocab_size (%d)", path,
+                       c->pad_token_id, c->vocab_size);
     const JsonValue *act = json_get(root, "hidden_act");
     if (act && (act->type != JSON_STRING || strcmp(act->str, "silu")))
         return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field hidden_act must be \"silu\"", path);
@@ -134,7 +144,9 @@ static int parse_config(const JsonValue *root, const char *path, ModelConfig *c)
     if (mistral && config_int(root, path, "sliding_window", 0, 1, 0, &c->sliding_window)) return -1;
     const JsonValue *usw = json_get(root, "use_sliding_window");
     if (qwen2 && usw && usw->type == JSON_BOOL && usw->boolean)
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field use_sliding_window must be false (per-layer sliding windows of qwen2 are not supported)", path);
+        return err_set(
+            EXIT_BAD_INPUT, "bad_config",
+            "%s: field use_sliding_window must be false (per-layer sliding windows of qwen2 are not supported)", path);
     return 0;
 }
 
@@ -202,8 +214,10 @@ static char *config_json(const ModelConfig *c, int bos, int eos) {
         float_text(f, sizeof f, c->rope_factor);
         float_text(lo, sizeof lo, c->rope_low_freq_factor);
         float_text(hi, sizeof hi, c->rope_high_freq_factor);
-        snprintf(rope, sizeof rope, "{\"rope_type\": \"llama3\", \"rope_theta\": %s, \"factor\": %s, \"low_freq_factor\": %s, "
-                 "\"high_freq_factor\": %s, \"original_max_position_embeddings\": %d}", theta, f, lo, hi, c->rope_original_max_pos);
+        snprintf(rope, sizeof rope,
+                 "{\"rope_type\": \"llama3\", \"rope_theta\": %s, \"factor\": %s, \"low_freq_factor\": %s, "
+                 "\"high_freq_factor\": %s, \"original_max_position_embeddings\": %d}",
+                 theta, f, lo, hi, c->rope_original_max_pos);
     } else {
         snprintf(rope, sizeof rope, "{\"rope_type\": \"default\", \"rope_theta\": %s}", theta);
     }
@@ -212,20 +226,23 @@ static char *config_json(const ModelConfig *c, int bos, int eos) {
     if (eos >= 0) n += snprintf(ids + n, sizeof ids - n, "  \"eos_token_id\": %d,\n", eos);
     if (c->pad_token_id >= 0) snprintf(ids + n, sizeof ids - n, "  \"pad_token_id\": %d,\n", c->pad_token_id);
     if (!strcmp(c->model_type, "llama"))
-        snprintf(extra, sizeof extra, "  \"attention_bias\": %s,\n  \"mlp_bias\": %s,\n", c->attention_bias ? "true" : "false",
-                 c->mlp_bias ? "true" : "false");
+        snprintf(extra, sizeof extra, "  \"attention_bias\": %s,\n  \"mlp_bias\": %s,\n",
+                 c->attention_bias ? "true" : "false", c->mlp_bias ? "true" : "false");
     else if (!strcmp(c->model_type, "mistral") && c->sliding_window)
         snprintf(extra, sizeof extra, "  \"sliding_window\": %d,\n", c->sliding_window);
     char *s = malloc(4096);
     if (!s) return NULL;
     snprintf(s, 4096,
-             "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n%s%s  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n"
+             "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n%s%s  \"head_dim\": %d,\n"
+             "  \"hidden_act\": \"silu\",\n"
              "  \"hidden_size\": %d,\n  \"initializer_range\": %s,\n  \"intermediate_size\": %d,\n"
              "  \"max_position_embeddings\": %d,\n  \"num_attention_heads\": %d,\n  \"num_hidden_layers\": %d,\n"
-             "  \"num_key_value_heads\": %d,\n  \"rms_norm_eps\": %s,\n  \"rope_parameters\": %s,\n  \"rope_theta\": %s,\n"
-             "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"float32\",\n  \"use_cache\": true,\n  \"vocab_size\": %d\n}\n",
-             arch, c->model_type, ids, extra, c->head_dim, c->n_embd, std, c->n_inner, c->max_seq_len, c->n_head, c->n_layer,
-             c->n_kv_head, eps, rope, theta, c->tied_embeddings ? "true" : "false", c->vocab_size);
+             "  \"num_key_value_heads\": %d,\n  \"rms_norm_eps\": %s,\n  \"rope_parameters\": %s,\n"
+             "  \"rope_theta\": %s,\n"
+             "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"float32\",\n  \"use_cache\": true,\n"
+             "  \"vocab_size\": %d\n}\n",
+             arch, c->model_type, ids, extra, c->head_dim, c->n_embd, std, c->n_inner, c->max_seq_len, c->n_head,
+             c->n_layer, c->n_kv_head, eps, rope, theta, c->tied_embeddings ? "true" : "false", c->vocab_size);
     return s;
 }
 
@@ -414,7 +431,8 @@ static int gen_forward(Model *m, void *state, const GenRows *rows, const int *sa
     int QD = NH * hd, KVD = KVH * hd;
     if (packed_set_rows(g, (size_t)n)) return -1;
     float **b = g->buf;
-    #define LINEAR(out, in, l, k, bias) packed_matmul(out, in, &g->mats[(l) * MATS_PER_LAYER + (k)], bias, n, g->scratch)
+    #define LINEAR(out, in, l, k, bias) \
+        packed_matmul(out, in, &g->mats[(l) * MATS_PER_LAYER + (k)], bias, n, g->scratch)
     encoder_forward(b[BUF_X], rows->tok, rows->pos, p[ix[K_EMB]], NULL, n, C);
     for (int l = 0; l < c->n_layer; l++) {
         rmsnorm_forward(b[BUF_LN], NULL, b[BUF_X], W(m, ix, p, K_LN1, l), n, C, c->norm_eps);

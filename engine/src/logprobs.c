@@ -22,7 +22,8 @@ int logprobs_compute(Model *m, const DataFile *d, float *lp, int *nt, volatile s
             int n = d->count - i0 < LOGPROB_BATCH / 2 ? d->count - i0 : LOGPROB_BATCH / 2;
             for (int k = 0; k < n; k++) {
                 const DataRecord *r = &d->rec[i0 + k];
-                pairs[k] = (ModelPair){r->prompt, r->resp[0], r->resp[1], r->prompt_len, r->resp_len[0], r->resp_len[1]};
+                pairs[k] =
+                    (ModelPair){r->prompt, r->resp[0], r->resp[1], r->prompt_len, r->resp_len[0], r->resp_len[1]};
             }
             model_forward_pairs(m, pairs, n, lp + 2 * i0, nt + 2 * i0);
         }
@@ -77,7 +78,8 @@ int logprobs_write(const char *path, const DataFile *d, const float *lp, const i
     fclose(f);
     int rc = 0;
     if (path) rc = write_file_atomic(path, buf, len);
-    else if (fwrite(buf, 1, len, stdout) != len || fflush(stdout)) rc = err_set(EXIT_IO, "io_error", "cannot write to stdout");
+    else if (fwrite(buf, 1, len, stdout) != len || fflush(stdout))
+        rc = err_set(EXIT_IO, "io_error", "cannot write to stdout");
     free(buf);
     return rc;
 }
@@ -87,8 +89,9 @@ int logprobs_read(const char *path, const DataFile *d, float *lp, int *nt, const
     size_t n;
     if (read_file(path, &text, &n)) return -1;
     int sides = d->kind == DATA_PREF ? 2 : 1, line = 0, rc = 0;
-    static const char *fields[2][2][2] = {{{"logp_sum", "tokens"}, {"", ""}},
-                                          {{"chosen_logp_sum", "chosen_tokens"}, {"rejected_logp_sum", "rejected_tokens"}}};
+    static const char *fields[2][2][2] = {
+        {{"logp_sum", "tokens"}, {"", ""}},
+        {{"chosen_logp_sum", "chosen_tokens"}, {"rejected_logp_sum", "rejected_tokens"}}};
     char *p = text;
     while (rc == 0 && *p) {
         char *nl = strchr(p, '\n');
@@ -97,8 +100,15 @@ int logprobs_read(const char *path, const DataFile *d, float *lp, int *nt, const
         JsonValue v;
         char perr[128];
         if (len == 0) { p += 1; continue; }
-        if (line > d->count) { rc = err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: line %d: more lines than the data's %d records", path, line, d->count); break; }
-        if (json_parse(p, len, &v, perr, sizeof perr)) { rc = err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: line %d: %s", path, line, perr); break; }
+        if (line > d->count) {
+            rc = err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: line %d: more lines than the data's %d records", path,
+                         line, d->count);
+            break;
+        }
+        if (json_parse(p, len, &v, perr, sizeof perr)) {
+            rc = err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: line %d: %s", path, line, perr);
+            break;
+        }
         const JsonValue *idx = json_get(&v, "index"), *k = json_get(&v, "key");
         if (key && (!k || k->type != JSON_STRING || strcmp(k->str, key))) rc = 1;
         else if (!json_is_int(idx, line - 1, line - 1))
@@ -107,17 +117,24 @@ int logprobs_read(const char *path, const DataFile *d, float *lp, int *nt, const
             const JsonValue *sum = json_get(&v, fields[sides - 1][s][0]), *cnt = json_get(&v, fields[sides - 1][s][1]);
             int i = line - 1;
             if (!sum || sum->type != JSON_NUMBER || !isfinite(sum->num) || sum->num > 0)
-                rc = err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: line %d: field %s must be a finite log-prob sum <= 0", path, line, fields[sides - 1][s][0]);
+                rc = err_set(EXIT_BAD_INPUT, "bad_ref_logps",
+                             "%s: line %d: field %s must be a finite log-prob sum <= 0", path, line,
+                             fields[sides - 1][s][0]);
             else if (!json_is_int(cnt, d->rec[i].resp_len[s], d->rec[i].resp_len[s]))
-                rc = key ? 1 : err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: line %d: field %s must equal the record's response length %d (is this file for this data?)",
-                                       path, line, fields[sides - 1][s][1], d->rec[i].resp_len[s]);
+                rc = key ? 1
+                         : err_set(EXIT_BAD_INPUT, "bad_ref_logps",
+                                   "%s: line %d: field %s must equal the record's response length %d "
+                                   "(is this file for this data?)",
+                                   path, line, fields[sides - 1][s][1], d->rec[i].resp_len[s]);
             else { lp[2 * i + s] = (float)sum->num; nt[2 * i + s] = (int)cnt->num; }
         }
         json_free(&v);
         p += nl ? len + 1 : len;
     }
     if (rc == 0 && line != d->count)
-        rc = key ? 1 : err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: holds %d lines, the data has %d records", path, line, d->count);
+        rc = key ? 1
+                 : err_set(EXIT_BAD_INPUT, "bad_ref_logps", "%s: holds %d lines, the data has %d records", path, line,
+                           d->count);
     free(text);
     return rc;
 }

@@ -22,7 +22,8 @@ int main(int argc, char **argv) {
     for (int i = 0; argc >= 2 && i < NCOMMANDS; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 2, argv + 2);
     char names[256] = "";
-    for (int i = 0; i < NCOMMANDS; i++) snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", COMMANDS[i].name);
+    for (int i = 0; i < NCOMMANDS; i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", COMMANDS[i].name);
     die(EXIT_BAD_INPUT, "usage", "%s%s; commands: %s", argc < 2 ? "missing command" : "unknown command ",
         argc < 2 ? "" : argv[1], names);
 }

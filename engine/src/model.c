@@ -21,13 +21,14 @@ int config_int(const JsonValue *root, const char *path, const char *key, int req
     const JsonValue *v = json_get(root, key);
     if (!v || (!required && v->type == JSON_NULL)) {
         if (required)
-            return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s is missing (an integer >= %d is required)", path, key, lo);
+            return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s is missing (an integer >= %d is required)", path,
+                           key, lo);
         *out = def;
         return 0;
     }
     if (!json_is_int(v, lo, 1 << 30))
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s must be an integer in [%d, 2^30], got %s", path, key, lo,
-                       v->type == JSON_NUMBER ? "a number outside it" : json_type_name(v->type));
+        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s must be an integer in [%d, 2^30], got %s", path, key,
+                       lo, v->type == JSON_NUMBER ? "a number outside it" : json_type_name(v->type));
     *out = (int)v->num;
     return 0;
 }
@@ -44,7 +45,8 @@ int config_float(const JsonValue *root, const char *path, const char *key, float
 int config_bool(const JsonValue *root, const char *path, const char *key, int def, int *out) {
     const JsonValue *v = json_get(root, key);
     if (!v || v->type == JSON_NULL) { *out = def; return 0; }
-    if (v->type != JSON_BOOL) return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s must be true or false", path, key);
+    if (v->type != JSON_BOOL)
+        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field %s must be true or false", path, key);
     *out = v->boolean;
     return 0;
 }
@@ -62,8 +64,10 @@ static int check_sizes(const Model *m, const char *path) {
         if (p->per_layer && __builtin_mul_overflow(n, (size_t)m->cfg.n_layer, &all)) all = SIZE_MAX;
         if (n > INT_MAX || all == SIZE_MAX || __builtin_add_overflow(total, all, &total) ||
             total > SIZE_MAX / sizeof(float) / 4)
-            return err_set(EXIT_BAD_INPUT, "bad_config", "%s: tensor %s is too large for the engine (its dimensions multiply past 2^31 elements per layer)",
-                           path, p->name);
+            return err_set(
+                EXIT_BAD_INPUT, "bad_config",
+                "%s: tensor %s is too large for the engine (its dimensions multiply past 2^31 elements per layer)",
+                path, p->name);
     }
     return 0;
 }
@@ -71,15 +75,17 @@ static int check_sizes(const Model *m, const char *path) {
 int model_parse_config(const JsonValue *root, const char *path, ModelConfig *cfg) {
     memset(cfg, 0, sizeof *cfg);
     if (root->type != JSON_OBJECT)
-        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: expected a JSON object, got a %s", path, json_type_name(root->type));
+        return err_set(EXIT_BAD_INPUT, "bad_config", "%s: expected a JSON object, got a %s", path,
+                       json_type_name(root->type));
     const JsonValue *mt = json_get(root, "model_type");
     int k = 0;
     if (mt) {
         for (k = 0; k < NTYPES && !(mt->type == JSON_STRING && !strcmp(mt->str, TYPES[k].type)); k++) {}
         if (k == NTYPES)
-            return err_set(EXIT_BAD_INPUT, "bad_config", "%s: field model_type is %s%s%s; supported: gpt2, llama, mistral, qwen2", path,
-                           mt->type == JSON_STRING ? "\"" : "a ", mt->type == JSON_STRING ? mt->str : json_type_name(mt->type),
-                           mt->type == JSON_STRING ? "\"" : "");
+            return err_set(
+                EXIT_BAD_INPUT, "bad_config", "%s: field model_type is %s%s%s; supported: gpt2, llama, mistral, qwen2",
+                path, mt->type == JSON_STRING ? "\"" : "a ",
+                mt->type == JSON_STRING ? mt->str : json_type_name(mt->type), mt->type == JSON_STRING ? "\"" : "");
     }
     cfg->arch = TYPES[k].arch;
     snprintf(cfg->model_type, sizeof cfg->model_type, "%s", TYPES[k].type);
@@ -141,7 +147,8 @@ void model_zero_grad(Model *m) {
 
 void *model_xrealloc(void *p, size_t n) {
     void *q = realloc(p, n ? n : 1);
-    if (!q) die(EXIT_IO, "out_of_memory", "model activations: cannot allocate %zu bytes (use a smaller --batch-size)", n);
+    if (!q)
+        die(EXIT_IO, "out_of_memory", "model activations: cannot allocate %zu bytes (use a smaller --batch-size)", n);
     return q;
 }
 
@@ -195,11 +202,13 @@ static void check_inputs(const Model *m) {
     int T = a->T;
     for (int i = 0; i < a->B * T; i++) {
         if (a->tokens[i] < 0 || a->tokens[i] >= m->cfg.vocab_size)
-            die(EXIT_BAD_INPUT, "token_out_of_range", "model input: token id %d (sequence %d, index %d) is outside [0, %d)",
-                a->tokens[i], i / T, i % T, m->cfg.vocab_size);
+            die(EXIT_BAD_INPUT, "token_out_of_range",
+                "model input: token id %d (sequence %d, index %d) is outside [0, %d)", a->tokens[i], i / T, i % T,
+                m->cfg.vocab_size);
         if (a->pos[i] >= m->cfg.max_seq_len)
-            die(EXIT_BAD_INPUT, "sequence_too_long", "model input: sequence %d needs position %d but the context holds %d",
-                i / T, a->pos[i], m->cfg.max_seq_len);
+            die(EXIT_BAD_INPUT, "sequence_too_long",
+                "model input: sequence %d needs position %d but the context holds %d", i / T, a->pos[i],
+                m->cfg.max_seq_len);
     }
     for (int r = 0; r < a->nrows; r++)
         if (a->row_tgt[r] < 0 || a->row_tgt[r] >= m->cfg.vocab_size)

@@ -47,7 +47,9 @@ struct StSet {
     int next_unused;
 };
 
-static int by_name(const void *a, const void *b) { return strcmp(((const Tensor *)a)->name, ((const Tensor *)b)->name); }
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const Tensor *)a)->name, ((const Tensor *)b)->name);
+}
 
 static int by_offset(const void *a, const void *b) {
     const Tensor *x = *(const Tensor *const *)a, *y = *(const Tensor *const *)b;
@@ -57,30 +59,36 @@ static int by_offset(const void *a, const void *b) {
 
 static void shape_text(char *out, size_t cap, const int64_t *shape, int ndim) {
     size_t k = (size_t)snprintf(out, cap, "[");
-    for (int d = 0; d < ndim && k < cap; d++) k += (size_t)snprintf(out + k, cap - k, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    for (int d = 0; d < ndim && k < cap; d++)
+        k += (size_t)snprintf(out + k, cap - k, "%s%lld", d ? ", " : "", (long long)shape[d]);
     if (k < cap) snprintf(out + k, cap - k, "]");
 }
 
 // One header entry into t; errors name the file and the tensor.
 static int parse_entry(const char *path, const char *name, const JsonValue *e, uint64_t data_size, Tensor *t) {
 #define BAD(...) return err_set(EXIT_BAD_INPUT, "bad_safetensors", __VA_ARGS__)
-    if (e->type != JSON_OBJECT) BAD("%s: tensor %s: header entry is %s, expected an object", path, name, json_type_phrase(e));
+    if (e->type != JSON_OBJECT)
+        BAD("%s: tensor %s: header entry is %s, expected an object", path, name, json_type_phrase(e));
     const JsonValue *dt = json_get(e, "dtype"), *sh = json_get(e, "shape"), *off = json_get(e, "data_offsets");
-    if (!dt || dt->type != JSON_STRING) BAD("%s: tensor %s: dtype must be a string, got %s", path, name, json_type_phrase(dt));
+    if (!dt || dt->type != JSON_STRING)
+        BAD("%s: tensor %s: dtype must be a string, got %s", path, name, json_type_phrase(dt));
     t->dtype = -1;
     for (int i = 0; i < NUM_DTYPES; i++)
         if (!strcmp(dt->str, DTYPES[i].name)) t->dtype = i;
     if (t->dtype < 0)
-        BAD("%s: tensor %s: unknown dtype \"%.32s\" (safetensors dtypes: F32, BF16, F16, F64, I64, U64, I32, U32, I16, U16, I8, "
-            "U8, BOOL, F8_E4M3, F8_E5M2)", path, name, dt->str);
-    if (!sh || sh->type != JSON_ARRAY) BAD("%s: tensor %s: shape must be an array, got %s", path, name, json_type_phrase(sh));
+        BAD("%s: tensor %s: unknown dtype \"%.32s\" (safetensors dtypes: F32, BF16, F16, F64, I64, U64, I32, U32, "
+            "I16, U16, I8, U8, BOOL, F8_E4M3, F8_E5M2)",
+            path, name, dt->str);
+    if (!sh || sh->type != JSON_ARRAY)
+        BAD("%s: tensor %s: shape must be an array, got %s", path, name, json_type_phrase(sh));
     if (sh->n > MAX_DIMS) BAD("%s: tensor %s: shape has %d dimensions (at most %d)", path, name, sh->n, MAX_DIMS);
     t->ndim = sh->n;
     t->count = 1;
     for (int d = 0; d < sh->n; d++) {
         if (!json_is_int(&sh->items[d], 0, 9007199254740992.0))
             BAD("%s: tensor %s: shape[%d] must be a non-negative integer, got %s", path, name, d,
-                sh->items[d].type == JSON_NUMBER ? "a negative, fractional or huge number" : json_type_phrase(&sh->items[d]));
+                sh->items[d].type == JSON_NUMBER ? "a negative, fractional or huge number"
+                                                 : json_type_phrase(&sh->items[d]));
         t->shape[d] = (int64_t)sh->items[d].num;
         if (__builtin_mul_overflow(t->count, (uint64_t)t->shape[d], &t->count))
             BAD("%s: tensor %s: the product of its shape overflows 64 bits", path, name);
@@ -94,13 +102,18 @@ static int parse_entry(const char *path, const char *name, const JsonValue *e, u
     for (int k = 0; k < 2; k++)
         if (!json_is_int(&off->items[k], 0, 9007199254740992.0))
             BAD("%s: tensor %s: data_offsets[%d] must be a non-negative integer, got %s", path, name, k,
-                off->items[k].type == JSON_NUMBER ? "a negative, fractional or huge number" : json_type_phrase(&off->items[k]));
+                off->items[k].type == JSON_NUMBER ? "a negative, fractional or huge number"
+                                                  : json_type_phrase(&off->items[k]));
     t->begin = (uint64_t)off->items[0].num;
     t->end = (uint64_t)off->items[1].num;
-    if (t->begin > t->end) BAD("%s: tensor %s: data_offsets begin %llu > end %llu", path, name, (unsigned long long)t->begin, (unsigned long long)t->end);
+    if (t->begin > t->end)
+        BAD("%s: tensor %s: data_offsets begin %llu > end %llu", path, name, (unsigned long long)t->begin,
+            (unsigned long long)t->end);
     if (t->end > data_size)
-        return err_set(EXIT_BAD_INPUT, "truncated_safetensors", "%s: file is truncated: tensor %s ends past the end of the data (data_offsets end %llu > %llu data bytes)",
-                       path, name, (unsigned long long)t->end, (unsigned long long)data_size);
+        return err_set(
+            EXIT_BAD_INPUT, "truncated_safetensors",
+            "%s: file is truncated: tensor %s ends past the end of the data (data_offsets end %llu > %llu data bytes)",
+            path, name, (unsigned long long)t->end, (unsigned long long)data_size);
     if (t->end - t->begin != bytes) {
         char s[256];
         shape_text(s, sizeof s, t->shape, t->ndim);
@@ -124,7 +137,8 @@ static int load_file(StSet *s, const char *path) {
     if (fd < 0) return -1;
     if (sh->size < 8) {
         close(fd);
-        return err_set(EXIT_BAD_INPUT, "truncated_safetensors", "%s: file is truncated: %zu bytes, shorter than the 8-byte header length", path, sh->size);
+        return err_set(EXIT_BAD_INPUT, "truncated_safetensors",
+                       "%s: file is truncated: %zu bytes, shorter than the 8-byte header length", path, sh->size);
     }
     sh->map = mmap(NULL, sh->size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
@@ -133,9 +147,12 @@ static int load_file(StSet *s, const char *path) {
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | sh->map[i];
     if (hlen > sh->size - 8)
-        return err_set(EXIT_BAD_INPUT, "truncated_safetensors", "%s: file is truncated or not safetensors: header length %llu exceeds the %zu bytes that follow",
+        return err_set(EXIT_BAD_INPUT, "truncated_safetensors",
+                       "%s: file is truncated or not safetensors: header length %llu exceeds the %zu bytes that follow",
                        path, (unsigned long long)hlen, sh->size - 8);
-    if (hlen > MAX_HEADER) return err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: header of %llu bytes exceeds the 100 MiB limit", path, (unsigned long long)hlen);
+    if (hlen > MAX_HEADER)
+        return err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: header of %llu bytes exceeds the 100 MiB limit", path,
+                       (unsigned long long)hlen);
     uint64_t data_size = sh->size - 8 - hlen;
     const unsigned char *data = sh->map + 8 + hlen;
     JsonValue root;
@@ -143,12 +160,15 @@ static int load_file(StSet *s, const char *path) {
     if (json_parse((const char *)sh->map + 8, hlen, &root, perr, sizeof perr))
         return err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: header is not valid JSON (%s)", path, perr);
     int rc = 0, first = s->n;
-    if (root.type != JSON_OBJECT) rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: header is %s, expected an object", path, json_type_phrase(&root));
+    if (root.type != JSON_OBJECT)
+        rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: header is %s, expected an object", path,
+                     json_type_phrase(&root));
     for (int i = 0; i < root.n && rc == 0; i++) {
         const char *name = root.keys[i];
         if (!strcmp(name, "__metadata__")) {
             if (root.items[i].type != JSON_OBJECT)
-                rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: __metadata__ is %s, expected an object", path, json_type_phrase(&root.items[i]));
+                rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: __metadata__ is %s, expected an object", path,
+                             json_type_phrase(&root.items[i]));
             continue;
         }
         if (s->n == s->cap) {
@@ -178,9 +198,10 @@ static int load_file(StSet *s, const char *path) {
     for (int i = 0; i < k && rc == 0; i++) {
         if (order[i]->begin == order[i]->end) continue;
         if (last && order[i]->begin < last->end)
-            rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: tensor %s: data_offsets [%llu, %llu] overlap tensor %s's [%llu, %llu]", path,
-                         order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end, last->name,
-                         (unsigned long long)last->begin, (unsigned long long)last->end);
+            rc = err_set(EXIT_BAD_INPUT, "bad_safetensors",
+                         "%s: tensor %s: data_offsets [%llu, %llu] overlap tensor %s's [%llu, %llu]", path,
+                         order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end,
+                         last->name, (unsigned long long)last->begin, (unsigned long long)last->end);
         last = order[i];
     }
     free(order);
@@ -217,7 +238,8 @@ static int open_index(StSet *s, const char *dir, const char *path) {
     char **files = NULL;
     int nfiles = 0, of = 0, *seen = NULL;
     if (!wm || wm->type != JSON_OBJECT || wm->n == 0) {
-        rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: weight_map must be a non-empty object of tensor name -> shard file, got %s", path,
+        rc = err_set(EXIT_BAD_INPUT, "bad_safetensors",
+                     "%s: weight_map must be a non-empty object of tensor name -> shard file, got %s", path,
                      wm && wm->type == JSON_OBJECT ? "an empty object" : json_type_phrase(wm));
         goto out;
     }
@@ -225,9 +247,11 @@ static int open_index(StSet *s, const char *dir, const char *path) {
     if (!files) { rc = -1; goto out; }
     for (int i = 0; i < wm->n && rc == 0; i++) {
         const JsonValue *f = &wm->items[i];
-        if (f->type != JSON_STRING || !*f->str || strchr(f->str, '/') || !strcmp(f->str, "..") || !strcmp(f->str, ".")) {
-            rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: weight_map: tensor %s must map to a file name in %s, got %s%s%s", path,
-                         wm->keys[i], dir, f->type == JSON_STRING ? "\"" : "", f->type == JSON_STRING ? f->str : json_type_phrase(f),
+        if (f->type != JSON_STRING || !*f->str || strchr(f->str, '/') || !strcmp(f->str, "..") ||
+            !strcmp(f->str, ".")) {
+            rc = err_set(EXIT_BAD_INPUT, "bad_safetensors",
+                         "%s: weight_map: tensor %s must map to a file name in %s, got %s%s%s", path, wm->keys[i], dir,
+                         f->type == JSON_STRING ? "\"" : "", f->type == JSON_STRING ? f->str : json_type_phrase(f),
                          f->type == JSON_STRING ? "\"" : "");
             break;
         }
@@ -244,7 +268,9 @@ static int open_index(StSet *s, const char *dir, const char *path) {
     for (int i = 0; i < nfiles && rc == 0; i++) {
         int k, n;
         if (!shard_number(files[i], &k, &n)) continue;
-        if (of && n != of) rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: shard %s does not belong to a set of %d shards", path, files[i], of);
+        if (of && n != of)
+            rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: shard %s does not belong to a set of %d shards", path,
+                         files[i], of);
         of = n;
     }
     if (rc == 0 && of && !(seen = checked_calloc((size_t)of, sizeof *seen, path))) rc = -1;
@@ -253,7 +279,9 @@ static int open_index(StSet *s, const char *dir, const char *path) {
         if (shard_number(files[i], &k, &n)) seen[k - 1] = 1;
     }
     for (int k = 0; k < of && rc == 0; k++)
-        if (!seen[k]) rc = err_set(EXIT_BAD_INPUT, "missing_shard", "%s: shard %d of %d is not listed in weight_map", path, k + 1, of);
+        if (!seen[k])
+            rc = err_set(EXIT_BAD_INPUT, "missing_shard", "%s: shard %d of %d is not listed in weight_map", path, k + 1,
+                         of);
     if (rc) goto out;
     qsort(s->t, (size_t)s->n, sizeof *s->t, by_name);
     for (int i = 1; i < s->n && rc == 0; i++)
@@ -262,15 +290,21 @@ static int open_index(StSet *s, const char *dir, const char *path) {
                          s->shards[s->t[i - 1].shard].path, s->shards[s->t[i].shard].path);
     for (int i = 0; i < wm->n && rc == 0; i++) {
         Tensor *t = find(s, wm->keys[i]);
-        if (!t) rc = err_set(EXIT_BAD_INPUT, "missing_tensor", "%s: weight_map puts tensor %s in %s, which does not hold it", path, wm->keys[i], wm->items[i].str);
+        if (!t)
+            rc =
+                err_set(EXIT_BAD_INPUT, "missing_tensor", "%s: weight_map puts tensor %s in %s, which does not hold it",
+                        path, wm->keys[i], wm->items[i].str);
         else if (strcmp(strrchr(s->shards[t->shard].path, '/') + 1, wm->items[i].str))
-            rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: weight_map puts tensor %s in %s, but it is in %s", path, wm->keys[i],
-                         wm->items[i].str, s->shards[t->shard].path);
-        else if (t->used) rc = err_set(EXIT_BAD_INPUT, "duplicate_tensor", "%s: weight_map lists tensor %s twice", path, wm->keys[i]);
+            rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: weight_map puts tensor %s in %s, but it is in %s",
+                         path, wm->keys[i], wm->items[i].str, s->shards[t->shard].path);
+        else if (t->used)
+            rc = err_set(EXIT_BAD_INPUT, "duplicate_tensor", "%s: weight_map lists tensor %s twice", path, wm->keys[i]);
         else t->used = 1;
     }
     for (int i = 0; i < s->n && rc == 0; i++) {
-        if (!s->t[i].used) rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: tensor %s is not listed in %s's weight_map", s->shards[s->t[i].shard].path, s->t[i].name, path);
+        if (!s->t[i].used)
+            rc = err_set(EXIT_BAD_INPUT, "bad_safetensors", "%s: tensor %s is not listed in %s's weight_map",
+                         s->shards[s->t[i].shard].path, s->t[i].name, path);
         s->t[i].used = 0;
     }
 out:
@@ -296,8 +330,10 @@ static int check_config(const char *dir) {
     const JsonValue *q = json_get(&root, "quantization_config");
     if (q && q->type != JSON_NULL) {
         const JsonValue *m = json_get(q, "quant_method");
-        rc = err_set(EXIT_BAD_INPUT, "unsupported_model", "%s: quantization_config%s%s%s is set: quantized checkpoints are not supported "
-                     "(allowed: unquantized F32, BF16 or F16 weights)", path, m && m->type == JSON_STRING ? " (quant_method " : "",
+        rc = err_set(EXIT_BAD_INPUT, "unsupported_model",
+                     "%s: quantization_config%s%s%s is set: quantized checkpoints are not supported "
+                     "(allowed: unquantized F32, BF16 or F16 weights)",
+                     path, m && m->type == JSON_STRING ? " (quant_method " : "",
                      m && m->type == JSON_STRING ? m->str : "", m && m->type == JSON_STRING ? ")" : "");
     }
     json_free(&root);
@@ -317,13 +353,15 @@ StSet *st_open_dir(const char *dir) {
     }
     if (rc == 0) rc = check_config(dir);
     if (rc == 0 && access(single, F_OK) != 0 && access(index, F_OK) != 0)
-        rc = err_set(EXIT_BAD_INPUT, "missing_weights", "%s: neither model.safetensors nor model.safetensors.index.json exists", dir);
+        rc = err_set(EXIT_BAD_INPUT, "missing_weights",
+                     "%s: neither model.safetensors nor model.safetensors.index.json exists", dir);
     else if (rc == 0 && access(single, F_OK) == 0) {  // transformers prefers the single file too
         if (!(s->entry = checked_strdup(single, dir)) || load_file(s, single)) rc = -1;
         else qsort(s->t, (size_t)s->n, sizeof *s->t, by_name);
         for (int i = 1; i < s->n && rc == 0; i++)
             if (!strcmp(s->t[i - 1].name, s->t[i].name))
-                rc = err_set(EXIT_BAD_INPUT, "duplicate_tensor", "%s: tensor %s appears twice in the header", single, s->t[i].name);
+                rc = err_set(EXIT_BAD_INPUT, "duplicate_tensor", "%s: tensor %s appears twice in the header", single,
+                             s->t[i].name);
     } else if (rc == 0) {
         if (!(s->entry = checked_strdup(index, dir)) || open_index(s, dir, index)) rc = -1;
     }
@@ -346,14 +384,16 @@ int st_read_f32(StSet *s, const char *name, const int64_t *shape, int ndim, floa
     const char *path = s->shards[t->shard].path;
     t->used = 1;
     if (t->dtype >= DT_READABLE)
-        return err_set(EXIT_BAD_INPUT, "bad_dtype", "%s: tensor %s has dtype %s; allowed: F32, F16, BF16", path, name, DTYPES[t->dtype].name);
+        return err_set(EXIT_BAD_INPUT, "bad_dtype", "%s: tensor %s has dtype %s; allowed: F32, F16, BF16", path, name,
+                       DTYPES[t->dtype].name);
     int same = t->ndim == ndim;
     for (int d = 0; d < ndim && same; d++) same = t->shape[d] == shape[d];
     if (!same) {
         char got[256], want[256];
         shape_text(got, sizeof got, t->shape, t->ndim);
         shape_text(want, sizeof want, shape, ndim);
-        return err_set(EXIT_BAD_INPUT, "bad_shape", "%s: tensor %s has shape %s; config.json requires %s", path, name, got, want);
+        return err_set(EXIT_BAD_INPUT, "bad_shape", "%s: tensor %s has shape %s; config.json requires %s", path, name,
+                       got, want);
     }
     const unsigned char *p = t->data;
     for (uint64_t i = 0; i < t->count; i++) {
@@ -375,7 +415,8 @@ int st_read_f32(StSet *s, const char *name, const int64_t *shape, int ndim, floa
         }
         memcpy(&out[i], &bits, 4);
         if (!isfinite(out[i]))
-            return err_set(EXIT_BAD_INPUT, "bad_weights", "%s: tensor %s holds a NaN or infinite value (element %llu)", path, name, (unsigned long long)i);
+            return err_set(EXIT_BAD_INPUT, "bad_weights", "%s: tensor %s holds a NaN or infinite value (element %llu)",
+                           path, name, (unsigned long long)i);
     }
     return 0;
 }
@@ -516,7 +557,8 @@ static int write_file(const char *path, const StOut *t, int from, int to, int dt
         if (dtype == DT_F32) { ok = fwrite(t[i].data, 4, n, f) == n; continue; }
         for (uint64_t s = 0; s < n && ok; s += CHUNK) {
             size_t k = n - s < CHUNK ? (size_t)(n - s) : CHUNK;
-            for (size_t j = 0; j < k; j++) buf[j] = dtype == DT_BF16 ? f32_to_bf16(t[i].data[s + j]) : f32_to_f16(t[i].data[s + j]);
+            for (size_t j = 0; j < k; j++)
+                buf[j] = dtype == DT_BF16 ? f32_to_bf16(t[i].data[s + j]) : f32_to_f16(t[i].data[s + j]);
             ok = fwrite(buf, 2, k, f) == k;
         }
     }
@@ -535,7 +577,9 @@ static int remove_file(const char *path) {
 
 int st_save_dir(const char *dir, const StOut *t, int n, const char *dtype_name, size_t shard_bytes) {
     const char *canon = st_save_dtype(dtype_name);
-    if (!canon) return err_set(EXIT_BAD_INPUT, "usage", "cannot save %s as dtype \"%s\" (allowed: F32, BF16, F16)", dir, dtype_name);
+    if (!canon)
+        return err_set(EXIT_BAD_INPUT, "usage", "cannot save %s as dtype \"%s\" (allowed: F32, BF16, F16)", dir,
+                       dtype_name);
     int dtype = 0;
     while (strcmp(DTYPES[dtype].name, canon)) dtype++;
     // Greedy shards in tensor order, as transformers' save_pretrained packs them.

@@ -68,9 +68,15 @@ static int opt_num(const JsonValue *req, const char *key, double *out, char *msg
 static int opt_ids(const JsonValue *req, const char *key, int *out, int *n, int max, char *msg, size_t cap) {
     const JsonValue *v = json_get(req, key);
     if (!v || v->type == JSON_NULL) return 0;
-    if (v->type != JSON_ARRAY || v->n > max) { snprintf(msg, cap, "field %s must be an array of at most %d token ids", key, max); return -1; }
+    if (v->type != JSON_ARRAY || v->n > max) {
+        snprintf(msg, cap, "field %s must be an array of at most %d token ids", key, max);
+        return -1;
+    }
     for (int i = 0; i < v->n; i++) {
-        if (!json_is_int(&v->items[i], 0, 2147483647.0)) { snprintf(msg, cap, "field %s[%d] must be a non-negative integer token id", key, i); return -1; }
+        if (!json_is_int(&v->items[i], 0, 2147483647.0)) {
+            snprintf(msg, cap, "field %s[%d] must be a non-negative integer token id", key, i);
+            return -1;
+        }
         out[i] = (int)v->items[i].num;
     }
     *n = v->n;
@@ -80,27 +86,41 @@ static int opt_ids(const JsonValue *req, const char *key, int *out, int *n, int 
 static void handle_generate(Generator *g, const JsonValue *req, const JsonValue *id) {
     char msg[256] = "";
     const JsonValue *prompt = json_get(req, "prompt");
-    if (!json_is_int(id, 0, 9007199254740991.0)) { request_error(id, "field id must be a non-negative integer"); return; }
-    if (!prompt || prompt->type != JSON_ARRAY || prompt->n < 1) { request_error(id, "field prompt must be a non-empty array of token ids"); return; }
+    if (!json_is_int(id, 0, 9007199254740991.0)) {
+        request_error(id, "field id must be a non-negative integer");
+        return;
+    }
+    if (!prompt || prompt->type != JSON_ARRAY || prompt->n < 1) {
+        request_error(id, "field prompt must be a non-empty array of token ids");
+        return;
+    }
     int *ids = malloc((size_t)prompt->n * sizeof(int));
     if (!ids) { request_error(id, "out of memory for the prompt"); return; }
     for (int i = 0; i < prompt->n && !msg[0]; i++) {
-        if (!json_is_int(&prompt->items[i], 0, 2147483647.0)) snprintf(msg, sizeof msg, "field prompt[%d] must be a non-negative integer token id", i);
+        if (!json_is_int(&prompt->items[i], 0, 2147483647.0))
+            snprintf(msg, sizeof msg, "field prompt[%d] must be a non-negative integer token id", i);
         else ids[i] = (int)prompt->items[i].num;
     }
     double temperature = 1.0, top_p = 1.0, top_k = 0, max_tokens = 16, seed = 0, top_logprobs = 0;
     GenParams p = {0};
     const JsonValue *lp = json_get(req, "logprobs");
-    if (!msg[0] && lp && lp->type != JSON_NULL && lp->type != JSON_BOOL) snprintf(msg, sizeof msg, "field logprobs must be true or false");
+    if (!msg[0] && lp && lp->type != JSON_NULL && lp->type != JSON_BOOL)
+        snprintf(msg, sizeof msg, "field logprobs must be true or false");
     if (!msg[0])
-        (void)(opt_num(req, "temperature", &temperature, msg, sizeof msg) || opt_num(req, "top_p", &top_p, msg, sizeof msg) ||
-               opt_num(req, "top_k", &top_k, msg, sizeof msg) || opt_num(req, "max_tokens", &max_tokens, msg, sizeof msg) ||
-               opt_num(req, "seed", &seed, msg, sizeof msg) || opt_num(req, "top_logprobs", &top_logprobs, msg, sizeof msg) ||
+        (void)(opt_num(req, "temperature", &temperature, msg, sizeof msg) ||
+               opt_num(req, "top_p", &top_p, msg, sizeof msg) || opt_num(req, "top_k", &top_k, msg, sizeof msg) ||
+               opt_num(req, "max_tokens", &max_tokens, msg, sizeof msg) ||
+               opt_num(req, "seed", &seed, msg, sizeof msg) ||
+               opt_num(req, "top_logprobs", &top_logprobs, msg, sizeof msg) ||
                opt_ids(req, "stop_token_ids", p.stop_ids, &p.n_stop, GEN_MAX_STOP_IDS, msg, sizeof msg));
-    if (!msg[0] && (seed < 0 || seed > 18446744073709551615.0 || seed != floor(seed))) snprintf(msg, sizeof msg, "field seed must be a non-negative integer");
-    if (!msg[0] && (top_k != floor(top_k) || top_k > 2147483647.0)) snprintf(msg, sizeof msg, "field top_k must be an integer >= 0 (0 = off)");
-    if (!msg[0] && (max_tokens != floor(max_tokens) || max_tokens > 2147483647.0)) snprintf(msg, sizeof msg, "field max_tokens must be an integer >= 1");
-    if (!msg[0] && top_logprobs != floor(top_logprobs)) snprintf(msg, sizeof msg, "field top_logprobs must be an integer in [0, %d]", GEN_MAX_TOP_LOGPROBS);
+    if (!msg[0] && (seed < 0 || seed > 18446744073709551615.0 || seed != floor(seed)))
+        snprintf(msg, sizeof msg, "field seed must be a non-negative integer");
+    if (!msg[0] && (top_k != floor(top_k) || top_k > 2147483647.0))
+        snprintf(msg, sizeof msg, "field top_k must be an integer >= 0 (0 = off)");
+    if (!msg[0] && (max_tokens != floor(max_tokens) || max_tokens > 2147483647.0))
+        snprintf(msg, sizeof msg, "field max_tokens must be an integer >= 1");
+    if (!msg[0] && top_logprobs != floor(top_logprobs))
+        snprintf(msg, sizeof msg, "field top_logprobs must be an integer in [0, %d]", GEN_MAX_TOP_LOGPROBS);
     if (msg[0]) { request_error(id, msg); free(ids); return; }
     p.temperature = (float)temperature;
     p.top_p = (float)top_p;
@@ -139,14 +159,18 @@ int cmd_serve(int argc, char **argv) {
                        {"max-batch", ARG_INT, &max_batch, 0}, {"prefill-tokens", ARG_INT, &prefill_budget, 0},
                        {"dtype", ARG_STR, &dtype, 0}};
     if (args_parse("serve", argc, argv, specs, 5)) err_exit();
-    if (strcmp(dtype, "fp32") && strcmp(dtype, "bf16")) die(EXIT_BAD_INPUT, "usage", "serve: --dtype must be fp32 or bf16, got %s", dtype);
+    if (strcmp(dtype, "fp32") && strcmp(dtype, "bf16"))
+        die(EXIT_BAD_INPUT, "usage", "serve: --dtype must be fp32 or bf16, got %s", dtype);
     if (!model) die(EXIT_BAD_INPUT, "usage", "serve: --model DIR is required");
-    if (max_batch < 1 || max_batch > 4096) die(EXIT_BAD_INPUT, "usage", "serve: --max-batch must be in [1, 4096], got %ld", max_batch);
-    if (prefill_budget < 0) die(EXIT_BAD_INPUT, "usage", "serve: --prefill-tokens must be >= 1 (0 = the context length)");
+    if (max_batch < 1 || max_batch > 4096)
+        die(EXIT_BAD_INPUT, "usage", "serve: --max-batch must be in [1, 4096], got %ld", max_batch);
+    if (prefill_budget < 0)
+        die(EXIT_BAD_INPUT, "usage", "serve: --prefill-tokens must be >= 1 (0 = the context length)");
     set_threads(threads);
     Model m;
     if (hf_load_model(model, &m)) err_exit();
-    Generator *g = gen_create(&m, (int)max_batch, prefill_budget ? (int)prefill_budget : m.cfg.max_seq_len, !strcmp(dtype, "bf16"));
+    Generator *g = gen_create(&m, (int)max_batch, prefill_budget ? (int)prefill_budget : m.cfg.max_seq_len,
+                              !strcmp(dtype, "bf16"));
     if (!g) err_exit();
     printf("{\"event\":\"ready\",\"n_ctx\":%d,\"vocab_size\":%d,\"max_batch\":%ld,\"dtype\":\"%s\",\"isa\":\"%s\"}\n",
            m.cfg.max_seq_len, m.cfg.vocab_size, max_batch, dtype, gen_isa(g));
@@ -162,12 +186,14 @@ int cmd_serve(int argc, char **argv) {
         if (ready < 0 && errno != EINTR) die(EXIT_IO, "io_error", "serve: poll on stdin failed: %s", strerror(errno));
         if (ready > 0) {
             if (have == cap) {
-                if (cap >= MAX_LINE) die(EXIT_BAD_INPUT, "line_too_long", "serve: a request line exceeds %d bytes", MAX_LINE);
+                if (cap >= MAX_LINE)
+                    die(EXIT_BAD_INPUT, "line_too_long", "serve: a request line exceeds %d bytes", MAX_LINE);
                 buf = realloc(buf, cap *= 2);
                 if (!buf) die(EXIT_IO, "out_of_memory", "serve: cannot grow the input buffer");
             }
             ssize_t n = read(0, buf + have, cap - have);
-            if (n < 0 && errno != EINTR && errno != EAGAIN) die(EXIT_IO, "io_error", "serve: reading stdin failed: %s", strerror(errno));
+            if (n < 0 && errno != EINTR && errno != EAGAIN)
+                die(EXIT_IO, "io_error", "serve: reading stdin failed: %s", strerror(errno));
             if (n == 0) eof = 1;
             if (n > 0) have += (size_t)n;
             size_t start = 0;

@@ -77,10 +77,12 @@ static void parse_args(Trainer *t, int argc, char **argv) {
     if (args_parse("train", argc, argv, s, ns)) err_exit();
     if (!a->model || !a->data || !a->out || !a->loss) USAGE("train: --model, --data, --out and --loss are required");
     LossKind kind;
-    if (loss_kind_parse(a->loss, &kind)) USAGE("train: --loss must be one of sft, dpo, simpo, ipo, hinge; got \"%s\"", a->loss);
+    if (loss_kind_parse(a->loss, &kind))
+        USAGE("train: --loss must be one of sft, dpo, simpo, ipo, hinge; got \"%s\"", a->loss);
     int has_ref = kind == LOSS_DPO || kind == LOSS_IPO || kind == LOSS_HINGE;
     if (args_get(s, ns, "gamma")->set && kind != LOSS_SIMPO) USAGE("train: --gamma applies only to --loss simpo");
-    if (args_get(s, ns, "ref-logps")->set && !has_ref) USAGE("train: --ref-logps applies only to --loss dpo, ipo or hinge");
+    if (args_get(s, ns, "ref-logps")->set && !has_ref)
+        USAGE("train: --ref-logps applies only to --loss dpo, ipo or hinge");
     if (args_get(s, ns, "beta")->set && kind == LOSS_SFT) USAGE("train: --beta does not apply to --loss sft");
     if (args_get(s, ns, "label-smoothing")->set && kind != LOSS_DPO && kind != LOSS_SIMPO)
         USAGE("train: --label-smoothing applies only to --loss dpo or simpo");
@@ -92,7 +94,8 @@ static void parse_args(Trainer *t, int argc, char **argv) {
     if (a->label_smoothing < 0 || a->label_smoothing >= 0.5) USAGE("train: --label-smoothing must be in [0, 0.5)");
     if (a->lr < 0) USAGE("train: --lr must be >= 0");
     if (a->weight_decay < 0) USAGE("train: --weight-decay must be >= 0");
-    if (a->beta1 < 0 || a->beta1 >= 1 || a->beta2 < 0 || a->beta2 >= 1) USAGE("train: --adam-beta1 and --adam-beta2 must be in [0, 1)");
+    if (a->beta1 < 0 || a->beta1 >= 1 || a->beta2 < 0 || a->beta2 >= 1)
+        USAGE("train: --adam-beta1 and --adam-beta2 must be in [0, 1)");
     if (!(a->eps > 0)) USAGE("train: --adam-eps must be > 0");
     if (a->warmup_steps < 0) USAGE("train: --warmup-steps must be >= 0");
     if (a->warmup_ratio < 0 || a->warmup_ratio > 1) USAGE("train: --warmup-ratio must be in [0, 1]");
@@ -100,9 +103,11 @@ static void parse_args(Trainer *t, int argc, char **argv) {
     if (a->batch_size < 1 || a->batch_size > 4096) USAGE("train: --batch-size must be in [1, 4096]");
     if (a->grad_accum < 1 || a->grad_accum > 1 << 20) USAGE("train: --grad-accum must be >= 1");
     if (a->epochs < 1 || a->epochs > 1 << 20) USAGE("train: --epochs must be >= 1");
-    if (args_get(s, ns, "max-steps")->set && (a->max_steps < 1 || a->max_steps > 99999999)) USAGE("train: --max-steps must be in [1, 99999999]");
+    if (args_get(s, ns, "max-steps")->set && (a->max_steps < 1 || a->max_steps > 99999999))
+        USAGE("train: --max-steps must be in [1, 99999999]");
     if (a->seed < 0) USAGE("train: --seed must be >= 0");
-    if (args_get(s, ns, "threads")->set && (a->threads < 1 || a->threads > 1024)) USAGE("train: --threads must be in [1, 1024]");
+    if (args_get(s, ns, "threads")->set && (a->threads < 1 || a->threads > 1024))
+        USAGE("train: --threads must be in [1, 1024]");
     if (a->checkpoint_every < 0) USAGE("train: --checkpoint-every must be >= 0 (0: only at the end and on SIGTERM)");
     if (a->keep < 1) USAGE("train: --keep-checkpoints must be >= 1");
     if (!strcmp(a->schedule, "cosine")) t->sched = SCHED_COSINE;
@@ -112,7 +117,9 @@ static void parse_args(Trainer *t, int argc, char **argv) {
     if (a->save_dtype && !(t->save_dtype = st_save_dtype(a->save_dtype)))
         USAGE("train: --save-dtype must be f32, bf16 or f16; got \"%s\"", a->save_dtype);
     if (a->max_shard && st_parse_size(a->max_shard, &t->shard_bytes))
-        USAGE("train: --max-shard-size must be a positive size in bytes, or with a unit (e.g. 500MB, 5GB, 2GiB); got \"%s\"", a->max_shard);
+        USAGE("train: --max-shard-size must be a positive size in bytes, or with a unit (e.g. 500MB, 5GB, 2GiB); "
+              "got \"%s\"",
+              a->max_shard);
     t->loss = (LossConfig){kind, (float)a->beta, (float)a->gamma, (float)a->label_smoothing};
     t->opt = (AdamWConfig){(float)a->beta1, (float)a->beta2, (float)a->eps, (float)a->weight_decay};
 }
@@ -158,7 +165,8 @@ static void record_args(Trainer *t) {
     record_arg(t, "records", "%d", t->d.count);
     record_arg(t, "data-hash", "%016llx", (unsigned long long)t->d.hash);
     record_arg(t, "model-hash", "%016llx", (unsigned long long)t->model_hash);
-    record_arg(t, "ref-logps-hash", "%016llx", (unsigned long long)(a->ref_logps ? hash_file(a->ref_logps, FNV_OFFSET) : 0));
+    record_arg(t, "ref-logps-hash", "%016llx",
+               (unsigned long long)(a->ref_logps ? hash_file(a->ref_logps, FNV_OFFSET) : 0));
     record_arg(t, "threads", "%d", omp_get_max_threads());  // bit-exact resume needs the same split of the sums
 }
 
@@ -257,9 +265,13 @@ static void train_step(Trainer *t, long step) {
         model_backward(&t->m, dlogp);
     }
     loss /= norm;
-    if (!isfinite(loss)) die(EXIT_NONFINITE, "non_finite_loss", "train: loss is %g at step %ld (lower --lr, check the data)", loss, step);
+    if (!isfinite(loss))
+        die(EXIT_NONFINITE, "non_finite_loss", "train: loss is %g at step %ld (lower --lr, check the data)", loss,
+            step);
     float gnorm = clip_grad_norm(t->m.grads, t->m.num_params, (float)t->a.grad_clip);
-    if (!isfinite(gnorm)) die(EXIT_NONFINITE, "non_finite_loss", "train: gradient norm is %g at step %ld (lower --lr, check the data)", (double)gnorm, step);
+    if (!isfinite(gnorm))
+        die(EXIT_NONFINITE, "non_finite_loss", "train: gradient norm is %g at step %ld (lower --lr, check the data)",
+            (double)gnorm, step);
     double lr = learning_rate(t, step - 1);
     adamw_step(&t->m, t->mom1, t->mom2, &t->opt, (float)lr, step);
     double dt = now_s() - t0;
@@ -273,8 +285,10 @@ static void train_step(Trainer *t, long step) {
     json_write_float(stdout, lr);
     if (pref) {
         double n = norm;
-        const char *keys[] = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"};
-        double vals[] = {sum.reward_chosen / n, sum.reward_rejected / n, sum.accuracy / n, sum.margin / n, sum.logp_chosen / n, sum.logp_rejected / n};
+        const char *keys[] = {"rewards/chosen",  "rewards/rejected", "rewards/accuracies",
+                              "rewards/margins", "logps/chosen",     "logps/rejected"};
+        double vals[] = {sum.reward_chosen / n, sum.reward_rejected / n, sum.accuracy / n,
+                         sum.margin / n,        sum.logp_chosen / n,     sum.logp_rejected / n};
         for (int k = 0; k < 6; k++) { printf(",\"%s\":", keys[k]); json_write_float(stdout, vals[k]); }
     }
     printf(",\"tokens_per_s\":");
@@ -400,13 +414,16 @@ static void load_checkpoint(Trainer *t, long step) {
     if (read_file(path, &text, &n)) err_exit();
     JsonValue st;
     char perr[128];
-    if (json_parse(text, n, &st, perr, sizeof perr)) die(EXIT_BAD_INPUT, "bad_checkpoint", "%s: not valid JSON (%s)", path, perr);
+    if (json_parse(text, n, &st, perr, sizeof perr))
+        die(EXIT_BAD_INPUT, "bad_checkpoint", "%s: not valid JSON (%s)", path, perr);
     free(text);
     const JsonValue *args = json_get(&st, "args");
     for (int i = 0; i < t->nargs; i++) {
         const JsonValue *v = json_get(args, t->names[i]);
         if (!v || v->type != JSON_STRING || strcmp(v->str, t->values[i]))
-            die(EXIT_BAD_INPUT, "resume_mismatch", "%s: the checkpoint was written with %s = %s, this run has %s; resume with the same flags and data, or use a fresh --out",
+            die(EXIT_BAD_INPUT, "resume_mismatch",
+                "%s: the checkpoint was written with %s = %s, this run has %s; "
+                "resume with the same flags and data, or use a fresh --out",
                 path, t->names[i], v && v->type == JSON_STRING ? v->str : "(none)", t->values[i]);
     }
     json_free(&st);
@@ -415,12 +432,14 @@ static void load_checkpoint(Trainer *t, long step) {
     if (read_file(path, &text, &n)) err_exit();
     uint64_t head[5], np = t->m.num_params;
     if (n != 8 + sizeof head + 2 * np * sizeof(float) || memcmp(text, OPT_MAGIC, 8))
-        die(EXIT_BAD_INPUT, "bad_checkpoint", "%s: not an optimizer state for this model (%zu bytes, expected %zu)", path, n,
-            (size_t)(8 + sizeof head + 2 * np * sizeof(float)));
+        die(EXIT_BAD_INPUT, "bad_checkpoint", "%s: not an optimizer state for this model (%zu bytes, expected %zu)",
+            path, n, (size_t)(8 + sizeof head + 2 * np * sizeof(float)));
     memcpy(head, text + 8, sizeof head);
     if (head[0] != (uint64_t)step || head[1] != np || head[2] != (uint64_t)t->a.seed)
-        die(EXIT_BAD_INPUT, "bad_checkpoint", "%s: records step %llu, %llu parameters, seed %llu; expected step %ld, %llu, seed %ld", path,
-            (unsigned long long)head[0], (unsigned long long)head[1], (unsigned long long)head[2], step, (unsigned long long)np, t->a.seed);
+        die(EXIT_BAD_INPUT, "bad_checkpoint",
+            "%s: records step %llu, %llu parameters, seed %llu; expected step %ld, %llu, seed %ld", path,
+            (unsigned long long)head[0], (unsigned long long)head[1], (unsigned long long)head[2], step,
+            (unsigned long long)np, t->a.seed);
     memcpy(t->mom1, text + 8 + sizeof head, np * sizeof(float));
     memcpy(t->mom2, text + 8 + sizeof head + np * sizeof(float), np * sizeof(float));
     free(text);
@@ -445,9 +464,11 @@ static void reference_pass(Trainer *t) {
     int rc = logprobs_compute(&t->m, &t->d, t->ref, t->ref_n, &g_stop);
     if (rc < 0) err_exit();
     if (rc > 0)
-        die(EXIT_STOPPED, "stopped", "train: stopped by signal %d during the reference pre-pass (no step done)", (int)g_stop);
+        die(EXIT_STOPPED, "stopped", "train: stopped by signal %d during the reference pre-pass (no step done)",
+            (int)g_stop);
     // Read back what was written so a fresh and a resumed run use the very same numbers.
-    if (logprobs_write(path, &t->d, t->ref, t->ref_n, key) || logprobs_read(path, &t->d, t->ref, t->ref_n, key)) err_exit();
+    if (logprobs_write(path, &t->d, t->ref, t->ref_n, key) || logprobs_read(path, &t->d, t->ref, t->ref_n, key))
+        err_exit();
 }
 
 int cmd_train(int argc, char **argv) {
@@ -472,8 +493,8 @@ int cmd_train(int argc, char **argv) {
     if (data_load(t->a.data, &t->m.cfg, &t->d)) err_exit();
     int pref = t->loss.kind != LOSS_SFT;
     if (pref != (t->d.kind == DATA_PREF))
-        die(EXIT_BAD_INPUT, "usage", "train: --loss %s needs %s data, but %s holds %s records", t->a.loss, pref ? "preference" : "sft",
-            t->a.data, t->d.kind == DATA_PREF ? "preference" : "sft");
+        die(EXIT_BAD_INPUT, "usage", "train: --loss %s needs %s data, but %s holds %s records", t->a.loss,
+            pref ? "preference" : "sft", t->a.data, t->d.kind == DATA_PREF ? "preference" : "sft");
     long per_step = t->a.batch_size * t->a.grad_accum;
     t->per_epoch = (t->d.count + per_step - 1) / per_step;
     t->total = t->a.max_steps ? t->a.max_steps : t->a.epochs * t->per_epoch;
@@ -496,11 +517,14 @@ int cmd_train(int argc, char **argv) {
     scan_checkpoints(t->a.out, 0);  // temp files and dirs a killed run left in OUT
     long newest = scan_checkpoints(ckdir, 0);
     if (newest && !t->a.resume)
-        die(EXIT_BAD_INPUT, "usage", "train: %s already holds checkpoints (newest step %ld); pass --resume to continue it, or use a fresh --out", ckdir, newest);
+        die(EXIT_BAD_INPUT, "usage",
+            "train: %s already holds checkpoints (newest step %ld); pass --resume to continue it, or use a fresh --out",
+            ckdir, newest);
     // Reference log-probs come from --model's weights, before any checkpoint is loaded.
     if (t->loss.kind == LOSS_DPO || t->loss.kind == LOSS_IPO || t->loss.kind == LOSS_HINGE) reference_pass(t);
     if (newest > t->total)
-        die(EXIT_BAD_INPUT, "resume_mismatch", "train: checkpoint step %ld is beyond this run's %ld steps; resume with the same flags", newest, t->total);
+        die(EXIT_BAD_INPUT, "resume_mismatch",
+            "train: checkpoint step %ld is beyond this run's %ld steps; resume with the same flags", newest, t->total);
     if (newest) load_checkpoint(t, newest);
 
     printf("{\"event\":\"start\",\"total_steps\":%ld,\"records\":%d,\"resumed_from\":", t->total, t->d.count);
@@ -515,7 +539,8 @@ int cmd_train(int argc, char **argv) {
     }
     if (g_stop && t->step < t->total) {
         if (saved != t->step) save_checkpoint(t);
-        die(EXIT_STOPPED, "stopped", "train: stopped by signal %d after step %ld of %ld; resume with --resume", (int)g_stop, t->step, t->total);
+        die(EXIT_STOPPED, "stopped", "train: stopped by signal %d after step %ld of %ld; resume with --resume",
+            (int)g_stop, t->step, t->total);
     }
     if (saved != t->step) save_checkpoint(t);
     char final[4200];

@@ -64,7 +64,10 @@ int err_errno(const char *what, const char *path) {
     int e = errno;
     int input = e == ENOENT || e == EACCES || e == ENOTDIR || e == EISDIR || e == ELOOP || e == EROFS;
     int reading = !strncmp(what, "cannot read", 11) || !strcmp(what, "cannot open") || !strcmp(what, "cannot map");
-    return err_set(input ? EXIT_BAD_INPUT : EXIT_IO, !input ? "io_error" : reading ? "file_not_readable" : "file_not_writable",
+    return err_set(input ? EXIT_BAD_INPUT : EXIT_IO,
+                   !input    ? "io_error"
+                   : reading ? "file_not_readable"
+                             : "file_not_writable",
                    "%s %s: %s", what, path, strerror(e));
 }
 

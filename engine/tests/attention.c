@@ -74,8 +74,14 @@ int main(void) {
     float *lse = malloc((size_t)B * NH * T * 4), *scratch = malloc(attention_scratch_floats(T) * 4);
     double *rout = malloc(no * 8), *rdqkv = malloc(nq * 8);
     uint32_t s = 12345;
-    for (size_t i = 0; i < nq; i++) { s = s * 1664525u + 1013904223u; qkv[i] = (float)((s >> 8) % 2000) / 1000.0f - 1.0f; }
-    for (size_t i = 0; i < no; i++) { s = s * 1664525u + 1013904223u; g[i] = (float)((s >> 8) % 2000) / 1000.0f - 1.0f; }
+    for (size_t i = 0; i < nq; i++) {
+        s = s * 1664525u + 1013904223u;
+        qkv[i] = (float)((s >> 8) % 2000) / 1000.0f - 1.0f;
+    }
+    for (size_t i = 0; i < no; i++) {
+        s = s * 1664525u + 1013904223u;
+        g[i] = (float)((s >> 8) % 2000) / 1000.0f - 1.0f;
+    }
     int branch[2 * B] = {40, 97, 1, 140};  // prompt 40 + branch at 97; prompt 1 + branch at 140
     int failures = 0;
     for (int mode = 0; mode < 2; mode++) {
@@ -87,7 +93,8 @@ int main(void) {
         reference(qkv, g, br, rout, rdqkv);
         double eo = max_rel(out, rout, no), ed = max_rel(dqkv, rdqkv, nq);
         int bad = eo > 1e-5 || ed > 1e-4;
-        printf("attention (%s): out rel err %.2e, dqkv rel err %.2e: %s\n", mode ? "branched" : "causal", eo, ed, bad ? "FAILED" : "ok");
+        printf("attention (%s): out rel err %.2e, dqkv rel err %.2e: %s\n", mode ? "branched" : "causal", eo, ed,
+               bad ? "FAILED" : "ok");
         failures += bad;
     }
     free(qkv); free(g); free(out); free(dqkv); free(lse); free(scratch); free(rout); free(rdqkv);

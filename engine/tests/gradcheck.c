@@ -62,7 +62,9 @@ static int check_pairs(Model *m) {
     int tokens[2 * N * 2 * MAXL], targets[2 * N * 2 * MAXL], T = 1;
     for (int i = 0; i < N; i++) {
         for (int k = 0; k < MAXL; k++) {
-            pr[i][k] = rnd() % m->cfg.vocab_size; ch[i][k] = rnd() % m->cfg.vocab_size; rj[i][k] = rnd() % m->cfg.vocab_size;
+            pr[i][k] = rnd() % m->cfg.vocab_size;
+            ch[i][k] = rnd() % m->cfg.vocab_size;
+            rj[i][k] = rnd() % m->cfg.vocab_size;
         }
         pairs[i] = (ModelPair){pr[i], ch[i], rj[i], plen[i], clen[i], rlen[i]};
         int lc = plen[i] + clen[i] - 1, lr = plen[i] + rlen[i] - 1;
@@ -91,7 +93,8 @@ static int check_pairs(Model *m) {
     model_backward(m, dlogp);
     for (int b = 0; b < 2 * N; b++)
         if (n1[b] != n2[b] || fabsf(lp1[b] - lp2[b]) > 1e-5f * fabsf(lp1[b])) {
-            printf("FAIL pairs: sequence %d log-prob %.7g (%d tokens) vs separate %.7g (%d)\n", b, lp2[b], n2[b], lp1[b], n1[b]);
+            printf("FAIL pairs: sequence %d log-prob %.7g (%d tokens) vs separate %.7g (%d)\n", b, lp2[b], n2[b],
+                   lp1[b], n1[b]);
             bad++;
         }
     size_t off = 0;
@@ -209,7 +212,8 @@ static int run(const char *label, const char *json) {
         int finite = 1;
         for (int b = 0; b < 2 * NPAIRS; b++) { finite &= isfinite(lp[b]) != 0; lowest = fmin(lowest, lp[b]); }
         if (!finite || lowest > -1000) {
-            printf("FAIL extreme logits: log-probs %s, lowest %.4g (want finite and < -1000)\n", finite ? "finite" : "NOT finite", lowest);
+            printf("FAIL extreme logits: log-probs %s, lowest %.4g (want finite and < -1000)\n",
+                   finite ? "finite" : "NOT finite", lowest);
             failures++;
         }
     }
@@ -222,17 +226,23 @@ static int run(const char *label, const char *json) {
 int main(void) {
     int failures = run("gpt2", "{\"model_type\": \"gpt2\", \"vocab_size\": 29, \"n_positions\": 16, \"n_layer\": 2, "
                        "\"n_head\": 2, \"n_embd\": 16, \"n_inner\": 24}");
-    failures += run("llama", "{\"model_type\": \"llama\", \"vocab_size\": 29, \"max_position_embeddings\": 16, "
-                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"hidden_size\": 16, "
-                    "\"head_dim\": 6, \"intermediate_size\": 24, \"rms_norm_eps\": 1e-5, \"attention_bias\": true, "
-                    "\"mlp_bias\": true, \"tie_word_embeddings\": false, \"rope_parameters\": {\"rope_type\": \"llama3\", "
-                    "\"rope_theta\": 100.0, \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
-                    "\"original_max_position_embeddings\": 8}}");
-    failures += run("qwen2", "{\"model_type\": \"qwen2\", \"vocab_size\": 29, \"max_position_embeddings\": 16, "
-                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"hidden_size\": 16, "
-                    "\"intermediate_size\": 24, \"rms_norm_eps\": 1e-6, \"tie_word_embeddings\": true, \"rope_theta\": 1000.0}");
-    failures += run("mistral", "{\"model_type\": \"mistral\", \"vocab_size\": 29, \"max_position_embeddings\": 16, "
-                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 1, \"hidden_size\": 16, "
-                    "\"intermediate_size\": 24, \"rms_norm_eps\": 1e-5, \"sliding_window\": 4, \"rope_theta\": 1000.0}");
+    failures +=
+        run("llama",
+            "{\"model_type\": \"llama\", \"vocab_size\": 29, \"max_position_embeddings\": 16, "
+            "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"hidden_size\": 16, "
+            "\"head_dim\": 6, \"intermediate_size\": 24, \"rms_norm_eps\": 1e-5, \"attention_bias\": true, "
+            "\"mlp_bias\": true, \"tie_word_embeddings\": false, \"rope_parameters\": {\"rope_type\": \"llama3\", "
+            "\"rope_theta\": 100.0, \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+            "\"original_max_position_embeddings\": 8}}");
+    failures += run(
+        "qwen2",
+        "{\"model_type\": \"qwen2\", \"vocab_size\": 29, \"max_position_embeddings\": 16, "
+        "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"hidden_size\": 16, "
+        "\"intermediate_size\": 24, \"rms_norm_eps\": 1e-6, \"tie_word_embeddings\": true, \"rope_theta\": 1000.0}");
+    failures +=
+        run("mistral",
+            "{\"model_type\": \"mistral\", \"vocab_size\": 29, \"max_position_embeddings\": 16, "
+            "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 1, \"hidden_size\": 16, "
+            "\"intermediate_size\": 24, \"rms_norm_eps\": 1e-5, \"sliding_window\": 4, \"rope_theta\": 1000.0}");
     return failures ? 1 : 0;
 }

@@ -20,7 +20,11 @@ static void expect_std(const Model *m, int t, const char *name, double want) {
 
 static void expect_const(const Model *m, int t, const char *name, float want) {
     for (size_t i = 0; i < m->param_sizes[t]; i++)
-        if (m->param[t][i] != want) { printf("%-9s [%zu] = %g, want %g: FAILED\n", name, i, m->param[t][i], want); failures++; return; }
+        if (m->param[t][i] != want) {
+            printf("%-9s [%zu] = %g, want %g: FAILED\n", name, i, m->param[t][i], want);
+            failures++;
+            return;
+        }
     printf("%-9s all %g: ok\n", name, want);
 }
 
@@ -51,10 +55,11 @@ int main(void) {
     model_free(&b);
     // Llama family: N(0, initializer_range) for every matrix and embedding, zero biases, unit
     // norms, the padding token's embedding zero
-    ModelConfig lc = tiny_config("{\"model_type\": \"llama\", \"vocab_size\": 500, \"hidden_size\": 64, "
-                                 "\"intermediate_size\": 96, \"num_hidden_layers\": 3, \"num_attention_heads\": 4, "
-                                 "\"num_key_value_heads\": 2, \"max_position_embeddings\": 32, \"attention_bias\": true, "
-                                 "\"initializer_range\": 0.05, \"pad_token_id\": 7}");
+    ModelConfig lc =
+        tiny_config("{\"model_type\": \"llama\", \"vocab_size\": 500, \"hidden_size\": 64, "
+                    "\"intermediate_size\": 96, \"num_hidden_layers\": 3, \"num_attention_heads\": 4, "
+                    "\"num_key_value_heads\": 2, \"max_position_embeddings\": 32, \"attention_bias\": true, "
+                    "\"initializer_range\": 0.05, \"pad_token_id\": 7}");
     if (model_build(&a, &lc)) { printf("init: out of memory\n"); return 1; }
     model_init_random(&a, 5);
     for (int t = 0; t < a.ntensors; t++) {

@@ -63,7 +63,8 @@ static void test_losses(void) {
     double h0 = (-12 + 13) - (-15 + 14), h1 = (-30 + 29) - (-20 + 21);
     LossConfig dpo = {LOSS_DPO, (float)beta, 0, (float)ls};
     double loss = preference_loss(&dpo, 2, pc, nc, pr, nr, rc, rr, 4.0, dc, dr, &pm);
-    double l0 = -(1 - ls) * logsig(beta * h0) - ls * logsig(-beta * h0), l1 = -(1 - ls) * logsig(beta * h1) - ls * logsig(-beta * h1);
+    double l0 = -(1 - ls) * logsig(beta * h0) - ls * logsig(-beta * h0),
+           l1 = -(1 - ls) * logsig(beta * h1) - ls * logsig(-beta * h1);
     expect("dpo loss", loss, l0 + l1, 1e-9);
     expect("dpo rewards/chosen", pm.reward_chosen, beta * (1 + -1), 1e-9);
     expect("dpo rewards/rejected", pm.reward_rejected, beta * (-1 + 1), 1e-9);

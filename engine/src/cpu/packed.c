@@ -252,11 +252,13 @@ int packed_bf16_format(PackFormat *fmt) {
             *fmt = F[i];
             return 0;
         }
-        return err_set(EXIT_BAD_INPUT, "bad_env", "OPSR_CPU_ISA is \"%s\"; allowed: amx, avx512bf16, avx2 (or unset: detect)", want);
+        return err_set(EXIT_BAD_INPUT, "bad_env",
+                       "OPSR_CPU_ISA is \"%s\"; allowed: amx, avx512bf16, avx2 (or unset: detect)", want);
     }
     for (int i = 0; i < 3; i++)
         if (has[i]) { *fmt = F[i]; return 0; }
-    return err_set(EXIT_BAD_INPUT, "bf16_unavailable", "--dtype bf16 needs AMX, AVX-512-BF16 or AVX2 with FMA; this CPU has none");
+    return err_set(EXIT_BAD_INPUT, "bf16_unavailable",
+                   "--dtype bf16 needs AMX, AVX-512-BF16 or AVX2 with FMA; this CPU has none");
 }
 
 int packed_make(PackedMatrix *pm, PackFormat fmt, const float *w, int K, int N, size_t ks, size_t js) {
