@@ -31,12 +31,12 @@ const REPO = resolve(import.meta.dirname, '..');
 
 // A kill when the run is inside a phase's work: `sampling` once a shard is on disk, `training`
 // once a checkpoint is (in that round, or in any round when `round` is left out).
-export interface KillPlan {
+interface KillPlan {
   phase: 'sampling' | 'training';
   round?: number;
 }
 
-export interface ChaosOptions {
+interface ChaosOptions {
   config: RunConfig; // storage: where both runs write
   workerKills: KillPlan[];
   // SIGKILL the Temporal server once, then restart it on the same SQLite file
@@ -44,13 +44,13 @@ export interface ChaosOptions {
   log?: (line: string) => void;
 }
 
-export interface Kill {
+interface Kill {
   intended: string; // "sampling", "round 2 training"
   phase: string; // what the run's progress query answered just before the kill
   atMs: number; // after the start of the run under kills
 }
 
-export interface ChaosResult {
+interface ChaosResult {
   compared: number; // artifacts compared
   different: string[]; // relative paths whose bytes differ, or that only one run has
   kills: Kill[];
