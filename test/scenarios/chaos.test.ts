@@ -54,6 +54,7 @@ test('a worker SIGKILLed in sampling and in training: artifacts byte-identical t
     r.kills.map((k) => k.phase.replace(/^round \d+ /, '')),
     ['sampling', 'training'],
   );
+  assert.deepEqual(r.missed, []);
   assert.ok(r.compared >= 8, `${r.compared} artifacts`);
   assert.deepEqual(r.different, []);
 });
