@@ -15,7 +15,7 @@ import { badInput } from './errors.ts';
 import { yieldToTimers } from './progress.ts';
 import type { SampleRecord } from './records.ts';
 
-export interface Limits {
+interface Limits {
   maxLength: number;
   maxPromptLength: number;
 }
@@ -83,7 +83,7 @@ export function fitToLimits(
 }
 
 // TRL preference record: plain strings, or the conversational variant for chat prompts.
-export function trlRecord(p: SampleRecord): Record<string, unknown> {
+function trlRecord(p: SampleRecord): Record<string, unknown> {
   const conv = !!p.messages;
   const answer = (t: string) => (conv ? [{ role: 'assistant', content: t }] : t);
   return {

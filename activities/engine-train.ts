@@ -14,7 +14,7 @@ import { recordPid, stopRecorded } from '../lib/pidfile.ts';
 import { badInput } from './errors.ts';
 import { withKeepAlive } from './progress.ts';
 
-export const KILL_GRACE_MS = 30_000;
+const KILL_GRACE_MS = 30_000;
 
 export interface EngineRun {
   finalDir: string;
@@ -23,7 +23,7 @@ export interface EngineRun {
   metrics: Record<string, number>;
 }
 
-export interface EngineTrainOptions {
+interface EngineTrainOptions {
   enginePath?: string;
   modelDir: string; // --model: the starting weights
   args: string[]; // the rest after `train --model M --out OUT` (data, loss, hyperparameters)

@@ -46,7 +46,7 @@ type PairwiseSet = Extract<EvalSetConfig, { kind: 'pairwise' }>;
 type GradingSet = Extract<EvalSetConfig, { kind: 'grading' }>;
 
 // MT-Bench's answer temperatures by category; other categories use sampling.temperature.
-export const MT_BENCH_TEMPERATURES: Record<string, number> = {
+const MT_BENCH_TEMPERATURES: Record<string, number> = {
   writing: 0.7,
   roleplay: 0.7,
   extraction: 0,
@@ -57,7 +57,7 @@ export const MT_BENCH_TEMPERATURES: Record<string, number> = {
   humanities: 0.1,
 };
 
-export interface EvalHooks {
+interface EvalHooks {
   samplers: SamplerPool; // the worker's local servers (createActivities' deps)
   signal?: AbortSignal;
   keepAlive?: <T>(details: () => unknown, work: () => Promise<T>) => Promise<T>;

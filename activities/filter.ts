@@ -10,10 +10,10 @@ import { badInput } from './errors.ts';
 import { yieldToTimers } from './progress.ts';
 import type { SampleRecord } from './records.ts';
 
-export const FILTER_REASONS = ['empty', 'truncated', 'identical', 'scoreTalk'] as const;
-export type FilterReason = (typeof FILTER_REASONS)[number];
+const FILTER_REASONS = ['empty', 'truncated', 'identical', 'scoreTalk'] as const;
+type FilterReason = (typeof FILTER_REASONS)[number];
 
-export function compilePatterns(patterns: string[], flags = 'i'): RegExp[] {
+function compilePatterns(patterns: string[], flags = 'i'): RegExp[] {
   return patterns.map((p, i) => {
     try {
       return new RegExp(p, flags);
@@ -28,7 +28,7 @@ export function compilePatterns(patterns: string[], flags = 'i'): RegExp[] {
 
 // Patterns are matched case-insensitively by default (filter.patternFlags "i").
 // The first reason a pair is dropped for, or null when it is kept.
-export function dropReason(
+function dropReason(
   rec: SampleRecord,
   filter: FilterConfig,
   patterns: RegExp[],

@@ -18,7 +18,7 @@ import { initPolicy, trainPolicy } from './train.ts';
 
 export { SamplerPool };
 
-export interface ActivityDeps {
+interface ActivityDeps {
   // The embedded and managed-vLLM servers this process runs; its owner closes it on shutdown.
   samplers: SamplerPool;
 }

@@ -16,8 +16,8 @@ import { badInput, isRequestError } from './errors.ts';
 
 type EndpointJudgeConfig = Extract<JudgeConfig, { type: 'openai' }>;
 
-export const PROMPTS_DIR = join(import.meta.dirname, '..', 'config', 'prompts');
-export const DEFAULT_PROMPTS = {
+const PROMPTS_DIR = join(import.meta.dirname, '..', 'config', 'prompts');
+const DEFAULT_PROMPTS = {
   pairwise: join(PROMPTS_DIR, 'judge-pairwise.txt'),
   grading: join(PROMPTS_DIR, 'judge-grading.txt'),
   gradingReference: join(PROMPTS_DIR, 'judge-grading-reference.txt'),
@@ -32,13 +32,13 @@ const PLACEHOLDERS: Record<keyof typeof DEFAULT_PROMPTS, string[]> = {
 
 // How a verdict was read: the label tokens' log-probabilities, the answer's text, a builtin
 // scorer, or not at all (counted and left out of every mean).
-export type VerdictSource = 'logprobs' | 'text' | 'builtin' | 'unparsable';
-export interface PairVerdict {
+type VerdictSource = 'logprobs' | 'text' | 'builtin' | 'unparsable';
+interface PairVerdict {
   pSecond: number | null;
   source: VerdictSource;
   text: string;
 }
-export interface ScoreVerdict {
+interface ScoreVerdict {
   score: number | null;
   source: VerdictSource;
   text: string;
@@ -56,7 +56,7 @@ export interface Judge {
   rubric(instruction: string, answer: string): Promise<ScoreVerdict>;
 }
 
-export interface JudgeOptions {
+interface JudgeOptions {
   cacheDir: string;
   // What the endpoint serves, for the cache key: a served name alone may stand for several
   // models (opsr serves every round's policy under one name). Default: baseURL + model.
@@ -64,17 +64,8 @@ export interface JudgeOptions {
   signal?: AbortSignal;
 }
 
-export function emptyUsage(): JudgeUsage {
+function emptyUsage(): JudgeUsage {
   return { requests: 0, cached: 0, promptTokens: 0, completionTokens: 0 };
-}
-
-export function addUsage(a: JudgeUsage, b: JudgeUsage): JudgeUsage {
-  return {
-    requests: a.requests + b.requests,
-    cached: a.cached + b.cached,
-    promptTokens: a.promptTokens + b.promptTokens,
-    completionTokens: a.completionTokens + b.completionTokens,
-  };
 }
 
 export async function makeJudge(
@@ -122,7 +113,7 @@ export function parseRubric(text: string): number | null {
 }
 
 // A conversation as the judge reads it: one block per turn.
-export function conversationText(conversation: ChatMessage[]): string {
+function conversationText(conversation: ChatMessage[]): string {
   return conversation
     .map((m) => `[${m.role === 'assistant' ? 'Assistant' : 'User'}]\n${m.content}`)
     .join('\n\n');

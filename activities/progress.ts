@@ -7,7 +7,7 @@ import { activityProgressSignal, type ActivityProgress } from '../contracts/prog
 // sent at twentieths of the work (at most PROGRESS_STEPS + 1 per activity and workflow, however
 // many shards or steps a paper-scale round has), and no closer than minIntervalMs. The display ends
 // on the full count: force sends a final value past the interval.
-export const PROGRESS_STEPS = 20;
+const PROGRESS_STEPS = 20;
 const fractionOf = (p: ActivityProgress) =>
   p.kind === 'sampling'
     ? p.total > 0

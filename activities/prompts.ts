@@ -36,7 +36,7 @@ function checkPrompt(rec: unknown): string | null {
 
 // Deterministic permutation (mulberry32 + Fisher-Yates) so a shuffle seed always gives the same
 // order.
-export function seededShuffle<T>(items: T[], seed: number): T[] {
+function seededShuffle<T>(items: T[], seed: number): T[] {
   let a = seed >>> 0;
   const rand = () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -20,11 +20,11 @@ import { badInput, isRequestError } from './errors.ts';
 import { withKeepAlive } from './progress.ts';
 import type { SampleRecord } from './records.ts';
 
-export interface ScoreItem {
+interface ScoreItem {
   prompt: string | ChatMessage[];
   response: string;
 }
-export type Scorer = (items: ScoreItem[], signal?: AbortSignal) => Promise<number[]>;
+type Scorer = (items: ScoreItem[], signal?: AbortSignal) => Promise<number[]>;
 
 const BATCH = 64; // inputs per request
 const IN_FLIGHT = 4; // requests at once

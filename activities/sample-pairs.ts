@@ -46,12 +46,12 @@ export function deriveSeed(seed: number, round: number, index: number, side: str
   return parseInt(sha256(`${seed}/${round}/${index}/${side}`).slice(0, 8), 16) & 0x7fffffff;
 }
 
-export function openaiClient(sampling: SamplingConfig, baseURL: string): OpenAI {
+function openaiClient(sampling: SamplingConfig, baseURL: string): OpenAI {
   // Temporal retries the activity; a client-side retry would duplicate work behind its back.
   return new OpenAI({ baseURL, apiKey: apiKeyOf(sampling), maxRetries: 0, timeout: 600_000 });
 }
 
-export type Generate = (
+type Generate = (
   input: string | ChatMessage[],
   seed: number,
   opts?: { maxTokens?: number },

@@ -56,7 +56,7 @@ export function apiKeyOf(sampling: SamplingConfig): string {
 }
 
 // The name requests use; embedded and managed servers serve every round's policy under it.
-export const servedName = (sampling: SamplingConfig) => sampling.model ?? 'opsr-policy';
+const servedName = (sampling: SamplingConfig) => sampling.model ?? 'opsr-policy';
 
 async function external(sampling: SamplingConfig, modelDir: string): Promise<SamplerEndpoint> {
   // required by the schema for external
@@ -229,7 +229,7 @@ async function checkModels(baseURL: string, model: string, apiKey: string): Prom
 
 // The command line that starts vLLM: `vllm serve DIR` (the GPU default) or, with a module,
 // `python -m MODULE --model DIR` (the CPU build, whose `vllm` command cannot find itself).
-export function vllmArgs(sampling: SamplingConfig, modelDir: string): string[] {
+function vllmArgs(sampling: SamplingConfig, modelDir: string): string[] {
   const v = sampling.vllm;
   return [
     ...(v.module ? ['-m', v.module, '--model', modelDir] : ['serve', modelDir]),
@@ -269,7 +269,7 @@ async function probe(sampling: SamplingConfig, baseURL: string): Promise<void> {
 }
 
 /** Where the managed vLLM server on port writes its output (stdout and stderr), per start. */
-export const vllmLogFile = (port: number) => join(tmpdir(), `opsr-vllm-${port}.log`);
+const vllmLogFile = (port: number) => join(tmpdir(), `opsr-vllm-${port}.log`);
 
 async function startVllm(sampling: SamplingConfig, modelDir: string, key: string) {
   const v = sampling.vllm;

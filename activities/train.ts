@@ -42,11 +42,7 @@ type OptimizerSettings = Pick<
 >;
 
 // Engine flags for the optimizer part of a stage (shared by rounds, SFT and offline).
-export function optimizerFlags(
-  t: OptimizerSettings,
-  lr: number,
-  threads: number | undefined,
-): string[] {
+function optimizerFlags(t: OptimizerSettings, lr: number, threads: number | undefined): string[] {
   return [
     '--lr',
     String(lr),
@@ -73,7 +69,7 @@ export function optimizerFlags(
   ];
 }
 
-export function lossFlags(p: PreferenceSettings): string[] {
+function lossFlags(p: PreferenceSettings): string[] {
   return [
     '--loss',
     p.loss,

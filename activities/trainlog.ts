@@ -7,7 +7,7 @@ import { writeFileAtomic } from '../lib/atomic.ts';
 import { ScalarLog, type ScalarStep } from '../lib/tensorboard.ts';
 
 // The engine's step line as TensorBoard scalars: every number except the counters.
-export function stepScalars(e: Record<string, unknown>): ScalarStep {
+function stepScalars(e: Record<string, unknown>): ScalarStep {
   const scalars: Record<string, number> = {};
   for (const [k, v] of Object.entries(e)) {
     if (typeof v === 'number' && k !== 'step' && k !== 'total_steps') scalars[`train/${k}`] = v;

@@ -173,7 +173,7 @@ export function timestampId(prefix: string, now = new Date()): string {
 
 const color = (code: number, s: string, on: boolean) => (on ? `\x1b[${code}m${s}\x1b[0m` : s);
 
-export function bar(done: number, total: number, width = 30): string {
+function bar(done: number, total: number, width = 30): string {
   const f = total > 0 ? Math.min(1, Math.max(0, done / total)) : 0;
   const full = Math.round(f * width);
   return (

@@ -56,11 +56,11 @@ ${INSTRUCTION_FILES.train} gets the project's instruction prompts.
 
 // The base model: small enough for the seed SFT to take well under a minute on 2 cores, big
 // enough to learn to sort.
-export const DEMO_MODEL = { n_embd: 64, n_layer: 2, n_head: 4, n_positions: 64 } as const;
-export const DEMO_MODEL_SEED = 0;
+const DEMO_MODEL = { n_embd: 64, n_layer: 2, n_head: 4, n_positions: 64 } as const;
+const DEMO_MODEL_SEED = 0;
 
 // The seed data; prompts and held-out counts come from the config's limits.
-export const DEMO_DATA = {
+const DEMO_DATA = {
   seed: 0,
   sftExamples: 4000,
   unprefixedFraction: 0.3,
@@ -197,7 +197,7 @@ async function pickPort(preferred: number): Promise<number> {
   return free ? preferred : freePort();
 }
 
-export interface DemoRun {
+interface DemoRun {
   result: RunResult;
   runId: string;
   uiLink: string | null;

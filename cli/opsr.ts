@@ -6,7 +6,7 @@ type Main = (argv: string[]) => Promise<number>;
 const other = (rel: string) =>
   import(new URL(rel, import.meta.url).href) as Promise<{ main: Main }>;
 
-export const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main: Main }> }> = {
+const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main: Main }> }> = {
   dev: {
     summary: 'start a Temporal dev server (Web UI, SQLite under the storage root) and a worker',
     load: () => import('./dev.ts'),
@@ -57,7 +57,7 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<{ m
   },
 };
 
-export const HELP = `opsr: only-prompting self-rewarding online preference optimization
+const HELP = `opsr: only-prompting self-rewarding online preference optimization
 
 Usage: opsr <command> [options]    (opsr <command> --help for its options)
 

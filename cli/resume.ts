@@ -43,7 +43,7 @@ export async function main(argv: string[]): Promise<number> {
   });
 }
 
-export async function resume(t: Target, id: string, detach: boolean): Promise<number> {
+async function resume(t: Target, id: string, detach: boolean): Promise<number> {
   let desc;
   try {
     desc = await t.client.workflow.getHandle(id).describe();

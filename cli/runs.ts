@@ -186,7 +186,7 @@ export function printRunResult(t: Target, workflowId: string, r: RunResult) {
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
-export function printAblationResult(t: Target, workflowId: string, r: AblationResult) {
+function printAblationResult(t: Target, workflowId: string, r: AblationResult) {
   const names = [...new Set(r.arms.map((a) => a.name))];
   const rows: string[][] = [];
   const f = (v: number | null) => (v === null || !Number.isFinite(v) ? '-' : v.toFixed(4));

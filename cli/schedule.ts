@@ -189,7 +189,7 @@ async function create(argv: string[]): Promise<number> {
   }
 }
 
-export async function listSchedules(t: Target): Promise<ScheduleSummary[]> {
+async function listSchedules(t: Target): Promise<ScheduleSummary[]> {
   const out: ScheduleSummary[] = [];
   for await (const s of t.client.schedule.list()) out.push(s);
   return out.sort((a, b) => a.scheduleId.localeCompare(b.scheduleId));

@@ -44,7 +44,7 @@ export async function main(argv: string[]): Promise<number> {
   });
 }
 
-export async function status(t: Target, id: string, watch: boolean): Promise<number> {
+async function status(t: Target, id: string, watch: boolean): Promise<number> {
   const handle = t.client.workflow.getHandle(id);
   let desc;
   try {

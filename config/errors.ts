@@ -54,7 +54,7 @@ const SECRET_KEY = new RegExp(
 );
 const SECRET_VALUE = /^(?:bearer\s|sk-|hf_|ghp_|gho_|github_pat_|xox[abp]-|AKIA)/i;
 const HIDDEN = '(a value, not shown)';
-export function maskSecrets(v: unknown, depth = 0): unknown {
+function maskSecrets(v: unknown, depth = 0): unknown {
   if (typeof v === 'string') return SECRET_VALUE.test(v.trim()) ? HIDDEN : v;
   if (!v || typeof v !== 'object' || depth > 32) return v;
   if (Array.isArray(v)) return v.map((x) => maskSecrets(x, depth + 1));

@@ -2,6 +2,5 @@
 // config/schema.ts directly: this module also reads files.
 export * from './schema.ts';
 export * from './defaults.ts';
-export { ConfigError, formatIssues, formatPath } from './errors.ts';
-export { PATH_FIELDS, resolveConfigPaths, resolvePath } from './paths.ts';
+export { ConfigError } from './errors.ts';
 export { readJsonFile, presetPath, PRESETS_DIR, type LoadOptions } from './load.ts';

@@ -24,8 +24,8 @@ const path = () => text('a path (relative to the config file)');
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.int().min(min).max(max);
 // The engine computes in float32: a number beyond FLOAT32_MAX becomes infinity there, and a
 // positive one below FLOAT32_MIN_NORMAL flushes towards zero. Every number is held to that range.
-export const FLOAT32_MAX = 3.4028234663852886e38;
-export const FLOAT32_MIN_NORMAL = 1.1754943508222875e-38;
+const FLOAT32_MAX = 3.4028234663852886e38;
+const FLOAT32_MIN_NORMAL = 1.1754943508222875e-38;
 const num = (min: number, max = FLOAT32_MAX) => z.number().min(min).max(max);
 const positive = (max = FLOAT32_MAX) =>
   z
@@ -447,7 +447,7 @@ const RunObject = z.strictObject({
 type RunObjectOut = z.output<typeof RunObject>;
 
 // The rejected score of each round, 1-based k: progressive 3 + 2(k-1), fixed, or the list.
-export function rejectedScoreSchedule(p: RunObjectOut['prefixes'], rounds: number): number[] {
+function rejectedScoreSchedule(p: RunObjectOut['prefixes'], rounds: number): number[] {
   const s = p.rejectedScores;
   if (Array.isArray(s)) return s.slice();
   return Array.from({ length: rounds }, (_, i) => (s === 'fixed' ? p.fixedScore : 3 + 2 * i));
@@ -813,16 +813,15 @@ function resolve(c: RunObjectOut) {
   };
 }
 
-export const RunConfigSchema = RunObject.superRefine((c, ctx) =>
-  report(ctx, crossChecks(c)),
-).transform(resolve);
+const RunConfigSchema = RunObject.superRefine((c, ctx) => report(ctx, crossChecks(c))).transform(
+  resolve,
+);
 
-export type RunConfigInput = z.input<typeof RunConfigSchema>;
 export type RunConfig = z.output<typeof RunConfigSchema>;
 
 // ---- entry points -----------------------------------------------------------------------------
 
-export interface ParseOptions {
+interface ParseOptions {
   baseDir?: string; // relative paths resolve against it (the config file's directory)
   cwd?: string; // the default storage root (.opsr) resolves against it
   source?: string; // names the input in error messages (a file name)
@@ -866,7 +865,7 @@ const AblationObject = z.strictObject({
 });
 
 export type AblationConfigInput = z.input<typeof AblationObject>;
-export interface AblationArm {
+interface AblationArm {
   name: string;
   config: RunConfig;
 }
@@ -877,7 +876,7 @@ export interface AblationConfig {
 }
 
 // Objects merge key by key; anything else (lists included) replaces.
-export function deepMerge(a: unknown, b: unknown): unknown {
+function deepMerge(a: unknown, b: unknown): unknown {
   if (!isPlainObject(a) || !isPlainObject(b))
     return b === undefined ? a : JSON.parse(JSON.stringify(b));
   const out: Record<string, unknown> = { ...a };
@@ -885,7 +884,7 @@ export function deepMerge(a: unknown, b: unknown): unknown {
   return out;
 }
 
-export function armRunId(studyId: string, arm: string): string {
+function armRunId(studyId: string, arm: string): string {
   return `${studyId}-${arm}`;
 }
 

@@ -6,13 +6,13 @@ import { dirname, isAbsolute, join, relative } from 'node:path';
 import { writeJsonAtomic } from './atomic.ts';
 import { sha256File } from './hash.ts';
 
-export interface ManifestFile {
+interface ManifestFile {
   path: string; // relative to the manifest's directory
   sha256: string;
   bytes: number;
 }
 
-export interface Manifest {
+interface Manifest {
   version: 1;
   step: string;
   configHash: string;
@@ -22,7 +22,7 @@ export interface Manifest {
   data?: Record<string, unknown>; // step results worth returning on reuse (metrics, ...)
 }
 
-export interface ManifestSpec {
+interface ManifestSpec {
   step: string;
   configHash: string;
   inputs?: Record<string, string>;

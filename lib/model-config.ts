@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export interface ModelDims {
+interface ModelDims {
   file: string; // <modelDir>/config.json
   context: number; // the longest sequence the model takes
   contextField: string; // the config.json field it comes from
@@ -49,7 +49,7 @@ export async function readModelDims(modelDir: string): Promise<ModelDims | null>
 
 // A floor under the parameter count: embeddings plus, per block, attention (4 d^2) and the MLP
 // (GPT-2's 8 d^2, or the Llama family's 3 d x intermediate).
-export function parameterCount(d: ModelDims): number {
+function parameterCount(d: ModelDims): number {
   const mlp = d.intermediate === null ? 8 * d.nEmbd * d.nEmbd : 3 * d.nEmbd * d.intermediate;
   return d.vocabSize * d.nEmbd + d.nLayer * (4 * d.nEmbd * d.nEmbd + mlp);
 }

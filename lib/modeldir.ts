@@ -5,9 +5,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2'] as const;
+const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2'] as const;
 
-export const SINGLE_WEIGHTS = 'model.safetensors';
+const SINGLE_WEIGHTS = 'model.safetensors';
 export const SHARD_INDEX = 'model.safetensors.index.json';
 
 export class ModelDirError extends Error {}
@@ -60,7 +60,7 @@ export async function weightFileNames(dir: string): Promise<string[]> {
   return [...shards].sort();
 }
 
-export interface ModelDirInfo {
+interface ModelDirInfo {
   modelType: string;
   /** Absolute paths of the weight files (model.safetensors or the shards). */
   weights: string[];

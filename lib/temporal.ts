@@ -69,7 +69,7 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-export interface DevServerOptions {
+interface DevServerOptions {
   searchAttributes: SearchAttributeKeys; // registered at launch; ready once all are listed
   dbFile?: string; // SQLite file: workflows survive a server restart
   port?: number; // gRPC frontend; default a free port

@@ -5,23 +5,23 @@
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic.ts';
 
-export interface SftRecord {
+interface SftRecord {
   prompt: number[];
   response: number[];
 }
-export interface PreferenceRecord {
+interface PreferenceRecord {
   prompt: number[];
   chosen: number[];
   rejected: number[];
 }
-export type TokData =
+type TokData =
   { kind: 'sft'; records: SftRecord[] } | { kind: 'preference'; records: PreferenceRecord[] };
 
 const MAGIC = 'OPSRDATA';
 const VERSION = 1;
 const KIND_CODE = { sft: 1, preference: 2 } as const;
 
-export class TokDataError extends Error {
+class TokDataError extends Error {
   constructor(
     readonly file: string,
     message: string,
@@ -48,7 +48,7 @@ function fields(data: TokData, i: number): [string, number[]][] {
 /**
  * Encodes records into the file format; throws naming the record and field for bad ids or lengths.
  */
-export function encodeTokData(data: TokData, file = '<data>'): Uint8Array {
+function encodeTokData(data: TokData, file = '<data>'): Uint8Array {
   if (data.kind !== 'sft' && data.kind !== 'preference') {
     throw new TokDataError(
       file,
@@ -112,7 +112,7 @@ export const writePreferenceData = (path: string, records: PreferenceRecord[]) =
   writeTokData(path, { kind: 'preference', records });
 
 /** Decodes a data file; throws naming the file (and record) for anything malformed. */
-export function decodeTokData(buf: Uint8Array, file = '<data>'): TokData {
+function decodeTokData(buf: Uint8Array, file = '<data>'): TokData {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 24 || b.toString('ascii', 0, 8) !== MAGIC) {
     throw new TokDataError(file, `not an opsr data file (bad magic; expected "${MAGIC}")`);

@@ -16,7 +16,7 @@ export interface Annotation {
   referenceLength: number;
 }
 
-export interface WinRate {
+interface WinRate {
   winRate: number;
   standardError: number;
   n: number;
@@ -25,8 +25,8 @@ export interface WinRate {
   ties: number;
 }
 
-export type LcVariant = 'difficulty' | 'minimal';
-export interface LcWinRate {
+type LcVariant = 'difficulty' | 'minimal';
+interface LcWinRate {
   lcWinRate: number;
   lcStandardError: number;
   variant: LcVariant;

@@ -35,7 +35,7 @@ function tableMarkdown(t: Table): string[] {
   ];
 }
 
-export function toMarkdown(doc: ReportDoc): string {
+function toMarkdown(doc: ReportDoc): string {
   const out = [`# ${doc.title}`];
   for (const b of doc.blocks) {
     out.push('');
@@ -74,7 +74,7 @@ table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding
 .r{text-align:right;font-variant-numeric:tabular-nums}figure{margin:1em 0}figcaption{color:#555}
 code{background:#f4f4f4;padding:0 3px}`;
 
-export function toHtml(doc: ReportDoc, svgs: Map<string, string>): string {
+function toHtml(doc: ReportDoc, svgs: Map<string, string>): string {
   const body = doc.blocks.map((b) => {
     if (b.kind === 'heading') return `<h2>${inline(b.text)}</h2>`;
     if (b.kind === 'text') return `<p>${inline(b.text)}</p>`;
@@ -90,7 +90,7 @@ export function toHtml(doc: ReportDoc, svgs: Map<string, string>): string {
   );
 }
 
-export interface WrittenReport {
+interface WrittenReport {
   markdown: string;
   html: string;
   figures: string[]; // the SVG files

@@ -1,6 +1,5 @@
 // Figures as Vega-Lite specs, rendered to SVG in Node by Vega's headless renderer (no browser,
-// no canvas, no network: data is always inline) and to PNG by resvg where an image file is needed.
-import { Resvg } from '@resvg/resvg-js';
+// no canvas, no network: data is always inline).
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
@@ -20,12 +19,6 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   } finally {
     view.finalize();
   }
-}
-
-export function svgToPng(svg: string, scale = 2): Buffer {
-  return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true } })
-    .render()
-    .asPng();
 }
 
 // One line per series over an integer x (round or step), with points.

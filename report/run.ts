@@ -10,13 +10,11 @@ import type { RunResult } from '../contracts/workflows.ts';
 import { fmt, writeReportFiles, type Block, type ReportDoc } from './document.ts';
 import { lineChart, stepsChart } from './figures.ts';
 
-export const STEP_METRICS = ['loss', 'rewards/margins', 'rewards/accuracies'] as const;
+const STEP_METRICS = ['loss', 'rewards/margins', 'rewards/accuracies'] as const;
 
 // The trainer's JSON lines of each round (train/metrics.jsonl beside the round's final model);
 // rounds trained before opsr kept them have none.
-export async function readStepMetrics(
-  r: RunResult,
-): Promise<Map<number, Record<string, number>[]>> {
+async function readStepMetrics(r: RunResult): Promise<Map<number, Record<string, number>[]>> {
   const out = new Map<number, Record<string, number>[]>();
   for (const round of r.rounds) {
     const text = await readFile(join(dirname(round.modelDir), 'metrics.jsonl'), 'utf8').catch(
@@ -31,7 +29,7 @@ export async function readStepMetrics(
   return out;
 }
 
-export function runDoc(r: RunResult, steps: Map<number, Record<string, number>[]>): ReportDoc {
+function runDoc(r: RunResult, steps: Map<number, Record<string, number>[]>): ReportDoc {
   const blocks: Block[] = [
     {
       kind: 'text',
@@ -217,7 +215,7 @@ export function runDoc(r: RunResult, steps: Map<number, Record<string, number>[]
 
 // Per-round run metrics as TensorBoard scalars: step = round, the base's reward at step 0. The
 // result holds no times, so wall time is 0: the file is a function of the result.
-export function roundScalars(r: RunResult): ScalarStep[] {
+function roundScalars(r: RunResult): ScalarStep[] {
   const out: ScalarStep[] =
     r.baseReward === null
       ? []
@@ -237,7 +235,7 @@ export function roundScalars(r: RunResult): ScalarStep[] {
   return out;
 }
 
-export interface RunReportFiles {
+interface RunReportFiles {
   json: string;
   markdown: string;
   html: string;

@@ -19,7 +19,7 @@ const T975 = [
   2.045, 2.042,
 ];
 
-export function tQuantile975(df: number): number {
+function tQuantile975(df: number): number {
   if (!Number.isInteger(df) || df < 1)
     throw new RangeError(`degrees of freedom must be a positive integer (got ${df})`);
   if (df <= T975.length) return T975[df - 1];
@@ -27,7 +27,7 @@ export function tQuantile975(df: number): number {
   return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2);
 }
 
-export function meanCi(xs: number[]): Interval {
+function meanCi(xs: number[]): Interval {
   const s = meanSd(xs);
   if (s.sd === null || s.mean === null) return { ...s, lo: null, hi: null };
   const half = (tQuantile975(s.n - 1) * s.sd) / Math.sqrt(s.n);

@@ -20,7 +20,7 @@ export const studyDir = (storage: string, studyId: string) => join(storage, 'stu
 
 // One study in the history: the last round's policy reward per arm and each arm's paired
 // difference.
-export interface HistoryEntry {
+interface HistoryEntry {
   studyId: string;
   finishedAt: string;
   seeds: (number | null)[];
@@ -130,7 +130,7 @@ export function diffTable(s: StudySummary, metrics: StudyMetric[]): Table | null
     : null;
 }
 
-export function historyEntry(
+function historyEntry(
   result: AblationResult,
   summary: StudySummary,
   finishedAt: string,
@@ -214,7 +214,7 @@ const band = (s: Stats | Interval, spread: 'sd' | 'ci') => {
   return { mean: m, lo: m - (s.sd ?? 0), hi: m + (s.sd ?? 0) };
 };
 
-export function studyDoc(
+function studyDoc(
   result: AblationResult,
   summary: StudySummary,
   history: HistoryEntry[],

@@ -1,8 +1,10 @@
 // The chaos suite: the same small run (config/presets/tiny.json, the demo) twice on a real
-// Temporal dev server, once undisturbed and once with the worker process SIGKILLed at seeded
-// random moments and the Temporal server SIGKILLed once; then every artifact that carries the
-// method's results (samples, pairs, datasets, rewards, trained weights, evaluation answers) must
-// be byte-identical between the two. Prints how many kills landed in which phase.
+// Temporal dev server, once undisturbed and once with the worker process SIGKILLed inside
+// seeded phases (a round's sampling or training) and the Temporal server SIGKILLed once; then
+// every artifact that carries the method's results (samples, pairs, datasets, rewards, trained
+// weights, evaluation answers) must be byte-identical between the two. Kills are placed by what
+// the run's files show, not by clock times, so they land in their phase on any machine; each
+// reports the phase it hit, and a kill that missed its phase fails the suite.
 //   npm run chaos -- [--seed N] [--kills K] [--rounds M] [--storage DIR]
 // test/scenarios/chaos.test.ts runs a fast variant: one kill in sampling, one in training.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -27,26 +29,43 @@ import { rng } from '../tasks/digits.ts';
 
 const REPO = resolve(import.meta.dirname, '..');
 
-// A kill at a seeded moment (ms after the start), or when the run reaches a phase: `sampling`
-// once a shard is on disk, `training` once a checkpoint is.
-export type KillPlan = { atMs: number } | { phase: 'sampling' | 'training' };
+// A kill when the run is inside a phase's work: `sampling` once a shard is on disk, `training`
+// once a checkpoint is (in that round, or in any round when `round` is left out).
+interface KillPlan {
+  phase: 'sampling' | 'training';
+  round?: number;
+}
 
-export interface ChaosOptions {
+interface ChaosOptions {
   config: RunConfig; // storage: where both runs write
   workerKills: KillPlan[];
   // SIGKILL the Temporal server once, then restart it on the same SQLite file
-  temporalKillAtMs?: number;
+  temporalKill?: KillPlan;
   log?: (line: string) => void;
 }
 
-export interface ChaosResult {
+interface Kill {
+  intended: string; // "sampling", "round 2 training"
+  phase: string; // what the run's progress query answered just before the kill
+  atMs: number; // after the start of the run under kills
+}
+
+interface ChaosResult {
   compared: number; // artifacts compared
   different: string[]; // relative paths whose bytes differ, or that only one run has
-  kills: { phase: string; atMs: number }[];
-  temporalKilledIn: string | null; // the phase the Temporal server was killed in
+  kills: Kill[];
+  temporalKill: Kill | null; // null when none was planned or the run ended before its phase
+  missed: string[]; // one line per kill that did not land in its intended phase, or never came
   cleanMs: number;
   chaosMs: number;
 }
+
+const planLabel = (p: KillPlan) =>
+  p.round === undefined ? p.phase : `round ${p.round} ${p.phase}`;
+
+// Whether the progress query's answer ("round 2 training") is the plan's phase.
+const landed = (p: KillPlan, phase: string) =>
+  phase.endsWith(` ${p.phase}`) && (p.round === undefined || phase.startsWith(`round ${p.round} `));
 
 // The files that carry a run's results; manifests and reports name the run id and are left out.
 const RESULT_FILE = new RegExp(
@@ -110,10 +129,10 @@ const exists = (p: string) =>
   );
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-// Whether a phase-triggered kill is due: the run's files show it is inside that phase's work.
-async function phaseReached(runDir: string, phase: 'sampling' | 'training'): Promise<boolean> {
+// Whether a kill is due: the run's files show it is inside that phase's work.
+async function phaseReached(runDir: string, { phase, round }: KillPlan): Promise<boolean> {
   const rounds = (await readdir(runDir).catch(() => [] as string[])).filter((n) =>
-    n.startsWith('round-'),
+    round === undefined ? n.startsWith('round-') : n === `round-${round}`,
   );
   for (const r of rounds) {
     const dir = join(runDir, r);
@@ -192,36 +211,50 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       finished = true;
     });
     done.catch(() => {});
-    const kills: ChaosResult['kills'] = [];
-    let temporalKilledIn: string | null = null;
+    const kills: Kill[] = [];
+    let temporalKill: Kill | null = null;
+    const missed: string[] = [];
+    // The phase is asked just before the kill: a killed worker cannot answer, and a killed server
+    // cannot pass the question on.
+    const kill = async (plan: KillPlan, what: string): Promise<Kill> => {
+      const k = {
+        intended: planLabel(plan),
+        phase: await phaseOf(ids.chaos),
+        atMs: Date.now() - t1,
+      };
+      const hit = landed(plan, k.phase);
+      log(
+        `${(k.atMs / 1000).toFixed(1)} s: SIGKILL ${what} in ${k.phase}` +
+          (hit ? '' : ` - MISSED, intended ${k.intended}`),
+      );
+      if (!hit) missed.push(`${what}: intended ${k.intended}, hit ${k.phase}`);
+      return k;
+    };
     const plans = [...opts.workerKills];
-    let temporalDue = opts.temporalKillAtMs;
-    while (!finished && (plans.length > 0 || temporalDue !== undefined)) {
-      const now = Date.now() - t1;
-      if (temporalDue !== undefined && now >= temporalDue) {
-        temporalKilledIn = await phaseOf(ids.chaos);
-        log(`${(now / 1000).toFixed(1)} s: SIGKILL Temporal server (${temporalKilledIn})`);
+    let temporalPlan = opts.temporalKill;
+    while (!finished && (plans.length > 0 || temporalPlan)) {
+      if (temporalPlan && (await phaseReached(runDir(ids.chaos), temporalPlan))) {
+        temporalKill = await kill(temporalPlan, 'Temporal server kill');
         process.kill(server.pid, 'SIGKILL');
         await sleep(1000);
         server = await startServer();
-        temporalDue = undefined;
+        temporalPlan = undefined;
         continue;
       }
-      const next = plans[0];
-      const due =
-        next &&
-        ('atMs' in next ? now >= next.atMs : await phaseReached(runDir(ids.chaos), next.phase));
-      if (due) {
-        plans.shift();
-        const phase = await phaseOf(ids.chaos);
-        kills.push({ phase, atMs: now });
-        log(`${(now / 1000).toFixed(1)} s: SIGKILL worker ${w.pid} (${phase})`);
+      // Any pending plan may be due: one whose phase the run has passed is reported, not waited on.
+      for (const p of plans) {
+        if (!(await phaseReached(runDir(ids.chaos), p))) continue;
+        plans.splice(plans.indexOf(p), 1);
+        kills.push(await kill(p, `worker kill ${kills.length + 1} (pid ${w.pid})`));
         await killed(w);
         w = await worker();
+        break;
       }
       await sleep(100);
     }
-    if (plans.length > 0) log(`${plans.length} planned worker kill(s) came after the run finished`);
+    for (const p of plans) missed.push(`worker kill in ${planLabel(p)}: the run never got there`);
+    if (temporalPlan)
+      missed.push(`Temporal server kill in ${planLabel(temporalPlan)}: the run never got there`);
     await done;
     const chaosMs = Date.now() - t1;
     log(`run under kills ${ids.chaos}: ${(chaosMs / 1000).toFixed(1)} s`);
@@ -238,7 +271,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       compared: a.length,
       different: different.sort(),
       kills,
-      temporalKilledIn,
+      temporalKill,
+      missed,
       cleanMs,
       chaosMs,
     };
@@ -266,7 +300,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       seed: { type: 'string', default: '1' },
-      kills: { type: 'string', default: '6' },
+      kills: { type: 'string', default: '3' },
       rounds: { type: 'string', default: '3' },
       storage: { type: 'string', default: join(REPO, '.opsr', 'chaos') },
     },
@@ -282,6 +316,24 @@ async function main(): Promise<number> {
   const rounds = int('rounds', values.rounds, 1);
   const preset = await loadRunConfig(presetPath('tiny'));
   const storage = resolve(values.storage);
+  // The kills' places: a seeded choice among the rounds' sampling and training phases, distinct,
+  // in run order (a second kill in the same phase could find it already over).
+  const slots: KillPlan[] = Array.from({ length: rounds }, (_, i) => [
+    { phase: 'sampling' as const, round: i + 1 },
+    { phase: 'training' as const, round: i + 1 },
+  ]).flat();
+  if (nKills > slots.length)
+    throw new Error(
+      `--kills ${nKills}: at most ${slots.length} (a sampling and a training phase per round)`,
+    );
+  const rand = rng(seed); // the same places for the same seed
+  const order = slots.map((s, i) => ({ i, key: rand() })).sort((x, y) => x.key - y.key);
+  const workerKills = order
+    .slice(0, nKills)
+    .map((o) => o.i)
+    .sort((x, y) => x - y)
+    .map((i) => slots[i]);
+  const temporalKill = slots[Math.floor(rand() * slots.length)];
   const moved = (p: string) => join(storage, relative(preset.storage, p));
   const config = parseRunConfig({
     ...preset,
@@ -293,10 +345,13 @@ async function main(): Promise<number> {
       rejectedScores: preset.prefixes.rejectedScores.slice(0, rounds),
     },
     prompts: { ...preset.prompts, file: moved(preset.prompts.file) },
+    // Small shards and frequent checkpoints: a phase's work shows on disk early, so a kill placed
+    // by the files lands well inside it.
+    sampling: { ...preset.sampling, shardSize: 16 },
     training: {
       ...preset.training,
       learningRate: preset.training.learningRate.slice(0, rounds),
-      checkpointEvery: 5,
+      checkpointEvery: 2,
     },
     init: { sft: { ...preset.init!.sft!, data: moved(preset.init!.sft!.data) } },
     evaluation: {
@@ -305,24 +360,17 @@ async function main(): Promise<number> {
     },
     activities: CHAOS_ACTIVITIES,
   });
-  // Kill moments come from the seed, spread over the undisturbed run's length (measured first,
-  // so they are drawn as fractions of it).
-  const rand = rng(seed); // the same kill schedule for the same seed
-  const fractions = Array.from({ length: nKills }, () => 0.05 + 0.9 * rand()).sort((x, y) => x - y);
-  const temporalFraction = 0.1 + 0.8 * rand();
-  // The undisturbed run's length is not known before it runs: the demo's is about a minute here,
-  // and kills that fall after the end are reported.
-  const expectedMs = (60_000 * rounds) / 3 + 15_000;
-  const r = await runChaos({
-    config,
-    workerKills: fractions.map((f) => ({ atMs: Math.round(f * expectedMs) })),
-    temporalKillAtMs: Math.round(temporalFraction * expectedMs),
-  });
+  const r = await runChaos({ config, workerKills, temporalKill });
   console.log(
     `\nseed ${seed}: ${r.kills.length} worker kills, Temporal server killed ` +
-      `${r.temporalKilledIn ? `once (${r.temporalKilledIn})` : 'never'}`,
+      `${r.temporalKill ? `once (${r.temporalKill.phase})` : 'never'}`,
   );
   for (const [phase, n] of Object.entries(killsByPhase(r.kills))) console.log(`  ${n} x ${phase}`);
+  let failed = false;
+  if (r.missed.length) {
+    console.log(`KILLS THAT MISSED THEIR PHASE (${r.missed.length}):\n  ${r.missed.join('\n  ')}`);
+    failed = true;
+  }
   console.log(
     `undisturbed ${(r.cleanMs / 1000).toFixed(1)} s, under kills ` +
       `${(r.chaosMs / 1000).toFixed(1)} s`,
@@ -337,7 +385,7 @@ async function main(): Promise<number> {
     `${r.compared} artifacts byte-identical (samples, pairs, datasets, rewards, ` +
       `weights, evaluation answers)`,
   );
-  return 0;
+  return failed ? 1 : 0;
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

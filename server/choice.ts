@@ -71,7 +71,7 @@ export function choiceSeed(seed: number, index: number): number {
   return Number((z ^ (z >> 31n)) >> 11n); // 53 bits: exact in JSON
 }
 
-export interface ChoiceOptions {
+interface ChoiceOptions {
   prompt: number[];
   sampling: Sampling;
   maxTokens: number;

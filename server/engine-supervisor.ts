@@ -33,7 +33,7 @@ export interface EngineDone {
   completionTokens: number;
 }
 
-export interface EngineHandlers {
+interface EngineHandlers {
   onToken(t: EngineToken): void;
   onDone(d: EngineDone): void;
   /** The engine rejected the request (message from the engine) or the engine process ended. */
@@ -58,7 +58,7 @@ export interface EngineInfo {
   dtype: EngineDtype;
 }
 
-export interface EngineOptions {
+interface EngineOptions {
   modelDir: string;
   enginePath?: string;
   threads?: number;

@@ -5,7 +5,7 @@ import { ApiError, bad, MAX_JSON_DEPTH } from './protocol.ts';
 
 const MAX_BODY = 32 << 20;
 
-export type Handler = (req: IncomingMessage, res: ServerResponse, signal: AbortSignal) => unknown;
+type Handler = (req: IncomingMessage, res: ServerResponse, signal: AbortSignal) => unknown;
 /** path -> method -> handler */
 export type Routes = Record<string, Record<string, Handler>>;
 
@@ -65,8 +65,6 @@ export function sendJson(res: ServerResponse, status: number, value: unknown): v
   });
   res.end(text);
 }
-
-export type EventStream = ReturnType<typeof openStream>;
 
 // Server-sent events as the OpenAI streaming API writes them, ending with [DONE].
 export function openStream(res: ServerResponse, log: (l: string) => void) {

@@ -7,7 +7,7 @@
 import { DIGITS_MAX_LENGTH, DIGITS_TASK_DEFAULTS } from '../config/schema.ts';
 
 export const OPERATIONS = ['ascending', 'descending'] as const;
-export type Operation = (typeof OPERATIONS)[number];
+type Operation = (typeof OPERATIONS)[number];
 
 export interface DigitsProblem {
   op: Operation;

@@ -7,7 +7,7 @@ import { instructionPrompts } from './instructions.ts';
 import { promptRecords, sftRecords, type DigitsDataSpec } from './seed.ts';
 import { tokenizerFiles } from './tokenizer.ts';
 
-export interface DigitsDataFiles {
+interface DigitsDataFiles {
   sft: string;
   prompts: string;
   heldout: string;

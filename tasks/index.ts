@@ -5,7 +5,7 @@ import type { BuiltinScorerName } from '../config/schema.ts';
 import { scoreDigits } from './digits.ts';
 
 // (prompt without prefix, response) -> reward in [0, 1].
-export type BuiltinScorer = (prompt: string, response: string) => number;
+type BuiltinScorer = (prompt: string, response: string) => number;
 
 const SCORERS: Record<BuiltinScorerName, BuiltinScorer> = {
   digits: scoreDigits,

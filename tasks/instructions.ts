@@ -4,9 +4,9 @@
 // the held-out prompts never overlap training, whatever the counts.
 import { createHash } from 'node:crypto';
 
-export type InstructionCategory = 'writing' | 'advice' | 'coding' | 'maths' | 'facts';
+type InstructionCategory = 'writing' | 'advice' | 'coding' | 'maths' | 'facts';
 
-export interface Instruction {
+interface Instruction {
   category: InstructionCategory;
   prompt: string;
 }

@@ -4,7 +4,7 @@
 // punctuation ("10.", "digits:") is a "##" continuation piece, which the WordPiece decoder glues
 // back without a space. decode(encode(x)) === x for any single-spaced text over this vocabulary.
 
-export const EOS_TOKEN = '<|endoftext|>';
+const EOS_TOKEN = '<|endoftext|>';
 const SPECIAL_TOKENS = [EOS_TOKEN, '<|system|>', '<|user|>', '<|assistant|>', '[UNK]'];
 const UNK_TOKEN = '[UNK]';
 
@@ -41,7 +41,7 @@ const PUNCT = ['.', ',', ':', ';', '!', '?', '-'];
 
 // Renders system/user turns as "<|role|> text " and an assistant turn as "<|assistant|> text<eos>",
 // so a prompt rendered with add_generation_prompt ends exactly where the answer starts.
-export const CHAT_TEMPLATE =
+const CHAT_TEMPLATE =
   "{% for message in messages %}{% if message['role'] == 'assistant' %}<|assistant|> " +
   "{{ message['content'] }}" +
   EOS_TOKEN +

@@ -19,7 +19,7 @@ import type { SamplerPool } from '../activities/index.ts';
 export type QueueName = keyof typeof TASK_QUEUES;
 export const QUEUE_NAMES = Object.keys(TASK_QUEUES) as QueueName[];
 
-export const WORKFLOWS_PATH = path.join(
+const WORKFLOWS_PATH = path.join(
   path.dirname(fileURLToPath(import.meta.url)),
   '..',
   'workflows',
@@ -56,7 +56,7 @@ export function installWorkerLogging(level: LogLevel = 'WARN'): void {
   });
 }
 
-export interface RunWorkerOptions {
+interface RunWorkerOptions {
   address?: string; // default 127.0.0.1:7233
   namespace?: string; // default "default"
   tls?: boolean;

@@ -131,7 +131,7 @@ async function armsOnce(
   return { studyId, arms, table };
 }
 
-export function sideBySide(arms: { name: string; result: RunResult }[]): AblationResult['table'] {
+function sideBySide(arms: { name: string; result: RunResult }[]): AblationResult['table'] {
   const maxRound = Math.max(0, ...arms.map((a) => a.result.rounds.length));
   return Array.from({ length: maxRound }, (_, i) => {
     const row: AblationResult['table'][number] = { round: i + 1, arms: {} };

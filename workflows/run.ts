@@ -39,7 +39,7 @@ import { opsrActivities } from './activities.ts';
 import { preferenceRound } from './round.ts';
 
 // Config problems are the user's to fix: fail the workflow once, with every message.
-export function validateRunConfig(input: unknown): RunConfig {
+function validateRunConfig(input: unknown): RunConfig {
   try {
     return parseRunConfig(input, { source: 'workflow input' });
   } catch (err) {
@@ -69,7 +69,7 @@ export function runIdOf(config: RunConfig, workflowId: string): string {
 }
 
 // What a run carries into its next execution: what the later rounds and the final result need.
-export interface RunCarry {
+interface RunCarry {
   prep: PrepareRunResult;
   nextRound: number;
   policy: string; // the latest trained policy: the next round's reference

@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 
-export interface EngineRun {
+interface EngineRun {
   code: number | null;
   signal: string | null;
   stdout: string;
@@ -41,7 +41,7 @@ export function engineError(stderr: string): { code: string; message: string } {
   return parsed.error;
 }
 
-export type StHeader = Record<string, any>;
+type StHeader = Record<string, any>;
 
 export async function readSafetensors(path: string): Promise<{ header: StHeader; data: Buffer }> {
   const buf = await readFile(path);

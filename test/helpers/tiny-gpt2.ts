@@ -10,7 +10,7 @@ export const REPO = join(import.meta.dirname, '..', '..');
 export const PYTHON = join(REPO, '.venv', 'bin', 'python');
 export const ENGINE = join(REPO, 'engine', 'build', 'opsr-engine');
 
-export interface TinySpec {
+interface TinySpec {
   nEmbd?: number;
   nLayer?: number;
   nHead?: number;

@@ -39,7 +39,7 @@ const MERGES: [string, string][] = [
   ['e', 'n'],
 ];
 
-export const TINY_CHAT_TEMPLATE =
+const TINY_CHAT_TEMPLATE =
   "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if " +
   'add_generation_prompt %}<|assistant|>{% endif %}';
 

@@ -6,8 +6,8 @@ import { readdir, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
-export const REPO = join(import.meta.dirname, '..', '..');
-export const VLLM_PYTHON = join(REPO, '.venv-vllm', 'bin', 'python');
+const REPO = join(import.meta.dirname, '..', '..');
+const VLLM_PYTHON = join(REPO, '.venv-vllm', 'bin', 'python');
 
 // sampling.vllm for the CPU build: its `vllm` command is broken, both cores, a small KV cache,
 // fp32 so its log-probs compare with the engine's, eager (torch.compile adds minutes to a start).

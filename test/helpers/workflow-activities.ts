@@ -26,7 +26,7 @@ export interface TestControls {
   filterErrorType?: string;
 }
 
-export type TestEvent =
+type TestEvent =
   | { event: 'attempt'; activity: string; round: number; attempt: number; pid: number }
   | { event: 'shard'; round: number; shard: number; pid: number }
   | { event: 'step'; round: number; step: number; pid: number }

@@ -54,6 +54,7 @@ test('worker SIGKILLed in sampling, training: artifacts byte-identical to unkill
     r.kills.map((k) => k.phase.replace(/^round \d+ /, '')),
     ['sampling', 'training'],
   );
+  assert.deepEqual(r.missed, []);
   assert.ok(r.compared >= 8, `${r.compared} artifacts`);
   assert.deepEqual(r.different, []);
 });
