@@ -10,7 +10,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
 import {
   SEARCH_ATTRIBUTES,
   TASK_QUEUES,
@@ -150,6 +150,18 @@ async function startFromUi(page: Page, workflowId: string, json: string): Promis
   );
   await shot(page, 'start-workflow-form');
   await page.click('[data-testid="start-workflow-button"]');
+  // The UI sends its start request after the click returns: wait until the server has the run.
+  const until = Date.now() + 120_000;
+  for (;;) {
+    try {
+      await client.workflow.getHandle(workflowId).describe();
+      return;
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+      if (Date.now() > until) throw new Error(`the Web UI did not start ${workflowId} in 120 s`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 // The UI renders some controls twice (narrow and wide layouts); clicks the one on screen. Menus
