@@ -134,20 +134,24 @@ async function startFromUi(page: Page, workflowId: string, json: string): Promis
   const editor = (await page.waitForSelector('.cm-content[aria-label="Data"]'))!;
   await editor.click();
   await page.waitForFunction(() => document.activeElement?.getAttribute('aria-label') === 'Data');
-  // One insertText, as a paste: typed key by key the editor would close brackets itself. The
-  // editor renders only the lines in view (the cursor ends at the bottom), so the check compares
-  // the end of the text; the run's result below proves the whole input arrived.
-  const tail = json.replace(/\s/g, '').slice(-120);
+  // One insertText, as a paste: typed key by key the editor would close brackets itself.
   await page.keyboard.sendCharacter(json);
-  await page.waitForFunction(
-    (want) =>
-      document
-        .querySelector('.cm-content[aria-label="Data"]')!
-        .textContent!.replace(/\s/g, '')
-        .endsWith(want),
-    {},
-    tail,
-  );
+  // The check reads the editor's document from its CodeMirror view (on the content element:
+  // cmTile in the UI's version, cmView before): the DOM holds only the lines in view, and on CI
+  // its last line had not rendered in 120 s.
+  const editorText = () => {
+    type Cm = { view?: { state: { doc: { toString(): string } } } };
+    const el = document.querySelector('.cm-content[aria-label="Data"]') as
+      (Element & { cmTile?: Cm; cmView?: { rootView?: Cm } }) | null;
+    return (el?.cmTile ?? el?.cmView?.rootView)?.view?.state.doc.toString() ?? null;
+  };
+  const deadline = Date.now() + 120_000;
+  let seen: string | null = null;
+  while ((seen = await page.evaluate(editorText)) !== json) {
+    if (Date.now() > deadline)
+      throw new Error(`the Data editor holds ${JSON.stringify(seen)}, not the pasted input`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
   await shot(page, 'start-workflow-form');
   await page.click('[data-testid="start-workflow-button"]');
   // The UI sends its start request after the click returns: wait until the server has the run.
