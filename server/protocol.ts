@@ -306,6 +306,7 @@ export const ChatCompletionRequest = z
     top_logprobs: z.unknown().optional(),
     ...outputFields,
     add_generation_prompt: z.unknown().optional(),
+    continue_final_message: bool('continue_final_message'),
   })
   .superRefine(bestOfIsNeutral)
   .transform((r, ctx) => {
@@ -345,6 +346,7 @@ export function toSampling(r: SamplingRequest, defaults: GenerationDefaults): Sa
 export const TokenizeChatRequest = z.looseObject({
   messages: messagesField,
   add_generation_prompt: z.unknown().optional(),
+  continue_final_message: bool('continue_final_message'),
   add_special_tokens: z.unknown().optional(),
 });
 export const TokenizeRequest = z.looseObject({

@@ -22,7 +22,11 @@ export class ChatServing extends OpenAIServing {
     this.ctx.queue.admit(s.n, 'n');
     const addGenerationPrompt =
       body.add_generation_prompt === undefined ? true : body.add_generation_prompt === true;
-    const text = this.applyTemplate(request.messages, addGenerationPrompt);
+    const text = this.applyTemplate(
+      request.messages,
+      addGenerationPrompt,
+      request.continue_final_message ?? false,
+    );
     const prompt = this.encodePrompt(text, 'messages', false);
     const tokensKey =
       body.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens';

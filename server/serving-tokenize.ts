@@ -29,8 +29,12 @@ export class TokenizeServing extends OpenAIServing {
           'messages',
           'chat_template_missing',
         );
-      const { messages } = parseBody(TokenizeChatRequest, body);
-      const text = this.applyTemplate(messages, body.add_generation_prompt !== false);
+      const request = parseBody(TokenizeChatRequest, body);
+      const text = this.applyTemplate(
+        request.messages,
+        body.add_generation_prompt !== false,
+        request.continue_final_message ?? false,
+      );
       tokens = tok.encode(text, { addSpecialTokens: body.add_special_tokens === true });
     } else {
       const { prompt } = parseBody(TokenizeRequest, body);

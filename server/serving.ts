@@ -119,11 +119,31 @@ export class OpenAIServing {
     );
   }
 
-  protected applyTemplate(messages: Message[], addGenerationPrompt: boolean): string {
+  // continueFinal (vLLM's continue_final_message): the text stops right after the final
+  // assistant message's content so that generation continues it, cut as transformers'
+  // apply_chat_template cuts it (a template may have trimmed the content's spaces).
+  protected applyTemplate(
+    messages: Message[],
+    addGenerationPrompt: boolean,
+    continueFinal = false,
+  ): string {
     const chars = messages.reduce((a, m) => a + m.content.length, 0);
     if (chars > this.ctx.maxPromptChars) throw this.tooLong('messages', chars);
+    const last = messages[messages.length - 1];
+    if (continueFinal && addGenerationPrompt)
+      throw bad(
+        'continue_final_message needs add_generation_prompt: false',
+        'continue_final_message',
+      );
+    if (continueFinal && last.role !== 'assistant')
+      throw bad(
+        `continue_final_message needs the last message to be the assistant's; got role ` +
+          JSON.stringify(last.role),
+        'continue_final_message',
+      );
+    let text: string;
     try {
-      return this.ctx.tok.applyChatTemplate(messages, { addGenerationPrompt });
+      text = this.ctx.tok.applyChatTemplate(messages, { addGenerationPrompt });
     } catch (err) {
       throw bad(
         `the chat template of ${this.ctx.name} refuses these messages: ${(err as Error).message}`,
@@ -131,6 +151,17 @@ export class OpenAIServing {
         'chat_template_error',
       );
     }
+    if (!continueFinal) return text;
+    const at = text.lastIndexOf(last.content.trim());
+    if (at < 0)
+      throw bad(
+        `the chat template of ${this.ctx.name} does not render the final message's content, ` +
+          'so continue_final_message cannot continue it',
+        'continue_final_message',
+      );
+    const lead = last.content.trimStart();
+    const kept = text.startsWith(lead, at) ? lead : last.content.trim();
+    return text.slice(0, at + kept.length);
   }
 
   protected encodePrompt(p: string | number[], param: string, specials: boolean): number[] {

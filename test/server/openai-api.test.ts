@@ -278,6 +278,51 @@ test('chat completions render the chat template; streamed deltas add up to same 
   assert.equal(t2, (await complete()).choices[0].text);
 });
 
+test('continue_final_message continues the final assistant message; misuse gets 400', async () => {
+  const user = { role: 'user' as const, content: 'What is in the water?' };
+  // A trailing space: the cut keeps it, as the template rendered it.
+  const prefix = 'Fish and weeds.\nScore: ';
+  const messages = [user, { role: 'assistant' as const, content: prefix }];
+  const expected = tok.encode(
+    tok.applyChatTemplate([user], { addGenerationPrompt: true }) + prefix,
+    { addSpecialTokens: false },
+  );
+  const body = { model: 'policy', messages, continue_final_message: true };
+  const t = await (await post('/tokenize', { ...body, add_generation_prompt: false })).json();
+  assert.deepEqual(t.tokens, expected);
+  const sampling = { max_tokens: 6, seed: 5, temperature: 0.9 };
+  const r = await post('/v1/chat/completions', {
+    ...body,
+    ...sampling,
+    add_generation_prompt: false,
+  });
+  assert.equal(r.status, 200);
+  const chat = await r.json();
+  assert.equal(chat.usage.prompt_tokens, expected.length);
+  const viaIds = await complete({ prompt: expected, ...sampling });
+  assert.equal(chat.choices[0].message.content, viaIds.choices[0].text);
+
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [body, /needs add_generation_prompt: false/], // absent means true
+    [{ ...body, add_generation_prompt: true }, /needs add_generation_prompt: false/],
+    [
+      { ...body, messages: [user], add_generation_prompt: false },
+      /last message to be the assistant's; got role "user"/,
+    ],
+    [{ ...body, continue_final_message: 'yes' }, /must be true or false; got "yes"/],
+  ];
+  for (const [b, msg] of cases) {
+    for (const path of ['/v1/chat/completions', '/tokenize']) {
+      const res = await post(path, b);
+      assert.equal(res.status, 400, `${path} ${msg}`);
+      const err = (await res.json()).error;
+      assert.equal(err.type, 'invalid_request_error');
+      assert.equal(err.param, 'continue_final_message');
+      assert.match(err.message, msg);
+    }
+  }
+});
+
 test('concurrent requests beyond the batch all succeed with their own seeded answers', async () => {
   const prompts = Array.from({ length: 12 }, (_, i) => `prompt number ${i} is in the`);
   const together = await Promise.all(
