@@ -112,6 +112,21 @@ export function parseRubric(text: string): number | null {
   return Number.isInteger(n) && n >= 0 && n <= 5 ? n : null;
 }
 
+// The rubric score as the expected value over the digits 0..5 among the top log-probabilities of
+// the token after "Score: ", their probabilities renormalised over those digits (" 3" and "3"
+// both count as 3). null when no digit is there.
+export function expectedRubricScore(top: [string, number][]): number | null {
+  const p = new Map<number, number>();
+  for (const [t, lp] of top) {
+    if (!/^[0-5]$/.test(t.trim())) continue;
+    const d = Number(t.trim());
+    p.set(d, (p.get(d) ?? 0) + Math.exp(lp));
+  }
+  if (p.size === 0) return null;
+  const mass = [...p.values()].reduce((a, b) => a + b, 0);
+  return [...p].reduce((a, [d, q]) => a + (d * q) / mass, 0);
+}
+
 // A conversation as the judge reads it: one block per turn.
 function conversationText(conversation: ChatMessage[]): string {
   return conversation
@@ -156,6 +171,9 @@ interface Completion {
   promptTokens: number;
   completionTokens: number;
 }
+
+// Enough alternatives for the six digits to be among them (20 is the OpenAI API's maximum).
+const RUBRIC_TOP_LOGPROBS = 20;
 
 async function loadPrompt(
   kind: keyof typeof DEFAULT_PROMPTS,
@@ -249,7 +267,12 @@ async function endpointJudge(
     };
   };
 
-  const complete = async (prompt: string, extra: Record<string, unknown>): Promise<Completion> => {
+  // A prompt is a user turn for the chat API; `messages` replace it (chat API only).
+  const complete = async (
+    prompt: string,
+    extra: Record<string, unknown>,
+    messages?: ChatMessage[],
+  ): Promise<Completion> => {
     const body = {
       model: cfg.model,
       seed: cfg.seed,
@@ -257,7 +280,9 @@ async function endpointJudge(
       max_tokens: cfg.maxTokens,
       n: 1,
       ...extra,
-      ...(cfg.api === 'chat' ? { messages: [{ role: 'user', content: prompt }] } : { prompt }),
+      ...(cfg.api === 'chat'
+        ? { messages: messages ?? [{ role: 'user', content: prompt }] }
+        : { prompt }),
     };
     const key = hashJson({ identity, api: cfg.api, body });
     const file = join(opts.cacheDir, key.slice(0, 2), `${key}.json`);
@@ -325,12 +350,38 @@ async function endpointJudge(
       return { score, source: score === null ? 'unparsable' : 'text', text: c.text };
     },
     async rubric(instruction, answer) {
-      const c = await complete(
-        fill(prompts.rubric, { '{instruction}': instruction, '{answer}': answer }),
-        {},
-      );
+      const prompt = fill(prompts.rubric, { '{instruction}': instruction, '{answer}': answer });
+      const c = await complete(prompt, {});
       const score = parseRubric(c.text);
-      return { score, source: score === null ? 'unparsable' : 'text', text: c.text };
+      if (score !== null) return { score, source: 'text', text: c.text };
+      if (!cfg.rubricLogprobs) return { score, source: 'unparsable', text: c.text };
+      // No "Score: n" in the text: the judge's own answer continued with "Score: ", one token,
+      // the score read from the digits' log-probabilities (vLLM's continue_final_message).
+      const cont = `${c.text.trim()}\nScore: `;
+      const next = await complete(
+        prompt + cont,
+        {
+          max_tokens: 1,
+          ...(cfg.api === 'chat'
+            ? {
+                logprobs: true,
+                top_logprobs: RUBRIC_TOP_LOGPROBS,
+                continue_final_message: true,
+                add_generation_prompt: false,
+              }
+            : { logprobs: RUBRIC_TOP_LOGPROBS }),
+        },
+        [
+          { role: 'user', content: prompt },
+          { role: 'assistant', content: cont },
+        ],
+      );
+      const expected = next.top ? expectedRubricScore(next.top) : null;
+      return {
+        score: expected,
+        source: expected === null ? 'unparsable' : 'logprobs',
+        text: c.text,
+      };
     },
   };
 }

@@ -75,6 +75,9 @@ export async function sampleSelfJudgedPairs(
           temperature: 0,
           maxTokens: p.judgeMaxTokens,
           topLogprobs: 5,
+          // The policy's server speaks vLLM's extensions: a small model that never writes
+          // "Score: n" still gets a score from its log-probabilities.
+          rubricLogprobs: true,
           prompts: { rubric: p.rubricPrompt },
         };
         const judge = await makeJudge(input.judge ? 'pairs.judge' : 'policy', judgeCfg, {

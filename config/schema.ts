@@ -282,6 +282,11 @@ const Judge = z.discriminatedUnion('type', [
     temperature: num(0, 2).default(0),
     maxTokens: int(1).default(512), // grading and rubric answers; pairwise asks for one token
     topLogprobs: int(2, 20).default(5),
+    // A rubric answer without "Score: n": continue it with "Score: " (vLLM's
+    // continue_final_message) and read the score from the digits' log-probabilities.
+    rubricLogprobs: z
+      .boolean({ error: 'must be true or false (true needs a vLLM-compatible server)' })
+      .default(false),
     prompts: JudgePrompts.prefault({}),
   }),
   z.strictObject({

@@ -14,13 +14,16 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { parseRunConfig, type RunConfig } from '../../config/index.ts';
 import { SamplerPool } from '../../activities/index.ts';
 import { initPolicy } from '../../activities/train.ts';
+import { sampleSelfJudgedPairs } from '../../activities/self-judge.ts';
 import { judgedSummary, runJudgedEval } from '../../activities/evaluate-judged.ts';
 import type {
   EvaluateJudgedInput,
   GradingEvalResult,
   PairwiseEvalResult,
+  SelfJudgePairsResult,
 } from '../../contracts/activities.ts';
 import {
+  expectedRubricScore,
   labelProbability,
   makeJudge,
   parsePairText,
@@ -46,11 +49,17 @@ let judgeServer: RunningServer;
 // A replaced pairwise prompt (short, so the tiny judge learns it in seconds).
 const judgePrompt = join(root, 'pairwise.txt');
 const PAIRWISE = 'Q: {instruction}\nA: {answer_a}\nB: {answer_b}\nBetter:';
+// A short rubric (the default one would fill the tiny model's context).
+const RUBRIC = 'Rate 0-5.\nQ: {instruction}\nA: {answer}\n';
+const rubricFile = join(root, 'rubric.txt');
 let judgeDir: string;
 
 // The judge: the tiny model fine-tuned (SFT, the engine) to name the correctly sorted answer of
-// two with one label token, so its top log-probs hold the labels.
+// two with one label token, so its top log-probs hold the labels; and to answer the rubric with
+// a label, a line break and "Score: <digit>", so that a judge cut after one token has written
+// no score while the digits lead after "Score: " (a small model rambling past its budget).
 async function trainJudge(): Promise<string> {
+  const digits = getBuiltinScorer('digits')!;
   const rand = rng(11);
   const recs = makeProblems('train', 400, 11).map((p) => {
     const right = answerText(answerDigits(p));
@@ -62,6 +71,14 @@ async function trainJudge(): Promise<string> {
       .replace('{answer_b}', b);
     return { prompt, completion: rightFirst ? 'A' : 'B' };
   });
+  for (const p of makeProblems('train', 100, 12)) {
+    const answer = rand() < 0.5 ? answerText(answerDigits(p)) : answerText(p.digits);
+    const score = Math.round(5 * digits(promptText(p), answer));
+    recs.push({
+      prompt: RUBRIC.replace('{instruction}', promptText(p)).replace('{answer}', answer),
+      completion: `${rand() < 0.5 ? 'A' : 'B'}\nScore: ${score}`,
+    });
+  }
   const data = join(root, 'judge-sft.jsonl');
   await writeFile(data, recs.map((r) => JSON.stringify(r)).join('\n') + '\n');
   const cfg = parseRunConfig({
@@ -126,6 +143,7 @@ before(async () => {
     },
   });
   await writeFile(judgePrompt, PAIRWISE);
+  await writeFile(rubricFile, RUBRIC);
   judgeDir = await trainJudge();
   judgeServer = await startServer({
     modelDir: judgeDir,
@@ -196,6 +214,158 @@ test('parsers: label log-probs, text labels, [[n]] ratings, rubric scores', () =
   assert.equal(parseRating('seven'), null);
   assert.equal(parseRubric('one point... Score: 2\nactually Score: 4'), 4);
   assert.equal(parseRubric('Score: 9'), null);
+  const near = (a: number | null, b: number) => assert.ok(Math.abs(a! - b) < 1e-12, `${a} ${b}`);
+  // Renormalised over the digits 0..5 present: (3 * 0.5 + 4 * 0.25) / 0.75.
+  near(
+    expectedRubricScore([
+      [' 3', Math.log(0.5)],
+      ['4', Math.log(0.25)],
+      ['x', Math.log(0.25)],
+    ]),
+    10 / 3,
+  );
+  // " 3" and "3" are both 3; 6 is no rubric score: (3 * 0.4 + 5 * 0.1) / 0.5.
+  near(
+    expectedRubricScore([
+      [' 3', Math.log(0.2)],
+      ['3', Math.log(0.2)],
+      ['6', Math.log(0.3)],
+      ['5', Math.log(0.1)],
+    ]),
+    3.4,
+  );
+  near(expectedRubricScore([['0', -2]]), 0);
+  assert.equal(
+    expectedRubricScore([
+      ['7', -1],
+      ['x', -0.1],
+      ['10', -2],
+    ]),
+    null,
+  );
+});
+
+// What the judge should read, asked by hand: its greedy rubric answer (1 token), then the top
+// log-probs of the token after "<answer>\nScore: ".
+async function askRubric(baseURL: string, model: string, prompt: string) {
+  const ask = async (body: object) => {
+    const r = await fetch(`${baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model, temperature: 0, ...body }),
+    });
+    assert.equal(r.status, 200);
+    return (await r.json()).choices[0];
+  };
+  const text = (await ask({ messages: [{ role: 'user', content: prompt }], max_tokens: 1 })).message
+    .content as string;
+  const next = await ask({
+    messages: [
+      { role: 'user', content: prompt },
+      { role: 'assistant', content: `${text.trim()}\nScore: ` },
+    ],
+    continue_final_message: true,
+    add_generation_prompt: false,
+    max_tokens: 1,
+    logprobs: true,
+    top_logprobs: 20,
+  });
+  const top = next.logprobs.content[0].top_logprobs as { token: string; logprob: number }[];
+  return { text, score: expectedRubricScore(top.map((t) => [t.token, t.logprob])) };
+}
+
+test('rubric without "Score: n": the score from the digits\' log-probs, cached', async () => {
+  const prompt = RUBRIC.replace('{instruction}', promptText(problems[0])).replace(
+    '{answer}',
+    '1 2 3',
+  );
+  for (const api of ['chat', 'completions'] as const) {
+    const cfg = judgeCfg(judgeServer.url, {
+      api,
+      maxTokens: 1,
+      rubricLogprobs: true,
+      prompts: { rubric: rubricFile },
+    });
+    const cacheDir = join(root, `cache-rubric-${api}`);
+    const judge = await makeJudge('j', cfg, { cacheDir });
+    const v = await judge.rubric(promptText(problems[0]), '1 2 3');
+    assert.equal(parseRubric(v.text), null, v.text);
+    assert.equal(v.source, 'logprobs', `${api}: ${v.text}`);
+    assert.ok(v.score! >= 0 && v.score! <= 5, `${api}: ${v.score}`);
+    if (api === 'chat') {
+      const want = await askRubric(judgeServer.url, 'judge', prompt);
+      assert.equal(v.text, want.text);
+      assert.ok(Math.abs(v.score! - want.score!) < 1e-9, `${v.score} vs ${want.score}`);
+    }
+    assert.equal(judge.usage.requests, 2, 'the answer, then one token after "Score: "');
+    const again = await makeJudge('j', cfg, { cacheDir });
+    assert.deepEqual(await again.rubric(promptText(problems[0]), '1 2 3'), v);
+    assert.deepEqual([again.usage.requests, again.usage.cached], [0, 2]);
+  }
+  // Off (a configured judge's default): the text alone, unparsable.
+  const plain = await makeJudge(
+    'j',
+    judgeCfg(judgeServer.url, { maxTokens: 1, prompts: { rubric: rubricFile } }),
+    { cacheDir: join(root, 'cache-rubric-plain') },
+  );
+  const v = await plain.rubric(promptText(problems[0]), '1 2 3');
+  assert.deepEqual([v.score, v.source, plain.usage.requests], [null, 'unparsable', 1]);
+});
+
+test('self-judged pairs, the policy as judge on its embedded server: log-prob scores', async () => {
+  const promptsFile = join(root, 'sj-prompts.jsonl');
+  const items = problems.slice(0, 4).map((p, index) => ({ index, prompt: promptText(p) }));
+  await writeFile(promptsFile, items.map((i) => JSON.stringify(i)).join('\n') + '\n');
+  const cfg = parseRunConfig({
+    ...base,
+    pairs: { source: 'self-judge', candidates: 2, rubricPrompt: rubricFile, judgeMaxTokens: 1 },
+  });
+  // The policy is the trained judge: it has learnt what follows "Score: ".
+  const endpoint = await samplers.ensure({
+    runId: 'sj',
+    modelDir: judgeDir,
+    sampling: cfg.sampling,
+  });
+  const roundDir = join(root, 'store', 'runs', 'sj', 'round-1');
+  const res = (await new MockActivityEnvironment().run(sampleSelfJudgedPairs, samplers, {
+    runId: 'sj',
+    round: 1,
+    roundDir,
+    promptsFile,
+    endpoint,
+    sampling: cfg.sampling,
+    pairs: cfg.pairs,
+    judge: null,
+    cacheDir: join(root, 'store', 'judge-cache'),
+    notify: [],
+  })) as SelfJudgePairsResult;
+  assert.equal(res.prompts, 4);
+  assert.equal(res.count + res.dropped.tie + res.dropped.unparsable, 4);
+  type Cand = { text: string; score: number | null };
+  const lines = await readJsonl<{ index: number; candidates: Cand[] }>(res.candidatesFile);
+  const all = lines.flatMap((l) => l.candidates.map((c) => ({ ...c, index: l.index })));
+  assert.equal(all.length, 8);
+  // No candidate text holds a score, so each was asked twice; the scores are the server's own.
+  assert.equal(res.cost.judging.requests, 16);
+  assert.ok(res.cost.judging.tokens > 0);
+  for (const c of all) {
+    const prompt = RUBRIC.replace('{instruction}', items[c.index].prompt).replace(
+      '{answer}',
+      c.text,
+    );
+    const want = (await askRubric(endpoint.baseURL, endpoint.model, prompt)).score;
+    assert.equal(c.score === null, want === null);
+    if (want !== null) assert.ok(Math.abs(c.score! - want) < 1e-9, `${c.score} vs ${want}`);
+  }
+  assert.ok(res.count >= 1, `kept ${res.count}`);
+  // Best and worst by the continuous scores.
+  const kept = await readJsonl<{ index: number; chosenScore: number; rejectedScore: number }>(
+    res.samplesFile,
+  );
+  for (const k of kept) {
+    const scores = lines.find((l) => l.index === k.index)!.candidates.map((c) => c.score!);
+    assert.deepEqual([k.chosenScore, k.rejectedScore], [Math.max(...scores), Math.min(...scores)]);
+  }
 });
 
 test('pairwise, embedded judge: label log-probs, both orders, cached on resume', async () => {
