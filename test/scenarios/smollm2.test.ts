@@ -1,11 +1,12 @@
 // The real SmolLM2-135M-Instruct (fetched by scripts/setup.sh test) through opsr: the engine's
 // log-probs of chat sequences against transformers, greedy answers of `opsr serve` against
-// transformers' generate, and a 1-round run through Temporal whose artifacts are checked. Each
+// transformers' generate, a 1-round run through Temporal whose artifacts are checked, and a
+// 1-round self-judge run with judged evaluations. Each
 // test says why when it skips: no fetched model, or an engine without Llama support.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,6 +17,7 @@ import { loadRunConfig } from '../../activities/load-config.ts';
 import { promptIds, responseIds } from '../../activities/dataset.ts';
 import { DEFAULT_ENGINE_PATH, engineEnv } from '../../lib/engine.ts';
 import { checkModelDir } from '../../lib/modeldir.ts';
+import type { GradingEvalResult, PairwiseEvalResult } from '../../contracts/activities.ts';
 import { modelHash } from '../../lib/hash.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { freePort } from '../../lib/temporal.ts';
@@ -341,4 +343,133 @@ test('a 1-round SmolLM2 run through Temporal (8 prompts) leaves checked artifact
     report.rounds.map((x: { pairsKept: number }) => x.pairsKept),
     [round.pairsKept],
   );
+});
+
+// The self-rewarding baseline and the judge-based evaluations on the real model, through
+// Temporal: SmolLM2 judges its own 2 candidates (it never writes "Score: n", so the scores come
+// from its log-probabilities), then after round 1 `opsr serve` of the same model judges pairwise
+// against reference answers and grades in the MT-Bench style. Whatever the numbers, every count
+// must add up.
+test('SmolLM2 self-judge pairs and judged evaluations through Temporal', async (t) => {
+  if (skip) return t.skip(skip);
+  const preset = await loadRunConfig(presetPath('smollm2-135m-instruct'));
+  const storage = join(dir, 'store-sr');
+  const pairwiseFile = join(dir, 'pairwise.jsonl');
+  const gradingFile = join(dir, 'grading.jsonl');
+  const jsonl = (xs: object[]) => xs.map((x) => JSON.stringify(x)).join('\n') + '\n';
+  await writeFile(
+    pairwiseFile,
+    jsonl([
+      { instruction: 'Name a primary colour.', output: 'Red.' },
+      { instruction: 'What is 3 plus 4?', output: '3 plus 4 is 7.' },
+      { instruction: 'Give a synonym of "happy".', output: 'Joyful.' },
+    ]),
+  );
+  await writeFile(
+    gradingFile,
+    jsonl([
+      { category: 'writing', turns: ['Write one sentence about the sea.'] },
+      { category: 'math', turns: ['What is 6 times 7?'], reference: ['42'] },
+      { category: 'stem', turns: ['Why is the sky blue? One sentence.'] },
+    ]),
+  );
+  const port = await freePort();
+  const server = await serve(port);
+  try {
+    const config = shortenRun(
+      parseRunConfig({
+        ...preset,
+        storage,
+        model: SMOL,
+        prompts: {
+          ...preset.prompts,
+          file: join(storage, 'instructions', 'instructions-train.jsonl'),
+        },
+        sampling: { ...preset.sampling, maxTokens: 24 },
+        pairs: { source: 'self-judge', candidates: 2, judgeMaxTokens: 24 },
+        filter: { ...preset.filter, dropTruncated: false },
+        training: {
+          ...preset.training,
+          batchSize: 2,
+          gradAccum: 1,
+          maxLength: 192,
+          maxPromptLength: 128,
+          checkpointEvery: 0,
+          warmupRatio: 0,
+        },
+        judges: {
+          served: {
+            type: 'openai',
+            baseURL: `http://127.0.0.1:${port}/v1`,
+            model: 'smollm2-135m-instruct',
+            maxTokens: 24,
+          },
+        },
+        evals: {
+          rounds: [1],
+          sets: [
+            { kind: 'pairwise', name: 'pw', judge: 'served', file: pairwiseFile, maxTokens: 24 },
+            { kind: 'grading', name: 'mt', judge: 'served', file: gradingFile, maxTokens: 24 },
+          ],
+        },
+      }),
+      1,
+      4,
+    );
+    const r = await runDemo(config, { port: await freePort(), uiPort: null, print: false });
+    const [round] = r.result.rounds;
+    process.stderr.write(
+      `smollm2 self-judge: kept ${round.pairsKept}, filtered ${round.pairsFiltered}, ` +
+        `dropped ${JSON.stringify(round.dropped)}, cost ${JSON.stringify(round.cost)}\n` +
+        `judged ${JSON.stringify(r.result.judged)}\n`,
+    );
+    const dropped = round.dropped!;
+    assert.equal(round.pairsKept + round.pairsFiltered + dropped.tie + dropped.unparsable, 4);
+    const roundDir = join(r.result.runDir, 'round-1');
+    type Candidate = { score: number | null };
+    const candidates = await readJsonl<{ candidates: Candidate[] }>(
+      join(roundDir, 'candidates.jsonl'),
+    );
+    const scores = candidates.flatMap((c) => c.candidates.map((x) => x.score));
+    assert.equal(scores.length, 8);
+    assert.ok(
+      scores.every((s) => s === null || (s >= 0 && s <= 5)),
+      `scores ${scores.join(', ')}`,
+    );
+    const selfJudged = await readJsonl(join(roundDir, 'samples.jsonl'));
+    assert.ok(selfJudged.length >= 1, `self-judged pairs ${selfJudged.length}`);
+    assert.equal(selfJudged.length, round.pairsKept + round.pairsFiltered);
+    const cost = round.cost!;
+    assert.equal(cost.sampling.requests, 8);
+    assert.ok(cost.judging.requests >= 8, `judge requests ${cost.judging.requests}`);
+    assert.ok(cost.judging.tokens > 0);
+
+    const evalDir = join(r.result.runDir, 'eval', 'round-1');
+    const pw = JSON.parse(await readFile(join(evalDir, 'pw.json'), 'utf8')) as PairwiseEvalResult;
+    const parsed = Object.entries(pw.sources)
+      .filter(([s]) => s !== 'unparsable')
+      .reduce((a, [, n]) => a + n, 0);
+    assert.equal(pw.count, 3);
+    assert.equal(parsed + pw.unparsable, 3);
+    assert.equal((await readJsonl(join(evalDir, 'pw.jsonl'))).length, 3);
+    assert.ok(pw.cost.judge.requests >= 3 && pw.cost.judge.promptTokens > 0);
+    const mt = JSON.parse(await readFile(join(evalDir, 'mt.json'), 'utf8')) as GradingEvalResult;
+    assert.equal(mt.questions, 3);
+    assert.equal(mt.turns + mt.unparsable, 3);
+    const perCategory = Object.values(mt.perCategory);
+    assert.equal(
+      perCategory.reduce((a, c) => a + c.turns + c.unparsable, 0),
+      3,
+    );
+    assert.ok(mt.cost.judge.completionTokens > 0);
+    const judged = r.result.judged!;
+    assert.deepEqual(judged.map((j) => `${j.set} ${j.label}`).sort(), ['mt round-1', 'pw round-1']);
+    assert.ok(judged.every((j) => j.judgeTokens > 0));
+    const md = await readFile(join(r.result.runDir, 'report.md'), 'utf8');
+    assert.match(md, /\| pw \| round-1 \|/);
+    assert.match(md, /\| mt \| round-1 \|/);
+  } finally {
+    server.kill('SIGTERM');
+    await new Promise((r) => server.once('exit', r));
+  }
 });
