@@ -284,9 +284,7 @@ const Judge = z.discriminatedUnion('type', [
     topLogprobs: int(2, 20).default(5),
     // A rubric answer without "Score: n": continue it with "Score: " (vLLM's
     // continue_final_message) and read the score from the digits' log-probabilities.
-    rubricLogprobs: z
-      .boolean({ error: 'must be true or false (true needs a vLLM-compatible server)' })
-      .default(false),
+    rubricLogprobs: z.boolean().default(false),
     prompts: JudgePrompts.prefault({}),
   }),
   z.strictObject({

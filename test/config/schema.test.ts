@@ -460,6 +460,23 @@ const BAD: [string, unknown, string, string, string][] = [
     'at least 10 (one token per digit and the end of text)',
   ],
   [
+    'judge: rubricLogprobs is a flag',
+    {
+      ...MIN,
+      judges: {
+        j: {
+          type: 'openai',
+          baseURL: 'http://127.0.0.1:8001/v1',
+          model: 'm',
+          rubricLogprobs: 'on',
+        },
+      },
+    },
+    'judges.j.rubricLogprobs',
+    '"on"',
+    'true or false',
+  ],
+  [
     'digits task: unknown option',
     { ...MIN, task: { digits: { lenght: 9 } } },
     'task.digits.lenght',
