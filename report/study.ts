@@ -19,7 +19,7 @@ export const historyFile = (storage: string) => join(storage, 'ablation-history.
 export const studyDir = (storage: string, studyId: string) => join(storage, 'studies', studyId);
 
 // One study in the history: the last round's policy reward per arm and each arm's paired
-// difference.
+// difference, and its win rates against the base policy when the study evaluated that round.
 interface HistoryEntry {
   studyId: string;
   finishedAt: string;
@@ -27,6 +27,12 @@ interface HistoryEntry {
   round: number;
   policy: Record<string, Stats>;
   diff: Record<string, Interval & { versus: string }>;
+  judged?: {
+    set: string;
+    lcVariant: string | null;
+    winRate: Record<string, Stats>;
+    lcWinRate: Record<string, Stats>;
+  };
 }
 
 const METRIC_TITLES: Record<StudyMetric, string> = {
@@ -130,7 +136,7 @@ export function diffTable(s: StudySummary, metrics: StudyMetric[]): Table | null
     : null;
 }
 
-function historyEntry(
+export function historyEntry(
   result: AblationResult,
   summary: StudySummary,
   finishedAt: string,
@@ -142,7 +148,26 @@ function historyEntry(
   for (const d of summary.diffs)
     if (d.round === round && d.metric === 'policyReward')
       diff[d.arm] = { ...d.diff, versus: d.versus };
-  return { studyId: result.studyId, finishedAt, seeds: summary.seeds, round, policy, diff };
+  const perArm = (m: StudyMetric) =>
+    Object.fromEntries(
+      summary.cells
+        .filter((c) => c.round === round && c.stats[m].n > 0)
+        .map((c) => [c.arm, c.stats[m]]),
+    );
+  const winRate = perArm('winRate');
+  const judged =
+    summary.judged && Object.keys(winRate).length
+      ? { judged: { ...summary.judged, winRate, lcWinRate: perArm('lcWinRate') } }
+      : {};
+  return {
+    studyId: result.studyId,
+    finishedAt,
+    seeds: summary.seeds,
+    round,
+    policy,
+    diff,
+    ...judged,
+  };
 }
 
 export async function readHistory(storage: string): Promise<HistoryEntry[]> {
@@ -173,10 +198,18 @@ export async function appendHistory(storage: string, entry: HistoryEntry): Promi
   return file;
 }
 
-// The trend over studies with the same arms: one row per study, oldest first.
+// The trend over studies with the same arms: one row per study, oldest first; win rate columns
+// for the arms some study evaluated.
 export function historyTable(entries: HistoryEntry[]): Table {
   const arms = [...new Set(entries.flatMap((e) => Object.keys(e.policy)))];
   const diffArms = [...new Set(entries.flatMap((e) => Object.keys(e.diff)))];
+  const judgedArms = (m: 'winRate' | 'lcWinRate') => [
+    ...new Set(entries.flatMap((e) => Object.keys(e.judged?.[m] ?? {}))),
+  ];
+  const rates = [
+    ...judgedArms('winRate').map((a) => ({ a, m: 'winRate' as const, title: 'win rate' })),
+    ...judgedArms('lcWinRate').map((a) => ({ a, m: 'lcWinRate' as const, title: 'LC win rate' })),
+  ];
   return {
     head: [
       'study',
@@ -185,6 +218,7 @@ export function historyTable(entries: HistoryEntry[]): Table {
       'round',
       ...arms.map((a) => `${a} policy reward`),
       ...diffArms.map((a) => `${a} − ${entries.find((e) => e.diff[a])!.diff[a].versus} (95% CI)`),
+      ...rates.map((r) => `${r.a} ${r.title}`),
     ],
     align: [
       'l',
@@ -193,6 +227,7 @@ export function historyTable(entries: HistoryEntry[]): Table {
       'r',
       ...arms.map(() => 'r' as const),
       ...diffArms.map(() => 'r' as const),
+      ...rates.map(() => 'r' as const),
     ],
     rows: entries.map((e) => [
       e.studyId,
@@ -201,6 +236,10 @@ export function historyTable(entries: HistoryEntry[]): Table {
       String(e.round),
       ...arms.map((a) => (e.policy[a] ? pm(e.policy[a]) : '-')),
       ...diffArms.map((a) => (e.diff[a] ? ci(e.diff[a]) : '-')),
+      ...rates.map((r) => {
+        const x = e.judged?.[r.m][r.a];
+        return x ? pm(x) : '-';
+      }),
     ]),
   };
 }

@@ -13,7 +13,12 @@ import { createWorkers, installWorkerLogging } from '../../workers/index.ts';
 import { createTestEnv } from '../helpers/temporal.ts';
 import { opsr, ROOT } from '../helpers/opsr-cli.ts';
 import { testActivities } from '../helpers/workflow-activities.ts';
-import { appendHistory } from '../../report/study.ts';
+import { appendHistory, historyEntry } from '../../report/study.ts';
+import {
+  STUDY_METRICS,
+  type AblationResult,
+  type StudySummary,
+} from '../../contracts/workflows.ts';
 
 installWorkerLogging();
 const root = await mkdtemp(join(tmpdir(), 'opsr-report-'));
@@ -165,6 +170,55 @@ test('opsr ablation history prints every study in the storage root, oldest first
   );
   assert.match(rows[0], /0\.900 ± 0\.020 +0\.860 ± 0\.010 +-0\.040 \[-0\.065, -0\.015\]$/);
   assert.match(rows[1], /0\.030 \[0\.005, 0\.055\]$/);
+
+  // A study that evaluated win rates at its last round carries them into its line; the self-judge
+  // arm evaluated there too, the fixed arm (no evaluation) shows '-'.
+  const stat = (mean: number | null, sd: number | null = null) => ({
+    n: mean === null ? 0 : 3,
+    mean,
+    sd,
+  });
+  const cell = (arm: string, round: number, winRate: number | null) => ({
+    arm,
+    round,
+    rejectedScores: [],
+    stats: {
+      ...Object.fromEntries(STUDY_METRICS.map((m) => [m, stat(null)])),
+      policyReward: stat(0.8, 0.01),
+      winRate: stat(winRate, 0.04),
+      lcWinRate: stat(winRate === null ? null : winRate - 0.1, 0.05),
+    } as StudySummary['cells'][number]['stats'],
+  });
+  const summary: StudySummary = {
+    arms: ['fixed', 'self-judge'],
+    seeds: [0, 1, 2],
+    rounds: [0, 2],
+    cells: [cell('fixed', 2, null), cell('self-judge', 0, 0.5), cell('self-judge', 2, 0.7)],
+    judged: { set: 'vs-base', lcVariant: 'LC (length + model term)' },
+    diffs: [],
+  };
+  const judged = historyEntry(
+    { studyId: 'night-3' } as AblationResult,
+    summary,
+    '2026-11-23T02:00:00.000Z',
+  );
+  assert.deepEqual(judged.judged, {
+    set: 'vs-base',
+    lcVariant: 'LC (length + model term)',
+    winRate: { 'self-judge': stat(0.7, 0.04) },
+    lcWinRate: { 'self-judge': stat(0.7 - 0.1, 0.05) },
+  });
+  assert.equal(
+    historyEntry({ studyId: 'x' } as AblationResult, { ...summary, judged: undefined }, '').judged,
+    undefined,
+  );
+  await appendHistory(storage, judged);
+  const h = await opsr(['ablation', 'history', '--storage', storage]);
+  const [head, , ...lines] = h.stdout.trim().split('\n');
+  assert.match(head, /self-judge win rate +self-judge LC win rate$/);
+  assert.match(lines[2], /^night-3 .* 0\.700 ± 0\.040 +0\.600 ± 0\.050$/);
+  assert.match(lines[0], / - +- *$/, 'studies without win rates show -');
+
   const empty = await opsr(['ablation', 'history', '--storage', join(root, 'none')]);
   assert.match(empty.stdout, /no ablation study has finished in .*none yet/);
 });
