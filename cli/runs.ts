@@ -190,6 +190,10 @@ function printAblationResult(t: Target, workflowId: string, r: AblationResult) {
   const names = [...new Set(r.arms.map((a) => a.name))];
   const rows: string[][] = [];
   const f = (v: number | null) => (v === null || !Number.isFinite(v) ? '-' : v.toFixed(4));
+  // A self-judge arm's rounds (those with `dropped`) pick pairs by judging: no rejected score.
+  const selfJudged = (name: string, round: number) =>
+    r.arms.find((a) => a.name === name)?.result.rounds.find((x) => x.round === round)?.dropped !==
+    undefined;
   for (const row of r.table) {
     for (const name of names) {
       const a = row.arms[name];
@@ -197,7 +201,7 @@ function printAblationResult(t: Target, workflowId: string, r: AblationResult) {
       rows.push([
         String(row.round),
         name,
-        String(a.rejectedScore),
+        selfJudged(name, row.round) ? '-' : String(a.rejectedScore),
         String(a.pairsKept),
         f(a.chosenReward),
         f(a.rejectedReward),

@@ -29,6 +29,39 @@ async function readStepMetrics(r: RunResult): Promise<Map<number, Record<string,
   return out;
 }
 
+// The rounds: a self-judge run's pairs come from judged candidates, not from a rejected score;
+// its prompts without a pair (ties, unparsable scores) take that column.
+function roundTable(r: RunResult): Block {
+  const selfJudge = r.rounds.length > 0 && r.rounds.every((x) => x.dropped);
+  return {
+    kind: 'table',
+    table: {
+      head: [
+        'round',
+        selfJudge ? 'dropped (tie / unparsable)' : 'rejected score',
+        'pairs kept',
+        'pairs filtered',
+        'chosen reward',
+        'rejected reward',
+        'policy reward',
+        'loss',
+        'rewards/accuracies',
+      ],
+      rows: r.rounds.map((x) => [
+        String(x.round),
+        selfJudge ? `${x.dropped!.tie} / ${x.dropped!.unparsable}` : String(x.rejectedScore),
+        String(x.pairsKept),
+        String(x.pairsFiltered),
+        fmt(x.chosenReward),
+        fmt(x.rejectedReward),
+        fmt(x.policyReward),
+        fmt(x.train.loss, 4),
+        fmt(x.train['rewards/accuracies'], 2),
+      ]),
+    },
+  };
+}
+
 function runDoc(r: RunResult, steps: Map<number, Record<string, number>[]>): ReportDoc {
   const blocks: Block[] = [
     {
@@ -38,33 +71,7 @@ function runDoc(r: RunResult, steps: Map<number, Record<string, number>[]>): Rep
         `\`${r.finalModel}\`.${r.stopped ? ' Stopped early by request.' : ''}`,
     },
     { kind: 'text', text: `Base policy reward (held-out, unprefixed): ${fmt(r.baseReward)}` },
-    {
-      kind: 'table',
-      table: {
-        head: [
-          'round',
-          'rejected score',
-          'pairs kept',
-          'pairs filtered',
-          'chosen reward',
-          'rejected reward',
-          'policy reward',
-          'loss',
-          'rewards/accuracies',
-        ],
-        rows: r.rounds.map((x) => [
-          String(x.round),
-          String(x.rejectedScore),
-          String(x.pairsKept),
-          String(x.pairsFiltered),
-          fmt(x.chosenReward),
-          fmt(x.rejectedReward),
-          fmt(x.policyReward),
-          fmt(x.train.loss, 4),
-          fmt(x.train['rewards/accuracies'], 2),
-        ]),
-      },
-    },
+    roundTable(r),
   ];
   const costed = r.rounds.filter((x) => x.cost);
   if (costed.length) {

@@ -3,7 +3,7 @@
 // the CLI's run, status, resume, ablation and schedule paths are exercised end to end in seconds.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -208,29 +208,34 @@ describe('opsr against a dev server', () => {
     assert.equal(result.runDir, join(dir, 'storage', 'runs', 'cli-resume'));
   });
 
-  test('ablation: both arms run and print side by side', async () => {
+  test('ablation: the arms run and print side by side', async () => {
+    // The two prefix arms and a self-judge arm, which has no rejected score.
+    const study = JSON.parse(await readFile(join(dir, 'ablation.json'), 'utf8'));
+    study.arms.push({ name: 'sr', overrides: { pairs: { source: 'self-judge', candidates: 4 } } });
+    await writeFile(join(dir, 'ablation-sr.json'), JSON.stringify(study));
     const r = await opsr([
       'ablation',
       '--config',
-      join(dir, 'ablation.json'),
+      join(dir, 'ablation-sr.json'),
       '--id',
       'cli-abl',
       ...addr,
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /started ablation cli-abl: fixed \[3,3,3\] vs progressive \[3,5,7\]/);
-    const rows = [...r.stdout.matchAll(/^(\d) +(fixed|progressive) +(\d+) +(\d+) /gm)].map((m) => [
-      Number(m[1]),
-      m[2],
-      Number(m[3]),
-    ]);
+    const rows = [...r.stdout.matchAll(/^(\d) +(fixed|progressive|sr) +(\d+|-) +(\d+) /gm)].map(
+      (m) => [Number(m[1]), m[2], m[3]],
+    );
     assert.deepEqual(rows, [
-      [1, 'fixed', 3],
-      [1, 'progressive', 3],
-      [2, 'fixed', 3],
-      [2, 'progressive', 5],
-      [3, 'fixed', 3],
-      [3, 'progressive', 7],
+      [1, 'fixed', '3'],
+      [1, 'progressive', '3'],
+      [1, 'sr', '-'],
+      [2, 'fixed', '3'],
+      [2, 'progressive', '5'],
+      [2, 'sr', '-'],
+      [3, 'fixed', '3'],
+      [3, 'progressive', '7'],
+      [3, 'sr', '-'],
     ]);
     const fixed = (await env.client.workflow.getHandle('cli-abl/fixed').result()) as RunResult;
     assert.equal(fixed.runId, 'cli-abl-fixed');

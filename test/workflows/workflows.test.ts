@@ -339,10 +339,12 @@ describe('preferenceRun on a dev server', () => {
     for (const j of result.judged!) assert.match(j.lcVariant!, /instruction difficulty/);
     const runDir = path.dirname(path.dirname(result.rounds[0].manifest));
     assert.deepEqual(await readJson(path.join(runDir, 'eval', 'summary.json')), result.judged);
-    assert.match(
-      await readFile(path.join(runDir, 'report.md'), 'utf8'),
-      /\| wr \| round-2 \| 0\.700 ± 0\.000 \|/,
-    );
+    const md = await readFile(path.join(runDir, 'report.md'), 'utf8');
+    assert.match(md, /\| wr \| round-2 \| 0\.700 ± 0\.000 \|/);
+    // The round table: ties and unparsable prompts where prefix runs show the rejected score.
+    assert.match(md, /\| round \| dropped \(tie \/ unparsable\) \| pairs kept \|/);
+    assert.match(md, /\| 2 \| 2 \/ 0 \| 6 \|/);
+    assert.doesNotMatch(md, /rejected score/);
   });
 
   test('a failing activity is retried and the rest of the round is not redone', async () => {
