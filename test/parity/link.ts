@@ -12,15 +12,16 @@ const BLAS_LIB = '/usr/lib/x86_64-linux-gnu/openblas-openmp';
 /** Runs `make -C engine`, then compiles `source` into `exe` linked with the engine's objects. */
 export async function linkWithEngine(source: string, exe: string): Promise<string> {
   await execa('make', ['-s', '-C', path.join(repoRoot, 'engine')]);
-  const objDir = path.join(repoRoot, 'engine/build/obj');
-  const objs = [
-    ...(await readdir(objDir))
-      .filter((f) => f.endsWith('.o') && f !== 'main.o')
-      .map((f) => path.join(objDir, f)),
-    ...(await readdir(path.join(objDir, 'cpu')))
-      .filter((f) => f.endsWith('.o'))
-      .map((f) => path.join(objDir, 'cpu', f)),
-  ];
+  // The objects of today's sources (as the Makefile's OBJ): a build directory can keep objects
+  // of files since moved (src/packed.c -> src/cpu/packed.c), which would be defined twice.
+  const src = path.join(repoRoot, 'engine/src');
+  const objs = [];
+  for (const dir of ['', 'cpu']) {
+    for (const f of await readdir(path.join(src, dir))) {
+      if (f.endsWith('.c') && f !== 'main.c')
+        objs.push(path.join(repoRoot, 'engine/build/obj', dir, f.replace(/\.c$/, '.o')));
+    }
+  }
   await execa('gcc', [
     '-std=c11',
     '-D_GNU_SOURCE',
