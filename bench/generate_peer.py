@@ -30,12 +30,15 @@ def generate(model_dir, spec_file):
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in spec["prompts"]])
     n = spec["new_tokens"]
     torch.manual_seed(0)
+    seconds = float("inf")
+    # The best of spec["repeats"] timings, as the bench keeps for every path.
     with torch.inference_mode():
-        start = time.perf_counter()
-        out = model.generate(ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0,
-                             top_k=0, max_new_tokens=n, min_new_tokens=n,
-                             pad_token_id=spec["pad_id"])
-        seconds = time.perf_counter() - start
+        for _ in range(spec["repeats"]):
+            start = time.perf_counter()
+            out = model.generate(ids, attention_mask=mask, do_sample=True, temperature=1.0,
+                                 top_p=1.0, top_k=0, max_new_tokens=n, min_new_tokens=n,
+                                 pad_token_id=spec["pad_id"])
+            seconds = min(seconds, time.perf_counter() - start)
     tokens = (out.shape[1] - ids.shape[1]) * out.shape[0]
     print(json.dumps({"seconds": seconds, "tokens": tokens}))
 
