@@ -283,6 +283,20 @@ test('greedy chat answers of opsr serve equal transformers generate on 20 prompt
   }
 });
 
+// The preset's training for a round of a few pairs. No warmup: with a step or two, warmup's first
+// step (lr 0) would be all of training.
+function smallTraining(preset: { training: Record<string, unknown> }) {
+  return {
+    ...preset.training,
+    batchSize: 2,
+    gradAccum: 1,
+    maxLength: 192,
+    maxPromptLength: 128,
+    checkpointEvery: 0,
+    warmupRatio: 0,
+  };
+}
+
 test('a 1-round SmolLM2 run through Temporal (8 prompts) leaves checked artifacts', async (t) => {
   if (skip) return t.skip(skip);
   const preset = await loadRunConfig(presetPath('smollm2-135m-instruct'));
@@ -299,16 +313,7 @@ test('a 1-round SmolLM2 run through Temporal (8 prompts) leaves checked artifact
       sampling: { ...preset.sampling, maxTokens: 48 },
       // Short answers are mostly cut: keep them so that a few pairs train.
       filter: { ...preset.filter, dropTruncated: false },
-      training: {
-        ...preset.training,
-        batchSize: 2,
-        gradAccum: 1,
-        maxLength: 192,
-        maxPromptLength: 128,
-        checkpointEvery: 0,
-        // No warmup: with a step or two, warmup's first step (lr 0) would be all of training.
-        warmupRatio: 0,
-      },
+      training: smallTraining(preset),
     }),
     1,
     8,
@@ -388,15 +393,7 @@ test('SmolLM2 self-judge pairs and judged evaluations through Temporal', async (
         sampling: { ...preset.sampling, maxTokens: 24 },
         pairs: { source: 'self-judge', candidates: 2, judgeMaxTokens: 24 },
         filter: { ...preset.filter, dropTruncated: false },
-        training: {
-          ...preset.training,
-          batchSize: 2,
-          gradAccum: 1,
-          maxLength: 192,
-          maxPromptLength: 128,
-          checkpointEvery: 0,
-          warmupRatio: 0,
-        },
+        training: smallTraining(preset),
         judges: {
           served: {
             type: 'openai',
