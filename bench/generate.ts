@@ -378,7 +378,10 @@ for (const key of models) rows[key] = await run(key === 'gpt2' ? await gpt2() : 
 await writeJsonAtomic(RESULTS, {
   models: rows,
   setup: {
-    engine_env: { OMP_WAIT_POLICY: engineEnv().OMP_WAIT_POLICY },
+    engine_env: {
+      OMP_WAIT_POLICY: engineEnv().OMP_WAIT_POLICY ?? null,
+      GOMP_SPINCOUNT: engineEnv().GOMP_SPINCOUNT ?? null,
+    },
     peer_env: 'defaults',
     vllm: VLLM,
     sampling: 'temperature 1, top_p 1, top_k off, EOS ignored',
