@@ -250,49 +250,77 @@ static int cmp_cand(const void *a, const void *b, void *set) {
     return better(cs->val[pb], cs->idx[pb], cs->val[pa], cs->idx[pa]) ? 1 : 0;
 }
 
+// The largest of z[0..V) into *mx in one vectorized pass; -1 when a value is NaN or infinite
+// (x - x is NaN exactly then, and a NaN stays in the sum).
+static int finite_max(const float *z, int V, float *mx) {
+    v16 m, bad = {0};
+    for (int t = 0; t < 16; t++) m[t] = z[0];
+    int i = 0;
+    for (; i + 16 <= V; i += 16) {
+        v16 x = load16(z + i);
+        bad += x - x;
+        m = select16(x > m, x, m);
+    }
+    float best = m[0], nan = 0.0f;
+    for (int t = 0; t < 16; t++) { nan += bad[t]; if (m[t] > best) best = m[t]; }
+    for (; i < V; i++) { nan += z[i] - z[i]; if (z[i] > best) best = z[i]; }
+    *mx = best;
+    return nan == nan ? 0 : -1;
+}
+
 // Samples one token from logits z for parameters p: temperature, then top_k, then top_p (the
 // order of Hugging Face and vLLM). val/idx/order are V-sized scratch. Returns -1 when a logit is
 // NaN or infinite (a broken model): no distribution to sample, and the nucleus could be empty.
 static int sample_token(const float *z, int V, const GenParams *p, uint64_t *rng, float *val,
                         int *idx, int *order) {
-    for (int i = 0; i < V; i++) if (!isfinite(z[i])) return -1;
+    float zmax;
+    if (finite_max(z, V, &zmax)) return -1;
     if (p->temperature == 0.0f || p->top_k == 1) {
-        int best = 0;
-        for (int i = 1; i < V; i++) if (z[i] > z[best]) best = i;
-        return best;
+        for (int i = 0; i < V; i++) if (z[i] == zmax) return i;  // the first maximum, as argmax
     }
     int n = V;
+    const int *ids = NULL;  // candidate ids when top_k or top_p reorders them (else candidate i is token i)
     // Shift before scaling: (z - zmax) / T is <= 0 and finite or -inf, never NaN, however small T.
-    float zmax = -INFINITY;
-    for (int i = 0; i < V; i++) if (z[i] > zmax) zmax = z[i];
-    for (int i = 0; i < V; i++) { val[i] = (z[i] - zmax) / p->temperature; idx[i] = i; }
-    if (p->top_k > 0 && p->top_k < V) n = select_top(val, idx, V, p->top_k);
+    for (int i = 0; i < V; i++) val[i] = (z[i] - zmax) / p->temperature;
+    if (p->top_k > 0 && p->top_k < V) {
+        for (int i = 0; i < V; i++) idx[i] = i;
+        n = select_top(val, idx, V, p->top_k);
+        ids = idx;
+    }
     double sum = exp_shift_sum(val, val, n, 0.0f);
-    int m = 0;
+    double u = 0.0, acc = 0.0;
     if (p->top_p < 1.0f && n > 1) {
+        if (!ids) {
+            for (int i = 0; i < n; i++) idx[i] = i;
+            ids = idx;
+        }
         // Tokens below (1-top_p)/(n-1) of the mass cannot be in the nucleus: drop them before
         // sorting (llama2.c's trick), then keep the smallest prefix reaching top_p of the mass.
         // The best token's weight is exactly 1 after the shift: capping the cutoff there keeps it.
         double cutoff = (1.0 - p->top_p) / (n - 1) * sum;
         if (cutoff > 1.0) cutoff = 1.0;
+        int m = 0;
         for (int i = 0; i < n; i++) if (val[i] >= cutoff) order[m++] = i;
         CandSet cs = {val, idx};
         qsort_r(order, m, sizeof(int), cmp_cand, &cs);
-        double acc = 0.0;
         for (int i = 0; i < m; i++) {
             acc += val[order[i]];
             if (acc >= p->top_p * sum) { m = i + 1; break; }
         }
-        sum = acc;
-    } else {
-        for (int i = 0; i < n; i++) order[m++] = i;
+        u = rng_uniform(rng) * acc;
+        acc = 0.0;
+        for (int i = 0; i < m; i++) {
+            acc += val[order[i]];
+            if (u < acc) return ids[order[i]];
+        }
+        return ids[order[m - 1]];
     }
-    double u = rng_uniform(rng) * sum, acc = 0.0;
-    for (int i = 0; i < m; i++) {
-        acc += val[order[i]];
-        if (u < acc) return idx[order[i]];
+    u = rng_uniform(rng) * sum;
+    for (int i = 0; i < n; i++) {
+        acc += val[i];
+        if (u < acc) return ids ? ids[i] : i;
     }
-    return idx[order[m - 1]];
+    return ids ? ids[n - 1] : n - 1;
 }
 
 // Log-prob of token under the raw logits, and the ntop most likely tokens with theirs.
