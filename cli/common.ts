@@ -193,10 +193,20 @@ export function renderProgress(p: RunProgress, ansi = false): string {
     head,
     `  rounds    ${bar(doneRounds, p.rounds)}  ${doneRounds}/${p.rounds}`,
     `  sampling  ${bar(p.sampled.done, p.sampled.total)}  ` +
-      `${p.sampled.done}/${p.sampled.total} prompts`,
-    `  training  ${bar(p.train.step, p.train.totalSteps)}  step ` +
-      `${p.train.step}/${p.train.totalSteps}`,
+      (p.sampled.total > 0 ? `${p.sampled.done}/${p.sampled.total} prompts` : 'not started'),
+    `  training  ${bar(p.train.step, p.train.totalSteps)}  ` +
+      (p.train.totalSteps > 0 ? `step ${p.train.step}/${p.train.totalSteps}` : 'not started'),
   ].join('\n');
+}
+
+// Where a log (not a terminal) gets a new frame: a phase or round change, a stop request, and
+// each tenth of a round's sampling and training.
+export function progressKey(p: RunProgress): string {
+  const tenth = (done: number, total: number) => (total > 0 ? Math.floor((10 * done) / total) : -1);
+  return (
+    `${p.phase}/${p.round}/${p.completed.length}/${p.stopRequested}/` +
+    `${tenth(p.sampled.done, p.sampled.total)}/${tenth(p.train.step, p.train.totalSteps)}`
+  );
 }
 
 const fmt = (v: number | null | undefined, digits = 4) =>

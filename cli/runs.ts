@@ -20,6 +20,7 @@ import {
   EXIT,
   UsageError,
   connect,
+  progressKey,
   renderProgress,
   roundTable,
   table,
@@ -78,7 +79,7 @@ export async function queryProgress(
   }
 }
 
-// Redraws in place on a terminal; elsewhere prints a line when the phase or round changes.
+// Redraws in place on a terminal; elsewhere prints a frame when its key changes (progressKey).
 class Display {
   private lines = 0;
   private last = '';
@@ -146,7 +147,7 @@ export function runProgressRenderer(t: Target, workflowId: string) {
       };
     return {
       text: renderProgress(p, !!process.stdout.isTTY),
-      key: `${p.phase}/${p.round}/${p.completed.length}/${p.stopRequested}`,
+      key: progressKey(p),
     };
   };
 }
@@ -160,7 +161,7 @@ export function ablationProgressRenderer(t: Target, studyId: string, arms: strin
       parts.push(
         p ? `arm ${arm}\n${renderProgress(p, !!process.stdout.isTTY)}` : `arm ${arm}: not started`,
       );
-      keys.push(p ? `${p.phase}/${p.round}/${p.completed.length}` : '-');
+      keys.push(p ? progressKey(p) : '-');
     }
     return { text: parts.join('\n'), key: keys.join('|') };
   };
