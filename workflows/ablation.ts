@@ -93,10 +93,8 @@ export async function ablationStudy(
   result.report = report;
   if (refitted) result.summary = refitted;
   setCurrentDetails(
-    `### ablation \`${studyId}\` done\n${tableMarkdown(
-      result.table,
-      study.arms.map((a) => a.name),
-    )}` + `\n\nreport: \`${result.report.html}\``,
+    `### ablation \`${studyId}\` done\n${tableMarkdown(result.table, study)}` +
+      `\n\nreport: \`${result.report.html}\``,
   );
   return result;
 }
@@ -122,12 +120,7 @@ async function armsOnce(
     arms.push({ name: arm.name, workflowId, result });
   }
   const table = sideBySide(arms);
-  setCurrentDetails(
-    `### ablation \`${studyId}\` done\n${tableMarkdown(
-      table,
-      arms.map((a) => a.name),
-    )}`,
-  );
+  setCurrentDetails(`### ablation \`${studyId}\` done\n${tableMarkdown(table, study)}`);
   return { studyId, arms, table };
 }
 
@@ -151,7 +144,16 @@ function sideBySide(arms: { name: string; result: RunResult }[]): AblationResult
   });
 }
 
-function tableMarkdown(table: AblationResult['table'], names: string[]): string {
+// The Web UI's summary of a finished study (details only: no history events, replay-safe). A
+// self-judge arm's pairs come from judged candidates, not from a rejected score it asked for.
+function tableMarkdown(table: AblationResult['table'], study: AblationConfig): string {
+  const names = study.arms.map((a) => a.name);
+  const selfJudge = new Set(
+    study.arms
+      // `pairs` is absent from configs recorded before self-judge pairs.
+      .filter((a) => (a.config.pairs as typeof a.config.pairs | undefined)?.source === 'self-judge')
+      .map((a) => a.name),
+  );
   const fmt = (x: number | null | undefined) =>
     x === null || x === undefined ? '–' : x.toFixed(4);
   const head =
@@ -165,7 +167,8 @@ function tableMarkdown(table: AblationResult['table'], names: string[]): string 
           const c = row.arms[n];
           if (!c) return '– | – | –';
           const reward = fmt(c.policyReward);
-          return `${c.rejectedScore} | ${reward} | ${fmt(c.loss)}`;
+          const rejected = selfJudge.has(n) ? 'self-judge' : String(c.rejectedScore);
+          return `${rejected} | ${reward} | ${fmt(c.loss)}`;
         })
         .join(' | ')} |`,
   );

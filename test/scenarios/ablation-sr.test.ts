@@ -110,6 +110,18 @@ test(
     const result = (await env.client.workflow.getHandle('abl-sr').result()) as AblationResult;
     const runs = new Map(result.arms.map((a) => [a.name, a.result]));
     assert.deepEqual([...runs.keys()], ['fixed', 'progressive', 'self-judge']);
+    // The Web UI details: each prefix arm's rejected score per round; the self-judge arm has none.
+    const { currentDetails } = await env.client.workflow
+      .getHandle('abl-sr')
+      .query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    assert.match(
+      currentDetails ?? '',
+      /\| 1 \| 3 \| [^|]+ \| [^|]+ \| 3 \| [^|]+ \| [^|]+ \| self-judge \|/,
+    );
+    assert.match(
+      currentDetails ?? '',
+      /\| 2 \| 3 \| [^|]+ \| [^|]+ \| 5 \| [^|]+ \| [^|]+ \| self-judge \|/,
+    );
 
     // Win rates: as each run's eval file says (the base against itself included), with its SE.
     const wr = printed(r.stdout, 'win rate vs the base policy (set vs-base;');
