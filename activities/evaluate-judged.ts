@@ -8,14 +8,13 @@
 //             category), the judge rates every turn 1-10 ([[n]]), against a reference answer
 //             where the set has one; unparsable ratings are counted and left out.
 // Writes <runDir>/eval/<label>/<set>.json (+ .jsonl rows); reuses a valid manifest.
-import { setMaxListeners } from 'node:events';
 import { join } from 'node:path';
 import { cancellationSignal } from '@temporalio/activity';
 import { writeFileAtomic, writeJsonAtomic } from '../lib/atomic.ts';
 import { hashJson, modelHash, sha256File } from '../lib/hash.ts';
 import { JsonlError, readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
-import { mapLimit } from '../lib/pool.ts';
+import { allowListeners, mapLimit } from '../lib/pool.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
 import {
   type Annotation,
@@ -156,7 +155,7 @@ async function answer(
   stats: Gen,
   signal?: AbortSignal,
 ): Promise<string[]> {
-  if (signal) setMaxListeners(sampling.concurrency + 10, signal);
+  allowListeners(signal, sampling.concurrency);
   return samplers.with(sampling, modelDir, async (endpoint) => {
     const gens = new Map<number, Awaited<ReturnType<typeof generator>>>();
     const genFor = async (t: number) =>

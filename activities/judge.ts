@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { hashJson } from '../lib/hash.ts';
+import { allowListeners } from '../lib/pool.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
 import { getBuiltinScorer } from '../tasks/index.ts';
 import type { JudgeConfig, JudgeUsage } from '../contracts/activities.ts';
@@ -127,6 +128,36 @@ export function expectedRubricScore(top: [string, number][]): number | null {
   return [...p].reduce((a, [d, q]) => a + (d * q) / mass, 0);
 }
 
+// The MT-Bench rating as the expected value over 1..10 from the top log-probabilities of the
+// token after "[[" (`first`), renormalised over the ratings there. Tokenizers that split digits
+// make "1" the start of both 1 and 10: `afterOne` (the token after "[[1") splits its mass by
+// the odds of "0" against a closing "]". null when no rating is there.
+export function expectedRating(
+  first: [string, number][],
+  afterOne: [string, number][] | null,
+): number | null {
+  const p = new Map<number, number>();
+  for (const [t, lp] of first) {
+    if (!/^(10|[1-9])$/.test(t.trim())) continue;
+    const r = Number(t.trim());
+    p.set(r, (p.get(r) ?? 0) + Math.exp(lp));
+  }
+  if (p.size === 0) return null;
+  const one = p.get(1);
+  if (one !== undefined && afterOne) {
+    const mass = (re: RegExp) =>
+      afterOne.filter(([t]) => re.test(t.trim())).reduce((a, [, lp]) => a + Math.exp(lp), 0);
+    const ten = mass(/^0/),
+      close = mass(/^\]/);
+    if (ten + close > 0) {
+      p.set(1, (one * close) / (ten + close));
+      p.set(10, (p.get(10) ?? 0) + (one * ten) / (ten + close));
+    }
+  }
+  const total = [...p.values()].reduce((a, b) => a + b, 0);
+  return [...p].reduce((a, [r, q]) => a + (r * q) / total, 0);
+}
+
 // A conversation as the judge reads it: one block per turn.
 function conversationText(conversation: ChatMessage[]): string {
   return conversation
@@ -172,8 +203,8 @@ interface Completion {
   completionTokens: number;
 }
 
-// Enough alternatives for the six digits to be among them (20 is the OpenAI API's maximum).
-const RUBRIC_TOP_LOGPROBS = 20;
+// Enough alternatives for the scores' digits to be among them (20 is the OpenAI API's maximum).
+const TOP_LOGPROBS_MAX = 20;
 
 async function loadPrompt(
   kind: keyof typeof DEFAULT_PROMPTS,
@@ -235,6 +266,7 @@ async function endpointJudge(
   const apiKey = (cfg.apiKeyEnv ? process.env[cfg.apiKeyEnv] : undefined) || 'EMPTY';
   // Retries are this judge's own (cfg.retries), with backoff; the client's would hide them.
   const client = new OpenAI({ baseURL: cfg.baseURL, apiKey, maxRetries: 0, timeout: 600_000 });
+  allowListeners(opts.signal, cfg.concurrency);
   const identity = opts.identity ?? `${cfg.baseURL} ${cfg.model}`;
   const usage = emptyUsage();
 
@@ -319,6 +351,29 @@ async function endpointJudge(
     cfg.api === 'chat'
       ? { logprobs: true, top_logprobs: cfg.topLogprobs }
       : { logprobs: cfg.topLogprobs };
+  // The top log-probabilities of the one token after the judge's own answer continued with
+  // `cont` (vLLM's continue_final_message on the chat API, prompt + answer on the completions API).
+  const continued = async (prompt: string, cont: string) =>
+    (
+      await complete(
+        prompt + cont,
+        {
+          max_tokens: 1,
+          ...(cfg.api === 'chat'
+            ? {
+                logprobs: true,
+                top_logprobs: TOP_LOGPROBS_MAX,
+                continue_final_message: true,
+                add_generation_prompt: false,
+              }
+            : { logprobs: TOP_LOGPROBS_MAX }),
+        },
+        [
+          { role: 'user', content: prompt },
+          { role: 'assistant', content: cont },
+        ],
+      )
+    ).top;
   return {
     name,
     concurrency: cfg.concurrency,
@@ -342,12 +397,26 @@ async function endpointJudge(
         '{conversation}': conversationText(conversation),
         '{reference}': reference ?? '',
       };
-      const c = await complete(
-        fill(reference === undefined ? prompts.grading : prompts.gradingReference, values),
-        {},
+      const prompt = fill(
+        reference === undefined ? prompts.grading : prompts.gradingReference,
+        values,
       );
+      const c = await complete(prompt, {});
       const score = parseRating(c.text);
-      return { score, source: score === null ? 'unparsable' : 'text', text: c.text };
+      if (score !== null) return { score, source: 'text', text: c.text };
+      if (!cfg.gradingLogprobs) return { score, source: 'unparsable', text: c.text };
+      // No [[n]]: the judge's own answer continued with "Rating: [[" (and, when "1" is likely,
+      // "Rating: [[1" to tell 1 from 10), the rating read from the log-probabilities.
+      const cont = `${c.text.trim()}\nRating: [[`;
+      const first = await continued(prompt, cont);
+      const hasOne = first?.some(([t]) => t.trim() === '1') ?? false;
+      const afterOne = hasOne ? await continued(prompt, `${cont}1`) : null;
+      const expected = first ? expectedRating(first, afterOne) : null;
+      return {
+        score: expected,
+        source: expected === null ? 'unparsable' : 'logprobs',
+        text: c.text,
+      };
     },
     async rubric(instruction, answer) {
       const prompt = fill(prompts.rubric, { '{instruction}': instruction, '{answer}': answer });
@@ -357,26 +426,8 @@ async function endpointJudge(
       if (!cfg.rubricLogprobs) return { score, source: 'unparsable', text: c.text };
       // No "Score: n" in the text: the judge's own answer continued with "Score: ", one token,
       // the score read from the digits' log-probabilities (vLLM's continue_final_message).
-      const cont = `${c.text.trim()}\nScore: `;
-      const next = await complete(
-        prompt + cont,
-        {
-          max_tokens: 1,
-          ...(cfg.api === 'chat'
-            ? {
-                logprobs: true,
-                top_logprobs: RUBRIC_TOP_LOGPROBS,
-                continue_final_message: true,
-                add_generation_prompt: false,
-              }
-            : { logprobs: RUBRIC_TOP_LOGPROBS }),
-        },
-        [
-          { role: 'user', content: prompt },
-          { role: 'assistant', content: cont },
-        ],
-      );
-      const expected = next.top ? expectedRubricScore(next.top) : null;
+      const top = await continued(prompt, `${c.text.trim()}\nScore: `);
+      const expected = top ? expectedRubricScore(top) : null;
       return {
         score: expected,
         source: expected === null ? 'unparsable' : 'logprobs',

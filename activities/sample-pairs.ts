@@ -3,7 +3,6 @@
 // indices [0, shardSize), and so on, each written atomically once all its prompts are answered.
 // A retried attempt keeps every shard on disk and samples only the missing ones, so the result has
 // no duplicates and no gaps; per-request seeds make a resampled shard equal to the one it replaces.
-import { setMaxListeners } from 'node:events';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { activityInfo, cancellationSignal, heartbeat, log } from '@temporalio/activity';
@@ -12,7 +11,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../lib/atomic.ts';
 import { hashJson, modelHash, sha256 } from '../lib/hash.ts';
 import { parseJsonl, readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
-import { mapLimit } from '../lib/pool.ts';
+import { allowListeners, mapLimit } from '../lib/pool.ts';
 import { loadTokenizer, type ChatMessage, type LoadedTokenizer } from '../lib/tokenizer.ts';
 import { applyTemplate } from '../config/schema.ts';
 import type {
@@ -67,8 +66,7 @@ export async function generator(
   signal?: AbortSignal,
 ): Promise<Generate> {
   const client = openaiClient(sampling, endpoint.baseURL);
-  // one listener per request in flight
-  if (signal) setMaxListeners(sampling.concurrency + 10, signal);
+  allowListeners(signal, sampling.concurrency);
   let tok: Promise<LoadedTokenizer> | null = null;
   const render = async (input: string | ChatMessage[]): Promise<string> => {
     const t = await (tok ??= loadTokenizer(endpoint.modelDir));

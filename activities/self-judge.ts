@@ -78,6 +78,7 @@ export async function sampleSelfJudgedPairs(
           // The policy's server speaks vLLM's extensions: a small model that never writes
           // "Score: n" still gets a score from its log-probabilities.
           rubricLogprobs: true,
+          gradingLogprobs: true,
           prompts: { rubric: p.rubricPrompt },
         };
         const judge = await makeJudge(input.judge ? 'pairs.judge' : 'policy', judgeCfg, {

@@ -285,6 +285,9 @@ const Judge = z.discriminatedUnion('type', [
     // A rubric answer without "Score: n": continue it with "Score: " (vLLM's
     // continue_final_message) and read the score from the digits' log-probabilities.
     rubricLogprobs: z.boolean().default(false),
+    // A grading answer without [[n]]: continue it with "Rating: [[" the same way and read the
+    // rating (1-10) from the log-probabilities.
+    gradingLogprobs: z.boolean().default(false),
     prompts: JudgePrompts.prefault({}),
   }),
   z.strictObject({

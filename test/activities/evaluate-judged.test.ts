@@ -23,6 +23,7 @@ import type {
   SelfJudgePairsResult,
 } from '../../contracts/activities.ts';
 import {
+  expectedRating,
   expectedRubricScore,
   labelProbability,
   makeJudge,
@@ -52,6 +53,11 @@ const PAIRWISE = 'Q: {instruction}\nA: {answer_a}\nB: {answer_b}\nBetter:';
 // A short rubric (the default one would fill the tiny model's context).
 const RUBRIC = 'Rate 0-5.\nQ: {instruction}\nA: {answer}\n';
 const rubricFile = join(root, 'rubric.txt');
+// A short grading prompt; the judge learns to answer it with a label and "Rating: [[n]]".
+const GRADING = 'Rate 1-10.\n{conversation}\n';
+const gradingFile = join(root, 'grading.txt');
+const gradingText = (instruction: string, answer: string) =>
+  GRADING.replace('{conversation}', `[User]\n${instruction}\n\n[Assistant]\n${answer}`);
 let judgeDir: string;
 
 // The judge: the tiny model fine-tuned (SFT, the engine) to name the correctly sorted answer of
@@ -77,6 +83,15 @@ async function trainJudge(): Promise<string> {
     recs.push({
       prompt: RUBRIC.replace('{instruction}', promptText(p)).replace('{answer}', answer),
       completion: `${rand() < 0.5 ? 'A' : 'B'}\nScore: ${score}`,
+    });
+  }
+  // Ratings 1..10, so that after "[[1" both "0" (10) and "]" (1) are likely.
+  for (const p of makeProblems('train', 100, 13)) {
+    const answer = rand() < 0.5 ? answerText(answerDigits(p)) : answerText(p.digits);
+    const rating = 1 + Math.round(9 * digits(promptText(p), answer));
+    recs.push({
+      prompt: gradingText(promptText(p), answer),
+      completion: `${rand() < 0.5 ? 'A' : 'B'}\nRating: [[${rating}]]`,
     });
   }
   const data = join(root, 'judge-sft.jsonl');
@@ -144,6 +159,7 @@ before(async () => {
   });
   await writeFile(judgePrompt, PAIRWISE);
   await writeFile(rubricFile, RUBRIC);
+  await writeFile(gradingFile, GRADING);
   judgeDir = await trainJudge();
   judgeServer = await startServer({
     modelDir: judgeDir,
@@ -245,6 +261,60 @@ test('parsers: label log-probs, text labels, [[n]] ratings, rubric scores', () =
   );
 });
 
+test('MT-Bench rating from log-probs: expected value over 1..10, "1" split into 1 and 10', () => {
+  const near = (a: number | null, b: number) => assert.ok(Math.abs(a! - b) < 1e-12, `${a} ${b}`);
+  // (7 * 0.3 + 8 * 0.1) / 0.4; "x" is no rating.
+  near(
+    expectedRating(
+      [
+        ['7', Math.log(0.3)],
+        [' 8', Math.log(0.1)],
+        ['x', Math.log(0.6)],
+      ],
+      null,
+    ),
+    7.25,
+  );
+  // "1" at 0.5 splits 1:3 between 10 ("0" next) and 1 ("]]" next):
+  // 0.5 * (0.25 * 10 + 0.75) + 0.5 * 7.
+  near(
+    expectedRating(
+      [
+        ['1', Math.log(0.5)],
+        ['7', Math.log(0.5)],
+      ],
+      [
+        ['0', Math.log(0.2)],
+        [']]', Math.log(0.6)],
+        ['x', Math.log(0.2)],
+      ],
+    ),
+    5.125,
+  );
+  // A "10" token counts as 10; without a reading after "1", "1" stays 1.
+  near(
+    expectedRating(
+      [
+        ['10', Math.log(0.5)],
+        ['1', Math.log(0.5)],
+      ],
+      null,
+    ),
+    5.5,
+  );
+  assert.equal(
+    expectedRating(
+      [
+        ['0', -1],
+        ['11', -2],
+        ['x', -0.1],
+      ],
+      null,
+    ),
+    null,
+  );
+});
+
 // What the judge should read, asked by hand: its greedy rubric answer (1 token), then the top
 // log-probs of the token after "<answer>\nScore: ".
 async function askRubric(baseURL: string, model: string, prompt: string) {
@@ -310,6 +380,77 @@ test('rubric without "Score: n": the score from the digits\' log-probs, cached',
   );
   const v = await plain.rubric(promptText(problems[0]), '1 2 3');
   assert.deepEqual([v.score, v.source, plain.usage.requests], [null, 'unparsable', 1]);
+});
+
+// The top log-probs of the token after the judge's own answer continued with `cont`, by hand.
+async function nextTop(baseURL: string, prompt: string, cont: string) {
+  const r = await fetch(`${baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model: 'judge',
+      temperature: 0,
+      messages: [
+        { role: 'user', content: prompt },
+        { role: 'assistant', content: cont },
+      ],
+      continue_final_message: true,
+      add_generation_prompt: false,
+      max_tokens: 1,
+      logprobs: true,
+      top_logprobs: 20,
+    }),
+  });
+  assert.equal(r.status, 200);
+  const top = (await r.json()).choices[0].logprobs.content[0].top_logprobs as {
+    token: string;
+    logprob: number;
+  }[];
+  return top.map((t): [string, number] => [t.token, t.logprob]);
+}
+
+test('grading without [[n]]: the rating from the log-probs after "[[", cached', async () => {
+  const p = problems[1];
+  const conversation = [
+    { role: 'user' as const, content: promptText(p) },
+    { role: 'assistant' as const, content: answerText(answerDigits(p)) },
+  ];
+  const cfg = judgeCfg(judgeServer.url, {
+    maxTokens: 1,
+    gradingLogprobs: true,
+    prompts: { grading: gradingFile },
+  });
+  const cacheDir = join(root, 'cache-grading');
+  const judge = await makeJudge('j', cfg, { cacheDir });
+  const v = await judge.grade(conversation);
+  assert.equal(parseRating(v.text), null, v.text);
+  assert.equal(v.source, 'logprobs', v.text);
+  // By hand: the greedy 1-token answer, then the token after "Rating: [[" and after "Rating: [[1".
+  const prompt = gradingText(conversation[0].content, conversation[1].content);
+  const cont = `${v.text.trim()}\nRating: [[`;
+  const first = await nextTop(judgeServer.url, prompt, cont);
+  assert.ok(
+    first.some(([t]) => t === '1'),
+    `"1" among ${JSON.stringify(first)}`,
+  );
+  const afterOne = await nextTop(judgeServer.url, prompt, `${cont}1`);
+  const want = expectedRating(first, afterOne)!;
+  assert.ok(want >= 1 && want <= 10, `${want}`);
+  assert.ok(Math.abs(v.score! - want) < 1e-9, `${v.score} vs ${want}`);
+  // Not the reading that takes "1" for 1 alone: the "0" after "[[1" moved mass to 10.
+  assert.ok(Math.abs(v.score! - expectedRating(first, null)!) > 1e-6);
+  assert.equal(judge.usage.requests, 3, 'the answer, then after "[[" and after "[[1"');
+  const again = await makeJudge('j', cfg, { cacheDir });
+  assert.deepEqual(await again.grade(conversation), v);
+  assert.deepEqual([again.usage.requests, again.usage.cached], [0, 3]);
+  // Off (the default): the text alone, unparsable.
+  const plain = await makeJudge(
+    'j',
+    judgeCfg(judgeServer.url, { maxTokens: 1, prompts: { grading: gradingFile } }),
+    { cacheDir: join(root, 'cache-grading-plain') },
+  );
+  const off = await plain.grade(conversation);
+  assert.deepEqual([off.score, off.source, plain.usage.requests], [null, 'unparsable', 1]);
 });
 
 test('self-judged pairs, the policy as judge on its embedded server: log-prob scores', async () => {

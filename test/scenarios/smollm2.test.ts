@@ -400,6 +400,8 @@ test('SmolLM2 self-judge pairs and judged evaluations through Temporal', async (
             baseURL: `http://127.0.0.1:${port}/v1`,
             model: 'smollm2-135m-instruct',
             maxTokens: 24,
+            // It never writes [[n]]: ratings come from its log-probabilities.
+            gradingLogprobs: true,
           },
         },
         evals: {
@@ -459,6 +461,15 @@ test('SmolLM2 self-judge pairs and judged evaluations through Temporal', async (
       3,
     );
     assert.ok(mt.cost.judge.completionTokens > 0);
+    // Ratings read from the log-probabilities where the text has none: in [1, 10].
+    const rated = await readJsonl<{ score: number | null; source: string }>(
+      join(evalDir, 'mt.jsonl'),
+    );
+    for (const row of rated) {
+      assert.equal(row.score === null, row.source === 'unparsable', JSON.stringify(row));
+      if (row.score !== null) assert.ok(row.score >= 1 && row.score <= 10, JSON.stringify(row));
+    }
+    assert.ok(mt.turns > 0, `no rating at all: ${JSON.stringify(rated)}`);
     const judged = r.result.judged!;
     assert.deepEqual(judged.map((j) => `${j.set} ${j.label}`).sort(), ['mt round-1', 'pw round-1']);
     assert.ok(judged.every((j) => j.judgeTokens > 0));
