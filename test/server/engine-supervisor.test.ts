@@ -130,8 +130,14 @@ test('same seed and prompt: same tokens and log-probs whatever else is in the ba
   const busy = await startEngine(8);
   // Token events of every request on the busy engine, in the order they arrive.
   const order: string[] = [];
+  const waiting = new Map<string, () => void>();
+  const nextToken = (label: string) => new Promise<void>((r) => waiting.set(label, r));
   const tracked = (label: string, req: Partial<EngineRequest>, onFirst?: (id: number) => void) =>
-    run(busy, req, onFirst, () => order.push(label));
+    run(busy, req, onFirst, () => {
+      order.push(label);
+      waiting.get(label)?.();
+      waiting.delete(label);
+    });
   // Three requests that could run to the end of the context start first; x is submitted once each
   // of them is generating, and four short ones are submitted once x is generating.
   const long = [0, 1, 2].map((i) => {
@@ -160,6 +166,9 @@ test('same seed and prompt: same tokens and log-probs whatever else is in the ba
       );
   });
   await Promise.all(late);
+  // Cancel only once each long one has emitted a token after x ended: the events of x's last step
+  // may come in any order, and a cancel sent at once could land before the next step.
+  await Promise.all([0, 1, 2].map((i) => nextToken(`long${i}`)));
   longIds.forEach((id) => busy.cancel(id));
   const longs = await Promise.all(long.map((l) => l.done));
   // The overlap really happened: the long ones emitted tokens before, during and after x, and
