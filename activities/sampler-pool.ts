@@ -257,7 +257,10 @@ async function probe(sampling: SamplingConfig, baseURL: string): Promise<void> {
   };
   const res = await fetch(`${baseURL}/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: {
+      'content-type': 'application/json',
+      authorization: `Bearer ${apiKeyOf(sampling)}`,
+    },
     body: JSON.stringify(body),
   });
   if (res.ok) return;
@@ -266,6 +269,34 @@ async function probe(sampling: SamplingConfig, baseURL: string): Promise<void> {
     `sampling.vllm: GET /health passes but a 1-token completion answered HTTP ` +
     `${res.status}: ${text}`;
   throw res.status >= 500 ? new BrokenServer(message) : badInput(message);
+}
+
+// Why a managed server exited before serving. An executable that cannot be run or a module that
+// cannot be imported is the config's fault (no retry); anything else (out of memory, a device
+// that is busy) counts as a failed server: started again once, then final.
+function startFailure(
+  v: SamplingConfig['vllm'],
+  code: number | null,
+  stderrTail: string,
+  logFile: string,
+): Error {
+  const said = stderrTail.trim().split('\n').slice(-5).join(' | ');
+  if ((code === 126 || code === 127) && /^setpriv: failed to execute/m.test(stderrTail))
+    return badInput(
+      `sampling.vllm.executable ${JSON.stringify(v.executable)} cannot be run (${said}); ` +
+        `allowed: a command on PATH or the path of an executable file`,
+    );
+  const missing = /No module named '([^']+)'/.exec(stderrTail);
+  if (v.module && missing)
+    return badInput(
+      `sampling.vllm.module ${JSON.stringify(v.module)}: ${v.executable} cannot import ` +
+        `${missing[1]} (${said}); allowed: a module the executable's Python can run with -m, ` +
+        `e.g. vllm.entrypoints.openai.api_server in the Python that has vLLM installed`,
+    );
+  return new BrokenServer(
+    `sampling.vllm.executable ${v.executable} exited (code ${code}) before serving ` +
+      `(log: ${logFile}): ${said}`,
+  );
 }
 
 /** Where the managed vLLM server on port writes its output (stdout and stderr), per start. */
@@ -321,11 +352,7 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
   for (;;) {
     if (exited) {
       await forgetPid(pidFile);
-      throw new Error(
-        `sampling.vllm.executable ${v.executable} exited (code ${child.exitCode}) ` +
-          `before serving (log: ${logFile}): ` +
-          `${stderrTail.trim().split('\n').slice(-5).join(' | ')}`,
-      );
+      throw startFailure(v, child.exitCode, stderrTail, logFile);
     }
     try {
       if ((await fetch(`${origin}/health`)).ok) break;
@@ -334,9 +361,9 @@ async function startVllm(sampling: SamplingConfig, modelDir: string, key: string
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(
+      throw new BrokenServer(
         `sampling.vllm: ${v.executable} did not answer GET /health on port ${v.port} ` +
-          `within ${v.startupTimeoutS}s`,
+          `within ${v.startupTimeoutS}s (sampling.vllm.startupTimeoutS; log: ${logFile})`,
       );
     }
     await new Promise((r) => setTimeout(r, 250));

@@ -208,6 +208,15 @@ const OWNED_REQUEST_FIELDS: Record<string, string> = {
   api_key: 'sampling.apiKeyEnv',
   max_completion_tokens: 'sampling.maxTokens',
 };
+// vLLM options the managed lifecycle passes itself (sampler-pool.ts vllmArgs); a second one in
+// sampling.vllm.args would serve another port or name than the one opsr waits for.
+const OWNED_VLLM_FLAGS: Record<string, string> = {
+  '--port': 'sampling.vllm.port',
+  '--host': 'sampling.vllm.host',
+  '--model': 'model (each round serves its own policy)',
+  '--served-model-name': 'sampling.model',
+  '--generation-config': 'sampling.temperature, topP and maxTokens',
+};
 // Request fields that change the response's shape (a stream, several choices, the prompt echoed
 // into the answer, tool calls instead of text): opsr reads exactly one text answer per request.
 const SHAPE_FIELDS = [
@@ -547,6 +556,43 @@ function samplingChecks(s: z.output<typeof SamplingObject>): Issue[] {
         allowed: 'the served model name (GET /v1/models)',
       });
   }
+  if (s.lifecycle !== 'external' && s.baseURL !== undefined)
+    out.push({
+      path: ['baseURL'],
+      message:
+        `is used only with lifecycle "external" ` +
+        `(lifecycle is "${s.lifecycle}": opsr serves the policy itself)`,
+      input: s.baseURL,
+      allowed: 'leave it out, or set sampling.lifecycle to "external" to sample from that server',
+    });
+  for (const [k, v] of Object.entries(s.vllm.env)) {
+    if (!ENV_NAME.test(k))
+      out.push({
+        path: ['vllm', 'env', k],
+        message: 'is not an environment variable name',
+        input: k,
+        allowed: 'letters, digits and _, not starting with a digit (VLLM_CPU_KVCACHE_SPACE)',
+      });
+    else if (v.includes('\0'))
+      out.push({
+        path: ['vllm', 'env', k],
+        message: 'holds a NUL character, which no environment can carry',
+        input: v,
+        allowed: 'text without NUL',
+      });
+  }
+  s.vllm.args.forEach((a, i) => {
+    const flag = Object.keys(OWNED_VLLM_FLAGS).find((f) => a === f || a.startsWith(`${f}=`));
+    if (flag)
+      out.push({
+        path: ['vllm', 'args', i],
+        message: 'is set by opsr itself',
+        input: a,
+        allowed:
+          `set ${OWNED_VLLM_FLAGS[flag]} instead; ` +
+          `args is for other vLLM options (--dtype, --max-model-len, ...)`,
+      });
+  });
   for (const k of Object.keys(s.extra)) {
     if (SHAPE_FIELDS.includes(k))
       out.push({

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer as createHttpServer } from 'node:http';
 import { chmod, cp, mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -18,6 +17,7 @@ import { readJsonl } from '../../lib/jsonl.ts';
 import { recordPid } from '../../lib/pidfile.ts';
 import type { SampleRecord } from '../../activities/records.ts';
 import { initTinyGpt2 } from '../helpers/tiny-gpt2.ts';
+import { alive, freePort } from '../helpers/vllm.ts';
 import { getBuiltinScorer } from '../../tasks/index.ts';
 import { OPERATIONS, promptText } from '../../tasks/digits.ts';
 
@@ -38,22 +38,6 @@ const PROMPTS = [
   [1, 2, 3, 4],
   [5, 6, 7],
 ].map((digits, i) => promptText({ op: OPERATIONS[i % OPERATIONS.length], digits }));
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 before(async () => {
   await initTinyGpt2(modelDir, { nEmbd: 32, nLayer: 2, seed: 9 });
@@ -194,23 +178,53 @@ test('managed-vllm: a server left by a dead worker is stopped; a foreign one ref
   }
 });
 
-test('managed-vllm that exits at once fails with its stderr', async () => {
+// A managed server that exits before serving: once is a failed server (the next attempt starts
+// it again), twice in a row is final; an executable that cannot run or a module that cannot be
+// imported is the config's fault and never retried. Each names the field and the server's words.
+test('managed-vllm exits early: retried once, then final; bad config fails at once', async () => {
+  type Failure = Error & { type?: string; nonRetryable?: boolean };
+  const managed = async (vllm: Partial<RunConfig['sampling']['vllm']>) => ({
+    ...base.sampling,
+    lifecycle: 'managed-vllm' as const,
+    vllm: { ...base.sampling.vllm, port: await freePort(), startupTimeoutS: 30, ...vllm },
+  });
+  const failsWith = (sampling: RunConfig['sampling'], re: RegExp, type?: string) =>
+    assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }), (e: Failure) => {
+      assert.match(e.message, re);
+      assert.equal(e.type, type);
+      assert.equal(e.nonRetryable ?? false, type !== undefined);
+      return true;
+    });
+
   const broken = join(root, 'broken-vllm');
   await writeFile(broken, '#!/bin/sh\necho "CUDA not available" >&2\nexit 1\n');
   await chmod(broken, 0o755);
-  const sampling = {
-    ...base.sampling,
-    lifecycle: 'managed-vllm' as const,
-    vllm: {
-      ...base.sampling.vllm,
-      executable: broken,
-      port: await freePort(),
-      startupTimeoutS: 30,
-    },
-  };
-  await assert.rejects(
-    samplers.ensure({ runId: 'r', modelDir, sampling }),
-    /exited.*CUDA not available/,
+  const exits = await managed({ executable: broken });
+  await failsWith(exits, /failed \(.*exited \(code 1\) before serving.*CUDA not available/);
+  await failsWith(exits, /failed again after a restart: .*CUDA not available/, 'SamplerBroken');
+
+  const silent = join(root, 'silent-vllm');
+  await writeFile(silent, '#!/bin/sh\nexec sleep 60\n');
+  await chmod(silent, 0o755);
+  const hangs = await managed({ executable: silent, startupTimeoutS: 1 });
+  await failsWith(
+    hangs,
+    /did not answer GET \/health .* within 1s \(sampling.vllm.startupTimeoutS/,
+  );
+  await failsWith(hangs, /failed again after a restart: .*within 1s/, 'SamplerBroken');
+
+  await failsWith(
+    await managed({ executable: join(root, 'no-such-vllm') }),
+    /^sampling.vllm.executable ".*no-such-vllm" cannot be run \(.*No such file.*allowed: a command/,
+    'BadInput',
+  );
+  await failsWith(
+    await managed({ executable: 'python3', module: 'opsr_no_such_module.api_server' }),
+    new RegExp(
+      '^sampling.vllm.module "opsr_no_such_module.api_server": python3 cannot import ' +
+        'opsr_no_such_module .*allowed: a module',
+    ),
+    'BadInput',
   );
 });
 

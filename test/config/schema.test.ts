@@ -370,6 +370,43 @@ const BAD: [string, unknown, string, string, string][] = [
     'vllm executable',
   ],
   [
+    'managed-vllm args set the port opsr waits on',
+    {
+      ...MIN,
+      sampling: {
+        lifecycle: 'managed-vllm',
+        vllm: { args: ['--dtype', 'bfloat16', '--port=9000'] },
+      },
+    },
+    'sampling.vllm.args[2]',
+    '"--port=9000"',
+    'sampling.vllm.port instead',
+  ],
+  [
+    'managed-vllm args name the served model',
+    {
+      ...MIN,
+      sampling: { lifecycle: 'managed-vllm', vllm: { args: ['--served-model-name', 'x'] } },
+    },
+    'sampling.vllm.args[0]',
+    '"--served-model-name"',
+    'sampling.model instead',
+  ],
+  [
+    'managed-vllm env name with a space',
+    { ...MIN, sampling: { lifecycle: 'managed-vllm', vllm: { env: { 'VLLM X': '1' } } } },
+    'sampling.vllm.env.VLLM X',
+    '"VLLM X"',
+    'letters, digits and _',
+  ],
+  [
+    'baseURL without lifecycle external',
+    { ...MIN, sampling: { baseURL: 'http://127.0.0.1:8000/v1', model: 'm' } },
+    'sampling.baseURL',
+    '"http://127.0.0.1:8000/v1"',
+    'lifecycle to "external"',
+  ],
+  [
     'baseURL not http',
     { ...MIN, sampling: { lifecycle: 'external', model: 'm', baseURL: 'localhost:8000' } },
     'sampling.baseURL',
