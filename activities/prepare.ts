@@ -1,5 +1,6 @@
 // prepareRun: the run directory with a snapshot of the resolved config and the run's prompt list
-// (limit and shuffle applied), after checking the base model directory.
+// (limit and shuffle applied), after checking the base model directory and asking the reward
+// model for one score.
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
@@ -12,6 +13,7 @@ import type { PrepareRunInput, PrepareRunResult } from '../contracts/activities.
 import { runConfigProblems } from './load-config.ts';
 import { badInput } from './errors.ts';
 import { loadPromptsFor } from './prompts.ts';
+import { checkRewardModel } from './rewards.ts';
 
 export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResult> {
   const config = input.config;
@@ -30,6 +32,7 @@ export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResu
     const err = new ConfigError('workflow input', problems);
     throw ApplicationFailure.nonRetryable(err.message, 'ConfigError', ...problems);
   }
+  if (config.rewardModel) await checkRewardModel(config.rewardModel);
   const previous = await readFile(configFile, 'utf8').then(
     (t) => JSON.parse(t) as unknown,
     () => null,

@@ -3,6 +3,7 @@
 // Scores always judge the original prompt (without prefix) and the answer.
 import { join } from 'node:path';
 import { cancellationSignal } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { hashJson, sha256File } from '../lib/hash.ts';
 import { readJsonl, toJsonl } from '../lib/jsonl.ts';
@@ -50,6 +51,10 @@ async function postJson(
     headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify(body),
     signal,
+  }).catch((err: Error) => {
+    if (signal?.aborted) throw err;
+    const cause = (err.cause as Error | undefined)?.message;
+    throw new Error(`reward model ${url}: ${err.message}${cause ? ` (${cause})` : ''}`);
   });
   const text = await res.text();
   if (!res.ok) {
@@ -149,6 +154,20 @@ export function makeScorer(rm: RewardModelConfig): Scorer {
       );
     return scores.map((s, i) => finite(s, `${rm.url} scores[${i}]`));
   });
+}
+
+// One score of a fixed text, before any sampling is spent: a wrong URL, model name, key or answer
+// shape is reported at the start of a run, not after its first round of sampling.
+export async function checkRewardModel(rm: RewardModelConfig): Promise<void> {
+  if (rm.type === 'builtin') return; // the config loader checks the name
+  const scorer = makeScorer(rm);
+  try {
+    await scorer([{ prompt: 'opsr reward model check', response: 'ok' }]);
+  } catch (err) {
+    const message = `rewardModel (checked before sampling): ${(err as Error).message}`;
+    if (err instanceof ApplicationFailure && err.nonRetryable) throw badInput(message);
+    throw new Error(message, { cause: err });
+  }
 }
 
 export const mean = (xs: number[]) =>

@@ -1,7 +1,8 @@
 // Errors that are the same on every attempt fail the activity once as BadInput (non-retryable),
 // naming what is wrong: a chat prompt for a model without a chat template, a prompt that
 // tokenizes to nothing, a server or reward model answering an unexpected shape, and a model
-// config too large for this machine (the engine's out of memory).
+// config too large for this machine (the engine's out of memory), a reward model that cannot
+// score (checked when the run is prepared).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -15,12 +16,14 @@ import { ApplicationFailure } from '@temporalio/common';
 import { parseRunConfig } from '../../config/index.ts';
 import { buildDataset } from '../../activities/dataset.ts';
 import { createActivities, SamplerPool } from '../../activities/index.ts';
+import { prepareRun } from '../../activities/prepare.ts';
 import { analyzeRewards } from '../../activities/rewards.ts';
 import { trainPolicy } from '../../activities/train.ts';
 import type { SamplePairsInput } from '../../contracts/activities.ts';
 import { toJsonl } from '../../lib/jsonl.ts';
 import { writeTokData } from '../../lib/tokdata.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
+import { freePort } from '../helpers/vllm.ts';
 
 // Sampling from an external endpoint: the pool starts no server.
 const { samplePairs } = createActivities({ samplers: new SamplerPool() });
@@ -41,13 +44,22 @@ const pair = (index: number, prompt: unknown) => ({
   seed: 0,
 });
 
-async function model(name: string, opts: { chatTemplate?: boolean } = {}): Promise<string> {
+async function model(
+  name: string,
+  opts: { chatTemplate?: boolean; nPositions?: number } = {},
+): Promise<string> {
   const dir = join(root, name);
   const vocab = await writeTinyTokenizer(dir, opts);
   const cfg = join(root, `${name}.json`);
   await writeFile(
     cfg,
-    JSON.stringify({ n_embd: 16, n_layer: 1, n_head: 2, n_positions: 64, vocab_size: vocab }),
+    JSON.stringify({
+      n_embd: 16,
+      n_layer: 1,
+      n_head: 2,
+      n_positions: opts.nPositions ?? 64,
+      vocab_size: vocab,
+    }),
   );
   execFileSync(ENGINE, ['init', '--config', cfg, '--out', dir, '--seed', '1'], { stdio: 'pipe' });
   return dir;
@@ -183,6 +195,61 @@ test('analyzeRewards: a reward model answering non-JSON or wrong shape is bad in
       server.close();
     }
   }
+});
+
+test('prepareRun: a reward model that cannot score is refused before any sampling', async () => {
+  const dir = await model('rm-check', { nPositions: 512 });
+  const prompts = join(root, 'rm-check.jsonl');
+  await writeFile(prompts, '{"prompt": "a"}\n');
+  const config = (rewardModel: unknown) =>
+    parseRunConfig({
+      model: dir,
+      storage: join(root, 'rm-store'),
+      prompts: { file: prompts },
+      training: { maxLength: 512, maxPromptLength: 256 },
+      sampling: { maxTokens: 16 },
+      rewardModel,
+    });
+  const prepare = (rewardModel: unknown, runId: string) =>
+    new MockActivityEnvironment().run(prepareRun, { runId, config: config(rewardModel) });
+  const asked: string[] = [];
+  const server = await serve((url, body) => {
+    asked.push(body);
+    const { model: name } = JSON.parse(body) as { model: string };
+    if (url === '/classify' && name === 'rm')
+      return { body: JSON.stringify({ data: [{ probs: [0.25] }] }) };
+    return {
+      status: 404,
+      body: JSON.stringify({ error: { message: `The model \`${name}\` does not exist.` } }),
+    };
+  });
+  try {
+    const rm = { type: 'vllm-classify', baseURL: `${urlOf(server)}/v1` };
+    await assertBadInput(
+      prepare({ ...rm, model: 'typo' }, 'bad'),
+      /^rewardModel \(checked before sampling\): .*\/classify answered HTTP 404: .*typo/,
+    );
+    await assert.rejects(readFile(join(root, 'rm-store', 'runs', 'bad', 'config.json')));
+    const ok = (await prepare({ ...rm, model: 'rm' }, 'good')) as { runDir: string };
+    assert.equal(ok.runDir, join(root, 'rm-store', 'runs', 'good'));
+    assert.equal(asked.length, 2, 'one scoring request per check');
+    assert.deepEqual(JSON.parse(asked[1]).input, ['opsr reward model check\nok']);
+  } finally {
+    server.close();
+  }
+  // Nothing listening: retryable (the server may be starting), naming the URL.
+  const down = `http://127.0.0.1:${await freePort()}/score`;
+  await assert.rejects(
+    prepare({ type: 'http', url: down }, 'down'),
+    (err: Error & { nonRetryable?: boolean }) => {
+      assert.match(
+        err.message,
+        /^rewardModel \(checked before sampling\): .*\/score: fetch failed \(.*ECONNREFUSED/,
+      );
+      assert.ok(!(err instanceof ApplicationFailure && err.nonRetryable));
+      return true;
+    },
+  );
 });
 
 test('trainPolicy: engine out of memory, model too large for the machine: bad input', async () => {

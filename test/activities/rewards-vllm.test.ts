@@ -9,7 +9,7 @@ import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { analyzeRewards } from '../../activities/rewards.ts';
+import { analyzeRewards, checkRewardModel } from '../../activities/rewards.ts';
 import type { RewardModelConfig, RewardSummary } from '../../contracts/activities.ts';
 import { readJsonl } from '../../lib/jsonl.ts';
 import { writeTinyTokenizer } from '../helpers/tiny-tokenizer.ts';
@@ -122,6 +122,20 @@ async function score(rewardModel: RewardModelConfig, dir: string) {
   assert.equal(summary.count, PAIRS.length);
   return readJsonl<{ chosen: number; rejected: number }>(summary.rewardsFile);
 }
+
+test('checked before sampling: the served model passes, an unknown one is bad input', async () => {
+  for (const type of ['vllm-classify', 'vllm-pooling'] as const) {
+    await checkRewardModel({ type, baseURL, model: 'rm' } as RewardModelConfig);
+    await assert.rejects(
+      checkRewardModel({ type, baseURL, model: 'rm-typo' } as RewardModelConfig),
+      (e: Error & { type?: string }) => {
+        assert.equal(e.type, 'BadInput', e.message);
+        assert.match(e.message, /^rewardModel \(checked before sampling\): .* HTTP 404: .*rm-typo/);
+        return true;
+      },
+    );
+  }
+});
 
 test("analyzeRewards through vLLM /classify and /pooling: transformers' scores", async () => {
   assert.equal(
