@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { cancellationSignal } from '@temporalio/activity';
 import { writeFileAtomic, writeJsonAtomic } from '../lib/atomic.ts';
 import { hashJson, modelHash, sha256File } from '../lib/hash.ts';
-import { JsonlError, readJsonl, toJsonl } from '../lib/jsonl.ts';
+import { readJsonl, toJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { allowListeners, mapLimit } from '../lib/pool.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
@@ -38,6 +38,7 @@ import type {
 import { badInput } from './errors.ts';
 import { type Judge, makeJudge } from './judge.ts';
 import { withKeepAlive } from './progress.ts';
+import { readUserRecords, userRecordsProblem } from './records.ts';
 import { deriveSeed, generator, requestFailure } from './sample-pairs.ts';
 import type { SamplerPool } from './sampler-pool.ts';
 
@@ -179,27 +180,56 @@ interface PairItem {
   output?: string;
 }
 
+// An evaluation set's records, each a JSON object that passes check.
 async function readSet<T>(
   set: EvalSetConfig,
   check: (r: Record<string, unknown>) => string | null,
 ): Promise<T[]> {
-  const field = `evals.sets (${set.name}).file`;
-  let recs: T[];
-  try {
-    recs = await readJsonl<T>(set.file, (r) =>
-      !r || typeof r !== 'object' || Array.isArray(r)
-        ? 'record must be a JSON object'
-        : check(r as Record<string, unknown>),
-    );
-  } catch (err) {
-    if (err instanceof JsonlError || (err as NodeJS.ErrnoException).code === 'ENOENT')
-      throw badInput(`${field}: ${(err as Error).message}`);
-    throw err;
-  }
-  if (set.limit !== undefined) recs = recs.slice(0, set.limit);
-  if (recs.length === 0) throw badInput(`${field}: ${set.file} holds no records`);
-  return recs;
+  const recs = await readUserRecords<T>(`evals.sets (${set.name}).file`, set.file, objects(check));
+  return set.limit === undefined ? recs : recs.slice(0, set.limit);
 }
+const objects = (check: (r: Record<string, unknown>) => string | null) => (r: unknown) =>
+  !r || typeof r !== 'object' || Array.isArray(r)
+    ? 'record must be a JSON object'
+    : check(r as Record<string, unknown>);
+
+// What a record of each kind of set must hold. An opsr prompt file ({"prompt"}) serves as
+// pairwise instructions too, e.g. a testbed's held-out split.
+const pairRecordProblem = (set: PairwiseSet) => (r: Record<string, unknown>) => {
+  const text = r.instruction ?? r.prompt;
+  if (typeof text !== 'string' || text === '')
+    return '"instruction" (or "prompt") must be a non-empty string';
+  if (set.reference === 'file' && typeof r.output !== 'string')
+    return '"output" (the reference answer) must be a string with reference "file"';
+  return null;
+};
+function questionProblem(r: Record<string, unknown>): string | null {
+  if (typeof r.category !== 'string' || r.category === '')
+    return '"category" must be a non-empty string';
+  if (
+    !Array.isArray(r.turns) ||
+    r.turns.length === 0 ||
+    !r.turns.every((t) => typeof t === 'string' && t !== '')
+  ) {
+    return '"turns" must be a non-empty list of non-empty strings (the user turns)';
+  }
+  if (
+    r.reference !== undefined &&
+    (!Array.isArray(r.reference) || !r.reference.every((t) => typeof t === 'string'))
+  ) {
+    return '"reference" must be a list of strings (one reference answer per turn)';
+  }
+  return null;
+}
+
+// The set's file read as the evaluation reads it, for the checks before a run starts: a set
+// evaluated only after the last round would otherwise fail after all the training.
+export const evalSetProblem = (set: EvalSetConfig) =>
+  userRecordsProblem(
+    `evals.sets (${set.name}).file`,
+    set.file,
+    objects(set.kind === 'pairwise' ? pairRecordProblem(set) : questionProblem),
+  );
 
 async function pairwise(
   samplers: SamplerPool,
@@ -210,18 +240,9 @@ async function pairwise(
   signal: AbortSignal | undefined,
   keepAlive: KeepAlive,
 ): Promise<PairwiseEvalResult> {
-  const fromFile = set.reference === 'file';
-  // An opsr prompt file ({"prompt"}) serves as instructions too, e.g. a testbed's held-out split.
-  const items = (
-    await readSet<PairItem & { prompt?: string }>(set, (r) => {
-      const text = r.instruction ?? r.prompt;
-      if (typeof text !== 'string' || text === '')
-        return '"instruction" (or "prompt") must be a non-empty string';
-      if (fromFile && typeof r.output !== 'string')
-        return '"output" (the reference answer) must be a string with reference "file"';
-      return null;
-    })
-  ).map((r) => ({ instruction: r.instruction ?? r.prompt!, output: r.output }));
+  const items = (await readSet<PairItem & { prompt?: string }>(set, pairRecordProblem(set))).map(
+    (r) => ({ instruction: r.instruction ?? r.prompt!, output: r.output }),
+  );
   const s = input.sampling;
   const maxTokens = set.maxTokens ?? s.maxTokens;
   const gen: Gen = { answered: 0, requests: 0, tokens: 0 };
@@ -376,24 +397,7 @@ async function grading(
   signal: AbortSignal | undefined,
   keepAlive: KeepAlive,
 ): Promise<GradingEvalResult> {
-  const questions = await readSet<Question>(set, (r) => {
-    if (typeof r.category !== 'string' || r.category === '')
-      return '"category" must be a non-empty string';
-    if (
-      !Array.isArray(r.turns) ||
-      r.turns.length === 0 ||
-      !r.turns.every((t) => typeof t === 'string' && t !== '')
-    ) {
-      return '"turns" must be a non-empty list of non-empty strings (the user turns)';
-    }
-    if (
-      r.reference !== undefined &&
-      (!Array.isArray(r.reference) || !r.reference.every((t) => typeof t === 'string'))
-    ) {
-      return '"reference" must be a list of strings (one reference answer per turn)';
-    }
-    return null;
-  });
+  const questions = await readSet<Question>(set, questionProblem);
   const s = input.sampling;
   const temperatures = { ...MT_BENCH_TEMPERATURES, ...set.temperatures };
   const gen: Gen = { answered: 0, requests: 0, tokens: 0 };

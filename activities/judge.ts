@@ -212,14 +212,30 @@ async function loadPrompt(
   field: string,
 ): Promise<string> {
   const path = file ?? DEFAULT_PROMPTS[kind];
+  const allowed =
+    `allowed: a text file with ${PLACEHOLDERS[kind].join(', ')}, ` +
+    `like ${DEFAULT_PROMPTS[kind]}`;
   const text = await readFile(path, 'utf8').catch((err: Error) => {
-    throw badInput(`${field}: cannot read the prompt file ${path}: ${err.message}`);
+    throw badInput(`${field}: cannot read the prompt file ${path}: ${err.message} (${allowed})`);
   });
   const missing = PLACEHOLDERS[kind].filter((p) => !text.includes(p));
   if (missing.length)
-    throw badInput(`${field}: the prompt file ${path} lacks ${missing.join(', ')}`);
+    throw badInput(`${field}: the prompt file ${path} lacks ${missing.join(', ')} (${allowed})`);
   return text;
 }
+
+// A configured prompt file read and checked as a judge reads it, for the checks before a run
+// starts: the problem, or null.
+export type PromptKind = keyof typeof DEFAULT_PROMPTS;
+export const promptFileProblem = (
+  kind: PromptKind,
+  file: string,
+  field: string,
+): Promise<string | null> =>
+  loadPrompt(kind, file, field).then(
+    () => null,
+    (err: Error) => err.message,
+  );
 
 // Placeholders filled in one pass, inserting the texts literally (an answer may hold
 // "{answer_b}").

@@ -27,7 +27,7 @@ export async function prepareRun(input: PrepareRunInput): Promise<PrepareRunResu
   });
   // What `opsr validate` refuses, refused with the same lines before anything is spent, however
   // the workflow was started (a client that skipped validate, a schedule, an old config).
-  const problems = await runConfigProblems(config);
+  const problems = await runConfigProblems(config, { inputsExist: true });
   if (problems.length) {
     const err = new ConfigError('workflow input', problems);
     throw ApplicationFailure.nonRetryable(err.message, 'ConfigError', ...problems);

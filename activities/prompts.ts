@@ -1,7 +1,7 @@
 // Prompt sets: JSONL records with "prompt" (a string) or "messages" (a chat ending in a user
 // turn), optionally shuffled by seed and cut to a limit. Index = position after shuffle and limit.
-import { JsonlError, readJsonl } from '../lib/jsonl.ts';
-import { badInput } from './errors.ts';
+import { readJsonl } from '../lib/jsonl.ts';
+import { readUserRecords, userRecordsProblem } from './records.ts';
 import type { ChatMessage } from '../lib/tokenizer.ts';
 
 // One line of the run's prompts.jsonl: a plain prompt or a chat.
@@ -53,12 +53,15 @@ function seededShuffle<T>(items: T[], seed: number): T[] {
   return out;
 }
 
-export async function loadPrompts(spec: {
-  file: string;
-  limit?: number;
-  shuffleSeed?: number;
-}): Promise<PromptItem[]> {
-  let recs = await readJsonl<{ prompt?: string; messages?: ChatMessage[] }>(spec.file, checkPrompt);
+type PromptSpec = { file: string; limit?: number; shuffleSeed?: number };
+type PromptRecord = { prompt?: string; messages?: ChatMessage[] };
+
+export async function loadPrompts(spec: PromptSpec): Promise<PromptItem[]> {
+  return promptItems(await readJsonl<PromptRecord>(spec.file, checkPrompt), spec);
+}
+
+function promptItems(all: PromptRecord[], spec: PromptSpec): PromptItem[] {
+  let recs = all;
   if (spec.shuffleSeed !== undefined) recs = seededShuffle(recs, spec.shuffleSeed);
   if (spec.limit !== undefined) recs = recs.slice(0, spec.limit);
   return recs.map((r, index) =>
@@ -70,18 +73,10 @@ export async function loadPrompts(spec: {
 
 // loadPrompts for a config field: a missing file, a bad line or no prompts is bad input (not
 // retried).
-export async function loadPromptsFor(
-  field: string,
-  spec: { file: string; limit?: number; shuffleSeed?: number },
-): Promise<PromptItem[]> {
-  let prompts;
-  try {
-    prompts = await loadPrompts(spec);
-  } catch (err) {
-    if (err instanceof JsonlError || (err as NodeJS.ErrnoException).code === 'ENOENT')
-      throw badInput(`${field}: ${(err as Error).message}`);
-    throw err;
-  }
-  if (prompts.length === 0) throw badInput(`${field} ${spec.file} holds no prompts`);
-  return prompts;
+export async function loadPromptsFor(field: string, spec: PromptSpec): Promise<PromptItem[]> {
+  return promptItems(await readUserRecords(field, spec.file, checkPrompt, 'prompts'), spec);
 }
+
+// The same read for the checks before a run starts: the problem, or null.
+export const promptsProblem = (field: string, file: string) =>
+  userRecordsProblem(field, file, checkPrompt);

@@ -7,7 +7,6 @@ import { dirname, join } from 'node:path';
 import { writeJsonAtomic } from '../lib/atomic.ts';
 import { hashJson, modelHash, sha256File } from '../lib/hash.ts';
 import { weightFileNames } from '../lib/modeldir.ts';
-import { JsonlError, readJsonl } from '../lib/jsonl.ts';
 import { loadValidManifest, writeManifest } from '../lib/manifest.ts';
 import { writeTokData } from '../lib/tokdata.ts';
 import { loadTokenizer, type ChatMessage } from '../lib/tokenizer.ts';
@@ -23,6 +22,7 @@ import type {
 import { fitToLimits, promptIds, responseIds } from './dataset.ts';
 import { runEngineTrain, type EngineRun } from './engine-train.ts';
 import { badInput } from './errors.ts';
+import { readUserRecords } from './records.ts';
 import { TrainLog } from './trainlog.ts';
 import { progressNotifier, withKeepAlive } from './progress.ts';
 
@@ -180,7 +180,7 @@ export async function trainPolicy(input: TrainPolicyInput): Promise<TrainPolicyR
 
 type Conversation = ChatMessage[];
 
-function checkSft(rec: unknown): string | null {
+export function checkSft(rec: unknown): string | null {
   const r = rec as Record<string, unknown>;
   if (!r || typeof r !== 'object')
     return 'record must be an object with "prompt" and "completion" strings, or "messages"';
@@ -207,7 +207,7 @@ const isText = (v: unknown) =>
   typeof v === 'string' ||
   (Array.isArray(v) &&
     v.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string'));
-function checkPair(rec: unknown): string | null {
+export function checkPair(rec: unknown): string | null {
   const r = rec as Record<string, unknown>;
   if (!r || typeof r !== 'object') return 'record must be an object {prompt, chosen, rejected}';
   for (const k of ['prompt', 'chosen', 'rejected']) {
@@ -227,23 +227,6 @@ const answerText = (v: string | Conversation) =>
         .map((m) => m.content)
         .join('');
 
-// Seed data problems are the user's to fix: not retryable, naming the field, file and line.
-async function readStageData<T>(
-  field: string,
-  file: string,
-  check: (r: unknown) => string | null,
-): Promise<T[]> {
-  try {
-    const recs = await readJsonl<T>(file, check);
-    if (recs.length === 0) throw badInput(`${field}: ${file} holds no records`);
-    return recs;
-  } catch (err) {
-    if (err instanceof JsonlError || (err as NodeJS.ErrnoException).code === 'ENOENT')
-      throw badInput(`${field}: ${(err as Error).message}`);
-    throw err;
-  }
-}
-
 async function sftData(
   file: string,
   modelDir: string,
@@ -251,7 +234,7 @@ async function sftData(
   lim: { maxLength: number; maxPromptLength: number },
 ): Promise<number> {
   const tok = await loadTokenizer(modelDir);
-  const recs = await readStageData<{
+  const recs = await readUserRecords<{
     prompt?: string;
     completion?: string;
     messages?: Conversation;
@@ -283,7 +266,7 @@ async function pairData(
   lim: { maxLength: number; maxPromptLength: number },
 ): Promise<number> {
   const tok = await loadTokenizer(modelDir);
-  const recs = await readStageData<{
+  const recs = await readUserRecords<{
     prompt: string | Conversation;
     chosen: string | Conversation;
     rejected: string | Conversation;

@@ -14,7 +14,7 @@ export class JsonlError extends Error {
 }
 
 // `check` returns null for a good record or a message naming the field and what is allowed.
-type RecordCheck = (rec: unknown) => string | null;
+export type RecordCheck = (rec: unknown) => string | null;
 
 export function parseJsonl<T = unknown>(text: string, file: string, check?: RecordCheck): T[] {
   const out: T[] = [];

@@ -442,10 +442,14 @@ test('prepareRun: config snapshot, prompts; bad model dir/prompt, changed config
     prepareRun({ runId: 'p2', config: { ...cfg, model: join(root, 'no-model') } }),
     isBad(/model: .*no-model is not a directory/),
   );
+  // A bad record is one of the config's problems, listed with the others (never retried).
   await writeFile(prompts, '{"prompt": "ok"}\n{"text": "no"}\n');
   await assert.rejects(
     prepareRun({ runId: 'p3', config: cfg }),
-    isBad(new RegExp(`prompts.file: ${prompts}:2: record needs "prompt"`)),
+    (e: Error & { type?: string; nonRetryable?: boolean }) =>
+      e.type === 'ConfigError' &&
+      e.nonRetryable === true &&
+      new RegExp(`\n {2}prompts.file: ${prompts}:2: record needs "prompt"`).test(e.message),
   );
 });
 

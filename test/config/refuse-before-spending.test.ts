@@ -248,6 +248,77 @@ test("lengths, longest prompt vs the model's context: opsr validate and prepareR
   );
 });
 
+// Input files the run reads later (a set evaluated after the last round would fail after all the
+// training): prompts, seed data, the judges' prompt files and every evaluation set, read as the
+// run reads them, each problem naming the field and the file (and line). `opsr validate` lets a
+// file that does not exist yet pass (the demo makes its data after loading its preset);
+// prepareRun requires every one.
+test('input files are read when the run is loaded; prepareRun requires them all', async () => {
+  const file = (name: string, text: string) =>
+    writeFile(join(root, name), text).then(() => join(root, name));
+  const judgePrompt = await file('pairwise.txt', 'Which is better? {instruction} {answer_a}');
+  const rubric = await file('rubric.txt', 'Rate it.');
+  const pairs = await file('pw.jsonl', '{"instruction": "a"}\n{"instruction": ""}\n');
+  const questions = await file('mt.jsonl', '{"category": "x", "turns": ["hi"]}\nnot json\n');
+  const sft = await file('sft.jsonl', '{"prompt": "a", "completion": ""}\n');
+  const input = {
+    model,
+    prompts: { file: prompts },
+    storage: join(root, 'store'),
+    training: { maxLength: 200, maxPromptLength: 64 },
+    sampling: { maxTokens: 8 },
+    init: { sft: { data: sft }, offline: { data: join(root, 'not-yet.jsonl') } },
+    pairs: { source: 'self-judge', rubricPrompt: rubric },
+    judges: {
+      j: {
+        type: 'openai',
+        baseURL: 'http://127.0.0.1:8000/v1',
+        model: 'judge',
+        prompts: { pairwise: judgePrompt, grading: root }, // a directory
+      },
+    },
+    evals: {
+      rounds: [3],
+      sets: [
+        { kind: 'pairwise', name: 'pw', judge: 'j', file: pairs, reference: 'base' },
+        { kind: 'grading', name: 'mt', judge: 'j', file: questions },
+        { kind: 'grading', name: 'none', judge: 'j', file: join(root, 'none.jsonl') },
+      ],
+    },
+  };
+  const expected = [
+    new RegExp(
+      /^judges\.j\.prompts\.pairwise: the prompt file .*pairwise\.txt lacks \{answer_b\} /.source +
+        /\(allowed: a text file with \{instruction\}, \{answer_a\}, \{answer_b\}/.source,
+    ),
+    /^judges\.j\.prompts\.grading: cannot read the prompt file .*: EISDIR/,
+    /^pairs\.rubricPrompt: the prompt file .*rubric\.txt lacks \{instruction\}, \{answer\}/,
+    /^evals\.sets \(pw\)\.file: .*pw\.jsonl:2: "instruction" \(or "prompt"\) must be a non-empty/,
+    /^evals\.sets \(mt\)\.file: .*mt\.jsonl:2: not valid JSON/,
+    /^init\.sft\.data: .*sft\.jsonl:1: "completion" must not be empty/,
+  ];
+  const missing = [
+    /^init\.offline\.data: cannot read .*not-yet\.jsonl \(ENOENT/,
+    /^evals\.sets \(none\)\.file: cannot read .*none\.jsonl \(ENOENT/,
+  ];
+  await assert.rejects(loadRunConfig(await file('inputs.json', JSON.stringify(input))), (e) => {
+    assert.ok(e instanceof ConfigError, String(e));
+    assert.equal(e.issues.length, expected.length, e.issues.join('\n'));
+    for (const pattern of expected) has(e.issues, pattern);
+    return true;
+  });
+  await assert.rejects(
+    prepareRun({ runId: 'inputs', config: parseRunConfig(input) }),
+    (e: unknown) => {
+      assert.ok(e instanceof ApplicationFailure && e.type === 'ConfigError', String(e));
+      const lines = e.details as string[];
+      assert.equal(lines.length, expected.length + missing.length, lines.join('\n'));
+      for (const pattern of [...expected, ...missing]) has(lines, pattern);
+      return true;
+    },
+  );
+});
+
 // Started through the client, not `opsr validate`: the run fails in prepareRun with the lines
 // validate prints for the same config, and nothing is served or sampled.
 test('a workflow started with a config validate refuses fails before any sampling', async () => {
